@@ -1,0 +1,67 @@
+"""The engine facade: one object bundling registry, validator, cache and executor for a process (no globals)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from .cache import OutputCache
+from .config import EngineConfig
+from .context import InterruptFlag, Services
+from .events import EventBus
+from .executor import Executor, RunResult
+from .registry import Registry
+from .validation import ValidatedPrompt, Validator
+from .workflow import is_ui_format, load_json_or_png, parse_workflow
+
+
+class Engine:
+    """Loads plugins once, then validates and runs any number of workflows with a shared cache."""
+
+    def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
+                 cache: OutputCache | None = None, services: Services | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.registry = registry or Registry.load(self.config.plugin_dirs)
+        self.validator = Validator(self.registry, self.config)
+        self.services = services or Services()
+        self.services.put(EngineConfig, self.config)
+        self.executor = Executor(self.config, cache, self.services)
+
+    @property
+    def cache(self) -> OutputCache:
+        """The shared output cache."""
+        return self.executor.cache
+
+    def to_api(self, data: Any) -> dict[str, Any]:
+        """Return API-format JSON, converting the editor's UI format with the node catalogue when needed."""
+        if is_ui_format(data):
+            from .ui_format import ui_to_api
+            return ui_to_api(data, self.registry)
+        return data
+
+    def prepare(self, data: Any, targets: Iterable[str] | None = None) -> ValidatedPrompt:
+        """Parse and validate workflow JSON (API or UI format); raises WorkflowFormatError / ValidationReport."""
+        return self.validator.validate(parse_workflow(self.to_api(data)), targets)
+
+    def load_file(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Read a .json or .png workflow file: (API-format JSON, extra PNG chunks)."""
+        data, extra = load_json_or_png(path)
+        if not is_ui_format(data) and is_ui_format(extra.get("workflow")) and not data:
+            data = extra["workflow"]
+        return self.to_api(data), extra
+
+    def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
+            run_id: str | None = None, extra_data: dict[str, Any] | None = None,
+            record_events: bool = False) -> RunResult:
+        """Execute a validated prompt (see Executor.run)."""
+        return self.executor.run(prompt, bus=bus, interrupt=interrupt, run_id=run_id, extra_data=extra_data,
+                                 record_events=record_events)
+
+    def free(self, unload_models: bool = True) -> None:
+        """Drop cached results (and with them resident models) and release accelerator memory."""
+        if unload_models:
+            self.cache.clear()
+        for service in self.services.values():
+            release = getattr(service, "release", None)
+            if callable(release):
+                release()

@@ -1,0 +1,165 @@
+"""Image input and output nodes: load from the input folder, save to the output folder, preview to temp."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from nodegraph import Combo, Float, Int, Link, Node, NodeOutput, Output, String, hookimpl
+from nodegraph.config import safe_join
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def input_images(config: Any) -> list[str]:
+    """Image files in the input folder (relative paths), for LoadImage's combo."""
+    if config is None or not config.input_dir.is_dir():
+        return []
+    root = config.input_dir
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _file_digest(config: Any, name: str) -> str:
+    path = safe_join(config.input_dir, name)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def _open(config: Any, name: str):
+    from PIL import Image, ImageOps
+
+    path = safe_join(config.input_dir, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"input image {name!r} is not in {config.input_dir}; upload it or copy it there")
+    img = Image.open(path)
+    return ImageOps.exif_transpose(img) or img
+
+
+class LoadImage(Node):
+    """Load an image (and its alpha as a mask) from the input folder."""
+
+    DISPLAY_NAME = "Load Image"
+    CATEGORY = "image"
+    INPUTS = {"image": Combo(input_images, image_upload=True, tooltip="a file in the input folder")}
+    OUTPUTS = (Output("IMAGE"), Output("MASK"))
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _file_digest(config, constants["image"])
+
+    def execute(self, ctx, image: str):
+        from nodegraph.imaging import pil_to_image, pil_to_mask
+
+        img = _open(ctx.config, image)
+        return (pil_to_image(img), pil_to_mask(img, "A"))
+
+
+class LoadImageMask(Node):
+    """Load one channel of an image from the input folder as a mask."""
+
+    DISPLAY_NAME = "Load Image (as Mask)"
+    CATEGORY = "mask"
+    INPUTS = {"image": Combo(input_images, image_upload=True),
+              "channel": Combo(["alpha", "red", "green", "blue"], default="alpha")}
+    OUTPUTS = (Output("MASK"),)
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _file_digest(config, constants["image"])
+
+    def execute(self, ctx, image: str, channel: str):
+        from nodegraph.imaging import pil_to_mask
+
+        return (pil_to_mask(_open(ctx.config, image), channel[0].upper()),)
+
+
+def png_text(ctx: Any) -> dict[str, Any]:
+    """The PNG text chunks ComfyUI writes: ``prompt`` plus one per extra_pnginfo key (``workflow``, …)."""
+    text: dict[str, Any] = {"prompt": ctx.prompt}
+    text.update(ctx.extra_pnginfo)
+    manifest = getattr(ctx, "manifest", None)
+    if manifest:
+        text["nodegraph"] = manifest
+    return text
+
+
+class SaveImage(Node):
+    """Save images as PNG (with the workflow in text chunks) to the output folder."""
+
+    DISPLAY_NAME = "Save Image"
+    CATEGORY = "image"
+    OUTPUT_NODE = True
+    INPUTS = {"images": Link("IMAGE", tooltip="the images to save"),
+              "filename_prefix": String("nodegraph", tooltip="file name prefix; may include a subfolder")}
+    OUTPUTS = ()
+    FOLDER = "output"
+
+    def execute(self, ctx, images: Any, filename_prefix: str = "nodegraph"):
+        from nodegraph.imaging import image_to_pils, save_pngs
+
+        root = ctx.config.folder_for(self.FOLDER)
+        entries = save_pngs(image_to_pils(images), root, filename_prefix, png_text(ctx))
+        for e in entries:
+            e["type"] = self.FOLDER
+        return NodeOutput((), {"images": entries})
+
+
+class PreviewImage(SaveImage):
+    """Save images to the temp folder for previewing."""
+
+    DISPLAY_NAME = "Preview Image"
+    INPUTS = {"images": Link("IMAGE")}
+    FOLDER = "temp"
+
+    def execute(self, ctx, images: Any):
+        return super().execute(ctx, images, f"preview_{uuid.uuid4().hex[:8]}")
+
+
+class EmptyImage(Node):
+    """A batch of images filled with one colour."""
+
+    DISPLAY_NAME = "Empty Image"
+    CATEGORY = "image"
+    INPUTS = {"width": Int(512, min=1, max=16384, step=1), "height": Int(512, min=1, max=16384, step=1),
+              "batch_size": Int(1, min=1, max=4096), "color": Int(0, min=0, max=0xFFFFFF, tooltip="0xRRGGBB")}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, width: int, height: int, batch_size: int, color: int):
+        import torch
+
+        rgb = torch.tensor([(color >> 16) & 255, (color >> 8) & 255, color & 255], dtype=torch.float32) / 255.0
+        return (rgb.expand(batch_size, height, width, 3).clone(),)
+
+
+class ImageInvert(Node):
+    """Invert the colours of images."""
+
+    DISPLAY_NAME = "Invert Image"
+    CATEGORY = "image"
+    INPUTS = {"image": Link("IMAGE")}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any):
+        return (1.0 - image,)
+
+
+class ImageBlend(Node):
+    """Blend two images of the same size: (1 - factor) * image1 + factor * image2."""
+
+    DISPLAY_NAME = "Image Blend"
+    CATEGORY = "image"
+    INPUTS = {"image1": Link("IMAGE"), "image2": Link("IMAGE"), "blend_factor": Float(0.5, min=0.0, max=1.0)}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image1: Any, image2: Any, blend_factor: float):
+        if image1.shape[1:] != image2.shape[1:]:
+            raise ValueError(f"image1 is {tuple(image1.shape[1:3])} and image2 {tuple(image2.shape[1:3])}; "
+                             "scale one with ImageScale first")
+        return ((1.0 - blend_factor) * image1 + blend_factor * image2,)
+
+
+@hookimpl
+def nodegraph_nodes():
+    """Image load/save nodes."""
+    return [LoadImage, LoadImageMask, SaveImage, PreviewImage, EmptyImage, ImageInvert, ImageBlend]
