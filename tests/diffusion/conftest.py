@@ -1,0 +1,26 @@
+"""Fixtures for the diffusion tests: tiny real models built from configs, saved in a temporary home folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_models import TinySD, build_tiny_sd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> TinySD:
+    """A tiny SD1.x-shaped model saved as ``models/checkpoints/tiny-sd/`` and ``tiny-sd.safetensors`` (LDM keys).
+
+    Attributes: ``home``, ``models_dir``, ``folder``, ``single_file``, ``config`` (an EngineConfig for that home)
+    and ``components`` (the in-memory unet/vae/text_encoder/tokenizer/scheduler that were saved).
+    """
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-home"))

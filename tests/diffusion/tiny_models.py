@@ -1,0 +1,251 @@
+"""Tiny SD1.x-shaped models built from configs with fixed seeds, saved as a diffusers folder and as an LDM single file.
+
+The single file uses the original (CompVis/LDM) key names, as real ``*.safetensors`` checkpoints do, so that the
+loaders are tested on the same path a user's file takes. Because a tiny model's tokenizer and configs cannot be
+inferred from its weights, the file also carries them in its header (see ``nodegraph.diffusion.detect.METADATA_KEY``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TEXT_HIDDEN = 32
+WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "green", "blue", "circle", "square", "triangle", "on",
+         "background", "painting", "house", "tree", "sky")
+
+UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=32,
+)
+VAE_CONFIG: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1, latent_channels=4,
+    norm_num_groups=32, sample_size=16, scaling_factor=0.18215,
+)
+SCHEDULER_CONFIG: dict[str, Any] = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    prediction_type="epsilon", set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
+    timestep_spacing="leading",
+)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """The byte → printable character table of byte-level BPE (GPT-2/CLIP)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def tiny_vocab(words: tuple[str, ...] = WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-style vocabulary: every byte (alone and word-final), merges spelling ``words``, then the specials."""
+    chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        if len(word) < 2:
+            continue
+        left = word[0]
+        for i, ch in enumerate(word[1:], start=1):
+            right = ch + "</w>" if i == len(word) - 1 else ch
+            pair = (left, right)
+            if pair not in merges:
+                merges.append(pair)
+                vocab.setdefault(left + right, len(vocab))
+            left = left + right
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def make_tokenizer(folder: Path):
+    """A CLIPTokenizer over ``tiny_vocab`` (SD1.x settings), saved into ``folder`` and loaded back from there."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tiny_vocab()
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="<|endoftext|>",
+                        unk_token="<|endoftext|>", bos_token="<|startoftext|>", eos_token="<|endoftext|>")
+    tok.save_pretrained(str(folder))
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def make_components(tokenizer) -> dict[str, Any]:
+    """UNet, VAE and text encoder with fixed random weights (seeded), plus the scheduler."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    torch.manual_seed(1)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    torch.manual_seed(2)
+    text_cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer.get_vocab()), hidden_size=TEXT_HIDDEN, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_HIDDEN, hidden_act="quick_gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    text_encoder = CLIPTextModel(text_cfg)
+    for m in (unet, vae, text_encoder):
+        m.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+            "scheduler": PNDMScheduler(**SCHEDULER_CONFIG)}
+
+
+# ---- diffusers → LDM key names (the inverse of diffusers' single-file conversion) --------------------------------
+
+_RESNET_UNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+                ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+_UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def _sub(rest: str, table: tuple[tuple[str, str], ...]) -> str:
+    for new, old in table:
+        if rest.startswith(new + "."):
+            return old + rest[len(new):]
+    return rest
+
+
+def unet_to_ldm(state: dict[str, Any], layers_per_block: int) -> dict[str, Any]:
+    """Rename a diffusers UNet2DConditionModel state dict to ``model.diffusion_model.*`` LDM keys."""
+    out: dict[str, Any] = {}
+    per = layers_per_block + 1
+    for key, value in state.items():
+        parts = key.split(".")
+        new = None
+        for src, dst in _UNET_FIXED.items():
+            if key.startswith(src + "."):
+                new = dst + key[len(src):]
+        if new is None and parts[0] == "down_blocks":
+            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+            if kind == "resnets":
+                new = f"input_blocks.{1 + b * per + j}.0.{_sub(rest, _RESNET_UNET)}"
+            elif kind == "attentions":
+                new = f"input_blocks.{1 + b * per + j}.1.{rest}"
+            else:  # downsamplers.0.conv.*
+                new = f"input_blocks.{1 + b * per + layers_per_block}.0.op.{'.'.join(parts[5:])}"
+        elif new is None and parts[0] == "mid_block":
+            kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+            new = (f"middle_block.{2 * j}.{_sub(rest, _RESNET_UNET)}" if kind == "resnets"
+                   else f"middle_block.1.{rest}")
+        elif new is None and parts[0] == "up_blocks":
+            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+            if kind == "resnets":
+                new = f"output_blocks.{b * per + j}.0.{_sub(rest, _RESNET_UNET)}"
+            elif kind == "attentions":
+                new = f"output_blocks.{b * per + j}.1.{rest}"
+            else:  # upsamplers.0.conv.*: slot 2 when the block has attentions, else 1
+                has_attn = any(k.startswith(f"up_blocks.{b}.attentions.") for k in state)
+                new = f"output_blocks.{b * per + layers_per_block}.{2 if has_attn else 1}.{'.'.join(parts[4:])}"
+        if new is None:
+            raise KeyError(f"no LDM name for UNet key {key!r}")
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+_VAE_ATTN = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
+
+
+def vae_to_ldm(state: dict[str, Any], num_blocks: int) -> dict[str, Any]:
+    """Rename a diffusers AutoencoderKL state dict to ``first_stage_model.*`` LDM keys (attention as 1×1 convs)."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        side = parts[0]
+        new = key
+        if side in ("encoder", "decoder") and parts[1] in ("down_blocks", "up_blocks"):
+            b = int(parts[2]) if side == "encoder" else num_blocks - 1 - int(parts[2])
+            word = "down" if side == "encoder" else "up"
+            if parts[3] == "resnets":
+                rest = ".".join(parts[5:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.{word}.{b}.block.{parts[4]}.{rest}"
+            else:
+                new = f"{side}.{word}.{b}.{'downsample' if side == 'encoder' else 'upsample'}.{'.'.join(parts[5:])}"
+        elif side in ("encoder", "decoder") and parts[1] == "mid_block":
+            if parts[2] == "resnets":
+                rest = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.mid.block_{int(parts[3]) + 1}.{rest}"
+            else:
+                new = f"{side}.mid.attn_1.{_sub('.'.join(parts[4:]), _VAE_ATTN)}"
+                if value.ndim == 2:
+                    value = value[:, :, None, None]
+        elif side in ("encoder", "decoder") and parts[1] == "conv_norm_out":
+            new = f"{side}.norm_out.{parts[2]}"
+        out["first_stage_model." + new] = value
+    return out
+
+
+def text_encoder_to_ldm(state: dict[str, Any]) -> dict[str, Any]:
+    """Rename a transformers CLIPTextModel state dict to ``cond_stage_model.transformer.text_model.*`` keys."""
+    prefix = "cond_stage_model.transformer."
+    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
+
+
+def to_ldm_state_dict(components: dict[str, Any]) -> dict[str, Any]:
+    """One LDM-format state dict from the UNet, VAE and text encoder (contiguous CPU tensors)."""
+    unet, vae, te = components["unet"], components["vae"], components["text_encoder"]
+    state: dict[str, Any] = {}
+    state.update(unet_to_ldm(unet.state_dict(), unet.config.layers_per_block))
+    state.update(vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
+    state.update(text_encoder_to_ldm(te.state_dict()))
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+def folder_metadata(folder: Path) -> str:
+    """The configs and tokenizer files of a diffusers folder as one JSON string (the single file's header)."""
+    files: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".json", ".txt"):
+            files[path.relative_to(folder).as_posix()] = path.read_text(encoding="utf-8")
+    return json.dumps({"format": 1, "files": files})
+
+
+@dataclass
+class TinySD:
+    """The tiny model as the tests see it: where it was saved and a config pointing there."""
+
+    home: Path
+    models_dir: Path
+    folder: Path
+    single_file: Path
+    config: Any
+    components: dict[str, Any]
+
+
+def build_tiny_sd(home: Path) -> TinySD:
+    """Build the tiny model and save it under ``home/models/checkpoints`` as ``tiny-sd/`` and ``tiny-sd.safetensors``."""
+    import os
+
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.diffusion.detect import METADATA_KEY
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = EngineConfig(home=home, models_dir=home / "models")
+    config.ensure_dirs()
+    ckpts = config.model_dir("checkpoints")
+    tok = make_tokenizer(home / "tmp-tokenizer")
+    parts = make_components(tok)
+    pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    folder = ckpts / "tiny-sd"
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    single = ckpts / "tiny-sd.safetensors"
+    save_file(to_ldm_state_dict(parts), str(single), metadata={METADATA_KEY: folder_metadata(folder)})
+    return TinySD(home=home, models_dir=config.models_dir, folder=folder, single_file=single, config=config,
+                  components=parts)
