@@ -11,6 +11,8 @@ from typing import Any
 
 def estimate_size(obj: Any, _seen: set[int] | None = None, _depth: int = 0) -> int:
     """Approximate bytes held by ``obj``: tensors and arrays by their storage, modules by their parameters."""
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return 32
     seen = _seen if _seen is not None else set()
     if id(obj) in seen or _depth > 6:
         return 0

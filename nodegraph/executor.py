@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import traceback
 import uuid
@@ -66,12 +65,11 @@ def cache_keys(prompt: ValidatedPrompt, config: Any = None) -> tuple[dict[str, s
         node = prompt.nodes[nid]
         meta = node.definition.meta
         fp = node.definition.cls.fingerprint(config, **node.constants)
-        material = [meta.name, meta.version, sorted((k, _constant_repr(v)) for k, v in node.constants.items()),
-                    sorted((k, keys[src], idx) for k, (src, idx) in node.links.items()),
-                    None if fp is None else repr(fp)]
+        material = (meta.name, meta.version, sorted((k, _constant_repr(v)) for k, v in node.constants.items()),
+                    sorted((k, keys[src], idx) for k, (src, idx) in node.links.items()), fp)
         if not meta.deterministic or any(src in volatile for src, _ in node.links.values()):
             volatile.add(nid)
-        keys[nid] = hashlib.blake2b(json.dumps(material, separators=(",", ":")).encode(), digest_size=16).hexdigest()
+        keys[nid] = hashlib.blake2b(repr(material).encode(), digest_size=16).hexdigest()
     return keys, volatile
 
 

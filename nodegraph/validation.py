@@ -137,7 +137,7 @@ class Validator:
                 planned[nid] = result
 
         order: list[str] = []
-        sub = graph.subgraph(needed)
+        sub = graph if len(needed) == len(nodes) else graph.subgraph(needed).copy()
         try:
             order = list(nx.topological_sort(sub))
         except nx.NetworkXUnfeasible:
@@ -162,7 +162,7 @@ class Validator:
                        "dependent_outputs": sorted(o for o in outputs if o == nid or nx.has_path(graph, nid, o)),
                        "class_type": nodes[nid].class_type}
                  for nid, errs in sorted(node_errors.items())})
-        return ValidatedPrompt(nodes=planned, outputs=known_outputs, order=order, raw=workflow.to_json())
+        return ValidatedPrompt(nodes=planned, outputs=known_outputs, order=order, raw=workflow.source or workflow.to_json())
 
     # ---- pieces ----------------------------------------------------------------------------------------------------
 

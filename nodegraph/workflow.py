@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel, ValidationError
 
 
 class WorkflowFormatError(ValueError):
@@ -32,6 +32,13 @@ class PromptNode(BaseModel):
 
 class Workflow(RootModel[dict[str, PromptNode]]):
     """An API-format workflow: ``{node_id: {class_type, inputs, _meta}}``."""
+
+    _source: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> dict[str, Any] | None:
+        """The JSON it was parsed from (kept as given, for the PNG ``prompt`` chunk and history)."""
+        return self._source
 
     def nodes(self) -> dict[str, PromptNode]:
         """The nodes by id."""
@@ -71,10 +78,12 @@ def parse_workflow(data: Any) -> Workflow:
         raise WorkflowFormatError("a workflow is a JSON object {node_id: {class_type, inputs}}; got "
                                   f"{type(data).__name__ if data else 'an empty object'}")
     try:
-        return Workflow.model_validate({str(k): v for k, v in data.items()})
+        workflow = Workflow.model_validate({str(k): v for k, v in data.items()})
     except ValidationError as exc:
         problems = "; ".join(f"node {'.'.join(str(p) for p in e['loc'][:2])}: {e['msg']}" for e in exc.errors()[:10])
         raise WorkflowFormatError(f"not an API-format workflow: {problems}") from None
+    workflow._source = data
+    return workflow
 
 
 def read_png_chunks(path: Path) -> dict[str, str]:
