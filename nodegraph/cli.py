@@ -1,4 +1,4 @@
-"""The ``nodegraph`` command line: run, validate, nodes, plugins, serve, train-default."""
+"""The ``nodegraph`` command line: run, validate, nodes, plugins, serve, inspect, train-default."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
                      help="override a constant input, e.g. --set 3.seed=42 (value parsed as JSON when it can be)")
     run.add_argument("--output-dir", type=Path, help="save output images directly into this folder")
+    run.add_argument("--strict", action="store_true",
+                     help="for a PNG: refuse to run when this installation differs from the image's manifest")
     run.add_argument("--backend", choices=["local", "ray"], default="local")
     run.add_argument("--ray-address", default=None)
     _common(run)
@@ -62,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", choices=["local", "ray"], default="local")
     serve.add_argument("--ray-address", default=None)
     _common(serve)
+
+    inspect = sub.add_parser("inspect", help="show the workflow, manifest and parameters carried by a PNG")
+    inspect.add_argument("image", type=Path)
+    _common(inspect)
 
     train = sub.add_parser("train-default", help="train the embedded default model (see nodegraph/training)")
     train.add_argument("args", nargs=argparse.REMAINDER)
@@ -138,6 +144,16 @@ def cmd_run(args: argparse.Namespace, config: EngineConfig) -> int:
     config.ensure_dirs()
     try:
         api, extra = engine.load_file(args.workflow)
+        if args.workflow.suffix.lower() == ".png":
+            from .provenance import MANIFEST_CHUNK, compare_with_installation
+
+            differences = compare_with_installation(extra.get(MANIFEST_CHUNK), engine)
+            for line in differences:
+                print(f"differs: {line}", file=sys.stderr)
+            if differences and args.strict:
+                print(f"refusing to run with --strict: {len(differences)} difference(s) from the image's "
+                      "manifest", file=sys.stderr)
+                return EXIT_INVALID
         api = apply_overrides(api, args.overrides)
         prompt = engine.prepare(api)
     except ValidationReport as exc:
@@ -221,6 +237,17 @@ def cmd_serve(args: argparse.Namespace, config: EngineConfig) -> int:
                  max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address)
 
 
+def cmd_inspect(args: argparse.Namespace, config: EngineConfig) -> int:
+    from .provenance import inspect_image
+
+    try:
+        print(inspect_image(args.image))
+    except WorkflowFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodegraph`` command."""
     args = build_parser().parse_args(argv)
@@ -231,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     config = make_config(args)
     handlers = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins,
-                "serve": cmd_serve}
+                "serve": cmd_serve,
+                "inspect": cmd_inspect}
     return handlers[args.command](args, config)
 
 

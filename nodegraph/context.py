@@ -72,6 +72,12 @@ class ExecutionContext:
     interrupt: InterruptFlag
     prompt: dict[str, Any] = field(default_factory=dict)
     extra_data: dict[str, Any] = field(default_factory=dict)
+    manifest_source: "Callable[[], dict[str, Any] | None] | None" = None
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        """The run's provenance manifest (built on first use; SaveImage writes it into the PNG)."""
+        return self.manifest_source() if self.manifest_source else None
 
     def progress(self, value: int, total: int, preview: tuple[str, bytes] | None = None) -> None:
         """Report progress (and optionally a preview image as ("JPEG"|"PNG", bytes)); also checks for interrupt."""

@@ -10,6 +10,7 @@ from .config import EngineConfig
 from .context import InterruptFlag, Services
 from .events import EventBus
 from .executor import Executor, RunResult
+from .provenance import HashCache, build_manifest, stamp_versions
 from .registry import Registry
 from .validation import ValidatedPrompt, Validator
 from .workflow import is_ui_format, load_json_or_png, parse_workflow
@@ -40,8 +41,18 @@ class Engine:
         return data
 
     def prepare(self, data: Any, targets: Iterable[str] | None = None) -> ValidatedPrompt:
-        """Parse and validate workflow JSON (API or UI format); raises WorkflowFormatError / ValidationReport."""
-        return self.validator.validate(parse_workflow(self.to_api(data)), targets)
+        """Parse and validate workflow JSON (API or UI format); raises WorkflowFormatError / ValidationReport.
+
+        The prompt's ``raw`` JSON (stored in PNGs and history) records each node's version in ``_meta.version``.
+        """
+        prompt = self.validator.validate(parse_workflow(self.to_api(data)), targets)
+        prompt.raw = stamp_versions(prompt.raw, prompt)
+        return prompt
+
+    @property
+    def hashes(self) -> HashCache:
+        """The model-file hash cache (SHA-256 remembered by path, size and mtime)."""
+        return self.services.get(HashCache, lambda: HashCache(self.config.user_dir / "hashes.db"))
 
     def load_file(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """Read a .json or .png workflow file: (API-format JSON, extra PNG chunks)."""
@@ -53,9 +64,10 @@ class Engine:
     def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
             run_id: str | None = None, extra_data: dict[str, Any] | None = None,
             record_events: bool = False) -> RunResult:
-        """Execute a validated prompt (see Executor.run)."""
+        """Execute a validated prompt (see Executor.run); outputs carry a provenance manifest."""
         return self.executor.run(prompt, bus=bus, interrupt=interrupt, run_id=run_id, extra_data=extra_data,
-                                 record_events=record_events)
+                                 record_events=record_events,
+                                 manifest=lambda: build_manifest(prompt, self.config, self.hashes, self.services))
 
     def free(self, unload_models: bool = True) -> None:
         """Drop cached results (and with them resident models) and release accelerator memory."""

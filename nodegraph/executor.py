@@ -7,7 +7,7 @@ import threading
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .cache import OutputCache
 from .config import EngineConfig
@@ -38,6 +38,15 @@ class RunResult:
     cached: list[str] = field(default_factory=list)
     error: RunFailed | None = None
     events: list[Event] = field(default_factory=list)
+    manifest_source: Callable[[], dict[str, Any] | None] | None = field(default=None, repr=False)
+    _manifest: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        """The provenance manifest of this run (built once, on first use)."""
+        if self._manifest is None and self.manifest_source is not None:
+            self._manifest = self.manifest_source()
+        return self._manifest
 
     def raise_for_status(self) -> "RunResult":
         """Raise NodeExecutionError or Interrupted unless the run succeeded."""
@@ -85,11 +94,12 @@ class Executor:
 
     def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
             run_id: str | None = None, extra_data: dict[str, Any] | None = None,
-            record_events: bool = False) -> RunResult:
+            record_events: bool = False,
+            manifest: Callable[[], dict[str, Any] | None] | None = None) -> RunResult:
         """Execute ``prompt``; events go to ``bus``. Never raises for node failures: see ``RunResult.status``."""
         bus = bus or EventBus()
         interrupt = interrupt or InterruptFlag()
-        result = RunResult(run_id=run_id or uuid.uuid4().hex, status="success")
+        result = RunResult(run_id=run_id or uuid.uuid4().hex, status="success", manifest_source=manifest)
         unsubscribe = bus.subscribe(result.events.append) if record_events else None
         try:
             with self._lock:
@@ -150,7 +160,7 @@ class Executor:
                 class_type = current.definition.name
                 bus.emit(NodeStarted(run_id, nid, class_type))
                 ctx = ExecutionContext(nid, class_type, run_id, self.config, self.services, bus, interrupt,
-                                       prompt.raw, extra_data)
+                                       prompt.raw, extra_data, lambda: result.manifest)
                 out = current.definition.cls().execute(ctx, **kwargs)
                 vals, ui = (out.values, out.ui) if isinstance(out, NodeOutput) else (out, None)
                 vals = tuple(vals) if vals is not None else ()

@@ -84,6 +84,11 @@ class Node:
         return None
 
     @classmethod
+    def model_files(cls, config: Any, **constants: Any) -> list[str]:
+        """Paths of the model files this node reads with these constants (hashed into provenance manifests)."""
+        return []
+
+    @classmethod
     def validate_inputs(cls, config: Any, **constants: Any) -> list[tuple[str, str]]:
         """Custom checks across constants; return ``(input_name, message)`` pairs, empty when all is well."""
         return []

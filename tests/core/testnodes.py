@@ -103,7 +103,38 @@ class Noise(Node):
         return (type(self).calls,)
 
 
+class ReadModel(Node):
+    """Reads a 'model' file by absolute path and returns its length (declares it for provenance)."""
+
+    INPUTS = {"path": String("")}
+    OUTPUTS = (Output("INT"),)
+
+    @classmethod
+    def model_files(cls, config, **constants):
+        return [constants["path"]]
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        import os
+        st = os.stat(constants["path"])
+        return (st.st_size, st.st_mtime_ns)
+
+    def execute(self, ctx, path):
+        with open(path, "rb") as fh:
+            return (len(fh.read()),)
+
+
+class SeedPlus(Node):
+    """seed + offset (a seed widget followed by the editor's control_after_generate value)."""
+
+    INPUTS = {"seed": Int(0, min=0, max=2**64 - 1, control_after_generate=True), "offset": Int(0, min=-100, max=100)}
+    OUTPUTS = (Output("INT"),)
+
+    def execute(self, ctx, seed, offset):
+        return (seed + offset,)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The test nodes."""
-    return [Const, AddOne, Add, Sink, Blob, BlobSink, Slow, Fail, Noise]
+    return [Const, AddOne, Add, Sink, Blob, BlobSink, Slow, Fail, Noise, ReadModel, SeedPlus]
