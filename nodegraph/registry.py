@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "nodegraph"
 #: The built-in packs: ordinary plugins registered first (core features are plugins).
 BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.conditioning", "nodes.sampling",
-                 "nodes.latent", "nodes.image_ops", "nodes.upscaling")
+                 "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes")
 #: Folder of drop-in plugins shipped beside the engine in a source checkout.
 SOURCE_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
 
