@@ -148,6 +148,34 @@ class Registry:
         """The whole catalogue in the shape of ComfyUI's ``GET /object_info``."""
         return {name: d.catalogue_entry(config) for name, d in self.nodes.items()}
 
+    def model_folders(self) -> dict[str, list[str]]:
+        """Model folder kinds and their file extensions: the built-in ones plus those plugins add."""
+        from .config import MODEL_FOLDERS
+
+        folders: dict[str, list[str]] = {name: [".safetensors"] for name in MODEL_FOLDERS}
+        for _, result in self.hook_results("nodegraph_model_folders"):
+            for name, exts in dict(result).items():
+                folders.setdefault(str(name), [])
+                folders[str(name)] += [e for e in exts if e not in folders[str(name)]]
+        return folders
+
+    def link_types(self) -> dict[str, str]:
+        """Link types declared by plugins ({TYPE: description}); the built-in ones are in nodegraph.inputs."""
+        from .inputs import LINK_TYPES
+
+        types = {t: "built-in" for t in LINK_TYPES}
+        for _, result in self.hook_results("nodegraph_types"):
+            types.update({str(k): str(v) for k, v in dict(result).items()})
+        return types
+
+    def web_directories(self) -> dict[str, str]:
+        """{plugin name: folder of JavaScript extensions for the editor}."""
+        return {name: str(folder) for name, folder in self.hook_results("nodegraph_web_directory") if folder}
+
+    def routes(self, config: Any) -> list[tuple[str, Any]]:
+        """(plugin name, [aiohttp RouteDef]) pairs added by plugins."""
+        return self.hook_results("nodegraph_routes", config=config)
+
     @property
     def errors(self) -> list[tuple[str, str]]:
         """(plugin, error) pairs for every plugin problem found while loading."""

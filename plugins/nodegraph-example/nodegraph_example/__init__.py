@@ -57,3 +57,34 @@ class ExampleCheckerboard(Node):
 def nodegraph_nodes():
     """The example nodes."""
     return [ExampleGreeting, ExampleCheckerboard]
+
+
+@hookimpl
+def nodegraph_types():
+    """The example adds no value type of its own but documents one it uses."""
+    return {"GREETING": "a greeting string (example plugin)"}
+
+
+@hookimpl
+def nodegraph_model_folders():
+    """A folder for example presets."""
+    return {"example_presets": [".json"]}
+
+
+@hookimpl
+def nodegraph_routes(config):
+    """GET /example/hello answers with a greeting (plugins can add HTTP routes)."""
+    from aiohttp import web
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"greeting": ExampleGreeting().execute(None, "plugin routes", "!")[0]})
+
+    return [web.get("/example/hello", hello)]
+
+
+@hookimpl
+def nodegraph_web_directory():
+    """The example ships one editor extension."""
+    import os
+
+    return os.path.join(os.path.dirname(__file__), "web")
