@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodegraph.diffusion.ldm import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+
 TEXT_HIDDEN = 32
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "green", "blue", "circle", "square", "triangle", "on",
          "background", "painting", "house", "tree", "sky")
@@ -101,97 +103,6 @@ def make_components(tokenizer) -> dict[str, Any]:
         m.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
             "scheduler": PNDMScheduler(**SCHEDULER_CONFIG)}
-
-
-# ---- diffusers → LDM key names (the inverse of diffusers' single-file conversion) --------------------------------
-
-_RESNET_UNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-                ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
-_UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
-
-
-def _sub(rest: str, table: tuple[tuple[str, str], ...]) -> str:
-    for new, old in table:
-        if rest.startswith(new + "."):
-            return old + rest[len(new):]
-    return rest
-
-
-def unet_to_ldm(state: dict[str, Any], layers_per_block: int) -> dict[str, Any]:
-    """Rename a diffusers UNet2DConditionModel state dict to ``model.diffusion_model.*`` LDM keys."""
-    out: dict[str, Any] = {}
-    per = layers_per_block + 1
-    for key, value in state.items():
-        parts = key.split(".")
-        new = None
-        for src, dst in _UNET_FIXED.items():
-            if key.startswith(src + "."):
-                new = dst + key[len(src):]
-        if new is None and parts[0] == "down_blocks":
-            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
-            if kind == "resnets":
-                new = f"input_blocks.{1 + b * per + j}.0.{_sub(rest, _RESNET_UNET)}"
-            elif kind == "attentions":
-                new = f"input_blocks.{1 + b * per + j}.1.{rest}"
-            else:  # downsamplers.0.conv.*
-                new = f"input_blocks.{1 + b * per + layers_per_block}.0.op.{'.'.join(parts[5:])}"
-        elif new is None and parts[0] == "mid_block":
-            kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
-            new = (f"middle_block.{2 * j}.{_sub(rest, _RESNET_UNET)}" if kind == "resnets"
-                   else f"middle_block.1.{rest}")
-        elif new is None and parts[0] == "up_blocks":
-            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
-            if kind == "resnets":
-                new = f"output_blocks.{b * per + j}.0.{_sub(rest, _RESNET_UNET)}"
-            elif kind == "attentions":
-                new = f"output_blocks.{b * per + j}.1.{rest}"
-            else:  # upsamplers.0.conv.*: slot 2 when the block has attentions, else 1
-                has_attn = any(k.startswith(f"up_blocks.{b}.attentions.") for k in state)
-                new = f"output_blocks.{b * per + layers_per_block}.{2 if has_attn else 1}.{'.'.join(parts[4:])}"
-        if new is None:
-            raise KeyError(f"no LDM name for UNet key {key!r}")
-        out["model.diffusion_model." + new] = value
-    return out
-
-
-_VAE_ATTN = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
-
-
-def vae_to_ldm(state: dict[str, Any], num_blocks: int) -> dict[str, Any]:
-    """Rename a diffusers AutoencoderKL state dict to ``first_stage_model.*`` LDM keys (attention as 1×1 convs)."""
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        side = parts[0]
-        new = key
-        if side in ("encoder", "decoder") and parts[1] in ("down_blocks", "up_blocks"):
-            b = int(parts[2]) if side == "encoder" else num_blocks - 1 - int(parts[2])
-            word = "down" if side == "encoder" else "up"
-            if parts[3] == "resnets":
-                rest = ".".join(parts[5:]).replace("conv_shortcut", "nin_shortcut")
-                new = f"{side}.{word}.{b}.block.{parts[4]}.{rest}"
-            else:
-                new = f"{side}.{word}.{b}.{'downsample' if side == 'encoder' else 'upsample'}.{'.'.join(parts[5:])}"
-        elif side in ("encoder", "decoder") and parts[1] == "mid_block":
-            if parts[2] == "resnets":
-                rest = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
-                new = f"{side}.mid.block_{int(parts[3]) + 1}.{rest}"
-            else:
-                new = f"{side}.mid.attn_1.{_sub('.'.join(parts[4:]), _VAE_ATTN)}"
-                if value.ndim == 2:
-                    value = value[:, :, None, None]
-        elif side in ("encoder", "decoder") and parts[1] == "conv_norm_out":
-            new = f"{side}.norm_out.{parts[2]}"
-        out["first_stage_model." + new] = value
-    return out
-
-
-def text_encoder_to_ldm(state: dict[str, Any]) -> dict[str, Any]:
-    """Rename a transformers CLIPTextModel state dict to ``cond_stage_model.transformer.text_model.*`` keys."""
-    prefix = "cond_stage_model.transformer."
-    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
 
 
 def to_ldm_state_dict(components: dict[str, Any]) -> dict[str, Any]:

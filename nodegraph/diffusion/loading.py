@@ -1,0 +1,285 @@
+"""Finding and loading checkpoints, VAEs, LoRAs and upscale models from the models folder — offline.
+
+Formats: a diffusers folder (``model_index.json``), or a single ``.safetensors`` file in the original LDM layout
+(SD1.x, SD2.x, SDXL, SDXL refiner, or a nodegraph export), loaded with the configs shipped in
+``nodegraph/diffusion/configs`` — nothing is fetched from the network. Pickle files (.ckpt/.pt/.pth/.bin) are refused
+unless ``EngineConfig.allow_unsafe_pickle`` is set, because unpickling can run arbitrary code.
+
+API used by the nodes: ``checkpoint_names/vae_names/lora_names/upscale_model_names(config)`` (combo options),
+``resolve_model(config, folder, name) -> Path``, ``file_fingerprint(path)``, ``load_checkpoint(path, config)``,
+``load_vae(path, config)``, ``clip_tokenizer(pad_token)``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nodegraph.config import EngineConfig, safe_join
+
+from .detect import CLIP_VOCAB_DIR, CONFIGS_DIR, Detected, UnknownModelError, arch_of, detect, read_header
+from .types import Checkpoint, DiffusionModel, TextEncoder, VAEModel
+
+EMBEDDED_NAME = "nodegraph-shapes-v1"
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded" / "shapes-v1"
+PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
+MODEL_EXTENSIONS = (".safetensors",) + PICKLE_EXTENSIONS
+
+
+class UnsafeModelError(ValueError):
+    """A pickle-format model file was refused."""
+
+
+# ---- names for the combos ------------------------------------------------------------------------------------------
+
+def checkpoint_names(config: EngineConfig | None) -> list[str]:
+    """The embedded default model first, then files and diffusers folders under models/checkpoints."""
+    return [EMBEDDED_NAME] + (config.list_models("checkpoints", MODEL_EXTENSIONS) if config else [])
+
+
+def _folders_with(config: EngineConfig, folder: str, marker: str) -> list[str]:
+    root = config.model_dir(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob(marker) if p.parent != root)
+
+
+def vae_names(config: EngineConfig | None) -> list[str]:
+    """VAE files and folders (a diffusers AutoencoderKL folder has config.json) under models/vae."""
+    if config is None:
+        return []
+    return sorted(set(config.list_models("vae", MODEL_EXTENSIONS)) | set(_folders_with(config, "vae", "config.json")))
+
+
+def lora_names(config: EngineConfig | None) -> list[str]:
+    """LoRA files under models/loras."""
+    return config.list_models("loras", MODEL_EXTENSIONS) if config else []
+
+
+def upscale_model_names(config: EngineConfig | None) -> list[str]:
+    """Upscale model files under models/upscale_models."""
+    return config.list_models("upscale_models", MODEL_EXTENSIONS) if config else []
+
+
+# ---- resolving and checking files --------------------------------------------------------------------------------
+
+def resolve_model(config: EngineConfig, folder: str, name: str) -> Path:
+    """The path of model ``name`` in models/<folder> (the embedded default for checkpoints); never leaves it."""
+    if folder == "checkpoints" and name == EMBEDDED_NAME:
+        if not (EMBEDDED_DIR / "model_index.json").exists():
+            raise FileNotFoundError(f"the embedded model {EMBEDDED_NAME!r} is not installed ({EMBEDDED_DIR} has no "
+                                    "model_index.json); reinstall nodegraph or choose another checkpoint")
+        return EMBEDDED_DIR
+    path = safe_join(config.model_dir(folder), name)
+    if not path.exists():
+        raise FileNotFoundError(f"{name!r} is not in {config.model_dir(folder)}; copy the file there or pick one "
+                                "from the list")
+    return path
+
+
+def file_fingerprint(path: Path) -> tuple[Any, ...]:
+    """(path, size, mtime) of a file, or of every file in a folder: changes when the model on disk changes."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return (str(path),) + tuple((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                                    for p in files)
+    if path.is_file():
+        st = path.stat()
+        return (str(path), st.st_size, st.st_mtime_ns)
+    return (str(path), "missing")
+
+
+def check_loadable(path: Path, config: EngineConfig | None) -> None:
+    """Refuse pickle files unless allowed, and anything that is not .safetensors or a folder."""
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix in PICKLE_EXTENSIONS:
+        if config is None or not config.allow_unsafe_pickle:
+            raise UnsafeModelError(
+                f"{path.name} is a pickle file ({suffix}); loading pickles can run arbitrary code hidden in the "
+                "file. Convert it to .safetensors, or start nodegraph with --allow-unsafe-pickle if you trust it")
+        return
+    if path.is_file() and suffix != ".safetensors":
+        raise UnknownModelError(f"{path.name} is not a model file this engine reads; use .safetensors or a "
+                                "diffusers folder")
+
+
+def load_state_dict(path: Path, config: EngineConfig | None) -> dict[str, Any]:
+    """All tensors of a .safetensors file (or, when allowed, a pickle checkpoint's state dict)."""
+    check_loadable(path, config)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    state = torch.load(str(path), map_location="cpu", weights_only=False)  # allowed explicitly by the user
+    while isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UnknownModelError(f"{path.name} does not hold a state dict (found {type(state).__name__})")
+    return state
+
+
+def _header_of(path: Path, state: dict[str, Any] | None):
+    from .detect import Header
+
+    if path.suffix.lower() == ".safetensors":
+        return read_header(path)
+    return Header(path, {k: tuple(v.shape) for k, v in (state or {}).items() if hasattr(v, "shape")}, {})
+
+
+# ---- tokenizers ----------------------------------------------------------------------------------------------------
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>", max_length: int = 77) -> Any:
+    """A CLIPTokenizer over the shipped CLIP BPE vocabulary (SD1/SDXL pad with <|endoftext|>, OpenCLIP with '!')."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(CLIP_VOCAB_DIR), pad_token=pad_token, model_max_length=max_length)
+
+
+def _tokenizer(files: dict[str, str], folder: Path, name: str) -> Any:
+    """The tokenizer of component ``name``: from files in the config folder, else the shipped CLIP vocabulary."""
+    if (folder / name / "vocab.json").exists() or (folder / name / "tokenizer.json").exists():
+        from transformers import AutoTokenizer, CLIPTokenizer
+
+        index = json.loads(files.get("model_index.json", "{}"))
+        cls_name = (index.get(name) or [None, "CLIPTokenizer"])[1]
+        cls = CLIPTokenizer if cls_name == "CLIPTokenizer" else AutoTokenizer
+        return cls.from_pretrained(str(folder / name))
+    settings = json.loads(files.get(f"{name}/tokenizer_config.json", "{}"))
+    return clip_tokenizer(settings.get("pad_token", "<|endoftext|>"))
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------------
+
+def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str | None = None,
+                    dtype: Any = None) -> Checkpoint:
+    """Load MODEL, CLIP and VAE from a diffusers folder or a single file (offline); models stay on the CPU."""
+    path = Path(path)
+    name = name or path.name
+    if path.is_dir():
+        return _load_folder(path, name, dtype)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {name!r} not found at {path}")
+    state = load_state_dict(path, config)
+    found = detect(path, _header_of(path, state))
+    with tempfile.TemporaryDirectory(prefix="nodegraph-config-") as tmp:
+        folder = found.write(Path(tmp))
+        return _load_single(state, found, folder, name, dtype)
+
+
+def _component_class(index: dict[str, Any], name: str) -> Any:
+    import importlib
+
+    library, cls_name = index[name]
+    return getattr(importlib.import_module(library), cls_name)
+
+
+def _load_folder(folder: Path, name: str, dtype: Any) -> Checkpoint:
+    index_path = folder / "model_index.json"
+    if not index_path.exists():
+        raise UnknownModelError(f"{name}: folder {folder} has no model_index.json, so it is not a diffusers "
+                                "pipeline folder")
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    missing = [c for c in ("unet", "vae", "text_encoder", "scheduler") if c not in index and
+               not (c == "text_encoder" and "text_encoder_2" in index)]
+    if missing:
+        raise UnknownModelError(f"{name}: the diffusers folder lacks {', '.join(missing)}; only Stable Diffusion "
+                                "style pipelines (UNet + VAE + CLIP) load here")
+    kw = {"torch_dtype": dtype} if dtype is not None else {}
+
+    def load(component: str) -> Any:
+        model = _component_class(index, component).from_pretrained(str(folder / component), **kw)
+        return model.eval() if hasattr(model, "eval") else model
+
+    encoders = tuple(load(c) for c in ("text_encoder", "text_encoder_2") if (index.get(c) or [None])[0])
+    tokenizers = tuple(_component_class(index, c).from_pretrained(str(folder / c))
+                       for c in ("tokenizer", "tokenizer_2") if (index.get(c) or [None])[0])
+    unet, vae = load("unet"), load("vae")
+    sched = dict(json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")))
+    arch = "embedded" if folder.resolve() == EMBEDDED_DIR else arch_of(dict(unet.config), len(encoders) > 1)
+    return _assemble(unet, vae, encoders, tokenizers, sched, arch, name,
+                     {"format": "diffusers", "path": str(folder)})
+
+
+def _load_single(state: dict[str, Any], found: Detected, folder: Path, name: str, dtype: Any) -> Checkpoint:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    common = {"config": str(folder), "local_files_only": True, "torch_dtype": dtype}
+    unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", **common).eval()
+    vae = AutoencoderKL.from_single_file(state, subfolder="vae", **common).eval()
+    encoders, tokenizers = [], []
+    for component, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        if f"{component}/config.json" not in found.files:
+            continue
+        te_cfg = found.config(f"{component}/config.json")
+        cls = (CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in te_cfg.get("architectures", [])
+               else CLIPTextModel)
+        try:
+            te = create_diffusers_clip_model_from_ldm(cls, state, subfolder=component, config=str(folder),
+                                                      torch_dtype=dtype, local_files_only=True)
+        except ValueError as exc:
+            raise UnknownModelError(f"{name}: its {component} could not be read ({exc})") from None
+        encoders.append(te.eval())
+        tokenizers.append(_tokenizer(found.files, folder, tok_name))
+    sched = found.config("scheduler/scheduler_config.json")
+    return _assemble(unet, vae, tuple(encoders), tuple(tokenizers), sched, found.arch, name,
+                     {"format": "single_file", "reasons": list(found.reasons), "inpaint": found.inpaint})
+
+
+def _assemble(unet: Any, vae: Any, encoders: tuple[Any, ...], tokenizers: tuple[Any, ...], sched: dict[str, Any],
+              arch: str, name: str, extras: dict[str, Any]) -> Checkpoint:
+    sched = {k: v for k, v in sched.items() if not k.startswith("_") or k == "_class_name"}
+    vae_model = VAEModel(vae=vae, scaling_factor=float(vae.config.scaling_factor),
+                         shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0), source=name)
+    return Checkpoint(model=DiffusionModel(unet=unet, scheduler_config=sched, arch=arch, source=name),
+                      clip=TextEncoder(tokenizers=tokenizers, encoders=encoders, arch=arch),
+                      vae=vae_model, extras=extras)
+
+
+# ---- VAEs ----------------------------------------------------------------------------------------------------------
+
+def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None = None) -> VAEModel:
+    """Load an AutoencoderKL from a diffusers folder (or a pipeline's vae/) or a single file (LDM or diffusers keys).
+
+    A single VAE file does not say which model family it is for; the scaling factor is SDXL's (0.13025) when the
+    file name mentions ``xl``, else SD1/2's (0.18215).
+    """
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    name = name or path.name
+    if path.is_dir():
+        sub = path / "vae" if (path / "model_index.json").exists() else path
+        if not (sub / "config.json").exists():
+            raise UnknownModelError(f"{name}: {sub} has no config.json, so it is not a diffusers VAE folder")
+        vae = AutoencoderKL.from_pretrained(str(sub)).eval()
+    else:
+        if not path.exists():
+            raise FileNotFoundError(f"VAE {name!r} not found at {path}")
+        state = load_state_dict(path, config)
+        keys = list(state)
+        if any(k.startswith("model.diffusion_model.") for k in keys):
+            raise UnknownModelError(f"{name} is a full checkpoint, not a VAE; put it in models/checkpoints")
+        if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
+            raise UnknownModelError(f"{name} is not a VAE: no encoder./decoder. tensors among {len(keys)}")
+        arch = "sdxl" if "xl" in path.name.lower() else "sd1"
+        if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the config's model
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(CONFIGS_DIR / arch / "vae")))
+            vae.load_state_dict(state)
+            vae.eval()
+        else:
+            vae = AutoencoderKL.from_single_file(state, config=str(CONFIGS_DIR / arch), subfolder="vae",
+                                                 local_files_only=True).eval()
+    return VAEModel(vae=vae, scaling_factor=float(vae.config.scaling_factor),
+                    shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0), source=name)
+
+
+__all__ = ["EMBEDDED_NAME", "EMBEDDED_DIR", "UnsafeModelError", "UnknownModelError", "checkpoint_names",
+           "vae_names", "lora_names", "upscale_model_names", "resolve_model", "file_fingerprint", "check_loadable",
+           "load_state_dict", "load_checkpoint", "load_vae", "clip_tokenizer"]
