@@ -3,7 +3,9 @@
 Conventions (ComfyUI's, so its workflows mean the same thing here):
 - IMAGE: float32 tensor [B, H, W, C] in 0..1 on the CPU. MASK: float32 [B, H, W] (or [H, W]) in 0..1, 1 = inpaint.
 - LATENT: dict {"samples": tensor [B, C, h, w] as the VAE produced it, *before* the scaling factor is applied,
-  optional "noise_mask": [B, 1, h|H, w|W], optional "batch_index": list[int]}.
+  optional "noise_mask": [B, 1, h|H, w|W], optional "batch_index": list[int], optional "downscale": int (pixels
+  per latent cell, when known), optional "pixel_size": (H, W) (only on an untouched EmptyLatentImage output, which
+  KSampler may re-create in the shape the model expects)}.
 - CONDITIONING: list of (embeddings [B, T, D], extras dict) pairs; extras may hold "pooled_output" (SDXL),
   "strength" (float). Several pairs (ConditioningCombine) have their noise predictions averaged.
 Model wrappers are never mutated by nodes: a node that changes one (LoraLoader, CLIPSetLastLayer) returns a copy
@@ -33,6 +35,29 @@ class LoraPatch:
     strength: float
 
 
+@dataclass(frozen=True)
+class LatentFormat:
+    """The latent space a UNet works in (its VAE's): shape, scaling, and a cheap latent → RGB projection."""
+
+    channels: int = 4
+    downscale: int = 8  # pixels per latent cell
+    scaling_factor: float = 0.18215
+    shift_factor: float = 0.0
+    #: (channels + 1) rows of 3: unscaled latent → RGB in -1..1 (last row is the bias); None = not fitted.
+    rgb: tuple[tuple[float, float, float], ...] | None = None
+
+    @classmethod
+    def from_vae(cls, vae: "VAEModel", fit_rgb: bool = True) -> "LatentFormat":
+        """The format of ``vae``'s latents; ``fit_rgb`` fits the preview projection with one tiny decode."""
+        rgb = None
+        if fit_rgb:
+            from .preview import fit_latent_rgb
+
+            rgb = fit_latent_rgb(vae.vae)
+        return cls(channels=int(vae.vae.config.latent_channels), downscale=vae.downscale,
+                   scaling_factor=vae.scaling_factor, shift_factor=vae.shift_factor, rgb=rgb)
+
+
 @dataclass(frozen=True, eq=False)
 class DiffusionModel:
     """MODEL: a UNet with what sampling needs to know about it."""
@@ -42,6 +67,7 @@ class DiffusionModel:
     arch: str  # "sd1" | "sd2" | "sdxl" | "embedded" | ...
     source: str  # the checkpoint name it came from
     loras: tuple[LoraPatch, ...] = ()
+    latent: LatentFormat = LatentFormat()  # its VAE's latent space (set by the loader: LatentFormat.from_vae)
 
     @property
     def prediction_type(self) -> str:

@@ -1,0 +1,312 @@
+"""ComfyUI's sampler_name × scheduler values mapped onto diffusers scheduler classes, in one table.
+
+``SAMPLERS`` says which diffusers class (and options) runs each ComfyUI sampler and what that class can express;
+``SCHEDULES`` says how each ComfyUI scheduler (sigma schedule) is expressed. ``PAIRS`` is the table they make:
+every (sampler, scheduler) pair maps to a ``Plan`` or to the reason it is refused. Nothing is substituted
+silently: a pair diffusers cannot express is refused at validation (``unsupported_pair``).
+
+How a schedule is expressed, best first:
+- ``flags``: the class's own ``timestep_spacing``/``use_karras_sigmas``/``use_exponential_sigmas``. For
+  Euler-type (k-diffusion) classes "linspace", "trailing" and "leading" give ComfyUI's normal, simple and
+  ddim_uniform; karras/exponential need "linspace" too (the SD config's "leading" shifts them by 40%).
+- ``custom``: ComfyUI's schedule computed here (``reference_sigmas``) and passed as ``set_timesteps(sigmas=…)``
+  (Euler), or as ``timesteps=`` (Heun takes fractional ones; DPM++ multistep, DDPM and LCM round to integers,
+  which is exact for the schedules defined on integer timesteps: simple, ddim_uniform, beta).
+Known approximations, all documented in ``Plan.note``: sgm_uniform on classes without custom schedules uses
+"trailing" spacing (at most 1 of 1000 timesteps off); the variance-preserving multistep solvers (UniPC, DEIS,
+SA-Solver) define "linspace" as N steps from t=999 to t≈999/N before the last jump to sigma 0 (ComfyUI's normal
+reaches t=0 first), so "normal" there is diffusers' uniform spacing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+Space = Literal["k", "vp"]
+#: How set_timesteps takes a computed schedule: sigmas=; timesteps= (fractional or rounded to integers); or, for
+#: classes without either, "override": set_timesteps(N) then replace the ``timesteps``/``sigmas`` attributes.
+Custom = Literal["sigmas", "timesteps_float", "timesteps", "override_float", "override", None]
+_ALL = ("linspace", "leading", "trailing")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A diffusers scheduler class standing for a ComfyUI sampler, and what the class can express."""
+
+    cls: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: "k": the sample is x0 + sigma*noise (Euler family); "vp": sqrt(a)*x0 + sqrt(1-a)*noise (DDIM, DPM++ …).
+    space: Space = "k"
+    sigma_flags: bool = True  # use_karras_sigmas / use_exponential_sigmas exist
+    custom: Custom = None
+    #: timestep_spacing values that give ComfyUI's schedule on this class (linspace=normal, trailing=simple,
+    #: leading=ddim_uniform); the VP multistep solvers space "linspace" and "leading" differently.
+    spacings: tuple[str, ...] = _ALL
+    note: str = ""
+
+
+_DPMPP = "DPMSolverMultistepScheduler"
+_MULTI = {"space": "vp", "spacings": ("trailing",)}
+SAMPLERS: dict[str, SamplerSpec] = {
+    "euler": SamplerSpec("EulerDiscreteScheduler", custom="sigmas"),
+    "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_flags=False, custom="override_float"),
+    "heun": SamplerSpec("HeunDiscreteScheduler", custom="timesteps_float"),
+    "dpm_2": SamplerSpec("KDPM2DiscreteScheduler"),
+    "dpm_2_ancestral": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
+    "lms": SamplerSpec("LMSDiscreteScheduler", custom="override_float"),
+    "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", note="Brownian-tree noise seeded with the seed"),
+    "dpmpp_2m": SamplerSpec(_DPMPP, {"algorithm_type": "dpmsolver++", "solver_order": 2}, custom="timesteps",
+                            **_MULTI),
+    "dpmpp_2m_sde": SamplerSpec(_DPMPP, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2,
+                                         "solver_type": "midpoint"}, custom="timesteps", **_MULTI),
+    "dpmpp_2m_sde_heun": SamplerSpec(_DPMPP, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2,
+                                              "solver_type": "heun"}, custom="timesteps", **_MULTI),
+    "dpmpp_3m_sde": SamplerSpec(_DPMPP, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3,
+                                         "solver_type": "midpoint"}, custom="timesteps", **_MULTI),
+    "ddpm": SamplerSpec("DDPMScheduler", {"clip_sample": False}, "vp", sigma_flags=False, custom="timesteps"),
+    "lcm": SamplerSpec("LCMScheduler", {"clip_sample": False}, "vp", sigma_flags=False, custom="timesteps",
+                       spacings=()),
+    # ComfyUI's "ddim" runs Euler sampling; deterministic DDIM is the same ODE step in the VP parametrisation.
+    "ddim": SamplerSpec("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, "vp",
+                        sigma_flags=False),
+    "uni_pc": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh1"}, custom="override", **_MULTI),
+    "uni_pc_bh2": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh2"}, custom="override", **_MULTI),
+    "deis": SamplerSpec("DEISMultistepScheduler", {}, custom="override", **_MULTI),
+    "sa_solver": SamplerSpec("SASolverScheduler", {}, custom="override", **_MULTI),
+}
+
+#: ComfyUI samplers that diffusers has no equivalent for, with what to use instead.
+NO_EQUIVALENT = {
+    "dpmpp_2s_ancestral": "diffusers' single-step DPM++ is not ancestral; use euler_ancestral or dpmpp_2m_sde",
+    "ipndm": "diffusers' IPNDMScheduler ignores the checkpoint's betas; use dpmpp_2m or uni_pc",
+    "dpm_fast": "diffusers has no fixed-step DPM-Solver-fast; use dpmpp_2m",
+    "dpm_adaptive": "diffusers has no adaptive-step DPM-Solver; use dpmpp_2m with more steps",
+}
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """How a ComfyUI scheduler name is expressed: a spacing/flag where the class has it, else computed."""
+
+    spacing: str | None = None  # timestep_spacing giving this schedule (on classes listing it as faithful)
+    flag: str | None = None  # use_karras_sigmas / use_exponential_sigmas (with "linspace")
+    approx_spacing: str | None = None  # within one timestep, for classes without custom schedules
+    fractional: bool = False  # its steps crowd within one integer timestep: needs fractional timesteps
+
+
+SCHEDULES: dict[str, ScheduleSpec] = {
+    "normal": ScheduleSpec(spacing="linspace"),
+    "karras": ScheduleSpec(flag="use_karras_sigmas"),
+    "exponential": ScheduleSpec(flag="use_exponential_sigmas"),
+    "sgm_uniform": ScheduleSpec(approx_spacing="trailing"),
+    "simple": ScheduleSpec(spacing="trailing"),
+    "ddim_uniform": ScheduleSpec(spacing="leading"),
+    "beta": ScheduleSpec(),
+    "linear_quadratic": ScheduleSpec(fractional=True),
+    "kl_optimal": ScheduleSpec(),
+}
+
+SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULES)
+_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one (sampler, scheduler) pair runs: config overrides and, for computed schedules, how they are passed."""
+
+    sampler: str
+    scheduler: str
+    config: Mapping[str, Any]  # overrides on top of the checkpoint's scheduler config
+    custom: Custom = None  # None: set_timesteps(steps); else pass reference_sigmas() this way
+    note: str = ""
+
+
+def _resolve(sampler: str, schedule: str) -> Plan | None:
+    """The rule: the class's own flags when faithful, else a computed schedule it takes, else an approximation."""
+    spec, sched = SAMPLERS[sampler], SCHEDULES[schedule]
+    base = dict(spec.options, **{f: False for f in _FLAGS if spec.sigma_flags})
+    if sched.flag and spec.sigma_flags:
+        return Plan(sampler, schedule, dict(base, timestep_spacing="linspace", **{sched.flag: True}), None,
+                    "sigmas rounded to integer timesteps" if spec.space == "vp" else spec.note)
+    if sched.spacing and sched.spacing in spec.spacings:
+        return Plan(sampler, schedule, dict(base, timestep_spacing=sched.spacing), None, spec.note)
+    if spec.custom is not None and not (sched.fractional and spec.custom in ("timesteps", "override")):
+        rounded = spec.custom in ("timesteps", "override")
+        return Plan(sampler, schedule, base, spec.custom,
+                    "computed, rounded to integer timesteps" if rounded else "computed" + spec.note)
+    if sched.approx_spacing and sched.approx_spacing in spec.spacings:
+        return Plan(sampler, schedule, dict(base, timestep_spacing=sched.approx_spacing), None,
+                    f"{sched.approx_spacing!r} spacing (within 1 of 1000 timesteps of ComfyUI's {schedule})")
+    return None
+
+
+def _entry(sampler: str, schedule: str) -> Plan | str:
+    plan = _resolve(sampler, schedule)
+    if plan is not None:
+        return plan
+    with_sampler = [s for s in SCHEDULES if _resolve(sampler, s)]
+    with_schedule = [s for s in SAMPLERS if _resolve(s, schedule)]
+    return (f"sampler {sampler!r} with scheduler {schedule!r} cannot be expressed with diffusers' "
+            f"{SAMPLERS[sampler].cls}; use {sampler!r} with {', '.join(with_sampler)}, or {schedule!r} with "
+            f"{', '.join(with_schedule)}")
+
+
+#: The table: every (sampler_name, scheduler) pair → its Plan, or the message refusing it.
+PAIRS: dict[tuple[str, str], Plan | str] = {(a, b): _entry(a, b) for a in SAMPLERS for b in SCHEDULES}
+
+
+def unsupported_pair(sampler: str, scheduler: str) -> str | None:
+    """Why (sampler, scheduler) cannot run here, naming what works instead; None when it can."""
+    if sampler in NO_EQUIVALENT:
+        return f"sampler {sampler!r} has no diffusers equivalent: {NO_EQUIVALENT[sampler]}"
+    if sampler not in SAMPLERS:
+        return f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}"
+    if scheduler not in SCHEDULES:
+        return f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULES)}"
+    entry = PAIRS[(sampler, scheduler)]
+    return entry if isinstance(entry, str) else None
+
+
+def plan_for(sampler: str, scheduler: str) -> Plan:
+    """The Plan of a supported pair; raises ValueError with the refusal message otherwise."""
+    reason = unsupported_pair(sampler, scheduler)
+    if reason:
+        raise ValueError(reason)
+    entry = PAIRS[(sampler, scheduler)]
+    assert isinstance(entry, Plan)
+    return entry
+
+
+# ---- ComfyUI's sigma schedules, computed from the checkpoint's training noise levels -----------------------------
+
+def training_sigmas(alphas_cumprod: Any) -> Any:
+    """sigma(t) = sqrt((1 - a_t) / a_t) for t = 0..T-1, as float64 numpy."""
+    import numpy as np
+
+    acp = np.asarray(alphas_cumprod, dtype=np.float64)
+    return np.sqrt((1.0 - acp) / acp)
+
+
+def sigma_to_t(sigma: Any, sigmas: Any) -> Any:
+    """Fractional training timestep(s) of ``sigma``, interpolating t linearly in log sigma."""
+    import numpy as np
+
+    log_s = np.log(sigmas)
+    return np.interp(np.log(np.maximum(np.asarray(sigma, dtype=np.float64), 1e-10)), log_s, np.arange(len(sigmas)))
+
+
+def t_to_sigma(t: Any, sigmas: Any) -> Any:
+    """sigma at fractional timestep(s) ``t``, interpolating log sigma linearly in t."""
+    import numpy as np
+
+    return np.exp(np.interp(np.asarray(t, dtype=np.float64), np.arange(len(sigmas)), np.log(sigmas)))
+
+
+def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any) -> Any:
+    """ComfyUI's sigma schedule ``schedule`` for ``steps`` steps (descending, ending with 0), float64 numpy."""
+    import numpy as np
+
+    sig = training_sigmas(alphas_cumprod)
+    n_train = len(sig)
+    smin, smax = float(sig[0]), float(sig[-1])
+    if schedule in ("normal", "sgm_uniform"):
+        t_max, t_min = float(sigma_to_t(smax, sig)), float(sigma_to_t(smin, sig))
+        ts = (np.linspace(t_max, t_min, steps + 1)[:-1] if schedule == "sgm_uniform"
+              else np.linspace(t_max, t_min, steps))
+        out = t_to_sigma(ts, sig)
+    elif schedule == "karras":
+        rho = 7.0
+        ramp = np.linspace(0, 1, steps)
+        out = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    elif schedule == "exponential":
+        out = np.exp(np.linspace(math.log(smax), math.log(smin), steps))
+    elif schedule == "simple":
+        stride = n_train / steps
+        out = np.array([sig[-(1 + int(i * stride))] for i in range(steps)])
+    elif schedule == "ddim_uniform":
+        stride = max(n_train // steps, 1)
+        out = sig[np.arange(1, n_train, stride)][::-1]
+    elif schedule == "beta":
+        from scipy import stats
+
+        ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6) * (n_train - 1))
+        ts = ts[np.concatenate([[True], ts[1:] != ts[:-1]])]
+        out = sig[ts.astype(np.int64)]
+    elif schedule == "linear_quadratic":
+        out = _linear_quadratic(steps) * smax
+    elif schedule == "kl_optimal":
+        frac = np.arange(steps, dtype=np.float64) / max(steps - 1, 1)
+        out = np.tan(frac * math.atan(smin) + (1 - frac) * math.atan(smax))
+    else:
+        raise ValueError(f"unknown scheduler {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    return np.concatenate([np.asarray(out, dtype=np.float64), [0.0]])
+
+
+def _linear_quadratic(steps: int, threshold: float = 0.025) -> Any:
+    """Noise fraction going 1 → 0: linear for the first half of the steps, then quadratic (ending with 0)."""
+    import numpy as np
+
+    if steps == 1:
+        return np.array([1.0])
+    lin = steps // 2
+    quad = steps - lin
+    diff = lin - threshold * steps
+    qa = diff / (lin * quad ** 2)
+    qb = threshold / lin - 2 * diff / quad ** 2
+    qc = qa * lin ** 2
+    done = [i * threshold / lin for i in range(lin)] + [qa * i * i + qb * i + qc for i in range(lin, steps)]
+    return 1.0 - np.array(done)
+
+
+# ---- building a configured diffusers scheduler -----------------------------------------------------------------
+
+def build_scheduler(sampler: str, scheduler: str, scheduler_config: Mapping[str, Any], steps: int,
+                    seed: int = 0) -> Any:
+    """A diffusers scheduler for the pair, its timesteps set for ``steps`` steps (ValueError if unsupported)."""
+    import diffusers
+    import numpy as np
+    import torch
+
+    plan = plan_for(sampler, scheduler)
+    spec = SAMPLERS[sampler]
+    cls = getattr(diffusers, spec.cls)
+    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    config.update(plan.config)
+    if spec.cls == "DPMSolverSDEScheduler":
+        config["noise_sampler_seed"] = int(seed) % (2**63)
+    sched = cls.from_config(config)
+    if plan.custom is None:
+        sched.set_timesteps(steps)
+        return sched
+    sigmas = reference_sigmas(scheduler, steps, sched.alphas_cumprod.numpy())
+    if plan.custom == "sigmas":
+        sched.set_timesteps(sigmas=sigmas.astype("float32").tolist())
+        return sched
+    train = training_sigmas(sched.alphas_cumprod.numpy())
+    ts = sigma_to_t(sigmas[:-1], train)
+    if plan.custom in ("timesteps", "override"):
+        ts = np.rint(ts).astype(np.int64)
+        ts = ts[np.concatenate([[True], ts[1:] < ts[:-1]])]  # strictly descending
+    if plan.custom.startswith("timesteps"):
+        sched.set_timesteps(timesteps=ts.tolist())
+        return sched
+    if plan.custom == "override_float":
+        override_schedule(sched, ts.astype(np.float32), sigmas.astype(np.float32))
+    else:
+        override_schedule(sched, ts, np.append(train[ts], 0.0).astype(np.float32), keep_last=True)
+    return sched
+
+
+def override_schedule(sched: Any, timesteps: Any, sigmas: Any, keep_last: bool = False) -> None:
+    """Give a class without custom schedules ``timesteps`` (N) and ``sigmas`` (N+1): reset it for N steps with
+    ``set_timesteps`` (its solver state), then replace both arrays. ``keep_last`` keeps the class's final sigma."""
+    import torch
+
+    sched.set_timesteps(len(timesteps))
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32).clone()
+    if keep_last:
+        sigmas[-1] = sched.sigmas[-1]
+    sched.timesteps = torch.as_tensor(timesteps).to(sched.timesteps.dtype)
+    sched.sigmas = sigmas
