@@ -111,6 +111,11 @@ class QueueStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._remaining = self._count_remaining(self._db)
+
+    @staticmethod
+    def _count_remaining(db: sqlite3.Connection) -> int:
+        return db.execute("SELECT COUNT(*) FROM prompts WHERE state IN (?, ?)", (PENDING, RUNNING)).fetchone()[0]
 
     def close(self) -> None:
         """Close the database."""
@@ -122,10 +127,12 @@ class QueueStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(self._db)
+                remaining = self._count_remaining(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._remaining = remaining
             return result
 
     # ---- startup ---------------------------------------------------------------------------------------------------
@@ -213,10 +220,8 @@ class QueueStore:
                        "IS NOT NULL ORDER BY finish_seq LIMIT ?)", (count - self.max_history,))
 
     def remaining(self) -> int:
-        """Pending plus running prompts (ComfyUI's ``queue_remaining``)."""
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM prompts WHERE state IN (?, ?)",
-                                    (PENDING, RUNNING)).fetchone()[0]
+        """Pending plus running prompts (ComfyUI's ``queue_remaining``), as of the last change (no I/O)."""
+        return self._remaining
 
     def queue(self) -> tuple[list[QueueItem], list[QueueItem]]:
         """(running, pending) in execution order."""

@@ -1,0 +1,102 @@
+"""The application factory and the ``nodegraph serve`` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .broadcast import Broadcaster
+from .routes import core_routes, mount
+from .routes.files import FIELD_LIMIT
+from .security import MIDDLEWARES
+from .settings import MB, TOKEN_ENV, ServerSettings, resolve_token
+from .state import STATE, ServerState
+from .store import QueueStore
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from ..config import EngineConfig
+    from ..engine import Engine
+
+log = logging.getLogger(__name__)
+DATABASE = "queue.sqlite3"
+
+
+def create_app(engine: "Engine", settings: ServerSettings | None = None) -> web.Application:
+    """Build the aiohttp application: routes at / and /api, plugin routes, and the queue worker's lifecycle."""
+    settings = settings or ServerSettings()
+    engine.config.ensure_dirs()
+    store = QueueStore(engine.config.user_dir / DATABASE, settings.max_pending, settings.max_history)
+    broadcaster = Broadcaster(settings.ws_buffer)
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_upload_bytes + FIELD_LIMIT)
+    app[STATE] = ServerState(engine, settings, store, Worker(engine, store, broadcaster), broadcaster)
+    for table in core_routes():
+        mount(app, table)
+    for plugin, routes in engine.registry.hook_results("nodegraph_routes", config=engine.config):
+        try:
+            mount(app, routes)
+        except Exception as exc:  # a plugin must not stop the server: report it and go on
+            log.error("plugin %s: its routes could not be added: %s", plugin, exc)
+            if plugin in engine.registry.plugins:
+                engine.registry.plugins[plugin].errors.append(f"nodegraph_routes(): {exc}")
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+async def _on_startup(app: web.Application) -> None:
+    st = app[STATE]
+    requeued, failed = await st.blocking(st.store.recover)
+    for prompt_id in requeued:
+        log.warning("prompt %s was running when the server stopped; it runs again first", prompt_id)
+    for prompt_id in failed:
+        log.error("prompt %s was running during two server stops; marked failed, not retried", prompt_id)
+    st.worker.start(asyncio.get_running_loop())
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[STATE].broadcaster.close_all()
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    st = app[STATE]
+    await st.blocking(st.worker.stop)
+    if not st.worker.alive:
+        st.store.close()
+
+
+def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, token: str | None = None,
+          max_upload_mb: int = 50, backend: str = "local", ray_address: str | None = None) -> int:
+    """Run the server until interrupted; returns the process exit code."""
+    from ..engine import Engine
+
+    if backend != "local":
+        print(f"error: the {backend!r} backend is not available in the server yet; use --backend local",
+              file=sys.stderr)
+        return 2
+    token, generated = resolve_token(listen, token)
+    settings = ServerSettings(listen=listen, port=port, token=token, max_upload_bytes=max_upload_mb * MB,
+                              argv=list(sys.argv))
+    engine = Engine(config)
+    for plugin, error in engine.registry.errors:
+        print(f"warning: plugin {plugin}: {error}", file=sys.stderr)
+    app = create_app(engine, settings)
+    if generated:
+        print(f"auth token (required because {listen} is not loopback; set ${TOKEN_ENV} or --token to choose "
+              f"one): {token}", flush=True)
+    host = f"[{listen}]" if ":" in listen else listen
+
+    def announce(_text: str) -> None:
+        print(f"nodegraph server listening on http://{host}:{port} (home {config.home})", flush=True)
+
+    try:
+        web.run_app(app, host=listen, port=port, print=announce, access_log=None, handle_signals=True)
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

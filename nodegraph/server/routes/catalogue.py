@@ -1,0 +1,160 @@
+"""Catalogue and system routes: node catalogue, model folders, embeddings, features, system stats, extensions."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ... import __version__
+from ...config import MODEL_FOLDERS
+from ..http import HTTPError
+from ..state import ServerState, state
+
+routes = web.RouteTableDef()
+
+SAFE_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth")
+COMFYUI_COMPAT_VERSION = "0.3.60"
+
+
+def _json_bytes(data: Any) -> web.Response:
+    return web.Response(body=json.dumps(data).encode(), content_type="application/json")
+
+
+def model_folders(st: ServerState) -> dict[str, tuple[str, ...]]:
+    """Model folder kinds with their file extensions: built-in ones plus ``nodegraph_model_folders``."""
+    default = SAFE_SUFFIXES + (PICKLE_SUFFIXES if st.engine.config.allow_unsafe_pickle else ())
+    folders: dict[str, tuple[str, ...]] = {name: default for name in MODEL_FOLDERS}
+    for _plugin, result in st.engine.registry.hook_results("nodegraph_model_folders"):
+        if isinstance(result, dict):
+            for name, exts in result.items():
+                folders[str(name)] = tuple(folders.get(str(name), ())) + tuple(str(e) for e in exts or ())
+    return folders
+
+
+def web_directories(st: ServerState) -> dict[str, Path]:
+    """Plugin name → folder of editor extensions (``nodegraph_web_directory``)."""
+    return {plugin: Path(folder) for plugin, folder in st.engine.registry.hook_results("nodegraph_web_directory")
+            if folder and Path(folder).is_dir()}
+
+
+@routes.get("/object_info")
+async def object_info(request: web.Request) -> web.Response:
+    """The whole node catalogue (combos listed afresh, so new uploads and models appear)."""
+    st = state(request)
+    return await st.blocking(lambda: _json_bytes(st.engine.registry.object_info(st.engine.config)))
+
+
+@routes.get("/object_info/{node_class}")
+async def object_info_one(request: web.Request) -> web.Response:
+    """``{class: entry}``, or ``{}`` for an unknown class (as ComfyUI answers)."""
+    st = state(request)
+    node = st.engine.registry.get(request.match_info["node_class"])
+    if node is None:
+        return web.json_response({})
+    return await st.blocking(lambda: _json_bytes({node.name: node.catalogue_entry(st.engine.config)}))
+
+
+@routes.get("/models")
+async def models(request: web.Request) -> web.Response:
+    """The model folder kinds."""
+    return web.json_response(sorted(model_folders(state(request))))
+
+
+@routes.get("/models/{folder}")
+async def models_in(request: web.Request) -> web.Response:
+    """Model files (relative paths) in one folder kind; 404 for an unknown kind."""
+    st = state(request)
+    folder = request.match_info["folder"]
+    exts = model_folders(st).get(folder)
+    if exts is None:
+        raise HTTPError(404, "not_found", f"no model folder {folder!r}; GET /models lists them")
+    return web.json_response(await st.blocking(st.engine.config.list_models, folder, exts))
+
+
+@routes.get("/embeddings")
+async def embeddings(request: web.Request) -> web.Response:
+    """Embedding names (file stems)."""
+    st = state(request)
+    exts = model_folders(st)["embeddings"]
+    names = await st.blocking(st.engine.config.list_models, "embeddings", exts)
+    return web.json_response([os.path.splitext(n)[0] for n in names])
+
+
+@routes.get("/features")
+async def features(request: web.Request) -> web.Response:
+    """Server feature flags."""
+    return web.json_response({"supports_preview_metadata": False,
+                              "max_upload_size": state(request).settings.max_upload_bytes})
+
+
+@routes.get("/extensions")
+async def extensions(request: web.Request) -> web.Response:
+    """URLs of the editor's JavaScript extensions provided by plugins."""
+    st = state(request)
+
+    def scan() -> list[str]:
+        return sorted(f"/extensions/{plugin}/{p.relative_to(folder).as_posix()}"
+                      for plugin, folder in web_directories(st).items() for p in folder.rglob("*.js") if p.is_file())
+    return web.json_response(await st.blocking(scan))
+
+
+def _memory() -> tuple[int, int]:
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+    except ImportError:
+        pages, free = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_AVPHYS_PAGES")
+        size = os.sysconf("SC_PAGE_SIZE")
+        return pages * size, free * size
+
+
+def _redacted_argv(argv: list[str]) -> list[str]:
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif arg == "--token":
+            out.append(arg)
+            hide = True
+        else:
+            out.append("--token=***" if arg.startswith("--token=") else arg)
+    return out
+
+
+def _system_stats(st: ServerState) -> dict[str, Any]:
+    import torch
+
+    total, free = _memory()
+    devices: list[dict[str, Any]] = []
+    if torch.cuda.is_available() and not st.engine.config.force_cpu:
+        for i in range(torch.cuda.device_count()):
+            free_v, total_v = torch.cuda.mem_get_info(i)
+            devices.append({"name": torch.cuda.get_device_name(i), "type": "cuda", "index": i,
+                            "vram_total": total_v, "vram_free": free_v, "torch_vram_total": total_v,
+                            "torch_vram_free": free_v})
+    else:
+        devices.append({"name": "cpu", "type": "cpu", "index": None, "vram_total": total, "vram_free": free,
+                        "torch_vram_total": total, "torch_vram_free": free})
+    return {"system": {"os": sys.platform, "ram_total": total, "ram_free": free,
+                       "comfyui_version": COMFYUI_COMPAT_VERSION, "nodegraph_version": __version__,
+                       "python_version": sys.version, "pytorch_version": torch.__version__,
+                       "embedded_python": False, "argv": _redacted_argv(st.settings.argv or sys.argv),
+                       "machine": platform.machine()},
+            "devices": devices}
+
+
+@routes.get("/system_stats")
+async def system_stats(request: web.Request) -> web.Response:
+    """``{system: {os, ram_total, ram_free, comfyui_version, python_version, pytorch_version, ...}, devices}``."""
+    st = state(request)
+    return web.json_response(await st.blocking(_system_stats, st))

@@ -1,0 +1,245 @@
+"""File routes: view input/output/temp files and upload images and masks; nothing ever leaves its folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, web
+
+from ...config import UnsafePathError, safe_join
+from ..http import HTTPError
+from ..state import ServerState, state
+
+routes = web.RouteTableDef()
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+#: Types served inline; anything else is sent as an attachment so a browser never renders it as a page.
+INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff", "video/mp4",
+                "video/webm", "audio/wav", "audio/x-wav", "audio/mpeg", "audio/flac", "audio/ogg", "text/plain",
+                "application/json")
+FIELD_LIMIT = 64 * 1024
+
+
+def _root(st: ServerState, kind: str | None, default: str) -> Path:
+    try:
+        return st.engine.config.folder_for(kind or default)
+    except UnsafePathError as exc:
+        raise HTTPError(400, "invalid_type", str(exc)) from None
+
+
+def _check_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UnsafePathError(f"file name {name!r} is not allowed; send a plain file name without folders")
+    return name
+
+
+def _file_headers(path: Path) -> dict[str, str]:
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    disposition = "inline" if ctype in INLINE_TYPES else "attachment"
+    if disposition == "attachment":
+        ctype = "application/octet-stream"
+    return {"Content-Type": ctype, "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(path.name)}",
+            "Cache-Control": "no-cache"}
+
+
+def _transform(path: Path, preview: str | None, channel: str | None) -> tuple[bytes, str] | None:
+    """Re-encode an image for ``preview=webp;90`` / ``channel=rgb|a``; None when nothing changes."""
+    from PIL import Image
+
+    channel = (channel or "rgba").lower()
+    if not preview and channel == "rgba":
+        return None
+    with Image.open(path) as img:
+        if channel == "rgb":
+            img = img.convert("RGB")
+        elif channel == "a":
+            alpha = img.convert("RGBA").getchannel("A")
+            img = Image.merge("RGBA", (Image.new("L", alpha.size, 0),) * 3 + (alpha,))
+        fmt, _, quality = (preview or "png").partition(";")
+        fmt = {"jpg": "jpeg"}.get(fmt.lower(), fmt.lower())
+        if fmt not in ("png", "webp", "jpeg"):
+            raise HTTPError(400, "invalid_parameter", f"preview format {fmt!r}: use webp, jpeg or png")
+        if fmt == "jpeg" and img.mode not in ("RGB", "L"):
+            img = img.convert("RGB")
+        buf = io.BytesIO()
+        img.save(buf, format=fmt.upper(), quality=int(quality) if quality.isdigit() else 90)
+    return buf.getvalue(), f"image/{fmt}"
+
+
+@routes.get("/view")
+async def view(request: web.Request) -> web.StreamResponse:
+    """``?filename&subfolder&type`` → the file (``preview=webp;90`` and ``channel=rgb|a`` re-encode images)."""
+    st = state(request)
+    q = request.query
+    filename = q.get("filename", "")
+    if not filename:
+        raise HTTPError(400, "invalid_parameter", "the 'filename' query parameter is required")
+    path = safe_join(_root(st, q.get("type"), "output"), q.get("subfolder", ""), filename)
+    if not path.is_file():
+        raise HTTPError(404, "not_found", f"no file {filename!r} in that folder")
+    if path.suffix.lower() in IMAGE_SUFFIXES and (q.get("preview") or q.get("channel")):
+        try:
+            converted = await st.blocking(_transform, path, q.get("preview"), q.get("channel"))
+        except (OSError, ValueError) as exc:
+            raise HTTPError(400, "invalid_image", f"cannot convert {filename!r}: {exc}") from None
+        if converted is not None:
+            return web.Response(body=converted[0], content_type=converted[1])
+    return web.FileResponse(path, headers=_file_headers(path))
+
+
+def verify_image(data: bytes) -> str:
+    """The image format of ``data``; raises ValueError when it is not a whole, reasonably sized image."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format or ""
+                img.verify()
+        except Exception as exc:
+            raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image format {fmt or 'unknown'} is not accepted; send PNG, JPEG, WebP, BMP, GIF or TIFF")
+    return fmt
+
+
+async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+    buf = bytearray()
+    while chunk := await part.read_chunk(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise HTTPError(413, "upload_too_large", f"{what} exceeds the limit of {limit} bytes",
+                            "send a smaller file or start the server with a larger --max-upload-mb")
+    return bytes(buf)
+
+
+async def _read_upload(request: web.Request) -> tuple[str, bytes, dict[str, str]]:
+    limit = state(request).settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + FIELD_LIMIT:
+        raise HTTPError(413, "upload_too_large", f"the upload is {request.content_length} bytes; the limit is "
+                        f"{limit} bytes", "send a smaller file or start the server with a larger --max-upload-mb")
+    if not request.content_type.startswith("multipart/"):
+        raise HTTPError(400, "invalid_upload", "send multipart/form-data with an 'image' file field")
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    name, data = "", None
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise HTTPError(400, "invalid_upload", "nested multipart bodies are not accepted")
+        if part.name == "image":
+            name, data = part.filename or "", await _read_part(part, limit, "the image")
+        elif part.name:
+            fields[part.name] = (await _read_part(part, FIELD_LIMIT, f"field {part.name!r}")).decode("utf-8", "replace")
+    if data is None:
+        raise HTTPError(400, "invalid_upload", "the multipart body has no 'image' file field")
+    return name, data, fields
+
+
+def _target(folder: Path, name: str, data: bytes, overwrite: bool) -> Path:
+    path = safe_join(folder, name)
+    if overwrite or not path.exists():
+        return path
+    if path.is_file() and path.read_bytes() == data:
+        return path  # the same file again: reuse it
+    stem, suffix = os.path.splitext(name)
+    i = 1
+    while (candidate := safe_join(folder, f"{stem} ({i}){suffix}")).exists():
+        i += 1
+    return candidate
+
+
+def _write(folder: Path, path: Path, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".upload-{uuid.uuid4().hex}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _save_upload(st: ServerState, name: str, data: bytes, fields: dict[str, str],
+                 original: dict[str, Any] | None) -> dict[str, str]:
+    """Verify, place and write an upload (off the event loop); returns ComfyUI's ``{name, subfolder, type}``."""
+    kind = fields.get("type") or "input"
+    root = _root(st, kind, "input")
+    subfolder = fields.get("subfolder", "")
+    folder = safe_join(root, subfolder)
+    _check_name(name)
+    if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+        raise HTTPError(400, "invalid_upload", f"{name!r} does not have an image extension ({', '.join(IMAGE_SUFFIXES)})")
+    try:
+        verify_image(data)
+        if original is not None:
+            data = _apply_mask(st, original, data)
+    except ValueError as exc:
+        raise HTTPError(400, "invalid_image", f"{name!r}: {exc}") from None
+    overwrite = fields.get("overwrite", "").lower() in ("true", "1", "yes")
+    path = _target(folder, name, data, overwrite)
+    if not path.exists() or path.read_bytes() != data:
+        _write(folder, path, data)
+    return {"name": path.name, "subfolder": subfolder, "type": kind}
+
+
+def _apply_mask(st: ServerState, ref: dict[str, Any], mask_data: bytes) -> bytes:
+    """The referenced image with the mask's alpha as its alpha channel, as PNG."""
+    from PIL import Image, PngImagePlugin
+
+    if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
+        raise HTTPError(400, "invalid_upload", "'original_ref' must be JSON {filename, subfolder, type}")
+    src = safe_join(_root(st, ref.get("type"), "output"), str(ref.get("subfolder") or ""), _check_name(ref["filename"]))
+    if not src.is_file():
+        raise HTTPError(404, "not_found", f"original image {ref['filename']!r} not found")
+    with Image.open(src) as original, Image.open(io.BytesIO(mask_data)) as mask:
+        info = PngImagePlugin.PngInfo()
+        for key, value in original.info.items():
+            if isinstance(key, str) and isinstance(value, str):
+                info.add_text(key, value)
+        out = original.convert("RGBA")
+        alpha = mask.convert("RGBA").getchannel("A").resize(out.size, Image.Resampling.LANCZOS)
+        out.putalpha(alpha)
+        buf = io.BytesIO()
+        out.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
+@routes.post("/upload/image")
+async def upload_image(request: web.Request) -> web.Response:
+    """Multipart ``image`` (+ ``type``, ``subfolder``, ``overwrite``) → ``{name, subfolder, type}``."""
+    st = state(request)
+    name, data, fields = await _read_upload(request)
+    return web.json_response(await st.blocking(_save_upload, st, name, data, fields, None))
+
+
+@routes.post("/upload/mask")
+async def upload_mask(request: web.Request) -> web.Response:
+    """Like /upload/image, with ``original_ref`` JSON: saves the original image with the mask as its alpha."""
+    st = state(request)
+    name, data, fields = await _read_upload(request)
+    try:
+        ref = json.loads(fields.get("original_ref", ""))
+    except ValueError:
+        raise HTTPError(400, "invalid_upload", "'original_ref' must be JSON {filename, subfolder, type}") from None
+    return web.json_response(await st.blocking(_save_upload, st, name, data, fields, ref))
+
+
+@routes.get("/extensions/{plugin}/{path:.+}")
+async def extension_file(request: web.Request) -> web.StreamResponse:
+    """A file from a plugin's web directory (``nodegraph_web_directory``)."""
+    from .catalogue import web_directories
+
+    folder = web_directories(state(request)).get(request.match_info["plugin"])
+    if folder is None:
+        raise HTTPError(404, "not_found", "no such extension")
+    path = safe_join(folder, *request.match_info["path"].split("/"))
+    if not path.is_file():
+        raise HTTPError(404, "not_found", "no such file")
+    headers = {"Content-Type": "text/javascript"} if path.suffix == ".js" else _file_headers(path)
+    return web.FileResponse(path, headers=headers)

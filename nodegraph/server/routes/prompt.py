@@ -1,0 +1,161 @@
+"""Prompt, queue and history routes: submit, list, delete, interrupt, free."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from ...validation import ValidationReport
+from ...workflow import WorkflowFormatError
+from ..http import HTTPError, json_error, query_int, read_json
+from ..messages import status_message
+from ..state import ServerState, state
+from ..store import DuplicatePromptError, QueueFullError
+
+routes = web.RouteTableDef()
+
+#: extra_data keys that carry credentials; never stored nor shown in /queue or /history.
+SENSITIVE_EXTRA_DATA = ("auth_token_comfy_org", "api_key_comfy_org")
+
+
+def _id_list(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise HTTPError(400, "invalid_request", f"'{key}' must be a list of prompt ids")
+    return [str(v) for v in value]
+
+
+def broadcast_status(st: ServerState) -> None:
+    """Tell every client how many prompts remain."""
+    st.broadcaster.send(status_message(st.store.remaining()))
+
+
+def _parse_submission(data: dict[str, Any]) -> dict[str, Any]:
+    prompt = data.get("prompt")
+    if not isinstance(prompt, dict) or not prompt:
+        raise HTTPError(400, "no_prompt", "No prompt provided",
+                        "send {\"prompt\": {node_id: {class_type, inputs}}, \"client_id\": ...}")
+    extra = data.get("extra_data", {})
+    if not isinstance(extra, dict):
+        raise HTTPError(400, "invalid_request", "'extra_data' must be a JSON object")
+    extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_DATA}
+    client_id = data.get("client_id", extra.get("client_id"))
+    if client_id is not None:
+        client_id = str(client_id)
+        extra["client_id"] = client_id
+    prompt_id = data.get("prompt_id") or str(uuid.uuid4())
+    if not isinstance(prompt_id, str) or len(prompt_id) > 200:
+        raise HTTPError(400, "invalid_request", "'prompt_id' must be a string of at most 200 characters")
+    number = data.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
+        raise HTTPError(400, "invalid_request", "'number' must be a number")
+    targets = data.get("partial_execution_targets")
+    if targets is not None:
+        targets = _id_list(data, "partial_execution_targets")
+    return {"prompt": prompt, "extra_data": extra, "client_id": client_id, "prompt_id": prompt_id,
+            "number": number, "front": bool(data.get("front")), "targets": targets}
+
+
+@routes.post("/prompt")
+async def post_prompt(request: web.Request) -> web.Response:
+    """Validate and queue a prompt: ``{prompt_id, number, node_errors: {}}`` or 400 with the report."""
+    st = state(request)
+    sub = _parse_submission(await read_json(request))
+    if st.store.remaining() - (1 if st.worker.current() else 0) >= st.settings.max_pending:
+        return json_error(429, "queue_full", "the queue is full", "wait for prompts to finish, then retry")
+    try:
+        prepared = await st.blocking(st.engine.prepare, sub["prompt"], sub["targets"])
+    except ValidationReport as exc:
+        return web.json_response(exc.to_json(), status=400)
+    except (WorkflowFormatError, ValueError) as exc:
+        return json_error(400, "invalid_prompt", f"Invalid prompt: {exc}")
+    try:
+        number = await st.blocking(st.store.add, sub["prompt_id"], prepared.raw, sub["extra_data"],
+                                   prepared.outputs, sub["client_id"], sub["number"], sub["front"])
+    except QueueFullError as exc:
+        return json_error(429, "queue_full", str(exc), "wait for prompts to finish, then retry")
+    except DuplicatePromptError as exc:
+        return json_error(400, "duplicate_prompt_id", str(exc))
+    st.worker.notify()
+    broadcast_status(st)
+    shown = int(number) if float(number).is_integer() else number
+    return web.json_response({"prompt_id": sub["prompt_id"], "number": shown, "node_errors": {}})
+
+
+@routes.get("/prompt")
+async def get_prompt(request: web.Request) -> web.Response:
+    """``{exec_info: {queue_remaining}}``."""
+    return web.json_response({"exec_info": {"queue_remaining": state(request).store.remaining()}})
+
+
+@routes.get("/queue")
+async def get_queue(request: web.Request) -> web.Response:
+    """``{queue_running: [...], queue_pending: [...]}``, entries as ``[number, id, prompt, extra_data, outputs]``."""
+    st = state(request)
+    running, pending = await st.blocking(st.store.queue)
+    return web.json_response({"queue_running": [i.queue_entry() for i in running],
+                              "queue_pending": [i.queue_entry() for i in pending]})
+
+
+@routes.post("/queue")
+async def post_queue(request: web.Request) -> web.Response:
+    """``{clear: true}`` drops every pending prompt; ``{delete: [ids]}`` drops those."""
+    st = state(request)
+    data = await read_json(request, allow_empty=True)
+    if data.get("clear"):
+        await st.blocking(st.store.delete_pending, None)
+    if "delete" in data:
+        await st.blocking(st.store.delete_pending, _id_list(data, "delete"))
+    broadcast_status(st)
+    return web.Response(status=200)
+
+
+@routes.get("/history")
+async def get_history(request: web.Request) -> web.Response:
+    """Finished prompts ``{prompt_id: entry}``, oldest first (``max_items`` latest; ``offset`` from the oldest)."""
+    st = state(request)
+    max_items = query_int(request, "max_items")
+    offset = query_int(request, "offset", -1)
+    items = await st.blocking(st.store.history, max_items, offset if offset is not None else -1)
+    return web.json_response({i.prompt_id: i.history_entry() for i in items})
+
+
+@routes.get("/history/{prompt_id}")
+async def get_history_item(request: web.Request) -> web.Response:
+    """``{prompt_id: entry}`` once the prompt finished, ``{}`` before."""
+    st = state(request)
+    item = await st.blocking(st.store.get, request.match_info["prompt_id"])
+    if item is None or item.state in ("pending", "running"):
+        return web.json_response({})
+    return web.json_response({item.prompt_id: item.history_entry()})
+
+
+@routes.post("/history")
+async def post_history(request: web.Request) -> web.Response:
+    """``{clear: true}`` or ``{delete: [ids]}``; output files stay."""
+    st = state(request)
+    data = await read_json(request, allow_empty=True)
+    if data.get("clear"):
+        await st.blocking(st.store.delete_history, None)
+    if "delete" in data:
+        await st.blocking(st.store.delete_history, _id_list(data, "delete"))
+    return web.Response(status=200)
+
+
+@routes.post("/interrupt")
+async def post_interrupt(request: web.Request) -> web.Response:
+    """Interrupt the running prompt; with ``{prompt_id}`` only when that one is running."""
+    data = await read_json(request, allow_empty=True)
+    prompt_id = data.get("prompt_id")
+    state(request).worker.interrupt(str(prompt_id) if prompt_id else None)
+    return web.Response(status=200)
+
+
+@routes.post("/free")
+async def post_free(request: web.Request) -> web.Response:
+    """``{unload_models, free_memory}``: drop models and cached results before the next prompt."""
+    data = await read_json(request, allow_empty=True)
+    state(request).worker.request_free(bool(data.get("unload_models")), bool(data.get("free_memory")))
+    return web.Response(status=200)
