@@ -15,10 +15,11 @@ def chain(value: int = 3, b: int = 4, op: str = "multiply") -> dict[str, Any]:
             "3": {"class_type": "ShowValue", "inputs": {"value": ["2", 0]}}}
 
 
-def slow(steps: int = 5, step_ms: int = 20, tag: str = "", preview: bool = False) -> dict[str, Any]:
+def slow(steps: int = 5, step_ms: int = 20, tag: str = "", preview: bool = False,
+         save: bool = False) -> dict[str, Any]:
     """One SlowSteps node."""
     return {"1": {"class_type": "SlowSteps", "inputs": {"steps": steps, "step_ms": step_ms, "preview": preview,
-                                                        "tag": tag}}}
+                                                        "tag": tag, "save": save}}}
 
 
 async def receive_until_done(ws: aiohttp.ClientWebSocketResponse, prompt_id: str,

@@ -179,6 +179,8 @@ def _save_upload(st: ServerState, name: str, data: bytes, fields: dict[str, str]
         verify_image(data)
         if original is not None:
             data = _apply_mask(st, original, data)
+    except UnsafePathError:
+        raise
     except ValueError as exc:
         raise HTTPError(400, "invalid_image", f"{name!r}: {exc}") from None
     overwrite = fields.get("overwrite", "").lower() in ("true", "1", "yes")

@@ -22,15 +22,18 @@ def tiny_png() -> bytes:
 
 
 class SlowSteps(Node):
-    """Count to ``steps``, sleeping ``step_ms`` per step in small slices, reporting progress (and previews)."""
+    """Count to ``steps``, sleeping ``step_ms`` per step in small slices, reporting progress (and previews).
+
+    With ``save`` it writes ``output/{tag}.txt``.
+    """
 
     CATEGORY = "testing"
     OUTPUT_NODE = True
     INPUTS = {"steps": Int(5, min=1, max=100000), "step_ms": Int(20, min=0, max=10000),
-              "preview": Boolean(False), "tag": String("")}
+              "preview": Boolean(False), "tag": String(""), "save": Boolean(False)}
     OUTPUTS = ()
 
-    def execute(self, ctx, steps: int, step_ms: int, preview: bool, tag: str):
+    def execute(self, ctx, steps: int, step_ms: int, preview: bool, tag: str, save: bool = False):
         png = tiny_png() if preview else None
         for i in range(steps):
             deadline = time.monotonic() + step_ms / 1000
@@ -38,7 +41,13 @@ class SlowSteps(Node):
                 time.sleep(min(0.01, max(deadline - time.monotonic(), 0)))
                 ctx.check_interrupt()
             ctx.progress(i + 1, steps, ("PNG", png) if png else None)
-        return NodeOutput((), {"text": [f"{tag}:{steps}"]})
+        ui: dict = {"text": [f"{tag}:{steps}"]}
+        if save:  # an output file, as SaveImage would write
+            folder = ctx.config.folder_for("output")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{tag}.txt").write_text(f"{tag}:{steps}")
+            ui["files"] = [{"filename": f"{tag}.txt", "subfolder": "", "type": "output"}]
+        return NodeOutput((), ui)
 
 
 @routes.get("/server_test/ping")
