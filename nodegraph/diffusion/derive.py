@@ -73,20 +73,22 @@ def unet_config(h: "Header") -> dict[str, Any]:
     return config
 
 
-def vae_config(h: "Header") -> dict[str, Any]:
-    """AutoencoderKL config from ``first_stage_model.*`` shapes."""
+def vae_config(h: "Header", prefix: str = VAE) -> dict[str, Any]:
+    """AutoencoderKL config from the shapes of ``<prefix>encoder.*``/``decoder.*`` (LDM names)."""
     s = h.shapes
-    n = h.count(VAE + "encoder.down.{}.")
-    channels = [s[VAE + f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(n)]
+    n = h.count(prefix + "encoder.down.{}.")
+    if n == 0 or prefix + "decoder.conv_in.weight" not in s:
+        raise UnknownModelError(f"{h.path.name}: no VAE encoder/decoder in LDM naming under {prefix or 'the root'!r}")
+    channels = [s[prefix + f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(n)]
     return {
         "_class_name": "AutoencoderKL",
-        "in_channels": s[VAE + "encoder.conv_in.weight"][1],
-        "out_channels": s[VAE + "decoder.conv_out.weight"][0],
+        "in_channels": s[prefix + "encoder.conv_in.weight"][1],
+        "out_channels": s[prefix + "decoder.conv_out.weight"][0],
         "block_out_channels": channels,
         "down_block_types": ["DownEncoderBlock2D"] * n,
         "up_block_types": ["UpDecoderBlock2D"] * n,
-        "layers_per_block": h.count(VAE + "encoder.down.0.block.{}."),
-        "latent_channels": s[VAE + "decoder.conv_in.weight"][1],
+        "layers_per_block": h.count(prefix + "encoder.down.0.block.{}."),
+        "latent_channels": s[prefix + "decoder.conv_in.weight"][1],
         "norm_num_groups": 32,
         "sample_size": 512,
         "scaling_factor": 0.18215,

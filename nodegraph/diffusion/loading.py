@@ -13,6 +13,7 @@ API used by the nodes: ``checkpoint_names/vae_names/lora_names/upscale_model_nam
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 from nodegraph.config import EngineConfig, safe_join
 
 from .detect import CLIP_VOCAB_DIR, CONFIGS_DIR, Detected, UnknownModelError, arch_of, detect, read_header
-from .types import Checkpoint, DiffusionModel, TextEncoder, VAEModel
+from .types import Checkpoint, DiffusionModel, LatentFormat, TextEncoder, VAEModel
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "nodegraph-shapes-v1"
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded" / "shapes-v1"
@@ -92,11 +95,15 @@ def file_fingerprint(path: Path) -> tuple[Any, ...]:
     return (str(path), "missing")
 
 
-def check_loadable(path: Path, config: EngineConfig | None) -> None:
+def _allowed(config: EngineConfig | None) -> bool:
+    return bool(config is not None and config.allow_unsafe_pickle)
+
+
+def check_loadable(path: Path, allow_pickle: bool = False) -> None:
     """Refuse pickle files unless allowed, and anything that is not .safetensors or a folder."""
     suffix = path.suffix.lower()
     if path.is_file() and suffix in PICKLE_EXTENSIONS:
-        if config is None or not config.allow_unsafe_pickle:
+        if not allow_pickle:
             raise UnsafeModelError(
                 f"{path.name} is a pickle file ({suffix}); loading pickles can run arbitrary code hidden in the "
                 "file. Convert it to .safetensors, or start nodegraph with --allow-unsafe-pickle if you trust it")
@@ -106,9 +113,10 @@ def check_loadable(path: Path, config: EngineConfig | None) -> None:
                                 "diffusers folder")
 
 
-def load_state_dict(path: Path, config: EngineConfig | None) -> dict[str, Any]:
+def load_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
     """All tensors of a .safetensors file (or, when allowed, a pickle checkpoint's state dict)."""
-    check_loadable(path, config)
+    path = Path(path)
+    check_loadable(path, allow_pickle)
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
@@ -164,8 +172,13 @@ def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str
         return _load_folder(path, name, dtype)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {name!r} not found at {path}")
-    state = load_state_dict(path, config)
-    found = detect(path, _header_of(path, state))
+    check_loadable(path, _allowed(config))
+    if path.suffix.lower() == ".safetensors":  # identify it from the header before reading gigabytes
+        found = detect(path, read_header(path))
+        state = load_state_dict(path)
+    else:
+        state = load_state_dict(path, _allowed(config))
+        found = detect(path, _header_of(path, state))
     with tempfile.TemporaryDirectory(prefix="nodegraph-config-") as tmp:
         folder = found.write(Path(tmp))
         return _load_single(state, found, folder, name, dtype)
@@ -237,7 +250,13 @@ def _assemble(unet: Any, vae: Any, encoders: tuple[Any, ...], tokenizers: tuple[
     sched = {k: v for k, v in sched.items() if not k.startswith("_") or k == "_class_name"}
     vae_model = VAEModel(vae=vae, scaling_factor=float(vae.config.scaling_factor),
                          shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0), source=name)
-    return Checkpoint(model=DiffusionModel(unet=unet, scheduler_config=sched, arch=arch, source=name),
+    try:
+        latent = LatentFormat.from_vae(vae_model)
+    except Exception:  # noqa: BLE001 - the preview projection is a nicety; never fail a load for it
+        log.warning("could not fit the latent preview projection of %s", name, exc_info=True)
+        latent = LatentFormat.from_vae(vae_model, fit_rgb=False)
+    model = DiffusionModel(unet=unet, scheduler_config=sched, arch=arch, source=name, latent=latent)
+    return Checkpoint(model=model,
                       clip=TextEncoder(tokenizers=tokenizers, encoders=encoders, arch=arch),
                       vae=vae_model, extras=extras)
 
@@ -247,8 +266,8 @@ def _assemble(unet: Any, vae: Any, encoders: tuple[Any, ...], tokenizers: tuple[
 def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None = None) -> VAEModel:
     """Load an AutoencoderKL from a diffusers folder (or a pipeline's vae/) or a single file (LDM or diffusers keys).
 
-    A single VAE file does not say which model family it is for; the scaling factor is SDXL's (0.13025) when the
-    file name mentions ``xl``, else SD1/2's (0.18215).
+    A single VAE file's layout follows from its tensor shapes, but not which model family it serves: the scaling
+    factor is SDXL's (0.13025) when the file name mentions ``xl``, else SD1/2's (0.18215).
     """
     from diffusers import AutoencoderKL
 
@@ -262,20 +281,28 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
     else:
         if not path.exists():
             raise FileNotFoundError(f"VAE {name!r} not found at {path}")
-        state = load_state_dict(path, config)
+        state = load_state_dict(path, _allowed(config))
         keys = list(state)
         if any(k.startswith("model.diffusion_model.") for k in keys):
             raise UnknownModelError(f"{name} is a full checkpoint, not a VAE; put it in models/checkpoints")
         if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
             raise UnknownModelError(f"{name} is not a VAE: no encoder./decoder. tensors among {len(keys)}")
-        arch = "sdxl" if "xl" in path.name.lower() else "sd1"
-        if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the config's model
+        scaling = 0.13025 if "xl" in path.name.lower() else 0.18215
+        if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the SD config's model
+            arch = "sdxl" if scaling == 0.13025 else "sd1"
             vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(CONFIGS_DIR / arch / "vae")))
             vae.load_state_dict(state)
             vae.eval()
-        else:
-            vae = AutoencoderKL.from_single_file(state, config=str(CONFIGS_DIR / arch), subfolder="vae",
-                                                 local_files_only=True).eval()
+        else:  # LDM naming: the config follows from the shapes
+            from . import derive
+
+            prefix = next((p for p in ("first_stage_model.", "vae.") if any(k.startswith(p) for k in keys)), "")
+            cfg = dict(derive.vae_config(_header_of(path, state), prefix), scaling_factor=scaling)
+            with tempfile.TemporaryDirectory(prefix="nodegraph-vae-") as tmp:
+                (Path(tmp) / "vae").mkdir()
+                (Path(tmp) / "vae" / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+                vae = AutoencoderKL.from_single_file(state, config=tmp, subfolder="vae",
+                                                     local_files_only=True).eval()
     return VAEModel(vae=vae, scaling_factor=float(vae.config.scaling_factor),
                     shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0), source=name)
 

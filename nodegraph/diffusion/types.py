@@ -28,11 +28,12 @@ def _module_bytes(*modules: Any) -> int:
 
 @dataclass(frozen=True)
 class LoraPatch:
-    """A LoRA applied with a strength; ``path`` is a .safetensors file."""
+    """A LoRA applied with a strength; ``path`` is a .safetensors file (a pickle only with ``allow_pickle``)."""
 
     name: str
     path: str
     strength: float
+    allow_pickle: bool = False
 
 
 @dataclass(frozen=True)

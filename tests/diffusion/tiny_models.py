@@ -83,7 +83,7 @@ def make_tokenizer(folder: Path):
     return CLIPTokenizer.from_pretrained(str(folder))
 
 
-def make_components(tokenizer) -> dict[str, Any]:
+def make_components(tokenizer, text_heads: int = 4) -> dict[str, Any]:
     """UNet, VAE and text encoder with fixed random weights (seeded), plus the scheduler."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
@@ -96,7 +96,7 @@ def make_components(tokenizer) -> dict[str, Any]:
     torch.manual_seed(2)
     text_cfg = CLIPTextConfig(
         vocab_size=len(tokenizer.get_vocab()), hidden_size=TEXT_HIDDEN, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_HIDDEN, hidden_act="quick_gelu",
+        num_attention_heads=text_heads, max_position_embeddings=77, projection_dim=TEXT_HIDDEN, hidden_act="quick_gelu",
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     text_encoder = CLIPTextModel(text_cfg)
     for m in (unet, vae, text_encoder):

@@ -1,0 +1,163 @@
+"""Loader nodes: checkpoints (MODEL, CLIP, VAE), VAEs, LoRAs and upscale models from the models folder."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from nodegraph import Combo, Float, Link, Node, Output, hookimpl
+from nodegraph.diffusion.loading import (checkpoint_names, file_fingerprint, lora_names, resolve_model,
+                                         upscale_model_names, vae_names)
+
+SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with torchvision): install it with "
+                 "pip install 'nodegraph[upscale]'")
+
+
+def _fingerprint(config: Any, folder: str, name: Any) -> Any:
+    """(path, size, mtime) of the chosen model, so that replacing the file on disk reloads it."""
+    try:
+        return file_fingerprint(resolve_model(config, folder, str(name)))
+    except (OSError, ValueError):
+        return ("missing", folder, name)
+
+
+class CheckpointLoaderSimple(Node):
+    """Load a diffusion model checkpoint: the denoising MODEL, the CLIP text encoder and the VAE."""
+
+    DISPLAY_NAME = "Load Checkpoint"
+    CATEGORY = "loaders"
+    INPUTS = {"ckpt_name": Combo(checkpoint_names, tooltip="a checkpoint in models/checkpoints (a .safetensors "
+                                 "file or a diffusers folder); nodegraph-shapes-v1 is the small built-in model")}
+    OUTPUTS = (Output("MODEL", tooltip="the model used to denoise latents"),
+               Output("CLIP", tooltip="the model used to encode text prompts"),
+               Output("VAE", tooltip="the model used to encode images to latents and decode them back"))
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _fingerprint(config, "checkpoints", constants.get("ckpt_name"))
+
+    def execute(self, ctx, ckpt_name: str):
+        from nodegraph.diffusion.loading import load_checkpoint
+
+        ckpt = load_checkpoint(resolve_model(ctx.config, "checkpoints", ckpt_name), ctx.config, name=ckpt_name)
+        return (ckpt.model, ckpt.clip, ckpt.vae)
+
+
+class VAELoader(Node):
+    """Load a VAE (to use instead of a checkpoint's own)."""
+
+    DISPLAY_NAME = "Load VAE"
+    CATEGORY = "loaders"
+    INPUTS = {"vae_name": Combo(vae_names, tooltip="a VAE in models/vae (.safetensors or a diffusers folder)")}
+    OUTPUTS = (Output("VAE"),)
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _fingerprint(config, "vae", constants.get("vae_name"))
+
+    def execute(self, ctx, vae_name: str):
+        from nodegraph.diffusion.loading import load_vae
+
+        return (load_vae(resolve_model(ctx.config, "vae", vae_name), ctx.config, name=vae_name),)
+
+
+def _with_lora(ctx: Any, lora_name: str, model: Any, clip: Any, strength_model: float,
+               strength_clip: float) -> tuple[Any, Any]:
+    """Copies of model/clip recording the LoRA (weights shared; applied while sampling/encoding)."""
+    from nodegraph.diffusion import lora
+    from nodegraph.diffusion.types import LoraPatch
+
+    path = resolve_model(ctx.config, "loras", lora_name)
+    allow = bool(ctx.config.allow_unsafe_pickle)
+    weights = ctx.services.get(lora.LoraLibrary).get(path, allow)
+    hits = 0
+    if model is not None and strength_model != 0:
+        hits += len(lora.match(weights, lora.unet_targets(model.unet), "unet").updates)
+    if clip is not None and strength_clip != 0:
+        hits += len(lora.match(weights, lora.text_targets(tuple(clip.encoders)), "text").updates)
+    wanted = (model is not None and strength_model != 0) or (clip is not None and strength_clip != 0)
+    if wanted and hits == 0:
+        arch = getattr(model, "arch", None) or getattr(clip, "arch", "?")
+        raise ValueError(f"LoRA {lora_name!r} matches no layer of this {arch} model ({len(weights.pairs)} updates, "
+                         f"e.g. {next(iter(weights.pairs), '-')}); it was probably made for another model family")
+    if model is not None and strength_model != 0:
+        model = model.with_lora(LoraPatch(lora_name, str(path), float(strength_model), allow))
+    if clip is not None and strength_clip != 0:
+        clip = replace(clip, loras=tuple(clip.loras) + (LoraPatch(lora_name, str(path), float(strength_clip), allow),))
+    return model, clip
+
+
+_STRENGTH = dict(min=-100.0, max=100.0, step=0.01)
+
+
+class LoraLoader(Node):
+    """Apply a LoRA to a MODEL and its CLIP with separate strengths (0 leaves that one unchanged)."""
+
+    DISPLAY_NAME = "Load LoRA"
+    CATEGORY = "loaders"
+    INPUTS = {"model": Link("MODEL", tooltip="the diffusion model the LoRA is applied to"),
+              "clip": Link("CLIP", tooltip="the text encoder the LoRA is applied to"),
+              "lora_name": Combo(lora_names, tooltip="a LoRA in models/loras"),
+              "strength_model": Float(1.0, **_STRENGTH, tooltip="how strongly to change the diffusion model; "
+                                      "negative values invert the effect"),
+              "strength_clip": Float(1.0, **_STRENGTH, tooltip="how strongly to change the text encoder")}
+    OUTPUTS = (Output("MODEL", tooltip="the model with the LoRA"), Output("CLIP", tooltip="the CLIP with the LoRA"))
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _fingerprint(config, "loras", constants.get("lora_name"))
+
+    def execute(self, ctx, model, clip, lora_name: str, strength_model: float, strength_clip: float):
+        return _with_lora(ctx, lora_name, model, clip, strength_model, strength_clip)
+
+
+class LoraLoaderModelOnly(Node):
+    """Apply a LoRA to a MODEL only."""
+
+    DISPLAY_NAME = "LoraLoaderModelOnly"
+    CATEGORY = "loaders"
+    INPUTS = {"model": Link("MODEL"), "lora_name": Combo(lora_names, tooltip="a LoRA in models/loras"),
+              "strength_model": Float(1.0, **_STRENGTH)}
+    OUTPUTS = (Output("MODEL"),)
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _fingerprint(config, "loras", constants.get("lora_name"))
+
+    def execute(self, ctx, model, lora_name: str, strength_model: float):
+        return (_with_lora(ctx, lora_name, model, None, strength_model, 0.0)[0],)
+
+
+class UpscaleModelLoader(Node):
+    """Load an image upscale model (ESRGAN and friends, through spandrel; .safetensors)."""
+
+    DISPLAY_NAME = "Load Upscale Model"
+    CATEGORY = "loaders"
+    INPUTS = {"model_name": Combo(upscale_model_names, tooltip="a model in models/upscale_models")}
+    OUTPUTS = (Output("UPSCALE_MODEL"),)
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        return _fingerprint(config, "upscale_models", constants.get("model_name"))
+
+    def execute(self, ctx, model_name: str):
+        from nodegraph.diffusion.loading import check_loadable
+
+        path = resolve_model(ctx.config, "upscale_models", model_name)
+        check_loadable(path, bool(ctx.config.allow_unsafe_pickle))
+        try:
+            import spandrel
+        except ImportError:
+            raise ModuleNotFoundError(SPANDREL_HINT) from None
+        descriptor = spandrel.ModelLoader().load_from_file(str(path))
+        if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+            raise ValueError(f"{model_name} is not a single-image model (spandrel found "
+                             f"{type(descriptor).__name__}); choose an image upscale model")
+        descriptor.eval()
+        return (descriptor,)
+
+
+@hookimpl
+def nodegraph_nodes():
+    """The loader nodes."""
+    return [CheckpointLoaderSimple, VAELoader, LoraLoader, LoraLoaderModelOnly, UpscaleModelLoader]
