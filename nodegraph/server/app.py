@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,17 @@ async def _on_cleanup(app: web.Application) -> None:
         st.store.close()
 
 
+def warm_up() -> None:
+    """Import torch before listening: loading its native libraries holds the GIL for a few hundred milliseconds,
+    which would stall the event loop if the first prompt triggered it under load. ``NODEGRAPH_WARMUP=0`` skips it."""
+    if os.environ.get("NODEGRAPH_WARMUP", "1") == "0":
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+
 def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, token: str | None = None,
           max_upload_mb: int = 50, backend: str = "local", ray_address: str | None = None) -> int:
     """Run the server until interrupted; returns the process exit code."""
@@ -85,6 +97,7 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
     engine = Engine(config)
     for plugin, error in engine.registry.errors:
         print(f"warning: plugin {plugin}: {error}", file=sys.stderr)
+    warm_up()
     app = create_app(engine, settings)
     if generated:
         print(f"auth token (required because {listen} is not loopback; set ${TOKEN_ENV} or --token to choose "

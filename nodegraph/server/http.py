@@ -15,6 +15,11 @@ def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
 
 
+def json_bytes(data: Any) -> web.Response:
+    """A JSON answer from data serialised by the caller's thread (use inside ``ServerState.blocking``)."""
+    return web.Response(body=json.dumps(data).encode(), content_type="application/json")
+
+
 def json_error(status: int, kind: str, message: str, details: str = "") -> web.Response:
     """An error answer with ComfyUI's shape."""
     return web.json_response(error_body(kind, message, details), status=status)

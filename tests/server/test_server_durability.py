@@ -56,7 +56,7 @@ def servers(tmp_path: Path) -> Iterator[Any]:
 
     def start(port: int, home: Path, entry: list[str]) -> subprocess.Popen:
         log = open(tmp_path / f"server-{len(procs)}.log", "wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NODEGRAPH_TOKEN": ""}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NODEGRAPH_TOKEN": "", "NODEGRAPH_WARMUP": "0"}
         proc = subprocess.Popen([sys.executable, *entry, "--home", str(home), "--port", str(port),
                                  "--plugin-dir", str(PLUGINS)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env=env)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -13,7 +12,7 @@ from aiohttp import web
 
 from ... import __version__
 from ...config import MODEL_FOLDERS
-from ..http import HTTPError
+from ..http import HTTPError, json_bytes
 from ..state import ServerState, state
 
 routes = web.RouteTableDef()
@@ -21,10 +20,6 @@ routes = web.RouteTableDef()
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth")
 COMFYUI_COMPAT_VERSION = "0.3.60"
-
-
-def _json_bytes(data: Any) -> web.Response:
-    return web.Response(body=json.dumps(data).encode(), content_type="application/json")
 
 
 def model_folders(st: ServerState) -> dict[str, tuple[str, ...]]:
@@ -48,7 +43,7 @@ def web_directories(st: ServerState) -> dict[str, Path]:
 async def object_info(request: web.Request) -> web.Response:
     """The whole node catalogue (combos listed afresh, so new uploads and models appear)."""
     st = state(request)
-    return await st.blocking(lambda: _json_bytes(st.engine.registry.object_info(st.engine.config)))
+    return await st.blocking(lambda: json_bytes(st.engine.registry.object_info(st.engine.config)))
 
 
 @routes.get("/object_info/{node_class}")
@@ -58,7 +53,7 @@ async def object_info_one(request: web.Request) -> web.Response:
     node = st.engine.registry.get(request.match_info["node_class"])
     if node is None:
         return web.json_response({})
-    return await st.blocking(lambda: _json_bytes({node.name: node.catalogue_entry(st.engine.config)}))
+    return await st.blocking(lambda: json_bytes({node.name: node.catalogue_entry(st.engine.config)}))
 
 
 @routes.get("/models")

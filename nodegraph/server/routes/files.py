@@ -83,7 +83,7 @@ async def view(request: web.Request) -> web.StreamResponse:
     filename = q.get("filename", "")
     if not filename:
         raise HTTPError(400, "invalid_parameter", "the 'filename' query parameter is required")
-    path = safe_join(_root(st, q.get("type"), "output"), q.get("subfolder", ""), filename)
+    path = safe_join(_root(st, q.get("type"), "output"), *[p for p in (q.get("subfolder"), filename) if p])
     if not path.is_file():
         raise HTTPError(404, "not_found", f"no file {filename!r} in that folder")
     if path.suffix.lower() in IMAGE_SUFFIXES and (q.get("preview") or q.get("channel")):

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ...validation import ValidationReport
 from ...workflow import WorkflowFormatError
-from ..http import HTTPError, json_error, query_int, read_json
+from ..http import HTTPError, json_bytes, json_error, query_int, read_json
 from ..messages import status_message
 from ..state import ServerState, state
 from ..store import DuplicatePromptError, QueueFullError
@@ -94,9 +94,12 @@ async def get_prompt(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     """``{queue_running: [...], queue_pending: [...]}``, entries as ``[number, id, prompt, extra_data, outputs]``."""
     st = state(request)
-    running, pending = await st.blocking(st.store.queue)
-    return web.json_response({"queue_running": [i.queue_entry() for i in running],
-                              "queue_pending": [i.queue_entry() for i in pending]})
+
+    def build() -> web.Response:
+        running, pending = st.store.queue()
+        return json_bytes({"queue_running": [i.queue_entry() for i in running],
+                           "queue_pending": [i.queue_entry() for i in pending]})
+    return await st.blocking(build)
 
 
 @routes.post("/queue")
@@ -118,8 +121,11 @@ async def get_history(request: web.Request) -> web.Response:
     st = state(request)
     max_items = query_int(request, "max_items")
     offset = query_int(request, "offset", -1)
-    items = await st.blocking(st.store.history, max_items, offset if offset is not None else -1)
-    return web.json_response({i.prompt_id: i.history_entry() for i in items})
+
+    def build() -> web.Response:
+        items = st.store.history(max_items, offset if offset is not None else -1)
+        return json_bytes({i.prompt_id: i.history_entry() for i in items})
+    return await st.blocking(build)
 
 
 @routes.get("/history/{prompt_id}")
