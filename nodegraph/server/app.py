@@ -50,8 +50,30 @@ def create_app(engine: "Engine", settings: ServerSettings | None = None) -> web.
     return app
 
 
+class HomeInUseError(RuntimeError):
+    """Another server process already serves this home folder."""
+
+
+def _lock_home(st: ServerState) -> None:
+    """Hold an exclusive lock on the queue for the app's lifetime (released by the OS even on kill -9)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one server per home is then the user's job
+        return
+    path = st.engine.config.user_dir / "server.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise HomeInUseError(f"another nodegraph server is using {st.engine.config.home}; stop it or start this "
+                             "one with another --home") from None
+    st.lock_handle = handle
+
+
 async def _on_startup(app: web.Application) -> None:
     st = app[STATE]
+    _lock_home(st)
     requeued, failed = await st.blocking(st.store.recover)
     for prompt_id in requeued:
         log.warning("prompt %s was running when the server stopped; it runs again first", prompt_id)
@@ -69,6 +91,9 @@ async def _on_cleanup(app: web.Application) -> None:
     await st.blocking(st.worker.stop)
     if not st.worker.alive:
         st.store.close()
+    if st.lock_handle is not None:
+        st.lock_handle.close()
+        st.lock_handle = None
 
 
 def warm_up() -> None:
@@ -111,5 +136,8 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
         web.run_app(app, host=listen, port=port, print=announce, access_log=None, handle_signals=True)
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    except HomeInUseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

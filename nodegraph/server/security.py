@@ -24,23 +24,33 @@ def _host_port(url: URL) -> tuple[str, int | None]:
     return (url.host or "").lower().strip("[]"), url.port
 
 
+def _parse_host(scheme: str, host_header: str) -> tuple[str, int | None] | None:
+    try:
+        return _host_port(URL(f"{scheme}://{host_header}"))
+    except ValueError:
+        return None
+
+
 @web.middleware
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse browser requests from another site, and (on loopback) Host names other than loopback ones."""
+    """Refuse browser requests from another site; without a token on loopback, also non-loopback Host names."""
     settings = state(request).settings
     host_header = request.headers.get("Host", "")
-    scheme = request.scheme
-    host, port = _host_port(URL(f"{scheme}://{host_header}")) if host_header else ("", None)
-    if is_loopback(settings.listen) and host and not is_loopback(host):
-        # A page on evil.example whose name resolves to 127.0.0.1 (DNS rebinding) passes the Origin check below.
+    parsed = _parse_host(request.scheme, host_header) if host_header else ("", None)
+    if parsed is None:
+        return json_error(400, "bad_host", f"Host header {host_header!r} is not a host name")
+    host = parsed[0]
+    if not settings.token and is_loopback(settings.listen) and host and not is_loopback(host):
+        # A page on evil.example whose name resolves to 127.0.0.1 (DNS rebinding) passes the Origin check below;
+        # with a token the page cannot authenticate, so reverse proxies may then pass their own Host.
         return json_error(403, "forbidden_host", f"Host {host_header!r} is not a loopback name",
-                          "open the server as http://127.0.0.1:PORT or http://localhost:PORT")
+                          "open the server as http://127.0.0.1:PORT or http://localhost:PORT, or set a token")
     origin = request.headers.get("Origin")
     if origin is not None and origin not in settings.allowed_origins:
         try:
             origin_url = URL(origin)
-            same = origin_url.scheme in ("http", "https") and _host_port(origin_url) == (
-                host, URL(f"{origin_url.scheme}://{host_header}").port)
+            same = origin_url.scheme in ("http", "https") and \
+                _host_port(origin_url) == _parse_host(origin_url.scheme, host_header)
         except ValueError:
             same = False
         if not same:
@@ -92,7 +102,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "server_error", "internal server error; the server log has the details")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if not response.prepared:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 
 

@@ -28,6 +28,8 @@ class ServerState:
     store: "QueueStore"
     worker: "Worker"
     broadcaster: "Broadcaster"
+    #: The open lock file that keeps a second server off the same home folder.
+    lock_handle: Any = None
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (database, file system, PIL) in a thread so the event loop stays free."""

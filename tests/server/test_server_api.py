@@ -241,3 +241,11 @@ async def test_upload_lists_in_combo_renames_and_masks(client):
     assert Image.open(io.BytesIO(masked)).getpixel((0, 0)) == (10, 20, 30, 0)
     alpha = await client.get("/view", params={"filename": "cat.png", "type": "input", "channel": "a"})
     assert Image.open(io.BytesIO(await alpha.read())).getpixel((0, 0))[3] == 255
+
+
+async def test_a_second_server_on_the_same_home_is_refused(client, make_client, engine):
+    from nodegraph.server.app import HomeInUseError
+
+    with pytest.raises(HomeInUseError, match="another nodegraph server"):
+        await make_client(engine)
+    assert (await client.get("/prompt")).status == 200

@@ -6,6 +6,8 @@ import aiohttp
 import pytest
 from server_helpers import chain
 
+from nodegraph.config import EngineConfig
+from nodegraph.engine import Engine
 from nodegraph.server.settings import ServerSettings, is_loopback, resolve_token
 
 TOKEN = "s3cret-token"
@@ -26,7 +28,7 @@ def test_binding_off_loopback_needs_a_token(monkeypatch):
 
 
 @pytest.mark.asyncio
-async def test_every_route_and_the_websocket_require_the_token(make_client, engine):
+async def test_every_route_and_the_websocket_require_the_token(make_client, engine, registry, tmp_path):
     client = await make_client(engine, listen="0.0.0.0", token=TOKEN)
     for method, path in [("GET", "/prompt"), ("POST", "/prompt"), ("GET", "/api/object_info"), ("GET", "/queue"),
                          ("GET", "/history"), ("POST", "/interrupt"), ("GET", "/view?filename=x.png"),
@@ -54,5 +56,9 @@ async def test_every_route_and_the_websocket_require_the_token(make_client, engi
     ws = await client.ws_connect("/ws?clientId=b", headers=auth)
     assert (await ws.receive_json(timeout=5))["data"]["sid"] == "b"
     await ws.close()
+    # Behind a reverse proxy the Host is the proxy's name: allowed once a token guards the server.
+    proxied = await make_client(Engine(EngineConfig(home=tmp_path / "other"), registry=registry), token=TOKEN)
+    assert (await proxied.get("/prompt", headers={**auth, "Host": "gen.example.org"})).status == 200
+    assert (await proxied.get("/prompt", headers={"Host": "gen.example.org"})).status == 401
     # The token does not switch off the cross-site check.
     assert (await client.get("/prompt", headers={**auth, "Origin": "http://evil.example"})).status == 403
