@@ -187,3 +187,83 @@ def test_config_files_written_by_detect_are_json(tiny_sd, tmp_path):
     folder = found.write(tmp_path / "cfg")
     assert json.loads((folder / "unet" / "config.json").read_text())["cross_attention_dim"] == 32
     assert "unet" in found.components and Path(folder / "tokenizer" / "tokenizer.json").exists()
+
+
+# ---- the loader nodes in a real engine ----------------------------------------------------------------------------
+
+def _engine(config: EngineConfig):
+    from nodegraph.engine import Engine
+    from nodegraph.registry import Registry
+
+    registry = Registry.load(builtins=("nodes.utils", "nodes.loaders"), entry_points=False, source_plugins=False)
+    assert not registry.errors
+    return Engine(config, registry=registry)
+
+
+def _outputs(engine, prompt, node_id: str):
+    from nodegraph.executor import cache_keys
+
+    keys, _ = cache_keys(prompt, engine.config)
+    return engine.cache.get(keys[node_id]).outputs
+
+
+def test_checkpoint_and_vae_loader_nodes(tiny_sd, tmp_path):
+    import os
+    import shutil
+
+    config = EngineConfig(home=tmp_path, models_dir=tmp_path / "models")
+    config.ensure_dirs()
+    ckpt_path = config.model_dir("checkpoints") / "tiny.safetensors"
+    shutil.copy(tiny_sd.single_file, ckpt_path)
+    shutil.copytree(tiny_sd.folder / "vae", config.model_dir("vae") / "tiny-vae")
+    engine = _engine(config)
+    info = engine.registry.object_info(config)
+    assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0][:2] == [EMBEDDED_NAME,
+                                                                                        "tiny.safetensors"]
+    assert info["CheckpointLoaderSimple"]["output"] == ["MODEL", "CLIP", "VAE"]
+    assert {info[n]["category"] for n in ("CheckpointLoaderSimple", "VAELoader", "LoraLoader",
+                                          "UpscaleModelLoader")} == {"loaders"}
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+             "2": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny-vae"}},
+             "3": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}},
+             "4": {"class_type": "ShowValue", "inputs": {"value": ["2", 0]}}}
+    prompt = engine.prepare(graph)
+    first = engine.run(prompt)
+    assert first.status == "success", first.error
+    model, clip, vae = _outputs(engine, prompt, "1")
+    _same_weights(tiny_sd.components["unet"], model.unet)
+    assert clip.tokenizers and vae.scaling_factor == 0.18215 and model.nbytes > 0
+    _same_weights(tiny_sd.components["vae"], _outputs(engine, engine.prepare(graph), "2")[0].vae)
+    again = engine.run(engine.prepare(graph))
+    assert again.executed == [] and set(again.cached) == {"3", "4"}
+    st = ckpt_path.stat()
+    os.utime(ckpt_path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed on disk: reload
+    third = engine.run(engine.prepare(graph))
+    assert "1" in third.executed and "2" not in third.executed
+
+
+def test_loader_node_refuses_pickles_with_the_reason(tmp_path):
+    config = EngineConfig(home=tmp_path, models_dir=tmp_path / "models")
+    config.ensure_dirs()
+    torch.save({"a": torch.zeros(1)}, str(config.model_dir("checkpoints") / "old.ckpt"))
+    engine = _engine(config)
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "old.ckpt"}},
+             "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    result = engine.run(engine.prepare(graph))
+    assert result.status == "error" and result.error.node_id == "1"
+    assert "pickle" in result.error.exception_message and "safetensors" in result.error.exception_message
+
+
+def test_upscale_loader_says_how_to_install_spandrel(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("spandrel") is not None:
+        pytest.skip("spandrel is installed here")
+    config = EngineConfig(home=tmp_path, models_dir=tmp_path / "models")
+    config.ensure_dirs()
+    save_file({"w": torch.zeros(1)}, str(config.model_dir("upscale_models") / "x4.safetensors"))
+    engine = _engine(config)
+    graph = {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x4.safetensors"}},
+             "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    result = engine.run(engine.prepare(graph))
+    assert result.status == "error" and "pip install 'nodegraph[upscale]'" in result.error.exception_message
