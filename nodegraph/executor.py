@@ -135,15 +135,17 @@ class Executor:
         run_id = result.run_id
         keys, volatile, order, pinned = self._plan(prompt)
         outputs = set(prompt.outputs)
-        bus.emit(RunStarted(run_id, tuple(list(pinned) + order)))
+        bus.emit(RunStarted(run_id, tuple(prompt.order)))
         values: dict[str, tuple[Any, ...]] = {}
         for nid, entry in pinned.items():
             values[nid] = entry.outputs
             result.cached.append(nid)
             if nid in outputs and entry.ui is not None:
                 result.outputs[nid] = entry.ui
-        if result.cached:
-            bus.emit(NodesCached(run_id, tuple(result.cached)))
+        executing = set(order)
+        skipped = tuple(nid for nid in prompt.order if nid not in executing)  # cached, or not needed again
+        if skipped:
+            bus.emit(NodesCached(run_id, skipped))
             for nid in result.cached:
                 if nid in result.outputs:
                     bus.emit(NodeFinished(run_id, nid, prompt.nodes[nid].definition.name, result.outputs[nid], True))

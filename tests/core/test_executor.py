@@ -33,7 +33,8 @@ def test_rerun_without_change_executes_nothing(engine):
     assert result.executed == []
     assert result.outputs == {"out": {"value": [5]}}
     cached = [e for e in result.events if isinstance(e, NodesCached)]
-    assert len(cached) == 1 and cached[0].nodes == ("out",)
+    assert len(cached) == 1 and cached[0].nodes == ("c", "a0", "a1", "a2", "a3", "a4", "out")
+    assert result.cached == ["out"]  # the only cache lookup needed
 
 
 def test_changing_one_constant_reruns_only_descendants(engine):
