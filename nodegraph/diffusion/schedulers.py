@@ -68,9 +68,9 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("DDPMScheduler", {"clip_sample": False}, "vp", sigma_flags=False, custom="timesteps"),
     "lcm": SamplerSpec("LCMScheduler", {"clip_sample": False}, "vp", sigma_flags=False, custom="timesteps",
                        spacings=()),
-    # ComfyUI's "ddim" runs Euler sampling; deterministic DDIM is the same ODE step in the VP parametrisation.
-    "ddim": SamplerSpec("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, "vp",
-                        sigma_flags=False),
+    # ComfyUI's "ddim" runs Euler sampling, and deterministic DDIM is the same update; diffusers' DDIMScheduler
+    # steps to t - 1000//N whatever the spacing, which is not the next timestep of "linspace" (normal).
+    "ddim": SamplerSpec("EulerDiscreteScheduler", custom="sigmas", note="Euler sampling, as ComfyUI's ddim"),
     "uni_pc": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh1"}, custom="override", **_MULTI),
     "uni_pc_bh2": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh2"}, custom="override", **_MULTI),
     "deis": SamplerSpec("DEISMultistepScheduler", {}, custom="override", **_MULTI),
@@ -108,6 +108,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
     "kl_optimal": ScheduleSpec(),
 }
 
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULES)
 _FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
