@@ -37,9 +37,13 @@ class CheckpointLoaderSimple(Node):
         return _fingerprint(config, "checkpoints", constants.get("ckpt_name"))
 
     def execute(self, ctx, ckpt_name: str):
+        from nodegraph.diffusion.devices import DeviceManager
         from nodegraph.diffusion.loading import load_checkpoint
 
-        ckpt = load_checkpoint(resolve_model(ctx.config, "checkpoints", ckpt_name), ctx.config, name=ckpt_name)
+        devices = ctx.services.get(DeviceManager, lambda: DeviceManager.from_config(ctx.config))
+        dtype = devices.dtype if devices.device.type != "cpu" else None  # half the host memory for GPU runs
+        ckpt = load_checkpoint(resolve_model(ctx.config, "checkpoints", ckpt_name), ctx.config, name=ckpt_name,
+                               dtype=dtype)
         return (ckpt.model, ckpt.clip, ckpt.vae)
 
 

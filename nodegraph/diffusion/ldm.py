@@ -119,3 +119,34 @@ def vae_to_ldm(state: dict[str, Any], num_blocks: int, prefix: str = VAE_PREFIX)
 def text_encoder_to_ldm(state: dict[str, Any], prefix: str = CLIP_PREFIX) -> dict[str, Any]:
     """Rename a transformers CLIPTextModel state dict to ``cond_stage_model.transformer.text_model.*`` keys."""
     return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
+
+
+_OPEN_CLIP_LAYER = (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+                    ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))
+
+
+def open_clip_to_ldm(state: dict[str, Any], prefix: str = "conditioner.embedders.1.model.") -> dict[str, Any]:
+    """Rename a CLIPTextModel(WithProjection) state dict to OpenCLIP's layout (SD2/SDXL: fused q/k/v projections)."""
+    import torch
+
+    flat = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out: dict[str, Any] = {}
+    fixed = {"embeddings.token_embedding.weight": "token_embedding.weight",
+             "embeddings.position_embedding.weight": "positional_embedding",
+             "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
+    for key, value in flat.items():
+        if key in fixed:
+            out[prefix + fixed[key]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif key.startswith("encoder.layers."):
+            _, _, n, rest = key.split(".", 3)
+            base = f"{prefix}transformer.resblocks.{n}."
+            if rest.startswith(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")):
+                if rest.startswith("self_attn.q_proj"):
+                    kind = rest.rsplit(".", 1)[1]  # weight | bias
+                    parts = [flat[f"encoder.layers.{n}.self_attn.{p}_proj.{kind}"] for p in "qkv"]
+                    out[f"{base}attn.in_proj_{kind}"] = torch.cat(parts, 0)
+                continue
+            out[base + _sub(rest, _OPEN_CLIP_LAYER)] = value
+    return out

@@ -165,7 +165,11 @@ def _tokenizer(files: dict[str, str], folder: Path, name: str) -> Any:
 
 def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str | None = None,
                     dtype: Any = None) -> Checkpoint:
-    """Load MODEL, CLIP and VAE from a diffusers folder or a single file (offline); models stay on the CPU."""
+    """Load MODEL, CLIP and VAE from a diffusers folder or a single file (offline); models stay on the CPU.
+
+    ``dtype`` (e.g. torch.float16 when sampling on a GPU) applies to the UNet and text encoders; None keeps float32.
+    The VAE is always float32 (SDXL's overflows in float16; it is small).
+    """
     path = Path(path)
     name = name or path.name
     if path.is_dir():
@@ -205,7 +209,8 @@ def _load_folder(folder: Path, name: str, dtype: Any) -> Checkpoint:
     kw = {"torch_dtype": dtype} if dtype is not None else {}
 
     def load(component: str) -> Any:
-        model = _component_class(index, component).from_pretrained(str(folder / component), **kw)
+        extra = kw if component != "vae" else {}
+        model = _component_class(index, component).from_pretrained(str(folder / component), **extra)
         return model.eval() if hasattr(model, "eval") else model
 
     encoders = tuple(load(c) for c in ("text_encoder", "text_encoder_2") if (index.get(c) or [None])[0])
@@ -225,7 +230,7 @@ def _load_single(state: dict[str, Any], found: Detected, folder: Path, name: str
 
     common = {"config": str(folder), "local_files_only": True, "torch_dtype": dtype}
     unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", **common).eval()
-    vae = AutoencoderKL.from_single_file(state, subfolder="vae", **common).eval()
+    vae = AutoencoderKL.from_single_file(state, subfolder="vae", **dict(common, torch_dtype=None)).eval()
     encoders, tokenizers = [], []
     for component, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
         if f"{component}/config.json" not in found.files:

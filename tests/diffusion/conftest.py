@@ -14,7 +14,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_models import TinySD, build_tiny_sd  # noqa: E402
+from tiny_models import TinySD, build_tiny_sd, build_tiny_sdxl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +25,13 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> TinySD:
     and ``components`` (the in-memory unet/vae/text_encoder/tokenizer/scheduler that were saved).
     """
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> TinySD:
+    """A tiny SDXL-shaped model (two text encoders, text_time conditioning), saved like ``tiny_sd``.
+
+    ``tiny-sdxl/`` is a StableDiffusionXLPipeline folder; ``tiny-sdxl.safetensors`` uses SDXL's single-file names
+    (``conditioner.embedders.0.transformer.*`` CLIP, ``conditioner.embedders.1.model.*`` OpenCLIP).
+    """
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl-home"))

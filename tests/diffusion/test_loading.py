@@ -267,3 +267,20 @@ def test_upscale_loader_says_how_to_install_spandrel(tmp_path):
              "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
     result = engine.run(engine.prepare(graph))
     assert result.status == "error" and "pip install 'nodegraph[upscale]'" in result.error.exception_message
+
+
+def test_sdxl_single_file_loads_identical_to_folder(tiny_sdxl):
+    folder = load_checkpoint(tiny_sdxl.folder, tiny_sdxl.config)
+    single = load_checkpoint(tiny_sdxl.single_file, tiny_sdxl.config)
+    assert folder.model.arch == single.model.arch == "sdxl"
+    assert len(single.clip.encoders) == len(single.clip.tokenizers) == 2
+    for name, loaded in (("unet", single.model.unet), ("vae", single.vae.vae),
+                         ("text_encoder", single.clip.encoders[0]), ("text_encoder_2", single.clip.encoders[1])):
+        _same_weights(tiny_sdxl.components[name], loaded)
+    _same_weights(folder.clip.encoders[1], single.clip.encoders[1])
+    assert single.vae.scaling_factor == 0.13025
+    assert single.clip.tokenizers[1].pad_token == "!"
+    ids = single.clip.tokenizers[1]("a red circle", return_tensors="pt").input_ids
+    with torch.no_grad():
+        pooled = single.clip.encoders[1](ids).text_embeds
+        assert torch.equal(pooled, tiny_sdxl.components["text_encoder_2"](ids).text_embeds)

@@ -211,3 +211,30 @@ def test_lora_loader_node(engine_home):
     assert clip is base_clip and model.unet is base_model.unet and base_model.loras == ()
     bad = engine.run(engine.prepare(_graph("other.safetensors", 1.0, 1.0)))
     assert bad.status == "error" and "matches no layer" in bad.error.exception_message
+
+
+def test_sdxl_lora_names_reach_both_text_encoders(tiny_sdxl, tmp_path):
+    ckpt = load_checkpoint(tiny_sdxl.single_file, tiny_sdxl.config)
+    gen = torch.Generator().manual_seed(3)
+    state = {}
+    for key, module in (("lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+                         dict(ckpt.clip.encoders[0].named_modules())["encoder.layers.0.self_attn.q_proj"]),
+                        ("lora_te2_text_model_encoder_layers_1_mlp_fc2",
+                         dict(ckpt.clip.encoders[1].named_modules())["text_model.encoder.layers.1.mlp.fc2"]),
+                        ("lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k",
+                         dict(ckpt.model.unet.named_modules())["down_blocks.1.attentions.0.transformer_blocks.1"
+                                                               ".attn2.to_k"])):
+        state[key + ".lora_down.weight"], state[key + ".lora_up.weight"] = _pair(module, gen)
+    path = tmp_path / "xl.safetensors"
+    save_file(state, str(path))
+    from dataclasses import replace
+
+    patch = LoraPatch("xl", str(path), 1.0)
+    before = [e.state_dict() for e in ckpt.clip.encoders]
+    before = [{k: v.clone() for k, v in sd.items()} for sd in before]
+    with lora.applied(replace(ckpt.clip, loras=(patch,))) as changed_clip:
+        assert changed_clip == 2
+    with lora.applied(ckpt.model.with_lora(patch)) as changed_unet:
+        assert changed_unet == 1
+    for b, e in zip(before, ckpt.clip.encoders):
+        assert all(torch.equal(b[k], v) for k, v in e.state_dict().items())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegraph.diffusion.ldm import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+from nodegraph.diffusion.ldm import open_clip_to_ldm, text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 
 TEXT_HIDDEN = 32
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "green", "blue", "circle", "square", "triangle", "on",
@@ -158,5 +158,73 @@ def build_tiny_sd(home: Path) -> TinySD:
     pipe.save_pretrained(str(folder), safe_serialization=True)
     single = ckpts / "tiny-sd.safetensors"
     save_file(to_ldm_state_dict(parts), str(single), metadata={METADATA_KEY: folder_metadata(folder)})
+    return TinySD(home=home, models_dir=config.models_dir, folder=folder, single_file=single, config=config,
+                  components=parts)
+
+
+# ---- a tiny SDXL-shaped model (two text encoders, pooled text + size conditioning) ------------------------------------
+
+TEXT2_HIDDEN = 48
+SDXL_UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=TEXT_HIDDEN + TEXT2_HIDDEN, attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2),
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=TEXT2_HIDDEN + 6 * 8, norm_num_groups=32,
+)
+
+
+def make_sdxl_components(tokenizer, tokenizer_2) -> dict[str, Any]:
+    """SDXL-shaped UNet, VAE and the two text encoders (CLIP-L-like and bigG-like with projection), seeded."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def text_config(hidden: int, act: str) -> Any:
+        return CLIPTextConfig(vocab_size=len(tokenizer.get_vocab()), hidden_size=hidden, intermediate_size=hidden * 2,
+                              num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                              projection_dim=hidden, hidden_act=act, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+    torch.manual_seed(10)
+    unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
+    torch.manual_seed(11)
+    vae = AutoencoderKL(**dict(VAE_CONFIG, scaling_factor=0.13025))
+    torch.manual_seed(12)
+    te = CLIPTextModel(text_config(TEXT_HIDDEN, "quick_gelu"))
+    torch.manual_seed(13)
+    te2 = CLIPTextModelWithProjection(text_config(TEXT2_HIDDEN, "gelu"))
+    for m in (unet, vae, te, te2):
+        m.eval()
+    sched = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items()
+                                      if k not in ("skip_prk_steps", "set_alpha_to_one")})
+    return {"unet": unet, "vae": vae, "text_encoder": te, "text_encoder_2": te2, "tokenizer": tokenizer,
+            "tokenizer_2": tokenizer_2, "scheduler": sched}
+
+
+def build_tiny_sdxl(home: Path) -> TinySD:
+    """A tiny SDXL-shaped model as ``tiny-sdxl/`` and ``tiny-sdxl.safetensors`` (SGM keys: conditioner.embedders)."""
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import save_file
+    from transformers import CLIPTokenizer
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.diffusion.detect import METADATA_KEY
+
+    config = EngineConfig(home=home, models_dir=home / "models")
+    config.ensure_dirs()
+    tok = make_tokenizer(home / "tmp-tokenizer")
+    tok2 = CLIPTokenizer.from_pretrained(str(home / "tmp-tokenizer"), pad_token="!")
+    parts = make_sdxl_components(tok, tok2)
+    folder = config.model_dir("checkpoints") / "tiny-sdxl"
+    StableDiffusionXLPipeline(**parts).save_pretrained(str(folder), safe_serialization=True)
+    state: dict[str, Any] = {}
+    state.update(unet_to_ldm(parts["unet"].state_dict(), parts["unet"].config.layers_per_block))
+    state.update(vae_to_ldm(parts["vae"].state_dict(), len(parts["vae"].config.block_out_channels)))
+    state.update(text_encoder_to_ldm(parts["text_encoder"].state_dict(), "conditioner.embedders.0.transformer."))
+    state.update(open_clip_to_ldm(parts["text_encoder_2"].state_dict(), "conditioner.embedders.1.model."))
+    single = config.model_dir("checkpoints") / "tiny-sdxl.safetensors"
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(single),
+              metadata={METADATA_KEY: folder_metadata(folder)})
     return TinySD(home=home, models_dir=config.models_dir, folder=folder, single_file=single, config=config,
                   components=parts)
