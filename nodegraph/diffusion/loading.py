@@ -6,8 +6,10 @@ Formats: a diffusers folder (``model_index.json``), or a single ``.safetensors``
 unless ``EngineConfig.allow_unsafe_pickle`` is set, because unpickling can run arbitrary code.
 
 API used by the nodes: ``checkpoint_names/vae_names/lora_names/upscale_model_names(config)`` (combo options),
-``resolve_model(config, folder, name) -> Path``, ``file_fingerprint(path)``, ``load_checkpoint(path, config)``,
-``load_vae(path, config)``, ``clip_tokenizer(pad_token)``.
+``resolve_model(config, folder, name) -> Path``, ``file_fingerprint(path)``, ``load_checkpoint(path, config, name=,
+dtype=) -> Checkpoint``, ``load_vae(path, config, name=) -> VAEModel``, ``clip_tokenizer(pad_token)``.
+``Checkpoint.model.arch`` is sd1 | sd2 | sdxl | sdxl_refiner | embedded | custom; only the sdxl ones need pooled
+text and size conditioning. Everything loads on the CPU; the DeviceManager moves it when used.
 """
 
 from __future__ import annotations

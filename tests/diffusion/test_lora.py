@@ -179,7 +179,8 @@ def engine_home(tiny_sd, lora_files, tmp_path) -> EngineConfig:
     shutil.copy(tiny_sd.single_file, config.model_dir("checkpoints") / "tiny.safetensors")
     shutil.copy(lora_files["kohya_ldm"], config.model_dir("loras") / "style.safetensors")
     save_file({"lora_unet_nowhere.lora_down.weight": torch.zeros(1, 2),
-               "lora_unet_nowhere.lora_up.weight": torch.zeros(2, 1)}, str(config.model_dir("loras") / "other.safetensors"))
+               "lora_unet_nowhere.lora_up.weight": torch.zeros(2, 1)},
+              str(config.model_dir("loras") / "other.safetensors"))
     return config
 
 

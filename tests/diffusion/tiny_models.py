@@ -137,7 +137,7 @@ class TinySD:
 
 
 def build_tiny_sd(home: Path) -> TinySD:
-    """Build the tiny model and save it under ``home/models/checkpoints`` as ``tiny-sd/`` and ``tiny-sd.safetensors``."""
+    """Build the tiny model; save it in ``home/models/checkpoints`` as ``tiny-sd/`` and ``tiny-sd.safetensors``."""
     import os
 
     from diffusers import StableDiffusionPipeline
@@ -162,7 +162,7 @@ def build_tiny_sd(home: Path) -> TinySD:
                   components=parts)
 
 
-# ---- a tiny SDXL-shaped model (two text encoders, pooled text + size conditioning) ------------------------------------
+# ---- a tiny SDXL-shaped model (two text encoders, pooled text + size conditioning) ---------------------------------
 
 TEXT2_HIDDEN = 48
 SDXL_UNET_CONFIG: dict[str, Any] = dict(
