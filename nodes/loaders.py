@@ -13,28 +13,46 @@ SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with
                  "pip install 'nodegraph[upscale]'")
 
 
-def _fingerprint(config: Any, folder: str, name: Any) -> Any:
-    """(path, size, mtime) of the chosen model, so that replacing the file on disk reloads it."""
-    try:
-        return file_fingerprint(resolve_model(config, folder, str(name)))
-    except (OSError, ValueError):
-        return ("missing", folder, name)
+class _ModelFileNode(Node):
+    """A node that reads one model file chosen by a combo: ``MODEL_INPUT = (input name, models sub-folder)``.
+
+    The file's (path, size, mtime) goes into the cache key, so replacing it on disk reloads it, and its path is
+    reported for provenance (its SHA-256 lands in every output's manifest).
+    """
+
+    MODEL_INPUT: tuple[str, str] = ("", "")
+
+    @classmethod
+    def _path(cls, config: Any, constants: dict[str, Any]) -> Any:
+        name, folder = cls.MODEL_INPUT
+        return resolve_model(config, folder, str(constants.get(name)))
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        try:
+            return file_fingerprint(cls._path(config, constants))
+        except (OSError, ValueError):
+            return ("missing", cls.MODEL_INPUT, constants.get(cls.MODEL_INPUT[0]))
+
+    @classmethod
+    def model_files(cls, config, **constants):
+        try:
+            return [str(cls._path(config, constants))]
+        except (OSError, ValueError):
+            return []
 
 
-class CheckpointLoaderSimple(Node):
+class CheckpointLoaderSimple(_ModelFileNode):
     """Load a diffusion model checkpoint: the denoising MODEL, the CLIP text encoder and the VAE."""
 
     DISPLAY_NAME = "Load Checkpoint"
     CATEGORY = "loaders"
+    MODEL_INPUT = ("ckpt_name", "checkpoints")
     INPUTS = {"ckpt_name": Combo(checkpoint_names, tooltip="a checkpoint in models/checkpoints (a .safetensors "
                                  "file or a diffusers folder); nodegraph-shapes-v1 is the small built-in model")}
     OUTPUTS = (Output("MODEL", tooltip="the model used to denoise latents"),
                Output("CLIP", tooltip="the model used to encode text prompts"),
                Output("VAE", tooltip="the model used to encode images to latents and decode them back"))
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        return _fingerprint(config, "checkpoints", constants.get("ckpt_name"))
 
     def execute(self, ctx, ckpt_name: str):
         from nodegraph.diffusion.devices import DeviceManager
@@ -47,17 +65,14 @@ class CheckpointLoaderSimple(Node):
         return (ckpt.model, ckpt.clip, ckpt.vae)
 
 
-class VAELoader(Node):
+class VAELoader(_ModelFileNode):
     """Load a VAE (to use instead of a checkpoint's own)."""
 
     DISPLAY_NAME = "Load VAE"
     CATEGORY = "loaders"
+    MODEL_INPUT = ("vae_name", "vae")
     INPUTS = {"vae_name": Combo(vae_names, tooltip="a VAE in models/vae (.safetensors or a diffusers folder)")}
     OUTPUTS = (Output("VAE"),)
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        return _fingerprint(config, "vae", constants.get("vae_name"))
 
     def execute(self, ctx, vae_name: str):
         from nodegraph.diffusion.loading import load_vae
@@ -94,11 +109,12 @@ def _with_lora(ctx: Any, lora_name: str, model: Any, clip: Any, strength_model: 
 _STRENGTH = dict(min=-100.0, max=100.0, step=0.01)
 
 
-class LoraLoader(Node):
+class LoraLoader(_ModelFileNode):
     """Apply a LoRA to a MODEL and its CLIP with separate strengths (0 leaves that one unchanged)."""
 
     DISPLAY_NAME = "Load LoRA"
     CATEGORY = "loaders"
+    MODEL_INPUT = ("lora_name", "loras")
     INPUTS = {"model": Link("MODEL", tooltip="the diffusion model the LoRA is applied to"),
               "clip": Link("CLIP", tooltip="the text encoder the LoRA is applied to"),
               "lora_name": Combo(lora_names, tooltip="a LoRA in models/loras"),
@@ -107,42 +123,32 @@ class LoraLoader(Node):
               "strength_clip": Float(1.0, **_STRENGTH, tooltip="how strongly to change the text encoder")}
     OUTPUTS = (Output("MODEL", tooltip="the model with the LoRA"), Output("CLIP", tooltip="the CLIP with the LoRA"))
 
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        return _fingerprint(config, "loras", constants.get("lora_name"))
-
     def execute(self, ctx, model, clip, lora_name: str, strength_model: float, strength_clip: float):
         return _with_lora(ctx, lora_name, model, clip, strength_model, strength_clip)
 
 
-class LoraLoaderModelOnly(Node):
+class LoraLoaderModelOnly(_ModelFileNode):
     """Apply a LoRA to a MODEL only."""
 
     DISPLAY_NAME = "LoraLoaderModelOnly"
     CATEGORY = "loaders"
+    MODEL_INPUT = ("lora_name", "loras")
     INPUTS = {"model": Link("MODEL"), "lora_name": Combo(lora_names, tooltip="a LoRA in models/loras"),
               "strength_model": Float(1.0, **_STRENGTH)}
     OUTPUTS = (Output("MODEL"),)
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        return _fingerprint(config, "loras", constants.get("lora_name"))
 
     def execute(self, ctx, model, lora_name: str, strength_model: float):
         return (_with_lora(ctx, lora_name, model, None, strength_model, 0.0)[0],)
 
 
-class UpscaleModelLoader(Node):
+class UpscaleModelLoader(_ModelFileNode):
     """Load an image upscale model (ESRGAN and friends, through spandrel; .safetensors)."""
 
     DISPLAY_NAME = "Load Upscale Model"
     CATEGORY = "loaders"
+    MODEL_INPUT = ("model_name", "upscale_models")
     INPUTS = {"model_name": Combo(upscale_model_names, tooltip="a model in models/upscale_models")}
     OUTPUTS = (Output("UPSCALE_MODEL"),)
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        return _fingerprint(config, "upscale_models", constants.get("model_name"))
 
     def execute(self, ctx, model_name: str):
         from nodegraph.diffusion.loading import check_loadable
