@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .broadcast import Broadcaster
-from .routes import core_routes, mount
+from .routes import core_routes, frontend_routes, mount
 from .routes.files import FIELD_LIMIT
 from .security import MIDDLEWARES
 from .settings import MB, TOKEN_ENV, ServerSettings, resolve_token
@@ -44,6 +44,7 @@ def create_app(engine: "Engine", settings: ServerSettings | None = None) -> web.
             log.error("plugin %s: its routes could not be added: %s", plugin, exc)
             if plugin in engine.registry.plugins:
                 engine.registry.plugins[plugin].errors.append(f"nodegraph_routes(): {exc}")
+    mount(app, frontend_routes(), prefixes=("",))
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

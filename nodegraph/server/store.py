@@ -261,6 +261,19 @@ class QueueStore:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
         return _item(row) if row else None
 
+    def jobs(self, states: Iterable[str], limit: int | None = None, offset: int = 0, prompt_id: str | None = None,
+             ) -> tuple[int, list[tuple[QueueItem, float, float | None, float | None]]]:
+        """Prompts in ``states`` newest first with their (created, started, finished) times: (total, page)."""
+        states = list(states)
+        where = f"state IN ({', '.join('?' * len(states))})" + (" AND prompt_id = ?" if prompt_id else "")
+        args: list[Any] = states + ([prompt_id] if prompt_id else [])
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE {where}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT {_COLUMNS}, created, started, finished FROM prompts WHERE {where} "
+                                    "ORDER BY created DESC, seq DESC LIMIT ? OFFSET ?",
+                                    args + [-1 if limit is None else max(limit, 0), max(offset, 0)]).fetchall()
+        return total, [(_item(r[:10]), r[10], r[11], r[12]) for r in rows]
+
     def delete_history(self, prompt_ids: Iterable[str] | None = None) -> int:
         """Delete the given history entries (all when None); returns how many."""
         ids = None if prompt_ids is None else [str(p) for p in prompt_ids]

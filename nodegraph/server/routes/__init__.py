@@ -29,6 +29,14 @@ def mount(app: web.Application, routes: Iterable[web.AbstractRouteDef], prefixes
 
 def core_routes() -> list[web.RouteTableDef]:
     """The built-in route tables, in registration order."""
-    from . import catalogue, files, prompt, ws
+    from . import catalogue, files, frontend, jobs, prompt, userdata, ws
 
-    return [prompt.routes, files.routes, catalogue.routes, ws.routes]
+    # frontend before files: its /extensions/core/ shims must win over files' /extensions/{plugin}/ route.
+    return [prompt.routes, jobs.routes, userdata.routes, frontend.routes, files.routes, catalogue.routes, ws.routes]
+
+
+def frontend_routes() -> list[web.AbstractRouteDef]:
+    """The editor's page and static files: mount at ``/`` only, after every other route, so they shadow none."""
+    from . import frontend
+
+    return [*frontend.static_routes, *frontend.static_files()]

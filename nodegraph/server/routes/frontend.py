@@ -1,0 +1,169 @@
+"""The visual editor: the official ComfyUI frontend (pip package ``comfyui-frontend-package``) served at ``/``,
+plus the small routes it calls on start-up (i18n, experiment models, subgraphs) and the workflow templates.
+
+``routes`` is mounted at ``/`` and ``/api`` like every core table; ``static_routes`` (index and the package's
+static files) only at ``/`` and after the plugins' routes, so they never shadow an API path.
+The frontend is GPL-3.0 (hence nodegraph's GPL-3.0-or-later license).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ...config import safe_join
+from ...workflow import WorkflowFormatError
+from ..http import HTTPError, json_bytes
+from ..state import ServerState, state
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+static_routes = web.RouteTableDef()
+
+FRONTEND_PACKAGE = "comfyui_frontend_package"
+#: Saved API-format workflows shipped in the source tree, offered in the editor as templates.
+WORKFLOWS_DIR = Path(__file__).resolve().parents[3] / "workflows"
+TEMPLATE_MODULE = "nodegraph"
+NO_CACHE = {"Cache-Control": "no-cache"}
+MISSING_PAGE = ("<!doctype html><title>nodegraph</title><p>The visual editor is not installed: "
+                "<code>pip install comfyui-frontend-package</code> (the version pinned in nodegraph's "
+                "pyproject.toml), then restart <code>nodegraph serve</code>. The API works without it.</p>")
+
+
+@lru_cache(maxsize=1)
+def static_dir() -> Path | None:
+    """The frontend's static folder, or None when the package is not installed."""
+    try:
+        folder = Path(str(importlib.resources.files(FRONTEND_PACKAGE) / "static"))
+    except (ModuleNotFoundError, TypeError):
+        return None
+    return folder if (folder / "index.html").is_file() else None
+
+
+def template_dirs() -> dict[str, Path]:
+    """Template module → folder of API-format ``.json`` workflows."""
+    return {TEMPLATE_MODULE: WORKFLOWS_DIR} if WORKFLOWS_DIR.is_dir() else {}
+
+
+# ---- start-up routes -------------------------------------------------------------------------------------------
+
+@routes.get("/i18n")
+async def i18n(request: web.Request) -> web.Response:
+    """Extra translations from nodes (none: the editor's own are bundled)."""
+    return web.json_response({})
+
+
+@routes.get("/global_subgraphs")
+async def global_subgraphs(request: web.Request) -> web.Response:
+    """Subgraph blueprints shipped by nodes (none)."""
+    return web.json_response({})
+
+
+@routes.get("/global_subgraphs/{id}")
+async def global_subgraph(request: web.Request) -> web.Response:
+    """No blueprint exists."""
+    raise HTTPError(404, "not_found", f"no global subgraph {request.match_info['id']!r}")
+
+
+@routes.get("/experiment/models")
+async def experiment_models(request: web.Request) -> web.Response:
+    """Model folder kinds for the editor's model library ``[{name, folders}]``."""
+    from .catalogue import model_folders
+
+    st = state(request)
+    return web.json_response([{"name": name, "folders": [str(st.engine.config.model_dir(name))]}
+                              for name in sorted(model_folders(st))])
+
+
+@routes.get("/experiment/models/{folder}")
+async def experiment_models_in(request: web.Request) -> web.Response:
+    """Model files of one kind ``[{name, pathIndex}]``; 404 for an unknown kind."""
+    from .catalogue import model_folders
+
+    st = state(request)
+    exts = model_folders(st).get(request.match_info["folder"])
+    if exts is None:
+        raise HTTPError(404, "not_found", f"no model folder {request.match_info['folder']!r}")
+    names = await st.blocking(st.engine.config.list_models, request.match_info["folder"], exts)
+    return web.json_response([{"name": n, "pathIndex": 0} for n in names])
+
+
+@routes.get("/templates/{name}")
+async def core_templates(request: web.Request) -> web.Response:
+    """The editor's built-in template index (``index.json``, ``index.LANG.json``): empty, ours are below."""
+    if not request.match_info["name"].startswith("index"):
+        raise HTTPError(404, "not_found", "no such template file")
+    return web.json_response([])
+
+
+# ---- workflow templates ------------------------------------------------------------------------------------------
+
+@routes.get("/workflow_templates")
+async def workflow_templates(request: web.Request) -> web.Response:
+    """``{module: [template names]}``: the project's saved workflows."""
+    def scan() -> dict[str, list[str]]:
+        return {module: sorted(p.stem for p in folder.glob("*.json")) for module, folder in template_dirs().items()}
+    return web.json_response(await state(request).blocking(scan))
+
+
+def _template(st: ServerState, module: str, name: str) -> dict[str, Any]:
+    from ...ui_export import api_to_ui
+
+    folder = template_dirs().get(module)
+    if folder is None:
+        raise HTTPError(404, "not_found", f"no template module {module!r}")
+    path = safe_join(folder, f"{name}.json")
+    if not path.is_file():
+        raise HTTPError(404, "not_found", f"no template {name!r} in {module!r}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return api_to_ui(data, st.engine.registry)
+    except (ValueError, WorkflowFormatError) as exc:
+        log.error("template %s/%s cannot be converted: %s", module, name, exc)
+        raise HTTPError(500, "bad_template", f"template {name!r} cannot be shown: {exc}") from None
+
+
+@routes.get("/workflow_templates/{module}/{name}.json")
+async def workflow_template(request: web.Request) -> web.Response:
+    """One template in the editor's UI format (converted from the API format with the catalogue)."""
+    st = state(request)
+    ui = await st.blocking(_template, st, request.match_info["module"], request.match_info["name"])
+    return json_bytes(ui)
+
+
+# ---- static files (mounted at / only) ----------------------------------------------------------------------------
+
+@routes.get("/extensions/core/{path:.+}")
+async def core_extension(request: web.Request) -> web.StreamResponse:
+    """The frontend's module shims that plugin extensions import (``../../extensions/core/*.js``)."""
+    folder = static_dir()
+    if folder is None:
+        raise HTTPError(404, "not_found", "the visual editor is not installed")
+    path = safe_join(folder / "extensions" / "core", *request.match_info["path"].split("/"))
+    if not path.is_file():
+        raise HTTPError(404, "not_found", "no such file")
+    return web.FileResponse(path, headers={"Content-Type": "text/javascript", **NO_CACHE})
+
+
+@static_routes.get("/")
+async def index(request: web.Request) -> web.StreamResponse:
+    """The editor's page (or a note on how to install it)."""
+    folder = static_dir()
+    if folder is None:
+        return web.Response(text=MISSING_PAGE, content_type="text/html", status=503)
+    return web.FileResponse(folder / "index.html", headers={"Content-Type": "text/html", **NO_CACHE})
+
+
+def static_files() -> list[web.AbstractRouteDef]:
+    """The frontend's assets as a static route at ``/`` (empty when the package is missing)."""
+    folder = static_dir()
+    if folder is None:
+        log.warning("comfyui-frontend-package is not installed: the visual editor is unavailable")
+        return []
+    return [web.static("/", folder, follow_symlinks=False, append_version=False)]
