@@ -45,7 +45,9 @@ class SamplingOptions:
     return_with_leftover_noise: bool = False
 
     def step_range(self) -> tuple[int, int, int]:
-        """(schedule length, first step, end step) in schedule steps."""
+        """(schedule length, first step, end step) in schedule steps; nothing to run when denoise is 0."""
+        if self.denoise <= 0.0:
+            return self.steps, self.steps, self.steps
         total = self.steps if self.denoise >= 0.9999 else int(self.steps / self.denoise)
         first = total - self.steps
         return total, first + self.start_at_step, first + min(self.end_at_step, self.steps)
@@ -217,7 +219,7 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
     out_latent["downscale"] = model.latent.downscale
     total, s0, s1 = opts.step_range()
-    if opts.denoise <= 0.0 or s0 >= s1 or s0 >= total:
+    if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)
     spec = SAMPLERS[opts.sampler_name]
     scheduler = build_scheduler(opts.sampler_name, opts.scheduler, model.scheduler_config, total, opts.seed)
