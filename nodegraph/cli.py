@@ -164,7 +164,18 @@ def cmd_run(args: argparse.Namespace, config: EngineConfig) -> int:
         return EXIT_INVALID
     extra_data = {"extra_pnginfo": {"workflow": extra["workflow"]}} if "workflow" in extra else {}
     bus = EventBus([ProgressPrinter()])
-    result = engine.run(prompt, bus=bus, extra_data=extra_data)
+    from .backends import create_backend
+
+    try:
+        backend = create_backend(getattr(args, "backend", "local"), engine,
+                                 address=getattr(args, "ray_address", None))
+    except (RuntimeError, ValueError) as exc:  # Ray missing, cluster unreachable or too small
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        result = backend.run(prompt, bus=bus, extra_data=extra_data)
+    finally:
+        backend.close()
     if result.status == "error" and result.error is not None:
         err = result.error
         print(f"error: node {err.node_id} ({err.class_type}) failed: {err.exception_type}: "

@@ -88,6 +88,16 @@ class RunInterrupted(Event):
     executed: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RunRetried(Event):
+    """The worker running this prompt was lost (e.g. a Ray actor died); the prompt starts again on another one."""
+
+    worker: str = ""
+    reason: str = ""
+    attempt: int = 1
+    node_id: str | None = None
+
+
 Subscriber = Callable[[Event], None]
 
 

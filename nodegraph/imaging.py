@@ -65,8 +65,16 @@ def save_pngs(images: Iterable[Image.Image], root: Path, prefix: str, text: dict
         info.add_text(key, value if isinstance(value, str) else json.dumps(value))
     entries = []
     for img in images:
-        name = f"{stem or 'image'}_{counter:05}_.png"
-        img.save(folder / name, pnginfo=info, compress_level=compress_level)
+        while True:  # exclusive creation: processes saving into one folder (Ray workers) never overwrite each other
+            name = f"{stem or 'image'}_{counter:05}_.png"
+            try:
+                handle = open(folder / name, "xb")
+            except FileExistsError:
+                counter += 1
+                continue
+            break
+        with handle:
+            img.save(handle, format="PNG", pnginfo=info, compress_level=compress_level)
         entries.append({"filename": name, "subfolder": subfolder, "type": ""})
         counter += 1
     return entries

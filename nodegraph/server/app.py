@@ -20,6 +20,7 @@ from .store import QueueStore
 from .worker import Worker
 
 if TYPE_CHECKING:
+    from ..backends.base import Backend
     from ..config import EngineConfig
     from ..engine import Engine
 
@@ -27,14 +28,18 @@ log = logging.getLogger(__name__)
 DATABASE = "queue.sqlite3"
 
 
-def create_app(engine: "Engine", settings: ServerSettings | None = None) -> web.Application:
-    """Build the aiohttp application: routes at / and /api, plugin routes, and the queue worker's lifecycle."""
+def create_app(engine: "Engine", settings: ServerSettings | None = None,
+               backend: "Backend | None" = None) -> web.Application:
+    """Build the aiohttp application: routes at / and /api, plugin routes, and the queue worker's lifecycle.
+
+    ``backend`` runs the prompts (default: in this process through ``engine``); the caller closes it.
+    """
     settings = settings or ServerSettings()
     engine.config.ensure_dirs()
     store = QueueStore(engine.config.user_dir / DATABASE, settings.max_pending, settings.max_history)
     broadcaster = Broadcaster(settings.ws_buffer)
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_upload_bytes + FIELD_LIMIT)
-    app[STATE] = ServerState(engine, settings, store, Worker(engine, store, broadcaster), broadcaster)
+    app[STATE] = ServerState(engine, settings, store, Worker(engine, store, broadcaster, backend), broadcaster)
     for table in core_routes():
         mount(app, table)
     for plugin, routes in engine.registry.hook_results("nodegraph_routes", config=engine.config):
@@ -111,12 +116,9 @@ def warm_up() -> None:
 def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, token: str | None = None,
           max_upload_mb: int = 50, backend: str = "local", ray_address: str | None = None) -> int:
     """Run the server until interrupted; returns the process exit code."""
+    from ..backends import create_backend
     from ..engine import Engine
 
-    if backend != "local":
-        print(f"error: the {backend!r} backend is not available in the server yet; use --backend local",
-              file=sys.stderr)
-        return 2
     token, generated = resolve_token(listen, token)
     settings = ServerSettings(listen=listen, port=port, token=token, max_upload_bytes=max_upload_mb * MB,
                               argv=list(sys.argv))
@@ -124,7 +126,12 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
     for plugin, error in engine.registry.errors:
         print(f"warning: plugin {plugin}: {error}", file=sys.stderr)
     warm_up()
-    app = create_app(engine, settings)
+    try:
+        runner = create_backend(backend, engine, address=ray_address)
+    except (RuntimeError, ValueError) as exc:  # Ray missing, cluster unreachable or too small
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(engine, settings, runner)
     if generated:
         print(f"auth token (required because {listen} is not loopback; set ${TOKEN_ENV} or --token to choose "
               f"one): {token}", flush=True)
@@ -141,4 +148,6 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
     except HomeInUseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        runner.close()
     return 0

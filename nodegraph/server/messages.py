@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..events import (Event, NodeFinished, NodeProgress, NodesCached, NodeStarted, RunFailed, RunInterrupted,
-                      RunStarted)
+                      RunRetried, RunStarted)
 from .broadcast import Outgoing
 
 #: Binary frame event types.
@@ -70,6 +70,9 @@ class RunMessages:
             return []
         if isinstance(event, NodesCached):
             return self._ensure_cached(event.nodes)
+        if isinstance(event, RunRetried):  # not ComfyUI's: a distributed worker was lost (kept in history)
+            return [self._status("execution_retried", {"worker": event.worker, "reason": event.reason,
+                                                       "attempt": event.attempt, "node_id": event.node_id})]
         out = self._ensure_cached()
         if isinstance(event, NodeStarted):
             out.append(executing(event.node_id, pid))

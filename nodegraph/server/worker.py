@@ -6,9 +6,11 @@ import asyncio
 import gc
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..backends.base import LocalBackend
 from ..context import InterruptFlag
 from ..events import Event, EventBus, NodeStarted, RunFailed, RunInterrupted
 from ..validation import ValidationReport
@@ -17,6 +19,7 @@ from .messages import RunMessages, executing, status_message
 from .store import QueueItem
 
 if TYPE_CHECKING:
+    from ..backends.base import Backend
     from ..engine import Engine
     from .broadcast import Broadcaster, Outgoing
     from .store import QueueStore
@@ -35,58 +38,63 @@ class Running:
 
 
 class Worker:
-    """Runs queued prompts one at a time on a dedicated thread; the event loop only ever waits on the queue."""
+    """Runs queued prompts on dedicated threads (one per backend slot: one in-process, one per Ray worker); the
+    event loop only ever waits on the queue."""
 
-    def __init__(self, engine: "Engine", store: "QueueStore", broadcaster: "Broadcaster") -> None:
+    def __init__(self, engine: "Engine", store: "QueueStore", broadcaster: "Broadcaster",
+                 backend: "Backend | None" = None) -> None:
         self.engine = engine
         self.store = store
         self.broadcaster = broadcaster
+        self.backend = backend if backend is not None else LocalBackend(engine)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._running: Running | None = None
+        self._running: dict[str, Running] = {}  # by prompt id, oldest first
         self._free: tuple[bool, bool] | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- control (any thread) --------------------------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the worker thread; events are posted to ``loop``."""
+        """Start the worker threads; events are posted to ``loop``."""
         self._loop = loop
-        self._thread = threading.Thread(target=self._main, name="nodegraph-worker", daemon=True)
-        self._thread.start()
+        for i in range(max(1, self.backend.slots)):
+            thread = threading.Thread(target=self._main, name=f"nodegraph-worker-{i}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Interrupt the running prompt (it is re-queued) and wait for the thread to end."""
+        """Interrupt the running prompts (they are re-queued) and wait for the threads to end."""
         self._stopping.set()
         with self._lock:
-            if self._running is not None:
-                self._running.interrupt.set()
+            for running in self._running.values():
+                running.interrupt.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("the running node did not stop within %.0f s; it stays 'running' and is re-queued on "
-                            "the next start", timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.alive:
+            log.warning("the running node did not stop within %.0f s; it stays 'running' and is re-queued on "
+                        "the next start", timeout)
 
     @property
     def alive(self) -> bool:
-        """Whether the worker thread is running."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether a worker thread is running."""
+        return any(t.is_alive() for t in self._threads)
 
     def notify(self) -> None:
         """Something was queued: wake up."""
         self._wake.set()
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
-        """Interrupt the running prompt (only if it is ``prompt_id`` when given); whether one was interrupted."""
+        """Interrupt the running prompt ``prompt_id`` (every running one when None); whether one was interrupted."""
         with self._lock:
-            running = self._running
-            if running is None or (prompt_id is not None and running.prompt_id != prompt_id):
-                return False
-            running.interrupt.set()
-            return True
+            targets = [r for r in self._running.values() if prompt_id is None or r.prompt_id == prompt_id]
+            for running in targets:
+                running.interrupt.set()
+            return bool(targets)
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
         """Free models and cached results before the next prompt."""
@@ -95,10 +103,10 @@ class Worker:
             self._free = (old[0] or unload_models, old[1] or free_memory)
         self._wake.set()
 
-    def current(self) -> Running | None:
-        """A copy of what runs now, or None."""
+    def current(self, client_id: str | None = None) -> Running | None:
+        """A copy of what runs now (the oldest, or the oldest of ``client_id``'s), or None."""
         with self._lock:
-            r = self._running
+            r = next((r for r in self._running.values() if client_id is None or r.client_id == client_id), None)
             return Running(r.prompt_id, r.client_id, r.interrupt, r.node) if r else None
 
     # ---- the thread ------------------------------------------------------------------------------------------------
@@ -123,6 +131,8 @@ class Worker:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
+            if len(self._threads) > 1:
+                self._wake.set()  # another thread may take the next prompt at once
             try:
                 self._execute(item)
             except Exception:
@@ -130,19 +140,19 @@ class Worker:
                 self._record_crash(item)
             finally:
                 with self._lock:
-                    self._running = None
+                    self._running.pop(item.prompt_id, None)
 
     def _do_free(self) -> None:
         with self._lock:
             request, self._free = self._free, None
         if request is not None and any(request):
-            self.engine.free(unload_models=True)
+            self.backend.free(unload_models=True)
             gc.collect()
 
     def _execute(self, item: QueueItem) -> None:
         flag = InterruptFlag()
         with self._lock:
-            self._running = Running(item.prompt_id, item.client_id, flag)
+            self._running[item.prompt_id] = Running(item.prompt_id, item.client_id, flag)
         self._post_status()
         messages = RunMessages(item.prompt_id)
         sid = item.client_id
@@ -158,15 +168,15 @@ class Worker:
         def on_event(event: Event) -> None:
             if isinstance(event, NodeStarted):
                 with self._lock:
-                    if self._running is not None:
-                        self._running.node = event.node_id
+                    if item.prompt_id in self._running:
+                        self._running[item.prompt_id].node = event.node_id
             elif isinstance(event, RunInterrupted):
                 interrupted.append(event)
             for m in messages.convert(event):
                 self._post(m, sid)
 
-        result = self.engine.run(prompt, bus=EventBus([on_event]), interrupt=flag, run_id=item.prompt_id,
-                                 extra_data=item.extra_data)
+        result = self.backend.run(prompt, bus=EventBus([on_event]), interrupt=flag, run_id=item.prompt_id,
+                                  extra_data=item.extra_data)
         if result.status == "interrupted" and self._stopping.is_set():
             self.store.requeue(item.prompt_id)
             log.info("prompt %s re-queued by shutdown", item.prompt_id)
@@ -190,7 +200,7 @@ class Worker:
         # Order as ComfyUI: the outcome, the queue status, then `executing` with node null.
         self.store.finish(item.prompt_id, state, outputs, messages.history)
         with self._lock:
-            self._running = None
+            self._running.pop(item.prompt_id, None)
         for m in final:
             self._post(m, item.client_id)
         self._post_status()

@@ -24,7 +24,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     conn = st.broadcaster.attach(sid, ws)
     try:
         st.broadcaster.send(status_message(st.store.remaining(), sid), sid)
-        running = st.worker.current()
+        running = st.worker.current(sid)
         if running is not None and running.client_id == sid and running.node is not None:
             st.broadcaster.send(executing(running.node, running.prompt_id), sid)  # a reconnect mid-prompt
         async for msg in ws:
