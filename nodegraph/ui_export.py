@@ -14,7 +14,7 @@ from .inputs import ComboInput, InputSpec, IntInput, StringInput
 from .registry import Registry
 from .workflow import WorkflowFormatError, is_link, is_ui_format
 
-WIDTH, GAP_X, GAP_Y, LEFT, TOP = 320, 80, 40, 50, 50
+WIDTH, GAP_X, GAP_Y, LEFT, TOP = 320, 80, 60, 80, 110
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H, IMAGE_H = 30, 22, 26, 90, 260
 DEFAULT_CONTROL = "fixed"
 UPLOAD_VALUE = "image"

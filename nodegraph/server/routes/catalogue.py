@@ -91,11 +91,13 @@ async def features(request: web.Request) -> web.Response:
 
 @routes.get("/extensions")
 async def extensions(request: web.Request) -> web.Response:
-    """URLs of the editor's JavaScript extensions provided by plugins."""
+    """URLs of the editor's JavaScript extensions: nodegraph's own, then those provided by plugins."""
+    from .frontend import core_extension_urls
+
     st = state(request)
 
     def scan() -> list[str]:
-        return sorted(f"/extensions/{plugin}/{p.relative_to(folder).as_posix()}"
+        return core_extension_urls() + sorted(f"/extensions/{plugin}/{p.relative_to(folder).as_posix()}"
                       for plugin, folder in web_directories(st).items() for p in folder.rglob("*.js") if p.is_file())
     return web.json_response(await st.blocking(scan))
 

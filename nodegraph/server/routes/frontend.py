@@ -30,7 +30,11 @@ FRONTEND_PACKAGE = "comfyui_frontend_package"
 #: Saved API-format workflows shipped in the source tree, offered in the editor as templates.
 WORKFLOWS_DIR = Path(__file__).resolve().parents[3] / "workflows"
 TEMPLATE_MODULE = "nodegraph"
+#: nodegraph's own editor extensions (e.g. opening the txt2img template instead of ComfyUI's default graph).
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+CORE_EXTENSIONS_URL = "/extensions/nodegraph-core"  # a hyphen: no plugin (a Python module name) can take it
 NO_CACHE = {"Cache-Control": "no-cache"}
+THUMBNAIL_SUFFIXES = ("webp", "png", "jpg", "jpeg")
 MISSING_PAGE = ("<!doctype html><title>nodegraph</title><p>The visual editor is not installed: "
                 "<code>pip install comfyui-frontend-package</code> (the version pinned in nodegraph's "
                 "pyproject.toml), then restart <code>nodegraph serve</code>. The API works without it.</p>")
@@ -44,6 +48,13 @@ def static_dir() -> Path | None:
     except (ModuleNotFoundError, TypeError):
         return None
     return folder if (folder / "index.html").is_file() else None
+
+
+def core_extension_urls() -> list[str]:
+    """URLs of nodegraph's own editor extensions (listed first by ``GET /extensions``)."""
+    if static_dir() is None or not WEB_DIR.is_dir():
+        return []
+    return [f"{CORE_EXTENSIONS_URL}/{p.name}" for p in sorted(WEB_DIR.glob("*.js"))]
 
 
 def template_dirs() -> dict[str, Path]:
@@ -129,12 +140,20 @@ def _template(st: ServerState, module: str, name: str) -> dict[str, Any]:
         raise HTTPError(500, "bad_template", f"template {name!r} cannot be shown: {exc}") from None
 
 
-@routes.get("/workflow_templates/{module}/{name}.json")
-async def workflow_template(request: web.Request) -> web.Response:
-    """One template in the editor's UI format (converted from the API format with the catalogue)."""
+@routes.get("/workflow_templates/{module}/{file}")
+async def workflow_template(request: web.Request) -> web.StreamResponse:
+    """``NAME.json``: one template in the editor's UI format (converted with the catalogue); ``NAME.webp|png|jpg``:
+    its thumbnail when the folder has one."""
     st = state(request)
-    ui = await st.blocking(_template, st, request.match_info["module"], request.match_info["name"])
-    return json_bytes(ui)
+    module, file = request.match_info["module"], request.match_info["file"]
+    stem, _, suffix = file.rpartition(".")
+    if suffix == "json":
+        return json_bytes(await st.blocking(_template, st, module, stem))
+    folder = template_dirs().get(module)
+    path = safe_join(folder, file) if folder is not None and suffix in THUMBNAIL_SUFFIXES else None
+    if path is None or not path.is_file():
+        raise HTTPError(404, "not_found", f"no template file {file!r} in {module!r}")
+    return web.FileResponse(path, headers=NO_CACHE)
 
 
 # ---- static files (mounted at / only) ----------------------------------------------------------------------------
@@ -149,6 +168,21 @@ async def core_extension(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         raise HTTPError(404, "not_found", "no such file")
     return web.FileResponse(path, headers={"Content-Type": "text/javascript", **NO_CACHE})
+
+
+@routes.get(CORE_EXTENSIONS_URL + "/{name}")
+async def nodegraph_extension(request: web.Request) -> web.StreamResponse:
+    """One of nodegraph's own editor extensions."""
+    path = safe_join(WEB_DIR, request.match_info["name"])
+    if path.suffix != ".js" or not path.is_file():
+        raise HTTPError(404, "not_found", "no such extension")
+    return web.FileResponse(path, headers={"Content-Type": "text/javascript", **NO_CACHE})
+
+
+@static_routes.get("/user.css")
+async def user_css(request: web.Request) -> web.Response:
+    """The editor links a user stylesheet; answer an empty one rather than a 404 its console reports."""
+    return web.Response(text="", content_type="text/css")
 
 
 @static_routes.get("/")

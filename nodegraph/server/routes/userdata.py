@@ -65,7 +65,7 @@ class UserFiles:
 
     def path(self, rel: str) -> Path:
         """The absolute path of a user file; refuses escapes, empty and over-long names."""
-        if not rel or len(rel) > MAX_PATH_CHARS or "\0" in rel or "\\" in rel:
+        if not rel or len(rel) > MAX_PATH_CHARS or "\0" in rel or "\\" in rel or rel.startswith("/"):
             raise UnsafePathError(f"user file name {rel[:80]!r} is not allowed; use a relative path like "
                                   "workflows/name.json")
         path = safe_join(self.root, *rel.split("/"))
@@ -80,10 +80,10 @@ class UserFiles:
                 "modified": int(stat.st_mtime * 1000), "created": int(stat.st_ctime * 1000)}
 
     def listing(self, folder: str, recurse: bool, full: bool, split: bool) -> list[Any]:
-        """Files under ``folder`` (paths relative to it); raises 404 when the folder does not exist."""
+        """Files under ``folder`` (paths relative to it); a folder not created yet is empty."""
         base = safe_join(self.root, *[p for p in folder.split("/") if p])
         if not base.is_dir():
-            raise HTTPError(404, "not_found", f"no user folder {folder!r}")
+            return []
         root = self.root.resolve()
         files = sorted(p for p in (base.rglob("*") if recurse else base.iterdir())
                        if p.is_file() and root in p.resolve().parents)
