@@ -288,14 +288,16 @@ class RayBackend:
         renamed: dict[tuple[str, str, str], str] = {}
         summary: RunSummary | None = None
         asked_at: float | None = None
-        cancelled = False
         while True:
             if interrupt.is_set() and asked_at is None:
                 asked_at = time.monotonic()
                 slot.actor.interrupt.remote(run_id)  # the cooperative per-step check; models stay loaded
-            if asked_at is not None and not cancelled and time.monotonic() - asked_at > self.cancel_grace_s:
-                ray.cancel(stream)  # a node that never checks: stop waiting for it
-                cancelled = True
+            if asked_at is not None and time.monotonic() - asked_at > self.cancel_grace_s:
+                # A node that never checks: cancel the task (its stream's end trips the flag too) and stop waiting;
+                # the worker finishes that node in the background and keeps its models.
+                ray.cancel(stream)
+                track.remember(slot.memory, keys, volatile)
+                return self._interrupted(bus, run_id, used, track)
             ready, _ = ray.wait([stream], timeout=POLL_S)
             if not ready:
                 continue

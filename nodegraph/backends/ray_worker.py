@@ -9,6 +9,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -45,8 +46,11 @@ class Shipped:
 
 
 def _worker_error(run_id: str, exc: BaseException) -> RunFailed:
-    return RunFailed(run_id, "", "", type(exc).__name__,
-                     f"the worker could not run the prompt: {exc}", "".join(traceback.format_exception(exc)))
+    from ..validation import ValidationReport
+
+    text = exc.render() if isinstance(exc, ValidationReport) else str(exc)
+    return RunFailed(run_id, "", "", type(exc).__name__, f"the worker could not run the prompt: {text}",
+                     "".join(traceback.format_exception(exc)))
 
 
 class WorkerActor:
@@ -67,12 +71,8 @@ class WorkerActor:
 
     def info(self) -> WorkerInfo:
         """The node catalogue (name → version) and where this worker runs."""
-        try:
-            import ray
-
-            gpus = tuple(str(g) for g in ray.get_gpu_ids())
-        except Exception:  # outside Ray (unit use)
-            gpus = ()
+        ray = sys.modules.get("ray")  # imported in every Ray worker process; absent when used in-process
+        gpus = tuple(str(g) for g in ray.get_gpu_ids()) if ray is not None and ray.is_initialized() else ()
         registry = self.engine.registry
         return WorkerInfo(self.name, {n: d.meta.version for n, d in registry.nodes.items()}, socket.gethostname(),
                           os.getpid(), gpus, tuple(f"{p}: {e}" for p, e in registry.errors))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 
 from nodegraph import Boolean, Int, Link, Node, NodeOutput, Output, String, hookimpl
@@ -27,14 +26,13 @@ class FakeCheckpoint(Node):
 
     def execute(self, ctx, name: str, load_ms: int):
         time.sleep(load_ms / 1000)
-        return (f"{name}@{os.getpid()}",)
+        return (f"model-{name}",)
 
 
 class Generate(Node):
     """Uses a loaded 'model'; reports ``steps`` progress steps (with previews), checking for interrupt each slice.
 
-    Its UI payload names the process that loaded the model and the one that generated, and with ``save`` it
-    writes ``output/{tag}.txt``.
+    With ``save`` it writes ``output/{tag}.txt`` and names it in its UI payload.
     """
 
     CATEGORY = "testing"
@@ -53,7 +51,7 @@ class Generate(Node):
                 time.sleep(min(0.005, max(deadline - time.monotonic(), 0)))
                 ctx.check_interrupt()
             ctx.progress(i + 1, steps, ("PNG", png) if png else None)
-        ui: dict = {"text": [f"{model}|{seed}|{os.getpid()}"]}
+        ui: dict = {"text": [f"{model}|{seed}"]}
         if save:
             folder = ctx.config.folder_for("output")
             folder.mkdir(parents=True, exist_ok=True)
