@@ -94,7 +94,20 @@ class RayBackend:
 
     @classmethod
     def for_engine(cls, engine: "Engine", *, address: str | None = None, **options: Any) -> "RayBackend":
-        """Workers configured like ``engine`` (same home, models and plugin folders)."""
+        """Workers configured like ``engine`` (same home, models and plugin folders).
+
+        Environment: ``NODEGRAPH_RAY_WORKERS`` (worker count; default one per GPU, or 2 CPU workers),
+        ``NODEGRAPH_RAY_CPUS_PER_WORKER`` (default 1) and ``NODEGRAPH_RAY_SHARED_DISK=0`` when the workers do not
+        see the head's home folder (outputs then come back as bytes).
+        """
+        cpus = os.environ.get("NODEGRAPH_RAY_CPUS_PER_WORKER")
+        if cpus and "cpus_per_worker" not in options:
+            try:
+                options["cpus_per_worker"] = float(cpus)
+            except ValueError:
+                raise ValueError(f"NODEGRAPH_RAY_CPUS_PER_WORKER={cpus!r}: give a number, e.g. 1 or 0.5") from None
+        if "shared_storage" not in options:
+            options["shared_storage"] = os.environ.get("NODEGRAPH_RAY_SHARED_DISK", "1") not in ("0", "false", "no")
         return cls(engine.registry, engine.config, address=address, **options)
 
     # ---- workers ---------------------------------------------------------------------------------------------------
@@ -128,7 +141,11 @@ class RayBackend:
                                f"{' and 1 GPU' if self.use_gpus else ''} each (it has {have:g} CPUs); set "
                                "NODEGRAPH_RAY_WORKERS lower or add machines (ray start --address=HEAD:6379)")
         launched = [self._launch(i) for i in range(self.slots)]
-        infos = ray.get([ref for _, ref in launched], timeout=self.start_timeout_s)
+        try:
+            infos = ray.get([ref for _, ref in launched], timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(f"the Ray workers did not start within {self.start_timeout_s:g} s: the cluster has no "
+                               "free CPUs/GPUs for them (see `ray status`); free some or add machines") from None
         for position, ((actor, _), info) in enumerate(zip(launched, infos)):
             self._add_slot(actor, info, position)
 

@@ -265,3 +265,16 @@ def test_outputs_come_back_as_bytes_without_a_shared_disk(cluster, head, tmp_pat
     assert (head_config.outputs_dir / "shipped-1.txt").read_text() == "shipped:1"
     assert (head_config.outputs_dir / "shipped.txt").read_text() == "an older file of the same name"
     assert (elsewhere.outputs_dir / "shipped.txt").read_text() == "shipped:1"
+
+
+def test_cli_run_with_the_ray_backend(cluster, home: Path, tmp_path: Path, monkeypatch, capsys):
+    from nodegraph.cli import main
+
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps(checkpoint_graph("cli", seed=5)))
+    monkeypatch.setenv("NODEGRAPH_RAY_WORKERS", "1")
+    monkeypatch.setenv("NODEGRAPH_RAY_CPUS_PER_WORKER", "0")  # beside the session's workers, which hold both CPUs
+    code = main(["run", str(workflow), "--backend", "ray", "--home", str(tmp_path / "home"),
+                 "--plugin-dir", str(PLUGINS)])
+    assert code == 0 and "2: model-cli|5" in capsys.readouterr().out
+    assert cluster.is_initialized()  # the CLI's backend did not shut down a cluster it did not start

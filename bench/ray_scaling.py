@@ -1,0 +1,125 @@
+"""Throughput of the Ray backend on 1 and on 2 workers: a queue of small text-to-image runs (tiny SD model).
+
+Each worker is an actor of ``--cpus-per-worker`` CPUs (Ray gives it as many torch threads). Every worker first runs
+one warm-up prompt (imports, model load), then ``--runs`` prompts with different seeds are drained from a queue by
+one thread per worker, as the server does. Prints runs/s for each worker count and their ratio.
+Not a timed test: on a quiet 2-core machine expect a ratio above 1.5.
+Run: python bench/ray_scaling.py [--runs 20] [--steps 10] [--size 64] [--cpus-per-worker 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "diffusion"))
+
+from nodegraph.config import EngineConfig  # noqa: E402
+from nodegraph.engine import Engine  # noqa: E402
+
+
+def txt2img(seed: int, steps: int, size: int) -> dict:
+    """CheckpointLoaderSimple → CLIPTextEncode ×2 → EmptyLatentImage → KSampler → VAEDecode → SaveImage."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blue", "clip": ["ckpt", 1]}},
+        "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "ks": {"class_type": "KSampler", "inputs": {
+            "model": ["ckpt", 0], "seed": seed, "steps": steps, "cfg": 7.5, "sampler_name": "euler",
+            "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
+            "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "bench/run"}},
+    }
+
+
+def drain(backend, prompts: list, threads: int) -> tuple[float, dict[str, int]]:
+    """Run every prompt with ``threads`` threads pulling from one queue; (seconds, runs per worker)."""
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for p in prompts:
+        todo.put(p)
+    per_worker: dict[str, int] = {}
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def loop() -> None:
+        while True:
+            try:
+                prompt = todo.get_nowait()
+            except queue.Empty:
+                return
+            result = backend.run(prompt)
+            with lock:
+                if result.status != "success":
+                    failures.append(f"{result.status}: {result.error}")
+                for name in result.workers[-1:]:
+                    per_worker[name] = per_worker.get(name, 0) + 1
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{len(failures)} run(s) failed, first: {failures[0]}")
+    return elapsed, per_worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    import ray
+    from tiny_models import build_tiny_sd
+
+    from nodegraph.backends.ray_backend import RayBackend
+
+    home = Path(tempfile.mkdtemp(prefix="ray-bench-"))
+    build_tiny_sd(home)
+    engine = Engine(EngineConfig(home=home, models_dir=home / "models"))
+    cpus = int(max(args.workers) * args.cpus_per_worker + 0.999)
+    t0 = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    print(f"ray.init: {time.perf_counter() - t0:.1f} s ({cpus} CPUs); {args.runs} runs of {args.size}x{args.size}, "
+          f"{args.steps} steps, {args.cpus_per_worker:g} CPU(s) per worker")
+    rates: dict[int, float] = {}
+    try:
+        for n in args.workers:
+            backend = RayBackend.for_engine(engine, workers=n, cpus_per_worker=args.cpus_per_worker)
+            try:
+                warm, _ = drain(backend, [engine.prepare(txt2img(10_000 + i, args.steps, args.size))
+                                          for i in range(n)], n)
+                prompts = [engine.prepare(txt2img(seed, args.steps, args.size)) for seed in range(args.runs)]
+                elapsed, per_worker = drain(backend, prompts, n)
+            finally:
+                backend.close()
+            rates[n] = args.runs / elapsed
+            print(f"{n} worker(s): {elapsed:.2f} s for {args.runs} runs = {rates[n]:.2f} runs/s "
+                  f"(warm-up {warm:.1f} s; runs per worker {dict(sorted(per_worker.items()))})")
+    finally:
+        ray.shutdown()
+    if len(rates) >= 2:
+        lo, hi = min(rates), max(rates)
+        print(f"throughput ratio {hi} vs {lo} worker(s): {rates[hi] / rates[lo]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
