@@ -14,7 +14,7 @@ from .inputs import ComboInput, InputSpec, IntInput, StringInput
 from .registry import Registry
 from .workflow import WorkflowFormatError, is_link, is_ui_format
 
-WIDTH, GAP_X, GAP_Y, LEFT, TOP = 320, 80, 60, 80, 110
+NARROW, WIDE, GAP_X, GAP_Y, LEFT, TOP = 220, 300, 60, 60, 80, 110
 TITLE_H, SLOT_H, WIDGET_H, MULTILINE_H, IMAGE_H = 30, 22, 26, 90, 260
 DEFAULT_CONTROL = "fixed"
 UPLOAD_VALUE = "image"
@@ -83,11 +83,13 @@ def _widgets(node: dict[str, Any], definition: Any) -> list[Any]:
     return values[:kept]
 
 
-def _height(definition: Any, slots: int, outputs: int) -> int:
+def _size(definition: Any, slots: int, outputs: int) -> list[int]:
+    """A node size the editor draws comfortably: narrow without widgets, taller for text boxes and images."""
     specs = [definition.meta.inputs[n] for n in definition.widget_names] if definition else []
     tall = sum(MULTILINE_H for s in specs if isinstance(s, StringInput) and s.multiline)
     image = IMAGE_H if definition is not None and definition.meta.output_node and not definition.meta.outputs else 0
-    return TITLE_H + SLOT_H * max(slots, outputs, 1) + WIDGET_H * len(specs) + tall + image
+    width = WIDE if specs or image else NARROW
+    return [width, TITLE_H + SLOT_H * max(slots, outputs, 1) + WIDGET_H * len(specs) + tall + image]
 
 
 def api_to_ui(api: dict[str, Any], registry: Registry) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def api_to_ui(api: dict[str, Any], registry: Registry) -> dict[str, Any]:
             properties["nodegraph_version"] = meta["version"]
         entry: dict[str, Any] = {
             "id": ids[nid], "type": kind, "pos": [0, 0],
-            "size": [WIDTH, _height(definition, len(slots), len(outputs))],
+            "size": _size(definition, len(slots), len(outputs)),
             "flags": {}, "order": len(nodes), "mode": 0, "inputs": slots, "outputs": outputs,
             "properties": properties, "widgets_values": widgets,
         }
@@ -159,6 +161,7 @@ def api_to_ui(api: dict[str, Any], registry: Registry) -> dict[str, Any]:
 def _layout(nodes: dict[str, dict[str, Any]], depth: dict[str, int], api: dict[str, Any]) -> None:
     """Place columns by depth; within a column, order nodes by the rows of what feeds them."""
     row: dict[str, float] = {}
+    x = LEFT
     for column in range(max(depth.values()) + 1):
         members = [nid for nid in nodes if depth[nid] == column]
 
@@ -170,5 +173,6 @@ def _layout(nodes: dict[str, dict[str, Any]], depth: dict[str, int], api: dict[s
         y = TOP
         for i, nid in enumerate(members):
             row[nid] = i
-            nodes[nid]["pos"] = [LEFT + column * (WIDTH + GAP_X), y]
+            nodes[nid]["pos"] = [x, y]
             y += nodes[nid]["size"][1] + GAP_Y
+        x += max((nodes[nid]["size"][0] for nid in members), default=0) + GAP_X
