@@ -71,7 +71,9 @@ SAMPLERS: dict[str, SamplerSpec] = {
     # ComfyUI's "ddim" runs Euler sampling, and deterministic DDIM is the same update; diffusers' DDIMScheduler
     # steps to t - 1000//N whatever the spacing, which is not the next timestep of "linspace" (normal).
     "ddim": SamplerSpec("EulerDiscreteScheduler", custom="sigmas", note="Euler sampling, as ComfyUI's ddim"),
-    "uni_pc": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh1"}, custom="override", **_MULTI),
+    # diffusers' bh1 update divides by zero on the step to sigma 0 (NaN); it stops at the smallest trained sigma.
+    "uni_pc": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+                          custom="override", note="ends at sigma_min (bh1 gives NaN stepping to 0)", **_MULTI),
     "uni_pc_bh2": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh2"}, custom="override", **_MULTI),
     "deis": SamplerSpec("DEISMultistepScheduler", {}, custom="override", **_MULTI),
     "sa_solver": SamplerSpec("SASolverScheduler", {}, custom="override", **_MULTI),

@@ -5,9 +5,17 @@ from __future__ import annotations
 import types
 from typing import Any
 
+import torch
+
 from nodegraph import Link, Node, NodeOutput, hookimpl
 from nodegraph.engine import Engine
 from nodegraph.registry import BUILTIN_PACKS, Registry
+
+
+# On the shared 2-core test machine, two OpenMP threads fighting other processes make a tiny UNet call ~50×
+# slower (2 s instead of 30 ms); one thread keeps the diffusion tests fast. Both sides of every parity check run
+# in this process, so they share the setting.
+torch.set_num_threads(1)
 
 
 class Captured(dict):

@@ -278,3 +278,19 @@ def test_unsupported_pair_is_a_validation_error(engine):
         engine.prepare(txt2img(sampler="ddpm", scheduler="linear_quadratic"))
     text = str(info.value.to_json())
     assert "'ddpm'" in text and "'linear_quadratic'" in text and "euler" in text
+
+
+def test_sdxl_added_conditioning_matches_diffusers_pipeline(tiny_sdxl):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    engine = make_engine(tiny_sdxl.config)
+    _, cap = _ok(engine, txt2img("tiny-sdxl", positive="a green tree", negative="red", seed=3, steps=3, cfg=6.0,
+                                 width=64, height=48))
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_sdxl.folder))
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe("a green tree", negative_prompt="red", height=48, width=64, num_inference_steps=3,
+               guidance_scale=6.0, generator=torch.Generator("cpu").manual_seed(3), output_type="np").images
+    ours = cap["img"].numpy()
+    assert ours.shape == ref.shape == (1, 48, 64, 3)
+    assert np.abs(ours - ref).max() <= PIXEL
