@@ -2,9 +2,12 @@
 
 Each worker is an actor of ``--cpus-per-worker`` CPUs (Ray gives it as many torch threads). Every worker first runs
 one warm-up prompt (imports, model load), then ``--runs`` prompts with different seeds are drained from a queue by
-one thread per worker, as the server does. Prints runs/s for each worker count and their ratio.
+one thread per worker, as the server does. Prints runs/s for each worker count and their ratio, and an
+in-process baseline with one worker's thread count (the difference to 1 worker is Ray's overhead).
 Not a timed test: on a quiet 2-core machine expect a ratio above 1.5.
-Run: python bench/ray_scaling.py [--runs 20] [--steps 10] [--size 64] [--cpus-per-worker 1]
+``--workload sleep`` runs test nodes that sleep instead of computing (step_ms per step): it measures the dispatch
+alone, whatever else loads the CPUs.
+Run: python bench/ray_scaling.py [--runs 20] [--steps 10] [--size 64] [--cpus-per-worker 1] [--workload sd|sleep]
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ def txt2img(seed: int, steps: int, size: int) -> dict:
         "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "bench/run"}},
     }
+
+
+def sleeper(seed: int, steps: int, step_ms: int = 25) -> dict:
+    """FakeCheckpoint → Generate (tests/ray/plugins): sleeps ``steps`` × ``step_ms``, no computing."""
+    return {"1": {"class_type": "FakeCheckpoint", "inputs": {"name": "bench", "load_ms": 500}},
+            "2": {"class_type": "Generate", "inputs": {"model": ["1", 0], "seed": seed, "steps": steps,
+                                                       "step_ms": step_ms, "preview": False, "tag": "",
+                                                       "save": False}}}
 
 
 def drain(backend, prompts: list, threads: int) -> tuple[float, dict[str, int]]:
@@ -85,6 +96,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workload", choices=["sd", "sleep"], default="sd")
     args = parser.parse_args()
 
     import ray
@@ -93,21 +105,39 @@ def main() -> None:
     from nodegraph.backends.ray_backend import RayBackend
 
     home = Path(tempfile.mkdtemp(prefix="ray-bench-"))
-    build_tiny_sd(home)
-    engine = Engine(EngineConfig(home=home, models_dir=home / "models"))
+    plugins = [Path(__file__).resolve().parent.parent / "tests" / "ray" / "plugins"] if args.workload == "sleep" else []
+    if args.workload == "sd":
+        build_tiny_sd(home)
+    engine = Engine(EngineConfig(home=home, models_dir=home / "models", plugin_dirs=plugins))
+
+    def graph(seed: int) -> dict:
+        return txt2img(seed, args.steps, args.size) if args.workload == "sd" else sleeper(seed, args.steps)
+
     cpus = int(max(args.workers) * args.cpus_per_worker + 0.999)
     t0 = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    print(f"ray.init: {time.perf_counter() - t0:.1f} s ({cpus} CPUs); {args.runs} runs of {args.size}x{args.size}, "
+    what = f"{args.size}x{args.size}" if args.workload == "sd" else "sleep"
+    print(f"ray.init: {time.perf_counter() - t0:.1f} s ({cpus} CPUs); {args.runs} runs of {what}, "
           f"{args.steps} steps, {args.cpus_per_worker:g} CPU(s) per worker")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(args.cpus_per_worker)))  # as one worker
+    engine.run(engine.prepare(graph(99_999)))
+    start = time.perf_counter()
+    for seed in range(args.runs):
+        engine.run(engine.prepare(graph(seed))).raise_for_status()
+    local = args.runs / (time.perf_counter() - start)
+    torch.set_num_threads(threads)
+    print(f"in-process baseline ({max(1, int(args.cpus_per_worker))} torch thread(s)): "
+          f"{local:.2f} runs/s")
     rates: dict[int, float] = {}
     try:
         for n in args.workers:
             backend = RayBackend.for_engine(engine, workers=n, cpus_per_worker=args.cpus_per_worker)
             try:
-                warm, _ = drain(backend, [engine.prepare(txt2img(10_000 + i, args.steps, args.size))
-                                          for i in range(n)], n)
-                prompts = [engine.prepare(txt2img(seed, args.steps, args.size)) for seed in range(args.runs)]
+                warm, _ = drain(backend, [engine.prepare(graph(10_000 + i)) for i in range(n)], n)
+                prompts = [engine.prepare(graph(seed)) for seed in range(args.runs)]
                 elapsed, per_worker = drain(backend, prompts, n)
             finally:
                 backend.close()
