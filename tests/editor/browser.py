@@ -126,6 +126,7 @@ class Session:
     page: Any
     base: str
     requests: list[str] = field(default_factory=list)
+    responses: list[tuple[int, str, str]] = field(default_factory=list)
     ws_urls: list[str] = field(default_factory=list)
     ws_frames: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
@@ -134,6 +135,7 @@ class Session:
     def attach(self) -> None:
         """Record requests, WebSocket frames and uncaught page errors."""
         self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("response", lambda r: self.responses.append((r.status, r.request.method, r.url)))
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
 
         def on_ws(ws: Any) -> None:
