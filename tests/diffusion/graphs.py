@@ -34,15 +34,16 @@ class Capture(Node):
         return NodeOutput((), {"captured": [ctx.node_id]})
 
 
-def _plugin() -> types.ModuleType:
-    module = types.ModuleType("diffusion_test_capture")
-    module.nodegraph_nodes = hookimpl(lambda: [Capture])  # type: ignore[attr-defined]
+def _plugin(nodes: tuple[type[Node], ...]) -> types.ModuleType:
+    module = types.ModuleType("diffusion_test_nodes")
+    module.nodegraph_nodes = hookimpl(lambda: [Capture, *nodes])  # type: ignore[attr-defined]
     return module
 
 
-def make_engine(config: Any) -> Engine:
-    """An Engine over the built-in packs plus the Capture node, on ``config``'s home folder."""
-    registry = Registry.load(builtins=BUILTIN_PACKS, entry_points=False, source_plugins=False, extra=[_plugin()])
+def make_engine(config: Any, extra_nodes: tuple[type[Node], ...] = ()) -> Engine:
+    """An Engine over the built-in packs plus Capture (and ``extra_nodes``), on ``config``'s home folder."""
+    registry = Registry.load(builtins=BUILTIN_PACKS, entry_points=False, source_plugins=False,
+                             extra=[_plugin(tuple(extra_nodes))])
     assert not registry.errors, registry.errors
     return Engine(config, registry=registry)
 
