@@ -157,6 +157,17 @@ def _average(preds: list[Any], entries: list[_Cond]) -> Any:
     return sum(p * e.weight for p, e in zip(preds, entries)) / total
 
 
+def guided_prediction(unet: Any, x: Any, t: Any, conds: list[_Cond], unconds: list[_Cond], cfg: float,
+                      dtype: Any) -> Any:
+    """uncond + cfg * (cond - uncond), each side averaged over its entries (cond alone when there is no uncond)."""
+    preds = _predict(unet, x, t, unconds + conds, dtype)
+    cond = _average(preds[len(unconds):], conds)
+    if not unconds:
+        return cond
+    uncond = _average(preds[:len(unconds)], unconds)
+    return uncond + cfg * (cond - uncond)
+
+
 def _sigma_k(scheduler: Any, t: Any) -> float:
     """sigma of a k-diffusion scheduler at its current entry, read back from its input scaling 1/sqrt(sigma²+1)."""
     import torch
@@ -254,12 +265,7 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
         count = i1 - i0
         for i in range(i0, i1):
             t = all_ts[i]
-            model_in = scheduler.scale_model_input(x, t)
-            preds = _predict(unet, model_in, t, unconds + conds, dtype)
-            guided = _average(preds[len(unconds):], conds)
-            if unconds:
-                uncond = _average(preds[:len(unconds)], unconds)
-                guided = uncond + opts.cfg * (guided - uncond)
+            guided = guided_prediction(unet, scheduler.scale_model_input(x, t), t, conds, unconds, opts.cfg, dtype)
             last = i == i1 - 1
             x0 = None
             if last and finish_x0:

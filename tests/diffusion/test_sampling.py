@@ -294,3 +294,38 @@ def test_sdxl_added_conditioning_matches_diffusers_pipeline(tiny_sdxl):
     ours = cap["img"].numpy()
     assert ours.shape == ref.shape == (1, 48, 64, 3)
     assert np.abs(ours - ref).max() <= PIXEL
+
+
+def test_lora_applies_during_encoding_and_sampling_only(engine, tiny_sd):
+    from safetensors.torch import save_file
+    from test_lora import build_lora
+
+    path = tiny_sd.config.model_dir("loras") / "sampling-test-style.safetensors"
+    save_file(build_lora(tiny_sd.components["unet"], tiny_sd.components["text_encoder"], "kohya"), str(path))
+
+    def graph(strength_model: float, strength_clip: float) -> dict:
+        wf = txt2img(seed=31, steps=2)
+        wf["lora"] = {"class_type": "LoraLoader", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": path.name, "strength_model": strength_model,
+            "strength_clip": strength_clip}}
+        wf["ks"]["inputs"]["model"] = ["lora", 0]
+        for k in ("pos", "neg"):
+            wf[k]["inputs"]["clip"] = ["lora", 1]
+        wf["c_pos"] = {"class_type": "Capture", "inputs": {"value": ["pos", 0]}}
+        return wf
+
+    first = _ok(engine, {**txt2img(seed=31, steps=2), "m": {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}},
+                         "c": {"class_type": "Capture", "inputs": {"value": ["ckpt", 1]}}})[1]
+    plain = first["lat"]["samples"]
+    weights = {k: v.clone() for k, v in first["m"].unet.state_dict().items()}
+    te_weights = {k: v.clone() for k, v in first["c"].encoders[0].state_dict().items()}
+    off = _ok(engine, graph(0.0, 0.0))[1]
+    unet_only = _ok(engine, graph(1.0, 0.0))[1]
+    both = _ok(engine, graph(1.0, 1.0))[1]
+    assert torch.allclose(off["lat"]["samples"], plain, atol=1e-5)
+    assert (unet_only["lat"]["samples"] - plain).abs().max() > 1e-3
+    assert torch.equal(unet_only["c_pos"][0][0], off["c_pos"][0][0])
+    assert (both["c_pos"][0][0] - off["c_pos"][0][0]).abs().max() > 1e-3
+    # the cached base model is unchanged afterwards, bit for bit
+    assert all(torch.equal(v, weights[k]) for k, v in first["m"].unet.state_dict().items())
+    assert all(torch.equal(v, te_weights[k]) for k, v in first["c"].encoders[0].state_dict().items())
