@@ -191,6 +191,10 @@ class Session:
         raise AssertionError(f"prompt {prompt_id} did not finish within {timeout_s} s")
 
     def shown_image(self, node_type: str = "SaveImage") -> str:
-        """Wait until the node shows an image; returns the /api/view URL the editor loaded it from."""
+        """Wait until the node shows an image; returns the /api/view URL the editor loaded it from.
+
+        The editor only loads a node's images when the node is drawn, so the view is fitted to the graph first.
+        """
+        self.page.get_by_role("button", name="Fit View (.)").click()
         self.page.wait_for_function(f"() => app.graph._nodes.find(n => n.type === '{node_type}')?.imgs?.length > 0")
         return self.page.evaluate(f"() => app.graph._nodes.find(n => n.type === '{node_type}').imgs[0].src")
