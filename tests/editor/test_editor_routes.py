@@ -94,6 +94,12 @@ async def test_userdata_save_list_move_delete(client, engine):
     assert moved.status == 200
     assert (await client.session.get(raw(client, "/api/userdata/workflows%2Fa%20b.json"))).status == 404
     assert await (await client.get("/api/userdata?dir=workflows&recurse=true")).json() == ["sub/c.json"]
+    css = await client.session.post(raw(client, "/api/userdata/user.css"), data="body {}")
+    assert css.status == 200
+    css = await client.session.get(raw(client, "/api/userdata/user.css"))
+    assert css.headers["Content-Type"].startswith("text/css") and await css.text() == "body {}"
+    moved_back = await client.session.get(raw(client, "/api/userdata/workflows%2Fsub%2Fc.json"))
+    assert moved_back.headers["Content-Type"].startswith("application/json")
     assert (await client.session.delete(raw(client, "/api/userdata/workflows%2Fsub%2Fc.json"))).status == 204
     assert (await client.session.delete(raw(client, "/api/userdata/workflows%2Fsub%2Fc.json"))).status == 404
     assert (await client.get("/api/userdata")).status == 400

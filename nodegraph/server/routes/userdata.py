@@ -220,7 +220,8 @@ async def get_userdata(request: web.Request) -> web.StreamResponse:
     path = user_files(state(request)).path(request.match_info["file"])
     if not path.is_file():
         raise HTTPError(404, "not_found", f"no user file {request.match_info['file']!r}")
-    ctype = "application/json" if path.suffix == ".json" else "application/octet-stream"
+    # user.css is linked by the editor's page; anything else unknown is sent as bytes (with nosniff: never run).
+    ctype = {".json": "application/json", ".css": "text/css"}.get(path.suffix.lower(), "application/octet-stream")
     return web.FileResponse(path, headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
 
 
