@@ -156,7 +156,7 @@ async def workflow_template(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=NO_CACHE)
 
 
-# ---- static files (mounted at / only) ----------------------------------------------------------------------------
+# ---- editor extensions: the frontend's shims and nodegraph's own --------------------------------------------------
 
 @routes.get("/extensions/core/{path:.+}")
 async def core_extension(request: web.Request) -> web.StreamResponse:
@@ -178,6 +178,8 @@ async def nodegraph_extension(request: web.Request) -> web.StreamResponse:
         raise HTTPError(404, "not_found", "no such extension")
     return web.FileResponse(path, headers={"Content-Type": "text/javascript", **NO_CACHE})
 
+
+# ---- the page and its static files (mounted at / only, last) ------------------------------------------------------
 
 @static_routes.get("/user.css")
 async def user_css(request: web.Request) -> web.Response:
