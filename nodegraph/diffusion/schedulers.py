@@ -2,20 +2,23 @@
 
 ``SAMPLERS`` says which diffusers class (and options) runs each ComfyUI sampler and what that class can express;
 ``SCHEDULES`` says how each ComfyUI scheduler (sigma schedule) is expressed. ``PAIRS`` is the table they make:
-every (sampler, scheduler) pair maps to a ``Plan`` or to the reason it is refused. Nothing is substituted
-silently: a pair diffusers cannot express is refused at validation (``unsupported_pair``).
+every (sampler, scheduler) pair maps to a ``Plan`` or to the message refusing it. Nothing is substituted
+silently: a pair diffusers cannot express is refused at validation (``unsupported_pair``), naming what works.
 
-How a schedule is expressed, best first:
-- ``flags``: the class's own ``timestep_spacing``/``use_karras_sigmas``/``use_exponential_sigmas``. For
-  Euler-type (k-diffusion) classes "linspace", "trailing" and "leading" give ComfyUI's normal, simple and
-  ddim_uniform; karras/exponential need "linspace" too (the SD config's "leading" shifts them by 40%).
-- ``custom``: ComfyUI's schedule computed here (``reference_sigmas``) and passed as ``set_timesteps(sigmas=…)``
-  (Euler), or as ``timesteps=`` (Heun takes fractional ones; DPM++ multistep, DDPM and LCM round to integers,
-  which is exact for the schedules defined on integer timesteps: simple, ddim_uniform, beta).
-Known approximations, all documented in ``Plan.note``: sgm_uniform on classes without custom schedules uses
-"trailing" spacing (at most 1 of 1000 timesteps off); the variance-preserving multistep solvers (UniPC, DEIS,
-SA-Solver) define "linspace" as N steps from t=999 to t≈999/N before the last jump to sigma 0 (ComfyUI's normal
-reaches t=0 first), so "normal" there is diffusers' uniform spacing.
+How a schedule is expressed, best first (``_resolve``):
+1. the class's own flags when they give ComfyUI's schedule: ``use_karras_sigmas``/``use_exponential_sigmas``
+   (with "linspace": the SD config's "leading" shifts them by 40%), or a ``timestep_spacing`` the class spaces as
+   ComfyUI does ("linspace" = normal, "trailing" = simple, "leading" = ddim_uniform on the Euler family; the
+   variance-preserving multistep solvers space "linspace" and "leading" differently, up to 143 of 1000 off);
+2. ComfyUI's schedule computed here (``reference_sigmas``) and handed over: ``set_timesteps(sigmas=…)`` (Euler),
+   ``timesteps=`` (Heun takes fractional ones; DPM++ multistep, DDPM and LCM integers), or for classes without
+   either (UniPC, DEIS, SA-Solver, Euler ancestral, LMS) ``override_schedule`` after ``set_timesteps(N)``;
+3. sgm_uniform only: "trailing" spacing, within one of the 1000 training timesteps.
+Integer-timestep classes round computed schedules to the nearest timestep (as their own karras flags do);
+linear_quadratic crowds its first half within a few timesteps, so it needs fractional timesteps.
+Measured against ComfyUI's formulas (SD1.5 betas, 8 and 20 steps): every supported pair within one timestep,
+those taking fractional schedules within 0.05 (tests/diffusion/test_schedulers.py). ddim_uniform follows
+diffusers' "leading" spacing; ComfyUI adds one step there when the step count does not divide 1000.
 """
 
 from __future__ import annotations

@@ -329,3 +329,25 @@ def test_lora_applies_during_encoding_and_sampling_only(engine, tiny_sd):
     # the cached base model is unchanged afterwards, bit for bit
     assert all(torch.equal(v, weights[k]) for k, v in first["m"].unet.state_dict().items())
     assert all(torch.equal(v, te_weights[k]) for k, v in first["c"].encoders[0].state_dict().items())
+
+
+def test_v_prediction_matches_diffusers_pipeline(engine, tiny_sd):
+    import json
+    import shutil
+
+    folder = tiny_sd.config.model_dir("checkpoints") / "tiny-sd-v"
+    if not folder.exists():
+        shutil.copytree(tiny_sd.folder, folder)
+        cfg_path = folder / "scheduler" / "scheduler_config.json"
+        cfg_path.write_text(json.dumps(dict(json.loads(cfg_path.read_text()), prediction_type="v_prediction")))
+    wf = txt2img("tiny-sd-v", seed=17, steps=4)
+    wf["m"] = {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}
+    _, cap = _ok(engine, wf)
+    assert cap["m"].prediction_type == "v_prediction"
+    pipe = _pipe(tiny_sd)
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    ref = pipe("a red circle", negative_prompt="blue", height=64, width=64, num_inference_steps=4,
+               guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(17), output_type="np").images
+    assert np.abs(cap["img"].numpy() - ref).max() <= PIXEL
+    plain = _ok(engine, txt2img(seed=17, steps=4))[1]["img"].numpy()
+    assert np.abs(plain - ref).max() > 0.01  # the prediction type mattered
