@@ -54,7 +54,9 @@ VAE_CONFIG = dict(
     block_out_channels=(16, 32, 32),
     layers_per_block=1,
     latent_channels=4,
-    norm_num_groups=16,
+    # few groups: GroupNorm with one channel per group is InstanceNorm and erases the absolute
+    # colour of flat regions (the prototype's washed-out backgrounds); 4-8 channels per group keep it
+    norm_num_groups=4,
     sample_size=64,
 )
 
@@ -69,7 +71,7 @@ UNET_CONFIG = dict(
     mid_block_type="UNetMidBlock2DCrossAttn",
     cross_attention_dim=TEXT_HIDDEN,
     attention_head_dim=4,  # (diffusers' legacy name: number of heads)
-    norm_num_groups=32,
+    norm_num_groups=8,
 )
 
 SCHED_KW = dict(
@@ -198,7 +200,7 @@ def make_train_scheduler():
 def make_sample_scheduler():
     from diffusers import EulerDiscreteScheduler
 
-    return EulerDiscreteScheduler(**SCHED_KW, timestep_spacing="trailing", steps_offset=0)
+    return EulerDiscreteScheduler(**SCHED_KW, timestep_spacing="trailing", steps_offset=1)
 
 
 def nparams(m) -> int:
@@ -246,39 +248,70 @@ class EMA:
 
 
 # --------------------------------------------------------------------------- VAE stage
+def _vae_recon_check(vae, n: int, seed: int) -> tuple[float, float]:
+    from .classify import score
+
+    imgs, specs = shapes.generate(n, seed=seed)
+    with torch.no_grad():
+        x = to_tensor(imgs)
+        rec = torch.cat([vae.decode(vae.encode(x[i:i + 128]).latent_dist.mean).sample for i in range(0, n, 128)])
+    rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    acc = score(rec_u8, [(s.shape, s.fg, s.bg) for s in specs])["all"]
+    return F.mse_loss(rec, x).item(), acc
+
+
 def train_vae(args, run_dir: Path, deadline: float) -> None:
+    """Train for --vae-minutes, then keep going (checking reconstructions every ~2 min) until the
+    pixel classifier gets >= --vae-target-acc on reconstructions, or --vae-max-minutes."""
+    from diffusers import AutoencoderKL
+
     vae_dir = run_dir / "vae"
-    if (vae_dir / "config.json").exists():
+    if (vae_dir / "config.json").exists() and not args.vae_continue:
         log(f"VAE already trained at {vae_dir}; skipping")
         return
     torch.manual_seed(args.seed)
-    vae = make_vae()
+    if (vae_dir / "config.json").exists():
+        vae = AutoencoderKL.from_pretrained(vae_dir)
+        log(f"continuing VAE from {vae_dir}")
+    else:
+        vae = make_vae()
+    vae.train()
     log(f"VAE params {nparams(vae):,}")
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    stream = shapes.iter_samples(seed=args.seed + 1)
-    end = min(deadline, time.time() + args.vae_minutes * 60)
-    step, t0, seen = 0, time.time(), 0
-    lr_decay_at = time.time() + 0.75 * (end - time.time())
-    while time.time() < end:
+    stream = shapes.iter_samples(seed=args.seed + 1 + 7919 * int(args.vae_continue))
+    t0 = time.time()
+    end_min = min(deadline, t0 + args.vae_minutes * 60)
+    end_max = min(deadline, t0 + max(args.vae_max_minutes, args.vae_minutes) * 60)
+    next_check = end_min
+    step, seen, ma = 0, 0, None
+    while time.time() < end_max:
         imgs = np.stack([next(stream)[0] for _ in range(args.vae_batch)])
         x = to_tensor(imgs)
         post = vae.encode(x).latent_dist
         z = post.sample()
         rec = vae.decode(z).sample
         mse = F.mse_loss(rec, x)
-        loss = mse + 0.5 * F.l1_loss(rec, x) + args.kl_weight * post.kl().mean() / z[0].numel()
+        loss = mse + args.vae_l1 * F.l1_loss(rec, x) + args.kl_weight * post.kl().mean() / z[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         step += 1
         seen += len(x)
-        if time.time() > lr_decay_at:
-            for g in opt.param_groups:
-                g["lr"] = args.vae_lr * 0.2
+        ma = mse.item() if ma is None else 0.95 * ma + 0.05 * mse.item()
         if step % 25 == 0:
-            log(f"vae step {step} mse {mse.item():.5f} psnr {10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB "
+            log(f"vae step {step} mse(avg) {ma:.5f} psnr {10 * math.log10(4 / max(ma, 1e-10)):.1f}dB "
                 f"{seen / (time.time() - t0):.1f} img/s")
+        if time.time() >= next_check:
+            vae.eval()
+            rmse, racc = _vae_recon_check(vae, 256, args.seed + 5)
+            vae.train()
+            log(f"vae check at step {step}: recon mse {rmse:.5f}, classifier acc on recon {racc:.3f}")
+            if racc >= args.vae_target_acc and rmse < 0.01:
+                break
+            for g in opt.param_groups:
+                g["lr"] = max(g["lr"] * 0.7, args.vae_lr * 0.1)
+            next_check = time.time() + 120
     vae.eval()
     # scaling factor from held-out renders
     imgs, _ = shapes.generate(1024, seed=args.seed + 2)
@@ -296,6 +329,10 @@ def train_vae(args, run_dir: Path, deadline: float) -> None:
     tmp = Path(tempfile.mkdtemp(dir=run_dir))
     vae.save_pretrained(tmp, safe_serialization=True)
     swap_dir(tmp, vae_dir)
+    # latents of an older VAE are now stale
+    for stale in ("pool.pt", "state.pt"):
+        if (run_dir / stale).exists():
+            os.replace(run_dir / stale, run_dir / (stale + ".stale"))
     info = {"vae_steps": step, "vae_images": seen, "vae_seconds": round(time.time() - t0, 1),
             "latent_mean": zs.mean().item(), "latent_std": std, "scaling_factor": sf,
             "recon_mse": F.mse_loss(rec, to_tensor(imgs)).item(), "recon_classifier_acc": acc,
@@ -345,7 +382,13 @@ def export_pipeline(pipe, out: Path, info: dict) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    os.chmod(tmp, 0o755)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    # keep the slow-tokenizer files too (vocab.json/merges.txt), so any CLIPTokenizer loads it
+    src = getattr(pipe, "_tokenizer_src", None)
+    if src is not None:
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy2(Path(src) / name, tmp / "tokenizer" / name)
     readme = out / "README.md"
     if readme.exists():
         shutil.copy2(readme, tmp / "README.md")
@@ -420,6 +463,7 @@ def train_unet(args, run_dir: Path, deadline: float) -> None:
             "t_train": t_train, "history": history, "args": vars(args),
         }, state_path)
         pipe = make_pipeline(vae, ema_t.model, tok, ema_u.model)
+        pipe._tokenizer_src = run_dir / "tokenizer"
         pipe.set_progress_bar_config(disable=True)
         entry = {"step": step, "images": seen, "train_minutes": round(t_train / 60, 1)}
         if args.eval_n > 0:
@@ -488,19 +532,23 @@ def parse_args(argv):
     p.add_argument("--stage", choices=["vae", "unet", "all"], default="all")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--vae-minutes", type=float, default=6.0)
-    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-minutes", type=float, default=10.0)
+    p.add_argument("--vae-max-minutes", type=float, default=30.0)
+    p.add_argument("--vae-target-acc", type=float, default=0.98)
+    p.add_argument("--vae-continue", action="store_true", help="keep training an existing run-dir VAE")
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-l1", type=float, default=0.0)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-5)
-    p.add_argument("--pool", type=int, default=40000, help="latent pool size (rendered+encoded once)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--pool", type=int, default=30000, help="latent pool size (rendered+encoded once)")
+    p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cond-drop", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
-    p.add_argument("--eval-n", type=int, default=48, help="prompts scored at each checkpoint (0: off)")
+    p.add_argument("--eval-n", type=int, default=32, help="prompts scored at each checkpoint (0: off)")
     p.add_argument("--eval-cfg", type=float, default=4.0)
     p.add_argument("--log-every", type=int, default=25)
     return p.parse_args(argv)
