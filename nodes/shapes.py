@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nodegraph import Combo, Float, Int, Node, Output, hookimpl
-from nodegraph.training.shapes import COLOR_NAMES, SHAPES
+from nodegraph.training.shapes import COLOR_NAMES, COLORS, SHAPES
 
 
 class ShapeImage(Node):
@@ -39,8 +39,10 @@ class ShapeImage(Node):
         spec = ShapeSpec(shape, color, background, "large", position_word(cx, cy, size), cx, cy, r)
         pixels = render(spec, size)
         image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
+        white, black = COLORS["white"][0], COLORS["black"][0]
         mask_pixels = render(ShapeSpec(shape, "white", "black", "large", spec.position, cx, cy, r), size)
-        mask = torch.from_numpy(mask_pixels[..., 0].astype(np.float32) / 255.0)[None]
+        coverage = (mask_pixels[..., 0].astype(np.float32) - black) / (white - black)  # 0 outside, 1 inside
+        mask = torch.from_numpy(np.clip(coverage, 0.0, 1.0))[None]
         return (image, mask)
 
 
