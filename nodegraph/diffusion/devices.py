@@ -82,7 +82,9 @@ class DeviceManager:
                     self._resident.remove(m)
                 else:
                     self._offload_until(self._bytes(m), mods)
-                    m.to(self.device, self.dtype)
+                    first = next(m.parameters(), None)
+                    if first is None or first.device != self.device or first.dtype != self.dtype:
+                        m.to(self.device, self.dtype)
                 self._resident.append(m)
             yield
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only

@@ -165,6 +165,16 @@ def _tokenizer(files: dict[str, str], folder: Path, name: str) -> Any:
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------------
 
+def _quiet_libraries() -> None:
+    """Keep diffusers/transformers from printing load progress bars and advisory warnings on every load."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
 def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str | None = None,
                     dtype: Any = None) -> Checkpoint:
     """Load MODEL, CLIP and VAE from a diffusers folder or a single file (offline); models stay on the CPU.
@@ -172,6 +182,7 @@ def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str
     ``dtype`` (e.g. torch.float16 when sampling on a GPU) applies to the UNet and text encoders; None keeps float32.
     The VAE is always float32 (SDXL's overflows in float16; it is small).
     """
+    _quiet_libraries()
     path = Path(path)
     name = name or path.name
     if path.is_dir():
