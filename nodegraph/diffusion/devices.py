@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class DeviceManager:
             self.device = torch.device("cpu")
             self.dtype = torch.float32
         if deterministic:
+            # cuBLAS needs a fixed workspace for reproducible matmuls; it must be set before the CUDA context exists.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             if self.device.type == "cuda":
                 torch.backends.cudnn.benchmark = False
