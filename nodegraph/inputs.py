@@ -104,7 +104,10 @@ class _Scalar(InputSpec):
             err = exc.errors()[0]
             kind = {"greater_than_equal": "value_smaller_than_min", "less_than_equal": "value_bigger_than_max",
                     "literal_error": "value_not_in_list"}.get(err["type"], "invalid_input_type")
-            raise ConstantError(kind, f"{err['msg']} (got {value!r})", err["type"]) from None
+            bound = err.get("ctx") or {}
+            fix = (f"use {bound['ge']} or more" if "ge" in bound else f"use {bound['le']} or less" if "le" in bound
+                   else f"give a {self.type} value such as {self.default!r}")
+            raise ConstantError(kind, f"{err['msg']} (got {value!r})", fix) from None
 
 
 class IntInput(_Scalar):
