@@ -102,15 +102,19 @@ async def get_queue(request: web.Request) -> web.Response:
     return await st.blocking(build)
 
 
+async def _clear_or_delete(st: ServerState, data: dict, delete: Any) -> None:
+    """ComfyUI's ``{clear: true}`` (everything) and ``{delete: [ids]}`` bodies, applied with ``delete(ids|None)``."""
+    if data.get("clear"):
+        await st.blocking(delete, None)
+    if "delete" in data:
+        await st.blocking(delete, _id_list(data, "delete"))
+
+
 @routes.post("/queue")
 async def post_queue(request: web.Request) -> web.Response:
     """``{clear: true}`` drops every pending prompt; ``{delete: [ids]}`` drops those."""
     st = state(request)
-    data = await read_json(request, allow_empty=True)
-    if data.get("clear"):
-        await st.blocking(st.store.delete_pending, None)
-    if "delete" in data:
-        await st.blocking(st.store.delete_pending, _id_list(data, "delete"))
+    await _clear_or_delete(st, await read_json(request, allow_empty=True), st.store.delete_pending)
     broadcast_status(st)
     return web.Response(status=200)
 
@@ -142,11 +146,7 @@ async def get_history_item(request: web.Request) -> web.Response:
 async def post_history(request: web.Request) -> web.Response:
     """``{clear: true}`` or ``{delete: [ids]}``; output files stay."""
     st = state(request)
-    data = await read_json(request, allow_empty=True)
-    if data.get("clear"):
-        await st.blocking(st.store.delete_history, None)
-    if "delete" in data:
-        await st.blocking(st.store.delete_history, _id_list(data, "delete"))
+    await _clear_or_delete(st, await read_json(request, allow_empty=True), st.store.delete_history)
     return web.Response(status=200)
 
 
