@@ -50,6 +50,10 @@ class Services:
             self._items[kind] = (factory or kind)()
         return self._items[kind]
 
+    def find(self, kind: type) -> Any | None:
+        """The service of ``kind`` if one was created, without creating it."""
+        return self._items.get(kind)
+
     def put(self, kind: type, value: Any) -> None:
         """Install a service explicitly."""
         self._items[kind] = value

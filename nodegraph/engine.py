@@ -57,8 +57,6 @@ class Engine:
     def load_file(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """Read a .json or .png workflow file: (API-format JSON, extra PNG chunks)."""
         data, extra = load_json_or_png(path)
-        if not is_ui_format(data) and is_ui_format(extra.get("workflow")) and not data:
-            data = extra["workflow"]
         return self.to_api(data), extra
 
     def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,

@@ -81,7 +81,7 @@ def runtime_info(services: Any = None) -> dict[str, Any]:
     try:
         from .diffusion.devices import DeviceManager
 
-        manager = services._items.get(DeviceManager) if services is not None else None
+        manager = services.find(DeviceManager) if services is not None else None
         if manager is not None:
             info.update(manager.describe())
     except Exception:  # pragma: no cover - torch-free installs

@@ -24,8 +24,12 @@ class _ModelFileNode(Node):
 
     @classmethod
     def _path(cls, config: Any, constants: dict[str, Any]) -> Any:
-        name, folder = cls.MODEL_INPUT
-        return resolve_model(config, folder, str(constants.get(name)))
+        return cls.model_path(config, str(constants.get(cls.MODEL_INPUT[0])))
+
+    @classmethod
+    def model_path(cls, config: Any, name: str) -> Any:
+        """The path of model ``name`` in this node's models sub-folder (never outside it)."""
+        return resolve_model(config, cls.MODEL_INPUT[1], name)
 
     @classmethod
     def fingerprint(cls, config, **constants):
@@ -60,7 +64,7 @@ class CheckpointLoaderSimple(_ModelFileNode):
 
         devices = ctx.services.get(DeviceManager, lambda: DeviceManager.from_config(ctx.config))
         dtype = devices.dtype if devices.device.type != "cpu" else None  # half the host memory for GPU runs
-        ckpt = load_checkpoint(resolve_model(ctx.config, "checkpoints", ckpt_name), ctx.config, name=ckpt_name,
+        ckpt = load_checkpoint(self.model_path(ctx.config, ckpt_name), ctx.config, name=ckpt_name,
                                dtype=dtype)
         return (ckpt.model, ckpt.clip, ckpt.vae)
 
@@ -77,7 +81,7 @@ class VAELoader(_ModelFileNode):
     def execute(self, ctx, vae_name: str):
         from nodegraph.diffusion.loading import load_vae
 
-        return (load_vae(resolve_model(ctx.config, "vae", vae_name), ctx.config, name=vae_name),)
+        return (load_vae(self.model_path(ctx.config, vae_name), ctx.config, name=vae_name),)
 
 
 def _with_lora(ctx: Any, lora_name: str, model: Any, clip: Any, strength_model: float,
@@ -86,7 +90,7 @@ def _with_lora(ctx: Any, lora_name: str, model: Any, clip: Any, strength_model: 
     from nodegraph.diffusion import lora
     from nodegraph.diffusion.types import LoraPatch
 
-    path = resolve_model(ctx.config, "loras", lora_name)
+    path = LoraLoader.model_path(ctx.config, lora_name)
     allow = bool(ctx.config.allow_unsafe_pickle)
     weights = ctx.services.get(lora.LoraLibrary).get(path, allow)
     hits = 0
@@ -153,7 +157,7 @@ class UpscaleModelLoader(_ModelFileNode):
     def execute(self, ctx, model_name: str):
         from nodegraph.diffusion.loading import check_loadable
 
-        path = resolve_model(ctx.config, "upscale_models", model_name)
+        path = self.model_path(ctx.config, model_name)
         check_loadable(path, bool(ctx.config.allow_unsafe_pickle))
         try:
             import spandrel
