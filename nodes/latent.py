@@ -11,14 +11,14 @@ import contextlib
 from typing import Any, Iterator
 
 from nodegraph import Combo, Float, Int, Link, Node, Output, hookimpl
-from nodes.image_ops import CROP, MAX_SIZE, resample, target_size
+from .image_ops import CROP, MAX_SIZE, resample, target_size
 
 LATENT_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")
 DEFAULT_DOWNSCALE = 8
 
 
 def _devices(ctx: Any) -> Any:
-    from nodes.conditioning import device_manager
+    from .conditioning import device_manager
 
     return device_manager(ctx)
 

@@ -20,7 +20,7 @@ def _pair_errors(constants: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _run(ctx: Any, model: Any, positive: list, negative: list, latent_image: dict, **options: Any) -> dict:
     from nodegraph.diffusion.sampling import SamplingOptions, sample
-    from nodes.conditioning import device_manager, lora_library
+    from .conditioning import device_manager, lora_library
 
     opts = SamplingOptions(**options)
     return sample(model, positive, negative, latent_image, opts, device_manager(ctx),

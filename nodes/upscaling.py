@@ -67,7 +67,7 @@ class ImageUpscaleWithModel(Node):
     def execute(self, ctx, upscale_model: Any, image: Any):
         import torch
 
-        from nodes.conditioning import device_manager
+        from .conditioning import device_manager
 
         devices = device_manager(ctx)
         module = getattr(upscale_model, "model", None)
