@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from .. import jsonsafe
 from .state import state
 
 
@@ -15,14 +15,19 @@ def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}
 
 
+def json_response(data: Any, *, status: int = 200, **kwargs: Any) -> web.Response:
+    """Every JSON answer the server writes goes through here: standard JSON only (non-finite numbers → null)."""
+    return web.json_response(data, status=status, dumps=jsonsafe.dumps, **kwargs)
+
+
 def json_bytes(data: Any) -> web.Response:
     """A JSON answer from data serialised by the caller's thread (use inside ``ServerState.blocking``)."""
-    return web.Response(body=json.dumps(data).encode(), content_type="application/json")
+    return web.Response(body=jsonsafe.dumps(data).encode(), content_type="application/json")
 
 
 def json_error(status: int, kind: str, message: str, details: str = "") -> web.Response:
     """An error answer with ComfyUI's shape."""
-    return web.json_response(error_body(kind, message, details), status=status)
+    return json_response(error_body(kind, message, details), status=status)
 
 
 class HTTPError(Exception):
@@ -58,7 +63,7 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
             return {}
         raise HTTPError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        data = json.loads(body)
+        data = jsonsafe.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPError(400, "invalid_json", f"the request body is not valid JSON: {exc}",
                         "send Content-Type: application/json with a JSON object") from None

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ... import __version__
 from ...config import MODEL_FOLDERS
-from ..http import HTTPError, json_bytes
+from ..http import HTTPError, json_bytes, json_response
 from ..state import ServerState, state
 
 routes = web.RouteTableDef()
@@ -52,14 +52,14 @@ async def object_info_one(request: web.Request) -> web.Response:
     st = state(request)
     node = st.engine.registry.get(request.match_info["node_class"])
     if node is None:
-        return web.json_response({})
+        return json_response({})
     return await st.blocking(lambda: json_bytes({node.name: node.catalogue_entry(st.engine.config)}))
 
 
 @routes.get("/models")
 async def models(request: web.Request) -> web.Response:
     """The model folder kinds."""
-    return web.json_response(sorted(model_folders(state(request))))
+    return json_response(sorted(model_folders(state(request))))
 
 
 @routes.get("/models/{folder}")
@@ -70,7 +70,7 @@ async def models_in(request: web.Request) -> web.Response:
     exts = model_folders(st).get(folder)
     if exts is None:
         raise HTTPError(404, "not_found", f"no model folder {folder!r}; GET /models lists them")
-    return web.json_response(await st.blocking(st.engine.config.list_models, folder, exts))
+    return json_response(await st.blocking(st.engine.config.list_models, folder, exts))
 
 
 @routes.get("/embeddings")
@@ -79,13 +79,13 @@ async def embeddings(request: web.Request) -> web.Response:
     st = state(request)
     exts = model_folders(st)["embeddings"]
     names = await st.blocking(st.engine.config.list_models, "embeddings", exts)
-    return web.json_response([os.path.splitext(n)[0] for n in names])
+    return json_response([os.path.splitext(n)[0] for n in names])
 
 
 @routes.get("/features")
 async def features(request: web.Request) -> web.Response:
     """Server feature flags."""
-    return web.json_response({"supports_preview_metadata": False,
+    return json_response({"supports_preview_metadata": False,
                               "max_upload_size": state(request).settings.max_upload_bytes})
 
 
@@ -99,7 +99,7 @@ async def extensions(request: web.Request) -> web.Response:
     def scan() -> list[str]:
         return core_extension_urls() + sorted(f"/extensions/{plugin}/{p.relative_to(folder).as_posix()}"
                       for plugin, folder in web_directories(st).items() for p in folder.rglob("*.js") if p.is_file())
-    return web.json_response(await st.blocking(scan))
+    return json_response(await st.blocking(scan))
 
 
 def _memory() -> tuple[int, int]:
@@ -154,4 +154,4 @@ def _system_stats(st: ServerState) -> dict[str, Any]:
 async def system_stats(request: web.Request) -> web.Response:
     """``{system: {os, ram_total, ram_free, comfyui_version, python_version, pytorch_version, ...}, devices}``."""
     st = state(request)
-    return web.json_response(await st.blocking(_system_stats, st))
+    return json_response(await st.blocking(_system_stats, st))

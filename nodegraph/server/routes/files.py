@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 
 from ...config import UnsafePathError, safe_join
-from ..http import HTTPError
+from ..http import HTTPError, json_response
 from ..state import ServerState, state
 
 routes = web.RouteTableDef()
@@ -217,7 +217,7 @@ async def upload_image(request: web.Request) -> web.Response:
     """Multipart ``image`` (+ ``type``, ``subfolder``, ``overwrite``) → ``{name, subfolder, type}``."""
     st = state(request)
     name, data, fields = await _read_upload(request)
-    return web.json_response(await st.blocking(_save_upload, st, name, data, fields, None))
+    return json_response(await st.blocking(_save_upload, st, name, data, fields, None))
 
 
 @routes.post("/upload/mask")
@@ -229,7 +229,7 @@ async def upload_mask(request: web.Request) -> web.Response:
         ref = json.loads(fields.get("original_ref", ""))
     except ValueError:
         raise HTTPError(400, "invalid_upload", "'original_ref' must be JSON {filename, subfolder, type}") from None
-    return web.json_response(await st.blocking(_save_upload, st, name, data, fields, ref))
+    return json_response(await st.blocking(_save_upload, st, name, data, fields, ref))
 
 
 @routes.get("/extensions/{plugin}/{path:.+}")

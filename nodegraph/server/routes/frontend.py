@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ...config import safe_join
 from ...workflow import WorkflowFormatError
-from ..http import HTTPError, json_bytes
+from ..http import HTTPError, json_bytes, json_response
 from ..state import ServerState, state
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,13 @@ def template_dirs() -> dict[str, Path]:
 @routes.get("/i18n")
 async def i18n(request: web.Request) -> web.Response:
     """Extra translations from nodes (none: the editor's own are bundled)."""
-    return web.json_response({})
+    return json_response({})
 
 
 @routes.get("/global_subgraphs")
 async def global_subgraphs(request: web.Request) -> web.Response:
     """Subgraph blueprints shipped by nodes (none)."""
-    return web.json_response({})
+    return json_response({})
 
 
 @routes.get("/global_subgraphs/{id}")
@@ -88,7 +88,7 @@ async def experiment_models(request: web.Request) -> web.Response:
     from .catalogue import model_folders
 
     st = state(request)
-    return web.json_response([{"name": name, "folders": [str(st.engine.config.model_dir(name))]}
+    return json_response([{"name": name, "folders": [str(st.engine.config.model_dir(name))]}
                               for name in sorted(model_folders(st))])
 
 
@@ -102,7 +102,7 @@ async def experiment_models_in(request: web.Request) -> web.Response:
     if exts is None:
         raise HTTPError(404, "not_found", f"no model folder {request.match_info['folder']!r}")
     names = await st.blocking(st.engine.config.list_models, request.match_info["folder"], exts)
-    return web.json_response([{"name": n, "pathIndex": 0} for n in names])
+    return json_response([{"name": n, "pathIndex": 0} for n in names])
 
 
 @routes.get("/templates/{name}")
@@ -110,7 +110,7 @@ async def core_templates(request: web.Request) -> web.Response:
     """The editor's built-in template index (``index.json``, ``index.LANG.json``): empty, ours are below."""
     if not request.match_info["name"].startswith("index"):
         raise HTTPError(404, "not_found", "no such template file")
-    return web.json_response([])
+    return json_response([])
 
 
 # ---- workflow templates ------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ async def workflow_templates(request: web.Request) -> web.Response:
     """``{module: [template names]}``: the project's saved workflows."""
     def scan() -> dict[str, list[str]]:
         return {module: sorted(p.stem for p in folder.glob("*.json")) for module, folder in template_dirs().items()}
-    return web.json_response(await state(request).blocking(scan))
+    return json_response(await state(request).blocking(scan))
 
 
 def _template(st: ServerState, module: str, name: str) -> dict[str, Any]:

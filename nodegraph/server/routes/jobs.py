@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..http import HTTPError, json_bytes, query_int, read_json
+from ..http import HTTPError, json_bytes, json_response, query_int, read_json
 from ..state import ServerState, state
 from ..store import QueueItem
 from .prompt import broadcast_status
@@ -143,7 +143,7 @@ async def job_assets(request: web.Request) -> web.Response:
         mime = "image/png" if m["filename"].lower().endswith(".png") else None
         assets.append({"id": f"{item.prompt_id}:{i}", "name": m["filename"], "preview_url": f"/api/view?{query}",
                        "mime_type": mime, "node_id": m["nodeId"], "output_key": m["mediaType"], "output_index": i})
-    return web.json_response({"job_id": item.prompt_id, "assets": assets,
+    return json_response({"job_id": item.prompt_id, "assets": assets,
                               "pagination": {"offset": offset, "limit": limit, "total": len(media),
                                              "has_more": offset + len(assets) < len(media)}})
 
@@ -167,7 +167,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     if not await st.blocking(_cancel, st, [job_id]):
         raise HTTPError(404, "not_found", f"job {job_id!r} is not pending or running")
     broadcast_status(st)
-    return web.json_response({"cancelled": [job_id]})
+    return json_response({"cancelled": [job_id]})
 
 
 @routes.post("/jobs/cancel")
@@ -179,4 +179,4 @@ async def cancel_jobs(request: web.Request) -> web.Response:
         raise HTTPError(400, "invalid_request", "'job_ids' must be a list of job ids")
     done = await st.blocking(_cancel, st, ids)
     broadcast_status(st)
-    return web.json_response({"cancelled": done})
+    return json_response({"cancelled": done})

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ...validation import ValidationReport
 from ...workflow import WorkflowFormatError
-from ..http import HTTPError, json_bytes, json_error, query_int, read_json
+from ..http import HTTPError, json_bytes, json_error, json_response, query_int, read_json
 from ..messages import status_message
 from ..state import ServerState, state
 from ..store import DuplicatePromptError, QueueFullError
@@ -68,7 +68,7 @@ async def post_prompt(request: web.Request) -> web.Response:
     try:
         prepared = await st.blocking(st.engine.prepare, sub["prompt"], sub["targets"])
     except ValidationReport as exc:
-        return web.json_response(exc.to_json(), status=400)
+        return json_response(exc.to_json(), status=400)
     except (WorkflowFormatError, ValueError) as exc:
         return json_error(400, "invalid_prompt", f"Invalid prompt: {exc}")
     try:
@@ -81,13 +81,13 @@ async def post_prompt(request: web.Request) -> web.Response:
     st.worker.notify()
     broadcast_status(st)
     shown = int(number) if float(number).is_integer() else number
-    return web.json_response({"prompt_id": sub["prompt_id"], "number": shown, "node_errors": {}})
+    return json_response({"prompt_id": sub["prompt_id"], "number": shown, "node_errors": {}})
 
 
 @routes.get("/prompt")
 async def get_prompt(request: web.Request) -> web.Response:
     """``{exec_info: {queue_remaining}}``."""
-    return web.json_response({"exec_info": {"queue_remaining": state(request).store.remaining()}})
+    return json_response({"exec_info": {"queue_remaining": state(request).store.remaining()}})
 
 
 @routes.get("/queue")
@@ -138,8 +138,8 @@ async def get_history_item(request: web.Request) -> web.Response:
     st = state(request)
     item = await st.blocking(st.store.get, request.match_info["prompt_id"])
     if item is None or item.state in ("pending", "running"):
-        return web.json_response({})
-    return web.json_response({item.prompt_id: item.history_entry()})
+        return json_response({})
+    return json_response({item.prompt_id: item.history_entry()})
 
 
 @routes.post("/history")

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ...config import UnsafePathError, safe_join
-from ..http import HTTPError, read_body, read_json
+from ..http import HTTPError, json_response, read_body, read_json
 from ..state import ServerState, state
 
 routes = web.RouteTableDef()
@@ -161,14 +161,14 @@ def _flag(request: web.Request, name: str, default: bool) -> bool:
 @routes.get("/users")
 async def users(request: web.Request) -> web.Response:
     """Single-user mode (no ``users`` key, so the editor shows no login)."""
-    return web.json_response({"storage": "server", "migrated": True})
+    return json_response({"storage": "server", "migrated": True})
 
 
 @routes.get("/settings")
 async def get_settings(request: web.Request) -> web.Response:
     """All settings ``{id: value}``."""
     st = state(request)
-    return web.json_response(await st.blocking(user_files(st).settings))
+    return json_response(await st.blocking(user_files(st).settings))
 
 
 @routes.get("/settings/{id}")
@@ -176,7 +176,7 @@ async def get_setting(request: web.Request) -> web.Response:
     """One setting's value (``null`` when unset)."""
     st = state(request)
     values = await st.blocking(user_files(st).settings)
-    return web.json_response(values.get(request.match_info["id"]))
+    return json_response(values.get(request.match_info["id"]))
 
 
 @routes.post("/settings")
@@ -211,7 +211,7 @@ async def list_userdata(request: web.Request) -> web.Response:
         raise HTTPError(400, "invalid_parameter", "the 'dir' query parameter is required, e.g. ?dir=workflows")
     listing = await st.blocking(user_files(st).listing, folder, _flag(request, "recurse", False),
                                 _flag(request, "full_info", False), _flag(request, "split", False))
-    return web.json_response(listing)
+    return json_response(listing)
 
 
 @routes.get("/userdata/{file}")
@@ -233,8 +233,8 @@ async def post_userdata(request: web.Request) -> web.Response:
     data = await read_body(request, MAX_FILE_BYTES)
     path = await st.blocking(files.store, request.match_info["file"], data, _flag(request, "overwrite", True))
     if _flag(request, "full_info", False):
-        return web.json_response(await st.blocking(files.info, path))
-    return web.json_response(request.match_info["file"])
+        return json_response(await st.blocking(files.info, path))
+    return json_response(request.match_info["file"])
 
 
 @routes.delete("/userdata/{file}")
@@ -253,5 +253,5 @@ async def move_userdata(request: web.Request) -> web.Response:
     path = await st.blocking(files.move, request.match_info["file"], request.match_info["dest"],
                              _flag(request, "overwrite", False))
     if _flag(request, "full_info", False):
-        return web.json_response(await st.blocking(files.info, path))
-    return web.json_response(request.match_info["dest"])
+        return json_response(await st.blocking(files.info, path))
+    return json_response(request.match_info["dest"])
