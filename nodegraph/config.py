@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .paths import UnsafePathError, safe_join  # noqa: F401 - re-exported: one helper decides every user path
+
 MODEL_FOLDERS = ("checkpoints", "vae", "loras", "upscale_models", "embeddings")
 
 
@@ -22,23 +24,6 @@ def default_home() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
     return base / "nodegraph"
-
-
-class UnsafePathError(ValueError):
-    """A user-supplied path tried to leave its folder."""
-
-
-def safe_join(root: Path, *parts: str) -> Path:
-    """Join user-supplied parts under ``root``; refuse absolute parts, ``..`` and symlinks that lead outside."""
-    root = root.resolve()
-    for part in parts:
-        if part and (os.path.isabs(part) or part.startswith(("/", "\\")) or (len(part) > 1 and part[1] == ":")):
-            raise UnsafePathError(f"absolute path {part!r} is not allowed; give a name relative to {root.name}/")
-    candidate = root.joinpath(*[p for p in parts if p])
-    resolved = candidate.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise UnsafePathError(f"path {'/'.join(parts)!r} leaves the {root.name}/ folder; remove '..' and links")
-    return resolved
 
 
 @dataclass
