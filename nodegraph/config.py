@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .limits import Limits
 from .paths import UnsafePathError, safe_join  # noqa: F401 - re-exported: one helper decides every user path
 
 MODEL_FOLDERS = ("checkpoints", "vae", "loras", "upscale_models", "embeddings")
@@ -39,6 +40,8 @@ class EngineConfig:
     deterministic: bool = False
     cache_max_entries: int = 512
     cache_max_bytes: int = 8 * 1024**3
+    #: Caps on prompts (node count, strings, pixels, text windows) and the validation pool; see nodegraph.limits.
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
