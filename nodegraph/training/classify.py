@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shapes import COLORS, COLOR_NAMES
+from .shapes import COLOR_NAMES, COLORS
 
 _PALETTE = np.array([COLORS[c] for c in COLOR_NAMES], dtype=np.float32)
 

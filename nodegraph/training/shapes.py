@@ -10,7 +10,7 @@ caption; the size and position words are optional (see :func:`caption_for`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import numpy as np
