@@ -10,6 +10,10 @@ Recognised (LDM/CompVis key layout, as ComfyUI and A1111 use):
   (``METADATA_KEY``); other SD-shaped files with unusual sizes get a config derived from their shapes
   (see ``nodegraph.diffusion.derive``), which needs a standard CLIP vocabulary (49,408 tokens).
 
+Header metadata is data, never paths: only the file names in ``STORED_FILES`` are accepted, each under
+``MAX_STORED_FILE_BYTES`` (all together under ``MAX_STORED_TOTAL_BYTES``), JSON ones must hold a JSON object, and
+anything else refuses the file with ``UnknownModelError``. ``Detected.write`` writes only those fixed names.
+
 Prediction type (weights do not say it): the header's ``modelspec.prediction_type`` when present, else a ``v_pred``
 marker tensor, else the file name (``v-pred``, ``vpred``, ``768-v``, ``-v.``), else for SD2 the statistic ComfyUI
 uses — SD2 768-v checkpoints have a final attention block whose ``norm1.bias`` spread is above 0.09, 512-base
@@ -33,6 +37,16 @@ UNET = "model.diffusion_model."
 _V_NAME = re.compile(r"(v[-_]?pred|768[-_]?v\b|[-_]v\.safetensors$)", re.IGNORECASE)
 _SD2_V_KEY = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 _ATTN2_K = re.compile(r"^model\.diffusion_model\..*\.attn2\.to_k\.weight$")
+_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "added_tokens.json")
+#: The only file names a checkpoint's header may carry (and the only names ``Detected.write`` ever writes).
+STORED_FILES: tuple[str, ...] = (
+    "model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+    "text_encoder_2/config.json", "scheduler/scheduler_config.json",
+    *(f"{tok}/{name}" for tok in ("tokenizer", "tokenizer_2") for name in _TOKENIZER_FILES))
+#: Caps on what a header may carry: per file (CLIP's tokenizer.json is about 2 MB) and in all.
+MAX_STORED_FILE_BYTES = 4 * 1024 * 1024
+MAX_STORED_TOTAL_BYTES = 16 * 1024 * 1024
 
 
 class UnknownModelError(ValueError):
@@ -77,11 +91,20 @@ class Detected:
         return sorted({r.split("/", 1)[0] for r in self.files if "/" in r})
 
     def write(self, folder: Path) -> Path:
-        """Write the config files into ``folder`` (for ``from_single_file(config=folder)``) and return it."""
-        for rel, text in self.files.items():
-            target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+        """Write the config files into ``folder`` (for ``from_single_file(config=folder)``) and return it.
+
+        Only the fixed names of ``STORED_FILES`` are written (the names come from that constant, never from the
+        file); any other entry is refused.
+        """
+        unknown = sorted(set(self.files) - set(STORED_FILES))
+        if unknown:
+            raise UnknownModelError(f"refusing to write config files {unknown[:5]}: only {', '.join(STORED_FILES)} "
+                                    "are allowed")
+        for rel in STORED_FILES:
+            if rel in self.files:
+                target = folder.joinpath(*rel.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(self.files[rel], encoding="utf-8")
         return folder
 
 
@@ -98,6 +121,51 @@ def read_header(path: Path) -> Header:
         raise UnknownModelError(f"{path.name} is not a readable .safetensors file ({exc}); re-download or re-export "
                                 "it") from None
     return Header(path, shapes, metadata)
+
+
+def stored_files(name: str, raw: str) -> dict[str, str]:
+    """The config and tokenizer files a nodegraph export carries under ``METADATA_KEY``, validated as data.
+
+    Raises ``UnknownModelError`` naming the file, the entry and the fix for anything outside ``STORED_FILES``,
+    over the size caps, not text, or (for ``.json`` entries) not a JSON object.
+    """
+    from nodegraph import jsonsafe
+
+    fix = "re-export the model with nodegraph, or remove the header entry (e.g. save the tensors again without it)"
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_STORED_TOTAL_BYTES + 65536:
+        raise UnknownModelError(f"{name}: its {METADATA_KEY!r} header entry is over {MAX_STORED_TOTAL_BYTES} bytes; "
+                                f"{fix}")
+    try:
+        data = jsonsafe.loads(raw)
+        files = data["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnknownModelError(f"{name}: the nodegraph configs in its header are damaged ({exc}); {fix}") from None
+    if not isinstance(files, dict):
+        raise UnknownModelError(f"{name}: {METADATA_KEY}['files'] must map file names to text; {fix}")
+    allowed, total, out = set(STORED_FILES), 0, {}
+    for rel, text in files.items():
+        shown = repr(rel)[:120]
+        if rel not in allowed:
+            raise UnknownModelError(f"{name}: its header entry {METADATA_KEY}['files'] names {shown}, which is not "
+                                    f"a config file this engine accepts (only {', '.join(STORED_FILES)}); {fix}")
+        if not isinstance(text, str):
+            raise UnknownModelError(f"{name}: header file {shown} is a {type(text).__name__}, not text; {fix}")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        total += size
+        if size > MAX_STORED_FILE_BYTES or total > MAX_STORED_TOTAL_BYTES:
+            raise UnknownModelError(f"{name}: header file {shown} is {size} bytes (caps: {MAX_STORED_FILE_BYTES} per "
+                                    f"file, {MAX_STORED_TOTAL_BYTES} in all); {fix}")
+        if rel.endswith(".json"):
+            try:
+                parsed = jsonsafe.loads(text)
+            except ValueError as exc:
+                raise UnknownModelError(f"{name}: header file {shown} is not valid JSON ({exc}); {fix}") from None
+            if not isinstance(parsed, dict):
+                raise UnknownModelError(f"{name}: header file {shown} must hold a JSON object; {fix}")
+        out[rel] = text
+    if "unet/config.json" not in out:
+        raise UnknownModelError(f"{name}: its {METADATA_KEY!r} header has no unet/config.json; {fix}")
+    return out
 
 
 def shipped_files(arch: str) -> dict[str, str]:
@@ -177,10 +245,7 @@ def detect(path: Path, header: Header | None = None) -> Detected:
     header = header or read_header(Path(path))
     name = header.path.name
     if METADATA_KEY in header.metadata:
-        try:
-            files = dict(json.loads(header.metadata[METADATA_KEY])["files"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UnknownModelError(f"{name}: the nodegraph configs in its header are damaged ({exc})") from None
+        files = stored_files(name, header.metadata[METADATA_KEY])
         unet = json.loads(files["unet/config.json"])
         sched = json.loads(files.get("scheduler/scheduler_config.json", "{}"))
         return Detected(arch=arch_of(unet, "text_encoder_2/config.json" in files),

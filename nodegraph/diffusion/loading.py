@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nodegraph.config import EngineConfig, safe_join
 
@@ -155,24 +156,37 @@ def _tokenizer(files: dict[str, str], folder: Path, name: str) -> Any:
     if (folder / name / "vocab.json").exists() or (folder / name / "tokenizer.json").exists():
         from transformers import AutoTokenizer, CLIPTokenizer
 
-        index = json.loads(files.get("model_index.json", "{}"))
-        cls_name = (index.get(name) or [None, "CLIPTokenizer"])[1]
-        cls = CLIPTokenizer if cls_name == "CLIPTokenizer" else AutoTokenizer
-        return cls.from_pretrained(str(folder / name))
+        entry = json.loads(files.get("model_index.json", "{}")).get(name)
+        cls = AutoTokenizer if isinstance(entry, list) and entry[-1:] != ["CLIPTokenizer"] else CLIPTokenizer
+        return cls.from_pretrained(str(folder / name), trust_remote_code=False)
     settings = json.loads(files.get(f"{name}/tokenizer_config.json", "{}"))
     return clip_tokenizer(settings.get("pad_token", "<|endoftext|>"))
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------------
 
-def _quiet_libraries() -> None:
-    """Keep diffusers/transformers from printing load progress bars and advisory warnings on every load."""
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Within the block, keep diffusers/transformers from printing load progress bars and advisory warnings.
+
+    The libraries' verbosity and progress-bar switches are process-wide: they are restored on exit, so a host that
+    embeds nodegraph keeps its own logging settings.
+    """
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    for lib in (diffusers_logging, transformers_logging):
+    saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled())
+             for lib in (diffusers_logging, transformers_logging)]
+    for lib, _, _ in saved:
         lib.set_verbosity_error()
         lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, verbosity, bars in saved:
+            lib.set_verbosity(verbosity)
+            if bars:
+                lib.enable_progress_bar()
 
 
 def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str | None = None,
@@ -182,11 +196,15 @@ def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str
     ``dtype`` (e.g. torch.float16 when sampling on a GPU) applies to the UNet and text encoders; None keeps float32.
     The VAE is always float32 (SDXL's overflows in float16; it is small).
     """
-    _quiet_libraries()
     path = Path(path)
     name = name or path.name
-    if path.is_dir():
-        return _load_folder(path, name, dtype)
+    with quiet_libraries():
+        if path.is_dir():
+            return _load_folder(path, name, dtype, _allowed(config))
+        return _load_file(path, config, name, dtype)
+
+
+def _load_file(path: Path, config: EngineConfig | None, name: str, dtype: Any) -> Checkpoint:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {name!r} not found at {path}")
     check_loadable(path, _allowed(config))
@@ -201,34 +219,77 @@ def load_checkpoint(path: Path, config: EngineConfig | None = None, *, name: str
         return _load_single(state, found, folder, name, dtype)
 
 
-def _component_class(index: dict[str, Any], name: str) -> Any:
-    import importlib
+#: What a diffusers folder's model_index.json may name per component: (library, base class name) pairs.
+_COMPONENT_BASES = {
+    "unet": (("diffusers", "ModelMixin"),), "vae": (("diffusers", "ModelMixin"),),
+    "text_encoder": (("transformers", "PreTrainedModel"),), "text_encoder_2": (("transformers", "PreTrainedModel"),),
+    "tokenizer": (("transformers", "PreTrainedTokenizerBase"),),
+    "tokenizer_2": (("transformers", "PreTrainedTokenizerBase"),),
+    "scheduler": (("diffusers", "SchedulerMixin"),),
+}
 
-    library, cls_name = index[name]
-    return getattr(importlib.import_module(library), cls_name)
+
+def _component_class(index: dict[str, Any], name: str, where: str = "") -> Any:
+    """The class model_index.json names for ``name``: only a model/tokenizer/scheduler class of diffusers or
+    transformers, looked up on the already imported package (no module is ever imported by name)."""
+    import diffusers
+    import transformers
+
+    packages = {"diffusers": diffusers, "transformers": transformers}
+    entry = index.get(name)
+    fix = f"fix {where or 'model_index.json'} so that {name!r} names a diffusers or transformers class"
+    if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+        raise UnknownModelError(f"model_index.json: {name!r} must be [library, class], got {str(entry)[:80]}; {fix}")
+    library, cls_name = entry
+    bases = _COMPONENT_BASES.get(name, ())
+    allowed = [lib for lib, _ in bases]
+    if library not in allowed:
+        raise UnknownModelError(f"model_index.json: {name!r} names library {library[:60]!r}; only "
+                                f"{' or '.join(allowed) or 'diffusers/transformers'} is allowed for it; {fix}")
+    base_name = dict(bases)[library]
+    base = getattr(packages[library], base_name)
+    cls = getattr(packages[library], cls_name, None) if cls_name.isidentifier() and not cls_name.startswith("_") \
+        else None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UnknownModelError(f"model_index.json: {name!r} names {library}.{cls_name[:60]}, which is not a "
+                                f"{library} {base_name} class; {fix}")
+    return cls
 
 
-def _load_folder(folder: Path, name: str, dtype: Any) -> Checkpoint:
+def _load_folder(folder: Path, name: str, dtype: Any, allow_pickle: bool = False) -> Checkpoint:
+    from nodegraph import jsonsafe
+
     index_path = folder / "model_index.json"
     if not index_path.exists():
         raise UnknownModelError(f"{name}: folder {folder} has no model_index.json, so it is not a diffusers "
                                 "pipeline folder")
-    index = json.loads(index_path.read_text(encoding="utf-8"))
+    try:
+        index = jsonsafe.loads(index_path.read_bytes())
+    except ValueError as exc:
+        raise UnknownModelError(f"{name}: {index_path} is not valid JSON ({exc}); fix or re-save the folder") \
+            from None
+    if not isinstance(index, dict):
+        raise UnknownModelError(f"{name}: {index_path} must hold a JSON object; re-save the folder")
     missing = [c for c in ("unet", "vae", "text_encoder", "scheduler") if c not in index and
                not (c == "text_encoder" and "text_encoder_2" in index)]
     if missing:
         raise UnknownModelError(f"{name}: the diffusers folder lacks {', '.join(missing)}; only Stable Diffusion "
                                 "style pipelines (UNet + VAE + CLIP) load here")
     kw = {"torch_dtype": dtype} if dtype is not None else {}
+    # Weights only from .safetensors (a .bin in a folder is a pickle) unless pickles are allowed explicitly.
+    safe = {} if allow_pickle else {"use_safetensors": True}
+    where = str(index_path)
+    classes = {c: _component_class(index, c, where) for c in _COMPONENT_BASES
+               if c in ("unet", "vae", "scheduler") or (index.get(c) or [None])[0]}
 
     def load(component: str) -> Any:
         extra = kw if component != "vae" else {}
-        model = _component_class(index, component).from_pretrained(str(folder / component), **extra)
+        model = classes[component].from_pretrained(str(folder / component), **extra, **safe)
         return model.eval() if hasattr(model, "eval") else model
 
-    encoders = tuple(load(c) for c in ("text_encoder", "text_encoder_2") if (index.get(c) or [None])[0])
-    tokenizers = tuple(_component_class(index, c).from_pretrained(str(folder / c))
-                       for c in ("tokenizer", "tokenizer_2") if (index.get(c) or [None])[0])
+    encoders = tuple(load(c) for c in ("text_encoder", "text_encoder_2") if c in classes)
+    tokenizers = tuple(classes[c].from_pretrained(str(folder / c), trust_remote_code=False)
+                       for c in ("tokenizer", "tokenizer_2") if c in classes)
     unet, vae = load("unet"), load("vae")
     sched = dict(json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")))
     arch = "embedded" if folder.resolve() == EMBEDDED_DIR else arch_of(dict(unet.config), len(encoders) > 1)
@@ -295,7 +356,8 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
         sub = path / "vae" if (path / "model_index.json").exists() else path
         if not (sub / "config.json").exists():
             raise UnknownModelError(f"{name}: {sub} has no config.json, so it is not a diffusers VAE folder")
-        vae = AutoencoderKL.from_pretrained(str(sub)).eval()
+        safe = {} if _allowed(config) else {"use_safetensors": True}  # a .bin in a folder is a pickle
+        vae = AutoencoderKL.from_pretrained(str(sub), **safe).eval()
     else:
         if not path.exists():
             raise FileNotFoundError(f"VAE {name!r} not found at {path}")
