@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -23,11 +24,31 @@ from .node import NodeDef, describe
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "nodegraph"
-#: The built-in packs: ordinary plugins registered first (core features are plugins).
+#: The built-in packs: ordinary plugins registered first (core features are plugins). The repository keeps them in
+#: ``nodes/``, which installs as the subpackage ``nodegraph.nodes`` (no top-level ``nodes`` to collide with another
+#: tool's); a pack keeps the plugin name ``nodes.<pack>``, which is also the ``python_module`` the editor groups as
+#: core nodes.
 BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.conditioning", "nodes.sampling",
                  "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes")
-#: Folder of drop-in plugins shipped beside the engine in a source checkout.
-SOURCE_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+BUILTIN_PARENT = "nodegraph"
+#: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
+HOME_PLUGINS = "plugins"
+_CHECKOUT_NAME = re.compile(r'^name\s*=\s*"nodegraph"\s*$', re.MULTILINE)
+
+
+def builtin_module(pack: str) -> str:
+    """The importable module of a built-in pack (``nodes.loaders`` → ``nodegraph.nodes.loaders``)."""
+    return f"{BUILTIN_PARENT}.{pack}"
+
+
+def source_plugins_dir() -> Path | None:
+    """The repository's ``plugins/`` folder when nodegraph runs from a source checkout (never from a wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        is_checkout = bool(_CHECKOUT_NAME.search((root / "pyproject.toml").read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root / "plugins" if is_checkout and (root / "plugins").is_dir() else None
 
 
 @dataclass
@@ -76,13 +97,14 @@ class Registry:
         """Discover built-in packs, entry-point plugins and folder plugins, and build the catalogue."""
         reg = cls()
         version = _nodegraph_version()
-        for module_name in builtins:
-            reg._register_module(module_name, "builtin", lambda m=module_name: importlib.import_module(m), version)
+        for pack in builtins:
+            reg._register_module(pack, "builtin", lambda m=builtin_module(pack): importlib.import_module(m), version)
         if entry_points and os.environ.get("NODEGRAPH_DISABLE_ENTRYPOINTS") != "1":
             for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
                 dist_version = ep.dist.version if ep.dist is not None else None
                 reg._register_module(ep.name, "entrypoint", ep.load, dist_version)
-        dirs = ([SOURCE_PLUGINS_DIR] if source_plugins else []) + list(plugin_dirs)
+        source = source_plugins_dir() if source_plugins else None
+        dirs = ([source] if source is not None else []) + list(plugin_dirs)
         for folder in dirs:
             for name, path in _folder_plugins(Path(folder)):
                 reg._register_module(name, str(folder), lambda p=path, n=name: _import_path(n, p), None)
@@ -91,6 +113,12 @@ class Registry:
             reg._register_module(name, "extra", lambda o=obj: o, None)
         reg._collect_nodes()
         return reg
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> "Registry":
+        """``load`` with the drop-in folders of ``config``: ``HOME/plugins``, then ``--plugin-dir``/``$NODEGRAPH_PLUGIN_PATH``."""
+        dirs = [Path(config.home) / HOME_PLUGINS, *config.plugin_dirs]
+        return cls.load(list(dict.fromkeys(dirs)), **kwargs)
 
     def _register_module(self, name: str, source: str, loader: Any, version: str | None) -> None:
         info = self.plugins.setdefault(name, PluginInfo(name=name, source=source, version=version))
@@ -120,7 +148,7 @@ class Registry:
 
     def _add_node(self, node_cls: Any, info: PluginInfo) -> None:
         try:
-            meta = describe(node_cls)
+            meta = describe(node_cls, module=info.name if info.source == "builtin" else None)
         except Exception as exc:
             info.errors.append(f"invalid node {getattr(node_cls, '__name__', node_cls)!r}: {exc}")
             return

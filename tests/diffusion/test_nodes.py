@@ -145,7 +145,7 @@ def test_set_latent_noise_mask_and_latent_upscale(engine):
 
 
 def test_bislerp_keeps_magnitudes_and_interpolates():
-    from nodes.image_ops import resample
+    from nodegraph.nodes.image_ops import resample
 
     z = torch.randn(1, 4, 5, 7)
     same = resample(z, 7, 5, "bislerp")
@@ -194,7 +194,7 @@ class FakeDescriptor:
 
 
 def test_image_upscale_with_model_tiles_large_images(tiny_sd, monkeypatch):
-    import nodes.upscaling as up
+    import nodegraph.nodes.upscaling as up
 
     fake = FakeDescriptor()
 
