@@ -29,10 +29,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+class _StrictParser(argparse.ArgumentParser):
+    """A sub-command parser that accepts only whole flag names."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all sub-commands."""
-    parser = argparse.ArgumentParser(prog="nodegraph", description="Run and serve diffusion node-graph workflows.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # No abbreviated flags anywhere (``--tok`` must not pass for ``--token``).
+    parser = argparse.ArgumentParser(prog="nodegraph", description="Run and serve diffusion node-graph workflows.",
+                                     allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_StrictParser)
 
     run = sub.add_parser("run", help="run a workflow (.json in API or editor format, or a .png that carries one)")
     run.add_argument("workflow", type=Path)
@@ -59,9 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP/WebSocket server (ComfyUI API)")
     serve.add_argument("--listen", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8188)
-    serve.add_argument("--token", default=None, help="auth token (or $NODEGRAPH_TOKEN); required off loopback")
+    serve.add_argument("--token", default=None,
+                       help="auth token of at least 16 characters (or $NODEGRAPH_TOKEN); generated off loopback "
+                       "when neither is given")
     serve.add_argument("--max-upload-mb", type=int, default=50)
-    serve.add_argument("--backend", choices=["local", "ray"], default="local")
+    serve.add_argument("--backend", choices=["process", "local", "ray"], default="process",
+                       help="process (default): prompts run in a worker process that is restarted when a node "
+                       "ignores an interrupt; local: in the server process; ray: on a Ray cluster")
+    serve.add_argument("--interrupt-grace", type=float, default=10.0, metavar="SECONDS",
+                       help="with --backend process: how long a node may ignore an interrupt before its worker "
+                       "process is ended and restarted (default 10)")
+    serve.add_argument("--recover", action="store_true",
+                       help="if the queue database is damaged, move it aside (with a timestamp) and start a fresh "
+                       "one holding every prompt that can still be read")
     serve.add_argument("--ray-address", default=None)
     _common(serve)
 
@@ -245,7 +265,8 @@ def cmd_serve(args: argparse.Namespace, config: EngineConfig) -> int:
     from .server.app import serve
 
     return serve(config, listen=args.listen, port=args.port, token=args.token,
-                 max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address)
+                 max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address,
+                 interrupt_grace_s=args.interrupt_grace, recover=args.recover)
 
 
 def cmd_inspect(args: argparse.Namespace, config: EngineConfig) -> int:

@@ -38,6 +38,8 @@ class RunResult:
     cached: list[str] = field(default_factory=list)
     error: RunFailed | None = None
     events: list[Event] = field(default_factory=list)
+    #: Why the run ended when its nodes were not the cause (a worker process restarted, lost, …), else None.
+    reason: str | None = None
     manifest_source: Callable[[], dict[str, Any] | None] | None = field(default=None, repr=False)
     _manifest: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -182,8 +184,9 @@ class Executor:
             bus.emit(RunInterrupted(run_id, current.id if current else None,
                                     current.definition.name if current else None, tuple(result.executed)))
             return
-        except Exception as exc:
-            assert current is not None
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit from a node: its failure
+            if current is None or (isinstance(exc, KeyboardInterrupt) and _is_terminal_interrupt()):
+                raise
             result.status = "error"
             result.error = RunFailed(
                 run_id, current.id, current.definition.name, type(exc).__name__, str(exc),
@@ -192,6 +195,11 @@ class Executor:
             bus.emit(result.error)
             return
         bus.emit(RunFinished(run_id, dict(result.outputs), tuple(result.executed)))
+
+
+def _is_terminal_interrupt() -> bool:
+    """Whether a KeyboardInterrupt may be the terminal's Ctrl-C: only the main thread receives those."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def _describe_value(value: Any) -> str:

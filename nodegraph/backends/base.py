@@ -56,11 +56,16 @@ class LocalBackend:
 
 
 def create_backend(name: str, engine: "Engine", *, address: str | None = None, **options: Any) -> Backend:
-    """``local`` or ``ray`` (the Ray backend needs ``pip install nodegraph[ray]``); raises ValueError otherwise."""
+    """``local`` (in this process), ``process`` (a worker process the server can end and restart; option
+    ``interrupt_grace_s``) or ``ray`` (needs ``pip install nodegraph[ray]``); raises ValueError otherwise."""
     if name == "local":
         return LocalBackend(engine)
+    if name == "process":
+        from .process import ProcessBackend
+
+        return ProcessBackend(engine.config, **options)
     if name == "ray":
         from .ray_backend import RayBackend
 
         return RayBackend.for_engine(engine, address=address, **options)
-    raise ValueError(f"unknown backend {name!r}; use 'local' or 'ray'")
+    raise ValueError(f"unknown backend {name!r}; use 'process', 'local' or 'ray'")

@@ -14,9 +14,9 @@ from .broadcast import Broadcaster
 from .routes import core_routes, frontend_routes, mount
 from .routes.files import FIELD_LIMIT
 from .security import MIDDLEWARES
-from .settings import MB, TOKEN_ENV, ServerSettings, resolve_token
+from .settings import MB, TOKEN_ENV, ServerSettings, check_token, resolve_token
 from .state import STATE, ServerState
-from .store import QueueStore
+from .store import DamagedStoreError, QueueStore, recover_file
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -26,13 +26,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DATABASE = "queue.sqlite3"
+#: The worker-process backend an app started itself (``ServerSettings.worker_process``); closed with the app.
+OWN_BACKEND: web.AppKey["Backend"] = web.AppKey("nodegraph_own_backend")
 
 
 def create_app(engine: "Engine", settings: ServerSettings | None = None,
                backend: "Backend | None" = None) -> web.Application:
     """Build the aiohttp application: routes at / and /api, plugin routes, and the queue worker's lifecycle.
 
-    ``backend`` runs the prompts (default: in this process through ``engine``); the caller closes it.
+    ``backend`` runs the prompts; the caller closes it. Without one, ``settings.worker_process`` chooses: a worker
+    process started with the app and ended with it (what ``nodegraph serve`` uses), or this process (the default).
+    Raises DamagedStoreError when the queue database cannot be read.
     """
     settings = settings or ServerSettings()
     engine.config.ensure_dirs()
@@ -40,6 +44,11 @@ def create_app(engine: "Engine", settings: ServerSettings | None = None,
     broadcaster = Broadcaster(settings.ws_buffer)
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_upload_bytes + FIELD_LIMIT)
     app[STATE] = ServerState(engine, settings, store, Worker(engine, store, broadcaster, backend), broadcaster)
+    if backend is None and settings.worker_process:
+        from ..backends.process import ProcessBackend
+
+        own = ProcessBackend(engine.config, interrupt_grace_s=settings.interrupt_grace_s)
+        app[OWN_BACKEND] = app[STATE].worker.backend = own
     for table in core_routes():
         mount(app, table)
     for plugin, routes in engine.registry.hook_results("nodegraph_routes", config=engine.config):
@@ -94,6 +103,10 @@ async def _on_shutdown(app: web.Application) -> None:
 
 async def _on_cleanup(app: web.Application) -> None:
     st = app[STATE]
+    own = app.get(OWN_BACKEND)
+    if own is not None:  # end the worker process first: a prompt running there ends at once and is re-queued
+        st.worker.signal_stop()
+        await st.blocking(own.close)
     await st.blocking(st.worker.stop)
     if not st.worker.alive:
         st.store.close()
@@ -113,25 +126,72 @@ def warm_up() -> None:
         pass
 
 
+def recover_store(config: "EngineConfig") -> int:
+    """``serve --recover``: move a damaged queue database aside and keep what can be read; returns an exit code."""
+    path = config.user_dir / DATABASE
+    try:
+        import fcntl
+
+        with open(config.user_dir / "server.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+            done = recover_file(path)
+    except ImportError:
+        done = recover_file(path)
+    except OSError:
+        print(f"error: another nodegraph server is using {config.home}; stop it before --recover", file=sys.stderr)
+        return 1
+    if done.moved_to is None:
+        print(f"recover: {path} is healthy; nothing to do", file=sys.stderr)
+    else:
+        print(f"recover: {path} was damaged; moved it to {done.moved_to} and started a fresh one with the "
+              f"{done.salvaged} prompt(s) that could be read ({done.unreadable} unreadable row(s) skipped)",
+              file=sys.stderr)
+    return 0
+
+
 def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, token: str | None = None,
-          max_upload_mb: int = 50, backend: str = "local", ray_address: str | None = None) -> int:
-    """Run the server until interrupted; returns the process exit code."""
+          max_upload_mb: int = 50, backend: str = "process", ray_address: str | None = None,
+          interrupt_grace_s: float = 10.0, recover: bool = False) -> int:
+    """Run the server until interrupted; returns the process exit code.
+
+    ``backend``: ``process`` (a worker process, ended and restarted when a node ignores an interrupt for
+    ``interrupt_grace_s`` seconds), ``local`` (this process) or ``ray``. ``recover`` first moves a damaged queue
+    database aside, keeping what can be read.
+    """
     from ..backends import create_backend
     from ..engine import Engine
 
     token, generated = resolve_token(listen, token)
-    settings = ServerSettings(listen=listen, port=port, token=token, max_upload_bytes=max_upload_mb * MB,
-                              argv=list(sys.argv))
+    try:
+        if not generated:
+            check_token(token)
+        settings = ServerSettings(listen=listen, port=port, token=token, max_upload_bytes=max_upload_mb * MB,
+                                  argv=list(sys.argv), worker_process=backend == "process",
+                                  interrupt_grace_s=interrupt_grace_s)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config.ensure_dirs()
+    if recover and recover_store(config) != 0:
+        return 1
     engine = Engine(config)
     for plugin, error in engine.registry.errors:
         print(f"warning: plugin {plugin}: {error}", file=sys.stderr)
     warm_up()
+    runner = None
+    if backend != "process":
+        try:
+            runner = create_backend(backend, engine, address=ray_address)
+        except (RuntimeError, ValueError) as exc:  # Ray missing, cluster unreachable or too small
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
-        runner = create_backend(backend, engine, address=ray_address)
-    except (RuntimeError, ValueError) as exc:  # Ray missing, cluster unreachable or too small
+        app = create_app(engine, settings, runner)
+    except DamagedStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    app = create_app(engine, settings, runner)
+        if runner is not None:
+            runner.close()
+        return 1
     if generated:
         print(f"auth token (required because {listen} is not loopback; set ${TOKEN_ENV} or --token to choose "
               f"one): {token}", flush=True)
@@ -149,5 +209,8 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        runner.close()
+        own = app.get(OWN_BACKEND)
+        for b in (runner, own):
+            if b is not None:
+                b.close()
     return 0

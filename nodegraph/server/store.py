@@ -15,12 +15,15 @@ and re-queues it without counting an attempt. History rows and the output files 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from .. import jsonsafe
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -53,6 +56,10 @@ CRASH_MESSAGE = ("the server stopped while this prompt was running, twice; it wa
                  "Check the server log (out of memory?) and queue it again")
 
 
+class DamagedStoreError(RuntimeError):
+    """The queue database cannot be read; the message names the file and the fix."""
+
+
 class QueueFullError(RuntimeError):
     """The pending queue reached its cap."""
 
@@ -75,6 +82,8 @@ class QueueItem:
     outputs: dict[str, Any] = field(default_factory=dict)
     messages: list[Any] = field(default_factory=list)
     attempts: int = 0
+    #: The stored fields that could not be read (the row is damaged), empty when healthy.
+    damaged: list[str] = field(default_factory=list)
 
     def queue_entry(self) -> list[Any]:
         """ComfyUI's ``[number, prompt_id, prompt, extra_data, outputs_to_execute]``."""
@@ -93,9 +102,51 @@ class QueueItem:
 _COLUMNS = "prompt_id, number, client_id, state, prompt, extra_data, outputs_to_execute, outputs, messages, attempts"
 
 
+_FIELDS = (("prompt", 4, dict), ("extra_data", 5, dict), ("outputs_to_execute", 6, list), ("outputs", 7, dict),
+           ("messages", 8, list))
+
+
+def _load(text: Any, kind: type) -> Any:
+    """A stored JSON column parsed, or None when it does not parse to a ``kind``."""
+    try:
+        value = json.loads(text) if isinstance(text, (str, bytes)) else None
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
 def _item(row: tuple) -> QueueItem:
-    return QueueItem(row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]), json.loads(row[6]),
-                     json.loads(row[7]), json.loads(row[8]), row[9])
+    """A row as a QueueItem; a field that does not parse (a damaged row) gets an empty value and is named in
+    ``damaged``, so one bad row never breaks a listing."""
+    damaged: list[str] = []
+    values: dict[str, Any] = {}
+    for name, index, kind in _FIELDS:
+        values[name] = _load(row[index], kind)
+        if values[name] is None:
+            damaged.append(name)
+            values[name] = kind()
+    number = row[1] if isinstance(row[1], (int, float)) and row[1] == row[1] else 0.0
+    if number != row[1]:
+        damaged.append("number")
+    return QueueItem(str(row[0]), number, row[2] if isinstance(row[2], str) else None, str(row[3]),
+                     attempts=row[9] if isinstance(row[9], int) else 0, damaged=damaged, **values)
+
+
+def damaged_message(item: QueueItem) -> list[Any]:
+    """The ``execution_error`` history message of a prompt whose stored row could not be read."""
+    return ["execution_error", {
+        "prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+        "exception_message": f"the stored prompt is damaged ({', '.join(item.damaged)} could not be read), so it "
+                             "was not run; queue it again", "exception_type": "DamagedQueueEntry", "traceback": [],
+        "current_inputs": {}, "current_outputs": {}, "timestamp": int(time.time() * 1000)}]
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether an error means the file is damaged or not a database (not, e.g., locked by another process)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    return not isinstance(exc, sqlite3.OperationalError)
 
 
 class QueueStore:
@@ -108,10 +159,22 @@ class QueueStore:
         self.max_history = max_history
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._remaining = self._count_remaining(self._db)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems))
+            self._remaining = self._count_remaining(self._db)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if not _is_damage(exc):
+                raise
+            raise DamagedStoreError(
+                f"the queue database {self.path} is damaged ({exc}); start the server with `nodegraph serve "
+                "--recover` to move it aside and keep every prompt that can still be read, or move the file away "
+                "yourself to start with an empty queue and history") from None
 
     @staticmethod
     def _count_remaining(db: sqlite3.Connection) -> int:
@@ -144,7 +207,7 @@ class QueueStore:
             rows = db.execute("SELECT prompt_id, attempts, messages FROM prompts WHERE state = ?", (RUNNING,))
             for prompt_id, attempts, messages in rows.fetchall():
                 if attempts >= MAX_ATTEMPTS:
-                    msgs = json.loads(messages) + [["execution_error", {
+                    msgs = (_load(messages, list) or []) + [["execution_error", {
                         "prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
                         "exception_message": CRASH_MESSAGE, "exception_type": "ServerStopped", "traceback": [],
                         "current_inputs": {}, "current_outputs": {}, "timestamp": int(time.time() * 1000)}]]
@@ -153,6 +216,7 @@ class QueueStore:
                 else:
                     low = db.execute("SELECT MIN(number) FROM prompts WHERE state IN (?, ?)",
                                      (PENDING, RUNNING)).fetchone()[0]
+                    low = low if isinstance(low, (int, float)) else 0
                     db.execute("UPDATE prompts SET state = ?, number = ? WHERE prompt_id = ?",
                                (PENDING, min(low, 0) - 1, prompt_id))
                     requeued.append(prompt_id)
@@ -176,23 +240,30 @@ class QueueStore:
             num = float(number) if number is not None else float(-counter if front else counter)
             db.execute("INSERT INTO prompts (prompt_id, number, client_id, state, prompt, extra_data, "
                        "outputs_to_execute, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (prompt_id, num, client_id, PENDING, json.dumps(prompt), json.dumps(extra_data),
-                        json.dumps(list(outputs)), time.time()))
+                       (prompt_id, num, client_id, PENDING, jsonsafe.dumps(prompt), jsonsafe.dumps(extra_data),
+                        jsonsafe.dumps(list(outputs)), time.time()))
             return num
         return self._tx(fn)
 
     def claim_next(self) -> QueueItem | None:
-        """Mark the first pending prompt running (counting an attempt) and return it, or None."""
+        """Mark the first pending prompt running (counting an attempt) and return it, or None.
+
+        A damaged pending row (its JSON does not parse) is not run: it becomes a failed history entry that says
+        why, and the next prompt is taken."""
         def fn(db: sqlite3.Connection) -> QueueItem | None:
-            row = db.execute(f"SELECT {_COLUMNS} FROM prompts WHERE state = ? ORDER BY number, seq LIMIT 1",
-                             (PENDING,)).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE prompts SET state = ?, attempts = attempts + 1, started = ? WHERE prompt_id = ?",
-                       (RUNNING, time.time(), row[0]))
-            item = _item(row)
-            item.state, item.attempts = RUNNING, item.attempts + 1
-            return item
+            while True:
+                row = db.execute(f"SELECT {_COLUMNS} FROM prompts WHERE state = ? ORDER BY number, seq LIMIT 1",
+                                 (PENDING,)).fetchone()
+                if row is None:
+                    return None
+                item = _item(row)
+                if item.damaged:
+                    self._finish(db, row[0], "error", {}, [damaged_message(item)])
+                    continue
+                db.execute("UPDATE prompts SET state = ?, attempts = attempts + 1, started = ? WHERE prompt_id = ?",
+                           (RUNNING, time.time(), row[0]))
+                item.state, item.attempts = RUNNING, item.attempts + 1
+                return item
         return self._tx(fn)
 
     def requeue(self, prompt_id: str) -> None:
@@ -212,7 +283,7 @@ class QueueStore:
         assert state in FINISHED, state
         last = db.execute("SELECT MAX(finish_seq) FROM prompts").fetchone()[0] or 0
         db.execute("UPDATE prompts SET state = ?, outputs = ?, messages = ?, finished = ?, finish_seq = ? "
-                   "WHERE prompt_id = ?", (state, json.dumps(outputs), json.dumps(messages), time.time(),
+                   "WHERE prompt_id = ?", (state, jsonsafe.dumps(outputs), jsonsafe.dumps(messages), time.time(),
                                            last + 1, prompt_id))
         count = db.execute("SELECT COUNT(*) FROM prompts WHERE finish_seq IS NOT NULL").fetchone()[0]
         if count > self.max_history:
@@ -285,3 +356,75 @@ class QueueStore:
             return sum(db.execute(f"DELETE FROM prompts WHERE {finished} AND prompt_id = ?", (p,)).rowcount
                        for p in ids)
         return self._tx(fn)
+
+
+# ---- recovery of a damaged file --------------------------------------------------------------------------------------
+
+_ALL = ("seq, prompt_id, number, client_id, state, prompt, extra_data, outputs_to_execute, outputs, messages, "
+        "attempts, created, started, finished, finish_seq")
+#: Unreadable rows skipped one by one before salvage gives up on the rest of a damaged file.
+MAX_SKIPPED_ROWS = 1000
+
+
+@dataclass
+class Recovery:
+    """What ``recover_file`` did: where the damaged file went and how many prompts it kept."""
+
+    moved_to: Path | None
+    salvaged: int = 0
+    unreadable: int = 0
+
+
+def _salvage(path: Path) -> tuple[list[tuple], int, int]:
+    """The rows that can still be read from a damaged database, its queue counter, and the rows skipped."""
+    rows: list[tuple] = []
+    skipped = counter = 0
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows, counter, skipped
+    try:
+        last = 0
+        while skipped < MAX_SKIPPED_ROWS:
+            try:
+                for row in db.execute(f"SELECT {_ALL} FROM prompts WHERE seq > ? ORDER BY seq", (last,)):
+                    rows.append(row)
+                    last = row[0]
+                break
+            except sqlite3.Error:  # an unreadable page: step over one row id and read on
+                skipped += 1
+                last += 1
+        try:
+            counter = int(db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()[0])
+        except (sqlite3.Error, TypeError, ValueError):
+            counter = len(rows)
+    finally:
+        db.close()
+    return rows, counter, skipped
+
+
+def recover_file(path: Path) -> Recovery:
+    """Move a damaged queue database aside (``NAME.damaged-YYYYmmdd-HHMMSS``, with its -wal/-shm files) and start a
+    fresh one holding every row that could still be read; a healthy file is left alone (``moved_to`` None)."""
+    path = Path(path)
+    try:
+        QueueStore(path).close()
+        return Recovery(None)
+    except DamagedStoreError:
+        pass
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            shutil.move(f"{path}{suffix}", f"{aside}{suffix}")
+    rows, counter, skipped = _salvage(aside)
+    store = QueueStore(path)
+
+    def fn(db: sqlite3.Connection) -> None:
+        for row in rows:
+            db.execute(f"INSERT OR IGNORE INTO prompts ({_ALL}) VALUES ({', '.join('?' * 15)})", row)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counter', ?)", (max(counter, len(rows)),))
+    try:
+        store._tx(fn)
+    finally:
+        store.close()
+    return Recovery(aside, len(rows), skipped)

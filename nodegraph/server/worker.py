@@ -15,13 +15,14 @@ from ..context import InterruptFlag
 from ..events import Event, EventBus, NodeStarted, RunFailed, RunInterrupted
 from ..validation import ValidationReport
 from ..workflow import WorkflowFormatError
+from .broadcast import Outgoing
 from .messages import RunMessages, executing, status_message
 from .store import QueueItem
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..engine import Engine
-    from .broadcast import Broadcaster, Outgoing
+    from .broadcast import Broadcaster
     from .store import QueueStore
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,17 @@ class Worker:
             self._threads.append(thread)
             thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Interrupt the running prompts (they are re-queued) and wait for the threads to end."""
+    def signal_stop(self) -> None:
+        """Ask the threads to end: interrupt the running prompts (they are re-queued) and take no new ones."""
         self._stopping.set()
         with self._lock:
             for running in self._running.values():
                 running.interrupt.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """``signal_stop``, then wait for the threads to end."""
+        self.signal_stop()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -119,12 +124,17 @@ class Worker:
         self._post(status_message(self.store.remaining()), None)
 
     def _main(self) -> None:
+        last_error = ""
         while not self._stopping.is_set():
-            self._do_free()
             try:
+                self._do_free()
                 item = self.store.claim_next()
-            except Exception:
-                log.exception("could not read the queue")
+                last_error = ""
+            except Exception as exc:  # logged once per distinct problem, not once a second
+                if str(exc) != last_error:
+                    log.exception("could not read the queue (%s); retrying every second, logged again only when "
+                                  "the problem changes", self.store.path)
+                    last_error = str(exc)
                 item = None
                 self._stopping.wait(1.0)
             if item is None:
@@ -135,7 +145,7 @@ class Worker:
                 self._wake.set()  # another thread may take the next prompt at once
             try:
                 self._execute(item)
-            except Exception:
+            except BaseException:  # SystemExit and co. from a backend: the prompt fails, the worker lives on
                 log.exception("prompt %s: the worker failed outside the engine", item.prompt_id)
                 self._record_crash(item)
             finally:
@@ -187,6 +197,10 @@ class Worker:
             final = messages.failed(result.error)
         else:
             final = messages.interrupted(interrupted[-1] if interrupted else None)
+            if result.reason:  # the node ignored the interrupt and its worker process was ended: say so
+                kind, data = messages.history[-1]
+                data["reason"] = result.reason
+                final[-1] = Outgoing.json(kind, data)
         self._finish(item, result.status, result.outputs, messages, final)
 
     def _invalid(self, messages: RunMessages, exc: Exception) -> list["Outgoing"]:

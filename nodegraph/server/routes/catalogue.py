@@ -115,17 +115,9 @@ def _memory() -> tuple[int, int]:
 
 
 def _redacted_argv(argv: list[str]) -> list[str]:
-    out, hide = [], False
-    for arg in argv:
-        if hide:
-            out.append("***")
-            hide = False
-        elif arg == "--token":
-            out.append(arg)
-            hide = True
-        else:
-            out.append("--token=***" if arg.startswith("--token=") else arg)
-    return out
+    from ..settings import redact_argv  # --token X, --token=X, abbreviations, and $NODEGRAPH_TOKEN's value
+
+    return redact_argv(list(argv))
 
 
 def _system_stats(st: ServerState) -> dict[str, Any]:
