@@ -50,6 +50,8 @@ def check_component(name: str, what: str = "file name") -> str:
     """Return ``name`` if it is one acceptable path component (no separators); raise ``UnsafePathError`` if not."""
     if not isinstance(name, str):
         raise InvalidPathError(f"{what} must be text, not {type(name).__name__}")
+    if not name:
+        raise InvalidPathError(f"{what} is empty; send a file name")
     if "\0" in name:
         raise InvalidPathError(f"{what} {_shown(name)} contains a NUL byte; send the name without it")
     if _CONTROL.search(name):
