@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .cache import OutputCache
 from .config import EngineConfig
@@ -12,7 +13,7 @@ from .events import EventBus
 from .executor import Executor, RunResult
 from .provenance import HashCache, build_manifest, stamp_versions
 from .registry import Registry
-from .validation import ValidatedPrompt, Validator
+from .validation import ValidatedPrompt, Validator, node_count_error
 from .workflow import is_ui_format, load_json_or_png, parse_workflow
 
 
@@ -40,12 +41,20 @@ class Engine:
             return ui_to_api(data, self.registry)
         return data
 
-    def prepare(self, data: Any, targets: Iterable[str] | None = None) -> ValidatedPrompt:
+    def prepare(self, data: Any, targets: Iterable[str] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> ValidatedPrompt:
         """Parse and validate workflow JSON (API or UI format); raises WorkflowFormatError / ValidationReport.
 
-        The prompt's ``raw`` JSON (stored in PNGs and history) records each node's version in ``_meta.version``.
+        The node count is checked against ``config.limits.max_nodes`` before any parsing; ``should_stop`` lets a
+        caller abandon validation (ValidationCancelled). The prompt's ``raw`` JSON (stored in PNGs and history)
+        records each node's version in ``_meta.version``.
         """
-        prompt = self.validator.validate(parse_workflow(self.to_api(data)), targets)
+        if isinstance(data, dict):
+            nodes = data.get("nodes") if is_ui_format(data) else data
+            too_many = node_count_error(len(nodes), self.validator.limits)
+            if too_many is not None:
+                raise too_many
+        prompt = self.validator.validate(parse_workflow(self.to_api(data)), targets, should_stop)
         prompt.raw = stamp_versions(prompt.raw, prompt)
         return prompt
 

@@ -53,3 +53,69 @@ def limits_of(config: object) -> Limits:
     """The limits of an EngineConfig-like object, or the defaults when it carries none."""
     value = getattr(config, "limits", None)
     return value if isinstance(value, Limits) else DEFAULT_LIMITS
+
+
+# ---- pixel estimate ------------------------------------------------------------------------------------------------
+
+#: Constant inputs that name an image's size; a node class may set ``PIXEL_INPUTS = ("w", "h")`` or ``()`` to opt out.
+SIZE_INPUTS = ("width", "height")
+#: Constant inputs that multiply the number of images a node makes.
+BATCH_INPUTS = ("batch_size", "length", "amount")
+#: Constant inputs that scale the linked image's sides.
+SCALE_INPUTS = ("scale_by", "upscale_by")
+
+Problem = tuple[str, str, str, str]  # (node id, input name, message, fix)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _node_size(cls: type, constants: dict, upstream: tuple[int, int]) -> tuple[int, int, str | None]:
+    """(pixels per image, images, the input that set the size, or None when the node only passes its input on)."""
+    w_name, h_name = (tuple(getattr(cls, "PIXEL_INPUTS", SIZE_INPUTS)) + (None, None))[:2]
+    per_image, count = upstream
+    for name in BATCH_INPUTS:
+        if (n := _int(constants.get(name))) is not None and n > 0:
+            count *= n
+    w, h = _int(constants.get(w_name)) if w_name else None, _int(constants.get(h_name)) if h_name else None
+    if w and h and w > 0 and h > 0:
+        return w * h, count, w_name
+    for name in SCALE_INPUTS:
+        scale = constants.get(name)
+        if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0 and per_image:
+            return int(per_image * scale * scale), count, name
+    return per_image, count, None
+
+
+def pixel_problems(nodes: list[tuple[str, type, dict, list[str]]], limits: Limits) -> list[Problem]:
+    """Check the images a prompt asks for against ``max_image_pixels`` and ``max_prompt_pixels``.
+
+    ``nodes`` are ``(id, node class, constants, linked source ids)`` in topological order. A node whose constants
+    include ``width`` and ``height`` (pixel units, latents included: their decoded size) makes images of that size,
+    times ``batch_size``/``length``/``amount``; one with ``scale_by`` scales the size of what is linked to it;
+    others pass the largest linked size on. The prompt total sums every node that sets a size.
+    """
+    sizes: dict[str, tuple[int, int]] = {}
+    problems: list[Problem] = []
+    total, reported = 0, False
+    for nid, cls, constants, sources in nodes:
+        known = [sizes[s] for s in sources if s in sizes]
+        upstream = (max(k[0] for k in known), max(k[1] for k in known)) if known else (0, 1)
+        per_image, count, by = _node_size(cls, constants, upstream)
+        sizes[nid] = (per_image, count)
+        if by is None:
+            continue
+        if per_image > limits.max_image_pixels:
+            problems.append((nid, by, (f"'{by}' asks for images of {per_image:,} pixels; the limit is "
+                                       f"{limits.max_image_pixels:,} per image"),
+                             "make the image smaller, or raise EngineConfig.limits.max_image_pixels"))
+            continue
+        total += per_image * count
+        if total > limits.max_prompt_pixels and not reported:
+            reported = True
+            problems.append((nid, by, (f"this node brings the prompt to {total:,} pixels ({count} image(s) of "
+                                       f"{per_image:,}); the limit is {limits.max_prompt_pixels:,} per prompt"),
+                             ("lower the batch size or the image size, split the work into several prompts, or "
+                              "raise EngineConfig.limits.max_prompt_pixels")))
+    return problems

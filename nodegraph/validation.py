@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 
 from .inputs import ConstantError, LinkInput, types_compatible
+from .limits import Limits, limits_of, pixel_problems
 from .node import NodeDef
 from .registry import Registry
+from .validation_graph import ancestors, cycles, dependent_outputs
 from .workflow import Workflow, is_link, unwrap
 
 
@@ -55,6 +58,10 @@ class NodeError:
         return {"type": self.type, "message": self.message, "details": self.details, "extra_info": extra}
 
 
+class ValidationCancelled(Exception):
+    """Validation stopped early because its ``should_stop`` callback said so (the client went away)."""
+
+
 class ValidationReport(Exception):
     """Validation failed; ``to_json()`` is the body of ComfyUI's HTTP 400 answer."""
 
@@ -88,14 +95,44 @@ class ValidationReport(Exception):
         return "\n".join(lines)
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
+#: Longest received string echoed back in a report.
+ECHO_CHARS = 200
+#: Nodes validated between two calls of ``should_stop``.
+STOP_CHECK_EVERY = 256
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + f"… ({len(value):,} characters)"
+    if value is None or isinstance(value, (int, float, bool)):
         return value
+    if depth > 8:
+        return "…"
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value[:ECHO_CHARS]]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return repr(value)
+        return {str(k)[:ECHO_CHARS]: _jsonable(v, depth + 1) for k, v in list(value.items())[:ECHO_CHARS]}
+    return repr(value)[:ECHO_CHARS]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+def node_count_error(count: int, limits: Limits) -> ValidationReport | None:
+    """The report for a prompt with more nodes than ``limits.max_nodes`` allows, or None."""
+    if count <= limits.max_nodes:
+        return None
+    return ValidationReport(NodeError(
+        "too_many_nodes", f"the prompt has {count:,} nodes; the limit is {limits.max_nodes:,} per prompt",
+        "split the workflow into several prompts, or raise EngineConfig.limits.max_nodes"), {})
+
+
+def _safe_entry(spec: Any, config: Any) -> Any:
+    try:
+        return spec.catalogue_entry(config)
+    except Exception:  # noqa: BLE001 - a plugin's computed options failed; the error itself matters here
+        return None
 
 
 def _version_major(version: str | None) -> int | None:
@@ -112,10 +149,29 @@ class Validator:
         self.registry = registry
         self.config = config
 
-    def validate(self, workflow: Workflow, targets: Iterable[str] | None = None) -> ValidatedPrompt:
-        """Validate everything reachable from the output nodes (or ``targets``), collecting all problems."""
-        targets = list(targets) if targets else None
+    @property
+    def limits(self) -> Limits:
+        """The caps this validator enforces (``config.limits``)."""
+        return limits_of(self.config)
+
+    def validate(self, workflow: Workflow, targets: Iterable[str] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> ValidatedPrompt:
+        """Validate everything reachable from the output nodes (or ``targets``), collecting all problems.
+
+        Linear in the size of the workflow; ``should_stop`` is polled every few hundred nodes and raises
+        ValidationCancelled when it returns true.
+        """
+        targets = [str(t) for t in targets] if targets else None
         nodes = workflow.nodes()
+        limits = self.limits
+        too_many = node_count_error(len(nodes), limits)
+        if too_many is not None:
+            raise too_many
+        missing = [t for t in targets or () if t not in nodes]
+        if missing:
+            raise ValidationReport(NodeError(
+                "invalid_target", f"execution target(s) {', '.join(repr(_short(t)) for t in missing[:10])} are "
+                "not nodes of this workflow", "name node ids of the prompt in partial_execution_targets"), {})
         errors: dict[str, list[NodeError]] = {}
         graph = nx.DiGraph()
         graph.add_nodes_from(nodes)
@@ -125,14 +181,15 @@ class Validator:
                     graph.add_edge(str(value[0]), nid)
 
         outputs = self._outputs(nodes, targets, errors)
-        needed: set[str] = set(outputs)
-        for out in outputs:
-            needed |= nx.ancestors(graph, out)
+        needed = ancestors(graph, outputs)
 
         planned: dict[str, PlannedNode] = {}
-        for nid in needed:
+        checker = _NodeChecker(self, nodes, limits)
+        for count, nid in enumerate(n for n in nodes if n in needed):
+            if should_stop is not None and count % STOP_CHECK_EVERY == 0 and should_stop():
+                raise ValidationCancelled("validation stopped: the client went away")
             node_errors = errors.setdefault(nid, [])
-            result = self._check_node(nid, nodes, node_errors)
+            result = checker.check(nid, node_errors)
             if result is not None and not node_errors:
                 planned[nid] = result
 
@@ -141,12 +198,19 @@ class Validator:
         try:
             order = list(nx.topological_sort(sub))
         except nx.NetworkXUnfeasible:
-            for cycle in _cycles(sub):
+            for cycle in cycles(sub):
                 names = " → ".join(f"{c} ({nodes[c].class_type})" for c in cycle + cycle[:1])
                 for c in cycle:
                     errors.setdefault(c, []).append(NodeError(
                         "dependency_cycle", f"the graph has a cycle: {names}",
                         "remove one of the links in the cycle; a workflow must be a DAG"))
+
+        if order:
+            for nid, name, message, fix in pixel_problems(
+                    [(n, planned[n].definition.cls, planned[n].constants, [s for s, _ in planned[n].links.values()])
+                     for n in order if n in planned], limits):
+                errors.setdefault(nid, []).append(NodeError("image_too_large", message, fix, name,
+                                                            planned[nid].constants.get(name)))
 
         node_errors = {nid: errs for nid, errs in errors.items() if errs}
         explicit = bool(targets)
@@ -155,11 +219,11 @@ class Validator:
             raise ValidationReport(NodeError("prompt_no_outputs", "Prompt has no outputs",
                                              "add an output node such as SaveImage or PreviewImage"), {})
         if node_errors:
+            dependent = dependent_outputs(graph, outputs, node_errors)
             raise ValidationReport(
                 NodeError("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                           f"{sum(len(e) for e in node_errors.values())} problem(s) in {len(node_errors)} node(s)"),
-                {nid: {"errors": [e.to_json() for e in errs],
-                       "dependent_outputs": sorted(o for o in outputs if o == nid or nx.has_path(graph, nid, o)),
+                {nid: {"errors": [e.to_json() for e in errs], "dependent_outputs": dependent[nid],
                        "class_type": nodes[nid].class_type}
                  for nid, errs in sorted(node_errors.items())})
         return ValidatedPrompt(nodes=planned, outputs=known_outputs, order=order, raw=workflow.source or workflow.to_json())
@@ -168,38 +232,51 @@ class Validator:
 
     def _outputs(self, nodes: dict, targets: Iterable[str] | None, errors: dict[str, list[NodeError]]) -> list[str]:
         if targets:
-            outs = []
-            for t in map(str, targets):
-                if t in nodes:
-                    outs.append(t)
-                else:
-                    errors.setdefault(t, []).append(NodeError(
-                        "invalid_target", f"execution target {t!r} is not a node of this workflow"))
-            return outs
+            return list(dict.fromkeys(t for t in targets if t in nodes))
         # Unknown types count as needed, so that their error is reported even when they are outputs.
         return [nid for nid, node in nodes.items()
                 if (d := self.registry.get(node.class_type)) is None or d.meta.output_node]
 
-    def _check_node(self, nid: str, nodes: dict, errs: list[NodeError]) -> PlannedNode | None:
-        node = nodes[nid]
+
+class _NodeChecker:
+    """Checks nodes one by one for one validation: suggestions once per unknown type, a prompt-wide string budget."""
+
+    def __init__(self, validator: Validator, nodes: dict, limits: Limits) -> None:
+        self.registry, self.config, self.nodes, self.limits = validator.registry, validator.config, nodes, limits
+        self.suggestions: dict[str, list[str]] = {}
+        self.string_chars = 0
+        self.strings_reported = False
+
+    def suggest(self, class_type: str) -> list[str]:
+        """Close names for an unknown type, computed once per distinct type (and for at most max_suggestions)."""
+        if class_type not in self.suggestions:
+            if len(self.suggestions) >= self.limits.max_suggestions or len(class_type) > 200:
+                return []
+            self.suggestions[class_type] = self.registry.suggest(class_type)
+        return self.suggestions[class_type]
+
+    def check(self, nid: str, errs: list[NodeError]) -> PlannedNode | None:
+        """The planned node, appending its problems to ``errs``."""
+        node = self.nodes[nid]
         definition = self.registry.get(node.class_type)
         if definition is None:
-            close = self.registry.suggest(node.class_type)
+            close = self.suggest(node.class_type)
             errs.append(NodeError(
-                "missing_node_type", f"node type {node.class_type!r} is not installed",
+                "missing_node_type", f"node type {_short(node.class_type)!r} is not installed",
                 f"did you mean {', '.join(close)}?" if close else
                 "install the plugin that provides it (see `nodegraph plugins`) or remove the node"))
             return None
         inputs = dict(node.inputs)
         saved_major = _version_major(node.meta.version)
         if saved_major is not None and saved_major != definition.meta.major:
-            migrated = definition.cls.migrate(node.meta.version or "", inputs) \
+            migrated = self._plugin_call(definition, "migrate", errs, node.meta.version or "", inputs) \
                 if saved_major < definition.meta.major else None
-            if migrated is None:
-                errs.append(NodeError(
-                    "node_version_mismatch",
-                    f"saved with {node.class_type} {node.meta.version}, installed is {definition.meta.version}",
-                    f"install {definition.plugin} with {node.class_type} {saved_major}.x, or re-create the node"))
+            if migrated is None or not isinstance(migrated, dict):
+                if not errs:
+                    errs.append(NodeError(
+                        "node_version_mismatch",
+                        f"saved with {node.class_type} {node.meta.version}, installed is {definition.meta.version}",
+                        f"install {definition.plugin} with {node.class_type} {saved_major}.x, or re-create the node"))
                 return None
             inputs = migrated
         constants: dict[str, Any] = {}
@@ -209,31 +286,71 @@ class Validator:
                 if not spec.optional:
                     errs.append(NodeError("required_input_missing", f"required input '{name}' is missing",
                                           f"connect a {spec.type} output to '{name}'" if not spec.is_widget
-                                          else f"set '{name}'", name, None, spec.catalogue_entry(self.config)))
+                                          else f"set '{name}'", name, None, _safe_entry(spec, self.config)))
                 continue
             value = unwrap(inputs[name])
             if is_link(value):
-                link = self._check_link(name, spec, (str(value[0]), value[1]), nodes, errs)
+                link = self._check_link(name, spec, (str(value[0]), value[1]), errs)
                 if link:
                     links[name] = link
+                continue
+            if isinstance(value, str) and not self._string_fits(name, value, errs):
                 continue
             try:
                 constants[name] = spec.coerce(value, self.config)
             except ConstantError as exc:
                 errs.append(NodeError(exc.kind, f"input '{name}': {exc.message}", exc.details, name, value,
-                                      spec.catalogue_entry(self.config)))
+                                      _safe_entry(spec, self.config)))
+            except Exception as exc:  # noqa: BLE001 - a plugin's input type failed: reported on the node
+                errs.append(NodeError("invalid_input", f"input '{name}': checking the value failed: "
+                                      f"{type(exc).__name__}: {_short(str(exc))}",
+                                      f"change the value, or report this to the {definition.plugin} plugin",
+                                      name, value))
         if not errs:
-            for name, message in definition.cls.validate_inputs(self.config, **constants):
-                errs.append(NodeError("custom_validation_failed", message, "", name, constants.get(name)))
+            for name, message in self._plugin_call(definition, "validate_inputs", errs, self.config, **constants) \
+                    or ():
+                errs.append(NodeError("custom_validation_failed", str(message), "", str(name),
+                                      constants.get(name)))
         return PlannedNode(nid, definition, constants, links, node.meta.title)
 
-    def _check_link(self, name: str, spec: Any, link: tuple[str, int], nodes: dict,
-                    errs: list[NodeError]) -> tuple[str, int] | None:
+    def _string_fits(self, name: str, value: str, errs: list[NodeError]) -> bool:
+        """Check one string input against the per-input and per-prompt caps."""
+        limits = self.limits
+        if len(value) > limits.max_string_chars:
+            errs.append(NodeError("string_too_long", f"input '{name}' is {len(value):,} characters; the limit "
+                                  f"is {limits.max_string_chars:,} per input",
+                                  "shorten the text, or raise EngineConfig.limits.max_string_chars", name, value))
+            return False
+        self.string_chars += len(value)
+        if self.string_chars > limits.max_prompt_string_chars and not self.strings_reported:
+            errs.append(NodeError("prompt_strings_too_long", f"input '{name}' brings the prompt's text to "
+                                  f"{self.string_chars:,} characters; the limit is "
+                                  f"{limits.max_prompt_string_chars:,} per prompt",
+                                  "shorten the texts, split the prompt, or raise "
+                                  "EngineConfig.limits.max_prompt_string_chars", name, value))
+            self.strings_reported = True
+            return False
+        return True
+
+    @staticmethod
+    def _plugin_call(definition: Any, method: str, errs: list[NodeError], *args: Any, **kwargs: Any) -> Any:
+        """Call a node class hook (validate_inputs, migrate); an exception becomes this node's error."""
+        try:
+            result = getattr(definition.cls, method)(*args, **kwargs)
+            return list(result) if method == "validate_inputs" and result is not None else result
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of plugin code is the node's error
+            errs.append(NodeError("custom_validation_failed",
+                                  f"{definition.name}.{method}() raised {type(exc).__name__}: {_short(str(exc))}",
+                                  f"this is a bug in the {definition.plugin} plugin; report it, or change the "
+                                  "node's inputs"))
+            return None
+
+    def _check_link(self, name: str, spec: Any, link: tuple[str, int], errs: list[NodeError]) -> tuple[str, int] | None:
         src_id, index = link
-        src = nodes.get(src_id)
+        src = self.nodes.get(src_id)
         if src is None:
-            errs.append(NodeError("bad_linked_input", f"input '{name}' is linked to node {src_id!r}, which does "
-                                  "not exist", "reconnect the input to an existing node", name, list(link)))
+            errs.append(NodeError("bad_linked_input", f"input '{name}' is linked to node {_short(src_id)!r}, which "
+                                  "does not exist", "reconnect the input to an existing node", name, list(link)))
             return None
         src_def = self.registry.get(src.class_type)
         if src_def is None:
@@ -252,15 +369,3 @@ class Validator:
                                   f"connect a {expected} output to '{name}'", name, list(link)))
             return None
         return link
-
-
-def _cycles(graph: nx.DiGraph) -> list[list[str]]:
-    """Each strongly connected component with more than one node (or a self-loop), as a list of node ids."""
-    out = []
-    for comp in nx.strongly_connected_components(graph):
-        if len(comp) > 1 or any(graph.has_edge(n, n) for n in comp):
-            try:
-                out.append([u for u, _ in nx.find_cycle(graph.subgraph(comp))])
-            except nx.NetworkXNoCycle:  # pragma: no cover
-                out.append(sorted(comp))
-    return out

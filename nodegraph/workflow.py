@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel, ValidationError
+
+from . import jsonsafe
 
 
 class WorkflowFormatError(ValueError):
@@ -105,15 +106,17 @@ def load_json_or_png(path: Path) -> tuple[Any, dict[str, Any]]:
         if "prompt" not in chunks:
             raise WorkflowFormatError(f"{path} carries no 'prompt' text chunk; was it saved by SaveImage?")
         extra = {k: _maybe_json(v) for k, v in chunks.items() if k != "prompt"}
-        return json.loads(chunks["prompt"]), extra
+        text = chunks["prompt"]
+    else:
+        text, extra = path.read_text(encoding="utf-8"), {}
     try:
-        return json.loads(path.read_text(encoding="utf-8")), {}
-    except json.JSONDecodeError as exc:
+        return jsonsafe.loads(text), extra
+    except ValueError as exc:
         raise WorkflowFormatError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _maybe_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return jsonsafe.loads(text)
     except ValueError:
         return text

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .. import jsonsafe
-from .state import state
+from .state import PoolBusyError, state
+
+T = TypeVar("T")
+#: Request bodies larger than this are parsed on the CPU pool instead of the event loop.
+PARSE_OFF_LOOP_BYTES = 64 * 1024
+#: Largest integer a query parameter may carry (SQLite's limit is 2**63 - 1).
+MAX_QUERY_INT = 2**31 - 1
 
 
 def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
@@ -20,9 +27,9 @@ def json_response(data: Any, *, status: int = 200, **kwargs: Any) -> web.Respons
     return web.json_response(data, status=status, dumps=jsonsafe.dumps, **kwargs)
 
 
-def json_bytes(data: Any) -> web.Response:
+def json_bytes(data: Any, status: int = 200) -> web.Response:
     """A JSON answer from data serialised by the caller's thread (use inside ``ServerState.blocking``)."""
-    return web.Response(body=jsonsafe.dumps(data).encode(), content_type="application/json")
+    return web.Response(body=jsonsafe.dumps(data).encode(), status=status, content_type="application/json")
 
 
 def json_error(status: int, kind: str, message: str, details: str = "") -> web.Response:
@@ -63,7 +70,8 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
             return {}
         raise HTTPError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        data = jsonsafe.loads(body)
+        data = await compute(request, jsonsafe.loads, body) if len(body) > PARSE_OFF_LOOP_BYTES \
+            else jsonsafe.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPError(400, "invalid_json", f"the request body is not valid JSON: {exc}",
                         "send Content-Type: application/json with a JSON object") from None
@@ -72,12 +80,34 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
     return data
 
 
-def query_int(request: web.Request, name: str, default: int | None = None) -> int | None:
-    """An integer query parameter, 400 when it is not one."""
+def query_int(request: web.Request, name: str, default: int | None = None, *, minimum: int = 0,
+              maximum: int = MAX_QUERY_INT) -> int | None:
+    """An integer query parameter within ``minimum..maximum``; 400 naming the bounds when it is not one."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw) if len(raw) <= 40 else None
     except ValueError:
-        raise HTTPError(400, "invalid_parameter", f"query parameter {name}={raw!r} is not an integer") from None
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        raise HTTPError(400, "invalid_parameter", f"query parameter {name}={raw[:40]!r} is not an integer in "
+                        f"{minimum}..{maximum}", f"send {name} as a whole number from {minimum} to {maximum}")
+    return value
+
+
+async def compute(request: web.Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run CPU-heavy work on the server's bounded CPU pool; 503 when the pool and its waiting line are full."""
+    try:
+        return await state(request).compute(fn, *args, **kwargs)
+    except PoolBusyError:
+        raise HTTPError(503, "server_busy", "the server is busy validating other prompts",
+                        "retry in a few seconds") from None
+
+
+def client_gone(request: web.Request) -> Callable[[], bool]:
+    """A callable (safe from any thread) telling whether the client of ``request`` has disconnected."""
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+    return gone

@@ -110,8 +110,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     """``?status=pending,in_progress,completed,failed,cancelled&limit=&offset=`` → ``{jobs, pagination}``."""
     st = state(request)
     states = _states(request.query.get("status"))
-    limit = min(max(query_int(request, "limit", 100) or 0, 0), MAX_LIMIT)
-    offset = max(query_int(request, "offset", 0) or 0, 0)
+    limit = min(query_int(request, "limit", 100) or 0, MAX_LIMIT)
+    offset = query_int(request, "offset", 0) or 0
 
     def build() -> web.Response:
         total, rows = st.store.jobs(states, limit, offset)
@@ -135,8 +135,8 @@ async def job_assets(request: web.Request) -> web.Response:
     st = state(request)
     item = (await st.blocking(_find, st, request.match_info["job_id"]))[0]
     media = _media(item)
-    limit = min(max(query_int(request, "limit", 500) or 0, 0), MAX_LIMIT)
-    offset = max(query_int(request, "offset", 0) or 0, 0)
+    limit = min(query_int(request, "limit", 500) or 0, MAX_LIMIT)
+    offset = query_int(request, "offset", 0) or 0
     assets = []
     for i, m in enumerate(media[offset:offset + limit], start=offset):
         query = urlencode({"filename": m["filename"], "subfolder": m["subfolder"], "type": m["type"]})
@@ -152,9 +152,7 @@ def _cancel(st: ServerState, job_ids: list[str]) -> list[str]:
     """Drop pending jobs and interrupt the running one; returns the ids that were cancelled."""
     done = []
     for job_id in job_ids:
-        if st.store.delete_pending([job_id]):
-            done.append(job_id)
-        elif st.worker.interrupt(job_id):
+        if st.store.delete_pending([job_id]) or st.worker.interrupt(job_id):
             done.append(job_id)
     return done
 

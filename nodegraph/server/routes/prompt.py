@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from ...validation import ValidationReport
+from ...validation import ValidatedPrompt, ValidationCancelled, ValidationReport
 from ...workflow import WorkflowFormatError
-from ..http import HTTPError, json_bytes, json_error, json_response, query_int, read_json
+from ..http import (
+    HTTPError,
+    client_gone,
+    compute,
+    json_bytes,
+    json_error,
+    json_response,
+    query_int,
+    read_json,
+)
 from ..messages import status_message
 from ..state import ServerState, state
 from ..store import DuplicatePromptError, QueueFullError
@@ -18,6 +28,9 @@ routes = web.RouteTableDef()
 
 #: extra_data keys that carry credentials; never stored nor shown in /queue or /history.
 SENSITIVE_EXTRA_DATA = ("auth_token_comfy_org", "api_key_comfy_org")
+#: Longest client_id / prompt_id accepted, and the largest |number| (integers are exact up to 2**53).
+MAX_ID_CHARS = 200
+MAX_NUMBER = 2**53
 
 
 def _id_list(data: dict[str, Any], key: str) -> list[str]:
@@ -43,19 +56,37 @@ def _parse_submission(data: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_DATA}
     client_id = data.get("client_id", extra.get("client_id"))
     if client_id is not None:
+        if isinstance(client_id, bool) or not isinstance(client_id, (str, int)) or len(str(client_id)) > MAX_ID_CHARS:
+            raise HTTPError(400, "invalid_request", f"'client_id' must be a string of at most {MAX_ID_CHARS} "
+                            "characters", "send the id your WebSocket connected with (/ws?clientId=...)")
         client_id = str(client_id)
         extra["client_id"] = client_id
     prompt_id = data.get("prompt_id") or str(uuid.uuid4())
-    if not isinstance(prompt_id, str) or len(prompt_id) > 200:
-        raise HTTPError(400, "invalid_request", "'prompt_id' must be a string of at most 200 characters")
+    if not isinstance(prompt_id, str) or len(prompt_id) > MAX_ID_CHARS:
+        raise HTTPError(400, "invalid_request", f"'prompt_id' must be a string of at most {MAX_ID_CHARS} characters")
     number = data.get("number")
-    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
-        raise HTTPError(400, "invalid_request", "'number' must be a number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                               or not math.isfinite(number) or abs(number) > MAX_NUMBER):
+        raise HTTPError(400, "invalid_request", f"'number' must be a finite number between -{MAX_NUMBER} and "
+                        f"{MAX_NUMBER}", "leave 'number' out to queue at the end, or send a small number")
     targets = data.get("partial_execution_targets")
     if targets is not None:
         targets = _id_list(data, "partial_execution_targets")
     return {"prompt": prompt, "extra_data": extra, "client_id": client_id, "prompt_id": prompt_id,
             "number": number, "front": bool(data.get("front")), "targets": targets}
+
+
+def _prepare(st: ServerState, prompt: Any, targets: list[str] | None,
+             should_stop: Any) -> ValidatedPrompt | web.Response:
+    """Validate on a CPU-pool thread; a failure becomes its 400 answer, serialised here rather than on the loop."""
+    try:
+        return st.engine.prepare(prompt, targets, should_stop=should_stop)
+    except ValidationReport as exc:
+        return json_bytes(exc.to_json(), status=400)
+    except ValidationCancelled as exc:
+        return json_error(400, "validation_cancelled", str(exc))
+    except (WorkflowFormatError, ValueError) as exc:
+        return json_error(400, "invalid_prompt", f"Invalid prompt: {str(exc)[:2000]}")
 
 
 @routes.post("/prompt")
@@ -65,12 +96,10 @@ async def post_prompt(request: web.Request) -> web.Response:
     sub = _parse_submission(await read_json(request))
     if st.store.remaining() - (1 if st.worker.current() else 0) >= st.settings.max_pending:
         return json_error(429, "queue_full", "the queue is full", "wait for prompts to finish, then retry")
-    try:
-        prepared = await st.blocking(st.engine.prepare, sub["prompt"], sub["targets"])
-    except ValidationReport as exc:
-        return json_response(exc.to_json(), status=400)
-    except (WorkflowFormatError, ValueError) as exc:
-        return json_error(400, "invalid_prompt", f"Invalid prompt: {exc}")
+    outcome = await compute(request, _prepare, st, sub["prompt"], sub["targets"], client_gone(request))
+    if isinstance(outcome, web.Response):
+        return outcome
+    prepared = outcome
     try:
         number = await st.blocking(st.store.add, sub["prompt_id"], prepared.raw, sub["extra_data"],
                                    prepared.outputs, sub["client_id"], sub["number"], sub["front"])
@@ -124,7 +153,7 @@ async def get_history(request: web.Request) -> web.Response:
     """Finished prompts ``{prompt_id: entry}``, oldest first (``max_items`` latest; ``offset`` from the oldest)."""
     st = state(request)
     max_items = query_int(request, "max_items")
-    offset = query_int(request, "offset", -1)
+    offset = query_int(request, "offset", -1, minimum=-1)
 
     def build() -> web.Response:
         items = st.store.history(max_items, offset if offset is not None else -1)
