@@ -1,4 +1,9 @@
-"""The bounded, content-addressed output cache shared by runs in one process."""
+"""The bounded, content-addressed output cache shared by runs in one process.
+
+Bounded by bytes (``EngineConfig.cache_max_bytes``): entries of small values cost little, so graphs of thousands of
+nodes re-run fully cached. Models are not held here: loaders return light handles (``nodegraph.models``) whose
+weights the ModelManager owns within its own budget. An entry count cap exists for tests (``max_entries``).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 
+#: Default bound on the bytes of cached outputs.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+#: Bookkeeping bytes of one entry (key, entry object, ordered-dict slot), counted on top of its values.
+ENTRY_OVERHEAD = 200
+
+
 def estimate_size(obj: Any, _seen: set[int] | None = None, _depth: int = 0) -> int:
-    """Approximate bytes held by ``obj``: tensors and arrays by their storage, modules by their parameters."""
+    """Approximate bytes held by ``obj``: tensors and arrays by their storage, modules by their parameters.
+
+    An object's own ``nbytes`` wins (numpy arrays, model wrappers, model handles: a handle's is tiny).
+    """
     if obj is None or isinstance(obj, (bool, int, float)):
         return 32
+    if isinstance(obj, str):
+        return 49 + len(obj)
     seen = _seen if _seen is not None else set()
     if id(obj) in seen or _depth > 6:
         return 0
@@ -56,11 +72,11 @@ class CacheStats:
 
 
 class OutputCache:
-    """LRU cache of node results keyed by content hash; bounded by entry count and approximate bytes."""
+    """LRU cache of node results keyed by content hash; bounded by approximate bytes (and entries, when capped)."""
 
-    def __init__(self, max_entries: int = 512, max_bytes: int = 8 * 1024**3) -> None:
+    def __init__(self, max_entries: int | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
         self.max_entries = max_entries
-        self.max_bytes = max_bytes
+        self.max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.RLock()
@@ -90,14 +106,15 @@ class OutputCache:
 
     def put(self, key: str, outputs: tuple[Any, ...], ui: dict[str, Any] | None = None) -> None:
         """Store a result, then evict least recently used entries until within bounds (the newest always stays)."""
-        size = estimate_size(outputs)
+        size = estimate_size(outputs) + estimate_size(ui) + ENTRY_OVERHEAD
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
             self._entries[key] = CacheEntry(outputs, ui, size)
             self._bytes += size
-            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+            while len(self._entries) > 1 and (self._bytes > self.max_bytes or
+                                              (self.max_entries is not None and len(self._entries) > self.max_entries)):
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= evicted.nbytes
                 self.stats.evictions += 1

@@ -38,8 +38,13 @@ class EngineConfig:
     allow_unsafe_pickle: bool = False
     force_cpu: bool = False
     deterministic: bool = False
-    cache_max_entries: int = 512
-    cache_max_bytes: int = 8 * 1024**3
+    #: Output cache bounds: bytes (models are held by the ModelManager, the cache keeps light handles); an entry
+    #: cap only when set (tests).
+    cache_max_entries: int | None = None
+    cache_max_bytes: int = 2 * 1024**3
+    #: Bytes loaded models may hold in RAM / on the accelerator; None: 50% of RAM / 90% of the GPU's memory.
+    model_ram_budget: int | None = None
+    model_vram_budget: int | None = None
     #: Caps on prompts (node count, strings, pixels, text windows) and the validation pool; see nodegraph.limits.
     limits: Limits = field(default_factory=Limits)
 

@@ -39,11 +39,16 @@ def lacking(nodes: dict[str, str], needs: dict[str, str]) -> list[str]:
     return out
 
 
+#: Keys remembered per worker when its cache has no entry cap (its cache is bounded by bytes, which the head cannot
+#: see; a key costs about 150 bytes here).
+DEFAULT_KEYS = 65_536
+
+
 class KeyMemory:
     """The cache keys a worker recently computed, with what each cost (seconds); bounded, least recent out first."""
 
-    def __init__(self, max_entries: int = 512) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int | None = None) -> None:
+        self.max_entries = DEFAULT_KEYS if max_entries is None else max_entries
         self._keys: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:

@@ -1,4 +1,6 @@
-"""Device and dtype policy, and moving models onto the accelerator only while they work."""
+"""Device and dtype policy, moving models onto the accelerator only while they work, and reproducibility scoped to
+the work (``--deterministic`` changes torch's global switches only inside ``scope()``/``use()``, then restores them).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +8,76 @@ import contextlib
 import gc
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
+
+#: cuBLAS needs a fixed workspace for reproducible matmuls (read when torch first creates a cuBLAS handle).
+CUBLAS_WORKSPACE = ":4096:8"
 
 
 class OutOfMemory(RuntimeError):
     """The accelerator ran out of memory; models were freed. The message says what to try."""
 
 
+@dataclass(frozen=True)
+class _Switches:
+    algorithms: bool
+    warn_only: bool
+    cudnn_benchmark: bool
+    cudnn_deterministic: bool
+    cublas: str | None
+
+
+def _switches() -> _Switches:
+    import torch
+
+    return _Switches(torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled(),
+                     bool(torch.backends.cudnn.benchmark), bool(torch.backends.cudnn.deterministic),
+                     os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
+
+def _set(switches: _Switches) -> None:
+    import torch
+
+    if switches.cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = switches.cublas
+    torch.use_deterministic_algorithms(switches.algorithms, warn_only=switches.warn_only)
+    torch.backends.cudnn.benchmark = switches.cudnn_benchmark
+    torch.backends.cudnn.deterministic = switches.cudnn_deterministic
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Deterministic torch kernels (and cuBLAS workspace, cuDNN settings) for the block; the previous state after."""
+    if not enabled:
+        yield
+        return
+    before = _switches()
+    _set(_Switches(True, True, False, True, before.cublas or CUBLAS_WORKSPACE))
+    try:
+        yield
+    finally:
+        _set(before)
+
+
 class DeviceManager:
-    """Picks cuda > mps > cpu (or the CPU when forced), the dtype, and keeps modules resident within a budget.
+    """Picks cuda > mps > cpu (or the CPU when forced) and the dtype; keeps modules resident within a VRAM budget.
 
     Nodes call ``with manager.use(unet, text_encoder): ...``; modules stay on the device after use (resident
-    across runs) until memory runs short, when the least recently used ones are moved back to the CPU.
+    across runs) until memory runs short, when the least recently used ones go back to the CPU, or a module too
+    large for the room left is loaded partly (see ``nodegraph.models.residency``). With ``deterministic`` the
+    block runs with deterministic kernels, and torch's global switches are restored afterwards.
     """
 
-    def __init__(self, force_cpu: bool = False, deterministic: bool = False) -> None:
+    def __init__(self, force_cpu: bool = False, deterministic: bool = False, vram_budget: int | None = None) -> None:
         import torch
+
+        from nodegraph.models.residency import Residency
 
         if not force_cpu and torch.cuda.is_available():
             self.device = torch.device("cuda")
@@ -34,72 +88,44 @@ class DeviceManager:
         else:
             self.device = torch.device("cpu")
             self.dtype = torch.float32
-        if deterministic:
-            # cuBLAS needs a fixed workspace for reproducible matmuls; it must be set before the CUDA context exists.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            if self.device.type == "cuda":
-                torch.backends.cudnn.benchmark = False
-                torch.backends.cudnn.deterministic = True
-        self._resident: list[Any] = []  # LRU order, most recent last
+        self.deterministic = deterministic
+        if vram_budget is None and self.device.type == "cuda":
+            from nodegraph.models.memory import default_vram_budget
+
+            vram_budget = default_vram_budget(self.device)
+        self.residency = Residency(self.device, self.dtype, vram_budget if self.device.type != "cpu" else None)
 
     @classmethod
     def from_config(cls, config: Any) -> "DeviceManager":
-        """Build from an EngineConfig (``force_cpu``, ``deterministic``)."""
+        """Build from an EngineConfig (``force_cpu``, ``deterministic``, ``model_vram_budget``)."""
         return cls(force_cpu=bool(getattr(config, "force_cpu", False)),
-                   deterministic=bool(getattr(config, "deterministic", False)))
+                   deterministic=bool(getattr(config, "deterministic", False)),
+                   vram_budget=getattr(config, "model_vram_budget", None))
 
     def describe(self) -> dict[str, str]:
         """Device and dtype as strings (for manifests and /system_stats)."""
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", "")}
 
-    def _free_bytes(self) -> int | None:
-        import torch
-
-        if self.device.type != "cuda":
-            return None
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return int(free)
-
-    def _bytes(self, module: Any) -> int:
-        return sum(p.element_size() * p.numel() for p in module.parameters())
-
-    def _offload_until(self, needed: int, keep: list[Any]) -> None:
-        free = self._free_bytes()
-        while free is not None and free < needed * 1.2 and any(m not in keep for m in self._resident):
-            victim = next(m for m in self._resident if m not in keep)
-            self._resident.remove(victim)
-            victim.to("cpu")
-            self.empty_cache()
-            free = self._free_bytes()
+    def scope(self) -> contextlib.AbstractContextManager[None]:
+        """The run's reproducibility settings for a block (deterministic kernels when configured)."""
+        return deterministic(self.deterministic)
 
     @contextlib.contextmanager
     def use(self, *modules: Any) -> Iterator[None]:
         """Move ``modules`` to the device/dtype for the duration (they stay resident afterwards)."""
         import torch
 
-        mods = [m for m in modules if m is not None]
         try:
-            for m in mods:
-                if m in self._resident:
-                    self._resident.remove(m)
-                else:
-                    self._offload_until(self._bytes(m), mods)
-                    first = next(m.parameters(), None)
-                    if first is None or first.device != self.device or first.dtype != self.dtype:
-                        m.to(self.device, self.dtype)
-                self._resident.append(m)
-            yield
+            with self.scope(), self.residency.use(*modules):
+                yield
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             self.release()
             raise OutOfMemory(f"the GPU ran out of memory ({exc}); models were freed. Try a smaller size or "
-                              "batch, or run with --cpu") from None
+                              "batch, set a lower --vram-budget, or run with --cpu") from None
 
     def release(self) -> None:
         """Move every resident module back to the CPU and empty the accelerator cache."""
-        for m in self._resident:
-            m.to("cpu")
-        self._resident.clear()
+        self.residency.release()
         gc.collect()
         self.empty_cache()
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -98,33 +96,25 @@ def load_lora(path: str | Path, allow_pickle: bool = False) -> LoraWeights:
 
 
 class LoraLibrary:
-    """A small LRU of parsed LoRA files keyed by path, size and mtime (a service: one per engine)."""
+    """Parsed LoRA files, held by the engine's ModelManager (within its RAM budget) and keyed by file fingerprint.
 
-    def __init__(self, max_entries: int = 8) -> None:
-        self.max_entries = max_entries
-        self._items: OrderedDict[tuple[Any, ...], LoraWeights] = OrderedDict()
-        self._lock = threading.Lock()
+    A service: ``LoraLibrary(manager)``; without a manager it keeps its own (with the machine's default budget).
+    """
+
+    def __init__(self, manager: Any = None) -> None:
+        if manager is None:
+            from nodegraph.models.manager import ModelManager
+
+            manager = ModelManager()
+        self.manager = manager
 
     def get(self, path: str | Path, allow_pickle: bool = False) -> LoraWeights:
-        """The parsed file, read from disk when new or changed."""
-        from .loading import file_fingerprint
-
-        key = file_fingerprint(Path(path))
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        weights = load_lora(path, allow_pickle)
-        with self._lock:
-            self._items[key] = weights
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-        return weights
+        """The parsed file, read from disk when new, changed, or evicted."""
+        return self.manager.load_lora(Path(path), allow_pickle)
 
     def release(self) -> None:
-        """Forget every cached file."""
-        with self._lock:
-            self._items.clear()
+        """Forget every parsed LoRA file not in use (the manager frees them)."""
+        self.manager.release(kinds=("lora",))
 
 
 # ---- where each LoRA key lands --------------------------------------------------------------------------------------

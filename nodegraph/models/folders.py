@@ -1,0 +1,144 @@
+"""The one table of model folders and the file extensions each may hold: loaders, ``/models`` and validation use it.
+
+A file is listed only if the loaders would load it: safetensors everywhere, pickle formats (which can run code when
+unpickled) only when ``EngineConfig.allow_unsafe_pickle`` is set. Plugins add folders through the
+``nodegraph_model_folders`` hook; pass the registry to include them. This module imports neither torch nor diffusers.
+
+API::
+
+    folders.kinds(registry)                       # ["checkpoints", "embeddings", "loras", ...]
+    folders.extensions("loras", config)           # (".safetensors",) (+ pickle ones when allowed)
+    folders.list_models(config, "checkpoints")    # relative file names and diffusers folders, sorted
+    folders.check_listed(path, "vae", config)     # raise UnlistedModelError unless the loaders accept it
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Extensions of files read with safetensors (never runs code).
+SAFE_EXTENSIONS: tuple[str, ...] = (".safetensors",)
+#: Extensions of pickle files: read only with ``allow_unsafe_pickle``.
+PICKLE_EXTENSIONS: tuple[str, ...] = (".ckpt", ".pt", ".pth", ".bin")
+
+
+class UnlistedModelError(ValueError):
+    """A model file whose kind or extension the folder table does not accept."""
+
+
+@dataclass(frozen=True)
+class FolderKind:
+    """One model folder: its name under ``models/``, the file extensions it holds, and diffusers folder markers."""
+
+    name: str
+    extensions: tuple[str, ...] = SAFE_EXTENSIONS
+    #: A sub-folder holding one of these files is one model (a diffusers pipeline or component folder).
+    folder_markers: tuple[str, ...] = ()
+    #: Whether pickle files may be listed here when the user allows them.
+    pickle: bool = True
+
+
+BUILTIN: dict[str, FolderKind] = {
+    "checkpoints": FolderKind("checkpoints", folder_markers=("model_index.json",)),
+    "vae": FolderKind("vae", folder_markers=("config.json", "model_index.json")),
+    "loras": FolderKind("loras"),
+    "upscale_models": FolderKind("upscale_models"),
+    "embeddings": FolderKind("embeddings"),
+}
+
+
+def table(registry: Any = None) -> dict[str, FolderKind]:
+    """Every folder kind: the built-in ones plus those plugins add with ``nodegraph_model_folders``.
+
+    A plugin's extensions are filtered like ours: pickle ones count only when the user allows pickles.
+    """
+    kinds = dict(BUILTIN)
+    if registry is None:
+        return kinds
+    for _plugin, result in registry.hook_results("nodegraph_model_folders"):
+        if not isinstance(result, dict):
+            continue
+        for name, exts in result.items():
+            name = str(name)
+            old = kinds.get(name, FolderKind(name, extensions=()))
+            extra = tuple(str(e).lower() if str(e).startswith(".") else "." + str(e).lower() for e in exts or ())
+            merged = old.extensions + tuple(e for e in extra if e not in old.extensions)
+            kinds[name] = FolderKind(name, merged, old.folder_markers, old.pickle)
+    return kinds
+
+
+def kinds(registry: Any = None) -> list[str]:
+    """The folder kinds, sorted (``GET /models``)."""
+    return sorted(table(registry))
+
+
+def _pickle_allowed(config: Any) -> bool:
+    return bool(getattr(config, "allow_unsafe_pickle", False))
+
+
+def extensions(kind: str, config: Any = None, registry: Any = None) -> tuple[str, ...]:
+    """The extensions listed and loaded for ``kind``: pickle ones only when ``config.allow_unsafe_pickle``.
+
+    Raises UnlistedModelError for an unknown kind.
+    """
+    spec = table(registry).get(kind)
+    if spec is None:
+        raise UnlistedModelError(f"no model folder {kind!r}; known folders: {', '.join(kinds(registry))}")
+    exts = tuple(e for e in spec.extensions if e not in PICKLE_EXTENSIONS)
+    if spec.pickle and _pickle_allowed(config):
+        exts += tuple(e for e in PICKLE_EXTENSIONS if e not in exts)
+    return exts
+
+
+def _inside_model_folder(path: Path, root: Path, markers: tuple[str, ...]) -> bool:
+    return any((parent / m).exists() for parent in path.parents if root in parent.parents for m in markers)
+
+
+def list_models(config: Any, kind: str, registry: Any = None) -> list[str]:
+    """Loadable models of ``kind`` as names relative to ``models/<kind>``, sorted: files, then diffusers folders.
+
+    Files inside a diffusers folder are not listed on their own; unknown kinds raise UnlistedModelError.
+    """
+    spec = table(registry).get(kind)
+    exts = extensions(kind, config, registry)
+    root = Path(config.model_dir(kind))
+    if spec is None or not root.is_dir():
+        return []
+    found: list[str] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and path.suffix.lower() in exts:
+            if not _inside_model_folder(path, root, spec.folder_markers):
+                found.append(rel)
+        elif path.is_dir() and any((path / m).exists() for m in spec.folder_markers):
+            if not _inside_model_folder(path, root, spec.folder_markers):
+                found.append(rel)
+    return found
+
+
+def check_listed(path: Path, kind: str, config: Any = None, registry: Any = None) -> None:
+    """Raise UnlistedModelError unless ``path`` is a file (or diffusers folder) that ``kind`` lists."""
+    path = Path(path)
+    spec = table(registry).get(kind)
+    exts = extensions(kind, config, registry)
+    assert spec is not None
+    if path.is_dir():
+        if any((path / m).exists() for m in spec.folder_markers):
+            return
+        raise UnlistedModelError(f"{path.name} is a folder without {' or '.join(spec.folder_markers) or 'a model'}; "
+                                 f"models/{kind} takes {', '.join(exts)} files" +
+                                 (" or diffusers folders" if spec.folder_markers else ""))
+    suffix = path.suffix.lower()
+    if suffix in exts:
+        return
+    if suffix in PICKLE_EXTENSIONS and spec.pickle:
+        raise UnlistedModelError(f"{path.name} is a pickle file ({suffix}); loading pickles can run arbitrary code. "
+                                 "Convert it to .safetensors, or start nodegraph with --allow-unsafe-pickle if you "
+                                 "trust it")
+    raise UnlistedModelError(f"{path.name} is not a file models/{kind} takes; use {', '.join(exts)}")
+
+
+__all__ = ["SAFE_EXTENSIONS", "PICKLE_EXTENSIONS", "UnlistedModelError", "FolderKind", "BUILTIN", "table", "kinds",
+           "extensions", "list_models", "check_listed"]

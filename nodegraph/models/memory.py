@@ -1,0 +1,142 @@
+"""How much memory the machine has and this process uses, and the default model budgets derived from it.
+
+psutil is used when installed; otherwise ``/proc`` (Linux) or ``os.sysconf``. Accelerator memory comes from torch,
+imported only when asked about a CUDA device.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+from typing import Any
+
+#: Default share of physical RAM that models may hold.
+RAM_SHARE = 0.5
+#: Default share of an accelerator's memory that resident models may hold.
+VRAM_SHARE = 0.9
+
+
+def _meminfo() -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                name, _, rest = line.partition(":")
+                parts = rest.split()
+                if parts and parts[0].isdigit():
+                    out[name] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def total_ram() -> int:
+    """Physical RAM in bytes (0 when it cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:
+        pass
+    info = _meminfo()
+    if "MemTotal" in info:
+        return info["MemTotal"]
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def available_ram() -> int:
+    """RAM available to new allocations in bytes (0 when it cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return _meminfo().get("MemAvailable", 0)
+
+
+def process_rss() -> int:
+    """Resident set size of this process in bytes (0 when it cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def device_memory(device: Any) -> tuple[int, int] | None:
+    """(free, total) bytes of a CUDA device, or None for the CPU, MPS and anything torch cannot measure."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    import torch
+
+    free, total = torch.cuda.mem_get_info(device)
+    return int(free), int(total)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Bytes that loaded models may hold in RAM and on the accelerator (``vram`` None: no accelerator budget)."""
+
+    ram: int
+    vram: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, device: Any = None) -> "Budgets":
+        """``config.model_ram_budget``/``model_vram_budget`` when set (bytes), else the machine's defaults."""
+        ram = getattr(config, "model_ram_budget", None)
+        vram = getattr(config, "model_vram_budget", None)
+        if ram is None:
+            ram = default_ram_budget()
+        if vram is None and device is not None:
+            vram = default_vram_budget(device)
+        return cls(int(ram), None if vram is None else int(vram))
+
+
+def default_ram_budget() -> int:
+    """Half the physical RAM (4 GiB when it cannot be read)."""
+    total = total_ram()
+    return int(total * RAM_SHARE) if total else 4 * 1024**3
+
+
+def default_vram_budget(device: Any) -> int | None:
+    """90% of a CUDA device's memory; None for devices that cannot be measured (the CPU, MPS)."""
+    mem = device_memory(device)
+    return None if mem is None else int(mem[1] * VRAM_SHARE)
+
+
+def release_memory(device: Any = None) -> None:
+    """Collect garbage and return cached accelerator memory to the driver, so dropped models really go."""
+    gc.collect()
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    elif getattr(device, "type", None) == "mps":  # pragma: no cover - Apple only
+        import torch
+
+        torch.mps.empty_cache()
+
+
+def parse_bytes(text: str) -> int:
+    """``"6G"``, ``"512M"``, ``"1.5GiB"``, ``"40%"`` of RAM, or plain bytes → bytes; ValueError says the forms."""
+    raw = text.strip().upper().replace("IB", "").rstrip("B")
+    try:
+        if raw.endswith("%"):
+            return int(total_ram() * float(raw[:-1]) / 100)
+        units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+        if raw and raw[-1] in units:
+            return int(float(raw[:-1]) * units[raw[-1]])
+        return int(float(raw))
+    except ValueError:
+        raise ValueError(f"memory size {text!r} not understood; write e.g. 6G, 512M, 40% or a number of bytes") \
+            from None
