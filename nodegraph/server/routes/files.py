@@ -1,4 +1,10 @@
-"""File routes: view input/output/temp files and upload images and masks; nothing ever leaves its folder."""
+"""File routes: view input/output/temp files and upload images and masks; nothing ever leaves its folder.
+
+Every name, subfolder and reference is decided by ``nodegraph.paths`` (escapes answer 403, malformed names such as
+NUL bytes, over-long or too-deep paths 4xx). Uploads are capped while they are read, whether or not the client sent a
+Content-Length: the whole body at ``max_upload_bytes + FIELD_LIMIT``, each text field at ``FIELD_LIMIT`` and the
+number of parts at ``MAX_FIELDS`` (413 with a message naming the limit).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ...config import UnsafePathError, safe_join
+from ...paths import UnsafePathError, check_component, safe_join
 from ..http import HTTPError, json_response
 from ..state import ServerState, state
 
@@ -27,9 +34,14 @@ INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp
                 "video/webm", "audio/wav", "audio/x-wav", "audio/mpeg", "audio/flac", "audio/ogg", "text/plain",
                 "application/json")
 FIELD_LIMIT = 64 * 1024
+#: Parts accepted in one upload (image, type, subfolder, overwrite, original_ref and a few the editor may add).
+MAX_FIELDS = 32
+UPLOAD_FIX = "send a smaller file or start the server with a larger --max-upload-mb"
 
 
-def _root(st: ServerState, kind: str | None, default: str) -> Path:
+def _root(st: ServerState, kind: Any, default: str) -> Path:
+    if kind is not None and not isinstance(kind, str):
+        raise HTTPError(400, "invalid_type", f"folder type must be text (input, output or temp), not {type(kind).__name__}")
     try:
         return st.engine.config.folder_for(kind or default)
     except UnsafePathError as exc:
@@ -37,9 +49,7 @@ def _root(st: ServerState, kind: str | None, default: str) -> Path:
 
 
 def _check_name(name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UnsafePathError(f"file name {name!r} is not allowed; send a plain file name without folders")
-    return name
+    return check_component(name, "file name")
 
 
 def _file_headers(path: Path) -> dict[str, str]:
@@ -113,13 +123,25 @@ def verify_image(data: bytes) -> str:
     return fmt
 
 
-async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+class _Budget:
+    """Bytes left for the whole multipart body (counted as received, so chunked bodies are capped too)."""
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self.request, self.limit = request, limit
+
+    def check(self) -> None:
+        """413 once the body read so far is over the limit."""
+        if self.request.content.total_bytes > self.limit:
+            raise HTTPError(413, "upload_too_large", f"the upload exceeds the limit of {self.limit} bytes", UPLOAD_FIX)
+
+
+async def _read_part(part: BodyPartReader, limit: int, what: str, budget: _Budget) -> bytes:
     buf = bytearray()
     while chunk := await part.read_chunk(1 << 16):
         buf += chunk
+        budget.check()
         if len(buf) > limit:
-            raise HTTPError(413, "upload_too_large", f"{what} exceeds the limit of {limit} bytes",
-                            "send a smaller file or start the server with a larger --max-upload-mb")
+            raise HTTPError(413, "upload_too_large", f"{what} exceeds the limit of {limit} bytes", UPLOAD_FIX)
     return bytes(buf)
 
 
@@ -127,19 +149,31 @@ async def _read_upload(request: web.Request) -> tuple[str, bytes, dict[str, str]
     limit = state(request).settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FIELD_LIMIT:
         raise HTTPError(413, "upload_too_large", f"the upload is {request.content_length} bytes; the limit is "
-                        f"{limit} bytes", "send a smaller file or start the server with a larger --max-upload-mb")
+                        f"{limit} bytes", UPLOAD_FIX)
     if not request.content_type.startswith("multipart/"):
         raise HTTPError(400, "invalid_upload", "send multipart/form-data with an 'image' file field")
-    reader = await request.multipart()
+    budget = _Budget(request, limit + FIELD_LIMIT)
     fields: dict[str, str] = {}
-    name, data = "", None
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise HTTPError(400, "invalid_upload", "nested multipart bodies are not accepted")
-        if part.name == "image":
-            name, data = part.filename or "", await _read_part(part, limit, "the image")
-        elif part.name:
-            fields[part.name] = (await _read_part(part, FIELD_LIMIT, f"field {part.name!r}")).decode("utf-8", "replace")
+    name, data, count = "", None, 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            budget.check()
+            count += 1
+            if count > MAX_FIELDS:
+                raise HTTPError(413, "too_many_fields", f"the multipart body has more than {MAX_FIELDS} fields (the "
+                                "limit)", "send only image, type, subfolder, overwrite and original_ref")
+            if not isinstance(part, BodyPartReader):
+                raise HTTPError(400, "invalid_upload", "nested multipart bodies are not accepted")
+            if part.name == "image":
+                name, data = part.filename or "", await _read_part(part, limit, "the image", budget)
+            else:
+                text = await _read_part(part, FIELD_LIMIT, f"field {str(part.name)[:40]!r}", budget)
+                if part.name:
+                    fields[part.name] = text.decode("utf-8", "replace")
+    except (ValueError, AssertionError, HttpProcessingError) as exc:  # no boundary, broken part headers or framing
+        raise HTTPError(400, "invalid_upload", f"the multipart body cannot be read: {exc}",
+                        "send multipart/form-data with a boundary parameter and an 'image' file field") from None
     if data is None:
         raise HTTPError(400, "invalid_upload", "the multipart body has no 'image' file field")
     return name, data, fields
@@ -196,7 +230,8 @@ def _apply_mask(st: ServerState, ref: dict[str, Any], mask_data: bytes) -> bytes
 
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise HTTPError(400, "invalid_upload", "'original_ref' must be JSON {filename, subfolder, type}")
-    src = safe_join(_root(st, ref.get("type"), "output"), str(ref.get("subfolder") or ""), _check_name(ref["filename"]))
+    src = safe_join(_root(st, ref.get("type"), "output"), str(ref.get("subfolder") or ""),
+                    _check_name(ref["filename"]))
     if not src.is_file():
         raise HTTPError(404, "not_found", f"original image {ref['filename']!r} not found")
     with Image.open(src) as original, Image.open(io.BytesIO(mask_data)) as mask:

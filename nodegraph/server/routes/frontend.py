@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...config import safe_join
+from ...paths import safe_join
 from ...workflow import WorkflowFormatError
 from ..http import HTTPError, json_bytes, json_response
 from ..state import ServerState, state
@@ -27,8 +27,9 @@ routes = web.RouteTableDef()
 static_routes = web.RouteTableDef()
 
 FRONTEND_PACKAGE = "comfyui_frontend_package"
-#: Saved API-format workflows shipped in the source tree, offered in the editor as templates.
-WORKFLOWS_DIR = Path(__file__).resolve().parents[3] / "workflows"
+#: Saved API-format workflows offered in the editor as templates: the repository's ``workflows/`` folder, installed
+#: (wheel and editable alike) as the package data ``nodegraph.workflows``.
+TEMPLATE_PACKAGE = "nodegraph.workflows"
 TEMPLATE_MODULE = "nodegraph"
 #: nodegraph's own editor extensions (e.g. opening the txt2img template instead of ComfyUI's default graph).
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -58,8 +59,17 @@ def core_extension_urls() -> list[str]:
 
 
 def template_dirs() -> dict[str, Path]:
-    """Template module → folder of API-format ``.json`` workflows."""
-    return {TEMPLATE_MODULE: WORKFLOWS_DIR} if WORKFLOWS_DIR.is_dir() else {}
+    """Template module → folder of API-format ``.json`` workflows (package data, found with importlib.resources)."""
+    try:
+        folder = Path(str(importlib.resources.files(TEMPLATE_PACKAGE)))
+    except (ModuleNotFoundError, TypeError):
+        return {}
+    return {TEMPLATE_MODULE: folder} if folder.is_dir() else {}
+
+
+def template_names() -> dict[str, list[str]]:
+    """``{module: [template names]}`` as ``GET /workflow_templates`` lists them."""
+    return {module: sorted(p.stem for p in folder.glob("*.json")) for module, folder in template_dirs().items()}
 
 
 # ---- start-up routes -------------------------------------------------------------------------------------------
@@ -118,9 +128,7 @@ async def core_templates(request: web.Request) -> web.Response:
 @routes.get("/workflow_templates")
 async def workflow_templates(request: web.Request) -> web.Response:
     """``{module: [template names]}``: the project's saved workflows."""
-    def scan() -> dict[str, list[str]]:
-        return {module: sorted(p.stem for p in folder.glob("*.json")) for module, folder in template_dirs().items()}
-    return json_response(await state(request).blocking(scan))
+    return json_response(await state(request).blocking(template_names))
 
 
 def _template(st: ServerState, module: str, name: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Editor settings and user files (saved workflows, keybindings, …) under the home's ``user/default`` folder.
 
-One user (``default``), as a local ComfyUI has. Every path is joined with ``safe_join`` (no ``..``, no absolute
-paths, no links out), names are capped in length, files in size, and the folder in file count. The queue database
+One user (``default``), as a local ComfyUI has. Every path is decided by ``nodegraph.paths.safe_join`` (no ``..``,
+no absolute or Windows paths, no links out, no NUL bytes, names capped in bytes and depth), files are capped in size
+and the folder in file count. The queue database
 and lock beside it in ``user/`` are out of reach: only ``user/default`` is served.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ...config import UnsafePathError, safe_join
+from ... import jsonsafe
+from ...paths import UnsafePathError, safe_join
 from ..http import HTTPError, json_response, read_body, read_json
 from ..state import ServerState, state
 
@@ -65,10 +67,10 @@ class UserFiles:
 
     def path(self, rel: str) -> Path:
         """The absolute path of a user file; refuses escapes, empty and over-long names."""
-        if not rel or len(rel) > MAX_PATH_CHARS or "\0" in rel or "\\" in rel or rel.startswith("/"):
-            raise UnsafePathError(f"user file name {rel[:80]!r} is not allowed; use a relative path like "
-                                  "workflows/name.json")
-        path = safe_join(self.root, *rel.split("/"))
+        if not rel or len(rel) > MAX_PATH_CHARS:
+            raise UnsafePathError(f"user file name {rel[:80]!r} is not allowed; use a relative path of at most "
+                                  f"{MAX_PATH_CHARS} characters like workflows/name.json")
+        path = safe_join(self.root, rel)
         if path == self.root.resolve():
             raise UnsafePathError("name a file inside the user folder, not the folder itself")
         return path
@@ -81,7 +83,7 @@ class UserFiles:
 
     def listing(self, folder: str, recurse: bool, full: bool, split: bool) -> list[Any]:
         """Files under ``folder`` (paths relative to it); a folder not created yet is empty."""
-        base = safe_join(self.root, *[p for p in folder.split("/") if p])
+        base = safe_join(self.root, folder)
         if not base.is_dir():
             return []
         root = self.root.resolve()
@@ -193,8 +195,8 @@ async def post_setting(request: web.Request) -> web.Response:
     st = state(request)
     body = await read_body(request, st.settings.max_json_bytes)
     try:
-        value = json.loads(body) if body.strip() else None
-    except ValueError as exc:
+        value = jsonsafe.loads(body) if body.strip() else None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPError(400, "invalid_json", f"the setting value is not JSON: {exc}") from None
     await st.blocking(user_files(st).update, {request.match_info["id"]: value})
     return web.Response(status=200)
