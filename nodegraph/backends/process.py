@@ -4,8 +4,8 @@ A node that never checks for interrupts cannot be stopped inside a thread, but i
 is not honoured within ``interrupt_grace_s`` seconds the child is killed, the prompt ends interrupted (its result's
 ``reason`` says why), and a fresh child starts for the rest of the queue. A child that dies on its own (a node calling
 ``os._exit``, the kernel's OOM killer) fails its prompt the same way. The child builds its Engine from the same
-EngineConfig (plugin folders included) and runs prompts through the Ray backend's ``WorkerActor``, so the event
-stream, the end-of-run summary and the cooperative interrupt are the same code as on a Ray worker. It shares the
+EngineConfig (plugin folders included) and holds it in the Ray backend's ``WorkerActor`` and reports runs with the same
+``RunSummary`` items, so the server re-emits the same events as in-process. It shares the
 server's disk, so output files need no shipping. Processes start with ``spawn`` (forking a process that holds torch
 threads is unsafe).
 """
@@ -26,7 +26,7 @@ from ..context import InterruptFlag
 from ..events import EventBus, NodeFinished, NodesCached, NodeStarted, RunFailed, RunInterrupted
 from ..executor import RunResult
 from ..validation import ValidatedPrompt
-from .ray_worker import RunSummary, WorkerActor
+from .ray_worker import RunSummary, WorkerActor, _worker_error
 from .routing import RunTrack, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -44,21 +44,28 @@ class WorkerProcessError(RuntimeError):
 # ---- the child ---------------------------------------------------------------------------------------------------
 
 
-def _stream(actor: WorkerActor, send: Callable[[Any], None], run_id: str, api: dict[str, Any], targets: list[str],
-            extra_data: dict[str, Any]) -> None:
-    """Run one prompt in the child, sending each event, then the summary, then the end marker."""
+def _run_prompt(actor: WorkerActor, send: Callable[[Any], None], flag: InterruptFlag, run_id: str,
+                api: dict[str, Any], targets: list[str], extra_data: dict[str, Any]) -> None:
+    """Run one prompt in the child: each event is sent as it happens (so the server knows which node was running
+    even if the next instant kills the process), then the summary, then the end marker."""
+    engine = actor.engine
     try:
-        for item in actor.run(api, targets, run_id, extra_data):
-            try:
-                send(("event", run_id, item))
-            except Exception as exc:  # an event that does not pickle (a plugin put an object in its UI payload)
-                log.warning("prompt %s: %s could not be sent to the server: %s", run_id, type(item).__name__, exc)
-                if isinstance(item, RunSummary):
-                    error = RunFailed(run_id, "", "", "UnsendableResult",
-                                      f"the prompt's outputs could not be sent from the worker process: {exc}; "
-                                      "a node's UI payload must hold only JSON data")
-                    send(("event", run_id, error))
-                    send(("event", run_id, RunSummary("error", error=error)))
+        prompt = engine.prepare(api, targets or None)
+        result = engine.run(prompt, bus=EventBus([lambda event: send(("event", run_id, event))]), interrupt=flag,
+                            run_id=run_id, extra_data=extra_data)
+        summary = RunSummary(result.status, result.outputs, tuple(result.executed), tuple(result.cached),
+                             result.error, result._manifest)
+    except BaseException as exc:  # outside the nodes (e.g. the prompt no longer validates here): report it
+        log.exception("worker process: prompt %s failed outside its nodes", run_id)
+        summary = RunSummary("error", error=_worker_error(run_id, exc))
+        send(("event", run_id, summary.error))
+    try:
+        send(("event", run_id, summary))
+    except Exception as exc:  # outputs that do not pickle (a plugin put an object in its UI payload)
+        error = RunFailed(run_id, "", "", "UnsendableResult", f"the prompt's outputs could not be sent from the "
+                          f"worker process: {exc}; a node's UI payload must hold only JSON data")
+        send(("event", run_id, error))
+        send(("event", run_id, RunSummary("error", error=error)))
     finally:
         send(("end", run_id))
 
@@ -80,6 +87,7 @@ def child_main(config: EngineConfig, conn: Any, name: str) -> None:
     except BaseException as exc:  # report why, then end: the server fails the prompt with this text
         send(("failed", f"{type(exc).__name__}: {exc}"))
         return
+    flags: dict[str, InterruptFlag] = {}
     while True:
         try:
             command = conn.recv()
@@ -87,10 +95,11 @@ def child_main(config: EngineConfig, conn: Any, name: str) -> None:
             os._exit(0)  # the server is gone: end at once, whatever a node is doing
         op = command[0]
         if op == "run":
-            threading.Thread(target=_stream, args=(actor, send, *command[1:]), name=f"nodegraph-run-{command[1][:8]}",
-                             daemon=True).start()
-        elif op == "interrupt":
-            actor.interrupt(command[1])
+            flags = {command[1]: InterruptFlag()}  # one prompt at a time
+            threading.Thread(target=_run_prompt, args=(actor, send, flags[command[1]], *command[1:]),
+                             name=f"nodegraph-run-{command[1][:8]}", daemon=True).start()
+        elif op == "interrupt" and command[1] in flags:
+            flags[command[1]].set()
         elif op == "free":
             try:
                 actor.free(command[1])

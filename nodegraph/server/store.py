@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -375,7 +376,7 @@ class Recovery:
     unreadable: int = 0
 
 
-def _salvage(path: Path) -> tuple[list[tuple], int, int]:
+def _read_rows(path: Path) -> tuple[list[tuple], int, int]:
     """The rows that can still be read from a damaged database, its queue counter, and the rows skipped."""
     rows: list[tuple] = []
     skipped = counter = 0
@@ -401,6 +402,24 @@ def _salvage(path: Path) -> tuple[list[tuple], int, int]:
     finally:
         db.close()
     return rows, counter, skipped
+
+
+def _salvage(path: Path) -> tuple[list[tuple], int, int]:
+    """``_read_rows`` of the file as it is, or of a copy whose header claims only the pages the file still has
+    (a truncated file is otherwise unreadable from its first page on), whichever keeps more rows."""
+    best = _read_rows(path)
+    data = bytearray(path.read_bytes()) if path.is_file() else bytearray()
+    if len(data) < 100 or not data.startswith(b"SQLite format 3\x00"):
+        return best
+    page = int.from_bytes(data[16:18], "big")
+    page = 65536 if page == 1 else page or 4096
+    data[18:20] = b"\x01\x01"  # rollback journal: read the main file alone
+    data[28:32] = (len(data) // page).to_bytes(4, "big")
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "copy.sqlite3"
+        copy.write_bytes(bytes(data))
+        patched = _read_rows(copy)
+    return patched if len(patched[0]) > len(best[0]) else best
 
 
 def recover_file(path: Path) -> Recovery:
