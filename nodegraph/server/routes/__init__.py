@@ -29,10 +29,11 @@ def mount(app: web.Application, routes: Iterable[web.AbstractRouteDef], prefixes
 
 def core_routes() -> list[web.RouteTableDef]:
     """The built-in route tables, in registration order."""
-    from . import catalogue, files, frontend, jobs, prompt, userdata, ws
+    from . import catalogue, files, frontend, jobs, meta, prompt, userdata, ws
 
     # frontend before files: its /extensions/core/ shims must win over files' /extensions/{plugin}/ route.
-    return [prompt.routes, jobs.routes, userdata.routes, frontend.routes, files.routes, catalogue.routes, ws.routes]
+    return [prompt.routes, jobs.routes, userdata.routes, frontend.routes, files.routes, catalogue.routes, ws.routes,
+            meta.routes]
 
 
 def frontend_routes() -> list[web.AbstractRouteDef]:

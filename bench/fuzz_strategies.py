@@ -1,0 +1,313 @@
+"""Hypothesis strategies for fuzzing the server: requests for each operation of its OpenAPI document, from the
+operation's parameters and body schemas mixed with hostile values (traversal, absolute, NUL, over-long and Windows
+names; NaN, 1e400 and huge integers; lone surrogates; deep nesting; wrong types; broken JSON and multipart)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fuzz_sandbox import Req, tiny_png
+from hypothesis import strategies as st
+
+#: Nodes cheap enough to run whatever their inputs; any other class always misses a required input (no heavy runs).
+CHEAP_NODES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
+                         "PrimitiveBoolean", "IntMath", "FloatMath", "IntToFloat", "StringFormat",
+                         "StringConcatenate", "RandomInt", "ShowValue", "ExampleGreeting", "ReverseText"})
+#: Longest encoded URL part and request target: aiohttp answers request lines over 8190 bytes by closing the
+#: connection (a transport limit, not a route's), so generated URLs stay below it.
+MAX_URL_PART = 1500
+MAX_TARGET = 7500
+
+class Raw(str):
+    """JSON text inserted verbatim into a generated document (NaN, 1e400, deep nesting)."""
+
+
+NASTY = ["", " ", ".", "..", "../", "../../../etc/passwd", "/etc/passwd", "..\\..\\win.ini", "C:\\Windows\\win.ini",
+         "C:x", "\\\\server\\share", "\x00", "a\x00b.png", "x" * 300, "a/" * 150 + "b.png", "%00", "%2e%2e%2f",
+         "..%2f..%2fx", "~", "$HOME", "\n", "a\r\nX-Injected: 1", "\ud800", "\udfff.png", "😀.png", "\u202egnp.exe",
+         "NaN", "Infinity", "-1", "1e400", "99999999999999999999", "true", "null", "{}", "[]", "nul.png", "CON",
+         "fuzz.png", "sub", "sub/fuzz.png", "input", "output", "temp", "workflows/a.json", "a.json",
+         "../user/canary.json", "../../canary.txt", "../../../cwd/canary.txt", "queue.sqlite3", "../queue.sqlite3",
+         "../server.lock", "txt2img.json", "index.json", "checkpoints", "nodegraph", "server_test_nodes"]
+SEGMENTS = ["..", ".", "", "a", "fuzz.png", "sub", "\x00", "..\\..", "user", "default", "x" * 255, "canary.txt"]
+RAW_NUMBERS = [Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e400"), Raw("-1e400"), Raw("1e-400"),
+               Raw("123456789012345678901234567890"), Raw("-0")]
+
+
+def hostile_text() -> st.SearchStrategy[str]:
+    """Strings that have broken path handling and parsers before, plus random text."""
+    return st.one_of(st.sampled_from(NASTY), st.text(max_size=20),
+                     st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=6).map("/".join),
+                     st.integers(250, 5000).map(lambda n: "y" * n))
+
+
+def _deep(n: int, kind: str) -> Raw:
+    return Raw(("[" * n + "]" * n) if kind == "list" else ('{"a":' * n + "1" + "}" * n))
+
+
+def hostile_json() -> st.SearchStrategy[Any]:
+    """Any JSON-ish value: hostile scalars, non-finite numbers, deep nesting, small nested containers."""
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(2**70), 2**70),
+                        st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(RAW_NUMBERS),
+                        hostile_text())
+    deep = st.builds(_deep, st.sampled_from([63, 65, 900, 5000, 100_000]), st.sampled_from(["list", "dict"]))
+    nested = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(hostile_text(), c, max_size=4),
+                          max_leaves=8)
+    return st.one_of(nested, deep)
+
+
+def conforming(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values of a (small subset of) JSON Schema, each part sometimes replaced by a hostile value."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        base: st.SearchStrategy[Any] = st.sampled_from(schema["enum"])
+    elif kind == "object":
+        props = schema.get("properties", {})
+        required = set(schema.get("required", ()))
+        base = st.fixed_dictionaries({k: conforming(v) for k, v in props.items() if k in required},
+                                     optional={k: conforming(v) for k, v in props.items() if k not in required})
+        if "additionalProperties" in schema:
+            extra = st.dictionaries(hostile_text(), conforming(schema["additionalProperties"]), max_size=3)
+            base = st.builds(lambda a, b: {**b, **a}, base, extra)
+    elif kind == "array":
+        base = st.lists(conforming(schema.get("items", {})), max_size=4)
+    elif kind == "string":
+        base = st.text(max_size=schema.get("maxLength", 40)) | hostile_text()
+    elif kind == "integer":
+        base = st.integers(-5, 1000) | st.integers()
+    elif kind == "number":
+        base = st.floats(allow_nan=False, allow_infinity=False) | st.integers()
+    elif kind == "boolean":
+        base = st.booleans()
+    else:
+        return hostile_json()
+    return st.one_of(base, base, base, hostile_json())
+
+
+def dump_json(value: Any) -> bytes:
+    """Serialise with Raw parts verbatim and lone surrogates as \\u escapes (what a hostile client sends)."""
+    raws: list[str] = []
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, Raw):
+            raws.append(str(v))
+            return f"@@RAW{len(raws) - 1}@@"
+        if isinstance(v, dict):
+            return {str(k): walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+    text = json.dumps(walk(value))
+    for i, raw in enumerate(raws):
+        text = text.replace(f'"@@RAW{i}@@"', raw, 1)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def node_inputs(entry: dict[str, Any], ids: list[str], cheap: bool) -> st.SearchStrategy[dict[str, Any]]:
+    """Inputs for one node of the catalogue: values from the input specs, links, or hostile values."""
+    inputs = entry.get("input", {})
+    specs = {**inputs.get("required", {}), **inputs.get("optional", {})}
+    link = st.builds(lambda i, s: [i, s], st.sampled_from(ids) | hostile_text(), st.integers(-1, 3) | hostile_json())
+    fields = {}
+    for name, spec in specs.items():
+        kind, opts = (spec + [{}])[:2] if isinstance(spec, list) else (spec, {})
+        opts = opts if isinstance(opts, dict) else {}
+        if isinstance(kind, list):
+            value: st.SearchStrategy[Any] = st.sampled_from(kind) if kind else st.just("")
+        elif kind == "INT":
+            value = st.integers(int(opts.get("min", -(2**63))), int(opts.get("max", 2**63)))
+        elif kind == "FLOAT":
+            value = st.floats(float(opts.get("min", -1e300)), float(opts.get("max", 1e300)))
+        elif kind == "STRING":
+            value = st.text(max_size=30)
+        elif kind == "BOOLEAN":
+            value = st.booleans()
+        else:
+            value = link
+        fields[name] = st.one_of(value, value, link, hostile_json())
+    required = list(inputs.get("required", {}))
+
+    def drop(values: dict[str, Any], dropped: int) -> dict[str, Any]:
+        if not cheap and required:  # a heavy node never runs: it always misses a required input
+            values.pop(required[dropped % len(required)], None)
+        return values
+    return st.builds(drop, st.fixed_dictionaries({}, optional=fields), st.integers(0, 20))
+
+
+def prompt_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """API-format graphs of catalogue nodes (cheap ones may run), UI-format and malformed graphs."""
+    classes = sorted(c for c, e in catalogue.items()
+                     if c in CHEAP_NODES or (e.get("input", {}).get("required")))
+
+    @st.composite
+    def graph(draw: Callable[..., Any]) -> dict[str, Any]:
+        n = draw(st.integers(1, 4))
+        ids = [str(i + 1) for i in range(n)] if draw(st.booleans()) else draw(
+            st.lists(hostile_text(), min_size=1, max_size=4, unique=True))
+        out: dict[str, Any] = {}
+        for node_id in ids:
+            cls = draw(st.sampled_from(classes) | hostile_text()) if classes else draw(hostile_text())
+            entry = catalogue.get(cls, {})
+            node: dict[str, Any] = {"class_type": cls,
+                                    "inputs": draw(node_inputs(entry, ids, cls in CHEAP_NODES))}
+            if draw(st.integers(0, 9)) == 0:
+                node = draw(st.dictionaries(st.sampled_from(["class_type", "inputs", "_meta"]), hostile_json()))
+            out[node_id] = node
+        return out
+    ui = st.fixed_dictionaries({"nodes": st.lists(hostile_json() | st.integers(), max_size=4)},
+                               optional={"links": hostile_json(), "version": hostile_json()})
+    return st.one_of(graph(), graph(), graph(), ui, hostile_json())
+
+
+def json_body(schema: dict[str, Any], catalogue: dict[str, Any], is_prompt: bool) -> st.SearchStrategy[bytes]:
+    """Bodies for a JSON operation: documents from its schema (graphs for /prompt), or broken ones."""
+    if is_prompt:
+        props = dict(schema.get("properties", {}))
+        props.pop("prompt", None)
+        optional = {k: conforming(v) for k, v in props.items()}
+        optional["prompt_id"] = st.sampled_from(["fuzz-1", "fuzz-2"]) | optional.get("prompt_id", hostile_text())
+        doc = st.builds(lambda p, rest: {"prompt": p, **rest}, prompt_graph(catalogue),
+                        st.fixed_dictionaries({}, optional=optional))
+    else:
+        doc = conforming(schema)
+    broken = st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"{", b'{"a":', b"NaN", b"[1,2]", b'"x"',
+                                                                b"\xff\xfe{}", b'{"a": 1}' * 2, b"null"]))
+    return st.one_of(doc.map(dump_json), doc.map(dump_json), doc.map(dump_json), broken)
+
+
+def multipart_body(schema: dict[str, Any]) -> st.SearchStrategy[tuple[bytes, str]]:
+    """``(body, content type)`` for an upload: fields from the schema with hostile names and values."""
+    fields = {k: v for k, v in schema.get("properties", {}).items() if k != "image"}
+    png = tiny_png()
+    image = st.sampled_from([png, png[:30], b"", b"GIF89a" + b"\0" * 20, tiny_png(64)]) | st.binary(max_size=64)
+    filename = st.sampled_from(["fuzz.png", "a.png", "b.jpg", "x.txt"]) | hostile_text()
+
+    @st.composite
+    def build(draw: Callable[..., Any]) -> tuple[bytes, str]:
+        boundary = "fuzzBOUNDARY7d1"
+        parts: list[bytes] = []
+        if draw(st.integers(0, 5)) > 0:
+            name = draw(filename).encode("utf-8", "surrogatepass")
+            parts.append(b'Content-Disposition: form-data; name="image"; filename="' + name + b'"\r\n'
+                         b"Content-Type: image/png\r\n\r\n" + draw(image))
+        for key, sub in fields.items():
+            if draw(st.booleans()):
+                value = draw(conforming(sub) | hostile_text())
+                text = value if isinstance(value, str) else dump_json(value).decode("utf-8", "surrogatepass")
+                if key == "original_ref" and draw(st.booleans()):
+                    text = dump_json({"filename": draw(filename), "subfolder": draw(hostile_text()),
+                                      "type": draw(st.sampled_from(["input", "output", "temp"]) | hostile_text())}
+                                     ).decode("utf-8", "surrogatepass")
+                parts.append(f'Content-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
+                             + text.encode("utf-8", "surrogatepass"))
+        for _ in range(draw(st.integers(0, 2))):
+            parts.append(b'Content-Disposition: form-data; name="' +
+                         draw(hostile_text()).encode("utf-8", "surrogatepass") + b'"\r\n\r\nx')
+        body = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts) + \
+            b"--" + boundary.encode() + b"--\r\n"
+        ctype = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}"] * 4 + [
+            "multipart/form-data", "multipart/mixed; boundary=zzz", "application/json", "text/plain"]))
+        if draw(st.integers(0, 9)) == 0:
+            body = body[: draw(st.integers(0, len(body)))]
+        return body, ctype
+    return build()
+
+
+def encode(value: str, slashes: bool = False) -> str:
+    """Percent-encode a path segment or query value (lone surrogates as their UTF-8-like bytes), capped in length."""
+    quoted = quote(value.encode("utf-8", "surrogatepass"), safe="/" if slashes else "")
+    while len(quoted) > MAX_URL_PART:
+        value = value[: len(value) // 2]
+        quoted = quote(value.encode("utf-8", "surrogatepass"), safe="/" if slashes else "")
+    return quoted
+
+
+def scalar_text(value: Any) -> str:
+    """A query or path value as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return dump_json(value).decode("utf-8", "surrogatepass")
+    return str(value)
+
+
+@dataclass
+class Operation:
+    """One operation of the OpenAPI document."""
+
+    method: str
+    path: str
+    spec: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The path without the /api prefix (as the FILE_ROUTES and OPERATIONS tables name it)."""
+        return self.path[4:] if self.path.startswith("/api/") else self.path
+
+    @property
+    def name(self) -> str:
+        """``METHOD path``."""
+        return f"{self.method} {self.path}"
+
+
+def operations(document: dict[str, Any], only: str | None = None) -> list[Operation]:
+    """Every operation of the document (HEAD only where no GET shares the path: it runs the same handler)."""
+    out = []
+    for path, item in document["paths"].items():
+        for method, spec in item.items():
+            if method == "head" and "get" in item:
+                continue
+            op = Operation(method.upper(), path, spec)
+            if only is None or only in op.name:
+                out.append(op)
+    return out
+
+
+PATH_EXAMPLES = {"folder": ["checkpoints", "loras", "embeddings", "vae"], "module": ["nodegraph"],
+                 "file": ["workflows%2Fa.json", "a.json", "txt2img.json", "workflows%2Fb.json"],
+                 "dest": ["workflows%2Fb.json", "c.json"], "name": ["index.json", "nodegraph.js"],
+                 "plugin": ["server_test_nodes", "nodegraph_example"], "filename": ["index.html", "assets/x.js"],
+                 "job_id": ["fuzz-1", "fuzz-2"], "prompt_id": ["fuzz-1", "fuzz-2"]}
+
+
+def request_strategy(op: Operation, catalogue: dict[str, Any]) -> st.SearchStrategy[Req]:
+    """Requests for one operation, generated from its parameters and request body."""
+    params = op.spec.get("parameters", [])
+    body_spec = op.spec.get("requestBody", {}).get("content", {})
+
+    @st.composite
+    def build(draw: Callable[..., Any]) -> Req:
+        path = op.path
+        for p in (p for p in params if p["in"] == "path"):
+            slashes = p.get("x-nodegraph-pattern") == ".+"
+            examples = PATH_EXAMPLES.get(p["name"], []) + (sorted(catalogue)[:5] if p["name"] == "node_class" else [])
+            choice = draw(st.one_of(*(st.sampled_from(examples),) * bool(examples), hostile_text().map(
+                lambda v, s=slashes: encode(v, s)), conforming(p["schema"]).map(lambda v: encode(scalar_text(v)))))
+            path = path.replace("{" + p["name"] + "}", choice or "x")
+        query = []
+        for p in (p for p in params if p["in"] == "query"):
+            if p.get("required") or draw(st.booleans()):
+                value = draw(conforming(p["schema"]) | hostile_text() | st.sampled_from(["fuzz.png", "sub", "input"]))
+                query.append(f"{encode(p['name'])}={encode(scalar_text(value))}")
+        for _ in range(draw(st.integers(0, 1))):
+            query.append(f"{encode(draw(hostile_text()))}={encode(draw(hostile_text()))}")
+        while query and len(path) + sum(len(q) + 1 for q in query) > MAX_TARGET:
+            query.pop()
+        headers: dict[str, str] = {}
+        body = None
+        if "application/json" in body_spec:
+            body = draw(json_body(body_spec["application/json"]["schema"], catalogue, op.key == "/prompt"))
+            headers["Content-Type"] = draw(st.sampled_from(["application/json"] * 3 + ["text/plain"]))
+        elif "multipart/form-data" in body_spec:
+            body, headers["Content-Type"] = draw(multipart_body(body_spec["multipart/form-data"]["schema"]))
+        elif "application/octet-stream" in body_spec:
+            body = draw(st.binary(max_size=64) | hostile_json().map(dump_json))
+        elif op.method in ("POST", "PUT", "PATCH", "DELETE") and draw(st.booleans()):
+            body = draw(hostile_json().map(dump_json))
+        return Req(op.method, path, "&".join(query), headers, body)
+    return build()
+
