@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
+from .linktypes import LinkTypes
 from .node import NodeDef, describe
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.condit
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"
+#: Model file formats: safetensors always; pickle formats only with ``allow_unsafe_pickle``.
+SAFE_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth")
 _CHECKOUT_NAME = re.compile(r'^name\s*=\s*"nodegraph"\s*$', re.MULTILINE)
 
 
@@ -41,9 +46,13 @@ def builtin_module(pack: str) -> str:
     return f"{BUILTIN_PARENT}.{pack}"
 
 
-def source_plugins_dir() -> Path | None:
-    """The repository's ``plugins/`` folder when nodegraph runs from a source checkout (never from a wheel)."""
-    root = Path(__file__).resolve().parent.parent
+def source_plugins_dir(root: Path | None = None) -> Path | None:
+    """The repository's ``plugins/`` folder when nodegraph runs from a source checkout (never from a wheel).
+
+    ``root`` is the folder holding the ``nodegraph`` package: a checkout when its ``pyproject.toml`` names the
+    project nodegraph (installed, it is site-packages, whose ``plugins/`` may belong to another tool).
+    """
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
     try:
         is_checkout = bool(_CHECKOUT_NAME.search((root / "pyproject.toml").read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError):
@@ -88,6 +97,10 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.nodes: dict[str, NodeDef] = {}
         self.plugins: dict[str, PluginInfo] = {}
+        #: Nodes left out of the catalogue because computing their entry raised: {node name: the error}.
+        self.broken: dict[str, str] = {}
+        self.types = LinkTypes()
+        self._lock = threading.Lock()
 
     # ---- loading -------------------------------------------------------------------------------------------------
 
@@ -111,12 +124,17 @@ class Registry:
         for i, obj in enumerate(extra):
             name = getattr(obj, "__name__", f"extra{i}")
             reg._register_module(name, "extra", lambda o=obj: o, None)
+        reg._check_pending()
         reg._collect_nodes()
+        for plugin, declared in reg.hook_results("nodegraph_types"):
+            for problem in reg.types.declare(plugin, declared):
+                reg._error(plugin, problem)
         return reg
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> "Registry":
-        """``load`` with the drop-in folders of ``config``: ``HOME/plugins``, then ``--plugin-dir``/``$NODEGRAPH_PLUGIN_PATH``."""
+        """``load`` with the drop-in folders of ``config``: ``HOME/plugins``, then ``--plugin-dir`` and
+        ``$NODEGRAPH_PLUGIN_PATH``."""
         dirs = [Path(config.home) / HOME_PLUGINS, *config.plugin_dirs]
         return cls.load(list(dict.fromkeys(dirs)), **kwargs)
 
@@ -130,18 +148,36 @@ class Registry:
         try:
             module = loader()
             self.pm.register(module, name=name)
-        except Exception as exc:  # one broken plugin must not stop the engine
-            info.errors.append(f"Error importing plugin {name!r}: {_short_error(exc)}")
-            log.error("plugin %s (%s) failed to load: %s", name, source, _short_error(exc))
+        except KeyboardInterrupt:  # the operator's Ctrl-C still stops the start-up
+            raise
+        except BaseException as exc:  # one broken plugin (even one calling sys.exit) must not stop the engine
+            hint = (" (a plugin must not exit the process at import; remove the exit call)"
+                    if isinstance(exc, SystemExit) else "")
+            self._error(name, f"Error importing plugin {name!r}: {_short_error(exc)}{hint}")
+            return
+        for problem in _unmarked_hooks(module):
+            self._error(name, problem)
+
+    def _check_pending(self) -> None:
+        """pluggy's ``check_pending``, reported per plugin: every hook implementation must match a hookspec."""
+        try:
+            self.pm.check_pending()
+            return
+        except pluggy.PluginValidationError:
+            pass  # it names only the first; report them all below
+        for hook, caller in sorted(vars(self.pm.hook).items()):
+            if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook:
+                    self._error(impl.plugin_name, _unknown_hook_message(hook))
 
     def _collect_nodes(self) -> None:
-        for impl in self.pm.hook.nodegraph_nodes.get_hookimpls():  # registration order
-            info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "unknown")
-            try:
-                classes = impl.function() or []
-            except Exception as exc:
-                info.errors.append(f"nodegraph_nodes() raised {_short_error(exc)}")
-                log.error("plugin %s: nodegraph_nodes() failed: %s", info.name, _short_error(exc))
+        for plugin, classes in self.hook_results("nodegraph_nodes"):  # registration order
+            info = self.plugins.setdefault(plugin, PluginInfo(plugin, "unknown"))
+            if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+                self._error(plugin, f"nodegraph_nodes() returned {type(classes).__name__}; return a list of "
+                                    "nodegraph.Node subclasses")
                 continue
             for node_cls in classes:
                 self._add_node(node_cls, info)
@@ -161,6 +197,13 @@ class Registry:
         self.nodes[meta.name] = NodeDef(cls=node_cls, meta=meta, plugin=info.name, plugin_version=info.version)
         info.nodes.append(meta.name)
 
+    def _error(self, plugin: str, message: str) -> None:
+        """Record a problem against a plugin (shown by ``nodegraph plugins``) and log it."""
+        info = self.plugins.setdefault(plugin, PluginInfo(plugin, "unknown"))
+        if message not in info.errors:
+            info.errors.append(message)
+            log.error("plugin %s (%s): %s", plugin, info.source, message)
+
     # ---- queries -------------------------------------------------------------------------------------------------
 
     def get(self, name: str) -> NodeDef | None:
@@ -172,37 +215,78 @@ class Registry:
         lowered = {k.lower(): k for k in self.nodes}
         return [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)]
 
-    def object_info(self, config: Any = None) -> dict[str, Any]:
-        """The whole catalogue in the shape of ComfyUI's ``GET /object_info``."""
-        return {name: d.catalogue_entry(config) for name, d in self.nodes.items()}
+    def catalogue_entry(self, name: str, config: Any = None) -> dict[str, Any] | None:
+        """One node's ``/object_info`` entry, or None when the node is unknown or its entry cannot be computed
+        (then it is marked broken and its plugin names the error)."""
+        d = self.nodes.get(name)
+        if d is None:
+            return None
+        try:
+            entry = d.catalogue_entry(config)
+        except Exception as exc:  # e.g. a combo's options provider raising: leave the node out, not the catalogue
+            message = (f"node {name!r} is left out of the catalogue (the editor cannot show it): its entry raised "
+                       f"{_short_error(exc)}; fix the input's options in the plugin, or `nodegraph plugins` to check")
+            with self._lock:
+                if self.broken.get(name) != message:
+                    self._drop_broken(name)
+                    self.broken[name] = message
+                    self._error(d.plugin, message)
+            return None
+        if name in self.broken:
+            with self._lock:
+                self._drop_broken(name)
+        return entry
 
-    def model_folders(self) -> dict[str, list[str]]:
-        """Model folder kinds and their file extensions: the built-in ones plus those plugins add."""
+    def _drop_broken(self, name: str) -> None:
+        message = self.broken.pop(name, None)
+        info = self.plugins.get(self.nodes[name].plugin)
+        if message is not None and info is not None and message in info.errors:
+            info.errors.remove(message)
+
+    def object_info(self, config: Any = None) -> dict[str, Any]:
+        """The whole catalogue in the shape of ComfyUI's ``GET /object_info`` (broken nodes left out)."""
+        entries = ((name, self.catalogue_entry(name, config)) for name in list(self.nodes))
+        return {name: entry for name, entry in entries if entry is not None}
+
+    def check_catalogue(self, config: Any = None) -> dict[str, str]:
+        """Compute every catalogue entry once; ``{node: error}`` for those that cannot be shown (see ``broken``)."""
+        self.object_info(config)
+        return dict(self.broken)
+
+    def model_folders(self, config: Any = None) -> dict[str, list[str]]:
+        """Model folder kinds and their file extensions: the built-in ones plus those plugins add (pickle formats
+        only when ``config.allow_unsafe_pickle``)."""
         from .config import MODEL_FOLDERS
 
-        folders: dict[str, list[str]] = {name: [".safetensors"] for name in MODEL_FOLDERS}
-        for _, result in self.hook_results("nodegraph_model_folders"):
-            for name, exts in dict(result).items():
+        default = list(SAFE_SUFFIXES) + (list(PICKLE_SUFFIXES) if getattr(config, "allow_unsafe_pickle", False)
+                                         else [])
+        folders: dict[str, list[str]] = {name: list(default) for name in MODEL_FOLDERS}
+        for plugin, result in self.hook_results("nodegraph_model_folders"):
+            if not isinstance(result, dict):
+                self._error(plugin, f"nodegraph_model_folders() returned {type(result).__name__}; return "
+                                    "{folder_name: [extensions]}")
+                continue
+            for name, exts in result.items():
                 folders.setdefault(str(name), [])
-                folders[str(name)] += [e for e in exts if e not in folders[str(name)]]
+                folders[str(name)] += [str(e) for e in exts or () if str(e) not in folders[str(name)]]
         return folders
 
     def link_types(self) -> dict[str, str]:
-        """Link types declared by plugins ({TYPE: description}); the built-in ones are in nodegraph.inputs."""
-        from .inputs import LINK_TYPES
+        """Link types: the built-in ones (described "built-in") and those plugins declare ({TYPE: description})."""
+        return self.types.descriptions()
 
-        types = {t: "built-in" for t in LINK_TYPES}
-        for _, result in self.hook_results("nodegraph_types"):
-            types.update({str(k): str(v) for k, v in dict(result).items()})
-        return types
+    def types_compatible(self, output_type: str, input_type: str) -> bool:
+        """True when an output of ``output_type`` may feed an input of ``input_type`` (plugins' subtypes too)."""
+        return self.types.compatible(output_type, input_type)
 
-    def web_directories(self) -> dict[str, str]:
-        """{plugin name: folder of JavaScript extensions for the editor}."""
-        return {name: str(folder) for name, folder in self.hook_results("nodegraph_web_directory") if folder}
+    def web_directories(self) -> dict[str, Path]:
+        """{plugin name: existing folder of JavaScript extensions for the editor}."""
+        return {name: Path(folder) for name, folder in self.hook_results("nodegraph_web_directory")
+                if isinstance(folder, (str, os.PathLike)) and Path(folder).is_dir()}
 
-    def routes(self, config: Any) -> list[tuple[str, Any]]:
-        """(plugin name, [aiohttp RouteDef]) pairs added by plugins."""
-        return self.hook_results("nodegraph_routes", config=config)
+    def routes(self, config: Any, app: Any = None, engine: Any = None) -> list[tuple[str, Any]]:
+        """(plugin name, [aiohttp RouteDef]) pairs added by plugins for the application ``app``."""
+        return self.hook_results("nodegraph_routes", app=app, engine=engine, config=config)
 
     @property
     def errors(self) -> list[tuple[str, str]]:
@@ -210,19 +294,56 @@ class Registry:
         return [(p.name, e) for p in self.plugins.values() for e in p.errors]
 
     def hook_results(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call another hook plugin by plugin, isolating failures: [(plugin_name, result)]."""
+        """Call a hook plugin by plugin through pluggy, isolating failures: ``[(plugin_name, result)]``.
+
+        Each plugin's implementation runs through ``subset_hook_caller`` with every hook wrapper around it, so
+        wrappers work and one plugin's exception is recorded against it without losing the others' answers.
+        """
+        caller = getattr(self.pm.hook, hook)
+        impls = caller.get_hookimpls()
+        plain = [impl for impl in impls if not (impl.hookwrapper or impl.wrapper)]
         out: list[tuple[str, Any]] = []
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+        for impl in plain:  # registration order
+            others = [o.plugin for o in plain if o is not impl]
+            one = self.pm.subset_hook_caller(hook, remove_plugins=others) if others else caller
             try:
-                result = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:
-                log.error("plugin %s: %s() failed: %s", impl.plugin_name, hook, _short_error(exc))
-                self.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, "unknown")).errors.append(
-                    f"{hook}() raised {_short_error(exc)}")
+                results = one(**kwargs)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                culprit = _culprit(exc, impls) or impl.plugin_name
+                self._error(culprit, f"{hook}() raised {_short_error(exc)}")
                 continue
-            if result is not None:
-                out.append((impl.plugin_name, result))
+            out += [(impl.plugin_name, r) for r in results if r is not None]
         return out
+
+
+def _culprit(exc: BaseException, impls: list[pluggy.HookImpl]) -> str | None:
+    """The plugin whose hook function raised ``exc`` (the innermost one on its traceback)."""
+    codes = {getattr(i.function, "__code__", None): i.plugin_name for i in impls}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        found = codes.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
+
+
+def _unknown_hook_message(hook: str) -> str:
+    known = [n for n in vars(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_")]
+    close = difflib.get_close_matches(hook, known, n=1)
+    fix = f"rename it to {close[0]}" if close else f"implement one of {', '.join(known)}"
+    return (f"{hook}() is not a nodegraph hook, so it would never be called: {fix} (see nodegraph.hookspecs), or "
+            "mark a hook of your own @hookimpl(optionalhook=True)")
+
+
+def _unmarked_hooks(plugin: object) -> list[str]:
+    """Functions named like a hook that lack ``@hookimpl`` (pluggy ignores them silently)."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    return [f"{name}() is not marked as a hook implementation, so it is never called: decorate it with "
+            "@nodegraph.hookimpl" for name in dir(plugin)
+            if name.startswith(f"{hookspecs.PROJECT}_") and hasattr(hookspecs, name)
+            and callable(getattr(plugin, name, None)) and not hasattr(getattr(plugin, name), marker)]
 
 
 def _folder_plugins(folder: Path) -> list[tuple[str, Path]]:

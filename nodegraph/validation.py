@@ -8,7 +8,7 @@ from typing import Any
 
 import networkx as nx
 
-from .inputs import ConstantError, LinkInput, types_compatible
+from .inputs import ConstantError, LinkInput
 from .limits import Limits, limits_of, pixel_problems
 from .node import NodeDef
 from .registry import Registry
@@ -363,7 +363,7 @@ class _NodeChecker:
             return None
         received = outs[index].type
         expected = spec.type if isinstance(spec, LinkInput) or spec.type != "COMBO" else "COMBO"
-        if not types_compatible(received, expected):
+        if not self.registry.types_compatible(received, expected):  # plugins' nodegraph_types subtypes too
             errs.append(NodeError("return_type_mismatch", f"input '{name}' expects {expected} but node {src_id} "
                                   f"({src.class_type}) output {index} is {received}",
                                   f"connect a {expected} output to '{name}'", name, list(link)))

@@ -51,7 +51,7 @@ def create_app(engine: "Engine", settings: ServerSettings | None = None,
         app[OWN_BACKEND] = app[STATE].worker.backend = own
     for table in core_routes():
         mount(app, table)
-    for plugin, routes in engine.registry.hook_results("nodegraph_routes", config=engine.config):
+    for plugin, routes in engine.registry.routes(engine.config, app=app, engine=engine):
         try:
             mount(app, routes)
         except Exception as exc:  # a plugin must not stop the server: report it and go on

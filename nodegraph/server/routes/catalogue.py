@@ -11,37 +11,28 @@ from typing import Any
 from aiohttp import web
 
 from ... import __version__
-from ...config import MODEL_FOLDERS
 from ..http import HTTPError, json_bytes, json_response
 from ..state import ServerState, state
 
 routes = web.RouteTableDef()
 
-SAFE_SUFFIXES = (".safetensors", ".sft")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth")
 COMFYUI_COMPAT_VERSION = "0.3.60"
 
 
 def model_folders(st: ServerState) -> dict[str, tuple[str, ...]]:
-    """Model folder kinds with their file extensions: built-in ones plus ``nodegraph_model_folders``."""
-    default = SAFE_SUFFIXES + (PICKLE_SUFFIXES if st.engine.config.allow_unsafe_pickle else ())
-    folders: dict[str, tuple[str, ...]] = {name: default for name in MODEL_FOLDERS}
-    for _plugin, result in st.engine.registry.hook_results("nodegraph_model_folders"):
-        if isinstance(result, dict):
-            for name, exts in result.items():
-                folders[str(name)] = tuple(folders.get(str(name), ())) + tuple(str(e) for e in exts or ())
-    return folders
+    """Model folder kinds with their file extensions, as the registry lists them (``nodegraph_model_folders``)."""
+    return {name: tuple(exts) for name, exts in st.engine.registry.model_folders(st.engine.config).items()}
 
 
 def web_directories(st: ServerState) -> dict[str, Path]:
-    """Plugin name → folder of editor extensions (``nodegraph_web_directory``)."""
-    return {plugin: Path(folder) for plugin, folder in st.engine.registry.hook_results("nodegraph_web_directory")
-            if folder and Path(folder).is_dir()}
+    """Plugin name → folder of editor extensions, as the registry lists them (``nodegraph_web_directory``)."""
+    return st.engine.registry.web_directories()
 
 
 @routes.get("/object_info")
 async def object_info(request: web.Request) -> web.Response:
-    """The whole node catalogue (combos listed afresh, so new uploads and models appear)."""
+    """The whole node catalogue (combos listed afresh, so new uploads and models appear); a node whose entry
+    cannot be computed is left out and named by ``nodegraph plugins`` and the log."""
     st = state(request)
     return await st.blocking(lambda: json_bytes(st.engine.registry.object_info(st.engine.config)))
 
@@ -50,10 +41,9 @@ async def object_info(request: web.Request) -> web.Response:
 async def object_info_one(request: web.Request) -> web.Response:
     """``{class: entry}``, or ``{}`` for an unknown class (as ComfyUI answers)."""
     st = state(request)
-    node = st.engine.registry.get(request.match_info["node_class"])
-    if node is None:
-        return json_response({})
-    return await st.blocking(lambda: json_bytes({node.name: node.catalogue_entry(st.engine.config)}))
+    name = request.match_info["node_class"]
+    entry = await st.blocking(st.engine.registry.catalogue_entry, name, st.engine.config)
+    return json_response({} if entry is None else {name: entry})
 
 
 @routes.get("/models")
