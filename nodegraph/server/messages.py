@@ -1,4 +1,9 @@
-"""Engine events → ComfyUI WebSocket messages, one small message per event (nothing grows with the run)."""
+"""Engine events → ComfyUI WebSocket messages, one small message per event (nothing grows with the run).
+
+Each message says how a client's send queue may coalesce it (see ``broadcast``): ``executing`` a node, ``progress``
+of a node and previews are superseded by later ones; ``status`` without a ``sid`` by the next status; everything
+that ends or records a run (``executed``, ``execution_*``, ``executing`` with node null) is never dropped.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ from .broadcast import Outgoing
 PREVIEW_IMAGE = 1
 #: Binary preview image formats.
 IMAGE_FORMATS = {"JPEG": 1, "JPG": 1, "PNG": 2}
+#: Coalescing keys: one pending message of each per client.
+STATUS_KEY = ("status",)
+EXECUTING_KEY = ("executing",)
+PREVIEW_KEY = ("preview",)
 
 
 def now_ms() -> int:
@@ -24,19 +33,33 @@ def now_ms() -> int:
 def status_message(queue_remaining: int, sid: str | None = None) -> Outgoing:
     """``status {status: {exec_info: {queue_remaining}}, sid?}``."""
     data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}
-    if sid is not None:
+    if sid is not None:  # the first message of a socket: it names the client, so it is never superseded
         data["sid"] = sid
-    return Outgoing.json("status", data)
+        return Outgoing.json("status", data)
+    return Outgoing.json("status", data, key=STATUS_KEY)
 
 
 def preview_frame(fmt: str, image: bytes) -> Outgoing:
     """A binary preview: uint32 BE event type 1, uint32 BE format (1 JPEG, 2 PNG), then the image bytes."""
-    return Outgoing(struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(fmt.upper(), 2)) + image, droppable=True)
+    return Outgoing(struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(fmt.upper(), 2)) + image, droppable=True,
+                    key=PREVIEW_KEY)
 
 
 def executing(node: str | None, prompt_id: str) -> Outgoing:
-    """``executing {node, display_node, prompt_id}``; node None means the prompt is done."""
-    return Outgoing.json("executing", {"node": node, "display_node": node, "prompt_id": prompt_id})
+    """``executing {node, display_node, prompt_id}``; node None means the prompt is done (and is never dropped).
+
+    A node's ``executing`` supersedes a pending one and the pending preview (it showed the node before).
+    """
+    data = {"node": node, "display_node": node, "prompt_id": prompt_id}
+    if node is None:
+        return Outgoing.json("executing", data)
+    return Outgoing.json("executing", data, key=EXECUTING_KEY, replaces=(PREVIEW_KEY,))
+
+
+def progress(value: int, total: int, node: str, prompt_id: str) -> Outgoing:
+    """``progress {value, max, prompt_id, node}``: supersedes the pending progress of the same node; droppable."""
+    return Outgoing.json("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node},
+                         droppable=True, key=("progress", prompt_id, node))
 
 
 class RunMessages:
@@ -77,8 +100,7 @@ class RunMessages:
         if isinstance(event, NodeStarted):
             out.append(executing(event.node_id, pid))
         elif isinstance(event, NodeProgress):
-            out.append(Outgoing.json("progress", {"value": event.value, "max": event.max, "prompt_id": pid,
-                                                  "node": event.node_id}, droppable=True))
+            out.append(progress(event.value, event.max, event.node_id, pid))
             if event.preview is not None:
                 out.append(preview_frame(*event.preview))
         elif isinstance(event, NodeFinished) and event.ui is not None:

@@ -12,16 +12,21 @@ from ..state import state
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+#: Seconds between pings (at least ``ws_stall_timeout``).
+HEARTBEAT_S = 30.0
 
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Send ``status`` (with the ``sid``) on connect, then every message for this client id until it closes."""
     st = state(request)
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    stall = st.settings.ws_stall_timeout
+    # Pings find dead peers; a client that answers none is closed after 1.5 heartbeats, never before the stall timeout.
+    ws = web.WebSocketResponse(heartbeat=max(HEARTBEAT_S, stall), max_msg_size=1 << 20)
     await ws.prepare(request)
     sid = request.query.get("clientId") or uuid.uuid4().hex
-    conn = st.broadcaster.attach(sid, ws)
+    conn = st.broadcaster.attach(sid, ws, buffer_bytes=st.settings.ws_buffer_bytes, stall_timeout=stall,
+                                 transport=request.transport)
     try:
         st.broadcaster.send(status_message(st.store.remaining(), sid), sid)
         running = st.worker.current(sid)
