@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-from .config import EngineConfig
+from .config import EngineConfig, safe_join
 from .events import EventBus, NodeProgress
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .diffusion.custom import SamplerRegistry
+    from .diffusion.devices import DeviceManager
+    from .diffusion.lora import LoraWeights
+    from .diffusion.types import Checkpoint, DiffusionModel, TextEncoder, VAEModel
 
 
 class Interrupted(Exception):
@@ -96,3 +105,161 @@ class ExecutionContext:
     def extra_pnginfo(self) -> dict[str, Any]:
         """Extra PNG text chunks sent by the client (the editor sends ``workflow``)."""
         return dict(self.extra_data.get("extra_pnginfo") or {})
+
+    @property
+    def devices(self) -> "DeviceManager":
+        """The engine's device policy: ``.device``, ``.dtype``, ``with ctx.devices.use(module): ...``."""
+        from .diffusion.devices import DeviceManager
+
+        return self.services.get(DeviceManager, lambda: DeviceManager.from_config(self.config))
+
+    @property
+    def models(self) -> "Models":
+        """Model files: resolve, load checkpoints/VAEs/LoRAs, encode text (see ``Models``)."""
+        return Models(self)
+
+    @property
+    def files(self) -> "Files":
+        """Input/output/temp files under the engine's home, never outside it (see ``Files``)."""
+        return Files(self.config)
+
+    @property
+    def samplers(self) -> "SamplerRegistry":
+        """The samplers and schedules this engine offers (built-in and from plugins)."""
+        from .diffusion.custom import samplers_of
+
+        return samplers_of(self.config)
+
+    def preview(self, image: Any, value: int = 0, total: int = 0) -> None:
+        """Show ``image`` (a Pillow image or an IMAGE tensor) in the client as this node's live preview."""
+        import io
+
+        from .imaging import image_to_pils
+
+        pil = image if hasattr(image, "save") else image_to_pils(image[:1])[0]
+        pil = pil.convert("RGB")
+        pil.thumbnail((512, 512))
+        buf = io.BytesIO()
+        pil.save(buf, format="JPEG", quality=85)
+        self.progress(value, total, ("JPEG", buf.getvalue()))
+
+
+class Models:
+    """What a node may do with model files, delegating to the engine's loaders and services (one per context)."""
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self._ctx = ctx
+        self._config = ctx.config
+
+    def resolve(self, folder: str, name: str) -> Path:
+        """The path of model ``name`` in the models sub-folder ``folder`` (never outside it)."""
+        from .diffusion.loading import resolve_model
+
+        return resolve_model(self._config, folder, name)
+
+    def check_loadable(self, path: Path) -> None:
+        """Raise a clear error unless ``path`` may be loaded (safetensors, or pickles when allowed)."""
+        from .diffusion.loading import check_loadable
+
+        check_loadable(path, bool(self._config.allow_unsafe_pickle))
+
+    def load_checkpoint(self, name: str, folder: str = "checkpoints") -> "Checkpoint":
+        """Load checkpoint ``name`` (a .safetensors file or a diffusers folder): ``.model``, ``.clip``, ``.vae``."""
+        from .diffusion.loading import load_checkpoint
+
+        devices = self._ctx.devices
+        dtype = devices.dtype if devices.device.type != "cpu" else None  # half the host memory for GPU runs
+        return load_checkpoint(self.resolve(folder, name), self._config, name=name, dtype=dtype)
+
+    def load_vae(self, name: str, folder: str = "vae") -> "VAEModel":
+        """Load a VAE file or folder."""
+        from .diffusion.loading import load_vae
+
+        return load_vae(self.resolve(folder, name), self._config, name=name)
+
+    def load_lora(self, name: str, folder: str = "loras") -> "LoraWeights":
+        """The parsed LoRA file ``name`` (kept by the engine across runs)."""
+        from .diffusion.lora import LoraLibrary
+
+        return self._ctx.services.get(LoraLibrary).get(self.resolve(folder, name),
+                                                        bool(self._config.allow_unsafe_pickle))
+
+    def apply_lora(self, name: str, model: "DiffusionModel | None", clip: "TextEncoder | None",
+                   strength_model: float, strength_clip: float) -> "tuple[DiffusionModel | None, TextEncoder | None]":
+        """Copies of ``model``/``clip`` recording LoRA ``name`` (weights shared; applied while sampling/encoding)."""
+        from .diffusion import lora
+        from .diffusion.types import LoraPatch
+
+        path = self.resolve("loras", name)
+        allow = bool(self._config.allow_unsafe_pickle)
+        weights = self.load_lora(name)
+        hits = 0
+        if model is not None and strength_model != 0:
+            hits += len(lora.match(weights, lora.unet_targets(model.unet), "unet").updates)
+        if clip is not None and strength_clip != 0:
+            hits += len(lora.match(weights, lora.text_targets(tuple(clip.encoders)), "text").updates)
+        wanted = (model is not None and strength_model != 0) or (clip is not None and strength_clip != 0)
+        if wanted and hits == 0:
+            arch = getattr(model, "arch", None) or getattr(clip, "arch", "?")
+            raise ValueError(f"LoRA {name!r} matches no layer of this {arch} model ({len(weights.pairs)} updates, "
+                             f"e.g. {next(iter(weights.pairs), '-')}); it was probably made for another model family")
+        if model is not None and strength_model != 0:
+            model = model.with_lora(LoraPatch(name, str(path), float(strength_model), allow))
+        if clip is not None and strength_clip != 0:
+            clip = replace(clip, loras=tuple(clip.loras) + (LoraPatch(name, str(path), float(strength_clip), allow),))
+        return model, clip
+
+    def lora_library(self) -> Any:
+        """The engine's parsed-LoRA cache (what ``sample``/``encode_text`` apply patches from)."""
+        from .diffusion.lora import LoraLibrary
+
+        return self._ctx.services.get(LoraLibrary)
+
+    def encode_text(self, clip: "TextEncoder", text: str) -> list[tuple[Any, dict[str, Any]]]:
+        """CONDITIONING for ``text``: the encoder on the device, with the CLIP's LoRAs and layer choice applied."""
+        from .diffusion.sampling import lora_applied
+        from .diffusion.text import encode_text
+
+        devices = self._ctx.devices
+        with devices.use(*clip.encoders), lora_applied(clip, self.lora_library() if clip.loras else None):
+            return encode_text(clip, text, devices.device)
+
+
+class Files:
+    """Paths under the engine's input/output/temp folders, through ``safe_join`` (no ``..``, no absolute paths)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self._config = config
+
+    def folder(self, kind: str) -> Path:
+        """The root of ``input``, ``output`` or ``temp``."""
+        return self._config.folder_for(kind)
+
+    def path(self, kind: str, name: str) -> Path:
+        """``name`` inside folder ``kind``; raises UnsafePathError when it would leave it."""
+        return safe_join(self.folder(kind), name)
+
+    def input_path(self, name: str) -> Path:
+        """An existing file in the input folder; FileNotFoundError says where to put it."""
+        path = self.path("input", name)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {name!r} is not in {self._config.input_dir}; upload it or copy "
+                                    "it there")
+        return path
+
+    def open_image(self, name: str) -> "Image.Image":
+        """An input image, rotated upright by its EXIF orientation."""
+        from PIL import Image, ImageOps
+
+        img = Image.open(self.input_path(name))
+        return ImageOps.exif_transpose(img) or img
+
+    def save_images(self, images: Any, prefix: str, kind: str = "output",
+                    text: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        """Save an IMAGE batch as PNGs (``prefix`` may hold a subfolder); returns the UI entries ``{"images": …}``."""
+        from .imaging import image_to_pils, save_pngs
+
+        entries = save_pngs(image_to_pils(images), self.folder(kind), prefix, text)
+        for entry in entries:
+            entry["type"] = kind
+        return entries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -107,6 +108,7 @@ def describe(cls: type[Node], module: str | None = None) -> NodeMeta:
         raise TypeError(f"{cls.__name__} does not implement execute()")
     doc = (cls.__doc__ or "").strip().split("\n\n", 1)[0]
     name = cls.NAME or cls.__name__
+    check_signature(cls, name)
     return NodeMeta(
         name=name,
         display_name=cls.DISPLAY_NAME or name,
@@ -119,6 +121,39 @@ def describe(cls: type[Node], module: str | None = None) -> NodeMeta:
         outputs=tuple(cls.OUTPUTS),
         python_module=module or cls.__module__,
     )
+
+
+def check_signature(cls: type[Node], name: str | None = None) -> None:
+    """Raise ``TypeError`` when ``execute``'s parameters do not match ``INPUTS`` (naming what to change)."""
+    name = name or cls.NAME or cls.__name__
+    try:
+        params = list(inspect.signature(cls.execute).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise TypeError(f"node {name}: execute must take (self, ctx, ...); declare it as "
+                        f"def execute(self, ctx, {', '.join(cls.INPUTS) or '...'})")
+    named = {p.name: p for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    inputs = dict(cls.INPUTS)
+    missing = [n for n in inputs if n not in named and not takes_any]
+    extra = [n for n, p in named.items() if n not in inputs and p.default is p.empty]
+    no_default = [n for n, spec in inputs.items()
+                  if spec.optional and n in named and named[n].default is named[n].empty]
+    problems = []
+    if missing:
+        problems.append(f"INPUTS declares {', '.join(map(repr, missing))} but execute has no such parameter "
+                        f"(add {', '.join(missing)} to execute, or accept **inputs)")
+    if extra:
+        problems.append(f"execute requires {', '.join(map(repr, extra))}, which INPUTS does not declare "
+                        f"(declare them in INPUTS, give them defaults, or remove them)")
+    if no_default:
+        problems.append(f"optional input(s) {', '.join(map(repr, no_default))} are only passed when connected "
+                        f"or set; give {'them' if len(no_default) > 1 else 'it'} a default in execute "
+                        f"(e.g. {no_default[0]}=None)")
+    if problems:
+        raise TypeError(f"node {name}: execute's signature does not match INPUTS: " + "; ".join(problems))
 
 
 @dataclass

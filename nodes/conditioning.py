@@ -5,21 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from nodegraph import Int, Link, Node, Output, String, hookimpl
-
-
-def device_manager(ctx: Any) -> Any:
-    """The engine's DeviceManager service."""
-    from nodegraph.diffusion.devices import DeviceManager
-
-    return ctx.services.get(DeviceManager, lambda: DeviceManager.from_config(ctx.config))
-
-
-def lora_library(ctx: Any) -> Any:
-    """The engine's LoraLibrary service (parsed LoRA files)."""
-    from nodegraph.diffusion.lora import LoraLibrary
-
-    return ctx.services.get(LoraLibrary)
+from nodegraph.api import CLIP, CONDITIONING, ExecutionContext, Int, Link, Node, Output, String, hookimpl
 
 
 class CLIPTextEncode(Node):
@@ -31,13 +17,8 @@ class CLIPTextEncode(Node):
               "clip": Link("CLIP", tooltip="the CLIP model used to encode the text")}
     OUTPUTS = (Output("CONDITIONING", tooltip="the encoded text, to guide the diffusion model"),)
 
-    def execute(self, ctx, text: str, clip: Any):
-        from nodegraph.diffusion.sampling import lora_applied
-        from nodegraph.diffusion.text import encode_text
-
-        devices = device_manager(ctx)
-        with devices.use(*clip.encoders), lora_applied(clip, lora_library(ctx) if clip.loras else None):
-            return (encode_text(clip, text, devices.device),)
+    def execute(self, ctx: ExecutionContext, text: str, clip: CLIP) -> tuple[CONDITIONING]:
+        return (ctx.models.encode_text(clip, text),)
 
 
 class CLIPSetLastLayer(Node):
@@ -48,7 +29,7 @@ class CLIPSetLastLayer(Node):
     INPUTS = {"clip": Link("CLIP"), "stop_at_clip_layer": Int(-1, min=-24, max=-1, step=1)}
     OUTPUTS = (Output("CLIP"),)
 
-    def execute(self, ctx, clip: Any, stop_at_clip_layer: int):
+    def execute(self, ctx: ExecutionContext, clip: CLIP, stop_at_clip_layer: int) -> tuple[CLIP]:
         return (replace(clip, stop_at_layer=stop_at_clip_layer),)
 
 
@@ -60,7 +41,8 @@ class ConditioningCombine(Node):
     INPUTS = {"conditioning_1": Link("CONDITIONING"), "conditioning_2": Link("CONDITIONING")}
     OUTPUTS = (Output("CONDITIONING"),)
 
-    def execute(self, ctx, conditioning_1: list, conditioning_2: list):
+    def execute(self, ctx: ExecutionContext, conditioning_1: CONDITIONING,
+                conditioning_2: CONDITIONING) -> tuple[CONDITIONING]:
         return (list(conditioning_1) + list(conditioning_2),)
 
 

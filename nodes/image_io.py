@@ -6,8 +6,8 @@ import hashlib
 import uuid
 from typing import Any
 
-from nodegraph import Combo, Float, Int, Link, Node, NodeOutput, Output, String, hookimpl
-from nodegraph.config import safe_join
+from nodegraph.api import (Combo, Float, Int, Link, Node, NodeOutput, Output, String, hookimpl, pil_to_image,
+                           pil_to_mask, safe_join)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -26,16 +26,6 @@ def _file_digest(config: Any, name: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
 
-def _open(config: Any, name: str):
-    from PIL import Image, ImageOps
-
-    path = safe_join(config.input_dir, name)
-    if not path.is_file():
-        raise FileNotFoundError(f"input image {name!r} is not in {config.input_dir}; upload it or copy it there")
-    img = Image.open(path)
-    return ImageOps.exif_transpose(img) or img
-
-
 class LoadImage(Node):
     """Load an image (and its alpha as a mask) from the input folder."""
 
@@ -49,9 +39,7 @@ class LoadImage(Node):
         return _file_digest(config, constants["image"])
 
     def execute(self, ctx, image: str):
-        from nodegraph.imaging import pil_to_image, pil_to_mask
-
-        img = _open(ctx.config, image)
+        img = ctx.files.open_image(image)
         return (pil_to_image(img), pil_to_mask(img, "A"))
 
 
@@ -69,9 +57,7 @@ class LoadImageMask(Node):
         return _file_digest(config, constants["image"])
 
     def execute(self, ctx, image: str, channel: str):
-        from nodegraph.imaging import pil_to_mask
-
-        return (pil_to_mask(_open(ctx.config, image), channel[0].upper()),)
+        return (pil_to_mask(ctx.files.open_image(image), channel[0].upper()),)
 
 
 def png_text(ctx: Any) -> dict[str, Any]:
@@ -96,12 +82,7 @@ class SaveImage(Node):
     FOLDER = "output"
 
     def execute(self, ctx, images: Any, filename_prefix: str = "nodegraph"):
-        from nodegraph.imaging import image_to_pils, save_pngs
-
-        root = ctx.config.folder_for(self.FOLDER)
-        entries = save_pngs(image_to_pils(images), root, filename_prefix, png_text(ctx))
-        for e in entries:
-            e["type"] = self.FOLDER
+        entries = ctx.files.save_images(images, filename_prefix, self.FOLDER, png_text(ctx))
         return NodeOutput((), {"images": entries})
 
 

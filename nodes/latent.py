@@ -10,17 +10,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from nodegraph import Combo, Float, Int, Link, Node, Output, hookimpl
-from .image_ops import CROP, MAX_SIZE, resample, target_size
+from nodegraph.api import Combo, Float, Int, Link, Node, Output, hookimpl, resample, target_size
+
+from .image_ops import CROP, MAX_SIZE
 
 LATENT_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")
 DEFAULT_DOWNSCALE = 8
-
-
-def _devices(ctx: Any) -> Any:
-    from .conditioning import device_manager
-
-    return device_manager(ctx)
 
 
 @contextlib.contextmanager
@@ -28,7 +23,7 @@ def _vae_on_device(ctx: Any, vae: Any) -> Iterator[Any]:
     """The VAE on the device (float32 when its config asks to upcast, as SDXL's does); yields the device."""
     import torch
 
-    devices = _devices(ctx)
+    devices = ctx.devices
     with devices.use(vae.vae), torch.no_grad():
         if getattr(vae.vae.config, "force_upcast", False) and devices.dtype != torch.float32:
             vae.vae.to(dtype=torch.float32)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from nodegraph import Combo, Float, Link, Node, Output, hookimpl
-from nodegraph.diffusion.loading import (checkpoint_names, file_fingerprint, lora_names, resolve_model,
-                                         upscale_model_names, vae_names)
+from nodegraph.api import (Combo, Float, Link, Node, Output, checkpoint_names, file_fingerprint, hookimpl, lora_names,
+                           model_path, upscale_model_names, vae_names)
 
 SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with torchvision): install it with "
                  "pip install 'nodegraph[upscale]'")
@@ -29,7 +27,7 @@ class _ModelFileNode(Node):
     @classmethod
     def model_path(cls, config: Any, name: str) -> Any:
         """The path of model ``name`` in this node's models sub-folder (never outside it)."""
-        return resolve_model(config, cls.MODEL_INPUT[1], name)
+        return model_path(config, cls.MODEL_INPUT[1], name)
 
     @classmethod
     def fingerprint(cls, config, **constants):
@@ -59,13 +57,7 @@ class CheckpointLoaderSimple(_ModelFileNode):
                Output("VAE", tooltip="the model used to encode images to latents and decode them back"))
 
     def execute(self, ctx, ckpt_name: str):
-        from nodegraph.diffusion.devices import DeviceManager
-        from nodegraph.diffusion.loading import load_checkpoint
-
-        devices = ctx.services.get(DeviceManager, lambda: DeviceManager.from_config(ctx.config))
-        dtype = devices.dtype if devices.device.type != "cpu" else None  # half the host memory for GPU runs
-        ckpt = load_checkpoint(self.model_path(ctx.config, ckpt_name), ctx.config, name=ckpt_name,
-                               dtype=dtype)
+        ckpt = ctx.models.load_checkpoint(ckpt_name, self.MODEL_INPUT[1])
         return (ckpt.model, ckpt.clip, ckpt.vae)
 
 
@@ -79,35 +71,13 @@ class VAELoader(_ModelFileNode):
     OUTPUTS = (Output("VAE"),)
 
     def execute(self, ctx, vae_name: str):
-        from nodegraph.diffusion.loading import load_vae
-
-        return (load_vae(self.model_path(ctx.config, vae_name), ctx.config, name=vae_name),)
+        return (ctx.models.load_vae(vae_name, self.MODEL_INPUT[1]),)
 
 
 def _with_lora(ctx: Any, lora_name: str, model: Any, clip: Any, strength_model: float,
                strength_clip: float) -> tuple[Any, Any]:
     """Copies of model/clip recording the LoRA (weights shared; applied while sampling/encoding)."""
-    from nodegraph.diffusion import lora
-    from nodegraph.diffusion.types import LoraPatch
-
-    path = LoraLoader.model_path(ctx.config, lora_name)
-    allow = bool(ctx.config.allow_unsafe_pickle)
-    weights = ctx.services.get(lora.LoraLibrary).get(path, allow)
-    hits = 0
-    if model is not None and strength_model != 0:
-        hits += len(lora.match(weights, lora.unet_targets(model.unet), "unet").updates)
-    if clip is not None and strength_clip != 0:
-        hits += len(lora.match(weights, lora.text_targets(tuple(clip.encoders)), "text").updates)
-    wanted = (model is not None and strength_model != 0) or (clip is not None and strength_clip != 0)
-    if wanted and hits == 0:
-        arch = getattr(model, "arch", None) or getattr(clip, "arch", "?")
-        raise ValueError(f"LoRA {lora_name!r} matches no layer of this {arch} model ({len(weights.pairs)} updates, "
-                         f"e.g. {next(iter(weights.pairs), '-')}); it was probably made for another model family")
-    if model is not None and strength_model != 0:
-        model = model.with_lora(LoraPatch(lora_name, str(path), float(strength_model), allow))
-    if clip is not None and strength_clip != 0:
-        clip = replace(clip, loras=tuple(clip.loras) + (LoraPatch(lora_name, str(path), float(strength_clip), allow),))
-    return model, clip
+    return ctx.models.apply_lora(lora_name, model, clip, strength_model, strength_clip)
 
 
 _STRENGTH = dict(min=-100.0, max=100.0, step=0.01)
@@ -155,10 +125,8 @@ class UpscaleModelLoader(_ModelFileNode):
     OUTPUTS = (Output("UPSCALE_MODEL"),)
 
     def execute(self, ctx, model_name: str):
-        from nodegraph.diffusion.loading import check_loadable
-
         path = self.model_path(ctx.config, model_name)
-        check_loadable(path, bool(ctx.config.allow_unsafe_pickle))
+        ctx.models.check_loadable(path)
         try:
             import spandrel
         except ImportError:

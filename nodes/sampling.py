@@ -4,36 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph import Combo, Float, Int, Link, Node, Output, hookimpl
-from nodegraph.diffusion.schedulers import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_pair
+from nodegraph.api import (Combo, Float, Int, Link, Node, Output, hookimpl, sample, sampler_names, scheduler_names,
+                           unsupported_pair)
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
-def _pair_errors(constants: dict[str, Any]) -> list[tuple[str, str]]:
+def _pair_errors(config: Any, constants: dict[str, Any]) -> list[tuple[str, str]]:
     sampler, scheduler = constants.get("sampler_name"), constants.get("scheduler")
     if sampler is None or scheduler is None:
         return []
-    reason = unsupported_pair(sampler, scheduler)
+    reason = unsupported_pair(config, sampler, scheduler)
     return [("scheduler", reason)] if reason else []
 
 
 def _run(ctx: Any, model: Any, positive: list, negative: list, latent_image: dict, **options: Any) -> dict:
-    from nodegraph.diffusion.sampling import SamplingOptions, sample
-    from .conditioning import device_manager, lora_library
-
-    opts = SamplingOptions(**options)
-    return sample(model, positive, negative, latent_image, opts, device_manager(ctx),
-                  callback=lambda step, total, preview: ctx.progress(step, total, preview),
-                  lora_library=lora_library(ctx) if model.loras else None)
+    return dict(sample(ctx, model, positive, negative, latent_image, **options))  # type: ignore[arg-type]
 
 
 _COMMON = {
     "steps": Int(20, min=1, max=10000, tooltip="the number of denoising steps"),
     "cfg": Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
                  tooltip="classifier-free guidance scale: how strongly the prompt steers the image"),
-    "sampler_name": Combo(SAMPLER_NAMES, tooltip="the sampling algorithm (a diffusers scheduler class)"),
-    "scheduler": Combo(SCHEDULER_NAMES, tooltip="how the noise levels are spaced over the steps"),
+    "sampler_name": Combo(sampler_names, tooltip="the sampling algorithm (a diffusers scheduler class, or one a plugin adds)"),
+    "scheduler": Combo(scheduler_names, tooltip="how the noise levels are spaced over the steps"),
     "positive": Link("CONDITIONING", tooltip="what to include in the image"),
     "negative": Link("CONDITIONING", tooltip="what to exclude from the image"),
     "latent_image": Link("LATENT", tooltip="the latent image to denoise"),
@@ -56,7 +50,7 @@ class KSampler(Node):
 
     @classmethod
     def validate_inputs(cls, config, **constants):
-        return _pair_errors(constants)
+        return _pair_errors(config, constants)
 
     def execute(self, ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                 denoise=1.0):
@@ -83,7 +77,7 @@ class KSamplerAdvanced(Node):
 
     @classmethod
     def validate_inputs(cls, config, **constants):
-        return _pair_errors(constants)
+        return _pair_errors(config, constants)
 
     def execute(self, ctx, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                 latent_image, start_at_step, end_at_step, return_with_leftover_noise):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from nodegraph import Combo, Float, Int, Node, Output, hookimpl
-from nodegraph.training.shapes import COLOR_NAMES, COLORS, SHAPES
+from nodegraph.api import (COLOR_NAMES, COLORS, SHAPES, Combo, Float, Int, Node, Output, ShapeSpec, hookimpl,
+                           position_word)
+from nodegraph.api import render_shape as render
 
 
 class ShapeImage(Node):
@@ -32,8 +33,6 @@ class ShapeImage(Node):
     def execute(self, ctx, shape, color, background, size, center_x, center_y, radius):
         import numpy as np
         import torch
-
-        from nodegraph.training.shapes import ShapeSpec, position_word, render
 
         cx, cy, r = center_x * size, center_y * size, radius * size
         spec = ShapeSpec(shape, color, background, "large", position_word(cx, cy, size), cx, cy, r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from nodegraph import Link, Node, Output, hookimpl
+from nodegraph.api import Link, Node, Output, hookimpl
 
 TILE = 512
 OVERLAP = 32
@@ -67,9 +67,7 @@ class ImageUpscaleWithModel(Node):
     def execute(self, ctx, upscale_model: Any, image: Any):
         import torch
 
-        from .conditioning import device_manager
-
-        devices = device_manager(ctx)
+        devices = ctx.devices
         module = getattr(upscale_model, "model", None)
         scale = int(getattr(upscale_model, "scale", 1))
         half_ok = bool(getattr(upscale_model, "supports_half", True))

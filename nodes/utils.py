@@ -6,7 +6,7 @@ import math
 import random
 from typing import Any
 
-from nodegraph import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, String, hookimpl
+from nodegraph.api import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, String, hookimpl
 
 INT_MAX = 2**63 - 1
 

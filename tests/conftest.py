@@ -1,4 +1,4 @@
-"""Shared test setup: offline, and an Engine factory on a temporary home folder."""
+"""Shared test setup: offline, one torch thread, and nodegraph's pytest plugin (``nodegraph.testing``)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # results are then identical across processes, and parallel tests/servers never oversubscribe the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# The fixtures plugin authors use (engine, make_engine, make_registry, nodegraph_server, tiny_checkpoint, …); also
+# loaded through the ``pytest11`` entry point when nodegraph is installed (same name, so it is registered once).
+pytest_plugins = ["nodegraph.testing"]

@@ -218,10 +218,23 @@ def _resize_mask(mask: Any, batch: int, h: int, w: int) -> Any:
     return _expand(m, batch, "noise_mask").clamp(0.0, 1.0)
 
 
+def _sigma_table(scheduler_config: Any) -> Any:
+    """The training sigmas (ascending in t) of a checkpoint's scheduler config, float64 numpy."""
+    import diffusers
+
+    from .schedulers import training_sigmas
+
+    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    return training_sigmas(diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy())
+
+
 def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[str, Any], opts: SamplingOptions,
            devices: Any, callback: Callback | None = None, preview_every: int = 4,
-           lora_library: Any = None) -> dict[str, Any]:
-    """Run the sampler on ``devices`` (a DeviceManager); returns the output LATENT (``latent`` with new samples)."""
+           lora_library: Any = None, samplers: Any = None) -> dict[str, Any]:
+    """Run the sampler on ``devices`` (a DeviceManager); returns the output LATENT (``latent`` with new samples).
+
+    ``samplers`` (a ``custom.SamplerRegistry``) supplies plugin samplers and schedules by name.
+    """
     import torch
 
     from .preview import preview_jpeg
@@ -232,6 +245,9 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)
+    if samplers is not None and opts.sampler_name in samplers.samplers:
+        return dict(out_latent, samples=_sample_plugin(model, positive, negative, latent, samples, opts, devices,
+                                                       callback, preview_every, lora_library, samplers))
     spec = SAMPLERS[opts.sampler_name]
     scheduler = build_scheduler(opts.sampler_name, opts.scheduler, model.scheduler_config, total, opts.seed)
     all_ts = scheduler.timesteps
@@ -287,3 +303,49 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
             x = x * math.sqrt(1 + _sigma_vp(scheduler, all_ts[i1]) ** 2)  # leftover noise as x0 + sigma * noise
         result = (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
     return dict(out_latent, samples=result)
+
+
+def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent: dict[str, Any], samples: Any,
+                   opts: SamplingOptions, devices: Any, callback: Callback | None, preview_every: int,
+                   lora_library: Any, samplers: Any) -> Any:
+    """Run a plugin sampler (k-diffusion convention) over the step range of ``opts``; returns unscaled samples."""
+    import numpy as np
+    import torch
+
+    from .custom import KDenoiser
+    from .preview import preview_jpeg
+
+    total, s0, s1 = opts.step_range()
+    train = _sigma_table(model.scheduler_config)
+    full = samplers.sigmas(opts.scheduler, total, 1.0 / (train ** 2 + 1.0))
+    keep_noise = s1 < total and opts.return_with_leftover_noise
+    sig = full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
+    fmt = model.latent
+    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
+    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
+        else torch.zeros_like(samples)
+    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
+        device, dtype = devices.device, devices.dtype
+        batch, _, h, w = samples.shape
+        clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
+        noise = noise.to(device)
+        x = clean + noise * float(sig[0])
+        mask = None
+        if latent.get("noise_mask") is not None:
+            mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
+        pixel_hw = (h * fmt.downscale, w * fmt.downscale)
+        conds = _conds(model, positive, batch, pixel_hw, device, dtype, "positive")
+        unconds = [] if opts.cfg == 1.0 else _conds(model, negative, batch, pixel_hw, device, dtype, "negative")
+        denoiser = KDenoiser(model, conds, unconds, list(positive), opts.cfg, dtype, mask, clean)
+
+        def step_done(step: int, count: int, x0: Any) -> None:
+            if callback is None:
+                return
+            show = step % preview_every == 0 or step == count
+            callback(step, count, preview_jpeg(x0 / fmt.scaling_factor + fmt.shift_factor, fmt) if show else None)
+
+        sigmas = torch.tensor(sig, dtype=torch.float32, device=device)
+        x = samplers.samplers[opts.sampler_name].fn(denoiser, x, sigmas, generator=gen, callback=step_done)
+        if mask is not None:
+            x = mask * x + (1.0 - mask) * (clean + noise * float(sig[-1]))
+        return (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()

@@ -1,8 +1,7 @@
-"""Fixtures for engine-core tests: an engine with the utility packs and a small test plugin."""
+"""Fixtures for engine-core tests: an engine with the utility packs and a small test plugin (nodegraph.testing)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,32 +9,35 @@ import pytest
 
 from nodegraph.config import EngineConfig
 from nodegraph.engine import Engine
-from nodegraph.registry import Registry
+from nodegraph.testing import build_engine, build_registry, load_plugin_file
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-
-import testnodes  # noqa: E402  (the test plugin, registered explicitly)
+#: The test plugin, imported under its plugin name ``testnodes`` (what provenance manifests record).
+testnodes = load_plugin_file(Path(__file__).with_name("testnodes.py"))
 
 CORE_PACKS = ("nodes.utils", "nodes.image_io")
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> EngineConfig:
-    cfg = EngineConfig(home=tmp_path / "home")
-    cfg.ensure_dirs()
-    return cfg
+def config(nodegraph_config: EngineConfig) -> EngineConfig:
+    """The engine's config on a temporary home (nodegraph.testing's ``nodegraph_config``)."""
+    return nodegraph_config
 
 
 @pytest.fixture
 def make_engine(config: EngineConfig) -> Callable[..., Engine]:
+    """Engines over the utility packs plus the test plugin (``tests/core/testnodes.py``)."""
     def factory(**kwargs: Any) -> Engine:
-        registry = Registry.load(builtins=CORE_PACKS, entry_points=False, source_plugins=False,
-                                 extra=[testnodes])
-        return Engine(config, registry=registry, **kwargs)
+        return build_engine(config, build_registry(testnodes, builtins=CORE_PACKS), **kwargs)
     return factory
 
 
 @pytest.fixture
-def engine(make_engine) -> Engine:
+def engine(make_engine: Callable[..., Engine]) -> Engine:
+    """An engine over the utility packs and the test plugin."""
     return make_engine()
+
+
+@pytest.fixture
+def testnodes_path() -> Path:
+    """The test plugin's file (for tests that load it as a drop-in plugin)."""
+    return Path(testnodes.__file__)

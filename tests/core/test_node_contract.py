@@ -93,3 +93,61 @@ def test_coercion():
     assert Float(0.0).coerce(2) == 2.0
     assert String().coerce(5) == "5"
     assert Boolean().coerce("true") is True
+
+
+# ---- execute's signature is checked against INPUTS at registration -----------------------------------------------
+
+class _Base(Node):
+    INPUTS = {"a": Int(1), "b": Link("IMAGE", optional=True)}
+    OUTPUTS = (Output("INT"),)
+
+
+def _node(execute, name="Mismatch"):
+    return type(name, (_Base,), {"execute": execute, "__doc__": "A node."})
+
+
+@pytest.mark.parametrize("execute", [
+    lambda self, ctx, a, b=None: (a,),
+    lambda self, ctx, a, b=None, extra=3: (a,),  # an extra parameter with a default is harmless
+    lambda self, ctx, **inputs: (inputs["a"],),
+    lambda self, ctx, a, **rest: (a,),
+])
+def test_matching_signatures_register(execute):
+    assert describe(_node(execute)).name == "Mismatch"
+
+
+def test_a_missing_parameter_is_a_registration_error_naming_node_parameter_and_fix():
+    with pytest.raises(TypeError) as err:
+        describe(_node(lambda self, ctx, b=None: (1,), name="NoA"))
+    text = str(err.value)
+    assert "node NoA" in text and "'a'" in text and "add a to execute" in text
+
+
+def test_an_undeclared_required_parameter_is_a_registration_error():
+    with pytest.raises(TypeError) as err:
+        describe(_node(_extra_execute, name="Extra"))
+    text = str(err.value)
+    assert "node Extra" in text and "'seed'" in text and "declare them in INPUTS" in text
+
+
+def _extra_execute(self, ctx, a, seed, b=None):
+    return (a,)
+
+
+def test_an_optional_input_without_a_default_is_a_registration_error():
+    with pytest.raises(TypeError) as err:
+        describe(_node(lambda self, ctx, a, b: (a,), name="NoDefault"))
+    assert "'b'" in str(err.value) and "b=None" in str(err.value)
+
+
+def test_execute_without_ctx_is_a_registration_error():
+    with pytest.raises(TypeError, match="execute must take \\(self, ctx"):
+        describe(_node(lambda self: (1,), name="NoCtx"))
+
+
+def test_the_registry_reports_a_mismatched_node_and_loads_the_rest(make_registry):
+    good = type("GoodNode", (_Base,), {"execute": lambda self, ctx, a, b=None: (a,), "__doc__": "ok"})
+    bad = _node(lambda self, ctx, b=None: (1,), name="BadNode")
+    reg = make_registry(good, bad, builtins=())
+    assert "GoodNode" in reg.nodes and "BadNode" not in reg.nodes
+    assert any("BadNode" in e and "'a'" in e for _, e in reg.errors)

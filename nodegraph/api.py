@@ -1,0 +1,141 @@
+"""The public API for node authors: everything a node pack needs, and nothing it should not reach past.
+
+The built-in packs in ``nodes/`` import only this module, so anything they do a plugin can do too. Stable names:
+
+Declaring nodes
+    ``Node``, ``NodeOutput``, ``Int``/``Float``/``String``/``Boolean``/``Combo``/``Link``, ``Output``, ``hookimpl``.
+
+Values on links (ComfyUI's conventions, so its workflows mean the same thing here)
+    ``MODEL`` (``DiffusionModel``: ``.unet``, ``.scheduler_config``, ``.arch``, ``.latent``, ``.loras``),
+    ``CLIP`` (``TextEncoder``: ``.tokenizers``, ``.encoders``, ``.stop_at_layer``),
+    ``VAE`` (``VAEModel``: ``.vae`` an AutoencoderKL, ``.scaling_factor``, ``.downscale``),
+    ``CONDITIONING`` (list of ``(embeddings [B, T, D], extras)``; extras may hold ``pooled_output``, ``strength``
+    and whatever a plugin attaches for its own sampler, e.g. a ``hint``),
+    ``LATENT`` (``Latent`` TypedDict: unscaled ``samples`` [B, C, h, w] plus optional keys),
+    ``IMAGE`` (float32 [B, H, W, C] in 0..1, CPU), ``MASK`` (float32 [B, H, W] in 0..1, 1 = change).
+    Nodes never mutate these: return a copy (``dataclasses.replace``) that shares the weights.
+
+What a node sees while it runs (``ExecutionContext``, the ``ctx`` argument of ``execute``)
+    ``ctx.models`` (``Models``: resolve/load_checkpoint/load_vae/load_lora/apply_lora/encode_text),
+    ``ctx.devices`` (``.device``, ``.dtype``, ``with ctx.devices.use(module): ...``), ``ctx.files`` (``Files``: input,
+    output and temp paths, never outside their folder), ``ctx.progress(step, total)``, ``ctx.check_interrupt()``,
+    ``ctx.preview(image)``, ``ctx.samplers`` (the engine's sampler table), ``ctx.config``, ``ctx.services``.
+
+Samplers and schedules
+    Declare ``NODEGRAPH_SAMPLERS = [SamplerDef(name, fn)]`` / ``NODEGRAPH_SCHEDULERS = [ScheduleDef(name, fn)]``
+    in a plugin module; KSampler lists them and ``sample`` runs them (see ``SamplerFn`` and ``Denoiser``).
+
+Helpers
+    procedural shapes (``render_shape``: the renderer the embedded model was trained on),
+    images ↔ Pillow (``pil_to_image``, ``pil_to_mask``, ``image_to_pils``, ``save_pngs``), resizing NCHW tensors
+    (``resample``, ``center_crop``, ``target_size``), model combos for ``Combo(...)`` (``checkpoint_names``, …),
+    ``model_path``/``file_fingerprint`` for a node's ``fingerprint``/``model_files`` class methods, ``safe_join``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeAlias, TypedDict
+
+from typing_extensions import Required
+
+from .config import EngineConfig, UnsafePathError, safe_join
+from .context import ExecutionContext, Files, Interrupted, Models
+from .diffusion.custom import Denoiser, SamplerDef, SamplerFn, SamplerRegistry, ScheduleDef, StepCallback, samplers_of
+from .diffusion.loading import (checkpoint_names, file_fingerprint, lora_names, resolve_model, upscale_model_names,
+                                vae_names)
+from .diffusion.types import Checkpoint, DiffusionModel, LatentFormat, LoraPatch, TextEncoder, VAEModel
+from .hookspecs import hookimpl
+from .imaging import center_crop, image_to_pils, pil_to_image, pil_to_mask, resample, save_pngs, target_size
+from .inputs import Boolean, Combo, Float, Int, Link, Output, String
+from .node import Node, NodeOutput
+from .training import shapes as _shapes
+from .training.shapes import COLOR_NAMES, COLORS, SHAPES, ShapeSpec
+from .training.shapes import render as render_shape
+
+if TYPE_CHECKING:
+    from torch import Tensor
+else:
+    Tensor = Any
+
+__all__ = [
+    "Boolean", "CLIP", "CONDITIONING", "Checkpoint", "Combo", "ConditioningEntry", "Denoiser", "DiffusionModel",
+    "EngineConfig", "ExecutionContext", "Files", "Float", "IMAGE", "Int", "Interrupted", "LATENT", "Latent",
+    "LatentFormat", "Link", "LoraPatch", "MASK", "MODEL", "Models", "Node", "NodeOutput", "Output", "SamplerDef",
+    "SamplerFn", "SamplerRegistry", "ScheduleDef", "StepCallback", "String", "Tensor", "TextEncoder",
+    "UnsafePathError", "COLOR_NAMES", "COLORS", "SHAPES", "ShapeSpec", "position_word", "render_shape", "VAE", "VAEModel", "center_crop", "checkpoint_names", "file_fingerprint", "hookimpl",
+    "image_to_pils", "lora_names", "model_path", "pil_to_image", "pil_to_mask", "resample", "safe_join", "sample",
+    "sampler_names", "save_pngs", "scheduler_names", "target_size", "upscale_model_names", "vae_names",
+]
+
+# ---- values on links ------------------------------------------------------------------------------------------------
+
+MODEL: TypeAlias = DiffusionModel
+CLIP: TypeAlias = TextEncoder
+VAE: TypeAlias = VAEModel
+IMAGE: TypeAlias = "Tensor"
+MASK: TypeAlias = "Tensor"
+#: One conditioning entry: text embeddings [B, T, D] and extras ("pooled_output", "strength", plugin hints, …).
+ConditioningEntry: TypeAlias = "tuple[Tensor, dict[str, Any]]"
+CONDITIONING: TypeAlias = "list[ConditioningEntry]"
+
+
+class Latent(TypedDict, total=False):
+    """LATENT: unscaled VAE latents and what travels with them."""
+
+    samples: Required["Tensor"]  # [B, C, h, w] as the VAE produced it, before the scaling factor
+    noise_mask: "Tensor"  # [B, 1, h|H, w|W], 1 = let sampling change this area
+    batch_index: list[int]  # which noise draws of the seed each item uses
+    downscale: int  # pixels per latent cell, when known
+    pixel_size: tuple[int, int]  # (H, W) of an untouched EmptyLatentImage; KSampler may re-shape it
+
+
+LATENT: TypeAlias = Latent
+
+
+# ---- model files, for combos and class methods (which receive the config, not a context) ----------------------------
+
+def model_path(config: EngineConfig, folder: str, name: str) -> Path:
+    """The path of model ``name`` in the models sub-folder ``folder`` (never outside it)."""
+    return resolve_model(config, folder, name)
+
+
+def position_word(cx: float, cy: float, size: int = _shapes.IMAGE_SIZE) -> str:
+    """The caption word for a shape centred at (cx, cy) in a ``size`` image ("top left", "", "bottom", …)."""
+    return _shapes.position_word(cx, cy, size)
+
+
+# ---- samplers ---------------------------------------------------------------------------------------------------------
+
+def sampler_names(config: Any) -> list[str]:
+    """The sampler_name options of the engine owning ``config`` (built-in and plugin samplers), for ``Combo``."""
+    return samplers_of(config).sampler_names()
+
+
+def scheduler_names(config: Any) -> list[str]:
+    """The scheduler options of the engine owning ``config`` (built-in and plugin schedules), for ``Combo``."""
+    return samplers_of(config).scheduler_names()
+
+
+def unsupported_pair(config: Any, sampler: str, scheduler: str) -> str | None:
+    """Why (sampler, scheduler) cannot run on that engine, naming what works instead; None when it can."""
+    return samplers_of(config).unsupported_pair(sampler, scheduler)
+
+
+def sample(ctx: ExecutionContext, model: DiffusionModel, positive: Sequence[Any], negative: Sequence[Any],
+           latent: Latent, *, sampler_name: str, scheduler: str, steps: int, cfg: float, seed: int,
+           denoise: float = 1.0, add_noise: bool = True, start_at_step: int = 0, end_at_step: int = 10000,
+           return_with_leftover_noise: bool = False) -> Latent:
+    """Denoise ``latent`` with KSampler's semantics (any built-in or plugin sampler); reports progress + previews."""
+    from .diffusion.sampling import SamplingOptions
+    from .diffusion.sampling import sample as run
+
+    opts = SamplingOptions(sampler_name=sampler_name, scheduler=scheduler, steps=steps, cfg=cfg, seed=seed,
+                           denoise=denoise, add_noise=add_noise, start_at_step=start_at_step,
+                           end_at_step=end_at_step, return_with_leftover_noise=return_with_leftover_noise)
+    progress: Callable[[int, int, Any], None] = lambda step, total, preview: ctx.progress(step, total, preview)
+    out = run(model, list(positive), list(negative), dict(latent), opts, ctx.devices, callback=progress,
+              lora_library=ctx.models.lora_library() if model.loras else None, samplers=ctx.samplers)
+    return out  # type: ignore[return-value]
+
+

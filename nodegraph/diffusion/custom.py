@@ -1,0 +1,237 @@
+"""Samplers and schedules added by plugins, and the per-engine table that lists them beside the built-in ones.
+
+The built-in samplers are diffusers scheduler classes (``schedulers.SAMPLERS``). A plugin sampler is a plain
+function in the k-diffusion convention: it receives a ``Denoiser`` (the model with guidance applied, returning the
+clean-latent estimate x0 for a noisy latent ``x`` at noise level ``sigma``), the starting latent already noised to
+``sigmas[0]`` and the descending sigma schedule ending with 0, and returns the final latent. A plugin schedule is a
+function ``(steps, training_sigmas) -> sigmas`` returning ``steps + 1`` descending values that end with 0.
+
+Plugins declare them at module level (no hook needed)::
+
+    NODEGRAPH_SAMPLERS = [api.SamplerDef("my_euler", my_euler, "Euler with a twist")]
+    NODEGRAPH_SCHEDULERS = [api.ScheduleDef("my_schedule", my_schedule)]
+
+``SamplerRegistry.from_plugins`` reads those declarations from the plugins of one ``Registry``; each engine keeps
+its own table (no process-wide list), and KSampler's combos list what the table holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from . import schedulers
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+#: callback(step, total, x0 estimate) after each step; the engine turns it into progress + a preview image.
+StepCallback = Callable[[int, int, "torch.Tensor"], None]
+#: (steps, training sigmas ascending in t) -> steps + 1 descending sigmas ending with 0.
+ScheduleFn = Callable[[int, "np.ndarray"], "np.ndarray"]
+
+
+class Denoiser(Protocol):
+    """The model as a plugin sampler sees it: ``denoiser(x, sigma)`` is the guided clean-latent estimate."""
+
+    #: The positive CONDITIONING entries as the graph gave them ((embeddings, extras) pairs; extras carry hints).
+    conditioning: list[tuple[Any, dict[str, Any]]]
+    #: The classifier-free guidance scale.
+    cfg: float
+
+    def __call__(self, x: "torch.Tensor", sigma: float) -> "torch.Tensor":
+        """x0 estimate with classifier-free guidance applied."""
+        ...
+
+    def split(self, x: "torch.Tensor", sigma: float) -> "tuple[torch.Tensor, torch.Tensor | None]":
+        """(positive x0, negative x0 or None when cfg is 1): for samplers that guide in their own way."""
+        ...
+
+
+class SamplerFn(Protocol):
+    """A plugin sampler: integrate from ``sigmas[0]`` to ``sigmas[-1]`` (0) and return the final latent."""
+
+    def __call__(self, denoiser: Denoiser, x: "torch.Tensor", sigmas: "torch.Tensor", *,
+                 generator: "torch.Generator", callback: StepCallback) -> "torch.Tensor":
+        """Run the sampler; call ``callback(i + 1, len(sigmas) - 1, x0)`` after each step."""
+        ...
+
+
+@dataclass(frozen=True)
+class SamplerDef:
+    """A plugin sampler: its combo name, the function and a one-line description."""
+
+    name: str
+    fn: SamplerFn
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleDef:
+    """A plugin schedule (ComfyUI's "scheduler"): its combo name and the function computing the sigmas."""
+
+    name: str
+    fn: ScheduleFn
+    description: str = ""
+
+
+@dataclass
+class SamplerRegistry:
+    """The samplers and schedules one engine offers: the built-in diffusers table plus plugin ones."""
+
+    samplers: dict[str, SamplerDef] = field(default_factory=dict)
+    schedules: dict[str, ScheduleDef] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)  # "sampler:name" -> plugin that added it
+
+    def __reduce__(self) -> Any:
+        """Pickles as an empty table: each process's engine builds its own from its own plugins."""
+        return (type(self), ())
+
+    def add_sampler(self, sampler: SamplerDef, plugin: str = "") -> None:
+        """Add a plugin sampler; raises ValueError naming the clash when the name is taken."""
+        self._check_name(sampler.name, "sampler", set(schedulers.SAMPLERS) | set(schedulers.NO_EQUIVALENT)
+                         | set(self.samplers))
+        if not callable(sampler.fn):
+            raise TypeError(f"sampler {sampler.name!r}: fn is not callable; give a function (denoiser, x, sigmas, *, "
+                            "generator, callback) -> latent")
+        self.samplers[sampler.name] = sampler
+        self.origin[f"sampler:{sampler.name}"] = plugin
+
+    def add_schedule(self, schedule: ScheduleDef, plugin: str = "") -> None:
+        """Add a plugin schedule; raises ValueError naming the clash when the name is taken."""
+        self._check_name(schedule.name, "scheduler", set(schedulers.SCHEDULES) | set(self.schedules))
+        if not callable(schedule.fn):
+            raise TypeError(f"scheduler {schedule.name!r}: fn is not callable; give a function (steps, "
+                            "training_sigmas) -> sigmas")
+        self.schedules[schedule.name] = schedule
+        self.origin[f"scheduler:{schedule.name}"] = plugin
+
+    def _check_name(self, name: str, kind: str, taken: set[str]) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a {kind} needs a non-empty name")
+        if name in taken:
+            by = self.origin.get(f"{kind}:{name}") or "nodegraph"
+            raise ValueError(f"{kind} {name!r} is already provided by {by}; choose another name")
+
+    def sampler_names(self) -> list[str]:
+        """Built-in sampler names, then plugin ones (KSampler's sampler_name combo)."""
+        return list(schedulers.SAMPLER_NAMES) + list(self.samplers)
+
+    def scheduler_names(self) -> list[str]:
+        """Built-in schedule names, then plugin ones (KSampler's scheduler combo)."""
+        return list(schedulers.SCHEDULER_NAMES) + list(self.schedules)
+
+    def unsupported_pair(self, sampler: str, scheduler: str) -> str | None:
+        """Why (sampler, scheduler) cannot run, naming what works instead; None when it can."""
+        if sampler in self.samplers:
+            if scheduler in schedulers.SCHEDULES or scheduler in self.schedules:
+                return None
+            return f"unknown scheduler {scheduler!r}; choose one of: {', '.join(self.scheduler_names())}"
+        if scheduler in self.schedules:
+            if sampler in schedulers.SAMPLERS:
+                return (f"scheduler {scheduler!r} (from {self.origin.get('scheduler:' + scheduler) or 'a plugin'}) "
+                        f"runs with plugin samplers only; use one of: {', '.join(self.samplers) or '(none loaded)'}")
+        if sampler not in schedulers.SAMPLERS and sampler not in schedulers.NO_EQUIVALENT:
+            return f"unknown sampler {sampler!r}; choose one of: {', '.join(self.sampler_names())}"
+        return schedulers.unsupported_pair(sampler, scheduler)
+
+    def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any) -> Any:
+        """The sigma schedule (steps + 1 values ending with 0, float64 numpy) of a built-in or plugin schedule."""
+        import numpy as np
+
+        if scheduler in self.schedules:
+            out = np.asarray(self.schedules[scheduler].fn(steps, schedulers.training_sigmas(alphas_cumprod)),
+                             dtype=np.float64)
+            if out.shape != (steps + 1,) or out[-1] != 0.0 or np.any(np.diff(out) > 0):
+                raise ValueError(f"scheduler {scheduler!r} returned {out.shape[0]} sigmas; it must return "
+                                 f"steps + 1 = {steps + 1} descending values ending with 0")
+            return out
+        return schedulers.reference_sigmas(scheduler, steps, alphas_cumprod)
+
+    @classmethod
+    def from_declarations(cls, plugins: Iterable[tuple[str, Any]]) -> tuple["SamplerRegistry", list[tuple[str, str]]]:
+        """A table from (plugin name, module) pairs' ``NODEGRAPH_SAMPLERS``/``NODEGRAPH_SCHEDULERS``; also returns
+        (plugin, error) pairs for declarations that were refused."""
+        table = cls()
+        errors: list[tuple[str, str]] = []
+        for name, module in plugins:
+            for attr, add in (("NODEGRAPH_SAMPLERS", table.add_sampler), ("NODEGRAPH_SCHEDULERS", table.add_schedule)):
+                for item in getattr(module, attr, None) or ():
+                    try:
+                        if not isinstance(item, (SamplerDef, ScheduleDef)):
+                            raise TypeError(f"{attr} holds {item!r}; use nodegraph.api.SamplerDef/ScheduleDef")
+                        add(item, name)  # type: ignore[operator]
+                    except (TypeError, ValueError) as exc:
+                        errors.append((name, f"{attr}: {exc}"))
+        return table, errors
+
+    @classmethod
+    def from_plugins(cls, registry: Any) -> "SamplerRegistry":
+        """The table of one ``Registry``'s plugins (in load order); refusals become that plugin's errors."""
+        pairs = [(name, registry.pm.get_plugin(name)) for name in list(registry.plugins)]
+        table, errors = cls.from_declarations((n, m) for n, m in pairs if m is not None)
+        for plugin, message in errors:
+            info = registry.plugins.get(plugin)
+            if info is not None and message not in info.errors:
+                info.errors.append(message)
+        return table
+
+
+class KDenoiser:
+    """``Denoiser`` over a diffusers UNet in k-diffusion form: x = x0 + sigma * noise, sigma from the training betas."""
+
+    def __init__(self, model: Any, conds: list, unconds: list, conditioning: list, cfg: float, dtype: Any,
+                 mask: Any = None, clean: Any = None) -> None:
+        import torch
+
+        from .sampling import _sigma_table
+
+        self.model, self.conds, self.unconds, self.dtype = model, conds, unconds, dtype
+        self.conditioning, self.cfg = conditioning, float(cfg)
+        self.mask, self.clean = mask, clean
+        self.train = _sigma_table(model.scheduler_config)
+        self._torch = torch
+
+    def _x0(self, x: Any, out: Any, sigma: float) -> Any:
+        kind = self.model.prediction_type
+        if kind == "sample":
+            return out
+        if kind == "v_prediction":
+            return x / (sigma * sigma + 1) - out * (sigma / (sigma * sigma + 1) ** 0.5)
+        return x - sigma * out
+
+    def split(self, x: Any, sigma: float) -> Any:
+        """(positive x0, negative x0 or None) at noise level ``sigma``."""
+        from .sampling import _average, _predict
+
+        t = float(schedulers.sigma_to_t(max(float(sigma), 1e-10), self.train))
+        c_in = 1.0 / (float(sigma) ** 2 + 1.0) ** 0.5
+        ts = self._torch.tensor(t, dtype=self._torch.float32, device=x.device)
+        preds = _predict(self.model.unet, x * c_in, ts, self.unconds + self.conds, self.dtype)
+        n = len(self.unconds)
+        cond = self._blend(self._x0(x, _average(preds[n:], self.conds), float(sigma)))
+        if not self.unconds:
+            return cond, None
+        return cond, self._blend(self._x0(x, _average(preds[:n], self.unconds), float(sigma)))
+
+    def _blend(self, x0: Any) -> Any:
+        return x0 if self.mask is None else self.mask * x0 + (1.0 - self.mask) * self.clean
+
+    def __call__(self, x: Any, sigma: float) -> Any:
+        cond, uncond = self.split(x, sigma)
+        return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+
+
+def samplers_of(config: Any) -> SamplerRegistry:
+    """The engine's sampler table, reached through its config (built-ins only before an engine installed one)."""
+    table = getattr(config, "samplers", None)
+    return table if isinstance(table, SamplerRegistry) else SamplerRegistry()
+
+
+def install_samplers(config: Any, registry: Any) -> SamplerRegistry:
+    """Build the table of ``registry``'s plugins and attach it to the engine's ``config`` (what combos receive)."""
+    table = SamplerRegistry.from_plugins(registry)
+    if config is not None:
+        config.samplers = table
+    return table

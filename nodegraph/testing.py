@@ -1,0 +1,225 @@
+"""pytest fixtures for testing nodegraph plugins (and nodegraph itself); loaded automatically through ``pytest11``.
+
+Installing nodegraph makes these fixtures available to every pytest run (disable with ``-p no:nodegraph``):
+
+``nodegraph_config``
+    An ``EngineConfig`` whose home is a fresh temporary folder (input/, output/, temp/, models/ created).
+``make_registry(*extra, builtins=BUILTIN_PACKS)``
+    A ``Registry`` with the built-in packs plus ``extra``: node classes, plugin modules, or folders of drop-in
+    plugins. Entry points and the source checkout's ``plugins/`` are left out, so results do not depend on what else
+    is installed (pass ``entry_points=True`` to include them).
+``make_engine(*extra, config=None, **engine_kwargs)`` / ``engine``
+    An ``Engine`` on ``nodegraph_config`` over ``make_registry(*extra)``; its sampler table includes the samplers the
+    plugins declare. ``engine`` is one with the built-in packs only.
+``run_graph(engine, prompt)``
+    Validate and run an API-format prompt; returns the ``RunResult`` (raises when the run failed).
+``nodegraph_server(engine, **settings)``
+    A real nodegraph server on a free loopback port, in a background thread; returns its base URL
+    (``http://127.0.0.1:PORT``). Stopped at the end of the test.
+``tiny_checkpoint``
+    A tiny random-weight SD1.x checkpoint built from configs (seconds on a CPU, no download), saved once per session
+    as ``models/checkpoints/tiny-sd.safetensors`` (+ the ``tiny-sd/`` diffusers folder) in its own home folder;
+    a ``TinyCheckpoint`` with ``home``, ``models_dir``, ``name`` and ``config``. Point an engine at it with
+    ``make_engine(config=tiny_checkpoint.config)``.
+
+Tests that take seconds are marked ``@pytest.mark.slow``; ``pytest -m "not slow"`` is the quick loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from .config import EngineConfig
+from .engine import Engine
+from .executor import RunResult
+from .hookspecs import hookimpl
+from .node import Node
+from .registry import BUILTIN_PACKS, Registry
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker for plugin test suites that use it."""
+    config.addinivalue_line("markers", "slow: takes seconds (deselect with -m \"not slow\" for a quick loop)")
+
+
+def plugin_module(*nodes: type[Node], name: str = "nodegraph_test_nodes", **attrs: Any) -> types.ModuleType:
+    """A plugin module providing ``nodes`` (and module attributes such as ``NODEGRAPH_SAMPLERS``)."""
+    module = types.ModuleType(name)
+    listed = list(nodes)
+    module.nodegraph_nodes = hookimpl(lambda: listed)  # type: ignore[attr-defined]
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    return module
+
+
+def load_plugin_file(path: Path | str, name: str | None = None) -> types.ModuleType:
+    """Import a drop-in plugin file as module ``name`` (its stem by default), as nodegraph would load it."""
+    import importlib.util
+    import sys
+
+    path = Path(path)
+    name = name or path.stem
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}; give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so that its classes pickle (worker processes) and tests can import it by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_registry(*extra: Any, builtins: tuple[str, ...] = BUILTIN_PACKS, entry_points: bool = False) -> Registry:
+    """A registry of ``builtins`` plus ``extra`` (node classes, plugin modules, or plugin folders)."""
+    classes = [e for e in extra if isinstance(e, type) and issubclass(e, Node)]
+    folders = [Path(e) for e in extra if isinstance(e, (str, Path))]
+    modules = [e for e in extra if not (isinstance(e, type) and issubclass(e, Node)) and e not in folders
+               and not isinstance(e, (str, Path))]
+    if classes:
+        modules.append(plugin_module(*classes))
+    return Registry.load(folders, builtins=builtins, entry_points=entry_points, source_plugins=False, extra=modules)
+
+
+def build_engine(config: EngineConfig, registry: Registry, **engine_kwargs: Any) -> Engine:
+    """An engine over ``registry`` whose sampler table holds the samplers its plugins declare."""
+    from .diffusion.custom import install_samplers
+
+    engine = Engine(config, registry=registry, **engine_kwargs)
+    install_samplers(engine.config, engine.registry)
+    return engine
+
+
+def run_graph(engine: Engine, prompt: dict[str, Any], **run_kwargs: Any) -> RunResult:
+    """Validate and run an API-format prompt on ``engine``; raises AssertionError naming the failure."""
+    result = engine.run(engine.prepare(prompt), **run_kwargs)
+    error = getattr(result, "error", None)
+    if error:
+        raise AssertionError(f"the run failed: {error}")
+    return result
+
+
+@pytest.fixture
+def nodegraph_config(tmp_path: Path) -> EngineConfig:
+    """An EngineConfig on a fresh temporary home folder (folders created)."""
+    cfg = EngineConfig(home=tmp_path / "home")
+    cfg.ensure_dirs()
+    return cfg
+
+
+@pytest.fixture
+def make_registry() -> Callable[..., Registry]:
+    """Factory: ``make_registry(*extra, builtins=BUILTIN_PACKS)`` → a Registry (see ``build_registry``)."""
+    return build_registry
+
+
+@pytest.fixture
+def make_engine(nodegraph_config: EngineConfig) -> Callable[..., Engine]:
+    """Factory: ``make_engine(*extra, config=None, builtins=…, **engine_kwargs)`` → an Engine."""
+    def factory(*extra: Any, config: EngineConfig | None = None, builtins: tuple[str, ...] = BUILTIN_PACKS,
+                **engine_kwargs: Any) -> Engine:
+        return build_engine(config or nodegraph_config, build_registry(*extra, builtins=builtins), **engine_kwargs)
+    return factory
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., Engine]) -> Engine:
+    """An Engine with the built-in packs on a temporary home."""
+    return make_engine()
+
+
+@pytest.fixture(name="run_graph")
+def run_graph_fixture() -> Callable[..., RunResult]:
+    """``run_graph(engine, prompt)``: validate and run, raising when the run failed."""
+    return run_graph
+
+
+class _ServerThread:
+    """An aiohttp server for one engine on its own event loop in a daemon thread."""
+
+    def __init__(self, engine: Engine, settings: Any) -> None:
+        self.engine, self.settings = engine, settings
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.url = ""
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="nodegraph-test-server", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._start())
+        except BaseException as exc:  # reported to the test by start()
+            self.error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.close()
+
+    async def _start(self) -> None:
+        from aiohttp import web
+
+        from .server import create_app
+
+        self.runner = web.AppRunner(create_app(self.engine, self.settings))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self) -> str:
+        self.thread.start()
+        if not self.ready.wait(60) or self.error is not None:
+            raise RuntimeError(f"the test server did not start: {self.error!r}")
+        return self.url
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+@pytest.fixture
+def nodegraph_server() -> Iterator[Callable[..., str]]:
+    """Factory: ``nodegraph_server(engine, **ServerSettings fields)`` → base URL of a running loopback server."""
+    from .server import ServerSettings
+
+    started: list[_ServerThread] = []
+
+    def start(engine: Engine, **settings: Any) -> str:
+        server = _ServerThread(engine, ServerSettings(**settings))
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@dataclass
+class TinyCheckpoint:
+    """A tiny SD1.x checkpoint saved in its own home folder."""
+
+    home: Path
+    models_dir: Path
+    name: str
+    config: EngineConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
+    """A tiny random-weight SD1.x checkpoint (``tiny-sd.safetensors``), built once per session."""
+    from ._tiny import build_tiny_sd
+
+    tiny = build_tiny_sd(tmp_path_factory.mktemp("nodegraph-tiny"))
+    return TinyCheckpoint(home=tiny.home, models_dir=tiny.models_dir, name=tiny.single_file.name,
+                          config=tiny.config)
