@@ -284,6 +284,11 @@ def _load_folder(folder: Path, name: str, dtype: Any, allow_pickle: bool = False
 
     def load(component: str) -> Any:
         extra = kw if component != "vae" else {}
+        pickles = [p.name for p in sorted((folder / component).glob("*")) if p.suffix.lower() in PICKLE_EXTENSIONS]
+        if safe and pickles and not any((folder / component).glob("*.safetensors")):
+            raise UnsafeModelError(f"{name}: {component}/ holds only pickle weights ({', '.join(pickles[:3])}); "
+                                   "loading pickles can run arbitrary code hidden in the file. Convert them to "
+                                   ".safetensors, or start nodegraph with --allow-unsafe-pickle if you trust them")
         model = classes[component].from_pretrained(str(folder / component), **extra, **safe)
         return model.eval() if hasattr(model, "eval") else model
 

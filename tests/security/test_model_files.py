@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,7 @@ def test_library_logging_is_restored_after_a_load(tiny_sd):
     from transformers.utils import logging as tl
 
     saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in (dl, tl)]
+    warnings.filterwarnings("ignore", "Cannot enable progress bars", UserWarning)  # HF_HUB_DISABLE_PROGRESS_BARS
     try:
         for lib in (dl, tl):
             lib.set_verbosity_info()
@@ -153,3 +155,22 @@ def test_library_logging_is_restored_after_a_load(tiny_sd):
         for lib, verbosity, bars in saved:
             lib.set_verbosity(verbosity)
             (lib.enable_progress_bar if bars else lib.disable_progress_bar)()
+
+
+def test_a_folder_with_pickle_weights_is_refused_unless_allowed(tiny_sd, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.diffusion.loading import UnsafeModelError
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_sd.folder, folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(str(weights)), str(folder / "unet" / "diffusion_pytorch_model.bin"))
+    weights.unlink()
+    with pytest.raises(UnsafeModelError, match=r"unet/ holds only pickle weights.*--allow-unsafe-pickle"):
+        load_checkpoint(folder)
+    allowed = EngineConfig(home=tmp_path / "home", allow_unsafe_pickle=True)
+    assert load_checkpoint(folder, allowed).model.unet is not None
