@@ -23,7 +23,8 @@ TEST_PLUGINS = REPO / "tests" / "server" / "plugins"
 OUTSIDE_MARK = "NODEGRAPH-FUZZ-OUTSIDE:"
 
 
-BOOT = r'''
+#: Python source installing an audit hook that prints OUTSIDE_MARK lines for writes outside $NODEGRAPH_FUZZ_ALLOWED.
+AUDIT_HOOK = r'''
 import os, sys, threading
 ALLOWED = [os.path.realpath(p) for p in os.environ["NODEGRAPH_FUZZ_ALLOWED"].split(os.pathsep) if p]
 SYSTEM = ("/dev/", "/proc/")
@@ -74,9 +75,9 @@ def hook(event, args):
         _busy.on = False
 
 sys.addaudithook(hook)
-from nodegraph.cli import main
-sys.exit(main(sys.argv[1:]))
 '''.replace("MARK", repr(OUTSIDE_MARK))
+#: ``python -c BOOT serve ...``: the nodegraph command under the audit hook.
+BOOT = AUDIT_HOOK + "from nodegraph.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def free_port() -> int:
