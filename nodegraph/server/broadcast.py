@@ -3,9 +3,10 @@
 A slow client never blocks anyone else and never makes the server drop what it must see:
 
 - a client that keeps up gets every message; one that is behind (its socket is full, or more than
-  ``COALESCE_AFTER_BYTES`` wait) gets superseded messages coalesced: a newer ``executing`` replaces a pending one, a
-  newer ``progress`` of the same prompt and node replaces the pending one, a newer preview replaces the pending one;
-  the newest takes its place at the end of the queue, so messages are never reordered;
+  ``COALESCE_AFTER_BYTES`` wait) gets superseded messages coalesced: a newer ``executing`` of a prompt replaces the
+  pending one (and the pending preview), a newer ``progress`` of the same prompt and node replaces the pending one, a
+  newer preview replaces the pending one; the newer message keeps its own place at the end of the queue, so a client
+  reads everything in the order it was sent;
 - droppable messages (progress, previews) are evicted oldest first when the queue holds more than its byte bound;
 - every other message (``execution_start``, ``execution_cached``, ``executed``, ``execution_success``/``_error``/
   ``_interrupted``, ``executing`` with node null, ``status`` with the ``sid``) is kept, in order;
@@ -18,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -51,12 +53,13 @@ class Outgoing:
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        size = len(self.data) if isinstance(self.data, bytes) else len(self.data.encode("utf-8"))
+        data = self.data
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode("utf-8"))
         object.__setattr__(self, "size", size)
 
     @classmethod
     def json(cls, kind: str, data: dict[str, Any], droppable: bool = False, key: Hashable | None = None,
-             replaces: tuple[Hashable, ...] = ()) -> "Outgoing":
+             replaces: tuple[Hashable, ...] = ()) -> Outgoing:
         """A ``{"type", "data"}`` message (standard JSON)."""
         return cls(jsonsafe.dumps({"type": kind, "data": data}), droppable, key, replaces)
 

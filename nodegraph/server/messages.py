@@ -19,9 +19,8 @@ from .broadcast import Outgoing
 PREVIEW_IMAGE = 1
 #: Binary preview image formats.
 IMAGE_FORMATS = {"JPEG": 1, "JPG": 1, "PNG": 2}
-#: Coalescing keys: one pending message of each per client.
+#: Coalescing keys: one pending message of each per client (``executing`` also per prompt, see ``executing``).
 STATUS_KEY = ("status",)
-EXECUTING_KEY = ("executing",)
 PREVIEW_KEY = ("preview",)
 
 
@@ -48,12 +47,13 @@ def preview_frame(fmt: str, image: bytes) -> Outgoing:
 def executing(node: str | None, prompt_id: str) -> Outgoing:
     """``executing {node, display_node, prompt_id}``; node None means the prompt is done (and is never dropped).
 
-    A node's ``executing`` supersedes a pending one and the pending preview (it showed the node before).
+    A node's ``executing`` supersedes the pending one of its prompt and the pending preview (it showed the node
+    before).
     """
     data = {"node": node, "display_node": node, "prompt_id": prompt_id}
     if node is None:
         return Outgoing.json("executing", data)
-    return Outgoing.json("executing", data, key=EXECUTING_KEY, replaces=(PREVIEW_KEY,))
+    return Outgoing.json("executing", data, key=("executing", prompt_id), replaces=(PREVIEW_KEY,))
 
 
 def progress(value: int, total: int, node: str, prompt_id: str) -> Outgoing:

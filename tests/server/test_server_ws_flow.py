@@ -84,6 +84,14 @@ def test_queue_coalesces_superseded_messages_and_keeps_terminal_ones_in_order():
     assert q.stats.dropped == 0 and q.bytes == 0
 
 
+def test_queue_keeps_the_latest_executing_of_each_prompt():
+    q = SendQueue(1 << 20)
+    q.draining = True
+    for m in (executing("1", "a"), executing("1", "b"), executing("2", "a"), executing("2", "b")):
+        q.put(m)
+    assert [json.loads(m.data)["data"]["prompt_id"] for m in _drain(q)] == ["a", "b"] and q.stats.coalesced == 2
+
+
 def test_queue_coalesces_once_the_backlog_exceeds_the_threshold_without_a_full_socket():
     q = SendQueue(1 << 30)
     filler = _terminal("executed", "x" * 1024)
