@@ -35,9 +35,6 @@ BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.condit
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"
-#: Model file formats: safetensors always; pickle formats only with ``allow_unsafe_pickle``.
-SAFE_SUFFIXES = (".safetensors", ".sft")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pt2", ".bin", ".pth")
 _CHECKOUT_NAME = re.compile(r'^name\s*=\s*"nodegraph"\s*$', re.MULTILINE)
 
 
@@ -254,22 +251,12 @@ class Registry:
         return dict(self.broken)
 
     def model_folders(self, config: Any = None) -> dict[str, list[str]]:
-        """Model folder kinds and their file extensions: the built-in ones plus those plugins add (pickle formats
-        only when ``config.allow_unsafe_pickle``)."""
-        from .config import MODEL_FOLDERS
+        """Model folder kinds and the file extensions the loaders accept, from the one table
+        (``nodegraph.models.folders``): built-in kinds plus plugins'; pickle formats only with
+        ``config.allow_unsafe_pickle``."""
+        from .models import folders
 
-        default = list(SAFE_SUFFIXES) + (list(PICKLE_SUFFIXES) if getattr(config, "allow_unsafe_pickle", False)
-                                         else [])
-        folders: dict[str, list[str]] = {name: list(default) for name in MODEL_FOLDERS}
-        for plugin, result in self.hook_results("nodegraph_model_folders"):
-            if not isinstance(result, dict):
-                self._error(plugin, f"nodegraph_model_folders() returned {type(result).__name__}; return "
-                                    "{folder_name: [extensions]}")
-                continue
-            for name, exts in result.items():
-                folders.setdefault(str(name), [])
-                folders[str(name)] += [str(e) for e in exts or () if str(e) not in folders[str(name)]]
-        return folders
+        return {kind: list(folders.extensions(kind, config, self)) for kind in folders.kinds(self)}
 
     def link_types(self) -> dict[str, str]:
         """Link types: the built-in ones (described "built-in") and those plugins declare ({TYPE: description})."""

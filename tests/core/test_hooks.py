@@ -42,7 +42,7 @@ def test_example_plugin_implements_every_hook(tmp_path):
     assert reg.link_types()["GREETING"].startswith("a greeting")
     assert reg.link_types()["IMAGE"] == "built-in"
     folders = reg.model_folders()
-    assert folders["example_presets"] == [".json"] and folders["checkpoints"] == [".safetensors", ".sft"]
+    assert folders["example_presets"] == [".json"] and folders["checkpoints"] == [".safetensors"]
     assert ".ckpt" in reg.model_folders(EngineConfig(home=tmp_path, allow_unsafe_pickle=True))["checkpoints"]
     web = reg.web_directories()["example"]
     assert (Path(web) / "example.js").is_file()
