@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,11 @@ def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> TinySD:
     (``conditioner.embedders.0.transformer.*`` CLIP, ``conditioner.embedders.1.model.*`` OpenCLIP).
     """
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl-home"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every diffusion test builds or runs a (tiny) real model: all are ``slow`` (``-m "not slow"`` skips them)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.slow)
