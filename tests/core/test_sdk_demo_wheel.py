@@ -26,8 +26,10 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's wheel, built from its folder and installed into a private target folder."""
     tmp = tmp_path_factory.mktemp("sdk-demo")
+    source = tmp / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(DEMO, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"),
-          str(DEMO)], cwd=tmp)
+          str(source)], cwd=tmp)
     wheels = list((tmp / "dist").glob("nodegraph_sdk_demo-*.whl"))
     assert len(wheels) == 1
     names = zipfile.ZipFile(wheels[0]).namelist()
