@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +107,13 @@ class Report:
     requests: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
+    statuses: dict[str, Counter[int]] = field(default_factory=dict)
     fatal: str | None = None
 
     def record(self, op: Operation, req: Req, answer: Answer | None, kind: str | None, cause: str = "") -> None:
         """Count one request and keep the smallest example of its failure kind (and the server's exception)."""
         self.requests[op.name] = self.requests.get(op.name, 0) + 1
+        self.statuses.setdefault(op.name, Counter())[answer.status if answer else 0] += 1
         if kind is None:
             return
         self.failures[op.name] = self.failures.get(op.name, 0) + 1
@@ -124,10 +127,11 @@ class Report:
 
     def summary(self) -> str:
         """The per-route table, totals and every finding."""
-        lines = [f"{'route':60} {'requests':>8} {'failures':>8}"]
+        lines = [f"{'route':52} {'requests':>8} {'failures':>8}  answers (status:count)"]
         for name in sorted(self.requests):
-            lines.append(f"{name:60} {self.requests[name]:8d} {self.failures.get(name, 0):8d}")
-        lines.append(f"{'TOTAL':60} {sum(self.requests.values()):8d} {sum(self.failures.values()):8d}")
+            answers = " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.get(name, Counter()).items()))
+            lines.append(f"{name:52} {self.requests[name]:8d} {self.failures.get(name, 0):8d}  {answers}")
+        lines.append(f"{'TOTAL':52} {sum(self.requests.values()):8d} {sum(self.failures.values()):8d}")
         for f in sorted(self.findings.values(), key=lambda f: (f.op, f.kind)):
             lines.append(f"FAIL {f.op}: {f.kind} (x{f.count}{', shrunk' if f.shrunk else ''})\n"
                          f"    request: {f.req.describe()}\n"
@@ -240,9 +244,10 @@ def finish(server: ServerProcess, sandbox: Sandbox, report: Report) -> list[str]
         for path in ("/interrupt", "/queue"):  # stop what the fuzzer queued, then check the server answers
             request(server.port, Req("POST", path, headers={"Content-Type": "application/json"},
                                      body=b'{"clear": true}'), timeout=30)
-        fetch_json(server, "/system_stats")
+        for path in ("/system_stats", "/history", "/queue", "/jobs", "/api/jobs?status=failed"):
+            fetch_json(server, path)  # answers, in standard JSON, with whatever the fuzzer left
     except (OSError, ValueError, RuntimeError) as exc:
-        errors.append(f"GET /system_stats after fuzzing failed: {exc}")
+        errors.append(f"after fuzzing: {exc}")
     if not server.alive():
         errors.append(f"the server exited with {server.proc.returncode}")
     errors += [f"write outside the home: {line[len(OUTSIDE_MARK):].strip()}" for line in server.outside_writes()]

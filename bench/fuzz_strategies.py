@@ -107,6 +107,23 @@ def dump_json(value: Any) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def spec_value(spec: Any, link: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Values an input spec of the catalogue accepts (``link`` for inputs that take another node's output)."""
+    kind, opts = (spec + [{}])[:2] if isinstance(spec, list) and spec else (spec, {})
+    opts = opts if isinstance(opts, dict) else {}
+    if isinstance(kind, list):
+        return st.sampled_from(kind) if kind else st.just("")
+    if kind == "INT":
+        return st.integers(int(opts.get("min", -(2**63))), int(opts.get("max", 2**63)))
+    if kind == "FLOAT":
+        return st.floats(float(opts.get("min", -1e300)), float(opts.get("max", 1e300)))
+    if kind == "STRING":
+        return st.text(max_size=30) | hostile_text()
+    if kind == "BOOLEAN":
+        return st.booleans()
+    return link
+
+
 def node_inputs(entry: dict[str, Any], ids: list[str], cheap: bool) -> st.SearchStrategy[dict[str, Any]]:
     """Inputs for one node of the catalogue: values from the input specs, links, or hostile values."""
     inputs = entry.get("input", {})
@@ -114,20 +131,7 @@ def node_inputs(entry: dict[str, Any], ids: list[str], cheap: bool) -> st.Search
     link = st.builds(lambda i, s: [i, s], st.sampled_from(ids) | hostile_text(), st.integers(-1, 3) | hostile_json())
     fields = {}
     for name, spec in specs.items():
-        kind, opts = (spec + [{}])[:2] if isinstance(spec, list) else (spec, {})
-        opts = opts if isinstance(opts, dict) else {}
-        if isinstance(kind, list):
-            value: st.SearchStrategy[Any] = st.sampled_from(kind) if kind else st.just("")
-        elif kind == "INT":
-            value = st.integers(int(opts.get("min", -(2**63))), int(opts.get("max", 2**63)))
-        elif kind == "FLOAT":
-            value = st.floats(float(opts.get("min", -1e300)), float(opts.get("max", 1e300)))
-        elif kind == "STRING":
-            value = st.text(max_size=30)
-        elif kind == "BOOLEAN":
-            value = st.booleans()
-        else:
-            value = link
+        value = spec_value(spec, link)
         fields[name] = st.one_of(value, value, link, hostile_json())
     required = list(inputs.get("required", {}))
 
@@ -136,6 +140,22 @@ def node_inputs(entry: dict[str, Any], ids: list[str], cheap: bool) -> st.Search
             values.pop(required[dropped % len(required)], None)
         return values
     return st.builds(drop, st.fixed_dictionaries({}, optional=fields), st.integers(0, 20))
+
+
+def runnable_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """A cheap node with in-spec values (now and then one hostile value) shown by ShowValue: graphs that run."""
+    sources = sorted(c for c in CHEAP_NODES if c in catalogue and c != "ShowValue")
+
+    @st.composite
+    def graph(draw: Callable[..., Any]) -> dict[str, Any]:
+        cls = draw(st.sampled_from(sources))
+        required = catalogue[cls].get("input", {}).get("required", {})
+        inputs = {name: draw(spec_value(spec, st.just(["9", 0]))) for name, spec in required.items()}
+        if inputs and draw(st.integers(0, 3)) == 0:
+            inputs[draw(st.sampled_from(sorted(inputs)))] = draw(hostile_json())
+        return {"1": {"class_type": cls, "inputs": inputs},
+                "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    return graph() if sources and "ShowValue" in catalogue else st.just({})
 
 
 def prompt_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[Any]:
@@ -160,7 +180,8 @@ def prompt_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[Any]:
         return out
     ui = st.fixed_dictionaries({"nodes": st.lists(hostile_json() | st.integers(), max_size=4)},
                                optional={"links": hostile_json(), "version": hostile_json()})
-    return st.one_of(graph(), graph(), graph(), ui, hostile_json())
+    runnable = runnable_graph(catalogue)
+    return st.one_of(runnable, runnable, graph(), graph(), ui, hostile_json())
 
 
 def json_body(schema: dict[str, Any], catalogue: dict[str, Any], is_prompt: bool) -> st.SearchStrategy[bytes]:
@@ -179,39 +200,56 @@ def json_body(schema: dict[str, Any], catalogue: dict[str, Any], is_prompt: bool
     return st.one_of(doc.map(dump_json), doc.map(dump_json), doc.map(dump_json), broken)
 
 
+GOOD_FIELDS: dict[str, list[str]] = {
+    "type": ["input", "output", "temp"], "subfolder": ["", "sub", "new/deeper"], "overwrite": ["true", "false"],
+    "original_ref": ['{"filename": "fuzz.png", "subfolder": "", "type": "input"}',
+                     '{"filename": "fuzz.png", "subfolder": "sub", "type": "output"}']}
+
+
 def multipart_body(schema: dict[str, Any]) -> st.SearchStrategy[tuple[bytes, str]]:
-    """``(body, content type)`` for an upload: fields from the schema with hostile names and values."""
+    """``(body, content type)`` for an upload: half well-formed (a real image, good fields, now and then one hostile
+    value), half hostile (names, fields, images, boundaries, truncation)."""
     fields = {k: v for k, v in schema.get("properties", {}).items() if k != "image"}
     png = tiny_png()
+    good_image = st.sampled_from([png, tiny_png(64)])
     image = st.sampled_from([png, png[:30], b"", b"GIF89a" + b"\0" * 20, tiny_png(64)]) | st.binary(max_size=64)
+    good_name = st.sampled_from(["fuzz.png", "a.png", "b.jpg", "c.webp"])
     filename = st.sampled_from(["fuzz.png", "a.png", "b.jpg", "x.txt"]) | hostile_text()
+
+    def field_text(value: Any) -> bytes:
+        text = value if isinstance(value, str) else dump_json(value).decode("utf-8", "surrogatepass")
+        return text.encode("utf-8", "surrogatepass")
 
     @st.composite
     def build(draw: Callable[..., Any]) -> tuple[bytes, str]:
         boundary = "fuzzBOUNDARY7d1"
+        sane = draw(st.booleans())
         parts: list[bytes] = []
-        if draw(st.integers(0, 5)) > 0:
-            name = draw(filename).encode("utf-8", "surrogatepass")
+        if sane or draw(st.integers(0, 5)) > 0:
+            name = draw(good_name if sane else filename).encode("utf-8", "surrogatepass")
             parts.append(b'Content-Disposition: form-data; name="image"; filename="' + name + b'"\r\n'
-                         b"Content-Type: image/png\r\n\r\n" + draw(image))
+                         b"Content-Type: image/png\r\n\r\n" + draw(good_image if sane else image))
+        hostile_field = draw(st.sampled_from(sorted(fields) + [""] * 3)) if sane else None
         for key, sub in fields.items():
-            if draw(st.booleans()):
+            if sane and key != hostile_field:
+                if key == "original_ref" or draw(st.booleans()):
+                    value: Any = draw(st.sampled_from(GOOD_FIELDS.get(key, [""])))
+                else:
+                    continue
+            elif draw(st.booleans()):
                 value = draw(conforming(sub) | hostile_text())
-                text = value if isinstance(value, str) else dump_json(value).decode("utf-8", "surrogatepass")
-                if key == "original_ref" and draw(st.booleans()):
-                    text = dump_json({"filename": draw(filename), "subfolder": draw(hostile_text()),
-                                      "type": draw(st.sampled_from(["input", "output", "temp"]) | hostile_text())}
-                                     ).decode("utf-8", "surrogatepass")
-                parts.append(f'Content-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
-                             + text.encode("utf-8", "surrogatepass"))
-        for _ in range(draw(st.integers(0, 2))):
+            else:
+                continue
+            parts.append(f'Content-Disposition: form-data; name="{key}"\r\n\r\n'.encode() + field_text(value))
+        for _ in range(0 if sane else draw(st.integers(0, 2))):
             parts.append(b'Content-Disposition: form-data; name="' +
                          draw(hostile_text()).encode("utf-8", "surrogatepass") + b'"\r\n\r\nx')
         body = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts) + \
             b"--" + boundary.encode() + b"--\r\n"
-        ctype = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}"] * 4 + [
+        good_ctype = f"multipart/form-data; boundary={boundary}"
+        ctype = good_ctype if sane else draw(st.sampled_from([good_ctype] * 4 + [
             "multipart/form-data", "multipart/mixed; boundary=zzz", "application/json", "text/plain"]))
-        if draw(st.integers(0, 9)) == 0:
+        if not sane and draw(st.integers(0, 9)) == 0:
             body = body[: draw(st.integers(0, len(body)))]
         return body, ctype
     return build()
@@ -274,6 +312,13 @@ PATH_EXAMPLES = {"folder": ["checkpoints", "loras", "embeddings", "vae"], "modul
                  "job_id": ["fuzz-1", "fuzz-2"], "prompt_id": ["fuzz-1", "fuzz-2"]}
 
 
+QUERY_EXAMPLES = {"filename": ["fuzz.png"], "subfolder": ["", "sub"], "type": ["input", "output", "temp"],
+                  "preview": ["webp;90", "jpeg;50", "png", "webp;x", "gif"], "channel": ["rgb", "a", "rgba", "x"],
+                  "dir": ["workflows", "", "sub", "."], "status": ["pending,completed", "failed", "bogus"],
+                  "max_items": ["1", "0", "-1", "99999999999999999999"], "offset": ["0", "1", "-5"],
+                  "limit": ["1", "0", "-1", "1000000"]}
+
+
 def request_strategy(op: Operation, catalogue: dict[str, Any]) -> st.SearchStrategy[Req]:
     """Requests for one operation, generated from its parameters and request body."""
     params = op.spec.get("parameters", [])
@@ -291,7 +336,8 @@ def request_strategy(op: Operation, catalogue: dict[str, Any]) -> st.SearchStrat
         query = []
         for p in (p for p in params if p["in"] == "query"):
             if p.get("required") or draw(st.booleans()):
-                value = draw(conforming(p["schema"]) | hostile_text() | st.sampled_from(["fuzz.png", "sub", "input"]))
+                examples = st.sampled_from(QUERY_EXAMPLES.get(p["name"], ["fuzz.png", "sub", "input"]))
+                value = draw(st.one_of(examples, examples, conforming(p["schema"]), hostile_text()))
                 query.append(f"{encode(p['name'])}={encode(scalar_text(value))}")
         for _ in range(draw(st.integers(0, 1))):
             query.append(f"{encode(draw(hostile_text()))}={encode(draw(hostile_text()))}")
