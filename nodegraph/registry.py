@@ -144,13 +144,21 @@ class Registry:
             return
         try:
             module = loader()
-            self.pm.register(module, name=name)
         except KeyboardInterrupt:  # the operator's Ctrl-C still stops the start-up
             raise
         except BaseException as exc:  # one broken plugin (even one calling sys.exit) must not stop the engine
             hint = (" (a plugin must not exit the process at import; remove the exit call)"
                     if isinstance(exc, SystemExit) else "")
             self._error(name, f"Error importing plugin {name!r}: {_short_error(exc)}{hint}")
+            return
+        try:
+            self.pm.register(module, name=name)
+        except pluggy.PluginValidationError as exc:  # e.g. a hook taking a parameter its hookspec does not have
+            self._error(name, f"{' '.join(str(exc).split())}; a hook may take only the parameters "
+                              "nodegraph.hookspecs declares for it")
+            return
+        except ValueError as exc:  # the same module under two names (two entry points naming one module)
+            self._error(name, f"cannot register plugin {name!r}: {exc}")
             return
         for problem in _unmarked_hooks(module):
             self._error(name, problem)

@@ -97,11 +97,15 @@ def test_hook_wrappers_run_around_each_plugins_call(tmp_path):
 def test_misspelt_or_unmarked_hook_is_a_plugin_error_naming_the_fix(tmp_path):
     _plugin(tmp_path, "typo.py", NODES + "\n@hookimpl\ndef nodegraph_node():\n    return [Loud]\n")
     _plugin(tmp_path, "unmarked.py", NODES.replace("Loud", "Quiet") + "\ndef nodegraph_nodes():\n    return [Quiet]\n")
+    _plugin(tmp_path, "wrong_args.py", NODES.replace("Loud", "Odd") + "\n@hookimpl\ndef nodegraph_nodes(ctx):\n"
+                                                                     "    return [Odd]\n")
     _plugin(tmp_path, "own_hook.py", "from nodegraph import hookimpl\n"
                                      "@hookimpl(optionalhook=True)\ndef nodegraph_later():\n    return 1\n")
     reg = Registry.load([tmp_path], builtins=(), entry_points=False, source_plugins=False)
     (typo,) = reg.plugins["typo"].errors
     assert "nodegraph_node() is not a nodegraph hook" in typo and "rename it to nodegraph_nodes" in typo
+    (wrong_args,) = reg.plugins["wrong_args"].errors
+    assert "nodegraph_nodes" in wrong_args and "'ctx'" in wrong_args and "only the parameters" in wrong_args
     (unmarked,) = reg.plugins["unmarked"].errors
     assert "nodegraph_nodes() is not marked" in unmarked and "@nodegraph.hookimpl" in unmarked
     assert reg.plugins["own_hook"].ok
