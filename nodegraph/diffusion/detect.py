@@ -12,7 +12,8 @@ Recognised (LDM/CompVis key layout, as ComfyUI and A1111 use):
 
 Header metadata is data, never paths: only the file names in ``STORED_FILES`` are accepted, each under
 ``MAX_STORED_FILE_BYTES`` (all together under ``MAX_STORED_TOTAL_BYTES``), JSON ones must hold a JSON object, and
-anything else refuses the file with ``UnknownModelError``. ``Detected.write`` writes only those fixed names.
+anything else refuses the file with ``UnknownModelError``. Loading builds every model from these configs in memory
+(``nodegraph.diffusion.single_file``); ``Detected.write`` (for inspection) writes only those fixed names.
 
 Prediction type (weights do not say it): the header's ``modelspec.prediction_type`` when present, else a ``v_pred``
 marker tensor, else the file name (``v-pred``, ``vpred``, ``768-v``, ``-v.``), else for SD2 the statistic ComfyUI
@@ -163,8 +164,10 @@ def stored_files(name: str, raw: str) -> dict[str, str]:
             if not isinstance(parsed, dict):
                 raise UnknownModelError(f"{name}: header file {shown} must hold a JSON object; {fix}")
         out[rel] = text
-    if "unet/config.json" not in out:
-        raise UnknownModelError(f"{name}: its {METADATA_KEY!r} header has no unet/config.json; {fix}")
+    missing = [rel for rel in ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
+               if rel not in out]
+    if missing:
+        raise UnknownModelError(f"{name}: its {METADATA_KEY!r} header has no {' or '.join(missing)}; {fix}")
     return out
 
 

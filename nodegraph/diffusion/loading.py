@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -151,15 +150,14 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>", max_length: int = 77) -> An
     return CLIPTokenizer.from_pretrained(str(CLIP_VOCAB_DIR), pad_token=pad_token, model_max_length=max_length)
 
 
-def _tokenizer(files: dict[str, str], folder: Path, name: str) -> Any:
-    """The tokenizer of component ``name``: from files in the config folder, else the shipped CLIP vocabulary."""
-    if (folder / name / "vocab.json").exists() or (folder / name / "tokenizer.json").exists():
-        from transformers import AutoTokenizer, CLIPTokenizer
+def _tokenizer(files: dict[str, str], component: str, name: str) -> Any:
+    """The tokenizer of ``component``: the vocabulary the header carries, else the shipped CLIP vocabulary."""
+    from . import single_file
 
-        entry = json.loads(files.get("model_index.json", "{}")).get(name)
-        cls = AutoTokenizer if isinstance(entry, list) and entry[-1:] != ["CLIPTokenizer"] else CLIPTokenizer
-        return cls.from_pretrained(str(folder / name), trust_remote_code=False)
-    settings = json.loads(files.get(f"{name}/tokenizer_config.json", "{}"))
+    found = single_file.tokenizer(files, component, name)
+    if found is not None:
+        return found
+    settings = json.loads(files.get(f"{component}/tokenizer_config.json", "{}"))
     return clip_tokenizer(settings.get("pad_token", "<|endoftext|>"))
 
 
@@ -214,9 +212,7 @@ def _load_file(path: Path, config: EngineConfig | None, name: str, dtype: Any) -
     else:
         state = load_state_dict(path, _allowed(config))
         found = detect(path, _header_of(path, state))
-    with tempfile.TemporaryDirectory(prefix="nodegraph-config-") as tmp:
-        folder = found.write(Path(tmp))
-        return _load_single(state, found, folder, name, dtype)
+    return _load_single(state, found, name, dtype)
 
 
 #: What a diffusers folder's model_index.json may name per component: (library, base class name) pairs.
@@ -302,28 +298,18 @@ def _load_folder(folder: Path, name: str, dtype: Any, allow_pickle: bool = False
                      {"format": "diffusers", "path": str(folder)})
 
 
-def _load_single(state: dict[str, Any], found: Detected, folder: Path, name: str, dtype: Any) -> Checkpoint:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+def _load_single(state: dict[str, Any], found: Detected, name: str, dtype: Any) -> Checkpoint:
+    """Models and tokenizers built in memory from ``found``'s configs (no config folder is written)."""
+    from . import single_file
 
-    common = {"config": str(folder), "local_files_only": True, "torch_dtype": dtype}
-    unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", **common).eval()
-    vae = AutoencoderKL.from_single_file(state, subfolder="vae", **dict(common, torch_dtype=None)).eval()
+    unet = single_file.unet(state, found.config("unet/config.json"), dtype, name)
+    vae = single_file.vae(state, found.config("vae/config.json"), name)
     encoders, tokenizers = [], []
     for component, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
-        if f"{component}/config.json" not in found.files:
-            continue
-        te_cfg = found.config(f"{component}/config.json")
-        cls = (CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in te_cfg.get("architectures", [])
-               else CLIPTextModel)
-        try:
-            te = create_diffusers_clip_model_from_ldm(cls, state, subfolder=component, config=str(folder),
-                                                      torch_dtype=dtype, local_files_only=True)
-        except ValueError as exc:
-            raise UnknownModelError(f"{name}: its {component} could not be read ({exc})") from None
-        encoders.append(te.eval())
-        tokenizers.append(_tokenizer(found.files, folder, tok_name))
+        if f"{component}/config.json" in found.files:
+            encoders.append(single_file.text_encoder(state, component, found.config(f"{component}/config.json"),
+                                                     dtype, name))
+            tokenizers.append(_tokenizer(found.files, tok_name, name))
     sched = found.config("scheduler/scheduler_config.json")
     return _assemble(unet, vae, tuple(encoders), tuple(tokenizers), sched, found.arch, name,
                      {"format": "single_file", "reasons": list(found.reasons), "inpaint": found.inpaint})
@@ -379,15 +365,11 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
             vae.load_state_dict(state)
             vae.eval()
         else:  # LDM naming: the config follows from the shapes
-            from . import derive
+            from . import derive, single_file
 
             prefix = next((p for p in ("first_stage_model.", "vae.") if any(k.startswith(p) for k in keys)), "")
             cfg = dict(derive.vae_config(_header_of(path, state), prefix), scaling_factor=scaling)
-            with tempfile.TemporaryDirectory(prefix="nodegraph-vae-") as tmp:
-                (Path(tmp) / "vae").mkdir()
-                (Path(tmp) / "vae" / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-                vae = AutoencoderKL.from_single_file(state, config=tmp, subfolder="vae",
-                                                     local_files_only=True).eval()
+            vae = single_file.vae(state, cfg, name)
     return VAEModel(vae=vae, scaling_factor=float(vae.config.scaling_factor),
                     shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0), source=name)
 

@@ -19,6 +19,7 @@ from nodegraph.diffusion.detect import (MAX_STORED_FILE_BYTES, METADATA_KEY, STO
 from nodegraph.diffusion.loading import load_checkpoint, quiet_libraries
 
 UNET_CFG = json.dumps({"_class_name": "UNet2DConditionModel", "cross_attention_dim": 32})
+BASE = {"unet/config.json": UNET_CFG, "vae/config.json": "{}", "scheduler/scheduler_config.json": "{}"}
 
 
 def _crafted(path: Path, files: dict[str, str]) -> Path:
@@ -48,7 +49,7 @@ def test_header_names_outside_the_allow_list_are_refused_and_nothing_is_written(
     sentinel = tmp_path / "abs-sentinel.py"
     name = str(sentinel) if hostile == "ABSOLUTE" else hostile
     model = _crafted(tmp_path / "crafted.safetensors",
-                     {"unet/config.json": UNET_CFG, name: "open('/tmp/pwned', 'w').write('x')\n"})
+                     dict(BASE, **{name: "open('/tmp/pwned', 'w').write('x')\n"}))
     before = _all_files(tmp_path)
     with pytest.raises(UnknownModelError) as info:
         load_checkpoint(model)
@@ -60,11 +61,11 @@ def test_header_names_outside_the_allow_list_are_refused_and_nothing_is_written(
 
 
 def test_oversized_non_text_and_non_json_entries_are_refused(tmp_path):
-    cases = {"size": {"unet/config.json": UNET_CFG, "tokenizer/merges.txt": "a b\n" * (MAX_STORED_FILE_BYTES // 4 + 1)},
-             "bytes": {"unet/config.json": UNET_CFG, "tokenizer/vocab.json": 7},
-             "json": {"unet/config.json": "print('hi')"},
-             "list": {"unet/config.json": "[1, 2]"},
-             "no-unet": {"vae/config.json": "{}"}}
+    cases = {"size": dict(BASE, **{"tokenizer/merges.txt": "a b\n" * (MAX_STORED_FILE_BYTES // 4 + 1)}),
+             "bytes": dict(BASE, **{"tokenizer/vocab.json": 7}),
+             "json": dict(BASE, **{"unet/config.json": "print('hi')"}),
+             "list": dict(BASE, **{"unet/config.json": "[1, 2]"}),
+             "no-unet": {"vae/config.json": "{}"}, "no-vae": {"unet/config.json": UNET_CFG}}
     for label, files in cases.items():
         with pytest.raises(UnknownModelError, match="bad.safetensors"):
             detect(_crafted(tmp_path / "bad.safetensors", files))
@@ -72,6 +73,32 @@ def test_oversized_non_text_and_non_json_entries_are_refused(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={METADATA_KEY: json.dumps({"files": ["../x"]})})
     with pytest.raises(UnknownModelError, match="must map file names"):
         detect(path)
+
+
+def test_a_nodegraph_export_loads_without_writing_any_file(tiny_sd, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must not create temporary files or folders")
+
+    for name in ("mkdtemp", "mkstemp", "TemporaryDirectory", "NamedTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    ckpt = load_checkpoint(tiny_sd.single_file, tiny_sd.config)
+    ids = ckpt.clip.tokenizers[0]("a photo of a cat").input_ids
+    assert ids == tiny_sd.components["tokenizer"]("a photo of a cat").input_ids
+
+
+def test_a_damaged_header_vocabulary_is_refused(tiny_sd, tmp_path):
+    from safetensors.torch import load_file
+
+    from nodegraph.diffusion.detect import read_header
+
+    files = json.loads(read_header(tiny_sd.single_file).metadata[METADATA_KEY])["files"]
+    for damage in ({"tokenizer/tokenizer.json": json.dumps({"model": {"vocab": [], "merges": []}})},
+                   {"tokenizer/tokenizer_config.json": json.dumps({"tokenizer_class": "LlamaTokenizer"})}):
+        path = tmp_path / "damaged.safetensors"
+        save_file(load_file(str(tiny_sd.single_file)), str(path),
+                  metadata={METADATA_KEY: json.dumps({"files": dict(files, **damage)})})
+        with pytest.raises(UnknownModelError, match="damaged.safetensors.*tokenizer"):
+            load_checkpoint(path)
 
 
 def test_a_nodegraph_export_still_loads_and_writes_only_allow_listed_names(tiny_sd, tmp_path):
