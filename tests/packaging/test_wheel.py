@@ -82,8 +82,11 @@ def installed(built: dict) -> dict:
 def test_wheel_holds_only_nodegraph_names(built):
     import zipfile
 
-    names = zipfile.ZipFile(built["wheel"]).namelist()
+    wheel = zipfile.ZipFile(built["wheel"])
+    names = wheel.namelist()
     top = {n.split("/", 1)[0] for n in names}
+    (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+    assert wheel.read(top_level).decode().split() == ["nodegraph"]
     assert {t for t in top if not t.startswith("nodegraph")} == set(), top
     assert "nodegraph/nodes/loaders.py" in names
     assert {f"nodegraph/workflows/{t}.json" for t in SHIPPED_TEMPLATES} <= set(names)
