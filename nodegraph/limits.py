@@ -34,15 +34,17 @@ class Limits:
     #: Distinct unknown node types that get "did you mean …?" suggestions in one report (each costs a fuzzy search).
     max_suggestions: int = 32
     #: Threads that parse and validate prompts for the server (CPU work, kept off the event loop and apart from the
-    #: threads that read the database and files, so the editor's polling stays fast).
-    validation_threads: int = 2
+    #: threads that read the database and files, so the editor's polling stays fast). Validation is Python code
+    #: holding the GIL, so a second thread adds no throughput but doubles the event loop's wait for the GIL.
+    validation_threads: int = 1
     #: Prompts that may wait for a validation thread; one more is answered 503 (retry shortly).
     validation_waiting: int = 8
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+            least = 0 if name == "validation_waiting" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"Limits.{name} must be an integer of at least {least}, got {value!r}")
 
 
 #: The defaults, for callers without an EngineConfig.

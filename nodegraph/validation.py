@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +99,7 @@ class ValidationReport(Exception):
 #: Longest received string echoed back in a report.
 ECHO_CHARS = 200
 #: Nodes validated between two calls of ``should_stop``.
-STOP_CHECK_EVERY = 256
+STOP_CHECK_EVERY = 64
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:
@@ -186,8 +187,10 @@ class Validator:
         planned: dict[str, PlannedNode] = {}
         checker = _NodeChecker(self, nodes, limits)
         for count, nid in enumerate(n for n in nodes if n in needed):
-            if should_stop is not None and count % STOP_CHECK_EVERY == 0 and should_stop():
-                raise ValidationCancelled("validation stopped: the client went away")
+            if count % STOP_CHECK_EVERY == 0:
+                time.sleep(0)  # hand the GIL to waiting threads (the server's event loop) now and then
+                if should_stop is not None and should_stop():
+                    raise ValidationCancelled("validation stopped: the client went away")
             node_errors = errors.setdefault(nid, [])
             result = checker.check(nid, node_errors)
             if result is not None and not node_errors:

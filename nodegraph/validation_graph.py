@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 import networkx as nx
 
 #: Most dependent outputs listed per failing node (the full lists would make a report quadratic in size).
-MAX_DEPENDENT_OUTPUTS = 100
+MAX_DEPENDENT_OUTPUTS = 20
 
 
 def ancestors(graph: nx.DiGraph, outputs: list[str]) -> set[str]:
@@ -22,29 +23,21 @@ def ancestors(graph: nx.DiGraph, outputs: list[str]) -> set[str]:
 
 
 def dependent_outputs(graph: nx.DiGraph, outputs: list[str], failing: Iterable[str]) -> dict[str, list[str]]:
-    """For each failing node, the outputs that depend on it (itself included), in one pass over the graph:
-    each strongly connected component carries a bit mask of the outputs reachable from it."""
+    """For each failing node, the outputs that depend on it (itself included; at most MAX_DEPENDENT_OUTPUTS), in one
+    pass over the strongly connected components from the outputs back, each carrying a capped list."""
     condensed = nx.condensation(graph)
     member = condensed.graph["mapping"]
-    bit = {o: i for i, o in enumerate(outputs)}
-    masks: dict[int, int] = {}
+    is_output = set(outputs)
+    reach: dict[int, dict[str, None]] = {}
     for comp in reversed(list(nx.topological_sort(condensed))):
-        mask = 0
-        for nid in condensed.nodes[comp]["members"]:
-            if nid in bit:
-                mask |= 1 << bit[nid]
+        found = dict.fromkeys(sorted(n for n in condensed.nodes[comp]["members"] if n in is_output))
         for succ in condensed.successors(comp):
-            mask |= masks[succ]
-        masks[comp] = mask
-    result = {}
-    for nid in failing:
-        mask, found = masks.get(member.get(nid, -1), 0), []
-        while mask and len(found) < MAX_DEPENDENT_OUTPUTS:
-            low = mask & -mask
-            found.append(outputs[low.bit_length() - 1])
-            mask ^= low
-        result[nid] = sorted(found)
-    return result
+            for out in reach[succ]:
+                if len(found) >= MAX_DEPENDENT_OUTPUTS:
+                    break
+                found[out] = None
+        reach[comp] = dict(islice(found.items(), MAX_DEPENDENT_OUTPUTS))
+    return {nid: sorted(reach.get(member.get(nid, -1), ())) for nid in failing}
 
 
 def cycles(graph: nx.DiGraph) -> list[list[str]]:

@@ -28,7 +28,7 @@ def image(width: int, height: int, batch: int = 1) -> dict:
 def test_limits_are_positive_integers():
     assert Limits().max_nodes == 10_000
     for bad in (0, -1, 1.5, True, "10"):
-        with pytest.raises(ValueError, match="max_nodes must be a positive integer"):
+        with pytest.raises(ValueError, match="max_nodes must be an integer of at least 1"):
             Limits(max_nodes=bad)
 
 
