@@ -49,6 +49,20 @@ def wait_for(predicate, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def children(pid: int) -> list[int]:
+    """The child process ids of ``pid`` (Linux)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Any]:
     """Start server processes; every one still alive at the end is killed."""
@@ -83,8 +97,11 @@ def test_kill_mid_queue_restart_completes_everything(servers, tmp_path):
                                           "client_id": "durable"})["prompt_id"] for i in range(4)]
     running = wait_for(lambda: call(port, "GET", "/queue")["queue_running"], 20, "a running prompt")
     assert running[0][1] == ids[0]
+    workers = children(first.pid)  # the worker process running the prompt (and multiprocessing's helper)
+    assert workers
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    wait_for(lambda: not any(alive(pid) for pid in workers), 10, "the orphaned worker processes to end")
     assert not (home / "output" / "q0.txt").exists()
 
     second = servers(port, home, ["server.py"])  # the top-level script is the same entry point

@@ -72,6 +72,14 @@ async def test_an_ignored_interrupt_ends_the_worker_process_and_the_queue_goes_o
     backend = client.server.app[OWN_BACKEND]
     ws = await client.ws_connect("/ws?clientId=r")
     await ws.receive_json(timeout=5)
+    # A node that checks stops at once through the worker process, which stays (models stay loaded).
+    polite = await submit(client, slow(steps=1000, step_ms=10, tag="polite"), client_id="r")
+    while (msg := await ws.receive_json(timeout=60))["type"] != "progress":
+        pass
+    assert (await client.post("/interrupt", json={"prompt_id": polite})).status == 200
+    kind, data = last_message(await finished(client, polite, timeout=10))
+    assert kind == "execution_interrupted" and "reason" not in data and backend.restarts == 0
+
     stuck = await submit(client, {"1": {"class_type": "Stubborn", "inputs": {"seconds": 600, "tag": "a"}}},
                          client_id="r")
     behind = await submit(client, chain(4, 5), client_id="r")
