@@ -121,7 +121,7 @@ class DeviceManager:
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             self.release()
             raise OutOfMemory(f"the GPU ran out of memory ({exc}); models were freed. Try a smaller size or "
-                              "batch, set a lower --vram-budget, or run with --cpu") from None
+                              "batch, a lower model_vram_budget, or run with --cpu") from None
 
     def release(self) -> None:
         """Move every resident module back to the CPU and empty the accelerator cache."""

@@ -67,9 +67,21 @@ class ModelHandle:
         """A handle with one more LoRA (as ``DiffusionModel.with_lora``)."""
         return self.derive(loras=self.loras + (patch,))
 
+    def __getattr__(self, name: str) -> Any:
+        """Other attributes read through to the model (``model.unet``, ``clip.encoders``), loading it if evicted.
+
+        Code written for the plain values keeps working; nodes that hold a model for long use ``manager.use``.
+        """
+        if name.startswith("__") or name in _FIELDS:
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
     def __reduce__(self) -> Any:
         raise TypeError(f"a model handle ({self.kind} {self.name!r}) belongs to one process's ModelManager and "
                         "cannot be pickled; ship the model file's name and load it where it is used")
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelHandle))
 
 
 def is_handle(value: Any) -> bool:

@@ -25,7 +25,7 @@ import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, NamedTuple
 
 from .handles import ModelHandle, is_handle
 from .memory import Budgets, release_memory
@@ -50,6 +50,14 @@ class _Entry:
     nbytes: int
     kind: str
     name: str
+
+
+class CheckpointHandles(NamedTuple):
+    """The MODEL, CLIP and VAE handles of one loaded checkpoint (one manager entry)."""
+
+    model: ModelHandle
+    clip: ModelHandle
+    vae: ModelHandle
 
 
 def fingerprint(path: Path) -> tuple[Any, ...]:
@@ -190,15 +198,14 @@ class ModelManager:
 
     # ---- convenience loaders for the built-in model kinds ----------------------------------------------------------
 
-    def load_checkpoint(self, path: Path, config: Any = None, *, name: str | None = None
-                        ) -> tuple[ModelHandle, ModelHandle, ModelHandle]:
+    def load_checkpoint(self, path: Path, config: Any = None, *, name: str | None = None) -> CheckpointHandles:
         """MODEL, CLIP and VAE handles of a checkpoint (loaded in the accelerator's dtype when there is one)."""
         from nodegraph.diffusion.loading import load_checkpoint
 
         dtype = self.devices.dtype if self.devices.device.type != "cpu" else None
         handle = self.load("checkpoint", path, lambda: load_checkpoint(Path(path), config, name=name, dtype=dtype),
                            name=name, dtype=dtype)
-        return tuple(_part(handle, p) for p in ("model", "clip", "vae"))  # type: ignore[return-value]
+        return CheckpointHandles(*(_part(handle, p) for p in ("model", "clip", "vae")))
 
     def load_vae(self, path: Path, config: Any = None, *, name: str | None = None) -> ModelHandle:
         """A VAE handle (VAEs load in float32)."""
@@ -277,4 +284,4 @@ def _measure(value: Any) -> int:
     return int(estimate_size(value))
 
 
-__all__ = ["ModelManager", "ModelStats", "fingerprint"]
+__all__ = ["ModelManager", "ModelStats", "CheckpointHandles", "fingerprint"]
