@@ -150,8 +150,11 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>", max_length: int = 77) -> An
     return CLIPTokenizer.from_pretrained(str(CLIP_VOCAB_DIR), pad_token=pad_token, model_max_length=max_length)
 
 
-def _tokenizer(files: dict[str, str], component: str, name: str) -> Any:
-    """The tokenizer of ``component``: the vocabulary the header carries, else the shipped CLIP vocabulary."""
+def _tokenizer(files: dict[str, str], _folder: Any, component: str, name: str = "checkpoint") -> Any:
+    """The tokenizer of ``component``: the vocabulary in ``files``, else the shipped CLIP vocabulary.
+
+    ``_folder`` is never read (configs come only from ``files``); it stays for callers of the older signature.
+    """
     from . import single_file
 
     found = single_file.tokenizer(files, component, name)
@@ -309,7 +312,7 @@ def _load_single(state: dict[str, Any], found: Detected, name: str, dtype: Any) 
         if f"{component}/config.json" in found.files:
             encoders.append(single_file.text_encoder(state, component, found.config(f"{component}/config.json"),
                                                      dtype, name))
-            tokenizers.append(_tokenizer(found.files, tok_name, name))
+            tokenizers.append(_tokenizer(found.files, None, tok_name, name))
     sched = found.config("scheduler/scheduler_config.json")
     return _assemble(unet, vae, tuple(encoders), tuple(tokenizers), sched, found.arch, name,
                      {"format": "single_file", "reasons": list(found.reasons), "inpaint": found.inpaint})
