@@ -32,16 +32,16 @@ import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from .config import EngineConfig
-from .engine import Engine
-from .executor import RunResult
-from .hookspecs import hookimpl
-from .node import Node
-from .registry import BUILTIN_PACKS, Registry
+if TYPE_CHECKING:  # imported when a fixture is used: loading this plugin costs every pytest run nothing
+    from .config import EngineConfig
+    from .engine import Engine
+    from .executor import RunResult
+    from .node import Node
+    from .registry import Registry
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,6 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def plugin_module(*nodes: type[Node], name: str = "nodegraph_test_nodes", **attrs: Any) -> types.ModuleType:
     """A plugin module providing ``nodes`` (and module attributes such as ``NODEGRAPH_SAMPLERS``)."""
+    from .hookspecs import hookimpl
+
     module = types.ModuleType(name)
     listed = list(nodes)
     module.nodegraph_nodes = hookimpl(lambda: listed)  # type: ignore[attr-defined]
@@ -77,8 +79,13 @@ def load_plugin_file(path: Path | str, name: str | None = None) -> types.ModuleT
     return module
 
 
-def build_registry(*extra: Any, builtins: tuple[str, ...] = BUILTIN_PACKS, entry_points: bool = False) -> Registry:
-    """A registry of ``builtins`` plus ``extra`` (node classes, plugin modules, or plugin folders)."""
+def build_registry(*extra: Any, builtins: tuple[str, ...] | None = None, entry_points: bool = False) -> Registry:
+    """A registry of ``builtins`` (default: all built-in packs) plus ``extra`` (node classes, plugin modules, or
+    plugin folders)."""
+    from .node import Node
+    from .registry import BUILTIN_PACKS, Registry
+
+    builtins = BUILTIN_PACKS if builtins is None else builtins
     classes = [e for e in extra if isinstance(e, type) and issubclass(e, Node)]
     folders = [Path(e) for e in extra if isinstance(e, (str, Path))]
     modules = [e for e in extra if not (isinstance(e, type) and issubclass(e, Node)) and e not in folders
@@ -91,6 +98,7 @@ def build_registry(*extra: Any, builtins: tuple[str, ...] = BUILTIN_PACKS, entry
 def build_engine(config: EngineConfig, registry: Registry, **engine_kwargs: Any) -> Engine:
     """An engine over ``registry`` whose sampler table holds the samplers its plugins declare."""
     from .diffusion.custom import install_samplers
+    from .engine import Engine
 
     engine = Engine(config, registry=registry, **engine_kwargs)
     install_samplers(engine.config, engine.registry)
@@ -109,6 +117,8 @@ def run_graph(engine: Engine, prompt: dict[str, Any], **run_kwargs: Any) -> RunR
 @pytest.fixture
 def nodegraph_config(tmp_path: Path) -> EngineConfig:
     """An EngineConfig on a fresh temporary home folder (folders created)."""
+    from .config import EngineConfig
+
     cfg = EngineConfig(home=tmp_path / "home")
     cfg.ensure_dirs()
     return cfg
@@ -123,7 +133,7 @@ def make_registry() -> Callable[..., Registry]:
 @pytest.fixture
 def make_engine(nodegraph_config: EngineConfig) -> Callable[..., Engine]:
     """Factory: ``make_engine(*extra, config=None, builtins=…, **engine_kwargs)`` → an Engine."""
-    def factory(*extra: Any, config: EngineConfig | None = None, builtins: tuple[str, ...] = BUILTIN_PACKS,
+    def factory(*extra: Any, config: EngineConfig | None = None, builtins: tuple[str, ...] | None = None,
                 **engine_kwargs: Any) -> Engine:
         return build_engine(config or nodegraph_config, build_registry(*extra, builtins=builtins), **engine_kwargs)
     return factory

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 Space = Literal["k", "vp"]
@@ -52,7 +53,8 @@ class SamplerSpec:
 
 _DPMPP = "DPMSolverMultistepScheduler"
 _MULTI = {"space": "vp", "spacings": ("trailing",)}
-SAMPLERS: dict[str, SamplerSpec] = {
+#: Read-only: plugins add samplers through their engine's table (``custom.SamplerRegistry``), never here.
+SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType({
     "euler": SamplerSpec("EulerDiscreteScheduler", custom="sigmas"),
     "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_flags=False, custom="override_float"),
     "heun": SamplerSpec("HeunDiscreteScheduler", custom="timesteps_float"),
@@ -80,7 +82,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "uni_pc_bh2": SamplerSpec("UniPCMultistepScheduler", {"solver_type": "bh2"}, custom="override", **_MULTI),
     "deis": SamplerSpec("DEISMultistepScheduler", {}, custom="override", **_MULTI),
     "sa_solver": SamplerSpec("SASolverScheduler", {}, custom="override", **_MULTI),
-}
+})
 
 #: ComfyUI samplers that diffusers has no equivalent for, with what to use instead.
 NO_EQUIVALENT = {
@@ -101,7 +103,7 @@ class ScheduleSpec:
     fractional: bool = False  # its steps crowd within one integer timestep: needs fractional timesteps
 
 
-SCHEDULES: dict[str, ScheduleSpec] = {
+SCHEDULES: Mapping[str, ScheduleSpec] = MappingProxyType({
     "normal": ScheduleSpec(spacing="linspace"),
     "karras": ScheduleSpec(flag="use_karras_sigmas"),
     "exponential": ScheduleSpec(flag="use_exponential_sigmas"),
@@ -111,7 +113,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
     "beta": ScheduleSpec(),
     "linear_quadratic": ScheduleSpec(fractional=True),
     "kl_optimal": ScheduleSpec(),
-}
+})
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULES)
