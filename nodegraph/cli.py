@@ -14,6 +14,7 @@ from .events import Event, NodeFinished, NodeProgress, NodeStarted, RunFailed
 from .workflow import WorkflowFormatError
 
 EXIT_OK, EXIT_NODE_FAILURE, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -292,7 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins,
                 "serve": cmd_serve,
                 "inspect": cmd_inspect}
-    return handlers[args.command](args, config)
+    try:
+        return handlers[args.command](args, config)
+    except KeyboardInterrupt:  # the terminal's Ctrl-C (nodes' own KeyboardInterrupts are node failures elsewhere)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,6 @@ from server_helpers import chain, receive_until_done, slow
 
 from nodegraph.server.app import OWN_BACKEND
 
-pytestmark = pytest.mark.asyncio
 GRACE_S = 1.0
 
 
@@ -42,6 +41,7 @@ def last_message(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return kind, data
 
 
+@pytest.mark.asyncio
 async def test_base_exceptions_from_a_node_are_node_failures_and_the_queue_goes_on(client):
     ids = {kind: await submit(client, {"1": {"class_type": "RaiseBase", "inputs": {"kind": kind, "tag": kind}}})
            for kind in ("SystemExit", "KeyboardInterrupt", "GeneratorExit")}
@@ -57,6 +57,18 @@ async def test_base_exceptions_from_a_node_are_node_failures_and_the_queue_goes_
     assert entry["status"]["status_str"] == "success" and entry["outputs"]["3"] == {"text": ["6"]}
 
 
+def test_in_the_main_thread_only_keyboard_interrupt_propagates(engine):
+    """`nodegraph run` executes on the main thread: Ctrl-C there still stops it; SystemExit is a node failure."""
+    def prompt(kind: str) -> Any:
+        return engine.prepare({"1": {"class_type": "RaiseBase", "inputs": {"kind": kind, "tag": "main"}}})
+
+    result = engine.run(prompt("SystemExit"))
+    assert result.status == "error" and result.error.exception_type == "SystemExit"
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(prompt("KeyboardInterrupt"))
+
+
+@pytest.mark.asyncio
 async def test_nan_in_a_ui_payload_keeps_history_standard_json(client):
     pid = await submit(client, {"1": {"class_type": "NaNOutput", "inputs": {"tag": "nan"}}})
     await finished(client, pid)
@@ -66,6 +78,7 @@ async def test_nan_in_a_ui_payload_keeps_history_standard_json(client):
     assert body[pid]["outputs"]["1"]["values"] == [None, None, None, 1.5]
 
 
+@pytest.mark.asyncio
 @pytest.mark.slow
 async def test_an_ignored_interrupt_ends_the_worker_process_and_the_queue_goes_on(make_client, engine):
     client = await make_client(engine, worker_process=True, interrupt_grace_s=GRACE_S)
@@ -103,6 +116,7 @@ async def test_an_ignored_interrupt_ends_the_worker_process_and_the_queue_goes_o
     await ws.close()
 
 
+@pytest.mark.asyncio
 @pytest.mark.slow
 async def test_worker_process_matches_in_process_messages_frees_and_survives_a_crash(make_client, engine, tmp_path,
                                                                                      registry):
