@@ -185,3 +185,46 @@ def test_a_plugin_euler_sampler_matches_the_builtin_euler(tiny_checkpoint) -> No
     builtin, plugin = captured["keep_euler"], captured["keep_k_euler_test"]
     assert builtin.shape == plugin.shape and torch.isfinite(plugin).all()
     assert torch.allclose(builtin, plugin, atol=2e-3, rtol=1e-3), (builtin - plugin).abs().max()
+
+
+# ---- context accessors --------------------------------------------------------------------------------------------
+
+class Accessors(api.Node):
+    """Exercise ctx.files and ctx.preview: read an input image, preview it, save it, refuse an escaping path."""
+
+    OUTPUT_NODE = True
+    DETERMINISTIC = False
+    INPUTS = {"name": api.String("in.png")}
+
+    def execute(self, ctx: api.ExecutionContext, name: str) -> api.NodeOutput:
+        image = api.pil_to_image(ctx.files.open_image(name))
+        ctx.preview(image, 1, 2)
+        try:
+            ctx.files.path("output", "../../outside.png")
+        except api.UnsafePathError as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+        entries = ctx.files.save_images(image, "sub/acc")
+        return api.NodeOutput((), {"images": entries, "refused": [refused],
+                                   "device": [str(ctx.devices.device)],
+                                   "samplers": [len(ctx.samplers.sampler_names())]})
+
+
+def test_context_accessors_read_preview_save_and_refuse_escapes(nodegraph_config) -> None:
+    from PIL import Image
+
+    from nodegraph.events import NodeProgress
+
+    Image.new("RGB", (8, 6), (255, 0, 0)).save(nodegraph_config.input_dir / "in.png")
+    engine = build_engine(nodegraph_config, build_registry(Accessors, builtins=()))
+    result = run_graph(engine, {"1": {"class_type": "Accessors", "inputs": {"name": "in.png"}}}, record_events=True)
+    ui = result.outputs["1"]
+    assert ui["images"] == [{"filename": "acc_00001_.png", "subfolder": "sub", "type": "output"}]
+    assert (nodegraph_config.outputs_dir / "sub" / "acc_00001_.png").is_file()
+    assert "../../outside.png" in ui["refused"][0]  # refused, naming the path
+    assert ui["device"] == ["cpu"] and ui["samplers"][0] >= 18
+    previews = [e.preview for e in result.events if isinstance(e, NodeProgress) and e.preview]
+    assert previews and previews[0][0] == "JPEG" and previews[0][1][:2] == b"\xff\xd8"
+    with pytest.raises(AssertionError, match="not in"):
+        run_graph(engine, {"1": {"class_type": "Accessors", "inputs": {"name": "missing.png"}}})
