@@ -116,9 +116,9 @@ def read_header(path: Path) -> Header:
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
             metadata = dict(f.metadata() or {})
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to parse a hostile file is "not a model file"
         raise UnknownModelError(f"{path.name} is not a readable .safetensors file ({exc}); re-download or re-export "
                                 "it") from None
     return Header(path, shapes, metadata)

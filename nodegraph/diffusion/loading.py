@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nodegraph.config import EngineConfig, safe_join
 
@@ -379,4 +380,4 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
 
 __all__ = ["EMBEDDED_NAME", "EMBEDDED_DIR", "UnsafeModelError", "UnknownModelError", "checkpoint_names",
            "vae_names", "lora_names", "upscale_model_names", "resolve_model", "file_fingerprint", "check_loadable",
-           "load_state_dict", "load_checkpoint", "load_vae", "clip_tokenizer"]
+           "load_state_dict", "load_checkpoint", "load_vae", "clip_tokenizer", "quiet_libraries"]

@@ -9,7 +9,8 @@ loading without a config folder on disk. A file's header can therefore never cho
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .detect import UnknownModelError
 
@@ -62,19 +63,19 @@ def vae(state: dict[str, Any], config: dict[str, Any], name: str) -> Any:
 def text_encoder(state: dict[str, Any], component: str, config: dict[str, Any], dtype: Any, name: str) -> Any:
     """``text_encoder`` (OpenAI CLIP in LDM naming, or SD2's OpenCLIP) or ``text_encoder_2`` (SDXL's OpenCLIP)."""
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     cls = (CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in config.get("architectures", [])
            else CLIPTextModel)
     what = f"{name}: its {component}"
     keys = list(state)
     if component == "text_encoder" and any(k.startswith(_LDM_CLIP) for k in keys):
-        convert: Callable[[Any], dict[str, Any]] = lambda model: convert_ldm_clip_checkpoint(state)  # noqa: E731
+        convert: Callable[[Any], dict[str, Any]] = lambda model: convert_ldm_clip_checkpoint(state)
     else:
         prefix = "cond_stage_model.model." if component == "text_encoder" else next(
             (p for p in ("conditioner.embedders.1.model.", "conditioner.embedders.0.model.")
              if any(k.startswith(p + "transformer.") for k in keys)), "conditioner.embedders.1.model.")
-        convert = lambda model: convert_open_clip_checkpoint(model, state, prefix=prefix)  # noqa: E731
+        convert = lambda model: convert_open_clip_checkpoint(model, state, prefix=prefix)
     from accelerate import init_empty_weights
 
     cfg = cls.config_class.from_dict(config)

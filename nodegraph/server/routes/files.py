@@ -116,7 +116,7 @@ def verify_image(data: bytes) -> str:
             with Image.open(io.BytesIO(data)) as img:
                 fmt = img.format or ""
                 img.verify()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to decode a hostile upload is "not an image"
             raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from None
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"image format {fmt or 'unknown'} is not accepted; send PNG, JPEG, WebP, BMP, GIF or TIFF")
