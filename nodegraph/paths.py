@@ -110,7 +110,11 @@ def safe_join(root: Path, *parts: str) -> Path:
     """Join user-supplied ``parts`` under ``root`` and return the resolved path; refuse anything unsafe."""
     names = relative_parts(*parts)
     root = Path(root).resolve()
-    resolved = root.joinpath(*names).resolve()
+    try:
+        resolved = root.joinpath(*names).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop, or a link chain the OS refuses to follow
+        raise UnsafePathError(f"path {_shown('/'.join(names))} cannot be resolved ({exc}); remove the broken link") \
+            from None
     if resolved != root and root not in resolved.parents:
         raise UnsafePathError(f"path {_shown('/'.join(names))} leads outside the {root.name}/ folder through a link; "
                               "remove the link or name a file inside the folder")
@@ -119,7 +123,10 @@ def safe_join(root: Path, *parts: str) -> Path:
 
 def is_inside(root: Path, path: Path) -> bool:
     """Whether ``path`` (after resolving links) is ``root`` or lies under it."""
-    root, path = Path(root).resolve(), Path(path).resolve()
+    try:
+        root, path = Path(root).resolve(), Path(path).resolve()
+    except (RuntimeError, OSError):  # a symlink loop
+        return False
     return path == root or root in path.parents
 
 

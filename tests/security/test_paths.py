@@ -90,6 +90,10 @@ def test_symlinks_leading_outside_are_refused_and_inside_ones_allowed(root, tmp_
         with pytest.raises(UnsafePathError, match="outside"):
             safe_join(root, *parts)
     assert safe_join(root, "alias", "ok.png") == (root / "sub" / "ok.png").resolve()
+    os.symlink(root / "loop-b", root / "loop-a")
+    os.symlink(root / "loop-a", root / "loop-b")
+    with pytest.raises(UnsafePathError, match="cannot be resolved|outside"):
+        safe_join(root, "loop-a", "x.png")
     assert is_inside(root, root / "alias" / "ok.png") and not is_inside(root, root / "link.txt")
 
 

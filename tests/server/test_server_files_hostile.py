@@ -4,6 +4,7 @@ server keeps serving (NUL bytes, over-long and too-deep names, multipart without
 from __future__ import annotations
 
 import io
+import os
 
 import aiohttp
 import pytest
@@ -56,6 +57,9 @@ async def test_view_answers_4xx_for_nul_long_and_deep_names(client, engine):
     for params, word in probes:
         resp = await client.get("/view", params=params)
         await assert_4xx(resp, word)
+    os.symlink(engine.config.outputs_dir / "loop-b", engine.config.outputs_dir / "loop-a")
+    os.symlink(engine.config.outputs_dir / "loop-a", engine.config.outputs_dir / "loop-b")
+    await assert_4xx(await client.get("/view", params={"filename": "x.png", "subfolder": "loop-a"}), "link")
     assert (await client.get("/view", params={"filename": "ok.png"})).status == 200
     await alive(client)
 
