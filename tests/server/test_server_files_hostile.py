@@ -143,3 +143,16 @@ async def test_userdata_and_extensions_answer_4xx_for_hostile_names(client):
         resp = await client.get(path)
         assert 400 <= resp.status < 500, (path, resp.status)
     await alive(client)
+
+
+async def test_userdata_paths_through_files_and_folders_answer_4xx(client):
+    assert (await client.post("/userdata/a.json", data=b"{}")).status == 200
+    assert (await client.post("/userdata/dir%2Fx.json", data=b"{}")).status == 200
+    await assert_4xx(await client.post("/userdata/a.json%2Fb.json", data=b"{}"), "folder")
+    await assert_4xx(await client.post("/userdata/dir", data=b"{}"))
+    await assert_4xx(await client.post("/userdata/dir%2Fx.json/move/a.json%2Fy.json"), "folder")
+    await assert_4xx(await client.post("/userdata/a.json/move/dir?overwrite=true"))
+    await assert_4xx(await client.delete("/userdata/dir"))
+    await assert_4xx(await client.get("/userdata/a.json%2Fb.json"))
+    assert (await client.get("/userdata", params={"dir": "a.json"})).status == 200
+    await alive(client)

@@ -102,6 +102,16 @@ class UserFiles:
                 out.append(rel)
         return out
 
+    def _check_folders(self, path: Path, rel: str) -> None:
+        """409 when a file stands where ``rel`` needs a folder (``a.json/b.json`` while ``a.json`` is a file)."""
+        root = self.root.resolve()
+        for parent in path.parents:
+            if parent == root or root not in parent.parents:
+                break
+            if parent.exists() and not parent.is_dir():
+                raise HTTPError(409, "path_conflict", f"{rel!r} needs {parent.relative_to(root).as_posix()!r} to be a "
+                                "folder, but it is a file", "choose another name or move that file first")
+
     def _count(self) -> int:
         return sum(1 for p in self.root.rglob("*") if p.is_file())
 
@@ -114,6 +124,7 @@ class UserFiles:
     def store(self, rel: str, data: bytes, overwrite: bool) -> Path:
         """Write a user file; 409 when it exists and ``overwrite`` is false."""
         path = self.path(rel)
+        self._check_folders(path, rel)
         with self._lock:
             if path.exists() and (not overwrite or path.is_dir()):
                 raise HTTPError(409, "file_exists", f"{rel!r} already exists", "send ?overwrite=true to replace it")
@@ -133,6 +144,7 @@ class UserFiles:
     def move(self, source: str, dest: str, overwrite: bool) -> Path:
         """Rename a user file; 404 for a missing source, 409 for an existing destination without overwrite."""
         src, dst = self.path(source), self.path(dest)
+        self._check_folders(dst, dest)
         with self._lock:
             if not src.is_file():
                 raise HTTPError(404, "not_found", f"no user file {source!r}")
