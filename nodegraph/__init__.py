@@ -21,7 +21,8 @@ _EXPORTS = {"EngineConfig": "config", "ExecutionContext": "context", "Interrupte
             "Float": "inputs", "Int": "inputs", "Link": "inputs", "Output": "inputs", "String": "inputs",
             "Node": "node", "NodeOutput": "node"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Boolean", "Combo", "EngineConfig", "ExecutionContext", "Float", "Int", "Interrupted", "InterruptFlag",
+           "Link", "Node", "NodeOutput", "Output", "String", "hookimpl"]
 __version__ = "0.1.0"
 
 

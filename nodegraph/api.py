@@ -35,7 +35,7 @@ Helpers
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Sequence, TypeAlias, TypedDict
 
 from typing_extensions import Required
 
@@ -59,13 +59,14 @@ else:
     Tensor = Any
 
 __all__ = [
-    "Boolean", "CLIP", "CONDITIONING", "Checkpoint", "Combo", "ConditioningEntry", "Denoiser", "DiffusionModel",
-    "EngineConfig", "ExecutionContext", "Files", "Float", "IMAGE", "Int", "Interrupted", "LATENT", "Latent",
-    "LatentFormat", "Link", "LoraPatch", "MASK", "MODEL", "Models", "Node", "NodeOutput", "Output", "SamplerDef",
-    "SamplerFn", "SamplerRegistry", "ScheduleDef", "StepCallback", "String", "Tensor", "TextEncoder",
-    "UnsafePathError", "COLOR_NAMES", "COLORS", "SHAPES", "ShapeSpec", "position_word", "render_shape", "VAE", "VAEModel", "center_crop", "checkpoint_names", "file_fingerprint", "hookimpl",
-    "image_to_pils", "lora_names", "model_path", "pil_to_image", "pil_to_mask", "resample", "safe_join", "sample",
-    "sampler_names", "save_pngs", "scheduler_names", "target_size", "upscale_model_names", "vae_names",
+    "Boolean", "center_crop", "Checkpoint", "checkpoint_names", "CLIP", "COLOR_NAMES", "COLORS", "Combo",
+    "CONDITIONING", "ConditioningEntry", "Denoiser", "DiffusionModel", "EngineConfig", "ExecutionContext",
+    "file_fingerprint", "Files", "Float", "hookimpl", "IMAGE", "image_to_pils", "Int", "Interrupted", "LATENT",
+    "Latent", "LatentFormat", "Link", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path", "Models", "Node",
+    "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word", "render_shape", "resample", "safe_join",
+    "sample", "sampler_names", "SamplerDef", "SamplerFn", "SamplerRegistry", "save_pngs", "ScheduleDef",
+    "scheduler_names", "SHAPES", "ShapeSpec", "StepCallback", "String", "target_size", "Tensor", "TextEncoder",
+    "UnsafePathError", "unsupported_pair", "upscale_model_names", "VAE", "vae_names", "VAEModel",
 ]
 
 # ---- values on links ------------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def position_word(cx: float, cy: float, size: int = _shapes.IMAGE_SIZE) -> str:
     return _shapes.position_word(cx, cy, size)
 
 
-# ---- samplers ---------------------------------------------------------------------------------------------------------
+# ---- samplers -------------------------------------------------------------------------------------------------------
 
 def sampler_names(config: Any) -> list[str]:
     """The sampler_name options of the engine owning ``config`` (built-in and plugin samplers), for ``Combo``."""
@@ -133,7 +134,10 @@ def sample(ctx: ExecutionContext, model: DiffusionModel, positive: Sequence[Any]
     opts = SamplingOptions(sampler_name=sampler_name, scheduler=scheduler, steps=steps, cfg=cfg, seed=seed,
                            denoise=denoise, add_noise=add_noise, start_at_step=start_at_step,
                            end_at_step=end_at_step, return_with_leftover_noise=return_with_leftover_noise)
-    progress: Callable[[int, int, Any], None] = lambda step, total, preview: ctx.progress(step, total, preview)
+
+    def progress(step: int, total: int, preview: Any) -> None:
+        ctx.progress(step, total, preview)
+
     out = run(model, list(positive), list(negative), dict(latent), opts, ctx.devices, callback=progress,
               lora_library=ctx.models.lora_library() if model.loras else None, samplers=ctx.samplers)
     return out  # type: ignore[return-value]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from nodegraph.api import CLIP, CONDITIONING, ExecutionContext, Int, Link, Node, Output, String, hookimpl
 
