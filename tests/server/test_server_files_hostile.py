@@ -82,6 +82,8 @@ async def test_upload_answers_4xx_for_nul_long_and_deep_names(client, engine):
     body, headers = multipart({"subfolder": "fine"}, "ok.png")
     resp = await client.post("/upload/image", data=body, headers=headers)
     assert resp.status == 200 and (await resp.json())["name"] == "ok.png"
+    body, headers = multipart({"subfolder": "fine/ok.png/deeper"}, "x.png")  # a file where a folder is needed
+    await assert_4xx(await client.post("/upload/image", data=body, headers=headers), "folder")
     await alive(client)
 
 

@@ -193,7 +193,11 @@ def _target(folder: Path, name: str, data: bytes, overwrite: bool) -> Path:
 
 
 def _write(folder: Path, path: Path, data: bytes) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise HTTPError(409, "path_conflict", f"the subfolder {folder.name!r} cannot be created: a file stands where a "
+                        "folder is needed", "choose another subfolder") from None
     tmp = folder / f".upload-{uuid.uuid4().hex}.tmp"
     tmp.write_bytes(data)
     os.replace(tmp, path)
