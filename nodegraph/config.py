@@ -46,7 +46,7 @@ class EngineConfig:
     model_ram_budget: int | None = None
     model_vram_budget: int | None = None
     #: Caps on prompts (node count, strings, pixels, text windows) and the validation pool; see nodegraph.limits.
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits.from_env)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()

@@ -2,12 +2,15 @@
 and the CPU pool that validates prompts off the server's event loop.
 
 Every limit lives in :class:`Limits`, reachable as ``EngineConfig.limits``; change one with
-``EngineConfig(limits=Limits(max_nodes=50_000))`` or ``dataclasses.replace(config.limits, ...)``. Validation checks
+``EngineConfig(limits=Limits(max_nodes=50_000))``, or for ``nodegraph serve``/``run`` with an environment variable
+``NODEGRAPH_LIMIT_<FIELD>`` (``NODEGRAPH_LIMIT_MAX_NODES=50000``). Validation checks
 them before anything runs and answers with an error that names the node, the input, the limit and this field.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 KB = 1024
@@ -47,6 +50,24 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be an integer of at least {least}, got {value!r}")
 
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """The defaults, each overridden by ``NODEGRAPH_LIMIT_<FIELD>`` when set (e.g. NODEGRAPH_LIMIT_MAX_NODES)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for name in cls.__dataclass_fields__:
+            raw = environ.get(ENV_PREFIX + name.upper(), "").strip().replace("_", "")
+            if raw:
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer; unset it or give a "
+                                     "whole number") from None
+        return cls(**values)
+
+
+#: Environment variables that override a limit: NODEGRAPH_LIMIT_ + the field name in capitals.
+ENV_PREFIX = "NODEGRAPH_LIMIT_"
 #: The defaults, for callers without an EngineConfig.
 DEFAULT_LIMITS = Limits()
 

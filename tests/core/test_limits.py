@@ -32,6 +32,16 @@ def test_limits_are_positive_integers():
             Limits(max_nodes=bad)
 
 
+def test_limits_from_the_environment(monkeypatch):
+    from nodegraph.config import EngineConfig
+
+    assert Limits.from_env({"NODEGRAPH_LIMIT_MAX_NODES": "50_000"}).max_nodes == 50_000
+    with pytest.raises(ValueError, match="NODEGRAPH_LIMIT_MAX_IMAGE_PIXELS='lots' is not an integer"):
+        Limits.from_env({"NODEGRAPH_LIMIT_MAX_IMAGE_PIXELS": "lots"})
+    monkeypatch.setenv("NODEGRAPH_LIMIT_MAX_STRING_CHARS", "123")
+    assert EngineConfig().limits.max_string_chars == 123
+
+
 def test_node_count_cap_says_how_to_raise_it(config, make_engine):
     config.limits = Limits(max_nodes=50)
     engine = make_engine()
