@@ -141,7 +141,8 @@ async def test_userdata_and_extensions_answer_4xx_for_hostile_names(client):
         await assert_4xx(await client.get("/userdata", params={"dir": folder}))
     for path in ("/extensions/core/" + "n" * 300 + ".js", "/extensions/nodegraph-core/" + "n" * 300 + ".js",
                  "/workflow_templates/nodegraph/" + "n" * 300 + ".json",
-                 "/workflow_templates/nodegraph/" + "n" * 300 + ".png"):
+                 "/workflow_templates/nodegraph/" + "n" * 300 + ".png", "/" + "n" * 300 + ".js",
+                 "/assets/" + "n" * 300, "/extensions/core/../../" + "a" * 300, "/%00.js", "/" + "d/" * 300 + "x"):
         resp = await client.get(path)
         assert 400 <= resp.status < 500, (path, resp.status)
     await alive(client)

@@ -204,10 +204,24 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(folder / "index.html", headers={"Content-Type": "text/html", **NO_CACHE})
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """One of the editor's static files; the name is decided by ``nodegraph.paths`` like every other path."""
+    folder = static_dir()
+    if folder is None:
+        raise HTTPError(404, "not_found", "the visual editor is not installed")
+    path = safe_join(folder, request.match_info["filename"])
+    if not path.is_file():
+        raise HTTPError(404, "not_found", f"no file {request.match_info['filename'][:80]!r}")
+    return web.FileResponse(path)
+
+
 def static_files() -> list[web.AbstractRouteDef]:
-    """The frontend's assets as a static route at ``/`` (empty when the package is missing)."""
+    """The frontend's assets at ``/{filename}`` (empty when the package is missing).
+
+    A handler of ours rather than ``web.static``: aiohttp's static handler answers 500 for over-long names.
+    """
     folder = static_dir()
     if folder is None:
         log.warning("comfyui-frontend-package is not installed: the visual editor is unavailable")
         return []
-    return [web.static("/", folder, follow_symlinks=False, append_version=False)]
+    return [web.get("/{filename:.+}", static_file)]
