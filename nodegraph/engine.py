@@ -13,7 +13,7 @@ from .events import EventBus
 from .executor import Executor, RunResult
 from .provenance import HashCache, build_manifest, stamp_versions
 from .registry import Registry
-from .validation import ValidatedPrompt, Validator, node_count_error
+from .validation import ValidatedPrompt, ValidationCancelled, Validator, node_count_error
 from .workflow import is_ui_format, load_json_or_png, parse_workflow
 
 
@@ -49,6 +49,8 @@ class Engine:
         caller abandon validation (ValidationCancelled). The prompt's ``raw`` JSON (stored in PNGs and history)
         records each node's version in ``_meta.version``.
         """
+        if should_stop is not None and should_stop():
+            raise ValidationCancelled("validation not started: the client went away")
         if isinstance(data, dict):
             nodes = data.get("nodes") if is_ui_format(data) else data
             too_many = node_count_error(len(nodes), self.validator.limits)
