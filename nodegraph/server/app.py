@@ -16,7 +16,8 @@ from .routes.files import FIELD_LIMIT
 from .security import MIDDLEWARES
 from .settings import MB, TOKEN_ENV, ServerSettings, check_token, resolve_token
 from .state import STATE, ServerState
-from .store import DamagedStoreError, QueueStore, recover_file
+from .store import DamagedStoreError, QueueStore
+from .store_recovery import recover_file
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def create_app(engine: "Engine", settings: ServerSettings | None = None,
     settings = settings or ServerSettings()
     engine.config.ensure_dirs()
     store = QueueStore(engine.config.user_dir / DATABASE, settings.max_pending, settings.max_history)
-    broadcaster = Broadcaster(settings.ws_buffer)
+    broadcaster = Broadcaster()
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_upload_bytes + FIELD_LIMIT)
     app[STATE] = ServerState(engine, settings, store, Worker(engine, store, broadcaster, backend), broadcaster)
     if backend is None and settings.worker_process:

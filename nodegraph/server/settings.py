@@ -41,8 +41,6 @@ class ServerSettings:
     max_history: int = 10000
     #: Extra ``scheme://host[:port]`` origins allowed to call the API from a browser.
     allowed_origins: tuple[str, ...] = ()
-    #: Unused (it counted messages); see ws_buffer_bytes.
-    ws_buffer: int = 256
     #: Bytes of unsent messages per WebSocket: over it, progress and previews are dropped (superseded ones are always
     #: coalesced); a client whose must-see messages (outcomes, outputs) exceed it is closed.
     ws_buffer_bytes: int = 32 * MB
@@ -60,6 +58,10 @@ class ServerSettings:
         if not is_loopback(self.listen) and not self.token:
             raise ValueError(f"listening on {self.listen} (not loopback) requires an auth token: pass --token or "
                              f"set ${TOKEN_ENV} (serve() generates one when neither is given)")
+        if not self.ws_stall_timeout > 0:
+            raise ValueError(f"ws_stall_timeout={self.ws_stall_timeout!r}: give a positive number of seconds, e.g. 60")
+        if not self.ws_buffer_bytes > 0:
+            raise ValueError(f"ws_buffer_bytes={self.ws_buffer_bytes!r}: give a positive byte count, e.g. 32 MiB")
         if not self.interrupt_grace_s >= 0:
             raise ValueError(f"interrupt_grace_s={self.interrupt_grace_s!r}: give zero or more seconds, e.g. 10")
         self.argv = redact_argv(self.argv, [self.token] if self.token else [])

@@ -98,3 +98,47 @@ def test_old_major_version_is_migrated_and_future_one_rejected(tmp_path, capsys)
     assert main(["run", str(write(tmp_path, wf)), "--home", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "saved with ExampleGreeting 3.0.0, installed is 2.0.0" in err
+
+
+BROKEN_OPTIONS_PLUGIN = '''
+from nodegraph import Combo, Node, Output, hookimpl
+
+
+def _models(config):
+    raise OSError("models folder unreadable")
+
+
+class PickModel(Node):
+    CATEGORY = "test"
+    INPUTS = {"name": Combo(_models)}
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, ctx, name):
+        return (name,)
+
+
+@hookimpl
+def nodegraph_nodes():
+    return [PickModel]
+'''
+
+
+def test_plugins_names_a_node_whose_catalogue_entry_raises(tmp_path, capsys):
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "pickmodel.py").write_text(BROKEN_OPTIONS_PLUGIN)
+    code = main(["plugins", "--home", str(tmp_path), "--plugin-dir", str(tmp_path / "plug")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "ERROR pickmodel" in out and "'PickModel' is left out of the catalogue" in out
+    assert "models folder unreadable" in out and "ok    nodes.utils" in out
+    # The rest of the catalogue is still listed.
+    assert main(["nodes", "--json", "--home", str(tmp_path), "--plugin-dir", str(tmp_path / "plug")]) == 0
+    catalogue = json.loads(capsys.readouterr().out)
+    assert "PickModel" not in catalogue and "KSampler" in catalogue
+
+
+def test_plugins_in_the_home_folder_are_found(tmp_path, capsys):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "homeplug.py").write_text(BROKEN_OPTIONS_PLUGIN.replace("PickModel", "HomeNode"))
+    main(["plugins", "--home", str(tmp_path)])
+    assert "homeplug" in capsys.readouterr().out

@@ -16,7 +16,8 @@ from test_server_durability import REPO, call, free_port, servers, wait_for  # n
 
 from nodegraph.cli import main
 from nodegraph.server.app import DATABASE
-from nodegraph.server.store import DamagedStoreError, QueueStore, recover_file
+from nodegraph.server.store import DamagedStoreError, QueueStore
+from nodegraph.server.store_recovery import recover_file
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
