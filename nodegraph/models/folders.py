@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: Extensions of files read with safetensors (never runs code).
 SAFE_EXTENSIONS: tuple[str, ...] = (".safetensors",)
@@ -49,16 +49,20 @@ BUILTIN: dict[str, FolderKind] = {
 }
 
 
-def table(registry: Any = None) -> dict[str, FolderKind]:
+def table(registry: Any = None, on_error: Callable[[str, str], None] | None = None) -> dict[str, FolderKind]:
     """Every folder kind: the built-in ones plus those plugins add with ``nodegraph_model_folders``.
 
-    A plugin's extensions are filtered like ours: pickle ones count only when the user allows pickles.
+    A plugin's extensions are filtered like ours: pickle ones count only when the user allows pickles. A plugin
+    whose hook returns something else than a dict is skipped and reported to ``on_error(plugin, message)``.
     """
     kinds = dict(BUILTIN)
     if registry is None:
         return kinds
-    for _plugin, result in registry.hook_results("nodegraph_model_folders"):
+    for plugin, result in registry.hook_results("nodegraph_model_folders"):
         if not isinstance(result, dict):
+            if on_error is not None and result is not None:
+                on_error(str(plugin), f"nodegraph_model_folders() returned {type(result).__name__}; return "
+                                      "{folder_name: [extensions]}")
             continue
         for name, exts in result.items():
             name = str(name)

@@ -221,7 +221,7 @@ class ModelManager:
 
     # ---- freeing ---------------------------------------------------------------------------------------------------
 
-    def _make_room(self, needed: int, keep: set[Hashable] = frozenset()) -> None:  # type: ignore[assignment]
+    def _make_room(self, needed: int, keep: frozenset[Hashable] | set[Hashable] = frozenset()) -> None:
         """Evict unpinned models, least recently used first, until ``needed`` more bytes fit the RAM budget."""
         freed = False
         while self._bytes + needed > self.budgets.ram:
