@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import EngineConfig, UnsafePathError, safe_join
+from ..paths import check_component
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def store_files(config: EngineConfig, files: list[ShippedFile]) -> dict[tuple[st
     for f in files:
         folder = safe_join(config.folder_for(f.type), f.subfolder)
         folder.mkdir(parents=True, exist_ok=True)
-        name, _ = _free_name(folder, Path(f.filename).name, f.data)
+        name, _ = _free_name(folder, check_component(f.filename, "shipped file name"), f.data)
         if name != f.filename:
             renamed[(f.type, f.subfolder, f.filename)] = name
     return renamed

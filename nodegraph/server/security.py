@@ -95,8 +95,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
     except HTTPError as exc:
         return exc.response()
-    except UnsafePathError as exc:
-        return json_error(403, "forbidden_path", str(exc))
+    except UnsafePathError as exc:  # a malformed name is 400 (InvalidPathError), an escape 403
+        status = getattr(exc, "http_status", 403)
+        return json_error(status, "invalid_path" if status == 400 else "forbidden_path", str(exc))
     except web.HTTPException:
         raise
     except Exception:

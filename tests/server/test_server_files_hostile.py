@@ -159,3 +159,10 @@ async def test_userdata_paths_through_files_and_folders_answer_4xx(client):
     await assert_4xx(await client.get("/userdata/a.json%2Fb.json"))
     assert (await client.get("/userdata", params={"dir": "a.json"})).status == 200
     await alive(client)
+
+
+async def test_malformed_names_are_400_and_escapes_403(client):
+    resp = await client.get("/view", params={"filename": "ok\0.png"})
+    assert resp.status == 400 and (await resp.json())["error"]["type"] == "invalid_path"
+    resp = await client.get("/view", params={"filename": "ok.png", "subfolder": "../.."})
+    assert resp.status == 403 and (await resp.json())["error"]["type"] == "forbidden_path"
