@@ -89,7 +89,7 @@ class DeviceManager:
             self.device = torch.device("cpu")
             self.dtype = torch.float32
         self.deterministic = deterministic
-        if vram_budget is None and self.device.type == "cuda":
+        if vram_budget is None and self.device.type != "cpu":
             from nodegraph.models.memory import default_vram_budget
 
             vram_budget = default_vram_budget(self.device)

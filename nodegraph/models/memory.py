@@ -109,7 +109,11 @@ def default_ram_budget() -> int:
 
 
 def default_vram_budget(device: Any) -> int | None:
-    """90% of a CUDA device's memory; None for devices that cannot be measured (the CPU, MPS)."""
+    """90% of a CUDA device's memory, or of what Metal recommends on MPS; None for the CPU."""
+    if getattr(device, "type", str(device)) == "mps":  # pragma: no cover - Apple only
+        import torch
+
+        return int(torch.mps.recommended_max_memory() * VRAM_SHARE)
     mem = device_memory(device)
     return None if mem is None else int(mem[1] * VRAM_SHARE)
 
