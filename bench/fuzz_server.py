@@ -94,7 +94,6 @@ class Finding:
     kind: str
     req: Req
     answer: Answer | None
-    cause: str
     cause: str = ""
     count: int = 1
     shrunk: bool = False

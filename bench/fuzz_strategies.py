@@ -50,14 +50,17 @@ def _deep(n: int, kind: str) -> Raw:
 
 
 def hostile_json() -> st.SearchStrategy[Any]:
-    """Any JSON-ish value: hostile scalars, non-finite numbers, deep nesting, small nested containers."""
+    """Any JSON-ish value: hostile scalars, non-finite numbers, small nested containers."""
     scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(2**70), 2**70),
                         st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(RAW_NUMBERS),
                         hostile_text())
-    deep = st.builds(_deep, st.sampled_from([63, 65, 900, 5000, 100_000]), st.sampled_from(["list", "dict"]))
-    nested = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(hostile_text(), c, max_size=4),
-                          max_leaves=8)
-    return st.one_of(nested, deep)
+    return st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(hostile_text(), c, max_size=4),
+                        max_leaves=8)
+
+
+def deep_json() -> st.SearchStrategy[Raw]:
+    """Lists or objects nested past any sane depth (63 to 100,000 levels)."""
+    return st.builds(_deep, st.sampled_from([63, 65, 900, 5000, 100_000]), st.sampled_from(["list", "dict"]))
 
 
 def conforming(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
@@ -111,6 +114,8 @@ def spec_value(spec: Any, link: st.SearchStrategy[Any]) -> st.SearchStrategy[Any
     """Values an input spec of the catalogue accepts (``link`` for inputs that take another node's output)."""
     kind, opts = (spec + [{}])[:2] if isinstance(spec, list) and spec else (spec, {})
     opts = opts if isinstance(opts, dict) else {}
+    if kind == "COMBO":
+        kind = opts.get("options") or []
     if isinstance(kind, list):
         return st.sampled_from(kind) if kind else st.just("")
     if kind == "INT":
@@ -132,7 +137,7 @@ def node_inputs(entry: dict[str, Any], ids: list[str], cheap: bool) -> st.Search
     fields = {}
     for name, spec in specs.items():
         value = spec_value(spec, link)
-        fields[name] = st.one_of(value, value, link, hostile_json())
+        fields[name] = st.one_of(value, value, value, link, hostile_json(), deep_json())
     required = list(inputs.get("required", {}))
 
     def drop(values: dict[str, Any], dropped: int) -> dict[str, Any]:
@@ -181,7 +186,7 @@ def prompt_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[Any]:
     ui = st.fixed_dictionaries({"nodes": st.lists(hostile_json() | st.integers(), max_size=4)},
                                optional={"links": hostile_json(), "version": hostile_json()})
     runnable = runnable_graph(catalogue)
-    return st.one_of(runnable, runnable, graph(), graph(), ui, hostile_json())
+    return st.one_of(runnable, runnable, graph(), graph(), ui, hostile_json(), deep_json())
 
 
 def json_body(schema: dict[str, Any], catalogue: dict[str, Any], is_prompt: bool) -> st.SearchStrategy[bytes]:
@@ -190,13 +195,21 @@ def json_body(schema: dict[str, Any], catalogue: dict[str, Any], is_prompt: bool
         props = dict(schema.get("properties", {}))
         props.pop("prompt", None)
         optional = {k: conforming(v) for k, v in props.items()}
-        optional["prompt_id"] = st.sampled_from(["fuzz-1", "fuzz-2"]) | optional.get("prompt_id", hostile_text())
+        uuids = st.uuids().map(str)
+        optional["prompt_id"] = st.one_of(uuids, uuids, uuids, st.sampled_from(["fuzz-1", "fuzz-2"]),
+                                          optional.get("prompt_id", hostile_text()))
         doc = st.builds(lambda p, rest: {"prompt": p, **rest}, prompt_graph(catalogue),
                         st.fixed_dictionaries({}, optional=optional))
+        clean = st.fixed_dictionaries({"prompt": runnable_graph(catalogue), "prompt_id": uuids},
+                                      optional={"client_id": st.text(max_size=20), "front": st.booleans(),
+                                                "extra_data": st.dictionaries(st.text(max_size=8), hostile_json(),
+                                                                              max_size=2)})
+        doc = st.one_of(doc, clean)
     else:
         doc = conforming(schema)
-    broken = st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"{", b'{"a":', b"NaN", b"[1,2]", b'"x"',
-                                                                b"\xff\xfe{}", b'{"a": 1}' * 2, b"null"]))
+    broken = st.one_of(st.binary(max_size=40), deep_json().map(dump_json),
+                       st.sampled_from([b"", b"{", b'{"a":', b"NaN", b"[1,2]", b'"x"', b"\xff\xfe{}",
+                                        b'{"a": 1}' * 2, b"null"]))
     return st.one_of(doc.map(dump_json), doc.map(dump_json), doc.map(dump_json), broken)
 
 
