@@ -23,7 +23,7 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None, registry: Registry | None = None,
                  cache: OutputCache | None = None, services: Services | None = None) -> None:
         self.config = config or EngineConfig()
-        self.registry = registry or Registry.load(self.config.plugin_dirs)
+        self.registry = registry or Registry.from_config(self.config)
         self.validator = Validator(self.registry, self.config)
         self.services = services or Services()
         self.services.put(EngineConfig, self.config)

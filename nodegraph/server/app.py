@@ -111,6 +111,8 @@ async def _on_cleanup(app: web.Application) -> None:
     await st.blocking(st.worker.stop)
     if not st.worker.alive:
         st.store.close()
+    if st.cpu is not None:
+        st.cpu.close()
     if st.lock_handle is not None:
         st.lock_handle.close()
         st.lock_handle = None
