@@ -179,10 +179,7 @@ class Models:
 
     def load_lora(self, name: str, folder: str = "loras") -> "LoraWeights":
         """The parsed LoRA file ``name`` (kept by the engine across runs)."""
-        from .diffusion.lora import LoraLibrary
-
-        return self._ctx.services.get(LoraLibrary).get(self.resolve(folder, name),
-                                                        bool(self._config.allow_unsafe_pickle))
+        return self.lora_library().get(self.resolve(folder, name), bool(self._config.allow_unsafe_pickle))
 
     def apply_lora(self, name: str, model: "DiffusionModel | None", clip: "TextEncoder | None",
                    strength_model: float, strength_clip: float) -> "tuple[DiffusionModel | None, TextEncoder | None]":
@@ -210,10 +207,10 @@ class Models:
         return model, clip
 
     def lora_library(self) -> Any:
-        """The engine's parsed-LoRA cache (what ``sample``/``encode_text`` apply patches from)."""
-        from .diffusion.lora import LoraLibrary
+        """The engine's parsed-LoRA cache, in its ModelManager (what ``sample``/``encode_text`` apply patches from)."""
+        from .models import lora_library
 
-        return self._ctx.services.get(LoraLibrary)
+        return lora_library(self._ctx.services, self._config)
 
     def encode_text(self, clip: "TextEncoder", text: str) -> list[tuple[Any, dict[str, Any]]]:
         """CONDITIONING for ``text``: the encoder on the device, with the CLIP's LoRAs and layer choice applied."""
