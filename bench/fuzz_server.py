@@ -18,6 +18,7 @@ Exit status 1 on any failure. ``tests/server/test_server_fuzz.py`` runs the same
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -234,8 +235,26 @@ def fetch_json(server: ServerProcess, path: str) -> Any:
     return strict_json(answer.body)
 
 
+def queue_stalled(server: ServerProcess, timeout: float = 90.0) -> str | None:
+    """Why a small prompt submitted now does not finish within ``timeout`` s (None when it does)."""
+    prompt_id = f"fuzz-liveness-{time.monotonic_ns()}"
+    graph = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 7}},
+             "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    answer = request(server.port, Req("POST", "/prompt", headers={"Content-Type": "application/json"},
+                                      body=json.dumps({"prompt": graph, "prompt_id": prompt_id}).encode()))
+    if answer.status != 200:
+        return f"after fuzzing, a small prompt was refused: {answer.describe()}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if prompt_id in fetch_json(server, f"/history/{prompt_id}"):
+            return None
+        time.sleep(0.25)
+    return f"queue stalled: a small prompt submitted after fuzzing did not finish within {timeout:.0f} s"
+
+
 def finish(server: ServerProcess, sandbox: Sandbox, report: Report) -> list[str]:
-    """The rules checked after fuzzing: server alive and answering, no write outside the home, canaries intact."""
+    """The rules checked after fuzzing: server alive and answering in standard JSON, the queue still runs prompts,
+    no write outside the home, canaries intact."""
     errors = []
     if report.fatal:
         errors.append(f"fatal: {report.fatal}")
@@ -245,6 +264,9 @@ def finish(server: ServerProcess, sandbox: Sandbox, report: Report) -> list[str]
                                      body=b'{"clear": true}'), timeout=30)
         for path in ("/system_stats", "/history", "/queue", "/jobs", "/api/jobs?status=failed"):
             fetch_json(server, path)  # answers, in standard JSON, with whatever the fuzzer left
+        stalled = queue_stalled(server)
+        if stalled:
+            errors.append(stalled)
     except (OSError, ValueError, RuntimeError) as exc:
         errors.append(f"after fuzzing: {exc}")
     if not server.alive():

@@ -10,6 +10,7 @@ Long runs: ``python bench/fuzz_server.py --examples 500 --shrink``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -24,7 +25,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from fuzz_sandbox import (  # noqa: E402
     AUDIT_HOOK, OUTSIDE_MARK, Answer, Req, Sandbox, ServerProcess, strict_json,
 )
-from fuzz_server import Report, fetch_json, finish, fuzz, problem  # noqa: E402
+from fuzz_server import Report, fetch_json, finish, fuzz, problem, queue_stalled  # noqa: E402
 from fuzz_strategies import Operation, Raw, dump_json, operations, request_strategy  # noqa: E402
 
 EXAMPLES = int(os.environ.get("NODEGRAPH_FUZZ_EXAMPLES", "12"))
@@ -92,6 +93,28 @@ sqlite3.connect(os.path.join(outside, "db.sqlite3")).close()
     assert {"open", "os.rename", "os.mkdir", "shutil.rmtree", "sqlite3.connect"} <= events, reports
     assert not any("ok.txt" in line or "moved.txt" in line for line in reports), reports
     assert all("elsewhere" in line for line in reports), reports
+
+
+def test_liveness_check_sees_a_busy_queue(tmp_path: Path) -> None:
+    server = ServerProcess(Sandbox(tmp_path / "fuzz"))
+    try:
+        slow = {"1": {"class_type": "SlowSteps", "inputs": {"steps": 1000, "step_ms": 1000, "preview": False,
+                                                            "tag": "", "save": False}}}
+        answer = server_request(server, "POST", "/prompt", {"prompt": slow})
+        assert answer.status == 200, answer.describe()
+        assert "did not finish" in (queue_stalled(server, timeout=2) or "")
+        assert server_request(server, "POST", "/interrupt", {}).status == 200
+        assert queue_stalled(server, timeout=60) is None
+    finally:
+        server.stop()
+
+
+def server_request(server: ServerProcess, method: str, path: str, body: object) -> Answer:
+    """A JSON request to the fuzzed server."""
+    from fuzz_sandbox import request
+
+    return request(server.port, Req(method, path, headers={"Content-Type": "application/json"},
+                                    body=json.dumps(body).encode()))
 
 
 def test_sandbox_snapshot_sees_changes_beside_the_home(tmp_path: Path) -> None:
