@@ -9,11 +9,17 @@ from typing import Any
 from .cache import OutputCache
 from .config import EngineConfig
 from .context import InterruptFlag, Services
+from .diffusion.custom import install_samplers
 from .events import EventBus
 from .executor import Executor, RunResult
 from .provenance import HashCache, build_manifest, stamp_versions
 from .registry import Registry
-from .validation import ValidatedPrompt, ValidationCancelled, Validator, node_count_error
+from .validation import (
+    ValidatedPrompt,
+    ValidationCancelled,
+    Validator,
+    node_count_error,
+)
 from .workflow import is_ui_format, load_json_or_png, parse_workflow
 
 
@@ -24,6 +30,7 @@ class Engine:
                  cache: OutputCache | None = None, services: Services | None = None) -> None:
         self.config = config or EngineConfig()
         self.registry = registry or Registry.from_config(self.config)
+        install_samplers(self.config, self.registry)  # plugin samplers/schedules: per engine, no torch import
         self.validator = Validator(self.registry, self.config)
         self.services = services or Services()
         self.services.put(EngineConfig, self.config)
