@@ -49,8 +49,7 @@ from fuzz_strategies import Operation, operations, request_strategy
 #: Operations that send back stored files as they are: their bodies are not the server's JSON.
 FILE_ROUTES = frozenset({("GET", "/userdata/{file}"), ("GET", "/view"), ("GET", "/{filename}"),
                          ("GET", "/extensions/{plugin}/{path}"), ("GET", "/extensions/core/{path}"),
-                         ("GET", "/extensions/nodegraph-core/{name}"),
-                         ("GET", "/workflow_templates/{module}/{file}")})
+                         ("GET", "/extensions/nodegraph-core/{name}")})
 
 
 def problem(op: Operation, answer: Answer) -> str | None:

@@ -186,7 +186,27 @@ def prompt_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[Any]:
     ui = st.fixed_dictionaries({"nodes": st.lists(hostile_json() | st.integers(), max_size=4)},
                                optional={"links": hostile_json(), "version": hostile_json()})
     runnable = runnable_graph(catalogue)
-    return st.one_of(runnable, runnable, graph(), graph(), ui, hostile_json(), deep_json())
+    return st.one_of(runnable, runnable, graph(), graph(), ui, editor_graph(catalogue), hostile_json(), deep_json())
+
+
+def editor_graph(catalogue: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Editor (UI-format) workflows: nodes with ids, types, modes, widget values and input links, and links."""
+    classes = sorted(CHEAP_NODES & set(catalogue)) or ["PrimitiveInt"]
+    small = st.integers(-2, 6)
+    node = st.fixed_dictionaries(
+        {"id": small | hostile_json(), "type": st.sampled_from(classes) | hostile_text()},
+        optional={"mode": st.sampled_from([0, 2, 4]) | hostile_json(),
+                  "widgets_values": st.lists(hostile_json() | st.integers(-5, 5), max_size=4) | hostile_json(),
+                  "inputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["value", "a", "b", "text"])},
+                                                           optional={"link": small | hostile_json(),
+                                                                     "type": st.sampled_from(["INT", "*"])}),
+                                     max_size=3),
+                  "outputs": st.lists(st.fixed_dictionaries({"links": st.lists(small, max_size=2) | st.none()}),
+                                      max_size=2)})
+    link = st.lists(small | hostile_json(), min_size=0, max_size=7)
+    return st.fixed_dictionaries({"nodes": st.lists(node, max_size=4), "links": st.lists(link, max_size=3)},
+                                 optional={"version": st.sampled_from([0.4, 1]), "extra": hostile_json(),
+                                           "definitions": hostile_json()})
 
 
 def json_body(schema: dict[str, Any], catalogue: dict[str, Any], is_prompt: bool) -> st.SearchStrategy[bytes]:
@@ -325,6 +345,9 @@ PATH_EXAMPLES = {"folder": ["checkpoints", "loras", "embeddings", "vae"], "modul
                  "job_id": ["fuzz-1", "fuzz-2"], "prompt_id": ["fuzz-1", "fuzz-2"]}
 
 
+HEADER_VALUES = ["127.0.0.1", "localhost:1", "evil.example", "[::1]", "", "null", "http://evil.example",
+                 "http://127.0.0.1", "Bearer ", "Bearer x", "nodegraph_token=x", "a=b; c", "[", "http://[::1", "%",
+                 "multipart/form-data; boundary=", "application/json; charset=latin-1"]
 QUERY_EXAMPLES = {"filename": ["fuzz.png"], "subfolder": ["", "sub"], "type": ["input", "output", "temp"],
                   "preview": ["webp;90", "jpeg;50", "png", "webp;x", "gif"], "channel": ["rgb", "a", "rgba", "x"],
                   "dir": ["workflows", "", "sub", "."], "status": ["pending,completed", "failed", "bogus"],
@@ -357,6 +380,10 @@ def request_strategy(op: Operation, catalogue: dict[str, Any]) -> st.SearchStrat
         while query and len(path) + sum(len(q) + 1 for q in query) > MAX_TARGET:
             query.pop()
         headers: dict[str, str] = {}
+        if draw(st.integers(0, 7)) == 0:  # the middlewares' inputs: Host, Origin, token carriers
+            name = draw(st.sampled_from(["Host", "Origin", "Authorization", "Cookie", "Content-Type"]))
+            headers[name] = draw(st.sampled_from(HEADER_VALUES) | st.text(
+                st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=40))
         body = None
         if "application/json" in body_spec:
             body = draw(json_body(body_spec["application/json"]["schema"], catalogue, op.key == "/prompt"))
