@@ -190,11 +190,3 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         "security": [{}, {"bearer": []}],
     }
 
-
-def route_templates(app: web.Application) -> set[tuple[str, str]]:
-    """``(METHOD, path template)`` of every route in ``app.router``, as the document names them."""
-    out = set()
-    for route in app.router.routes():
-        if route.resource is not None and route.method.lower() in METHODS:
-            out.add((route.method, _path_and_params(route.resource)[0]))
-    return out
