@@ -119,8 +119,9 @@ async def _on_cleanup(app: web.Application) -> None:
 
 
 def warm_up() -> None:
-    """Import torch before listening: loading its native libraries holds the GIL for a few hundred milliseconds,
-    which would stall the event loop if the first prompt triggered it under load. ``NODEGRAPH_WARMUP=0`` skips it."""
+    """Import torch before listening when prompts run in this process: loading its native libraries holds the GIL
+    for a few hundred milliseconds, which would stall the event loop if the first prompt triggered it under load.
+    (The worker-process and Ray backends import torch in their workers only.) ``NODEGRAPH_WARMUP=0`` skips it."""
     if os.environ.get("NODEGRAPH_WARMUP", "1") == "0":
         return
     try:
@@ -180,7 +181,8 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
     engine = Engine(config)
     for plugin, error in engine.registry.errors:
         print(f"warning: plugin {plugin}: {error}", file=sys.stderr)
-    warm_up()
+    if backend == "local":  # prompts run in this process: pay torch's import before listening, not mid-request
+        warm_up()
     runner = None
     if backend != "process":
         try:
