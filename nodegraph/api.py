@@ -13,10 +13,15 @@ Values on links (ComfyUI's conventions, so its workflows mean the same thing her
     and whatever a plugin attaches for its own sampler, e.g. a ``hint``),
     ``LATENT`` (``Latent`` TypedDict: unscaled ``samples`` [B, C, h, w] plus optional keys),
     ``IMAGE`` (float32 [B, H, W, C] in 0..1, CPU), ``MASK`` (float32 [B, H, W] in 0..1, 1 = change).
-    Nodes never mutate these: return a copy (``dataclasses.replace``) that shares the weights.
+    Nodes never mutate these: return a copy that shares the weights (``derive(value, field=...)``).
+    Loaders return light ``ModelHandle``s for MODEL, CLIP, VAE and UPSCALE_MODEL: the engine's model manager keeps
+    the weights within its RAM budget and reloads an evicted model when a handle is used. Attributes read through a
+    handle (``model.unet``); a node that works with a model gets it with ``ctx.models.get(value)`` or, kept loaded
+    for a block, ``with ctx.models.use(model, clip) as (model, clip):`` (plain models pass through both).
 
 What a node sees while it runs (``ExecutionContext``, the ``ctx`` argument of ``execute``)
-    ``ctx.models`` (``Models``: resolve/load_checkpoint/load_vae/load_lora/apply_lora/encode_text),
+    ``ctx.models`` (``Models``: get/use/resolve/load_checkpoint/load_vae/load_file/load_lora/apply_lora/
+    encode_text),
     ``ctx.devices`` (``.device``, ``.dtype``, ``with ctx.devices.use(module): ...``), ``ctx.files`` (``Files``: input,
     output and temp paths, never outside their folder), ``ctx.progress(step, total)``, ``ctx.check_interrupt()``,
     ``ctx.preview(image)``, ``ctx.samplers`` (the engine's sampler table), ``ctx.config``, ``ctx.services``.
@@ -48,6 +53,7 @@ from .diffusion.types import Checkpoint, DiffusionModel, LatentFormat, LoraPatch
 from .hookspecs import hookimpl
 from .imaging import center_crop, image_to_pils, pil_to_image, pil_to_mask, resample, save_pngs, target_size
 from .inputs import Boolean, Combo, Float, Int, Link, Output, String
+from .models.handles import ModelHandle, derive
 from .node import Node, NodeOutput
 from .training import shapes as _shapes
 from .training.shapes import COLOR_NAMES, COLORS, SHAPES, ShapeSpec
@@ -60,13 +66,13 @@ else:
 
 __all__ = [
     "Boolean", "center_crop", "Checkpoint", "checkpoint_names", "CLIP", "COLOR_NAMES", "COLORS", "Combo",
-    "CONDITIONING", "ConditioningEntry", "Denoiser", "DiffusionModel", "EngineConfig", "ExecutionContext",
+    "CONDITIONING", "ConditioningEntry", "Denoiser", "derive", "DiffusionModel", "EngineConfig", "ExecutionContext",
     "file_fingerprint", "Files", "Float", "hookimpl", "IMAGE", "image_to_pils", "Int", "Interrupted", "LATENT",
-    "Latent", "LatentFormat", "Link", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path", "Models", "Node",
-    "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word", "render_shape", "resample", "safe_join",
-    "sample", "sampler_names", "SamplerDef", "SamplerFn", "SamplerRegistry", "save_pngs", "ScheduleDef",
-    "scheduler_names", "SHAPES", "ShapeSpec", "StepCallback", "String", "target_size", "Tensor", "TextEncoder",
-    "UnsafePathError", "unsupported_pair", "upscale_model_names", "VAE", "vae_names", "VAEModel",
+    "Latent", "LatentFormat", "Link", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path", "ModelHandle",
+    "Models", "Node", "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word", "render_shape",
+    "resample", "safe_join", "sample", "sampler_names", "SamplerDef", "SamplerFn", "SamplerRegistry", "save_pngs",
+    "ScheduleDef", "scheduler_names", "SHAPES", "ShapeSpec", "StepCallback", "String", "target_size", "Tensor",
+    "TextEncoder", "UnsafePathError", "unsupported_pair", "upscale_model_names", "VAE", "vae_names", "VAEModel",
 ]
 
 # ---- values on links ------------------------------------------------------------------------------------------------
@@ -123,9 +129,9 @@ def unsupported_pair(config: Any, sampler: str, scheduler: str) -> str | None:
     return samplers_of(config).unsupported_pair(sampler, scheduler)
 
 
-def sample(ctx: ExecutionContext, model: DiffusionModel, positive: Sequence[Any], negative: Sequence[Any],
-           latent: Latent, *, sampler_name: str, scheduler: str, steps: int, cfg: float, seed: int,
-           denoise: float = 1.0, add_noise: bool = True, start_at_step: int = 0, end_at_step: int = 10000,
+def sample(ctx: ExecutionContext, model: "DiffusionModel | ModelHandle", positive: Sequence[Any],
+           negative: Sequence[Any], latent: Latent, *, sampler_name: str, scheduler: str, steps: int, cfg: float,
+           seed: int, denoise: float = 1.0, add_noise: bool = True, start_at_step: int = 0, end_at_step: int = 10000,
            return_with_leftover_noise: bool = False) -> Latent:
     """Denoise ``latent`` with KSampler's semantics (any built-in or plugin sampler); reports progress + previews."""
     from .diffusion.sampling import SamplingOptions
@@ -138,8 +144,9 @@ def sample(ctx: ExecutionContext, model: DiffusionModel, positive: Sequence[Any]
     def progress(step: int, total: int, preview: Any) -> None:
         ctx.progress(step, total, preview)
 
-    out = run(model, list(positive), list(negative), dict(latent), opts, ctx.devices, callback=progress,
-              lora_library=ctx.models.lora_library() if model.loras else None, samplers=ctx.samplers)
+    with ctx.models.use(model) as (loaded,):  # a handle's model stays loaded while it samples
+        out = run(loaded, list(positive), list(negative), dict(latent), opts, ctx.devices, callback=progress,
+                  lora_library=ctx.models.lora_library() if loaded.loras else None, samplers=ctx.samplers)
     return out  # type: ignore[return-value]
 
 

@@ -17,6 +17,24 @@ EXIT_OK, EXIT_NODE_FAILURE, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
 
 
+def _ram_budget(text: str) -> int:
+    from .models.memory import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _vram_budget(text: str) -> int:
+    from .models.memory import parse_vram_bytes
+
+    try:
+        return parse_vram_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", type=Path, help="home folder (inputs, outputs, models, database); "
                         "default $NODEGRAPH_HOME or the per-user data folder")
@@ -27,6 +45,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="allow loading pickle model files (.ckpt/.pt/.bin), which can run arbitrary code")
     parser.add_argument("--deterministic", action="store_true", help="ask torch for deterministic GPU kernels")
+    parser.add_argument("--ram-budget", type=_ram_budget, default=None, metavar="SIZE",
+                        help="RAM that loaded models may hold, e.g. 6G, 512M or 40%% of RAM (default 50%%); the "
+                             "least recently used models are unloaded past it and reloaded when needed")
+    parser.add_argument("--vram-budget", type=_vram_budget, default=None, metavar="SIZE",
+                        help="GPU memory that resident models may hold, e.g. 6G or 80%% of the GPU's (default "
+                             "90%%); modules move off the GPU, or load partly, past it")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -100,7 +124,9 @@ def make_config(args: argparse.Namespace) -> EngineConfig:
     kwargs: dict[str, Any] = {"plugin_dirs": list(getattr(args, "plugin_dir", []) or []),
                               "allow_unsafe_pickle": getattr(args, "allow_unsafe_pickle", False),
                               "force_cpu": getattr(args, "cpu", False),
-                              "deterministic": getattr(args, "deterministic", False)}
+                              "deterministic": getattr(args, "deterministic", False),
+                              "model_ram_budget": getattr(args, "ram_budget", None),
+                              "model_vram_budget": getattr(args, "vram_budget", None)}
     if getattr(args, "home", None):
         kwargs["home"] = args.home
     if getattr(args, "models_dir", None):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     from .diffusion.custom import SamplerRegistry
     from .diffusion.devices import DeviceManager
     from .diffusion.lora import LoraWeights
-    from .diffusion.types import Checkpoint, DiffusionModel, TextEncoder, VAEModel
+    from .diffusion.types import DiffusionModel, TextEncoder
+    from .models.handles import ModelHandle
+    from .models.manager import CheckpointHandles
 
 
 class Interrupted(Exception):
@@ -109,9 +112,9 @@ class ExecutionContext:
     @property
     def devices(self) -> "DeviceManager":
         """The engine's device policy: ``.device``, ``.dtype``, ``with ctx.devices.use(module): ...``."""
-        from .diffusion.devices import DeviceManager
+        from .models import model_manager
 
-        return self.services.get(DeviceManager, lambda: DeviceManager.from_config(self.config))
+        return model_manager(self.services, self.config).devices
 
     @property
     def models(self) -> "Models":
@@ -145,11 +148,28 @@ class ExecutionContext:
 
 
 class Models:
-    """What a node may do with model files, delegating to the engine's loaders and services (one per context)."""
+    """What a node may do with model files, through the engine's ModelManager (one per context).
+
+    Loaders return light ``ModelHandle`` objects (what the output cache stores); the manager keeps the weights
+    within its RAM budget and loads an evicted model again when a handle is used. A node gets the model behind a
+    handle with ``get(value)``, or pinned for a block with ``with ctx.models.use(model, clip) as (model, clip):``;
+    both pass plain models (from plugins) through unchanged.
+    """
 
     def __init__(self, ctx: ExecutionContext) -> None:
+        from .models import model_manager
+
         self._ctx = ctx
         self._config = ctx.config
+        self._manager = model_manager(ctx.services, ctx.config)
+
+    def get(self, value: Any) -> Any:
+        """The model behind a handle (loaded again if it was evicted); any other value unchanged."""
+        return self._manager.resolve(value)
+
+    def use(self, *values: Any) -> "AbstractContextManager[tuple[Any, ...]]":
+        """``with ctx.models.use(model, clip) as (model, clip):`` the models, kept loaded for the block."""
+        return self._manager.use(*values)
 
     def resolve(self, folder: str, name: str) -> Path:
         """The path of model ``name`` in the models sub-folder ``folder`` (never outside it)."""
@@ -163,38 +183,44 @@ class Models:
 
         check_loadable(path, bool(self._config.allow_unsafe_pickle))
 
-    def load_checkpoint(self, name: str, folder: str = "checkpoints") -> "Checkpoint":
-        """Load checkpoint ``name`` (a .safetensors file or a diffusers folder): ``.model``, ``.clip``, ``.vae``."""
-        from .diffusion.loading import load_checkpoint
+    def load_checkpoint(self, name: str, folder: str = "checkpoints") -> "CheckpointHandles":
+        """Load checkpoint ``name`` (a .safetensors file or a diffusers folder): handles ``.model``, ``.clip``,
+        ``.vae`` (in the accelerator's dtype when there is one: half the host memory for GPU runs)."""
+        return self._manager.load_checkpoint(self.resolve(folder, name), self._config, name=name)
 
-        devices = self._ctx.devices
-        dtype = devices.dtype if devices.device.type != "cpu" else None  # half the host memory for GPU runs
-        return load_checkpoint(self.resolve(folder, name), self._config, name=name, dtype=dtype)
+    def load_vae(self, name: str, folder: str = "vae") -> "ModelHandle":
+        """Load a VAE file or folder (a handle)."""
+        return self._manager.load_vae(self.resolve(folder, name), self._config, name=name)
 
-    def load_vae(self, name: str, folder: str = "vae") -> "VAEModel":
-        """Load a VAE file or folder."""
-        from .diffusion.loading import load_vae
+    def load_file(self, folder: str, name: str, load: Callable[[], Any]) -> "ModelHandle":
+        """A handle to what ``load()`` reads from model ``name`` in ``folder``, held by the engine's ModelManager.
 
-        return load_vae(self.resolve(folder, name), self._config, name=name)
+        ``load`` runs now (so a broken file fails in the loader node) and again whenever the model was evicted.
+        """
+        return self._manager.load(folder, self.resolve(folder, name), load, name=name)
 
     def load_lora(self, name: str, folder: str = "loras") -> "LoraWeights":
         """The parsed LoRA file ``name`` (kept by the engine across runs)."""
         return self.lora_library().get(self.resolve(folder, name), bool(self._config.allow_unsafe_pickle))
 
-    def apply_lora(self, name: str, model: "DiffusionModel | None", clip: "TextEncoder | None",
-                   strength_model: float, strength_clip: float) -> "tuple[DiffusionModel | None, TextEncoder | None]":
-        """Copies of ``model``/``clip`` recording LoRA ``name`` (weights shared; applied while sampling/encoding)."""
+    def apply_lora(self, name: str, model: "DiffusionModel | ModelHandle | None",
+                   clip: "TextEncoder | ModelHandle | None", strength_model: float,
+                   strength_clip: float) -> "tuple[Any, Any]":
+        """Copies of ``model``/``clip`` (handles or models) recording LoRA ``name`` (weights shared; applied while
+        sampling/encoding)."""
         from .diffusion import lora
         from .diffusion.types import LoraPatch
+        from .models import derive
 
         path = self.resolve("loras", name)
         allow = bool(self._config.allow_unsafe_pickle)
         weights = self.load_lora(name)
         hits = 0
-        if model is not None and strength_model != 0:
-            hits += len(lora.match(weights, lora.unet_targets(model.unet), "unet").updates)
-        if clip is not None and strength_clip != 0:
-            hits += len(lora.match(weights, lora.text_targets(tuple(clip.encoders)), "text").updates)
+        with self.use(model, clip) as (loaded_model, loaded_clip):
+            if loaded_model is not None and strength_model != 0:
+                hits += len(lora.match(weights, lora.unet_targets(loaded_model.unet), "unet").updates)
+            if loaded_clip is not None and strength_clip != 0:
+                hits += len(lora.match(weights, lora.text_targets(tuple(loaded_clip.encoders)), "text").updates)
         wanted = (model is not None and strength_model != 0) or (clip is not None and strength_clip != 0)
         if wanted and hits == 0:
             arch = getattr(model, "arch", None) or getattr(clip, "arch", "?")
@@ -203,7 +229,7 @@ class Models:
         if model is not None and strength_model != 0:
             model = model.with_lora(LoraPatch(name, str(path), float(strength_model), allow))
         if clip is not None and strength_clip != 0:
-            clip = replace(clip, loras=tuple(clip.loras) + (LoraPatch(name, str(path), float(strength_clip), allow),))
+            clip = derive(clip, loras=tuple(clip.loras) + (LoraPatch(name, str(path), float(strength_clip), allow),))
         return model, clip
 
     def lora_library(self) -> Any:
@@ -212,14 +238,21 @@ class Models:
 
         return lora_library(self._ctx.services, self._config)
 
-    def encode_text(self, clip: "TextEncoder", text: str) -> list[tuple[Any, dict[str, Any]]]:
-        """CONDITIONING for ``text``: the encoder on the device, with the CLIP's LoRAs and layer choice applied."""
+    def encode_text(self, clip: "TextEncoder | ModelHandle", text: str,
+                    max_chunks: int | None = None) -> list[tuple[Any, dict[str, Any]]]:
+        """CONDITIONING for ``text``: the encoder on the device, with the CLIP's LoRAs and layer choice applied.
+
+        A text longer than ``max_chunks`` token windows (default: the engine's ``limits.max_text_chunks``) raises
+        ValueError.
+        """
         from .diffusion.sampling import lora_applied
         from .diffusion.text import encode_text
 
+        chunks = int(self._config.limits.max_text_chunks if max_chunks is None else max_chunks)
         devices = self._ctx.devices
-        with devices.use(*clip.encoders), lora_applied(clip, self.lora_library() if clip.loras else None):
-            return encode_text(clip, text, devices.device)
+        with self.use(clip) as (loaded,), devices.use(*loaded.encoders), \
+                lora_applied(loaded, self.lora_library() if loaded.loras else None):
+            return encode_text(loaded, text, devices.device, chunks)
 
 
 class Files:

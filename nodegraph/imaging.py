@@ -55,8 +55,10 @@ def save_pngs(images: Iterable[Image.Image], root: Path, prefix: str, text: dict
               compress_level: int = 4) -> list[dict[str, str]]:
     """Save images under ``root`` as ``{prefix}_{counter:05}_.png`` with text chunks; returns UI entries."""
     from .config import safe_join
+    from .paths import check_component
 
     subfolder, _, stem = prefix.replace("\\", "/").rpartition("/")
+    check_component(f"{stem or 'image'}_00000_.png", "filename_prefix")  # NUL, control characters, too long
     folder = safe_join(root, subfolder) if subfolder else root.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     counter = next_counter(folder, stem or "image")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from nodegraph.api import CLIP, CONDITIONING, ExecutionContext, Int, Link, Node, Output, String, hookimpl
+from nodegraph.api import CLIP, CONDITIONING, ExecutionContext, Int, Link, Node, Output, String, derive, hookimpl
 
 
 class CLIPTextEncode(Node):
@@ -17,7 +15,7 @@ class CLIPTextEncode(Node):
     OUTPUTS = (Output("CONDITIONING", tooltip="the encoded text, to guide the diffusion model"),)
 
     def execute(self, ctx: ExecutionContext, text: str, clip: CLIP) -> tuple[CONDITIONING]:
-        return (ctx.models.encode_text(clip, text),)
+        return (ctx.models.encode_text(clip, text, max_chunks=ctx.config.limits.max_text_chunks),)
 
 
 class CLIPSetLastLayer(Node):
@@ -29,7 +27,7 @@ class CLIPSetLastLayer(Node):
     OUTPUTS = (Output("CLIP"),)
 
     def execute(self, ctx: ExecutionContext, clip: CLIP, stop_at_clip_layer: int) -> tuple[CLIP]:
-        return (replace(clip, stop_at_layer=stop_at_clip_layer),)
+        return (derive(clip, stop_at_layer=stop_at_clip_layer),)
 
 
 class ConditioningCombine(Node):

@@ -80,12 +80,13 @@ class VAEDecode(Node):
 
     def execute(self, ctx, samples: dict, vae: Any):
         z = samples["samples"]
-        channels = int(vae.vae.config.latent_channels)
-        if z.shape[1] != channels:
-            raise ValueError(f"the latent has {z.shape[1]} channels but this VAE decodes {channels}; use the VAE "
-                             "of the checkpoint that made the latent")
-        with _vae_on_device(ctx, vae) as device:
-            img = vae.vae.decode(z.to(device, _param_dtype(vae.vae))).sample.float().cpu()
+        with ctx.models.use(vae) as (vae,):
+            channels = int(vae.vae.config.latent_channels)
+            if z.shape[1] != channels:
+                raise ValueError(f"the latent has {z.shape[1]} channels but this VAE decodes {channels}; use the "
+                                 "VAE of the checkpoint that made the latent")
+            with _vae_on_device(ctx, vae) as device:
+                img = vae.vae.decode(z.to(device, _param_dtype(vae.vae))).sample.float().cpu()
         return ((img / 2.0 + 0.5).clamp(0.0, 1.0).movedim(1, -1).contiguous(),)
 
 
@@ -98,7 +99,8 @@ class VAEEncode(Node):
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, pixels: Any, vae: Any):
-        return ({"samples": encode(ctx, vae, pixels), "downscale": vae.downscale},)
+        with ctx.models.use(vae) as (vae,):
+            return ({"samples": encode(ctx, vae, pixels), "downscale": vae.downscale},)
 
 
 def _mask4(mask: Any) -> Any:
@@ -116,6 +118,11 @@ class VAEEncodeForInpaint(Node):
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, pixels: Any, vae: Any, mask: Any, grow_mask_by: int):
+        with ctx.models.use(vae) as (vae,):
+            return self._encode(ctx, pixels, vae, mask, grow_mask_by)
+
+    @staticmethod
+    def _encode(ctx: Any, pixels: Any, vae: Any, mask: Any, grow_mask_by: int) -> tuple[dict]:
         import torch.nn.functional as F
 
         pixels = _crop_to(pixels, vae.downscale)

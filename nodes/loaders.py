@@ -131,12 +131,16 @@ class UpscaleModelLoader(_ModelFileNode):
             import spandrel
         except ImportError:
             raise ModuleNotFoundError(SPANDREL_HINT) from None
-        descriptor = spandrel.ModelLoader().load_from_file(str(path))
-        if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-            raise ValueError(f"{model_name} is not a single-image model (spandrel found "
-                             f"{type(descriptor).__name__}); choose an image upscale model")
-        descriptor.eval()
-        return (descriptor,)
+
+        def load() -> Any:
+            descriptor = spandrel.ModelLoader().load_from_file(str(path))
+            if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+                raise ValueError(f"{model_name} is not a single-image model (spandrel found "
+                                 f"{type(descriptor).__name__}); choose an image upscale model")
+            descriptor.eval()
+            return descriptor
+
+        return (ctx.models.load_file(self.MODEL_INPUT[1], model_name, load),)
 
 
 @hookimpl

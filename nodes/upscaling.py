@@ -65,9 +65,14 @@ class ImageUpscaleWithModel(Node):
     OUTPUTS = (Output("IMAGE"),)
 
     def execute(self, ctx, upscale_model: Any, image: Any):
+        devices = ctx.devices
+        with ctx.models.use(upscale_model) as (upscale_model,):
+            return self._upscale(ctx, devices, upscale_model, image)
+
+    @staticmethod
+    def _upscale(ctx: Any, devices: Any, upscale_model: Any, image: Any) -> tuple[Any]:
         import torch
 
-        devices = ctx.devices
         module = getattr(upscale_model, "model", None)
         scale = int(getattr(upscale_model, "scale", 1))
         half_ok = bool(getattr(upscale_model, "supports_half", True))

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.config import EngineConfig, safe_join
+from nodegraph.models import folders
+from nodegraph.models.folders import PICKLE_EXTENSIONS
 
 from .detect import CLIP_VOCAB_DIR, CONFIGS_DIR, Detected, UnknownModelError, arch_of, detect, read_header
 from .types import Checkpoint, DiffusionModel, LatentFormat, TextEncoder, VAEModel
@@ -30,8 +32,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "nodegraph-shapes-v1"
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded" / "shapes-v1"
-PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
-MODEL_EXTENSIONS = (".safetensors",) + PICKLE_EXTENSIONS
 
 
 class UnsafeModelError(ValueError):
@@ -42,31 +42,22 @@ class UnsafeModelError(ValueError):
 
 def checkpoint_names(config: EngineConfig | None) -> list[str]:
     """The embedded default model first, then files and diffusers folders under models/checkpoints."""
-    return [EMBEDDED_NAME] + (config.list_models("checkpoints", MODEL_EXTENSIONS) if config else [])
-
-
-def _folders_with(config: EngineConfig, folder: str, marker: str) -> list[str]:
-    root = config.model_dir(folder)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob(marker) if p.parent != root)
+    return [EMBEDDED_NAME] + (folders.list_models(config, "checkpoints") if config else [])
 
 
 def vae_names(config: EngineConfig | None) -> list[str]:
     """VAE files and folders (a diffusers AutoencoderKL folder has config.json) under models/vae."""
-    if config is None:
-        return []
-    return sorted(set(config.list_models("vae", MODEL_EXTENSIONS)) | set(_folders_with(config, "vae", "config.json")))
+    return folders.list_models(config, "vae") if config else []
 
 
 def lora_names(config: EngineConfig | None) -> list[str]:
     """LoRA files under models/loras."""
-    return config.list_models("loras", MODEL_EXTENSIONS) if config else []
+    return folders.list_models(config, "loras") if config else []
 
 
 def upscale_model_names(config: EngineConfig | None) -> list[str]:
     """Upscale model files under models/upscale_models."""
-    return config.list_models("upscale_models", MODEL_EXTENSIONS) if config else []
+    return folders.list_models(config, "upscale_models") if config else []
 
 
 # ---- resolving and checking files --------------------------------------------------------------------------------

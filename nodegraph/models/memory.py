@@ -131,16 +131,46 @@ def release_memory(device: Any = None) -> None:
         torch.mps.empty_cache()
 
 
-def parse_bytes(text: str) -> int:
-    """``"6G"``, ``"512M"``, ``"1.5GiB"``, ``"40%"`` of RAM, or plain bytes → bytes; ValueError says the forms."""
+def parse_bytes(text: str, total: int | None = None) -> int:
+    """``"6G"``, ``"512M"``, ``"1.5GiB"``, ``"40%"`` (of ``total``, default the RAM), or plain bytes → bytes.
+
+    ValueError says the accepted forms (also for negative or unbounded sizes).
+    """
     raw = text.strip().upper().replace("IB", "").rstrip("B")
     try:
         if raw.endswith("%"):
-            return int(total_ram() * float(raw[:-1]) / 100)
-        units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-        if raw and raw[-1] in units:
-            return int(float(raw[:-1]) * units[raw[-1]])
-        return int(float(raw))
-    except ValueError:
+            share = float(raw[:-1])
+            if not 0 <= share <= 100:
+                raise ValueError(text)
+            value = int((total_ram() if total is None else total) * share / 100)
+        else:
+            units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+            value = int(float(raw[:-1]) * units[raw[-1]]) if raw and raw[-1] in units else int(float(raw))
+        if value < 0:
+            raise ValueError(text)
+        return value
+    except (ValueError, OverflowError):
         raise ValueError(f"memory size {text!r} not understood; write e.g. 6G, 512M, 40% or a number of bytes") \
             from None
+
+
+def accelerator_memory() -> int:
+    """Total bytes of the accelerator torch would use (CUDA's, or what Metal recommends on MPS); 0 without one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[1])
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():  # pragma: no cover - Apple only
+        return int(torch.mps.recommended_max_memory())
+    return 0
+
+
+def parse_vram_bytes(text: str) -> int:
+    """As ``parse_bytes``, but a percentage is of the accelerator's memory (ValueError when there is none)."""
+    if text.strip().endswith("%"):
+        total = accelerator_memory()
+        if not total:
+            raise ValueError(f"VRAM budget {text!r}: no GPU found to take a percentage of; give a size such as 6G")
+        return parse_bytes(text, total)
+    return parse_bytes(text)

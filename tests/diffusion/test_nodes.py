@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from graphs import make_engine, run
 
 from nodegraph.diffusion.types import LatentFormat
+from nodegraph.models import ModelHandle, resolve
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,8 @@ def test_empty_latent_records_its_pixel_size_and_is_fitted_to_the_model(engine, 
                                                                           "batch_size": 3}},
                        "m": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
                        "c": _cap(["e", 0]), "cm": _cap(["m", 0])})
-    latent, model = cap["c"], cap["cm"]
+    assert isinstance(cap["cm"], ModelHandle)  # loaders return light handles ...
+    latent, model = cap["c"], resolve(cap["cm"])  # ... to the model the engine's ModelManager holds
     assert latent["samples"].shape == (3, 4, 8, 12) and latent["pixel_size"] == (64, 96)
     assert model.latent.downscale == 2  # the tiny VAE has two blocks
     assert prepare_latent(model, latent).shape == (3, 4, 32, 48)

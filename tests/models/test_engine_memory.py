@@ -9,7 +9,6 @@ import sys
 import weakref
 from pathlib import Path
 
-import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
@@ -18,17 +17,12 @@ from graphs import make_engine, run, txt2img  # noqa: E402
 
 from nodegraph.models import ModelHandle, ModelManager  # noqa: E402
 
-WIRED = pytest.mark.xfail(strict=True, reason="loaders return handles only once ctx.models/the nodes use the "
-                                              "ModelManager (the wiring in the model-memory report)")
-
-
 def _graph(ckpt: str, seed: int = 42) -> dict:
     graph = txt2img(ckpt, steps=2, seed=seed)
     graph["model"] = {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}
     return graph
 
 
-@WIRED
 def test_checkpoints_evicted_under_the_budget_and_reloaded_identically(tiny_sd) -> None:
     probe = ModelManager()
     size = probe.load_checkpoint(tiny_sd.folder, tiny_sd.config, name="tiny-sd").model.size

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ... import __version__
+from ...models import folders
 from ..http import HTTPError, json_bytes, json_response
 from ..state import ServerState, state
 
@@ -60,15 +61,14 @@ async def models_in(request: web.Request) -> web.Response:
     exts = model_folders(st).get(folder)
     if exts is None:
         raise HTTPError(404, "not_found", f"no model folder {folder!r}; GET /models lists them")
-    return json_response(await st.blocking(st.engine.config.list_models, folder, exts))
+    return json_response(await st.blocking(folders.list_models, st.engine.config, folder, st.engine.registry))
 
 
 @routes.get("/embeddings")
 async def embeddings(request: web.Request) -> web.Response:
     """Embedding names (file stems)."""
     st = state(request)
-    exts = model_folders(st)["embeddings"]
-    names = await st.blocking(st.engine.config.list_models, "embeddings", exts)
+    names = await st.blocking(folders.list_models, st.engine.config, "embeddings", st.engine.registry)
     return json_response([os.path.splitext(n)[0] for n in names])
 
 

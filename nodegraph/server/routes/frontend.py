@@ -105,13 +105,14 @@ async def experiment_models(request: web.Request) -> web.Response:
 @routes.get("/experiment/models/{folder}")
 async def experiment_models_in(request: web.Request) -> web.Response:
     """Model files of one kind ``[{name, pathIndex}]``; 404 for an unknown kind."""
+    from ...models import folders
     from .catalogue import model_folders
 
     st = state(request)
     exts = model_folders(st).get(request.match_info["folder"])
     if exts is None:
         raise HTTPError(404, "not_found", f"no model folder {request.match_info['folder']!r}")
-    names = await st.blocking(st.engine.config.list_models, request.match_info["folder"], exts)
+    names = await st.blocking(folders.list_models, st.engine.config, request.match_info["folder"], st.engine.registry)
     return json_response([{"name": n, "pathIndex": 0} for n in names])
 
 
