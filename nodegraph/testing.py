@@ -8,9 +8,14 @@ Installing nodegraph makes these fixtures available to every pytest run (disable
     A ``Registry`` with the built-in packs plus ``extra``: node classes, plugin modules, or folders of drop-in
     plugins. Entry points and the source checkout's ``plugins/`` are left out, so results do not depend on what else
     is installed (pass ``entry_points=True`` to include them).
+``nodegraph_plugins`` / ``registry``
+    The extra plugins the ``registry`` and ``engine`` fixtures include: none, until a conftest overrides it (e.g.
+    ``return (my_plugin_module, Path(__file__).parent / "plugins")``). ``registry`` is ``make_registry`` of them.
 ``make_engine(*extra, config=None, **engine_kwargs)`` / ``engine``
     An ``Engine`` on ``nodegraph_config`` over ``make_registry(*extra)``; its sampler table includes the samplers the
-    plugins declare. ``engine`` is one with the built-in packs only.
+    plugins declare. Plugin folders in ``extra`` are also added to the engine config's ``plugin_dirs`` (on a copy), so
+    worker processes load them as ``nodegraph serve --plugin-dir`` would. ``engine`` is one with the built-in packs
+    plus ``nodegraph_plugins``.
 ``run_graph(engine, prompt)``
     Validate and run an API-format prompt; returns the ``RunResult`` (raises when the run failed).
 ``nodegraph_server(engine, **settings)``
@@ -19,8 +24,8 @@ Installing nodegraph makes these fixtures available to every pytest run (disable
 ``tiny_checkpoint``
     A tiny random-weight SD1.x checkpoint built from configs (seconds on a CPU, no download), saved once per session
     as ``models/checkpoints/tiny-sd.safetensors`` (+ the ``tiny-sd/`` diffusers folder) in its own home folder;
-    a ``TinyCheckpoint`` with ``home``, ``models_dir``, ``name`` and ``config``. Point an engine at it with
-    ``make_engine(config=tiny_checkpoint.config)``.
+    a ``TinyCheckpoint`` with ``home``, ``models_dir``, ``name``, ``config``, ``single_file`` and ``folder``. Point
+    an engine at it with ``make_engine(config=tiny_checkpoint.config)``.
 
 Tests that take seconds are marked ``@pytest.mark.slow``; ``pytest -m "not slow"`` is the quick loop.
 """
@@ -28,6 +33,7 @@ Tests that take seconds are marked ``@pytest.mark.slow``; ``pytest -m "not slow"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import types
 from dataclasses import dataclass
@@ -135,14 +141,36 @@ def make_engine(nodegraph_config: EngineConfig) -> Callable[..., Engine]:
     """Factory: ``make_engine(*extra, config=None, builtins=…, **engine_kwargs)`` → an Engine."""
     def factory(*extra: Any, config: EngineConfig | None = None, builtins: tuple[str, ...] | None = None,
                 **engine_kwargs: Any) -> Engine:
-        return build_engine(config or nodegraph_config, build_registry(*extra, builtins=builtins), **engine_kwargs)
+        config = _with_plugin_dirs(config or nodegraph_config, [Path(e) for e in extra if isinstance(e, (str, Path))])
+        return build_engine(config, build_registry(*extra, builtins=builtins), **engine_kwargs)
     return factory
 
 
+def _with_plugin_dirs(config: EngineConfig, folders: list[Path]) -> EngineConfig:
+    """``config``, or a copy whose ``plugin_dirs`` also name ``folders`` (worker processes load plugins from it)."""
+    if all(folder in config.plugin_dirs for folder in folders):
+        return config
+    copy = dataclasses.replace(config)
+    copy.plugin_dirs = list(dict.fromkeys([*config.plugin_dirs, *folders]))
+    return copy
+
+
 @pytest.fixture
-def engine(make_engine: Callable[..., Engine]) -> Engine:
-    """An Engine with the built-in packs on a temporary home."""
-    return make_engine()
+def nodegraph_plugins() -> tuple[Any, ...]:
+    """The extra plugins (node classes, modules, folders) of ``registry`` and ``engine``: none; override to add yours."""
+    return ()
+
+
+@pytest.fixture
+def registry(make_registry: Callable[..., Registry], nodegraph_plugins: tuple[Any, ...]) -> Registry:
+    """A Registry with the built-in packs plus ``nodegraph_plugins``."""
+    return make_registry(*nodegraph_plugins)
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., Engine], nodegraph_plugins: tuple[Any, ...]) -> Engine:
+    """An Engine with the built-in packs plus ``nodegraph_plugins`` on a temporary home."""
+    return make_engine(*nodegraph_plugins)
 
 
 @pytest.fixture(name="run_graph")
@@ -223,6 +251,16 @@ class TinyCheckpoint:
     models_dir: Path
     name: str
     config: EngineConfig
+
+    @property
+    def single_file(self) -> Path:
+        """The LDM single-file checkpoint (``models/checkpoints/tiny-sd.safetensors``)."""
+        return self.models_dir / "checkpoints" / self.name
+
+    @property
+    def folder(self) -> Path:
+        """The same model as a diffusers folder (``models/checkpoints/tiny-sd/``)."""
+        return self.models_dir / "checkpoints" / Path(self.name).stem
 
 
 @pytest.fixture(scope="session")

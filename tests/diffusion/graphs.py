@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 
-from nodegraph import Link, Node, NodeOutput, hookimpl
+from nodegraph import Link, Node, NodeOutput
 from nodegraph.engine import Engine
-from nodegraph.registry import BUILTIN_PACKS, Registry
+from nodegraph.testing import build_engine, build_registry
 
 
 # On the shared 2-core test machine, two OpenMP threads fighting other processes make a tiny UNet call ~50×
@@ -34,18 +33,11 @@ class Capture(Node):
         return NodeOutput((), {"captured": [ctx.node_id]})
 
 
-def _plugin(nodes: tuple[type[Node], ...]) -> types.ModuleType:
-    module = types.ModuleType("diffusion_test_nodes")
-    module.nodegraph_nodes = hookimpl(lambda: [Capture, *nodes])  # type: ignore[attr-defined]
-    return module
-
-
 def make_engine(config: Any, extra_nodes: tuple[type[Node], ...] = ()) -> Engine:
     """An Engine over the built-in packs plus Capture (and ``extra_nodes``), on ``config``'s home folder."""
-    registry = Registry.load(builtins=BUILTIN_PACKS, entry_points=False, source_plugins=False,
-                             extra=[_plugin(tuple(extra_nodes))])
+    registry = build_registry(Capture, *extra_nodes)
     assert not registry.errors, registry.errors
-    return Engine(config, registry=registry)
+    return build_engine(config, registry)
 
 
 def run(engine: Engine, workflow: dict[str, Any], **kwargs: Any) -> tuple[Any, dict[str, Any]]:

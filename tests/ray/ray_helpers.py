@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
-from nodegraph import Int, Node, NodeOutput, hookimpl
+from nodegraph import Int, Node, NodeOutput
 from nodegraph.config import EngineConfig
 from nodegraph.engine import Engine
-from nodegraph.registry import Registry
+from nodegraph.testing import build_engine, build_registry
 
 HERE = Path(__file__).resolve().parent
 #: Test nodes every worker has.
@@ -28,13 +27,6 @@ class HeadOnly(Node):
         return NodeOutput((), {"text": [str(value)]})
 
 
-def head_only_plugin() -> types.ModuleType:
-    """A plugin module registering HeadOnly."""
-    module = types.ModuleType("ray_test_head_only")
-    module.nodegraph_nodes = hookimpl(lambda: [HeadOnly])  # type: ignore[attr-defined]
-    return module
-
-
 def make_config(home: Path, *plugin_dirs: Path) -> EngineConfig:
     """A config on ``home`` (models in ``home/models``) with the given plugin folders."""
     config = EngineConfig(home=home, models_dir=home / "models", plugin_dirs=list(plugin_dirs))
@@ -44,9 +36,8 @@ def make_config(home: Path, *plugin_dirs: Path) -> EngineConfig:
 
 def make_engine(home: Path, head_only: bool = False) -> Engine:
     """An engine with the built-in packs and both test plugin folders (and HeadOnly when asked)."""
-    config = make_config(home, PLUGINS, EXTRA)
-    registry = Registry.load(config.plugin_dirs, extra=[head_only_plugin()] if head_only else [])
-    return Engine(config, registry=registry)
+    extra = [HeadOnly] if head_only else []
+    return build_engine(make_config(home, PLUGINS, EXTRA), build_registry(PLUGINS, EXTRA, *extra))
 
 
 def checkpoint_graph(name: str = "a", seed: int = 1, steps: int = 3, step_ms: int = 10, load_ms: int = 200,

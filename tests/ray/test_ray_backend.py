@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -151,8 +150,7 @@ def test_interrupt_cancels_a_node_that_never_checks(backend, head):
 
 
 def test_identical_png_to_the_in_process_engine_for_the_same_seed(backend, head, home: Path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
-    from tiny_models import build_tiny_sd
+    from nodegraph._tiny import build_tiny_sd
 
     build_tiny_sd(home)
     graph = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},

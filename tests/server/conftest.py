@@ -1,34 +1,24 @@
-"""Fixtures for the server tests: an engine with the test plugin, and real servers on loopback ports."""
+"""Fixtures for the server tests: ``registry`` and ``engine`` (``nodegraph.testing``) with the test plugins, and real
+servers on loopback ports (aiohttp's test server, so that tests can reach the app)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from nodegraph.config import EngineConfig  # noqa: E402
-from nodegraph.engine import Engine  # noqa: E402
-from nodegraph.registry import Registry  # noqa: E402
-from nodegraph.server import ServerSettings, create_app  # noqa: E402
+from nodegraph.engine import Engine
+from nodegraph.server import ServerSettings, create_app
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
-@pytest.fixture(scope="session")
-def registry() -> Registry:
-    """One plugin registry (built-ins plus the test plugin) shared by the tests."""
-    return Registry.load([PLUGINS])
-
-
 @pytest.fixture
-def engine(tmp_path: Path, registry: Registry) -> Engine:
-    """An engine whose home is a fresh temporary folder."""
-    return Engine(EngineConfig(home=tmp_path / "home", plugin_dirs=[PLUGINS]), registry=registry)
+def nodegraph_plugins() -> tuple[Path, ...]:
+    """The test plugins, in ``registry`` and ``engine`` (whose worker processes load them too)."""
+    return (PLUGINS,)
 
 
 @pytest_asyncio.fixture
