@@ -26,7 +26,8 @@ from fuzz_sandbox import (  # noqa: E402
     AUDIT_HOOK, OUTSIDE_MARK, Answer, Req, Sandbox, ServerProcess, strict_json,
 )
 from fuzz_server import Report, fetch_json, finish, fuzz, problem, queue_stalled  # noqa: E402
-from fuzz_strategies import Operation, Raw, dump_json, operations, request_strategy  # noqa: E402
+from fuzz_strategies import Operation, operations, request_strategy  # noqa: E402
+from fuzz_values import Raw, dump_json  # noqa: E402
 
 EXAMPLES = int(os.environ.get("NODEGRAPH_FUZZ_EXAMPLES", "12"))
 BUDGET_S = float(os.environ.get("NODEGRAPH_FUZZ_BUDGET_S", "90"))
@@ -137,7 +138,8 @@ def test_requests_stay_within_transport_limits_and_keep_hostile_bytes() -> None:
         {"name": "overwrite", "in": "query", "schema": {"type": "boolean"}}]})
     seen: list[Req] = []
 
-    @settings(max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     @given(request_strategy(op, {}))
     def check(req: Req) -> None:
         assert len(req.target()) < 8000 and req.target().startswith("/api/userdata/")
