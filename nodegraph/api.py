@@ -3,7 +3,8 @@
 The built-in packs in ``nodes/`` import only this module, so anything they do a plugin can do too. Stable names:
 
 Declaring nodes
-    ``Node``, ``NodeOutput``, ``Int``/``Float``/``String``/``Boolean``/``Combo``/``Link``, ``Output``, ``hookimpl``.
+    ``Node``, ``NodeOutput``, ``Int``/``Float``/``String``/``Boolean``/``Combo``/``Link``, ``Output``, ``hookimpl``;
+    ``ModelCombo(folder, names)`` for a model file choice whose refusal says why (e.g. a pickle not allowed).
 
 Values on links (ComfyUI's conventions, so its workflows mean the same thing here)
     ``MODEL`` (``DiffusionModel``: ``.unet``, ``.scheduler_config``, ``.arch``, ``.latent``, ``.loras``),
@@ -54,6 +55,7 @@ from .hookspecs import hookimpl
 from .imaging import center_crop, image_to_pils, pil_to_image, pil_to_mask, resample, save_pngs, target_size
 from .inputs import Boolean, Combo, Float, Int, Link, Output, String
 from .models.handles import ModelHandle, derive
+from .models.inputs import ModelCombo
 from .node import Node, NodeOutput
 from .training import shapes as _shapes
 from .training.shapes import COLOR_NAMES, COLORS, SHAPES, ShapeSpec
@@ -68,11 +70,12 @@ __all__ = [
     "Boolean", "center_crop", "Checkpoint", "checkpoint_names", "CLIP", "COLOR_NAMES", "COLORS", "Combo",
     "CONDITIONING", "ConditioningEntry", "Denoiser", "derive", "DiffusionModel", "EngineConfig", "ExecutionContext",
     "file_fingerprint", "Files", "Float", "hookimpl", "IMAGE", "image_to_pils", "Int", "Interrupted", "LATENT",
-    "Latent", "LatentFormat", "Link", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path", "ModelHandle",
-    "Models", "Node", "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word", "render_shape",
-    "resample", "safe_join", "sample", "sampler_names", "SamplerDef", "SamplerFn", "SamplerRegistry", "save_pngs",
-    "ScheduleDef", "scheduler_names", "SHAPES", "ShapeSpec", "StepCallback", "String", "target_size", "Tensor",
-    "TextEncoder", "UnsafePathError", "unsupported_pair", "upscale_model_names", "VAE", "vae_names", "VAEModel",
+    "Latent", "LatentFormat", "Link", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path", "ModelCombo",
+    "ModelHandle", "Models", "Node", "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word",
+    "render_shape", "resample", "safe_join", "sample", "sampler_names", "SamplerDef", "SamplerFn", "SamplerRegistry",
+    "save_pngs", "ScheduleDef", "scheduler_names", "SHAPES", "ShapeSpec", "StepCallback", "String", "target_size",
+    "Tensor", "TextEncoder", "UnsafePathError", "unsupported_pair", "upscale_model_names", "VAE", "vae_names",
+    "VAEModel",
 ]
 
 # ---- values on links ------------------------------------------------------------------------------------------------

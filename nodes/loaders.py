@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (Combo, Float, Link, Node, Output, checkpoint_names, file_fingerprint, hookimpl, lora_names,
-                           model_path, upscale_model_names, vae_names)
+from nodegraph.api import (Float, Link, ModelCombo, Node, Output, checkpoint_names, file_fingerprint, hookimpl,
+                           lora_names, model_path, upscale_model_names, vae_names)
 
 SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with torchvision): install it with "
                  "pip install 'nodegraph[upscale]'")
@@ -50,8 +50,9 @@ class CheckpointLoaderSimple(_ModelFileNode):
     DISPLAY_NAME = "Load Checkpoint"
     CATEGORY = "loaders"
     MODEL_INPUT = ("ckpt_name", "checkpoints")
-    INPUTS = {"ckpt_name": Combo(checkpoint_names, tooltip="a checkpoint in models/checkpoints (a .safetensors "
-                                 "file or a diffusers folder); nodegraph-shapes-v1 is the small built-in model")}
+    INPUTS = {"ckpt_name": ModelCombo("checkpoints", checkpoint_names,
+                                      tooltip="a checkpoint in models/checkpoints (a .safetensors file or a diffusers "
+                                              "folder); nodegraph-shapes-v1 is the small built-in model")}
     OUTPUTS = (Output("MODEL", tooltip="the model used to denoise latents"),
                Output("CLIP", tooltip="the model used to encode text prompts"),
                Output("VAE", tooltip="the model used to encode images to latents and decode them back"))
@@ -67,7 +68,8 @@ class VAELoader(_ModelFileNode):
     DISPLAY_NAME = "Load VAE"
     CATEGORY = "loaders"
     MODEL_INPUT = ("vae_name", "vae")
-    INPUTS = {"vae_name": Combo(vae_names, tooltip="a VAE in models/vae (.safetensors or a diffusers folder)")}
+    INPUTS = {"vae_name": ModelCombo("vae", vae_names,
+                                     tooltip="a VAE in models/vae (.safetensors or a diffusers folder)")}
     OUTPUTS = (Output("VAE"),)
 
     def execute(self, ctx, vae_name: str):
@@ -91,7 +93,7 @@ class LoraLoader(_ModelFileNode):
     MODEL_INPUT = ("lora_name", "loras")
     INPUTS = {"model": Link("MODEL", tooltip="the diffusion model the LoRA is applied to"),
               "clip": Link("CLIP", tooltip="the text encoder the LoRA is applied to"),
-              "lora_name": Combo(lora_names, tooltip="a LoRA in models/loras"),
+              "lora_name": ModelCombo("loras", lora_names, tooltip="a LoRA in models/loras"),
               "strength_model": Float(1.0, **_STRENGTH, tooltip="how strongly to change the diffusion model; "
                                       "negative values invert the effect"),
               "strength_clip": Float(1.0, **_STRENGTH, tooltip="how strongly to change the text encoder")}
@@ -107,7 +109,7 @@ class LoraLoaderModelOnly(_ModelFileNode):
     DISPLAY_NAME = "LoraLoaderModelOnly"
     CATEGORY = "loaders"
     MODEL_INPUT = ("lora_name", "loras")
-    INPUTS = {"model": Link("MODEL"), "lora_name": Combo(lora_names, tooltip="a LoRA in models/loras"),
+    INPUTS = {"model": Link("MODEL"), "lora_name": ModelCombo("loras", lora_names, tooltip="a LoRA in models/loras"),
               "strength_model": Float(1.0, **_STRENGTH)}
     OUTPUTS = (Output("MODEL"),)
 
@@ -121,7 +123,8 @@ class UpscaleModelLoader(_ModelFileNode):
     DISPLAY_NAME = "Load Upscale Model"
     CATEGORY = "loaders"
     MODEL_INPUT = ("model_name", "upscale_models")
-    INPUTS = {"model_name": Combo(upscale_model_names, tooltip="a model in models/upscale_models")}
+    INPUTS = {"model_name": ModelCombo("upscale_models", upscale_model_names,
+                                       tooltip="a model in models/upscale_models")}
     OUTPUTS = (Output("UPSCALE_MODEL"),)
 
     def execute(self, ctx, model_name: str):

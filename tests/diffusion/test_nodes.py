@@ -226,3 +226,54 @@ def test_image_upscale_with_model_tiles_large_images(tiny_sd, monkeypatch):
     tiled = _ok(engine, wf)
     assert len(fake.calls) > 4 and all(c[2] <= 24 and c[3] <= 24 for c in fake.calls[:-1])
     assert torch.allclose(tiled["c"], expected, atol=1e-5)  # seams blended away
+
+
+def test_upscale_models_load_through_the_model_manager_and_reload_after_eviction(tiny_sd, tmp_path):
+    """A loader using ``ctx.models.load_file`` returns a handle; ImageUpscaleWithModel resolves it (reloading the
+    file when the manager dropped the model) and gives the same image."""
+    from safetensors.torch import save_file
+
+    import nodegraph.nodes.upscaling as up
+    from nodegraph.models import ModelHandle, ModelManager
+
+    loads: list[str] = []
+    config = replace(tiny_sd.config, models_dir=tmp_path / "models", plugin_dirs=[])
+    config.model_dir("upscale_models").mkdir(parents=True)
+    save_file({"w": torch.zeros(1)}, str(config.model_dir("upscale_models") / "x2.safetensors"))
+
+    class Loader(up.Node):
+        """Test stand-in for UpscaleModelLoader: the same load_file call, with a fake spandrel descriptor."""
+
+        INPUTS = {}
+        OUTPUTS = (up.Output("UPSCALE_MODEL"),)
+
+        def execute(self, ctx):
+            def load():
+                loads.append("x2")
+                return FakeDescriptor()
+
+            return (ctx.models.load_file("upscale_models", "x2.safetensors", load),)
+
+    engine = make_engine(config, extra_nodes=(Loader,))
+    wf = {"s": _shape_node(32), "l": {"class_type": "Loader", "inputs": {}},
+          "u": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["l", 0], "image": ["s", 0]}},
+          "c": _cap(["u", 0]), "h": _cap(["l", 0]), "o": _cap(["s", 0])}
+    first = _ok(engine, wf)
+    assert isinstance(first["h"], ModelHandle) and first["h"].kind == "upscale_models" and loads == ["x2"]
+    manager = engine.services.find(ModelManager)
+    manager.release()  # as under memory pressure: the cached handle stays, the model goes
+    wf["s"] = _shape_node(24)  # a new image: the upscaler runs again, the loader comes from the cache
+    result, again = run(engine, wf)
+    assert "l" in result.raise_for_status().cached and loads == ["x2", "x2"]  # the handle read the file again
+    with torch.no_grad():
+        expected = FakeDescriptor()(again["o"].movedim(-1, 1)).clamp(0, 1).movedim(1, -1)
+    assert again["c"].shape == (1, 48, 48, 3) and torch.allclose(again["c"], expected, atol=1e-6)
+
+
+def test_save_image_refuses_a_bad_filename_prefix_with_a_node_error(engine):
+    for prefix, reason in (("a" * 300, "bytes long"), ("sub/x\x01y", "control characters")):
+        wf = {"s": _shape_node(16),
+              "save": {"class_type": "SaveImage", "inputs": {"images": ["s", 0], "filename_prefix": prefix}}}
+        result, _ = run(engine, wf)
+        assert result.status == "error" and result.error.node_id == "save", result
+        assert "filename_prefix" in result.error.exception_message and reason in result.error.exception_message
