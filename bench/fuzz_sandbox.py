@@ -226,6 +226,8 @@ class Req:
     query: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    #: WebSocket frames ``(kind, data)`` to send after the handshake (None: a plain HTTP request).
+    frames: list[tuple[str, Any]] | None = None
 
     def target(self) -> str:
         """The request target (path and query)."""
@@ -233,13 +235,15 @@ class Req:
 
     def size(self) -> int:
         """A measure of the request's size (to keep the smallest example of a failure)."""
-        return len(self.target()) + len(self.body or b"") + sum(len(k) + len(v) for k, v in self.headers.items())
+        return len(self.target()) + len(self.body or b"") + sum(len(k) + len(v) for k, v in self.headers.items()) \
+            + sum(len(data) for _kind, data in self.frames or [])
 
     def describe(self, limit: int = 600) -> str:
         """A one-line rendering for reports (runs of a repeated unit written as ``unit×count``)."""
         body = "" if self.body is None else f" body={compact(repr(self.body), limit)} ({len(self.body)} bytes)"
         ctype = self.headers.get("Content-Type")
-        return f"{self.method} {compact(self.target(), limit)}" + (f" [{ctype}]" if ctype else "") + body
+        frames = "" if self.frames is None else f" websocket frames={compact(repr(self.frames), limit)}"
+        return f"{self.method} {compact(self.target(), limit)}" + (f" [{ctype}]" if ctype else "") + body + frames
 
 
 @dataclass

@@ -45,6 +45,7 @@ from fuzz_sandbox import (
     strict_json,
 )
 from fuzz_strategies import Operation, operations, request_strategy
+from fuzz_ws import ws_exchange, ws_problem
 
 #: Operations that send back stored files as they are: their bodies are not the server's JSON.
 FILE_ROUTES = frozenset({("GET", "/userdata/{file}"), ("GET", "/view"), ("GET", "/{filename}"),
@@ -149,7 +150,7 @@ def kind_of(op: Operation, server: ServerProcess, req: Req,
     kind: str | None
     answer: Answer | None
     try:
-        answer = request(server.port, req, timeout)
+        answer = request(server.port, req, timeout) if req.frames is None else ws_exchange(server.port, req, timeout)
     except TimeoutError:
         raise ServerGone(f"no answer within {timeout} s to {req.describe()}") from None
     except OSError as exc:
@@ -157,7 +158,7 @@ def kind_of(op: Operation, server: ServerProcess, req: Req,
             raise ServerGone(f"the server exited ({server.proc.returncode}) on {req.describe()}") from None
         answer, kind = None, f"connection error ({type(exc).__name__})"
     else:
-        kind = problem(op, answer)
+        kind = problem(op, answer) if req.frames is None else ws_problem(answer)
     if kind is None:
         return answer, None, ""
     cause = server.error_since(offset)

@@ -7,17 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from hypothesis import strategies as st
 
 from fuzz_prompts import prompt_graph, runnable_graph
 from fuzz_sandbox import Req, tiny_png
-from fuzz_values import conforming, deep_json, dump_json, hostile_json, hostile_text
+from fuzz_values import conforming, deep_json, dump_json, encode, hostile_json, hostile_text
+from fuzz_ws import ws_request
 
-#: Longest encoded URL part and request target: aiohttp answers request lines over 8190 bytes by closing the
-#: connection (a transport limit, not a route's), so generated URLs stay below it.
-MAX_URL_PART = 1500
+#: Longest request target: aiohttp answers request lines over 8190 bytes by closing the connection (a transport
+#: limit, not a route's), so generated URLs stay below it.
 MAX_TARGET = 7500
 
 
@@ -98,15 +97,6 @@ def multipart_body(schema: dict[str, Any]) -> st.SearchStrategy[tuple[bytes, str
             body = body[: draw(st.integers(0, len(body)))]
         return body, ctype
     return build()
-
-
-def encode(value: str, slashes: bool = False) -> str:
-    """Percent-encode a path segment or query value (lone surrogates as their UTF-8-like bytes), capped in length."""
-    quoted = quote(value.encode("utf-8", "surrogatepass"), safe="/" if slashes else "")
-    while len(quoted) > MAX_URL_PART:
-        value = value[: len(value) // 2]
-        quoted = quote(value.encode("utf-8", "surrogatepass"), safe="/" if slashes else "")
-    return quoted
 
 
 def scalar_text(value: Any) -> str:
@@ -216,5 +206,7 @@ def request_strategy(op: Operation, catalogue: dict[str, Any]) -> st.SearchStrat
         elif op.method in ("POST", "PUT", "PATCH", "DELETE") and draw(st.booleans()):
             body = draw(hostile_json().map(dump_json))
         return Req(op.method, path, "&".join(query), headers, body)
+    if op.key == "/ws" and op.method == "GET":  # plain GETs and real WebSocket sessions
+        return st.one_of(build(), ws_request(op.path), ws_request(op.path))
     return build()
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from urllib.parse import quote
+
 from hypothesis import strategies as st
+
+#: Longest percent-encoded URL part (aiohttp refuses request lines over 8190 bytes by closing the connection).
+MAX_URL_PART = 1500
 
 
 class Raw(str):
@@ -96,3 +101,12 @@ def dump_json(value: Any) -> bytes:
     for i, raw in enumerate(raws):
         text = text.replace(f'"@@RAW{i}@@"', raw, 1)
     return text.encode("utf-8", "surrogatepass")
+
+
+def encode(value: str, slashes: bool = False) -> str:
+    """Percent-encode a path segment or query value (lone surrogates as their UTF-8-like bytes), capped in length."""
+    quoted = quote(value.encode("utf-8", "surrogatepass"), safe="/" if slashes else "")
+    while len(quoted) > MAX_URL_PART:
+        value = value[: len(value) // 2]
+        quoted = quote(value.encode("utf-8", "surrogatepass"), safe="/" if slashes else "")
+    return quoted

@@ -28,6 +28,7 @@ from fuzz_sandbox import (  # noqa: E402
 from fuzz_server import Report, fetch_json, finish, fuzz, problem, queue_stalled  # noqa: E402
 from fuzz_strategies import Operation, operations, request_strategy  # noqa: E402
 from fuzz_values import Raw, dump_json  # noqa: E402
+from fuzz_ws import ws_problem  # noqa: E402
 
 EXAMPLES = int(os.environ.get("NODEGRAPH_FUZZ_EXAMPLES", "12"))
 BUDGET_S = float(os.environ.get("NODEGRAPH_FUZZ_BUDGET_S", "90"))
@@ -68,6 +69,12 @@ def test_problem_flags_5xx_and_non_standard_json() -> None:
                    Answer(200, {"content-type": "application/json"}, b"NaN")) is None
     with pytest.raises(ValueError):
         strict_json(b"[-Infinity]")
+    status = b'{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "a"}}'
+    assert ws_problem(Answer(101, {}, status)) is None
+    assert ws_problem(Answer(400, {}, b"")) is None
+    assert ws_problem(Answer(500, {}, b""))
+    assert ws_problem(Answer(101, {}, b'{"type": "status", "x": NaN}'))
+    assert ws_problem(Answer(101, {}, b'{"type": "executing"}'))
 
 
 def test_audit_hook_reports_writes_outside_the_allowed_folder(tmp_path: Path) -> None:
