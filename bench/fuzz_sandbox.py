@@ -142,8 +142,10 @@ class ServerProcess:
     def __init__(self, sandbox: Sandbox, plugin_dirs: tuple[Path, ...] = (TEST_PLUGINS,)) -> None:
         self.sandbox = sandbox
         self.port = free_port()
-        env = dict(os.environ, NODEGRAPH_FUZZ_ALLOWED=str(sandbox.home), HF_HUB_OFFLINE="1",
-                   NODEGRAPH_WARMUP="0", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        # No bytecode caches: importing a module never compiled before would write __pycache__ beside it.
+        env = dict(os.environ, NODEGRAPH_FUZZ_ALLOWED=str(sandbox.home), HF_HUB_OFFLINE="1", NODEGRAPH_WARMUP="0",
+                   PYTHONDONTWRITEBYTECODE="1",
+                   PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
         args = [sys.executable, "-c", BOOT, "serve", "--home", str(sandbox.home), "--port", str(self.port)]
         for folder in plugin_dirs:
             args += ["--plugin-dir", str(folder)]
