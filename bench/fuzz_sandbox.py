@@ -145,7 +145,7 @@ class ServerProcess:
         # No bytecode caches: importing a module never compiled before would write __pycache__ beside it.
         env = dict(os.environ, NODEGRAPH_FUZZ_ALLOWED=str(sandbox.home), HF_HUB_OFFLINE="1", NODEGRAPH_WARMUP="0",
                    PYTHONDONTWRITEBYTECODE="1",
-                   PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+                   PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
         args = [sys.executable, "-c", BOOT, "serve", "--home", str(sandbox.home), "--port", str(self.port)]
         for folder in plugin_dirs:
             args += ["--plugin-dir", str(folder)]
