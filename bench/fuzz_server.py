@@ -1,6 +1,6 @@
 """Property-based fuzzing of every HTTP route of ``nodegraph serve``, driven by its own OpenAPI document.
 
-    python bench/fuzz_server.py [--examples 200] [--seed N] [--only /view] [--shrink]
+    python bench/fuzz_server.py [--examples 200] [--seed N] [--only /view] [--shrink] [--noise THREADS]
 
 Starts a real server (``nodegraph serve``) on a free loopback port with a temporary home, reads
 ``GET /openapi.json`` and, for every operation in it (every route at ``/`` and ``/api``), lets Hypothesis generate
@@ -12,6 +12,7 @@ it, and canary files beside the home must stay untouched (see ``fuzz_sandbox``).
 
 Prints, per route, the count of requests and failures, then each distinct failure (route, request, answer, the
 exception the server logged) with the smallest request that showed it (``--shrink``: minimised by Hypothesis).
+``--noise`` adds threads sending well-formed requests on the same files and queue (``fuzz_noise``), to find races.
 Exit status 1 on any failure. ``tests/server/test_server_fuzz.py`` runs the same with a few examples per route.
 """
 
@@ -22,6 +23,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,6 +46,7 @@ from fuzz_sandbox import (
     request,
     strict_json,
 )
+from fuzz_noise import Noise
 from fuzz_strategies import Operation, operations, request_strategy
 from fuzz_ws import ws_exchange, ws_problem
 
@@ -109,9 +112,14 @@ class Report:
     findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
     statuses: dict[str, Counter[int]] = field(default_factory=dict)
     fatal: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, op: Operation, req: Req, answer: Answer | None, kind: str | None, cause: str = "") -> None:
         """Count one request and keep the smallest example of its failure kind (and the server's exception)."""
+        with self.lock:
+            self._record(op, req, answer, kind, cause)
+
+    def _record(self, op: Operation, req: Req, answer: Answer | None, kind: str | None, cause: str) -> None:
         self.requests[op.name] = self.requests.get(op.name, 0) + 1
         self.statuses.setdefault(op.name, Counter())[answer.status if answer else 0] += 1
         if kind is None:
@@ -235,6 +243,19 @@ def fetch_json(server: ServerProcess, path: str) -> Any:
     return strict_json(answer.body)
 
 
+def noise_check(server: ServerProcess, report: Report, timeout: float) -> Callable[[str, Req], None]:
+    """The check the noise threads run on each of their requests (recorded as operation ``NOISE METHOD path``)."""
+    def check(name: str, req: Req) -> None:
+        op = Operation(f"NOISE {req.method}", req.path, {})
+        try:
+            answer, kind, cause = kind_of(op, server, req, timeout)
+        except ServerGone as exc:
+            report.fatal = str(exc)
+            return
+        report.record(op, req, answer, kind, cause)
+    return check
+
+
 def queue_stalled(server: ServerProcess, timeout: float = 90.0) -> str | None:
     """Why a small prompt submitted now does not finish within ``timeout`` s (None when it does)."""
     prompt_id = f"fuzz-liveness-{time.monotonic_ns()}"
@@ -289,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shrink", action="store_true", help="minimise each failure with Hypothesis")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds the server may take per request")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home and server log")
+    parser.add_argument("--noise", type=int, default=0, metavar="THREADS",
+                        help="threads sending well-formed requests on the same files and queue meanwhile (races)")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="nodegraph-fuzz-"))
     sandbox = Sandbox(root)
@@ -300,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         catalogue = fetch_json(server, "/object_info")
         ops = operations(document, args.only)
         print(f"fuzzing {len(ops)} operations, {args.examples} examples each (server log: {sandbox.log})", flush=True)
-        fuzz(server, ops, catalogue, args.examples, report, args.timeout, args.shrink, args.seed,
-             progress=lambda line: print(line, flush=True))
+        with Noise(server, args.noise, noise_check(server, report, args.timeout)):
+            fuzz(server, ops, catalogue, args.examples, report, args.timeout, args.shrink, args.seed,
+                 progress=lambda line: print(line, flush=True))
         errors = finish(server, sandbox, report)
     finally:
         server.stop()
