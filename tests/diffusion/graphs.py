@@ -10,7 +10,6 @@ from nodegraph import Link, Node, NodeOutput
 from nodegraph.engine import Engine
 from nodegraph.testing import build_engine, build_registry
 
-
 # On the shared 2-core test machine, two OpenMP threads fighting other processes make a tiny UNet call ~50×
 # slower (2 s instead of 30 ms); one thread keeps the diffusion tests fast. Both sides of every parity check run
 # in this process, so they share the setting.

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from server_helpers import PLUGINS
 
 from nodegraph.engine import Engine
 from nodegraph.server import ServerSettings, create_app
-
-PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 @pytest.fixture

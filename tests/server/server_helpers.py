@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+#: The server test plugins (``nodegraph_plugins`` of these tests; ``--plugin-dir`` for real ``nodegraph serve``).
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 def chain(value: int = 3, b: int = 4, op: str = "multiply") -> dict[str, Any]:
