@@ -3,7 +3,8 @@
 Each operation gets ``NODEGRAPH_FUZZ_EXAMPLES`` generated requests (default 12; the whole run is held to about
 ``NODEGRAPH_FUZZ_BUDGET_S`` seconds, default 90) mixing schema-conforming and hostile values. No answer may be a 5xx
 or non-standard JSON, the server must answer each request and ``GET /system_stats`` afterwards, and it must not write
-outside its temporary home (audit hook + canary files). ``NODEGRAPH_FUZZ_SEED`` replays a run; the failure message
+outside its temporary home (audit hook + canary files). ``NODEGRAPH_FUZZ_NOISE=N`` adds N threads racing well-formed
+requests on the same files and queue. ``NODEGRAPH_FUZZ_SEED`` replays a run; the failure message
 prints the seed, each failing route with its smallest request, the answer and the exception the server logged.
 Long runs: ``python bench/fuzz_server.py --examples 500 --shrink``.
 """
@@ -25,13 +26,15 @@ sys.path.insert(0, str(REPO / "bench"))
 from fuzz_sandbox import (  # noqa: E402
     AUDIT_HOOK, OUTSIDE_MARK, Answer, Req, Sandbox, ServerProcess, strict_json,
 )
-from fuzz_server import Report, fetch_json, finish, fuzz, problem, queue_stalled  # noqa: E402
+from fuzz_noise import Noise  # noqa: E402
+from fuzz_server import Report, fetch_json, finish, fuzz, noise_check, problem, queue_stalled  # noqa: E402
 from fuzz_strategies import Operation, operations, request_strategy  # noqa: E402
 from fuzz_values import Raw, dump_json  # noqa: E402
 from fuzz_ws import ws_problem  # noqa: E402
 
 EXAMPLES = int(os.environ.get("NODEGRAPH_FUZZ_EXAMPLES", "12"))
 BUDGET_S = float(os.environ.get("NODEGRAPH_FUZZ_BUDGET_S", "90"))
+NOISE = int(os.environ.get("NODEGRAPH_FUZZ_NOISE", "0"))
 
 
 @pytest.mark.timeout(900)
@@ -44,12 +47,15 @@ def test_fuzz_every_route(tmp_path: Path) -> None:
         catalogue = fetch_json(server, "/object_info")
         ops = operations(document)
         assert len(ops) > 80 and any(op.path == "/api/prompt" for op in ops)
-        report = fuzz(server, ops, catalogue, EXAMPLES, Report(), seed=seed, budget_s=BUDGET_S)
+        report = Report()
+        with Noise(server, NOISE, noise_check(server, report, 30.0)):
+            fuzz(server, ops, catalogue, EXAMPLES, report, seed=seed, budget_s=BUDGET_S)
         errors = finish(server, sandbox, report)
     finally:
         server.stop()
-    assert {op.name for op in ops} == set(report.requests) or report.fatal, "every operation was fuzzed"
-    assert min(report.requests.values()) >= 3 or report.fatal
+    fuzzed = {name: n for name, n in report.requests.items() if not name.startswith("NOISE ")}
+    assert {op.name for op in ops} == set(fuzzed) or report.fatal, "every operation was fuzzed"
+    assert min(fuzzed.values()) >= 3 or report.fatal
     failed = bool(report.findings or errors)
     assert not failed, f"NODEGRAPH_FUZZ_SEED={seed}\n{report.summary()}\n" + "\n".join(errors)
 
