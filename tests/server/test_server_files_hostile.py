@@ -166,3 +166,11 @@ async def test_malformed_names_are_400_and_escapes_403(client):
     assert resp.status == 400 and (await resp.json())["error"]["type"] == "invalid_path"
     resp = await client.get("/view", params={"filename": "ok.png", "subfolder": "../.."})
     assert resp.status == 403 and (await resp.json())["error"]["type"] == "forbidden_path"
+
+
+async def test_userdata_accepts_a_name_at_the_length_limit(client):
+    longest = "w" * 250 + ".json"  # 255 bytes: the temporary file beside it must not push past the limit
+    resp = await client.post(f"/userdata/{longest}", data=b"{}")
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(f"/userdata/{'w' * 256}.json", data=b"{}")
+    assert resp.status == 400 and "bytes" in (await resp.json())["error"]["message"]

@@ -117,7 +117,7 @@ class UserFiles:
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        tmp = path.parent / f".userdata-{uuid.uuid4().hex}.tmp"  # never longer than the name limit allows
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
