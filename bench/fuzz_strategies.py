@@ -80,6 +80,8 @@ def multipart_body(schema: dict[str, Any]) -> st.SearchStrategy[tuple[bytes, str
                     value: Any = draw(st.sampled_from(GOOD_FIELDS.get(key, [""])))
                 else:
                     continue
+            elif sub.get("contentMediaType") == "application/json":  # a JSON document inside a form field
+                value = draw(st.one_of(deep_json(), hostile_json(), st.sampled_from(GOOD_FIELDS.get(key, ["{}"]))))
             elif draw(st.booleans()):
                 value = draw(conforming(sub) | hostile_text())
             else:

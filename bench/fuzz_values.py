@@ -80,7 +80,7 @@ def conforming(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     elif kind == "boolean":
         base = st.booleans()
     else:
-        return hostile_json()
+        return st.one_of(*[hostile_json()] * 4, deep_json())  # any JSON: now and then nested past the caps
     return st.one_of(base, base, base, hostile_json())
 
 
