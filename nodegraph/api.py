@@ -80,9 +80,10 @@ __all__ = [
 
 # ---- values on links ------------------------------------------------------------------------------------------------
 
-MODEL: TypeAlias = DiffusionModel
-CLIP: TypeAlias = TextEncoder
-VAE: TypeAlias = VAEModel
+#: What loaders return is a ``ModelHandle`` (attributes read through to the model); plugins may pass plain models.
+MODEL: TypeAlias = "DiffusionModel | ModelHandle"
+CLIP: TypeAlias = "TextEncoder | ModelHandle"
+VAE: TypeAlias = "VAEModel | ModelHandle"
 IMAGE: TypeAlias = "Tensor"
 MASK: TypeAlias = "Tensor"
 #: One conditioning entry: text embeddings [B, T, D] and extras ("pooled_output", "strength", plugin hints, …).
@@ -132,7 +133,7 @@ def unsupported_pair(config: Any, sampler: str, scheduler: str) -> str | None:
     return samplers_of(config).unsupported_pair(sampler, scheduler)
 
 
-def sample(ctx: ExecutionContext, model: "DiffusionModel | ModelHandle", positive: Sequence[Any],
+def sample(ctx: ExecutionContext, model: MODEL, positive: Sequence[Any],
            negative: Sequence[Any], latent: Latent, *, sampler_name: str, scheduler: str, steps: int, cfg: float,
            seed: int, denoise: float = 1.0, add_noise: bool = True, start_at_step: int = 0, end_at_step: int = 10000,
            return_with_leftover_noise: bool = False) -> Latent:
