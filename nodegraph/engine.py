@@ -86,10 +86,14 @@ class Engine:
                                  manifest=lambda: build_manifest(prompt, self.config, self.hashes, self.services))
 
     def free(self, unload_models: bool = True) -> None:
-        """Drop cached results (and with them resident models) and release accelerator memory."""
+        """Drop cached results and release accelerator memory; with ``unload_models`` also unload every model."""
+        from .models.manager import ModelManager
+
         if unload_models:
             self.cache.clear()
         for service in self.services.values():
+            if not unload_models and isinstance(service, ModelManager):
+                continue
             release = getattr(service, "release", None)
             if callable(release):
                 release()

@@ -14,8 +14,18 @@ from nodegraph.config import EngineConfig, UnsafePathError
 from nodegraph.diffusion import derive
 from nodegraph.diffusion.detect import Header, UnknownModelError, detect, read_header
 from nodegraph.diffusion.ldm import vae_to_ldm
-from nodegraph.diffusion.loading import (EMBEDDED_NAME, UnsafeModelError, checkpoint_names, clip_tokenizer,
-                                         load_checkpoint, load_vae, lora_names, resolve_model, vae_names)
+from nodegraph.diffusion.loading import (
+    EMBEDDED_NAME,
+    UnsafeModelError,
+    checkpoint_names,
+    clip_tokenizer,
+    load_checkpoint,
+    load_vae,
+    lora_names,
+    resolve_model,
+    vae_names,
+)
+from nodegraph.validation import ValidationReport
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -105,10 +115,11 @@ def test_pickle_refused_unless_allowed(clip_vocab_model, tmp_path):
     config.ensure_dirs()
     path = config.model_dir("checkpoints") / "old.ckpt"
     torch.save({"state_dict": state}, str(path))
-    assert "old.ckpt" in checkpoint_names(config)
+    assert "old.ckpt" not in checkpoint_names(config)  # lists show only what the loaders read
     with pytest.raises(UnsafeModelError, match="arbitrary code.*--allow-unsafe-pickle"):
         load_checkpoint(resolve_model(config, "checkpoints", "old.ckpt"), config)
     config.allow_unsafe_pickle = True
+    assert "old.ckpt" in checkpoint_names(config)
     _same_weights(parts["unet"], load_checkpoint(path, config).model.unet)
 
 
@@ -249,9 +260,10 @@ def test_loader_node_refuses_pickles_with_the_reason(tmp_path):
     engine = _engine(config)
     graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "old.ckpt"}},
              "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
-    result = engine.run(engine.prepare(graph))
-    assert result.status == "error" and result.error.node_id == "1"
-    assert "pickle" in result.error.exception_message and "safetensors" in result.error.exception_message
+    with pytest.raises(ValidationReport) as info:  # refused up front, with the reason, not as a missing option
+        engine.prepare(graph)
+    message = info.value.node_errors["1"]["errors"][0]["message"]
+    assert "pickle" in message and "safetensors" in message
 
 
 def test_upscale_loader_says_how_to_install_spandrel(tmp_path):

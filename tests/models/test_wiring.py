@@ -51,13 +51,18 @@ def test_free_drops_the_models_and_cached_handles_load_them_again(engine) -> Non
     run(engine, txt2img(steps=2))[0].raise_for_status()
     manager = engine.services.find(ModelManager)
     assert manager is not None and len(manager) >= 1
-    engine.free(unload_models=False)  # results stay cached, models go
+    loaded = len(manager)
+    engine.free(unload_models=False)  # accelerator memory only: results and models stay
+    assert len(manager) == loaded
+    manager.release()  # models go, cached results (holding handles) stay
     assert len(manager) == 0 and manager.nbytes == 0
     reloads = manager.stats.reloads
     result, cap = run(engine, txt2img(steps=2, seed=7))
     assert "ckpt" in result.raise_for_status().cached  # the cached handle ...
     assert manager.stats.reloads == reloads + 1  # ... read the checkpoint again for the sampler
     assert torch.isfinite(cap["img"]).all()
+    engine.free()  # everything: cached results and models
+    assert len(manager) == 0 and "ckpt" in run(engine, txt2img(steps=2, seed=7))[0].executed
 
 
 def test_clip_text_encode_uses_the_engines_text_limit(tiny_sd) -> None:
