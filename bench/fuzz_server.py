@@ -139,6 +139,11 @@ class Report:
         for name in sorted(self.requests):
             answers = " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.get(name, Counter()).items()))
             lines.append(f"{name:52} {self.requests[name]:8d} {self.failures.get(name, 0):8d}  {answers}")
+        for label, noise in (("TOTAL fuzzed", False), ("TOTAL noise", True)):
+            names = [n for n in self.requests if n.startswith("NOISE ") == noise]
+            if names:
+                lines.append(f"{label:52} {sum(self.requests[n] for n in names):8d} "
+                             f"{sum(self.failures.get(n, 0) for n in names):8d}")
         lines.append(f"{'TOTAL':52} {sum(self.requests.values()):8d} {sum(self.failures.values()):8d}")
         for f in sorted(self.findings.values(), key=lambda f: (f.op, f.kind)):
             lines.append(f"FAIL {f.op}: {f.kind} (x{f.count}{', shrunk' if f.shrunk else ''})\n"
