@@ -1,7 +1,7 @@
 """Model memory under a RAM budget: load N checkpoints in turn through the ModelManager, twice round.
 
 Builds N random-weight SD1.x-shaped diffusers checkpoints from configs (about 40 MB each in float32; see
-tests/diffusion/tiny_models.py for the tiny ones the tests use) in a temporary models folder, then, in one process,
+nodegraph/_tiny.py for the tiny ones the tests use) in a temporary models folder, then, in one process,
 loads each in turn (pinned while its UNet runs one step), going round the list twice. The budget holds about two
 of them, so the manager must evict (and reload on the second round). Printed, all measured in this one run: the
 budget, process RSS before loading and at its peak (sampled every 2 ms), the peak growth against the budget, the
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "diffusion"))
 for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                       ("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error")):
     os.environ.setdefault(_name, _value)
@@ -37,7 +35,7 @@ def build(models: Path, n: int) -> list[Path]:
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    from tiny_models import make_components, make_tokenizer
+    from nodegraph._tiny import make_components, make_tokenizer
 
     tok = make_tokenizer(models.parent / "tokenizer")
     out = []

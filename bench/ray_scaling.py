@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +24,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "diffusion"))
 
 from nodegraph.config import EngineConfig  # noqa: E402
 from nodegraph.engine import Engine  # noqa: E402
@@ -100,8 +98,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from tiny_models import build_tiny_sd
 
+    from nodegraph._tiny import build_tiny_sd
     from nodegraph.backends.ray_backend import RayBackend
 
     home = Path(tempfile.mkdtemp(prefix="ray-bench-"))

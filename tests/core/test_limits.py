@@ -121,16 +121,12 @@ def test_pixel_rule_scales_linked_sizes_and_honours_opt_outs():
 
 def _clip(folder):
     """A small CLIP text encoder and tokenizer (the tiny test vocabulary, random weights)."""
-    import sys
-    from pathlib import Path
 
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from nodegraph._tiny import make_tokenizer
     from nodegraph.diffusion.types import TextEncoder
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diffusion"))
-    from tiny_models import make_tokenizer
 
     tok = make_tokenizer(folder)
     torch.manual_seed(0)

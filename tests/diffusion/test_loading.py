@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import make_components, to_ldm_state_dict
+from nodegraph._tiny import make_components, to_ldm_state_dict
 
 from nodegraph.config import EngineConfig, UnsafePathError
 from nodegraph.diffusion import derive

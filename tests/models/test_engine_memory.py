@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import sys
 import weakref
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
-
-from graphs import make_engine, run, txt2img  # noqa: E402
-
 from nodegraph.models import ModelHandle, ModelManager  # noqa: E402
+from nodegraph.testing_graphs import capture_engine as make_engine
+from nodegraph.testing_graphs import run_captured as run
+from nodegraph.testing_graphs import txt2img_graph as txt2img
+
 
 def _graph(ckpt: str, seed: int = 42) -> dict:
     graph = txt2img(ckpt, steps=2, seed=seed)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from nodegraph.config import EngineConfig
 from nodegraph.engine import Engine
 from nodegraph.registry import Registry
+from nodegraph.testing import load_plugin_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "core"))
-
-import testnodes  # noqa: E402  (the core tests' plugin: Const, AddOne, Sink)
+#: The core tests' plugin: Const, AddOne, Sink.
+testnodes = load_plugin_file(Path(__file__).resolve().parent.parent / "core" / "testnodes.py")
 
 
 def test_3000_small_nodes_rerun_fully_cached(tmp_path: Path) -> None:

@@ -4,21 +4,18 @@ model combos that say why a file is refused, and the CLI's budget flags."""
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
-
-from graphs import make_engine, run, txt2img  # noqa: E402
 
 from nodegraph.cli import build_parser, make_config  # noqa: E402
 from nodegraph.config import EngineConfig  # noqa: E402
 from nodegraph.diffusion.loading import checkpoint_names  # noqa: E402
 from nodegraph.models import ModelHandle, ModelManager  # noqa: E402
 from nodegraph.models.memory import parse_bytes  # noqa: E402
+from nodegraph.testing_graphs import capture_engine as make_engine
+from nodegraph.testing_graphs import run_captured as run
+from nodegraph.testing_graphs import txt2img_graph as txt2img
 from nodegraph.validation import ValidationReport  # noqa: E402
 
 

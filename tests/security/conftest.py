@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
-
-from tiny_models import TinySD, build_tiny_sd  # noqa: E402
+from nodegraph._tiny import TinySD, build_tiny_sd
 
 
 @pytest.fixture(scope="session")
