@@ -14,6 +14,9 @@ API::
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -100,24 +103,84 @@ def _inside_model_folder(path: Path, root: Path, markers: tuple[str, ...]) -> bo
     return any((parent / m).exists() for parent in path.parents if root in parent.parents for m in markers)
 
 
+#: Listings of trees changed less than this long ago are not remembered (see ``ListingCache.get``).
+RACY_NS = 2_000_000_000
+
+
+class ListingCache:
+    """Model listings remembered per folder until the folder tree changes (any directory's mtime: a file added,
+    removed or renamed anywhere below it). Lives on the EngineConfig it lists for; pickles empty."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Any, ...], tuple[tuple[tuple[str, int], ...], list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ListingCache, ())
+
+    @staticmethod
+    def signature(root: Path) -> tuple[tuple[str, int], ...]:
+        """Every directory under ``root`` with its mtime (no file is stat'ed)."""
+        out = []
+        for folder, _dirs, _files in os.walk(root):
+            try:
+                out.append((folder, os.stat(folder).st_mtime_ns))
+            except OSError:
+                continue
+        return tuple(out)
+
+    def get(self, key: tuple[Any, ...], root: Path, scan: Callable[[], list[str]]) -> list[str]:
+        """The cached listing for ``key`` while ``root``'s tree is unchanged, else a new ``scan()``."""
+        sig = self.signature(root)
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and hit[0] == sig:
+            return list(hit[1])
+        found = scan()
+        # A directory changed within the file system's timestamp granularity of the scan may change again without
+        # a new mtime ("racy" entries, as git calls them): remember only listings of settled trees.
+        if all(time.time_ns() - mtime > RACY_NS for _, mtime in sig):
+            with self._lock:
+                self._entries[key] = (sig, found)
+        return list(found)
+
+
+def listing_cache(config: Any) -> ListingCache:
+    """The listing cache that belongs to ``config`` (created on first use)."""
+    cache = getattr(config, "_model_listing", None)
+    if cache is None:
+        cache = ListingCache()
+        try:
+            object.__setattr__(config, "_model_listing", cache)
+        except (AttributeError, TypeError):  # an object that takes no attributes: no caching
+            pass
+    return cache
+
+
 def list_models(config: Any, kind: str, registry: Any = None) -> list[str]:
     """Loadable models of ``kind`` as names relative to ``models/<kind>``, sorted: files, then diffusers folders.
 
-    Files inside a diffusers folder are not listed on their own; unknown kinds raise UnlistedModelError.
+    Files inside a diffusers folder are not listed on their own; unknown kinds raise UnlistedModelError. The scan is
+    remembered until a directory in the folder tree changes (validation and the combos ask often).
     """
     spec = table(registry).get(kind)
     exts = extensions(kind, config, registry)
     root = Path(config.model_dir(kind))
     if spec is None or not root.is_dir():
         return []
+    key = (kind, str(root), exts, spec.folder_markers)
+    return listing_cache(config).get(key, root, lambda: _scan(root, exts, spec.folder_markers))
+
+
+def _scan(root: Path, exts: tuple[str, ...], markers: tuple[str, ...]) -> list[str]:
     found: list[str] = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if path.is_file() and path.suffix.lower() in exts:
-            if not _inside_model_folder(path, root, spec.folder_markers):
+            if not _inside_model_folder(path, root, markers):
                 found.append(rel)
-        elif path.is_dir() and any((path / m).exists() for m in spec.folder_markers):
-            if not _inside_model_folder(path, root, spec.folder_markers):
+        elif path.is_dir() and any((path / m).exists() for m in markers):
+            if not _inside_model_folder(path, root, markers):
                 found.append(rel)
     return found
 

@@ -85,3 +85,28 @@ def test_plugin_folders_join_the_table(config: EngineConfig) -> None:
     (config.model_dir("controlnet")).mkdir()
     (config.model_dir("controlnet") / "canny.safetensors").write_bytes(b"x")
     assert folders.list_models(config, "controlnet", registry) == ["canny.safetensors"]
+
+
+def test_listings_are_cached_until_the_folder_tree_changes(tmp_path, monkeypatch) -> None:
+    import os
+    import pickle
+
+    config = EngineConfig(home=tmp_path)
+    config.ensure_dirs()
+    root = config.model_dir("checkpoints")
+    (root / "a.safetensors").write_bytes(b"x")
+    old = 1_000_000_000  # settle the tree: mtimes far in the past, so the listing is remembered
+    for folder in (root,):
+        os.utime(folder, ns=(old, old))
+    scans = []
+    real_scan = folders._scan
+    monkeypatch.setattr(folders, "_scan", lambda *a: scans.append(a) or real_scan(*a))
+    assert folders.list_models(config, "checkpoints") == ["a.safetensors"]
+    assert folders.list_models(config, "checkpoints") == ["a.safetensors"] and len(scans) == 1  # remembered
+    (root / "sub").mkdir()
+    (root / "sub" / "b.safetensors").write_bytes(b"x")  # a change anywhere below the folder invalidates it
+    assert folders.list_models(config, "checkpoints") == ["a.safetensors", "sub/b.safetensors"] and len(scans) == 2
+    assert folders.list_models(config, "checkpoints") == ["a.safetensors", "sub/b.safetensors"]
+    assert len(scans) == 3  # just changed ("racy"): scanned again rather than trusted
+    copy = pickle.loads(pickle.dumps(config))  # worker processes get an empty cache
+    assert folders.listing_cache(copy) is not folders.listing_cache(config)
