@@ -7,13 +7,14 @@ import gc
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import LocalBackend
 from ..context import InterruptFlag
 from ..events import Event, EventBus, NodeStarted, RunFailed, RunInterrupted
-from ..validation import ValidationReport
+from ..validation import ValidatedPrompt, ValidationReport
 from ..workflow import WorkflowFormatError
 from .broadcast import Outgoing
 from .messages import RunMessages, executing, status_message
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .store import QueueStore
 
 log = logging.getLogger(__name__)
+#: Validated prompts kept in memory for their run (older ones are validated again when their turn comes).
+PREPARED_KEPT = 256
 
 
 @dataclass
@@ -55,6 +58,8 @@ class Worker:
         self._free: tuple[bool, bool] | None = None
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Prompts validated when they were queued, by id: run as they are instead of validating them again.
+        self._prepared: OrderedDict[str, ValidatedPrompt] = OrderedDict()
 
     # ---- control (any thread) --------------------------------------------------------------------------------------
 
@@ -88,6 +93,20 @@ class Worker:
     def alive(self) -> bool:
         """Whether a worker thread is running."""
         return any(t.is_alive() for t in self._threads)
+
+    def remember(self, prompt_id: str, prompt: ValidatedPrompt) -> None:
+        """Keep the prompt validated at submission for its run (bounded; after a restart prompts validate again)."""
+        with self._lock:
+            self._prepared[prompt_id] = prompt
+            while len(self._prepared) > PREPARED_KEPT:
+                self._prepared.popitem(last=False)
+
+    def _prepared_for(self, item: QueueItem) -> ValidatedPrompt:
+        with self._lock:
+            prompt = self._prepared.pop(item.prompt_id, None)
+        if prompt is not None and prompt.outputs == list(item.outputs_to_execute or prompt.outputs):
+            return prompt
+        return self.engine.prepare(item.prompt, item.outputs_to_execute or None)
 
     def notify(self) -> None:
         """Something was queued: wake up."""
@@ -169,7 +188,7 @@ class Worker:
         for m in messages.start():
             self._post(m, sid)
         try:
-            prompt = self.engine.prepare(item.prompt, item.outputs_to_execute or None)
+            prompt = self._prepared_for(item)
         except (ValidationReport, WorkflowFormatError, ValueError) as exc:
             self._finish(item, "error", {}, messages, self._invalid(messages, exc))
             return

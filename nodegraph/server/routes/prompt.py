@@ -107,6 +107,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         return json_error(429, "queue_full", str(exc), "wait for prompts to finish, then retry")
     except DuplicatePromptError as exc:
         return json_error(400, "duplicate_prompt_id", str(exc))
+    st.worker.remember(sub["prompt_id"], prepared)  # validated once: the run uses this, not a second validation
     st.worker.notify()
     broadcast_status(st)
     shown = int(number) if float(number).is_integer() else number
