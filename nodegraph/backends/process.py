@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..config import EngineConfig
 from ..context import InterruptFlag
-from ..events import EventBus, NodeFinished, NodesCached, NodeStarted, RunFailed, RunInterrupted
+from ..events import EventBus, RunFailed, RunInterrupted
 from ..executor import RunResult
 from ..validation import ValidatedPrompt
 from .ray_worker import RunSummary, WorkerActor, _worker_error
@@ -251,12 +251,7 @@ class ProcessBackend:
             if isinstance(item, RunSummary):
                 summary = item
                 continue
-            if isinstance(item, NodeStarted):
-                track.node_started(item.node_id, item.class_type)
-            elif isinstance(item, NodeFinished):
-                track.node_finished(item.node_id, item.cached)
-            elif isinstance(item, NodesCached):
-                track.cached = list(item.nodes)
+            track.observe(item)
             bus.emit(item)
         if summary is None:
             return self._lost(bus, run_id, track, interrupt, "its event stream ended without a result")

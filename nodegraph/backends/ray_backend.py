@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import EngineConfig
 from ..context import InterruptFlag
-from ..events import EventBus, NodeFinished, NodesCached, NodeStarted, RunFailed, RunInterrupted, RunRetried
+from ..events import EventBus, RunFailed, RunInterrupted, RunRetried
 from ..executor import RunResult, cache_keys
 from ..registry import Registry
 from ..validation import ValidatedPrompt
@@ -333,12 +333,7 @@ class RayBackend:
             if isinstance(item, Shipped):
                 renamed.update(store_files(self.config, list(item.files)))
                 item = replace(item.event, ui=rename_entries(item.event.ui, renamed))
-            if isinstance(item, NodeStarted):
-                track.node_started(item.node_id, item.class_type)
-            elif isinstance(item, NodeFinished):
-                track.node_finished(item.node_id, item.cached)
-            elif isinstance(item, NodesCached):
-                track.cached = list(item.nodes)
+            track.observe(item)
             bus.emit(item)
         if summary is None:
             raise WorkerLost("its event stream ended without a result")

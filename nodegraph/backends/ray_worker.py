@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ..config import EngineConfig
 from ..context import InterruptFlag
-from ..events import Event, EventBus, NodeFinished, RunFailed
+from ..events import EventBus, NodeFinished, RunFailed
 from .routing import WorkerInfo
 from .shipping import ShippedFile, collect_files
 

@@ -128,6 +128,17 @@ class RunTrack:
         if node_id in self.started:
             self.seconds[node_id] = time.monotonic() - self.started[node_id]
 
+    def observe(self, event: Any) -> None:
+        """Follow one event of the worker's stream (node started, finished, or the cached set)."""
+        from ..events import NodeFinished, NodesCached, NodeStarted
+
+        if isinstance(event, NodeStarted):
+            self.node_started(event.node_id, event.class_type)
+        elif isinstance(event, NodeFinished):
+            self.node_finished(event.node_id, event.cached)
+        elif isinstance(event, NodesCached):
+            self.cached = list(event.nodes)
+
     def remember(self, memory: KeyMemory, keys: dict[str, str], volatile: set[str]) -> None:
         """Record in a worker's memory what this attempt left in its cache."""
         for nid in self.cached:
