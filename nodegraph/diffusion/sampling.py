@@ -264,20 +264,13 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     unet = model.unet
     with devices.use(unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
-        batch, _, h, w = samples.shape
-        clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
-        noise = noise.to(device)
+        clean, noise, mask, conds, unconds = _on_device(model, positive, negative, latent, samples, noise, opts,
+                                                        device, dtype)
         t0 = all_ts[i0]
         if opts.add_noise:
             x = scheduler.add_noise(clean, noise, t0.reshape(1))
         else:
             x = clean / math.sqrt(1 + _sigma_vp(scheduler, t0) ** 2) if spec.space == "vp" else clean.clone()
-        mask = None
-        if latent.get("noise_mask") is not None:
-            mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
-        pixel_hw = (h * fmt.downscale, w * fmt.downscale)
-        conds = _conds(model, positive, batch, pixel_hw, device, dtype, "positive")
-        unconds = [] if opts.cfg == 1.0 else _conds(model, negative, batch, pixel_hw, device, dtype, "negative")
         count = i1 - i0
         for i in range(i0, i1):
             t = all_ts[i]
@@ -305,6 +298,22 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     return dict(out_latent, samples=result)
 
 
+def _on_device(model: DiffusionModel, positive: list, negative: list, latent: dict[str, Any], samples: Any, noise: Any,
+               opts: SamplingOptions, device: Any, dtype: Any) -> tuple[Any, Any, Any, list, list]:
+    """The sampling inputs on ``device``: scaled clean latents, noise, the resized noise mask (or None) and the
+    positive and negative conditionings (no negative at cfg 1)."""
+    fmt = model.latent
+    batch, _, h, w = samples.shape
+    clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
+    mask = None
+    if latent.get("noise_mask") is not None:
+        mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
+    pixel_hw = (h * fmt.downscale, w * fmt.downscale)
+    conds = _conds(model, positive, batch, pixel_hw, device, dtype, "positive")
+    unconds = [] if opts.cfg == 1.0 else _conds(model, negative, batch, pixel_hw, device, dtype, "negative")
+    return clean, noise.to(device), mask, conds, unconds
+
+
 def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent: dict[str, Any], samples: Any,
                    opts: SamplingOptions, devices: Any, callback: Callback | None, preview_every: int,
                    lora_library: Any, samplers: Any) -> Any:
@@ -326,16 +335,9 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
         else torch.zeros_like(samples)
     with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
-        batch, _, h, w = samples.shape
-        clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
-        noise = noise.to(device)
+        clean, noise, mask, conds, unconds = _on_device(model, positive, negative, latent, samples, noise, opts,
+                                                        device, dtype)
         x = clean + noise * float(sig[0])
-        mask = None
-        if latent.get("noise_mask") is not None:
-            mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
-        pixel_hw = (h * fmt.downscale, w * fmt.downscale)
-        conds = _conds(model, positive, batch, pixel_hw, device, dtype, "positive")
-        unconds = [] if opts.cfg == 1.0 else _conds(model, negative, batch, pixel_hw, device, dtype, "negative")
         denoiser = KDenoiser(model, conds, unconds, list(positive), opts.cfg, dtype, mask, clean)
 
         def step_done(step: int, count: int, x0: Any) -> None:
