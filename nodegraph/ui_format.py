@@ -1,8 +1,10 @@
 """Conversion of the editor's UI format (nodes and links arrays) to the API format, using the node catalogue.
 
-Handles what the ComfyUI editor saves: positional ``widgets_values`` in catalogue widget order (with the extra
-``control_after_generate`` value after seeds and the upload widget of image combos), widgets converted to inputs,
-Reroute and PrimitiveNode pass-throughs, muted (mode 2) and bypassed (mode 4) nodes, and frontend-only notes.
+Handles what the ComfyUI editor saves: positional ``widgets_values`` in catalogue widget order (the editor's extra
+``control_after_generate`` slot always follows a seed-like INT, whatever type its saved value has, and image combos
+carry an ``upload`` value), defaults for widgets older files lack, widgets converted to inputs, Reroute and
+PrimitiveNode pass-throughs, muted (mode 2) and bypassed (mode 4) nodes, frontend-only notes, and group nodes and
+subgraphs (flattened by ``nodegraph.ui_graph``).
 """
 
 from __future__ import annotations
@@ -11,101 +13,55 @@ from typing import Any
 
 from .inputs import ComboInput, IntInput
 from .registry import Registry
+from .ui_graph import MUTED, BYPASSED, Constant, FlatGraph
 from .workflow import WorkflowFormatError
 
-MUTED, BYPASSED = 2, 4
-FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "PrimitiveString", "Label"}
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label"}
 
 
-class _Graph:
-    """Index of a UI-format graph: nodes by id and links by id."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        nodes = data.get("nodes") or []
-        bad = next((n for n in nodes if not isinstance(n, dict) or not _is_id(n.get("id"))
-                    or not isinstance(n.get("type", ""), str)), None)
-        if bad is not None:
-            raise WorkflowFormatError(f"the editor workflow's 'nodes' must be objects with an integer 'id' and a "
-                                      f"string 'type'; got {str(bad)[:80]!r}")
-        if any(n.get("type", "").count("-") == 4 for n in nodes) and \
-                isinstance(data.get("definitions"), dict) and data["definitions"].get("subgraphs"):
-            raise WorkflowFormatError("this workflow uses subgraphs, which `nodegraph run` cannot flatten yet; "
-                                      "export it with 'Save (API Format)' from the editor")
-        self.nodes: dict[int, dict[str, Any]] = {int(n["id"]): n for n in nodes}
-        self.links: dict[int, tuple[int, int, int, int, str]] = {}
-        for link in data.get("links") or []:
-            try:
-                if isinstance(link, dict):  # newer serialisation
-                    link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
-                            link["target_slot"], link.get("type", "*")]
-                self.links[int(link[0])] = (int(link[1]), int(link[2]), int(link[3]), int(link[4]), str(link[5]))
-            except (KeyError, IndexError, TypeError, ValueError):
-                raise WorkflowFormatError("the editor workflow's 'links' must be [id, origin_id, origin_slot, "
-                                          f"target_id, target_slot, type]; got {str(link)[:80]!r}") from None
-
-    def source(self, link_id: Any) -> tuple[int, int] | Any | None:
-        """Follow a link through reroutes and bypassed nodes: (node id, slot), a PrimitiveNode's value, or None."""
-        seen: set[int] = set()
-        while _is_id(link_id) and int(link_id) in self.links and int(link_id) not in seen:
-            seen.add(int(link_id))
-            src_id, slot, _, _, link_type = self.links[int(link_id)]
-            src = self.nodes.get(src_id)
-            if src is None:
-                return None
-            kind, mode = src.get("type"), src.get("mode", 0)
-            if kind == "Reroute":
-                link_id = _dict((src.get("inputs") or [{}])[0]).get("link")
-                continue
-            if kind == "PrimitiveNode":
-                values = src.get("widgets_values") or []
-                return _Constant(values[0]) if isinstance(values, list) and values else None
-            if mode == MUTED:
-                return None
-            if mode == BYPASSED:  # pass through the first input of the same type
-                outputs = src.get("outputs") or []
-                out_type = _dict(outputs[slot] if 0 <= slot < len(outputs) else {}).get("type", link_type)
-                link_id = next((inp["link"] for inp in map(_dict, src.get("inputs") or [])
-                                if inp.get("link") is not None and inp.get("type") in (out_type, "*")), None)
-                continue
-            return (src_id, slot)
-        return None
+def _widget_slots(definition: Any) -> list[tuple[str | None, Any]]:
+    """The positional slots of a node's widgets_values: (input name, spec), or (None, None) for the editor's extra
+    control_after_generate and upload values."""
+    slots: list[tuple[str | None, Any]] = []
+    for name in definition.widget_names:
+        spec = definition.meta.inputs[name]
+        slots.append((name, spec))
+        if isinstance(spec, IntInput) and spec.control_after_generate:
+            slots.append((None, "control"))
+        elif isinstance(spec, ComboInput) and spec.image_upload:
+            slots.append((None, "upload"))
+    return slots
 
 
-def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-class _Constant:
-    """A value supplied by a PrimitiveNode."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
+def widget_count(definition: Any) -> int:
+    """How many widgets_values the editor saves for a node of this class."""
+    return len(_widget_slots(definition))
 
 
 def _widget_values(node: dict[str, Any], definition: Any) -> dict[str, Any]:
-    """Map positional widgets_values onto the catalogue's widget inputs."""
+    """Map positional widgets_values onto the catalogue's widget inputs; widgets without a saved value (older
+    files) take their input's default, as the editor does."""
     values = node.get("widgets_values")
-    if isinstance(values, dict):
-        return {k: v for k, v in values.items() if k in definition.meta.inputs}
-    values = list(values or [])
     out: dict[str, Any] = {}
-    i = 0
+    if isinstance(values, dict):
+        out = {k: v for k, v in values.items() if k in definition.meta.inputs}
+    else:
+        values = list(values or [])
+        i = 0
+        for name, spec in _widget_slots(definition):
+            if i >= len(values):
+                break
+            if name is None:
+                if spec == "upload" and values[i] not in ("image", None):
+                    continue  # an older file without the upload value
+                i += 1
+                continue
+            out[name] = values[i]
+            i += 1
     for name in definition.widget_names:
-        if i >= len(values):
-            break
-        out[name] = values[i]
-        i += 1
-        spec = definition.meta.inputs[name]
-        if isinstance(spec, IntInput) and spec.control_after_generate and i < len(values) \
-                and values[i] in CONTROL_VALUES:
-            i += 1
-        elif isinstance(spec, ComboInput) and spec.image_upload and i < len(values) and values[i] in ("image", None):
-            i += 1
+        default = getattr(definition.meta.inputs[name], "default", None)
+        if name not in out and default is not None:
+            out[name] = default
     return out
 
 
@@ -121,25 +77,34 @@ def ui_to_api(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
                                   "re-save it from the editor or send the API format") from None
 
 
+def _sort_key(node_id: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.lstrip("-").isdigit() else 0 for p in node_id.split(":"))
+
+
 def _convert(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
-    graph = _Graph(data)
+    def count(node: dict[str, Any]) -> int | None:
+        definition = registry.get(node.get("type", ""))
+        return widget_count(definition) if definition is not None else None
+
+    graph = FlatGraph(data, count)
     api: dict[str, Any] = {}
-    for node_id, node in sorted(graph.nodes.items()):
+    for node_id in sorted(graph.nodes, key=_sort_key):
+        node = graph.nodes[node_id]
         kind, mode = node.get("type", ""), node.get("mode", 0)
         if kind in FRONTEND_ONLY or mode in (MUTED, BYPASSED):
             continue
         definition = registry.get(kind)
         inputs: dict[str, Any] = _widget_values(node, definition) if definition else {}
         for inp in node.get("inputs") or []:
-            if inp.get("link") is None:
+            if inp.get("link") is None or not isinstance(inp.get("name"), str):
                 continue
             src = graph.source(inp["link"])
             if src is None:
                 inputs.pop(inp["name"], None)  # muted upstream: the input is missing, as in ComfyUI
-            elif isinstance(src, _Constant):
+            elif isinstance(src, Constant):
                 inputs[inp["name"]] = src.value
             else:
-                inputs[inp["name"]] = [str(src[0]), src[1]]
+                inputs[inp["name"]] = [src[0], src[1]]
         entry: dict[str, Any] = {"class_type": kind, "inputs": inputs}
         meta: dict[str, Any] = {}
         if node.get("title"):
@@ -149,7 +114,7 @@ def _convert(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
             meta["version"] = version
         if meta:
             entry["_meta"] = meta
-        api[str(node_id)] = entry
+        api[node_id] = entry
     if not api:
         raise WorkflowFormatError("the editor workflow has no runnable nodes (all muted, bypassed or notes)")
     return api
