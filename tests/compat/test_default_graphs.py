@@ -1,0 +1,94 @@
+"""The editor's own default graphs (ComfyUI 2023 and frontend 1.58.1) convert as ComfyUI converts them, and run."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodegraph.config import EngineConfig
+from nodegraph.engine import Engine
+from nodegraph.ui_format import ui_to_api
+from nodegraph.validation import ValidationReport
+
+GRAPHS = Path(__file__).parent / "default_graphs"
+EMBEDDED = "nodegraph-shapes-v1"
+
+
+def load(name: str) -> dict[str, Any]:
+    """A default graph from default_graphs/."""
+    return json.loads((GRAPHS / name).read_text(encoding="utf-8"))
+
+
+def set_widgets(ui: dict[str, Any], kind: str, values: list[Any]) -> None:
+    """Replace the widgets_values of every node of class ``kind``."""
+    for node in ui["nodes"]:
+        if node["type"] == kind:
+            node["widgets_values"] = values
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    """An engine on a fresh home: the embedded model is its only checkpoint."""
+    return Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
+
+
+def test_comfyui_2023_default_converts(engine):
+    api = ui_to_api(load("comfyui_2023.json"), engine.registry)
+    # The seed's control value was saved as the boolean true: it still takes the control slot.
+    assert api["3"]["inputs"] == {"seed": 8566257, "steps": 20, "cfg": 8, "sampler_name": "euler",
+                                  "scheduler": "normal", "denoise": 1, "model": ["4", 0], "positive": ["6", 0],
+                                  "negative": ["7", 0], "latent_image": ["5", 0]}
+    # SaveImage was saved without widgets_values: its input takes the default.
+    assert api["9"]["inputs"]["images"] == ["8", 0]
+    assert api["9"]["inputs"]["filename_prefix"] == engine.registry.get("SaveImage").meta.inputs[
+        "filename_prefix"].default
+    assert {k: v["class_type"] for k, v in api.items()} == {
+        "3": "KSampler", "4": "CheckpointLoaderSimple", "5": "EmptyLatentImage", "6": "CLIPTextEncode",
+        "7": "CLIPTextEncode", "8": "VAEDecode", "9": "SaveImage"}
+
+
+def test_comfyui_2023_default_validates_on_the_embedded_model(engine):
+    ui = load("comfyui_2023.json")
+    set_widgets(ui, "CheckpointLoaderSimple", [EMBEDDED])
+    prompt = engine.prepare(ui)
+    assert set(prompt.raw) == {"3", "4", "5", "6", "7", "8", "9"}
+
+
+@pytest.mark.slow
+def test_comfyui_2023_default_runs_on_the_embedded_model(engine):
+    ui = load("comfyui_2023.json")
+    set_widgets(ui, "CheckpointLoaderSimple", [EMBEDDED])
+    set_widgets(ui, "EmptyLatentImage", [64, 64, 1])  # small and quick; the graph is otherwise as shipped
+    set_widgets(ui, "KSampler", [8566257, True, 2, 8, "euler", "normal", 1])
+    result = engine.run(engine.prepare(ui))
+    assert not getattr(result, "error", None), result.error
+    (image,) = result.outputs["9"]["images"]
+    assert (engine.config.output_dir / image["filename"]).is_file()
+
+
+def test_frontend_default_converts(engine):
+    ui = load("frontend_1.58.1.json")
+    api = ui_to_api(copy.deepcopy(ui), engine.registry)
+    assert api["70"] == {"class_type": "KSampler", "inputs": {
+        "seed": 42, "steps": 8, "cfg": 1, "sampler_name": "res_multistep", "scheduler": "simple", "denoise": 1,
+        "model": ["69", 0], "positive": ["67", 0], "negative": ["71", 0], "latent_image": ["68", 0]}}
+    assert api["9"]["inputs"] == {"filename_prefix": "ComfyUI", "images": ["65", 0]}
+    assert api["65"]["inputs"] == {"samples": ["70", 0], "vae": ["63", 0]}
+    assert api["67"]["inputs"]["clip"] == ["62", 0] and api["71"]["inputs"]["clip"] == ["62", 0]
+    assert set(api) == {str(n["id"]) for n in ui["nodes"]}
+
+
+def test_frontend_default_fails_only_for_missing_classes_and_models(engine):
+    """The Z-Image graph needs classes and model files we may lack; its widget values are never misread."""
+    try:
+        engine.prepare(load("frontend_1.58.1.json"))
+    except ValidationReport as report:
+        for node_id, entry in report.node_errors.items():
+            for error in entry["errors"]:
+                name = error["extra_info"].get("input_name")
+                assert error["type"] == "missing_node_type" or (
+                    error["type"] == "value_not_in_list" and name in ("vae_name", "sampler_name")), (node_id, error)
