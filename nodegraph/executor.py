@@ -14,6 +14,7 @@ from .config import EngineConfig
 from .context import ExecutionContext, InterruptFlag, Interrupted, Services
 from .events import (Event, EventBus, NodeFinished, NodesCached, NodeStarted, RunFailed, RunFinished,
                      RunInterrupted, RunStarted)
+from .execution_lists import Traits, as_lists, element_calls, gather, has_list, list_output, merge_ui, own_key, traits_of
 from .node import NodeOutput
 from .validation import PlannedNode, ValidatedPrompt
 
@@ -93,6 +94,7 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache(config.cache_max_entries, config.cache_max_bytes)
         self.services = services if services is not None else Services()
         self._lock = threading.Lock()
+        self._trait_cache: dict[int, tuple[Any, Traits]] = {}
 
     def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
             run_id: str | None = None, extra_data: dict[str, Any] | None = None,
@@ -111,90 +113,227 @@ class Executor:
                 unsubscribe()
         return result
 
-    def _plan(self, prompt: ValidatedPrompt) -> tuple[dict[str, str], set[str], list[str], dict[str, Any]]:
-        """Keys, volatile nodes, the nodes to execute in order, and cache entries pinned for the rest."""
-        keys, volatile = cache_keys(prompt, self.config)
+    def _traits(self, definition: Any) -> Traits:
+        traits = self._trait_cache.get(id(definition))
+        if traits is None or traits[0] is not definition:
+            traits = self._trait_cache[id(definition)] = (definition, traits_of(definition))
+        return traits[1]
+
+    def _collect(self, st: "_RunState", targets: Any) -> tuple[list[str], list[str], list[str]]:
+        """Nodes to execute for ``targets`` in order (lazy links not followed), nodes taken from the cache, and the
+        sources of lazy links left for later."""
+        prompt = st.prompt
         execute: set[str] = set()
-        pinned: dict[str, Any] = {}
-        stack = list(prompt.outputs)
+        cached: set[str] = set()
+        deferred: list[str] = []
+        stack = list(targets)
         seen: set[str] = set()
+        values = st.values
         while stack:
             nid = stack.pop()
-            if nid in seen:
+            if nid in seen or nid in values:
                 continue
             seen.add(nid)
-            entry = None if nid in volatile else self.cache.get(keys[nid])
+            entry = None if nid in st.volatile else self.cache.get(st.keys[nid])
             if entry is not None:
-                pinned[nid] = entry
+                values[nid] = entry.outputs
+                cached.add(nid)
+                if nid in st.outputs and entry.ui is not None:
+                    st.result.outputs[nid] = entry.ui
+                continue
+            execute.add(nid)
+            node = prompt.nodes[nid]
+            lazy = self._traits(node.definition).lazy
+            if lazy:
+                for name, (src, _) in node.links.items():
+                    (deferred if name in lazy else stack).append(src)
             else:
-                execute.add(nid)
-                stack.extend(src for src, _ in prompt.nodes[nid].links.values())
+                stack.extend(src for src, _ in node.links.values())
         order = [nid for nid in prompt.order if nid in execute]
-        return keys, volatile, order, {nid: pinned[nid] for nid in prompt.order if nid in pinned}
+        hits = [nid for nid in prompt.order if nid in cached] if cached else []
+        st.result.cached.extend(hits)
+        return order, hits, [d for d in deferred if d not in seen]
 
     def _run(self, prompt: ValidatedPrompt, bus: EventBus, interrupt: InterruptFlag, result: RunResult,
              extra_data: dict[str, Any]) -> None:
         run_id = result.run_id
-        keys, volatile, order, pinned = self._plan(prompt)
-        outputs = set(prompt.outputs)
+        keys, volatile = cache_keys(prompt, self.config)
+        st = _RunState(prompt, keys, volatile, set(prompt.outputs), bus, interrupt, result, extra_data)
+        order, hits, deferred = self._collect(st, prompt.outputs)
         bus.emit(RunStarted(run_id, tuple(prompt.order)))
-        values: dict[str, tuple[Any, ...]] = {}
-        for nid, entry in pinned.items():
-            values[nid] = entry.outputs
-            result.cached.append(nid)
-            if nid in outputs and entry.ui is not None:
-                result.outputs[nid] = entry.ui
         executing = set(order)
-        skipped = tuple(nid for nid in prompt.order if nid not in executing)  # cached, or not needed again
+        later = _upstream(prompt, deferred, executing | set(hits)) if deferred else set()
+        skipped = tuple(nid for nid in prompt.order if nid not in executing and nid not in later)
         if skipped:
             bus.emit(NodesCached(run_id, skipped))
             for nid in result.cached:
                 if nid in result.outputs:
                     bus.emit(NodeFinished(run_id, nid, prompt.nodes[nid].definition.name, result.outputs[nid], True))
-
-        current: PlannedNode | None = None
-        kwargs: dict[str, Any] = {}
         try:
             for nid in order:
-                interrupt.check()
-                current = prompt.nodes[nid]
-                kwargs = dict(current.constants)
-                for name, (src, idx) in current.links.items():
-                    kwargs[name] = values[src][idx]
-                class_type = current.definition.name
-                bus.emit(NodeStarted(run_id, nid, class_type))
-                ctx = ExecutionContext(nid, class_type, run_id, self.config, self.services, bus, interrupt,
-                                       prompt.raw, extra_data, lambda: result.manifest)
-                out = current.definition.cls().execute(ctx, **kwargs)
-                vals, ui = (out.values, out.ui) if isinstance(out, NodeOutput) else (out, None)
-                vals = tuple(vals) if vals is not None else ()
-                expected = len(current.definition.meta.outputs)
-                if len(vals) != expected:
-                    raise TypeError(f"{class_type}.execute returned {len(vals)} value(s) but declares {expected} "
-                                    "output(s); return a tuple with one value per output")
-                values[nid] = vals
-                if nid not in volatile:
-                    self.cache.put(keys[nid], vals, ui)
-                result.executed.append(nid)
-                if ui is not None and nid in outputs:
-                    result.outputs[nid] = ui
-                bus.emit(NodeFinished(run_id, nid, class_type, ui))
+                self._execute(st, nid)
         except Interrupted:
+            current = st.current
             result.status = "interrupted"
             bus.emit(RunInterrupted(run_id, current.id if current else None,
                                     current.definition.name if current else None, tuple(result.executed)))
             return
         except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit from a node: its failure
+            current = st.current
             if current is None or (isinstance(exc, KeyboardInterrupt) and _is_terminal_interrupt()):
                 raise
             result.status = "error"
             result.error = RunFailed(
                 run_id, current.id, current.definition.name, type(exc).__name__, str(exc),
                 "".join(traceback.format_exception(exc)),
-                {k: _describe_value(v) for k, v in kwargs.items()}, tuple(result.executed))
+                {k: _describe_value(v) for k, v in st.kwargs.items()}, tuple(result.executed))
             bus.emit(result.error)
             return
         bus.emit(RunFinished(run_id, dict(result.outputs), tuple(result.executed)))
+
+    def _demand(self, st: "_RunState", sources: list[str]) -> None:
+        """Run (or take from the cache) what lazy inputs turned out to need."""
+        order, hits, _ = self._collect(st, sources)
+        if hits:
+            st.bus.emit(NodesCached(st.result.run_id, tuple(hits)))
+        for nid in order:
+            self._execute(st, nid)
+
+    def _execute(self, st: "_RunState", nid: str) -> None:
+        """Execute one node (once per list element when its inputs are lists), cache and report it."""
+        st.interrupt.check()
+        current = st.current = st.prompt.nodes[nid]
+        values = st.values
+        traits = self._traits(current.definition)
+        kwargs = st.kwargs = dict(current.constants)
+        class_type = current.definition.name
+        run_id = st.result.run_id
+        ctx = ExecutionContext(nid, class_type, run_id, self.config, self.services, st.bus, st.interrupt,
+                               st.prompt.raw, st.extra_data, lambda: st.result.manifest)
+        instance = current.definition.cls()
+        if traits.lazy:
+            self._resolve_lazy(st, current, traits, instance, ctx, kwargs)
+        else:
+            for name, (src, idx) in current.links.items():
+                kwargs[name] = values[src][idx]
+        st.current = current
+        st.bus.emit(NodeStarted(run_id, nid, class_type))
+        key = st.keys[nid]
+        if traits.input_is_list or has_list(kwargs):
+            vals, ui = self._run_lists(st, current, traits, instance, ctx, kwargs)
+        else:
+            vals, ui = self._call(current, instance, ctx, kwargs)
+            for o in traits.list_outputs:
+                vals = vals[:o] + (list_output(vals[o], key, o, class_type, current.definition.meta.outputs[o].type),
+                                   ) + vals[o + 1:]
+        values[nid] = vals
+        if nid not in st.volatile:
+            self.cache.put(key, vals, ui)
+        st.result.executed.append(nid)
+        if ui is not None and nid in st.outputs:
+            st.result.outputs[nid] = ui
+        st.bus.emit(NodeFinished(run_id, nid, class_type, ui))
+
+    @staticmethod
+    def _call(current: PlannedNode, instance: Any, ctx: ExecutionContext,
+              kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        out = instance.execute(ctx, **kwargs)
+        vals, ui = (out.values, out.ui) if isinstance(out, NodeOutput) else (out, None)
+        vals = tuple(vals) if vals is not None else ()
+        expected = len(current.definition.meta.outputs)
+        if len(vals) != expected:
+            raise TypeError(f"{current.definition.name}.execute returned {len(vals)} value(s) but declares "
+                            f"{expected} output(s); return a tuple with one value per output")
+        return vals, ui
+
+    def _run_lists(self, st: "_RunState", current: PlannedNode, traits: Traits, instance: Any,
+                   ctx: ExecutionContext, kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        """Run a node over list inputs: whole lists (INPUT_IS_LIST) or once per element, each element cached."""
+        key = st.keys[current.id]
+        meta = current.definition.meta
+        if traits.input_is_list:
+            vals, ui = self._call(current, instance, ctx, as_lists(kwargs))
+            calls = [(vals, key)]
+            uis = [ui]
+        else:
+            link_keys = {name: f"{st.keys[src]}/{idx}" for name, (src, idx) in current.links.items()}
+            plan = element_calls(kwargs, link_keys, own_key(current, self.config))
+            volatile = current.id in st.volatile
+            calls, uis = [], []
+            for i, (call, ekey) in enumerate(plan):
+                st.interrupt.check()
+                entry = None if volatile else self.cache.get(ekey)
+                if entry is not None:
+                    vals, ui = entry.outputs, entry.ui
+                else:
+                    st.kwargs = call
+                    vals, ui = self._call(current, instance, ctx, call)
+                    for o in traits.list_outputs:
+                        vals = vals[:o] + (list_output(vals[o], ekey, o, meta.name, meta.outputs[o].type),
+                                           ) + vals[o + 1:]
+                    if not volatile:
+                        self.cache.put(ekey, vals, ui)
+                calls.append((vals, ekey))
+                uis.append(ui)
+                ctx.progress(i + 1, len(plan))
+            st.kwargs = kwargs
+        if traits.input_is_list:
+            vals = calls[0][0]
+            fixed = tuple(list_output(v, key, o, meta.name, meta.outputs[o].type) if o in traits.list_outputs else v
+                          for o, v in enumerate(vals))
+            return fixed, uis[0]
+        return gather(calls, traits.list_outputs, len(meta.outputs), collapse=True), merge_ui(uis)
+
+    def _resolve_lazy(self, st: "_RunState", current: PlannedNode, traits: Traits, instance: Any,
+                      ctx: ExecutionContext, kwargs: dict[str, Any]) -> None:
+        """Fill the inputs, asking the node which lazy ones it needs and running only those branches."""
+        values = st.values
+        pending: dict[str, tuple[str, int]] = {}
+        for name, (src, idx) in current.links.items():
+            if name in traits.lazy and src not in values:
+                pending[name] = (src, idx)
+                kwargs[name] = None
+            else:
+                kwargs[name] = values[src][idx]
+        while pending:
+            needed = [n for n in instance.check_lazy_status(ctx, **kwargs) or () if n in pending]
+            if not needed:
+                break
+            self._demand(st, [pending[n][0] for n in needed])
+            st.current, st.kwargs = current, kwargs
+            for name in needed:
+                src, idx = pending.pop(name)
+                kwargs[name] = values[src][idx]
+
+
+@dataclass
+class _RunState:
+    """What one run's node executions share."""
+
+    prompt: ValidatedPrompt
+    keys: dict[str, str]
+    volatile: set[str]
+    outputs: set[str]
+    bus: EventBus
+    interrupt: InterruptFlag
+    result: RunResult
+    extra_data: dict[str, Any]
+    values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    current: PlannedNode | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _upstream(prompt: ValidatedPrompt, roots: list[str], stop: set[str]) -> set[str]:
+    """``roots`` and their ancestors, not crossing ``stop``: what lazy inputs may still run."""
+    found: set[str] = set()
+    stack = [r for r in roots if r not in stop]
+    while stack:
+        nid = stack.pop()
+        if nid in found:
+            continue
+        found.add(nid)
+        stack.extend(src for src, _ in prompt.nodes[nid].links.values() if src not in stop)
+    return found
 
 
 def _is_terminal_interrupt() -> bool:

@@ -42,6 +42,8 @@ class InputSpec(BaseModel):
     optional: bool = False
     tooltip: str | None = None
     force_input: bool = False
+    #: Lazy inputs are evaluated only when the node's ``check_lazy_status`` asks for them (ComfyUI's ``lazy``).
+    lazy: bool = False
 
     @property
     def is_widget(self) -> bool:
@@ -55,6 +57,8 @@ class InputSpec(BaseModel):
             out["tooltip"] = self.tooltip
         if self.force_input:
             out["forceInput"] = True
+        if self.lazy:
+            out["lazy"] = True
         return out
 
     def catalogue_entry(self, config: Any = None) -> list[Any]:
@@ -291,9 +295,9 @@ class Output(BaseModel):
 
 
 # Short constructors, so node declarations read like a catalogue page.
-def Link(type: str, *, optional: bool = False, tooltip: str | None = None) -> LinkInput:
-    """An input fed by another node's output of ``type``."""
-    return LinkInput(type=type, optional=optional, tooltip=tooltip)
+def Link(type: str, *, optional: bool = False, tooltip: str | None = None, lazy: bool = False) -> LinkInput:
+    """An input fed by another node's output of ``type``; ``lazy`` ones run only when ``check_lazy_status`` asks."""
+    return LinkInput(type=type, optional=optional, tooltip=tooltip, lazy=lazy)
 
 
 def Int(default: int = 0, *, min: int | None = None, max: int | None = None, step: int = 1, optional: bool = False,

@@ -23,6 +23,9 @@ class NodeOutput:
 
     values: tuple[Any, ...] = ()
     ui: dict[str, Any] | None = None
+    #: A subgraph (API format) to splice in and run; ``values`` then hold ``[node_id, output_index]`` references
+    #: into it (or plain values), ComfyUI's ``{"result": ..., "expand": graph}``.
+    expand: dict[str, Any] | None = None
 
 
 class NodeMeta(BaseModel):
@@ -74,10 +77,16 @@ class Node:
     DETERMINISTIC: ClassVar[bool] = True
     INPUTS: ClassVar[Mapping[str, InputSpec]] = {}
     OUTPUTS: ClassVar[tuple[Output, ...]] = ()
+    #: Take whole lists: every input arrives as a list (ComfyUI's INPUT_IS_LIST) and the node runs once.
+    INPUT_IS_LIST: ClassVar[bool] = False
 
     def execute(self, ctx: "ExecutionContext", **inputs: Any) -> tuple[Any, ...] | NodeOutput:
         """Do the node's work; inputs arrive as keyword arguments (optional ones only when given)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
+
+    def check_lazy_status(self, ctx: "ExecutionContext", **available: Any) -> list[str]:
+        """Names of lazy inputs still needed given the values so far (unevaluated ones are ``None``); default all."""
+        return [name for name, spec in self.INPUTS.items() if spec.lazy and available.get(name) is None]
 
     @classmethod
     def fingerprint(cls, config: Any, **constants: Any) -> Any:

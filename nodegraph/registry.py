@@ -32,6 +32,7 @@ ENTRY_POINT_GROUP = "nodegraph"
 #: core nodes.
 BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.conditioning", "nodes.sampling",
                  "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes")
+BUILTIN_PACKS += ("nodes.batches", "nodes.logic")  # lists and batches, lazy switches
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"

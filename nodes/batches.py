@@ -1,0 +1,118 @@
+"""Batch and list nodes (ComfyUI's names and inputs): split batches, join them, turn batches into lists and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodegraph.api import Int, Link, Node, Output, hookimpl, resample
+
+
+class RebatchImages(Node):
+    """Regroup a list of image batches into batches of ``batch_size`` (a list out: later nodes run per batch)."""
+
+    DISPLAY_NAME = "Rebatch Images"
+    CATEGORY = "image/batch"
+    INPUT_IS_LIST = True
+    INPUTS = {"images": Link("IMAGE"), "batch_size": Int(1, min=1, max=4096)}
+    OUTPUTS = (Output("IMAGE", is_list=True),)
+
+    def execute(self, ctx, images: list[Any], batch_size: list[int]):
+        import torch
+
+        size = batch_size[0]
+        singles = [batch[i:i + 1] for batch in images for i in range(batch.shape[0])]
+        out: list[Any] = []
+        for img in singles:
+            if out and out[-1].shape[0] < size and out[-1].shape[1:] == img.shape[1:]:
+                out[-1] = torch.cat((out[-1], img))
+            else:
+                out.append(img)
+        return (out,)
+
+
+class ImageFromBatch(Node):
+    """Take ``length`` images of a batch starting at ``batch_index``."""
+
+    DISPLAY_NAME = "Image From Batch"
+    CATEGORY = "image/batch"
+    INPUTS = {"image": Link("IMAGE"), "batch_index": Int(0, min=0, max=4095), "length": Int(1, min=1, max=4096)}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any, batch_index: int, length: int):
+        start = min(batch_index, image.shape[0] - 1)
+        return (image[start:start + min(length, image.shape[0] - start)].clone(),)
+
+
+class ImageBatch(Node):
+    """Join two image batches into one (the second is resized to the first's size when they differ)."""
+
+    DISPLAY_NAME = "Batch Images"
+    CATEGORY = "image"
+    INPUTS = {"image1": Link("IMAGE"), "image2": Link("IMAGE")}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image1: Any, image2: Any):
+        import torch
+
+        if image1.shape[1:3] != image2.shape[1:3]:
+            image2 = resample(image2.movedim(-1, 1), image1.shape[2], image1.shape[1], "bilinear",
+                              "center").movedim(1, -1)
+        return (torch.cat((image1, image2.to(image1.dtype))),)
+
+
+def _pick(value: Any, start: int, length: int, batch: int) -> Any:
+    """Rows ``start:start+length`` of a per-item tensor; tensors with one row (shared by the batch) stay whole."""
+    if getattr(value, "shape", None) is not None and value.shape[0] == batch:
+        return value[start:start + length].clone()
+    return value
+
+
+class LatentFromBatch(Node):
+    """Take ``length`` latents of a batch starting at ``batch_index`` (they keep their noise draws)."""
+
+    DISPLAY_NAME = "Latent From Batch"
+    CATEGORY = "latent/batch"
+    INPUTS = {"samples": Link("LATENT"), "batch_index": Int(0, min=0, max=63), "length": Int(1, min=1, max=64)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, samples: dict, batch_index: int, length: int):
+        batch = samples["samples"].shape[0]
+        start = min(batch_index, batch - 1)
+        length = min(length, batch - start)
+        out = dict(samples)
+        out["samples"] = samples["samples"][start:start + length].clone()
+        if "noise_mask" in samples:
+            out["noise_mask"] = _pick(samples["noise_mask"], start, length, batch)
+        indices = samples.get("batch_index") or list(range(batch))
+        out["batch_index"] = list(indices[start:start + length])
+        return (out,)
+
+
+class RepeatLatentBatch(Node):
+    """Repeat a latent batch ``amount`` times (each copy gets its own noise draws)."""
+
+    DISPLAY_NAME = "Repeat Latent Batch"
+    CATEGORY = "latent/batch"
+    INPUTS = {"samples": Link("LATENT"), "amount": Int(1, min=1, max=64)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, samples: dict, amount: int):
+        tensor = samples["samples"]
+        batch = tensor.shape[0]
+        out = dict(samples)
+        out["samples"] = tensor.repeat((amount,) + (1,) * (tensor.dim() - 1))
+        mask = samples.get("noise_mask")
+        if mask is not None and mask.shape[0] > 1:
+            if mask.shape[0] < batch:
+                mask = mask.repeat((batch // mask.shape[0] + 1,) + (1,) * (mask.dim() - 1))[:batch]
+            out["noise_mask"] = mask.repeat((amount,) + (1,) * (mask.dim() - 1))
+        indices = samples.get("batch_index") or list(range(batch))
+        offset = max(indices) - min(indices) + 1
+        out["batch_index"] = [i + k * offset for k in range(amount) for i in indices]
+        return (out,)
+
+
+@hookimpl
+def nodegraph_nodes():
+    """The batch and list nodes."""
+    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch]
