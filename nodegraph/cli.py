@@ -15,6 +15,8 @@ from .workflow import WorkflowFormatError
 
 EXIT_OK, EXIT_NODE_FAILURE, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
+#: ``serve --preview-method`` choices (server.settings.PREVIEW_METHODS, not imported: it would load aiohttp).
+PREVIEW_METHODS = ("none", "auto", "latent2rgb")
 
 
 def _ram_budget(text: str) -> int:
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_StrictParser)
 
-    run = sub.add_parser("run", help="run a workflow (.json in API or editor format, or a .png that carries one)")
+    run = sub.add_parser("run", help="run a workflow (.json in API or editor format, or a .png/.webp that carries "
+                         "one)")
     run.add_argument("workflow", type=Path)
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
                      help="override a constant input, e.g. --set 3.seed=42 (value parsed as JSON when it can be)")
@@ -108,9 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="if the queue database is damaged, move it aside (with a timestamp) and start a fresh "
                        "one holding every prompt that can still be read")
     serve.add_argument("--ray-address", default=None)
+    serve.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none",
+                       help="live sampling previews (binary WebSocket frames): none (default, as ComfyUI) sends them "
+                       "only to clients that ask, such as the editor; auto or latent2rgb sends them to every client")
     _common(serve)
 
-    inspect = sub.add_parser("inspect", help="show the workflow, manifest and parameters carried by a PNG")
+    inspect = sub.add_parser("inspect", help="show the workflow, manifest and parameters carried by a PNG or WEBP")
     inspect.add_argument("image", type=Path)
     _common(inspect)
 
@@ -182,6 +188,15 @@ class ProgressPrinter:
             self._bar = None
 
 
+def _read(engine: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Read a workflow file, saying on stderr what was read: (API JSON, the image's other entries, is an image)."""
+    from .workflow import read_workflow_file
+
+    loaded = read_workflow_file(path)
+    print(f"read {path}: {loaded.describe()}", file=sys.stderr)
+    return engine.to_api(loaded.data), loaded.extra, loaded.image
+
+
 def cmd_run(args: argparse.Namespace, config: EngineConfig) -> int:
     from .engine import Engine
     from .events import EventBus
@@ -190,8 +205,8 @@ def cmd_run(args: argparse.Namespace, config: EngineConfig) -> int:
     engine = Engine(config)
     config.ensure_dirs()
     try:
-        api, extra = engine.load_file(args.workflow)
-        if args.workflow.suffix.lower() == ".png":
+        api, extra, is_image = _read(engine, args.workflow)
+        if is_image:
             from .provenance import MANIFEST_CHUNK, compare_with_installation
 
             differences = compare_with_installation(extra.get(MANIFEST_CHUNK), engine)
@@ -250,7 +265,7 @@ def cmd_validate(args: argparse.Namespace, config: EngineConfig) -> int:
 
     engine = Engine(config)
     try:
-        api, _ = engine.load_file(args.workflow)
+        api, _, _ = _read(engine, args.workflow)
         prompt = engine.prepare(api)
     except ValidationReport as exc:
         print(exc.render(), file=sys.stderr)
@@ -290,11 +305,22 @@ def cmd_plugins(args: argparse.Namespace, config: EngineConfig) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: EngineConfig) -> int:
-    from .server.app import serve
+    import os
 
-    return serve(config, listen=args.listen, port=args.port, token=args.token,
-                 max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address,
-                 interrupt_grace_s=args.interrupt_grace, recover=args.recover)
+    from .server.app import serve
+    from .server.settings import PREVIEW_ENV
+
+    before = os.environ.get(PREVIEW_ENV)
+    os.environ[PREVIEW_ENV] = args.preview_method  # the default of the ServerSettings that serve() builds
+    try:
+        return serve(config, listen=args.listen, port=args.port, token=args.token,
+                     max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address,
+                     interrupt_grace_s=args.interrupt_grace, recover=args.recover)
+    finally:
+        if before is None:
+            os.environ.pop(PREVIEW_ENV, None)
+        else:
+            os.environ[PREVIEW_ENV] = before
 
 
 def cmd_inspect(args: argparse.Namespace, config: EngineConfig) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import EngineConfig, safe_join
-from .events import EventBus, NodeProgress
+from .events import EventBus, NodeImage, NodeProgress
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -145,6 +145,18 @@ class ExecutionContext:
         buf = io.BytesIO()
         pil.save(buf, format="JPEG", quality=85)
         self.progress(value, total, ("JPEG", buf.getvalue()))
+
+    def send_image(self, image: Any, fmt: str = "PNG") -> None:
+        """Send ``image`` (a Pillow image) whole to the client that submitted the run as a binary WebSocket frame."""
+        import io
+
+        fmt = fmt.upper()
+        buf = io.BytesIO()
+        if fmt == "PNG":
+            image.save(buf, format="PNG", compress_level=1)
+        else:
+            image.convert("RGB").save(buf, format="JPEG", quality=95)
+        self.bus.emit(NodeImage(self.run_id, self.node_id, fmt, buf.getvalue()))
 
 
 class Models:

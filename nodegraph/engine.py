@@ -20,7 +20,7 @@ from .validation import (
     Validator,
     node_count_error,
 )
-from .workflow import is_ui_format, load_json_or_png, parse_workflow
+from .workflow import is_ui_format, parse_workflow, read_workflow_file
 
 
 class Engine:
@@ -73,9 +73,10 @@ class Engine:
         return self.services.get(HashCache, lambda: HashCache(self.config.user_dir / "hashes.db"))
 
     def load_file(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Read a .json or .png workflow file: (API-format JSON, extra PNG chunks)."""
-        data, extra = load_json_or_png(path)
-        return self.to_api(data), extra
+        """Read a workflow file (.json in API or editor format, or a PNG/WEBP that carries one; see
+        ``read_workflow_file``): (API-format JSON, the image's other entries such as ``workflow``)."""
+        loaded = read_workflow_file(path)
+        return self.to_api(loaded.data), loaded.extra
 
     def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
             run_id: str | None = None, extra_data: dict[str, Any] | None = None,

@@ -49,6 +49,15 @@ class NodeProgress(Event):
 
 
 @dataclass(frozen=True)
+class NodeImage(Event):
+    """A node sent an image whole to the submitting client (SaveImageWebsocket): never dropped nor coalesced."""
+
+    node_id: str = ""
+    format: str = "PNG"
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
 class NodeFinished(Event):
     """A node finished; ``ui`` is its UI payload (e.g. saved images) or None."""
 

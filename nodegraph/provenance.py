@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .validation import ValidatedPrompt
-from .workflow import load_json_or_png
+from .workflow import WorkflowFormatError, is_ui_format, read_workflow_file
 
 MANIFEST_CHUNK = "nodegraph"
 MANIFEST_VERSION = 1
@@ -152,11 +152,20 @@ _PARAMS = ("seed", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "d
 
 
 def inspect_image(path: Path) -> str:
-    """A readable summary of a PNG's workflow, manifest and generation parameters."""
-    api, extra = load_json_or_png(path)
+    """A readable summary of the workflow, manifest and generation parameters a PNG or WEBP carries."""
+    loaded = read_workflow_file(path)
+    api, extra = loaded.data, loaded.extra
+    if is_ui_format(api):  # only the editor's graph: list its nodes (``nodegraph run`` converts it)
+        api = {str(n.get("id")): {"class_type": n.get("type"), "inputs": {}} for n in api["nodes"]
+               if isinstance(n, dict)}
+    if not isinstance(api, dict):
+        raise WorkflowFormatError(f"{path} carries no workflow object (its {loaded.source} holds a "
+                                  f"{type(api).__name__})")
     manifest = extra.get(MANIFEST_CHUNK)
-    lines = [f"{path}", "", "workflow:"]
+    lines = [f"{path} (read: {loaded.describe()})", "", "workflow:"]
     for nid, node in sorted(api.items(), key=lambda kv: (len(kv[0]), kv[0])):
+        if not isinstance(node, dict):
+            continue
         version = ((manifest or {}).get("nodes", {}).get(nid, {}) or {}).get("version") \
             or (node.get("_meta") or {}).get("version") or "?"
         lines.append(f"  {nid:>4} {node.get('class_type')} {version}")

@@ -31,7 +31,7 @@ ENTRY_POINT_GROUP = "nodegraph"
 #: tool's); a pack keeps the plugin name ``nodes.<pack>``, which is also the ``python_module`` the editor groups as
 #: core nodes.
 BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.conditioning", "nodes.sampling",
-                 "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes")
+                 "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes", "nodes.api_nodes")
 BUILTIN_PACKS += ("nodes.batches", "nodes.logic")  # lists and batches, lazy switches
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).

@@ -10,6 +10,7 @@ from typing import Any
 import networkx as nx
 
 from .inputs import ConstantError, LinkInput
+from .known_classes import provider_of
 from .limits import Limits, limits_of, pixel_problems
 from .node import NodeDef
 from .registry import Registry
@@ -264,9 +265,11 @@ class _NodeChecker:
         definition = self.registry.get(node.class_type)
         if definition is None:
             close = self.suggest(node.class_type)
+            provider = provider_of(node.class_type)
             errs.append(NodeError(
-                "missing_node_type", f"node type {_short(node.class_type)!r} is not installed",
-                f"did you mean {', '.join(close)}?" if close else
+                "missing_node_type", f"node type {_short(node.class_type)!r} is not installed"
+                + (f"; it comes from {provider}" if provider else ""),
+                f"did you mean {', '.join(close)}?" if close and not provider else
                 "install the plugin that provides it (see `nodegraph plugins`) or remove the node"))
             return None
         inputs = dict(node.inputs)

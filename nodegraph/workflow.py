@@ -1,7 +1,10 @@
-"""The workflow format: ComfyUI's API JSON parsed with pydantic; loading from .json files and PNG text chunks."""
+"""The workflow format: ComfyUI's API JSON parsed with pydantic; loading from .json files, PNG text chunks and the
+EXIF of WEBP images."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,23 +99,92 @@ def read_png_chunks(path: Path) -> dict[str, str]:
         return {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
 
 
-def load_json_or_png(path: Path) -> tuple[Any, dict[str, Any]]:
-    """Read a workflow file: returns (decoded JSON, extra) where extra holds PNG chunks such as ``workflow``."""
-    path = Path(path)
-    if not path.exists():
-        raise WorkflowFormatError(f"{path} does not exist")
-    if path.suffix.lower() == ".png":
-        chunks = read_png_chunks(path)
-        if "prompt" not in chunks:
-            raise WorkflowFormatError(f"{path} carries no 'prompt' text chunk; was it saved by SaveImage?")
-        extra = {k: _maybe_json(v) for k, v in chunks.items() if k != "prompt"}
-        text = chunks["prompt"]
-    else:
-        text, extra = path.read_text(encoding="utf-8"), {}
+#: EXIF tags ComfyUI writes ``key:json`` strings to (SaveAnimatedWEBP: ``prompt`` in Model 0x0110, the extra PNG
+#: info, e.g. ``workflow``, from Make 0x010f downwards); a few savers of custom packs use these others.
+EXIF_TEXT_TAGS = tuple(range(0x0110, 0x0100, -1)) + (0x8298, 0x9286)
+_EXIF_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}):")
+
+
+def read_image_text(path: Path) -> tuple[str, dict[str, str]]:
+    """An image's format and the workflow text it carries: PNG text chunks, or the ``key:json`` strings ComfyUI
+    writes into the EXIF of WEBP (and other EXIF-carrying) images."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        return jsonsafe.loads(text), extra
+        with Image.open(path) as img:
+            fmt = (img.format or "image").upper()
+            if fmt == "PNG":
+                img.load()
+                return fmt, {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
+            exif = img.getexif()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise WorkflowFormatError(f"{path} is neither JSON nor an image Pillow can read ({exc})") from None
+    texts: dict[str, str] = {}
+    for tag in EXIF_TEXT_TAGS:
+        value = exif.get(tag)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace").lstrip("\0")
+        if isinstance(value, str) and (m := _EXIF_KEY.match(value)) and m.group(1) not in texts:
+            texts[m.group(1)] = value[m.end():].rstrip("\0")
+    return fmt, texts
+
+
+@dataclass
+class WorkflowFile:
+    """A workflow read from a file: the decoded JSON, the image's other entries, and where it was found."""
+
+    data: Any
+    extra: dict[str, Any]
+    #: ``JSON``, ``PNG prompt chunk``, ``WEBP EXIF prompt``, ``PNG workflow chunk``, …
+    source: str
+    #: Whether the file is an image (its ``extra`` may carry a provenance manifest).
+    image: bool = False
+
+    def describe(self) -> str:
+        """What was read, e.g. ``PNG prompt chunk, API format`` or ``editor format (converted)``."""
+        kind = "editor format (converted)" if is_ui_format(self.data) else "API format"
+        return kind if self.source == "JSON" else f"{self.source}, {kind}"
+
+
+def read_workflow_file(path: Path) -> WorkflowFile:
+    """Read a workflow from a .json file (API or editor format) or an image that carries one: a PNG's ``prompt``
+    text chunk (else its ``workflow``), or the ``prompt:``/``workflow:`` EXIF strings of a WEBP as ComfyUI writes
+    them. Raises WorkflowFormatError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowFormatError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    with open(path, "rb") as fh:
+        head = fh.read(64).lstrip()
+    if head[:1] in (b"{", b"[") or head.startswith(b"\xef\xbb\xbf") or not head:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise WorkflowFormatError(f"{path} is not UTF-8 JSON: {exc}") from None
+        return WorkflowFile(_decode(path, text, "JSON"), {}, "JSON")
+    fmt, texts = read_image_text(path)
+    where = "chunk" if fmt == "PNG" else "EXIF"
+    key = "prompt" if "prompt" in texts else "workflow" if "workflow" in texts else None
+    if key is None:
+        raise WorkflowFormatError(f"{path} is a {fmt} image that carries no workflow (no 'prompt' or 'workflow' "
+                                  f"{'text chunk' if fmt == 'PNG' else 'EXIF entry'}); was it saved by SaveImage "
+                                  "or SaveAnimatedWEBP?")
+    extra = {k: _maybe_json(v) for k, v in texts.items() if k != key}
+    source = f"{fmt} {key} {where}" if fmt == "PNG" else f"{fmt} {where} {key}"
+    return WorkflowFile(_decode(path, texts[key], source), extra, source, image=True)
+
+
+def load_json_or_png(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Read a workflow file (see ``read_workflow_file``): (decoded JSON, the image's other entries, e.g. ``workflow``)."""
+    loaded = read_workflow_file(path)
+    return loaded.data, loaded.extra
+
+
+def _decode(path: Path, text: str, source: str) -> Any:
+    try:
+        return jsonsafe.loads(text)
     except ValueError as exc:
-        raise WorkflowFormatError(f"{path} is not valid JSON: {exc}") from None
+        what = "" if source == "JSON" else f" (its {source})"
+        raise WorkflowFormatError(f"{path}{what} is not valid JSON: {exc}") from None
 
 
 def _maybe_json(text: str) -> Any:

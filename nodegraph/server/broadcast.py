@@ -43,13 +43,15 @@ class Outgoing:
 
     ``key``: a pending message with the same key is superseded by this one (None: never coalesced).
     ``replaces``: further keys whose pending messages this one makes moot (``executing`` ends the previews of the
-    node before). ``droppable``: may be evicted when the client's queue is over its byte bound.
+    node before). ``droppable``: may be evicted when the client's queue is over its byte bound. ``preview``: a live
+    preview, sent only to connections that want previews (``Connection.previews``).
     """
 
     data: str | bytes
     droppable: bool = False
     key: Hashable | None = None
     replaces: tuple[Hashable, ...] = ()
+    preview: bool = False
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +163,8 @@ class Connection:
     transport: asyncio.BaseTransport | None = None
     task: asyncio.Task | None = None
     closed_because: str | None = None
+    #: Whether live previews go to this socket (the server's --preview-method, or the client asked for them).
+    previews: bool = True
 
     @property
     def stats(self) -> QueueStats:
@@ -188,9 +192,9 @@ class Broadcaster:
 
     def attach(self, sid: str, ws: web.WebSocketResponse, *, buffer_bytes: int = DEFAULT_BUFFER_BYTES,
                stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-               transport: asyncio.BaseTransport | None = None) -> Connection:
-        """Register a prepared socket under ``sid`` and start its sender."""
-        conn = Connection(sid, ws, SendQueue(buffer_bytes), stall_timeout, transport)
+               transport: asyncio.BaseTransport | None = None, previews: bool = True) -> Connection:
+        """Register a prepared socket under ``sid`` and start its sender (``previews``: send it live previews)."""
+        conn = Connection(sid, ws, SendQueue(buffer_bytes), stall_timeout, transport, previews=previews)
         conn.task = asyncio.create_task(self._sender(conn), name=f"ws-sender-{sid}")
         self._clients.setdefault(sid, set()).add(conn)
         return conn
@@ -208,6 +212,8 @@ class Broadcaster:
     def send(self, message: Outgoing, sid: str | None = None) -> None:
         """Queue ``message`` for client ``sid`` (all clients when None)."""
         for conn in self.connections(sid):
+            if message.preview and not conn.previews:
+                continue
             if not conn.queue.put(message):
                 mib = conn.queue.limit_bytes / MB
                 self._drop_client(conn, f"more than {mib:g} MiB of messages it must receive are unsent (it reads "

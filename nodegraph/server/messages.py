@@ -11,8 +11,8 @@ import struct
 import time
 from typing import Any
 
-from ..events import (Event, NodeFinished, NodeProgress, NodesCached, NodeStarted, RunFailed, RunInterrupted,
-                      RunRetried, RunStarted)
+from ..events import (Event, NodeFinished, NodeImage, NodeProgress, NodesCached, NodeStarted, RunFailed,
+                      RunInterrupted, RunRetried, RunStarted)
 from .broadcast import Outgoing
 
 #: Binary frame event types.
@@ -39,9 +39,18 @@ def status_message(queue_remaining: int, sid: str | None = None) -> Outgoing:
 
 
 def preview_frame(fmt: str, image: bytes) -> Outgoing:
-    """A binary preview: uint32 BE event type 1, uint32 BE format (1 JPEG, 2 PNG), then the image bytes."""
+    """A binary preview: uint32 BE event type 1, uint32 BE format (1 JPEG, 2 PNG), then the image bytes.
+
+    Sent only to clients that want previews (see ``Connection.previews``); droppable and coalesced.
+    """
     return Outgoing(struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(fmt.upper(), 2)) + image, droppable=True,
-                    key=PREVIEW_KEY)
+                    key=PREVIEW_KEY, preview=True)
+
+
+def image_frame(fmt: str, image: bytes) -> Outgoing:
+    """An image a node sent whole (SaveImageWebsocket): the preview frame layout, but never dropped nor coalesced
+    and sent whatever the client's preview choice."""
+    return Outgoing(struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(fmt.upper(), 2)) + image)
 
 
 def executing(node: str | None, prompt_id: str) -> Outgoing:
@@ -103,6 +112,8 @@ class RunMessages:
             out.append(progress(event.value, event.max, event.node_id, pid))
             if event.preview is not None:
                 out.append(preview_frame(*event.preview))
+        elif isinstance(event, NodeImage):
+            out.append(image_frame(event.format, event.data))
         elif isinstance(event, NodeFinished) and event.ui is not None:
             out.append(Outgoing.json("executed", {"node": event.node_id, "display_node": event.node_id,
                                                   "output": event.ui, "prompt_id": pid}))

@@ -8,6 +8,12 @@ import secrets
 from dataclasses import dataclass, field
 
 TOKEN_ENV = "NODEGRAPH_TOKEN"
+#: The default of ``ServerSettings.preview_method`` (``nodegraph serve --preview-method`` sets it; default none).
+PREVIEW_ENV = "NODEGRAPH_PREVIEW_METHOD"
+#: Live sampling previews: ``none`` (ComfyUI's default, and ``nodegraph serve``'s) sends them only to clients that
+#: ask for them (the editor, whose ``feature_flags`` announce ``supports_preview_metadata``); ``auto``/``latent2rgb``
+#: send them to every client (the default for ``create_app`` callers, as before the flag existed).
+PREVIEW_METHODS = ("none", "auto", "latent2rgb")
 MB = 1024 * 1024
 #: Shortest auth token accepted from the command line or the environment.
 MIN_TOKEN_LENGTH = 16
@@ -53,6 +59,8 @@ class ServerSettings:
     worker_process: bool = False
     #: Seconds a node may ignore an interrupt before its worker process is ended (with ``worker_process``).
     interrupt_grace_s: float = 10.0
+    #: One of PREVIEW_METHODS; default ``$NODEGRAPH_PREVIEW_METHOD``, else ``auto`` (``nodegraph serve``: ``none``).
+    preview_method: str = field(default_factory=lambda: os.environ.get(PREVIEW_ENV) or "auto")
 
     def __post_init__(self) -> None:
         if not is_loopback(self.listen) and not self.token:
@@ -64,6 +72,9 @@ class ServerSettings:
             raise ValueError(f"ws_buffer_bytes={self.ws_buffer_bytes!r}: give a positive byte count, e.g. 32 MiB")
         if not self.interrupt_grace_s >= 0:
             raise ValueError(f"interrupt_grace_s={self.interrupt_grace_s!r}: give zero or more seconds, e.g. 10")
+        if self.preview_method not in PREVIEW_METHODS:
+            raise ValueError(f"preview_method={self.preview_method!r}: use one of {', '.join(PREVIEW_METHODS)} "
+                             f"(from --preview-method or ${PREVIEW_ENV})")
         self.argv = redact_argv(self.argv, [self.token] if self.token else [])
 
 

@@ -79,11 +79,18 @@ async def test_round_trip_message_sequence_history_and_view(client):
     await ws.close()
 
 
-async def test_progress_preview_frames_and_other_clients(client):
+async def test_progress_preview_frames_and_other_clients(make_client, engine):
+    # Previews go only to clients that ask, as the editor's feature_flags do (ComfyUI's default --preview-method none,
+    # nodegraph serve's too, sends API clients none: a client that takes every binary frame for a result must not
+    # get previews).
+    client = await make_client(engine, preview_method="none")
     alice = await client.ws_connect("/ws?clientId=alice")
     bob = await client.ws_connect("/api/ws?clientId=bob")
     await alice.receive_json(timeout=5)
     await bob.receive_json(timeout=5)
+    await alice.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+    flags = await alice.receive_json(timeout=5)  # the server answers with its own flags, as ComfyUI does
+    assert flags["type"] == "feature_flags" and flags["data"]["supports_preview_metadata"] is False
     pid = await submit(client, slow(steps=3, step_ms=5, preview=True, tag="p"), client_id="alice")
     msgs = await receive_until_done(alice, pid)
     progress = [m["data"] for m in msgs if isinstance(m, dict) and m["type"] == "progress"]
@@ -91,6 +98,11 @@ async def test_progress_preview_frames_and_other_clients(client):
     frames = [m for m in msgs if isinstance(m, bytes)]
     assert len(frames) == 3
     assert struct.unpack(">II", frames[0][:8]) == (1, 2) and frames[0][8:12] == b"\x89PNG"
+    # An API client that sent no feature flags gets the progress messages but no preview frames.
+    pid = await submit(client, slow(steps=3, step_ms=5, preview=True, tag="q"), client_id="bob")
+    msgs = await receive_until_done(bob, pid)
+    assert kinds(msgs).count("progress") == 3 and "binary" not in kinds(msgs)
+    pid = await submit(client, slow(steps=3, step_ms=5, preview=True, tag="p2"), client_id="alice")
     # Bob sees the status broadcasts but none of alice's prompt events.
     seen = []
     while True:
@@ -99,8 +111,27 @@ async def test_progress_preview_frames_and_other_clients(client):
         except asyncio.TimeoutError:
             break
     assert seen and {m["type"] for m in seen} == {"status"}
+    assert "binary" in kinds(await receive_until_done(alice, pid))
     await alice.close()
     await bob.close()
+
+
+@pytest.mark.parametrize("method", ["none", "auto", "latent2rgb", None])
+async def test_preview_method_sends_previews_to_every_client_unless_none(make_client, engine, method):
+    client = await make_client(engine, **({"preview_method": method} if method else {}))  # None: create_app's auto
+    ws = await client.ws_connect("/ws?clientId=api")
+    await ws.receive_json(timeout=5)
+    pid = await submit(client, slow(steps=2, step_ms=5, preview=True, tag=str(method)), client_id="api")
+    frames = [m for m in await receive_until_done(ws, pid) if isinstance(m, bytes)]
+    assert len(frames) == (0 if method == "none" else 2)
+    await ws.close()
+
+
+async def test_preview_method_is_checked():
+    from nodegraph.server import ServerSettings
+
+    with pytest.raises(ValueError, match="preview_method='taesd': use one of none, auto, latent2rgb"):
+        ServerSettings(preview_method="taesd")
 
 
 async def test_execution_error_is_reported_and_recorded(client):

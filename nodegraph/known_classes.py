@@ -1,0 +1,50 @@
+"""Where node classes we lack come from: ComfyUI model families not yet supported, and well-known custom-node packs.
+
+Used by validation to say, for an unknown ``class_type``, which plugin or model family provides it.
+"""
+
+from __future__ import annotations
+
+_SPLIT_LOADERS = "Flux/SD3-family split loaders (not yet supported: issue #15)"
+_FLUX_SD3 = "Flux/SD3/AuraFlow-family models (not yet supported: issue #15)"
+_CUSTOM_SAMPLING = "ComfyUI's custom sampling nodes (comfy_extras/nodes_custom_sampler; not yet supported)"
+_VIDEO = "video (ComfyUI's video nodes; not yet supported: issue #16)"
+
+#: class_type → who provides it.
+KNOWN_CLASSES: dict[str, str] = {
+    **dict.fromkeys(("UNETLoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCLIPLoader"),
+                    _SPLIT_LOADERS),
+    **dict.fromkeys(("ModelSamplingSD3", "ModelSamplingFlux", "ModelSamplingAuraFlow", "EmptySD3LatentImage",
+                     "FluxGuidance", "CLIPTextEncodeFlux", "CLIPTextEncodeSD3"), _FLUX_SD3),
+    **dict.fromkeys(("SamplerCustom", "SamplerCustomAdvanced", "KSamplerSelect", "BasicScheduler", "BasicGuider",
+                     "CFGGuider", "RandomNoise", "DisableNoise"), _CUSTOM_SAMPLING),
+    **dict.fromkeys(("SaveVideo", "CreateVideo", "GetVideoComponents", "LoadVideo", "SaveWEBM", "SaveAnimatedWEBP",
+                     "SaveAnimatedPNG"), _VIDEO),
+    **dict.fromkeys(("FaceDetailer", "DetailerForEach", "UltralyticsDetectorProvider", "SAMLoader",
+                     "ImpactWildcardProcessor", "BboxDetectorSEGS", "SEGSDetailer"),
+                    "the custom-node pack ComfyUI-Impact-Pack"),
+    **dict.fromkeys(("IPAdapterModelLoader", "IPAdapterUnifiedLoader", "IPAdapterAdvanced", "IPAdapter",
+                     "IPAdapterFaceID", "IPAdapterEncoder"), "the custom-node pack ComfyUI_IPAdapter_plus"),
+    **dict.fromkeys(("Image Save", "Text Multiline", "Text Concatenate", "Image Resize", "Number to Int",
+                     "CLIPTextEncode (NSP)"), "the custom-node pack was-node-suite-comfyui"),
+    **dict.fromkeys(("Power Lora Loader (rgthree)", "Seed (rgthree)", "Context (rgthree)", "Fast Groups Muter "
+                     "(rgthree)", "Image Comparer (rgthree)", "Display Any (rgthree)"),
+                    "the custom-node pack rgthree-comfy"),
+    **dict.fromkeys(("VHS_VideoCombine", "VHS_LoadVideo", "VHS_LoadVideoPath", "VHS_LoadImagesPath",
+                     "VHS_SplitImages"), "the custom-node pack ComfyUI-VideoHelperSuite"),
+    **dict.fromkeys(("CannyEdgePreprocessor", "DWPreprocessor", "OpenposePreprocessor", "DepthAnythingPreprocessor",
+                     "LineArtPreprocessor", "Zoe-DepthMapPreprocessor", "AIO_Preprocessor", "MiDaS-DepthMapPreprocessor"),
+                    "the custom-node pack comfyui_controlnet_aux"),
+}
+
+
+def provider_of(class_type: str) -> str | None:
+    """Who provides ``class_type`` (a model family or a custom-node pack), or None when we do not know."""
+    known = KNOWN_CLASSES.get(class_type)
+    if known is not None:
+        return known
+    if class_type.startswith("VHS_"):
+        return KNOWN_CLASSES["VHS_VideoCombine"]
+    if class_type.endswith("(rgthree)"):
+        return KNOWN_CLASSES["Seed (rgthree)"]
+    return None
