@@ -66,3 +66,128 @@ def test_muted_upstream_leaves_input_missing(engine):
 def test_nothing_runnable(engine):
     with pytest.raises(WorkflowFormatError, match="no runnable nodes"):
         ui_to_api({"nodes": [node(1, "Note", ["x"])], "links": []}, engine.registry)
+
+
+def out(type_, links):
+    return {"name": type_, "type": type_, "links": list(links)}
+
+
+def test_control_slot_follows_a_seed_whatever_its_saved_type(engine):
+    for control in (True, False, None, "fixed", 0):
+        ui = {"nodes": [node(1, "SeedPlus", [41, control, 3], outputs=[out("INT", [1])]),
+                        node(2, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 1}])],
+              "links": [[1, 1, 0, 2, 0, "INT"]]}
+        assert ui_to_api(ui, engine.registry)["1"]["inputs"] == {"seed": 41, "offset": 3}, control
+
+
+def test_missing_widget_values_take_defaults(engine):
+    saved = node(1, "IntMath", outputs=[out("INT", [1])])
+    del saved["widgets_values"]  # saved before the node had widgets, or by a template without them
+    ui = {"nodes": [saved, node(2, "SeedPlus", [9], outputs=[out("INT", [])]),
+                    node(3, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 1}])],
+          "links": [[1, 1, 0, 3, 0, "INT"]]}
+    api = ui_to_api(ui, engine.registry)
+    assert api["1"]["inputs"] == {"a": 0, "b": 0, "operation": "add"}
+    assert api["2"]["inputs"] == {"seed": 9, "offset": 0}
+    assert engine.run(engine.prepare(ui)).outputs == {"3": {"text": ["0"]}}
+
+
+def test_widget_inputs_of_the_newer_form_and_upload_values(engine):
+    ui = {"nodes": [node(1, "IntMath", [2, 3, "multiply"], outputs=[out("INT", [1])],
+                         inputs=[{"name": "a", "type": "INT", "widget": {"name": "a"}, "link": None},
+                                 {"name": "b", "type": "INT", "widget": {"name": "b"}, "link": None}]),
+                    node(2, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 1}]),
+                    node(3, "LoadImage", ["cat.png", "image"], outputs=[out("IMAGE", []), out("MASK", [])])],
+          "links": [[1, 1, 0, 2, 0, "INT"]]}
+    api = ui_to_api(ui, engine.registry)
+    assert api["1"]["inputs"] == {"a": 2, "b": 3, "operation": "multiply"}
+    assert api["3"]["inputs"] == {"image": "cat.png"}  # the editor's upload value is not an input
+
+
+def test_primitive_string_is_a_backend_node(engine):
+    ui = {"nodes": [node(17, "PrimitiveString", ["hello"], outputs=[out("STRING", [1])]),
+                    node(18, "StringConcatenate", ["ignored", " world", ""], outputs=[out("STRING", [2])],
+                         inputs=[{"name": "string_a", "type": "STRING", "widget": {"name": "string_a"}, "link": 1}]),
+                    node(19, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 2}])],
+          "links": [[1, 17, 0, 18, 0, "STRING"], [2, 18, 0, 19, 0, "STRING"]]}
+    api = ui_to_api(ui, engine.registry)
+    assert api["17"] == {"class_type": "PrimitiveString", "inputs": {"value": "hello"}}
+    assert api["18"]["inputs"]["string_a"] == ["17", 0]
+    assert engine.run(engine.prepare(ui)).outputs == {"19": {"text": ["hello world"]}}
+
+
+def test_bypassed_node_passes_the_input_of_its_output_type(engine):
+    ui = {"nodes": [node(1, "PrimitiveString", ["s"], outputs=[out("STRING", [1])]),
+                    node(2, "Const", [7], outputs=[out("INT", [2])]),
+                    node(3, "AddOne", mode=4, outputs=[out("INT", [3])],
+                         inputs=[{"name": "s", "type": "STRING", "link": 1}, {"name": "x", "type": "INT", "link": 2}]),
+                    node(4, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 3}])],
+          "links": [[1, 1, 0, 3, 0, "STRING"], [2, 2, 0, 3, 1, "INT"], [3, 3, 0, 4, 0, "INT"]]}
+    assert ui_to_api(ui, engine.registry)["4"]["inputs"] == {"value": ["2", 0]}
+
+
+GROUP = {"nodes": [
+    {"index": 0, "type": "SeedPlus", "widgets_values": [0, "fixed", 0], "outputs": [out("INT", [])]},
+    {"index": 1, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": None}], "outputs": [out("*", [])]},
+    {"index": 2, "type": "Add", "inputs": [{"name": "a", "type": "INT", "link": None},
+                                           {"name": "b", "type": "INT", "link": None}], "outputs": [out("INT", [])]}],
+    "links": [[None, 0, 1, 0, 9, "INT"], [0, 0, 2, 0, 1, "INT"], [1, 0, 2, 1, 1, "INT"]], "external": []}
+
+
+def test_group_node_expands_from_the_files_definitions(engine):
+    ui = {"nodes": [node(4, "Const", [5], outputs=[out("INT", [7])]),
+                    node(5, "workflow>Pair", [10, "randomize", 2], inputs=[{"name": "INT", "type": "INT", "link": 7}],
+                         outputs=[out("INT", [8])]),
+                    node(6, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 8}])],
+          "links": [[7, 4, 0, 5, 0, "INT"], [8, 5, 0, 6, 0, "INT"]], "extra": {"groupNodes": {"Pair": GROUP}}}
+    api = ui_to_api(ui, engine.registry)
+    assert api == {"4": {"class_type": "Const", "inputs": {"value": 5}},
+                   "5:0": {"class_type": "SeedPlus", "inputs": {"seed": 10, "offset": 2}},
+                   "5:2": {"class_type": "Add", "inputs": {"a": ["5:0", 0], "b": ["4", 0]}},
+                   "6": {"class_type": "ShowValue", "inputs": {"value": ["5:2", 0]}}}
+    assert engine.run(engine.prepare(ui)).outputs == {"6": {"text": ["17"]}}
+
+
+def sg_link(id, origin, slot, target, target_slot, type_="INT"):
+    return {"id": id, "origin_id": origin, "origin_slot": slot, "target_id": target, "target_slot": target_slot,
+            "type": type_}
+
+
+INNER = {"id": "b0000000-0000-4000-8000-000000000002", "name": "Seed", "nodes": [
+    node(1, "SeedPlus", [0, "randomize", 1], outputs=[out("INT", [2])],
+         inputs=[{"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 1}])],
+    "inputs": [{"id": "i1", "name": "seed", "type": "INT", "linkIds": [1]}],
+    "outputs": [{"id": "o1", "name": "INT", "type": "INT", "linkIds": [2]}],
+    "links": [sg_link(1, -10, 0, 1, 0), sg_link(2, 1, 0, -20, 0)]}
+OUTER = {"id": "a0000000-0000-4000-8000-000000000001", "name": "Sum", "nodes": [
+    node(1, "Add", outputs=[out("INT", [3])], inputs=[{"name": "a", "type": "INT", "link": 1},
+                                                     {"name": "b", "type": "INT", "link": 2}]),
+    dict(node(2, INNER["id"], [30], outputs=[out("INT", [2])]), inputs=[]),
+    node(3, "Reroute", inputs=[{"name": "", "type": "*", "link": 3}], outputs=[out("*", [4])])],
+    "inputs": [{"id": "i2", "name": "a", "type": "INT", "linkIds": [1]}],
+    "outputs": [{"id": "o2", "name": "sum", "type": "INT", "linkIds": [4]}],
+    "links": [sg_link(1, -10, 0, 1, 0), sg_link(2, 2, 0, 1, 1), sg_link(3, 1, 0, 3, 0), sg_link(4, 3, 0, -20, 0)]}
+
+
+def test_nested_subgraphs_flatten_with_stable_ids(engine):
+    ui = {"nodes": [node(3, "Const", [4], outputs=[out("INT", [1])]),
+                    node(10, OUTER["id"], inputs=[{"name": "a", "type": "INT", "link": 1}], outputs=[out("INT", [2])]),
+                    node(11, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 2}])],
+          "links": [sg_link(1, 3, 0, 10, 0), sg_link(2, 10, 0, 11, 0)],
+          "definitions": {"subgraphs": [OUTER, INNER]}}
+    api = ui_to_api(ui, engine.registry)
+    assert api == {"3": {"class_type": "Const", "inputs": {"value": 4}},
+                   "10:1": {"class_type": "Add", "inputs": {"a": ["3", 0], "b": ["10:2:1", 0]}},
+                   "10:2:1": {"class_type": "SeedPlus", "inputs": {"seed": 30, "offset": 1}},
+                   "11": {"class_type": "ShowValue", "inputs": {"value": ["10:1", 0]}}}
+    assert engine.run(engine.prepare(ui)).outputs == {"11": {"text": ["35"]}}
+
+
+def test_bypassed_subgraph_passes_through(engine):
+    ui = {"nodes": [node(3, "Const", [4], outputs=[out("INT", [1])]),
+                    node(10, OUTER["id"], mode=4, inputs=[{"name": "a", "type": "INT", "link": 1}],
+                         outputs=[out("INT", [2])]),
+                    node(11, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 2}])],
+          "links": [sg_link(1, 3, 0, 10, 0), sg_link(2, 10, 0, 11, 0)],
+          "definitions": {"subgraphs": [OUTER, INNER]}}
+    assert ui_to_api(ui, engine.registry)["11"]["inputs"] == {"value": ["3", 0]}
