@@ -13,7 +13,7 @@ from typing import Any
 
 from .inputs import ComboInput, IntInput
 from .registry import Registry
-from .ui_graph import MUTED, BYPASSED, Constant, FlatGraph
+from .ui_graph import BYPASSED, MUTED, UNBOUND, Constant, FlatGraph
 from .workflow import WorkflowFormatError
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label"}
@@ -95,10 +95,14 @@ def _convert(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
             continue
         definition = registry.get(kind)
         inputs: dict[str, Any] = _widget_values(node, definition) if definition else {}
+        inputs.update({k: v for k, v in graph.overrides.get(node_id, {}).items()
+                       if definition is not None and k in definition.meta.inputs})
         for inp in node.get("inputs") or []:
             if inp.get("link") is None or not isinstance(inp.get("name"), str):
                 continue
             src = graph.source(inp["link"])
+            if src is UNBOUND:
+                continue  # a subgraph input nothing feeds: the widget keeps its value
             if src is None:
                 inputs.pop(inp["name"], None)  # muted upstream: the input is missing, as in ComfyUI
             elif isinstance(src, Constant):

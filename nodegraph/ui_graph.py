@@ -17,9 +17,16 @@ SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
 GROUP_PREFIXES = ("workflow/", "workflow>")
 MAX_DEPTH = 16
 
-# A link entry: ("src", node id, slot, type) | ("alias", key) | ("const", value) | ("out", instance id, slot)
+# A link entry: ("out", node or instance id, slot) | ("alias", key) | ("const", value) | ("unbound",)
 Link = tuple[Any, ...]
 Key = tuple[Any, ...]
+
+
+class _Unbound:
+    """A subgraph input that nothing feeds: the inner widget keeps its own value."""
+
+
+UNBOUND = _Unbound()
 
 
 class Constant:
@@ -60,6 +67,8 @@ class FlatGraph:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.links: dict[Key, Link] = {}
         self.outputs: dict[tuple[str, int], Key] = {}
+        #: Widget values an instance's promoted widgets set on inner nodes: {flat node id: {widget: value}}.
+        self.overrides: dict[str, dict[str, Any]] = {}
         self.groups = as_dict(as_dict(data.get("extra")).get("groupNodes"))
         subgraphs = as_dict(data.get("definitions")).get("subgraphs") or []
         self.subgraphs = {str(s.get("id")): s for s in subgraphs if isinstance(s, dict)}
@@ -90,7 +99,7 @@ class FlatGraph:
                 self.outputs[(prefix[:-1], target_slot)] = key
             if is_id(origin) or isinstance(origin, int):
                 if int(origin) == SUBGRAPH_INPUT:
-                    self.links[key] = inputs.get(slot, ("const", None, "unbound"))
+                    self.links[key] = inputs.get(slot, ("unbound",))
                     continue
             self.links[key] = ("out", f"{prefix}{origin}", slot)
         for node in nodes:
@@ -115,15 +124,36 @@ class FlatGraph:
         widget_slots = self._widget_slots(definition, slots)
         values = node.get("widgets_values") if isinstance(node.get("widgets_values"), list) else []
         by_name = {i.get("name"): i for i in local}
+        promoted = self._promoted(node, node_id, values)
         bindings: dict[int, Link] = {}
         for k, slot in enumerate(slots):
             outer = by_name.get(slot.get("name"))
             if outer is not None and outer.get("link") is not None:
                 bindings[k] = ("alias", outer["link"])
+            elif promoted is not None:
+                if slot.get("name") in promoted:
+                    bindings[k] = ("const", promoted[slot.get("name")])
             elif k in widget_slots and widget_slots.index(k) < len(values):
                 bindings[k] = ("const", values[widget_slots.index(k)])
         self._scope(definition.get("nodes") or [], definition.get("links") or [], node_id + ":", bindings,
                     depth + 1, mode)
+
+    def _promoted(self, node: dict[str, Any], node_id: str, values: list[Any]) -> dict[str, Any] | None:
+        """Newer editors list an instance's promoted widgets in ``properties.proxyWidgets`` ([inner id, widget]
+        pairs, ``-1`` for the subgraph's own inputs) with their values in ``widgets_values``: record the inner
+        widgets' values as overrides and return the subgraph inputs' values (None without promoted widgets)."""
+        proxies = as_dict(node.get("properties")).get("proxyWidgets")
+        if not isinstance(proxies, list) or not proxies:
+            return None
+        own: dict[str, Any] = {}
+        for pair, value in zip(proxies, values if len(values) == len(proxies) else []):
+            if not isinstance(pair, list) or len(pair) < 2 or not isinstance(pair[1], str):
+                continue
+            if str(pair[0]) == "-1":
+                own[pair[1]] = value
+            else:
+                self.overrides.setdefault(f"{node_id}:{pair[0]}", {})[pair[1]] = value
+        return own
 
     @staticmethod
     def _widget_slots(definition: dict[str, Any], slots: list[dict[str, Any]]) -> list[int]:
@@ -194,9 +224,9 @@ class FlatGraph:
 
     # ---- resolution ------------------------------------------------------------------------------------------
 
-    def source(self, key: Key | None) -> tuple[str, int] | Constant | None:
+    def source(self, key: Key | None) -> tuple[str, int] | Constant | _Unbound | None:
         """Follow a link through reroutes, bypassed nodes and instance boundaries: (node id, slot), a constant,
-        or None when nothing (or a muted node) feeds it."""
+        UNBOUND for a subgraph input nothing feeds, or None when nothing (or a muted node) feeds it."""
         seen: set[Key] = set()
         while key is not None and key not in seen:
             seen.add(key)
@@ -207,7 +237,9 @@ class FlatGraph:
                 key = link[1]
                 continue
             if link[0] == "const":
-                return None if len(link) > 2 else Constant(link[1])
+                return Constant(link[1])
+            if link[0] == "unbound":
+                return UNBOUND
             src_id, slot = link[1], link[2]
             if (src_id, slot) in self.outputs and src_id not in self.nodes:
                 key = self.outputs[(src_id, slot)]

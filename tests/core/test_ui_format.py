@@ -191,3 +191,21 @@ def test_bypassed_subgraph_passes_through(engine):
           "links": [sg_link(1, 3, 0, 10, 0), sg_link(2, 10, 0, 11, 0)],
           "definitions": {"subgraphs": [OUTER, INNER]}}
     assert ui_to_api(ui, engine.registry)["11"]["inputs"] == {"value": ["3", 0]}
+
+
+def seed_instance(widgets, properties=None):
+    ui = {"nodes": [dict(node(10, INNER["id"], widgets, outputs=[out("INT", [2])]), properties=properties or {}),
+                    node(11, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 2}])],
+          "links": [sg_link(2, 10, 0, 11, 0)], "definitions": {"subgraphs": [INNER]}}
+    return ui
+
+
+def test_subgraph_widget_values_promoted_and_unbound(engine):
+    # Older instances: the subgraph's widget inputs take the instance's widgets_values in slot order.
+    assert ui_to_api(seed_instance([12]), engine.registry)["10:1"]["inputs"] == {"seed": 12, "offset": 1}
+    # Nothing feeds the input: the inner widget keeps its own value.
+    assert ui_to_api(seed_instance([]), engine.registry)["10:1"]["inputs"] == {"seed": 0, "offset": 1}
+    # Newer instances promote widgets by [inner id, widget] pairs ("-1": the subgraph's own input).
+    promoted = seed_instance([50, 7], {"proxyWidgets": [["-1", "seed"], ["1", "offset"]]})
+    assert ui_to_api(promoted, engine.registry)["10:1"]["inputs"] == {"seed": 50, "offset": 7}
+    assert engine.run(engine.prepare(promoted)).outputs == {"11": {"text": ["57"]}}
