@@ -13,7 +13,7 @@ from typing import Any
 
 from .inputs import ComboInput, IntInput
 from .registry import Registry
-from .ui_graph import BYPASSED, MUTED, UNBOUND, Constant, FlatGraph
+from .ui_graph import BYPASSED, MUTED, Constant, FlatGraph, Unbound
 from .workflow import WorkflowFormatError
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label"}
@@ -101,7 +101,7 @@ def _convert(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
             if inp.get("link") is None or not isinstance(inp.get("name"), str):
                 continue
             src = graph.source(inp["link"])
-            if src is UNBOUND:
+            if isinstance(src, Unbound):
                 continue  # a subgraph input nothing feeds: the widget keeps its value
             if src is None:
                 inputs.pop(inp["name"], None)  # muted upstream: the input is missing, as in ComfyUI

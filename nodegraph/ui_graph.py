@@ -16,17 +16,19 @@ MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
 GROUP_PREFIXES = ("workflow/", "workflow>")
 MAX_DEPTH = 16
+#: At most this many nodes after expansion, whatever the limits: a small file of nested instances must not explode.
+MAX_FLAT_NODES = 100_000
 
 # A link entry: ("out", node or instance id, slot) | ("alias", key) | ("const", value) | ("unbound",)
 Link = tuple[Any, ...]
 Key = tuple[Any, ...]
 
 
-class _Unbound:
+class Unbound:
     """A subgraph input that nothing feeds: the inner widget keeps its own value."""
 
 
-UNBOUND = _Unbound()
+UNBOUND = Unbound()
 
 
 class Constant:
@@ -44,6 +46,11 @@ def is_id(value: Any) -> bool:
 def as_dict(value: Any) -> dict[str, Any]:
     """``value`` when it is a dict, else an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> int | None:
+    """An integer node id (subgraph boundary nodes are negative), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _link_tuple(link: Any) -> tuple[Any, int, Any, int, str]:
@@ -78,6 +85,7 @@ class FlatGraph:
         if bad is not None:
             raise WorkflowFormatError(f"the editor workflow's 'nodes' must be objects with an integer 'id' and a "
                                       f"string 'type'; got {str(bad)[:80]!r}")
+        self._budget = MAX_FLAT_NODES
         self._scope(nodes, data.get("links") or [], "", {}, 0)
 
     # ---- expansion -------------------------------------------------------------------------------------------
@@ -95,13 +103,16 @@ class FlatGraph:
             except (KeyError, IndexError, TypeError, ValueError):
                 raise WorkflowFormatError("the editor workflow's 'links' must be [id, origin_id, origin_slot, "
                                           f"target_id, target_slot, type]; got {str(link)[:80]!r}") from None
-            if is_id(target) and int(target) == SUBGRAPH_OUTPUT:
+            if _number(target) == SUBGRAPH_OUTPUT:
                 self.outputs[(prefix[:-1], target_slot)] = key
-            if is_id(origin) or isinstance(origin, int):
-                if int(origin) == SUBGRAPH_INPUT:
-                    self.links[key] = inputs.get(slot, ("unbound",))
-                    continue
+            if _number(origin) == SUBGRAPH_INPUT:
+                self.links[key] = inputs.get(slot, ("unbound",))
+                continue
             self.links[key] = ("out", f"{prefix}{origin}", slot)
+        self._budget -= len(nodes)
+        if self._budget < 0:
+            raise WorkflowFormatError(f"the workflow's subgraphs and group nodes expand to more than "
+                                      f"{MAX_FLAT_NODES} nodes; simplify it")
         for node in nodes:
             if not isinstance(node, dict):
                 continue
@@ -122,17 +133,19 @@ class FlatGraph:
         definition = self.subgraphs[node["type"]]
         slots = [as_dict(s) for s in definition.get("inputs") or []]
         widget_slots = self._widget_slots(definition, slots)
-        values = node.get("widgets_values") if isinstance(node.get("widgets_values"), list) else []
+        saved = node.get("widgets_values")
+        values: list[Any] = saved if isinstance(saved, list) else []
         by_name = {i.get("name"): i for i in local}
         promoted = self._promoted(node, node_id, values)
         bindings: dict[int, Link] = {}
         for k, slot in enumerate(slots):
-            outer = by_name.get(slot.get("name"))
+            name = str(slot.get("name"))
+            outer = by_name.get(name)
             if outer is not None and outer.get("link") is not None:
                 bindings[k] = ("alias", outer["link"])
             elif promoted is not None:
-                if slot.get("name") in promoted:
-                    bindings[k] = ("const", promoted[slot.get("name")])
+                if name in promoted:
+                    bindings[k] = ("const", promoted[name])
             elif k in widget_slots and widget_slots.index(k) < len(values):
                 bindings[k] = ("const", values[widget_slots.index(k)])
         self._scope(definition.get("nodes") or [], definition.get("links") or [], node_id + ":", bindings,
@@ -165,11 +178,10 @@ class FlatGraph:
                 origin, slot, target, target_slot, _ = _link_tuple(link)
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
-            if is_id(origin) or isinstance(origin, int):
-                inputs = (nodes.get(str(target)) or {}).get("inputs") or []
-                if int(origin) == SUBGRAPH_INPUT and 0 <= target_slot < len(inputs) \
-                        and as_dict(inputs[target_slot]).get("widget"):
-                    widget.add(slot)
+            inputs = (nodes.get(str(target)) or {}).get("inputs") or []
+            if _number(origin) == SUBGRAPH_INPUT and 0 <= target_slot < len(inputs) \
+                    and as_dict(inputs[target_slot]).get("widget"):
+                widget.add(slot)
         return sorted(k for k in widget if 0 <= k < len(slots))
 
     def _group(self, node: dict[str, Any], node_id: str, local: list[dict[str, Any]], mode: int,
@@ -224,7 +236,7 @@ class FlatGraph:
 
     # ---- resolution ------------------------------------------------------------------------------------------
 
-    def source(self, key: Key | None) -> tuple[str, int] | Constant | _Unbound | None:
+    def source(self, key: Key | None) -> tuple[str, int] | Constant | Unbound | None:
         """Follow a link through reroutes, bypassed nodes and instance boundaries: (node id, slot), a constant,
         UNBOUND for a subgraph input nothing feeds, or None when nothing (or a muted node) feeds it."""
         seen: set[Key] = set()

@@ -209,3 +209,23 @@ def test_subgraph_widget_values_promoted_and_unbound(engine):
     promoted = seed_instance([50, 7], {"proxyWidgets": [["-1", "seed"], ["1", "offset"]]})
     assert ui_to_api(promoted, engine.registry)["10:1"]["inputs"] == {"seed": 50, "offset": 7}
     assert engine.run(engine.prepare(promoted)).outputs == {"11": {"text": ["57"]}}
+
+
+def test_malformed_group_and_subgraph_definitions_are_clear_errors(engine):
+    selfish = {"id": "c0000000-0000-4000-8000-000000000003", "nodes": [node(1, "c0000000-0000-4000-8000-000000000003")],
+               "links": [], "inputs": [], "outputs": []}
+    ui = {"nodes": [node(1, selfish["id"])], "links": [], "definitions": {"subgraphs": [selfish]}}
+    with pytest.raises(WorkflowFormatError, match="nest deeper"):
+        ui_to_api(ui, engine.registry)
+    wide = {"id": "d0000000-0000-4000-8000-000000000004", "links": [], "inputs": [], "outputs": [],
+            "nodes": [node(i, "d0000000-0000-4000-8000-000000000005") for i in range(1, 40)]}
+    leaf = {"id": "d0000000-0000-4000-8000-000000000005", "links": [], "inputs": [], "outputs": [],
+            "nodes": [node(i, "d0000000-0000-4000-8000-000000000006") for i in range(1, 40)]}
+    leaves = {"id": "d0000000-0000-4000-8000-000000000006", "links": [], "inputs": [], "outputs": [],
+              "nodes": [node(i, "IntMath") for i in range(1, 100)]}
+    ui = {"nodes": [node(1, wide["id"])], "links": [], "definitions": {"subgraphs": [wide, leaf, leaves]}}
+    with pytest.raises(WorkflowFormatError, match="expand to more than"):
+        ui_to_api(ui, engine.registry)
+    broken = {"nodes": [node(1, "workflow>G")], "links": [], "extra": {"groupNodes": {"G": {"nodes": [1], "links": [[0]]}}}}
+    with pytest.raises(WorkflowFormatError, match="malformed"):
+        ui_to_api(broken, engine.registry)
