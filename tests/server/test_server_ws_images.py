@@ -122,3 +122,84 @@ async def test_images_cross_the_worker_process(make_client, engine):
     images, _, _ = await get_images(client, ws, graph(batch=3), "w")
     assert [Image.open(io.BytesIO(d)).size for d in images[WS_NODE]] == [(24, 16)] * 3
     await ws.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _run_and_count_frames(session: aiohttp.ClientSession, base: str, client_id: str, flags: bool,
+                                prompt: dict[str, Any]) -> tuple[int, int]:
+    """(binary frames, progress messages) one client sees for its prompt."""
+    async with session.ws_connect(f"{base}/ws?clientId={client_id}") as ws:
+        await ws.receive_json(timeout=10)
+        if flags:  # what the editor sends on connect
+            await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+            assert (await ws.receive_json(timeout=10))["type"] == "feature_flags"
+        async with session.post(f"{base}/prompt", json={"prompt": prompt, "client_id": client_id}) as resp:
+            assert resp.status == 200, await resp.text()
+            prompt_id = (await resp.json())["prompt_id"]
+        frames = progress = 0
+        while True:
+            msg = await ws.receive(timeout=60)
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                frames += 1
+                continue
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            data = json.loads(msg.data)
+            progress += data["type"] == "progress"
+            if data["type"] == "executing" and data["data"]["node"] is None and data["data"]["prompt_id"] == prompt_id:
+                return frames, progress
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", [[], ["--preview-method", "auto"]])
+async def test_nodegraph_serve_sends_previews_to_api_clients_only_when_asked(tmp_path, flag):
+    """``nodegraph serve`` defaults to ComfyUI's --preview-method none: an API client sees progress but no preview
+    frames (comfy-api-simplified took them for results), the editor (feature_flags) sees them; SaveImageWebsocket
+    images always arrive."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from server_helpers import PLUGINS, slow
+
+    port = _free_port()
+    log = open(tmp_path / "server.log", "wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NODEGRAPH_TOKEN": "", "NODEGRAPH_WARMUP": "0"}
+    env.pop("NODEGRAPH_PREVIEW_METHOD", None)
+    proc = subprocess.Popen([sys.executable, "-m", "nodegraph.cli", "serve", "--home", str(tmp_path / "home"),
+                             "--port", str(port), "--plugin-dir", str(PLUGINS), *flag],
+                            cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(600):
+                try:
+                    async with session.get(f"{base}/prompt") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                await asyncio.sleep(0.1)
+            api = await _run_and_count_frames(session, base, "api", False, slow(steps=3, preview=True, tag="a"))
+            editor = await _run_and_count_frames(session, base, "editor", True, slow(steps=3, preview=True, tag="e"))
+            images = await _run_and_count_frames(session, base, "api", False, graph(batch=2))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    assert api == ((3, 3) if flag else (0, 3))
+    assert editor == (3, 3)
+    assert images == (2, 2)
