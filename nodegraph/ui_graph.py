@@ -281,7 +281,7 @@ class FlatGraph:
         outputs = node.get("outputs") or []
         out_type = as_dict(outputs[slot] if 0 <= slot < len(outputs) else {}).get("type", "*")
         inputs = [as_dict(i) for i in node.get("inputs") or []]
-        matching = [i for i in inputs if i.get("link") is not None and not i.get("widget")
+        matching = [i for i in inputs if i.get("link") is not None
                     and (i.get("type") in (out_type, "*") or out_type == "*")]
         same = inputs[slot] if 0 <= slot < len(inputs) else None
         if same is not None and same in matching:
