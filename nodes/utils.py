@@ -90,6 +90,9 @@ class IntMath(Node):
     def execute(self, ctx, a: int, b: int, operation: str):
         if operation in ("floor_divide", "modulo") and b == 0:
             raise ZeroDivisionError("b is 0; set b to a non-zero integer")
+        if operation == "power" and abs(a) > 1 and b > 0 and b * math.log2(abs(a)) > 63:
+            # Checked before computing: a ** b of Python ints has no size limit and would run for ever.
+            raise OverflowError(f"{a} ** {b} does not fit a 64-bit integer; use a smaller exponent")
         return (int(_OPS[operation](a, b)),)
 
 

@@ -184,3 +184,22 @@ def test_started_events_only_for_executed_nodes(engine):
     engine.run(engine.prepare(chain(2)))
     events = engine.run(engine.prepare(chain(2)), record_events=True).events
     assert not [e for e in events if isinstance(e, NodeStarted)]
+
+
+def test_int_power_that_cannot_fit_fails_at_once(tmp_path):
+    import time
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.engine import Engine
+    from nodegraph.registry import Registry
+
+    engine = Engine(EngineConfig(home=tmp_path),
+                    registry=Registry.load(builtins=("nodes.utils",), entry_points=False, source_plugins=False))
+    graph = {"1": {"class_type": "IntMath", "inputs": {"a": 7, "b": 2**62, "operation": "power"}},
+             "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}
+    start = time.perf_counter()
+    result = engine.run(engine.prepare(graph))
+    assert result.status == "error" and "does not fit a 64-bit integer" in result.error.exception_message
+    assert time.perf_counter() - start < 5
+    graph["1"]["inputs"].update(a=2, b=10)
+    assert engine.run(engine.prepare(graph)).status == "success"

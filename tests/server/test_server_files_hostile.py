@@ -174,3 +174,11 @@ async def test_userdata_accepts_a_name_at_the_length_limit(client):
     assert resp.status == 200, await resp.text()
     resp = await client.post(f"/userdata/{'w' * 256}.json", data=b"{}")
     assert resp.status == 400 and "bytes" in (await resp.json())["error"]["message"]
+
+
+async def test_mask_upload_with_a_hostile_original_ref_is_400(client):
+    for ref in ("[" * 5000 + "]" * 5000, '{"filename": NaN}', "not json"):
+        body, headers = multipart({"original_ref": ref, "type": "input"})
+        resp = await client.post("/upload/mask", data=body, headers=headers)
+        assert resp.status == 400, (ref[:20], resp.status, await resp.text())
+    await alive(client)

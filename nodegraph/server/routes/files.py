@@ -9,7 +9,6 @@ number of parts at ``MAX_FIELDS`` (413 with a message naming the limit).
 from __future__ import annotations
 
 import io
-import json
 import mimetypes
 import os
 import uuid
@@ -21,6 +20,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ... import jsonsafe
 from ...paths import UnsafePathError, check_component, safe_join
 from ..http import HTTPError, json_response
 from ..state import ServerState, state
@@ -265,7 +265,7 @@ async def upload_mask(request: web.Request) -> web.Response:
     st = state(request)
     name, data, fields = await _read_upload(request)
     try:
-        ref = json.loads(fields.get("original_ref", ""))
+        ref = jsonsafe.loads(fields.get("original_ref", ""))
     except ValueError:
         raise HTTPError(400, "invalid_upload", "'original_ref' must be JSON {filename, subfolder, type}") from None
     return json_response(await st.blocking(_save_upload, st, name, data, fields, ref))

@@ -93,7 +93,10 @@ class UserFiles:
         for p in files[:MAX_FILES]:
             rel = p.relative_to(base).as_posix()
             if full:
-                entry = self.info(p)
+                try:
+                    entry = self.info(p)
+                except FileNotFoundError:  # moved or deleted since the listing: leave it out
+                    continue
                 entry["path"] = rel
                 out.append(entry)
             elif split:
@@ -139,7 +142,10 @@ class UserFiles:
         path = self.path(rel)
         if not path.is_file():
             raise HTTPError(404, "not_found", f"no user file {rel!r}")
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:  # deleted by a concurrent request between the check and here
+            raise HTTPError(404, "not_found", f"no user file {rel!r}") from None
 
     def move(self, source: str, dest: str, overwrite: bool) -> Path:
         """Rename a user file; 404 for a missing source, 409 for an existing destination without overwrite."""
