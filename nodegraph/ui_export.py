@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .inputs import ComboInput, InputSpec, IntInput, StringInput
+from .inputs import InputSpec, StringInput
 from .registry import Registry
+from .ui_format import widget_slots
 from .workflow import WorkflowFormatError, is_link, is_ui_format
 
 NARROW, WIDE, GAP_X, GAP_Y, LEFT, TOP = 220, 300, 60, 60, 80, 110
@@ -70,14 +71,12 @@ def _widgets(node: dict[str, Any], definition: Any) -> list[Any]:
     inputs = node.get("inputs") or {}
     values: list[Any] = []
     kept = 0
-    for name in definition.widget_names:
-        spec = definition.meta.inputs[name]
+    for name, spec in widget_slots(definition):  # the editor's order, shared with the conversion
+        if name is None:
+            values.append(DEFAULT_CONTROL if spec == "control" else UPLOAD_VALUE)
+            continue
         given = name in inputs and not is_link(inputs[name])
         values.append(inputs[name] if given else _placeholder(spec))
-        if isinstance(spec, IntInput) and spec.control_after_generate:
-            values.append(DEFAULT_CONTROL)
-        elif isinstance(spec, ComboInput) and spec.image_upload:
-            values.append(UPLOAD_VALUE)
         if name in inputs:
             kept = len(values)
     return values[:kept]

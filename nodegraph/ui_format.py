@@ -19,23 +19,29 @@ from .workflow import WorkflowFormatError
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label"}
 
 
-def _widget_slots(definition: Any) -> list[tuple[str | None, Any]]:
-    """The positional slots of a node's widgets_values: (input name, spec), or (None, None) for the editor's extra
-    control_after_generate and upload values."""
+def widget_slots(definition: Any) -> list[tuple[str | None, Any]]:
+    """The positional slots of a node's widgets_values, in the editor's order: required widgets, then the upload
+    value of a required image combo, then optional widgets; each is (input name, spec), or (None, "control") for the
+    control_after_generate value that always follows a seed-like INT, or (None, "upload")."""
     slots: list[tuple[str | None, Any]] = []
-    for name in definition.widget_names:
-        spec = definition.meta.inputs[name]
-        slots.append((name, spec))
-        if isinstance(spec, IntInput) and spec.control_after_generate:
-            slots.append((None, "control"))
-        elif isinstance(spec, ComboInput) and spec.image_upload:
+    upload = False
+    for optional in (False, True):
+        if optional and upload:
             slots.append((None, "upload"))
+        for name in definition.widget_names:
+            spec = definition.meta.inputs[name]
+            if bool(spec.optional) != optional:
+                continue
+            slots.append((name, spec))
+            if isinstance(spec, IntInput) and spec.control_after_generate:
+                slots.append((None, "control"))
+            upload = upload or (isinstance(spec, ComboInput) and spec.image_upload and not optional)
     return slots
 
 
 def widget_count(definition: Any) -> int:
     """How many widgets_values the editor saves for a node of this class."""
-    return len(_widget_slots(definition))
+    return len(widget_slots(definition))
 
 
 def _widget_values(node: dict[str, Any], definition: Any) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def _widget_values(node: dict[str, Any], definition: Any) -> dict[str, Any]:
     else:
         values = list(values or [])
         i = 0
-        for name, spec in _widget_slots(definition):
+        for name, spec in widget_slots(definition):
             if i >= len(values):
                 break
             if name is None:

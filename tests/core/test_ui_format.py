@@ -229,3 +229,15 @@ def test_malformed_group_and_subgraph_definitions_are_clear_errors(engine):
     broken = {"nodes": [node(1, "workflow>G")], "links": [], "extra": {"groupNodes": {"G": {"nodes": [1], "links": [[0]]}}}}
     with pytest.raises(WorkflowFormatError, match="malformed"):
         ui_to_api(broken, engine.registry)
+
+
+def test_upload_value_follows_the_required_widgets(engine):
+    """The editor appends the upload widget after every required input (LoadImageMask: image, channel, upload)."""
+    from nodegraph.ui_export import api_to_ui
+
+    api = {"1": {"class_type": "LoadImageMask", "inputs": {"image": "mask.png", "channel": "red"}}}
+    ui = {"nodes": [node(1, "LoadImageMask", ["mask.png", "red", "image"], outputs=[out("MASK", [])])], "links": []}
+    assert ui_to_api(ui, engine.registry) == api
+    exported = api_to_ui(api, engine.registry)
+    assert exported["nodes"][0]["widgets_values"][:2] == ["mask.png", "red"]
+    assert ui_to_api(exported, engine.registry) == api
