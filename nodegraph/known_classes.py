@@ -27,8 +27,8 @@ KNOWN_CLASSES: dict[str, str] = {
                      "IPAdapterFaceID", "IPAdapterEncoder"), "the custom-node pack ComfyUI_IPAdapter_plus"),
     **dict.fromkeys(("Image Save", "Text Multiline", "Text Concatenate", "Image Resize", "Number to Int",
                      "CLIPTextEncode (NSP)"), "the custom-node pack was-node-suite-comfyui"),
-    **dict.fromkeys(("Power Lora Loader (rgthree)", "Seed (rgthree)", "Context (rgthree)", "Fast Groups Muter "
-                     "(rgthree)", "Image Comparer (rgthree)", "Display Any (rgthree)"),
+    **dict.fromkeys(("Power Lora Loader (rgthree)", "Seed (rgthree)", "Context (rgthree)",
+                     "Fast Groups Muter (rgthree)", "Image Comparer (rgthree)", "Display Any (rgthree)"),
                     "the custom-node pack rgthree-comfy"),
     **dict.fromkeys(("VHS_VideoCombine", "VHS_LoadVideo", "VHS_LoadVideoPath", "VHS_LoadImagesPath",
                      "VHS_SplitImages"), "the custom-node pack ComfyUI-VideoHelperSuite"),
