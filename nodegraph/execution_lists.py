@@ -8,7 +8,6 @@ from typing import Any
 
 from .node import NodeDef
 
-
 _PLAIN = (str, int, float, bool)
 
 

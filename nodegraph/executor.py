@@ -6,16 +6,38 @@ import hashlib
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .cache import OutputCache
 from .config import EngineConfig
-from .context import ExecutionContext, InterruptFlag, Interrupted, Services
-from .events import (Event, EventBus, NodeFinished, NodesCached, NodeStarted, RunFailed, RunFinished,
-                     RunInterrupted, RunStarted)
-from .execution_lists import Traits, as_lists, element_calls, gather, has_list, list_output, merge_ui, own_key, traits_of
-from .node import NodeOutput
+from .context import ExecutionContext, Interrupted, InterruptFlag, Services
+from .events import (
+    Event,
+    EventBus,
+    NodeFinished,
+    NodesCached,
+    NodeStarted,
+    RunFailed,
+    RunFinished,
+    RunInterrupted,
+    RunStarted,
+)
+from .execution_lists import (
+    Traits,
+    as_lists,
+    element_calls,
+    gather,
+    has_list,
+    list_output,
+    merge_ui,
+    own_key,
+    traits_of,
+)
+from .execution_state import Expand, RunState, upstream
+from .expansion import expansion_of, plan_expansion, resolve_result
+from .registry import Registry
 from .validation import PlannedNode, ValidatedPrompt
 
 
@@ -51,7 +73,7 @@ class RunResult:
             self._manifest = self.manifest_source()
         return self._manifest
 
-    def raise_for_status(self) -> "RunResult":
+    def raise_for_status(self) -> RunResult:
         """Raise NodeExecutionError or Interrupted unless the run succeeded."""
         if self.status == "error" and self.error is not None:
             raise NodeExecutionError(self.error)
@@ -119,10 +141,9 @@ class Executor:
             traits = self._trait_cache[id(definition)] = (definition, traits_of(definition))
         return traits[1]
 
-    def _collect(self, st: "_RunState", targets: Any) -> tuple[list[str], list[str], list[str]]:
+    def _collect(self, st: RunState, targets: Any) -> tuple[list[str], list[str], list[str]]:
         """Nodes to execute for ``targets`` in order (lazy links not followed), nodes taken from the cache, and the
         sources of lazy links left for later."""
-        prompt = st.prompt
         execute: set[str] = set()
         cached: set[str] = set()
         deferred: list[str] = []
@@ -142,15 +163,15 @@ class Executor:
                     st.result.outputs[nid] = entry.ui
                 continue
             execute.add(nid)
-            node = prompt.nodes[nid]
+            node = st.nodes[nid]
             lazy = self._traits(node.definition).lazy
             if lazy:
                 for name, (src, _) in node.links.items():
                     (deferred if name in lazy else stack).append(src)
             else:
                 stack.extend(src for src, _ in node.links.values())
-        order = [nid for nid in prompt.order if nid in execute]
-        hits = [nid for nid in prompt.order if nid in cached] if cached else []
+        order = [nid for nid in st.order if nid in execute]
+        hits = [nid for nid in st.order if nid in cached] if cached else []
         st.result.cached.extend(hits)
         return order, hits, [d for d in deferred if d not in seen]
 
@@ -158,11 +179,12 @@ class Executor:
              extra_data: dict[str, Any]) -> None:
         run_id = result.run_id
         keys, volatile = cache_keys(prompt, self.config)
-        st = _RunState(prompt, keys, volatile, set(prompt.outputs), bus, interrupt, result, extra_data)
+        st = RunState(prompt, keys, volatile, set(prompt.outputs), bus, interrupt, result, extra_data,
+                       nodes=prompt.nodes, order=prompt.order)
         order, hits, deferred = self._collect(st, prompt.outputs)
         bus.emit(RunStarted(run_id, tuple(prompt.order)))
         executing = set(order)
-        later = _upstream(prompt, deferred, executing | set(hits)) if deferred else set()
+        later = upstream(prompt, deferred, executing | set(hits)) if deferred else set()
         skipped = tuple(nid for nid in prompt.order if nid not in executing and nid not in later)
         if skipped:
             bus.emit(NodesCached(run_id, skipped))
@@ -191,7 +213,7 @@ class Executor:
             return
         bus.emit(RunFinished(run_id, dict(result.outputs), tuple(result.executed)))
 
-    def _demand(self, st: "_RunState", sources: list[str]) -> None:
+    def _demand(self, st: RunState, sources: list[str]) -> None:
         """Run (or take from the cache) what lazy inputs turned out to need."""
         order, hits, _ = self._collect(st, sources)
         if hits:
@@ -199,10 +221,10 @@ class Executor:
         for nid in order:
             self._execute(st, nid)
 
-    def _execute(self, st: "_RunState", nid: str) -> None:
+    def _execute(self, st: RunState, nid: str) -> None:
         """Execute one node (once per list element when its inputs are lists), cache and report it."""
         st.interrupt.check()
-        current = st.current = st.prompt.nodes[nid]
+        current = st.current = st.nodes[nid]
         values = st.values
         traits = self._traits(current.definition)
         kwargs = st.kwargs = dict(current.constants)
@@ -222,7 +244,11 @@ class Executor:
         if traits.input_is_list or has_list(kwargs):
             vals, ui = self._run_lists(st, current, traits, instance, ctx, kwargs)
         else:
-            vals, ui = self._call(current, instance, ctx, kwargs)
+            try:
+                vals, ui = self._call(current, instance, ctx, kwargs, allow_expand=True)
+            except Expand as exp:
+                vals, ui = self._expand(st, current, exp), exp.ui
+                st.current, st.kwargs = current, kwargs
             for o in traits.list_outputs:
                 vals = vals[:o] + (list_output(vals[o], key, o, class_type, current.definition.meta.outputs[o].type),
                                    ) + vals[o + 1:]
@@ -235,10 +261,14 @@ class Executor:
         st.bus.emit(NodeFinished(run_id, nid, class_type, ui))
 
     @staticmethod
-    def _call(current: PlannedNode, instance: Any, ctx: ExecutionContext,
-              kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
-        out = instance.execute(ctx, **kwargs)
-        vals, ui = (out.values, out.ui) if isinstance(out, NodeOutput) else (out, None)
+    def _call(current: PlannedNode, instance: Any, ctx: ExecutionContext, kwargs: dict[str, Any],
+              allow_expand: bool = False) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        vals, ui, expand = expansion_of(instance.execute(ctx, **kwargs))
+        if expand is not None:
+            if not allow_expand:
+                raise TypeError(f"{current.definition.name} returned an expansion while running over a list; "
+                                "expansion is supported only for nodes that run once (no list inputs)")
+            raise Expand(vals, ui, expand)
         vals = tuple(vals) if vals is not None else ()
         expected = len(current.definition.meta.outputs)
         if len(vals) != expected:
@@ -246,7 +276,7 @@ class Executor:
                             f"{expected} output(s); return a tuple with one value per output")
         return vals, ui
 
-    def _run_lists(self, st: "_RunState", current: PlannedNode, traits: Traits, instance: Any,
+    def _run_lists(self, st: RunState, current: PlannedNode, traits: Traits, instance: Any,
                    ctx: ExecutionContext, kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         """Run a node over list inputs: whole lists (INPUT_IS_LIST) or once per element, each element cached."""
         key = st.keys[current.id]
@@ -284,7 +314,42 @@ class Executor:
             return fixed, uis[0]
         return gather(calls, traits.list_outputs, len(meta.outputs), collapse=True), merge_ui(uis)
 
-    def _resolve_lazy(self, st: "_RunState", current: PlannedNode, traits: Traits, instance: Any,
+    def _expand(self, st: RunState, current: PlannedNode, exp: Expand) -> tuple[Any, ...]:
+        """Splice in the subgraph a node returned, run it (cached nodes are reused) and resolve the node's result."""
+        registry = self.services.get(Registry, lambda: Registry.from_config(self.config))
+        planned, keys = plan_expansion(registry, self.config, current, st.keys[current.id], exp.graph, st.nodes,
+                                       st.keys)
+        outer = [src for node in planned for src, _ in node.links.values() if src in st.nodes and src not in st.values]
+        if outer:
+            self._demand(st, outer)
+        if st.nodes is st.prompt.nodes:  # copy on first expansion: the validated prompt stays as it was
+            st.nodes, st.order = dict(st.nodes), list(st.order)
+        for node in planned:
+            st.nodes[node.id] = node
+            st.order.append(node.id)
+            st.keys[node.id] = keys[node.id]
+            if current.id in st.volatile or not node.definition.meta.deterministic or any(
+                    src in st.volatile for src, _ in node.links.values()):
+                st.volatile.add(node.id)
+        for node in planned:
+            if node.id in st.values:
+                continue
+            entry = None if node.id in st.volatile else self.cache.get(keys[node.id])
+            if entry is not None:
+                st.values[node.id] = entry.outputs
+                st.result.cached.append(node.id)
+                st.bus.emit(NodesCached(st.result.run_id, (node.id,)))
+            else:
+                self._execute(st, node.id)
+        name = f"node {current.id} ({current.definition.name})"
+        vals = resolve_result(exp.values, current.id, exp.graph, st.values, name)
+        expected = len(current.definition.meta.outputs)
+        if len(vals) != expected:
+            raise TypeError(f"{name} expanded with {len(vals)} result value(s) but declares {expected} output(s); "
+                            "give one [node_id, output_index] or value per output")
+        return vals
+
+    def _resolve_lazy(self, st: RunState, current: PlannedNode, traits: Traits, instance: Any,
                       ctx: ExecutionContext, kwargs: dict[str, Any]) -> None:
         """Fill the inputs, asking the node which lazy ones it needs and running only those branches."""
         values = st.values
@@ -304,36 +369,6 @@ class Executor:
             for name in needed:
                 src, idx = pending.pop(name)
                 kwargs[name] = values[src][idx]
-
-
-@dataclass
-class _RunState:
-    """What one run's node executions share."""
-
-    prompt: ValidatedPrompt
-    keys: dict[str, str]
-    volatile: set[str]
-    outputs: set[str]
-    bus: EventBus
-    interrupt: InterruptFlag
-    result: RunResult
-    extra_data: dict[str, Any]
-    values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    current: PlannedNode | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def _upstream(prompt: ValidatedPrompt, roots: list[str], stop: set[str]) -> set[str]:
-    """``roots`` and their ancestors, not crossing ``stop``: what lazy inputs may still run."""
-    found: set[str] = set()
-    stack = [r for r in roots if r not in stop]
-    while stack:
-        nid = stack.pop()
-        if nid in found:
-            continue
-        found.add(nid)
-        stack.extend(src for src, _ in prompt.nodes[nid].links.values() if src not in stop)
-    return found
 
 
 def _is_terminal_interrupt() -> bool:
