@@ -305,22 +305,11 @@ def cmd_plugins(args: argparse.Namespace, config: EngineConfig) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: EngineConfig) -> int:
-    import os
-
     from .server.app import serve
-    from .server.settings import PREVIEW_ENV
 
-    before = os.environ.get(PREVIEW_ENV)
-    os.environ[PREVIEW_ENV] = args.preview_method  # the default of the ServerSettings that serve() builds
-    try:
-        return serve(config, listen=args.listen, port=args.port, token=args.token,
-                     max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address,
-                     interrupt_grace_s=args.interrupt_grace, recover=args.recover)
-    finally:
-        if before is None:
-            os.environ.pop(PREVIEW_ENV, None)
-        else:
-            os.environ[PREVIEW_ENV] = before
+    return serve(config, listen=args.listen, port=args.port, token=args.token,
+                 max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address,
+                 interrupt_grace_s=args.interrupt_grace, recover=args.recover, preview_method=args.preview_method)
 
 
 def cmd_inspect(args: argparse.Namespace, config: EngineConfig) -> int:

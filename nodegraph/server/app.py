@@ -155,12 +155,13 @@ def recover_store(config: "EngineConfig") -> int:
 
 def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, token: str | None = None,
           max_upload_mb: int = 50, backend: str = "process", ray_address: str | None = None,
-          interrupt_grace_s: float = 10.0, recover: bool = False) -> int:
+          interrupt_grace_s: float = 10.0, recover: bool = False, preview_method: str = "none") -> int:
     """Run the server until interrupted; returns the process exit code.
 
     ``backend``: ``process`` (a worker process, ended and restarted when a node ignores an interrupt for
     ``interrupt_grace_s`` seconds), ``local`` (this process) or ``ray``. ``recover`` first moves a damaged queue
-    database aside, keeping what can be read.
+    database aside, keeping what can be read. ``preview_method``: ``none`` (as ComfyUI: live previews only to clients
+    that ask for them, like the editor), ``auto`` or ``latent2rgb`` (to every client).
     """
     from ..backends import create_backend
     from ..engine import Engine
@@ -171,7 +172,7 @@ def serve(config: "EngineConfig", listen: str = "127.0.0.1", port: int = 8188, t
             check_token(token)
         settings = ServerSettings(listen=listen, port=port, token=token, max_upload_bytes=max_upload_mb * MB,
                                   argv=list(sys.argv), worker_process=backend == "process",
-                                  interrupt_grace_s=interrupt_grace_s)
+                                  interrupt_grace_s=interrupt_grace_s, preview_method=preview_method)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

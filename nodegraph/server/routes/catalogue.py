@@ -75,8 +75,9 @@ async def embeddings(request: web.Request) -> web.Response:
 @routes.get("/features")
 async def features(request: web.Request) -> web.Response:
     """Server feature flags."""
-    return json_response({"supports_preview_metadata": False,
-                              "max_upload_size": state(request).settings.max_upload_bytes})
+    from .ws import server_flags
+
+    return json_response(server_flags(state(request).settings))
 
 
 @routes.get("/extensions")
