@@ -241,3 +241,15 @@ def test_upload_value_follows_the_required_widgets(engine):
     exported = api_to_ui(api, engine.registry)
     assert exported["nodes"][0]["widgets_values"][:2] == ["mask.png", "red"]
     assert ui_to_api(exported, engine.registry) == api
+
+
+def test_primitive_node_value_flows_through_reroute_chains(engine):
+    ui = {"nodes": [node(1, "PrimitiveNode", [9, "fixed"], outputs=[out("INT", [1])]),
+                    node(2, "Reroute", inputs=[{"name": "", "type": "*", "link": 1}], outputs=[out("*", [2])]),
+                    node(3, "Reroute", inputs=[{"name": "", "type": "*", "link": 2}], outputs=[out("*", [3, 4])]),
+                    node(4, "IntMath", [0, 0, "add"], outputs=[out("INT", [])],
+                         inputs=[{"name": "a", "type": "INT", "widget": {"name": "a"}, "link": 3},
+                                 {"name": "b", "type": "INT", "widget": {"name": "b"}, "link": 4}])],
+          "links": [[1, 1, 0, 2, 0, "INT"], [2, 2, 0, 3, 0, "*"], [3, 3, 0, 4, 0, "INT"], [4, 3, 0, 4, 1, "INT"]]}
+    assert ui_to_api(ui, engine.registry) == {"4": {"class_type": "IntMath",
+                                                    "inputs": {"a": 9, "b": 9, "operation": "add"}}}
