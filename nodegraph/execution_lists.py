@@ -28,6 +28,7 @@ class Traits:
     input_is_list: bool
     list_outputs: tuple[int, ...]
     lazy: frozenset[str]
+    n_outputs: int
 
 
 def traits_of(definition: NodeDef) -> Traits:
@@ -35,7 +36,7 @@ def traits_of(definition: NodeDef) -> Traits:
     meta = definition.meta
     return Traits(bool(getattr(definition.cls, "INPUT_IS_LIST", False)),
                   tuple(i for i, o in enumerate(meta.outputs) if o.is_list),
-                  frozenset(n for n, s in meta.inputs.items() if getattr(s, "lazy", False)))
+                  frozenset(n for n, s in meta.inputs.items() if getattr(s, "lazy", False)), len(meta.outputs))
 
 
 def digest(material: Any) -> str:

@@ -26,14 +26,13 @@ from .events import (
 )
 from .execution_lists import (
     Traits,
+    ValueList,
     as_lists,
     element_calls,
     gather,
-    has_list,
     list_output,
     merge_ui,
     own_key,
-    traits_of,
 )
 from .execution_state import Expand, RunState, upstream
 from .expansion import expansion_of, plan_expansion, resolve_result
@@ -116,7 +115,6 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache(config.cache_max_entries, config.cache_max_bytes)
         self.services = services if services is not None else Services()
         self._lock = threading.Lock()
-        self._trait_cache: dict[int, tuple[Any, Traits]] = {}
 
     def run(self, prompt: ValidatedPrompt, *, bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
             run_id: str | None = None, extra_data: dict[str, Any] | None = None,
@@ -134,12 +132,6 @@ class Executor:
             if unsubscribe:
                 unsubscribe()
         return result
-
-    def _traits(self, definition: Any) -> Traits:
-        traits = self._trait_cache.get(id(definition))
-        if traits is None or traits[0] is not definition:
-            traits = self._trait_cache[id(definition)] = (definition, traits_of(definition))
-        return traits[1]
 
     def _collect(self, st: RunState, targets: Any) -> tuple[list[str], list[str], list[str]]:
         """Nodes to execute for ``targets`` in order (lazy links not followed), nodes taken from the cache, and the
@@ -164,7 +156,7 @@ class Executor:
                 continue
             execute.add(nid)
             node = st.nodes[nid]
-            lazy = self._traits(node.definition).lazy
+            lazy = node.definition.exec_traits.lazy
             if lazy:
                 for name, (src, _) in node.links.items():
                     (deferred if name in lazy else stack).append(src)
@@ -225,45 +217,56 @@ class Executor:
         """Execute one node (once per list element when its inputs are lists), cache and report it."""
         st.interrupt.check()
         current = st.current = st.nodes[nid]
+        definition = current.definition
         values = st.values
-        traits = self._traits(current.definition)
+        traits = definition.exec_traits
         kwargs = st.kwargs = dict(current.constants)
-        class_type = current.definition.name
-        run_id = st.result.run_id
+        class_type = definition.meta.name
+        result = st.result
+        run_id = result.run_id
         ctx = ExecutionContext(nid, class_type, run_id, self.config, self.services, st.bus, st.interrupt,
-                               st.prompt.raw, st.extra_data, lambda: st.result.manifest)
-        instance = current.definition.cls()
+                               st.prompt.raw, st.extra_data, lambda: result.manifest)
+        instance = definition.cls()
+        listed = traits.input_is_list
         if traits.lazy:
             self._resolve_lazy(st, current, traits, instance, ctx, kwargs)
+            st.current = current
+            listed = listed or any(type(v) is ValueList for v in kwargs.values())
         else:
             for name, (src, idx) in current.links.items():
-                kwargs[name] = values[src][idx]
-        st.current = current
+                value = kwargs[name] = values[src][idx]
+                if type(value) is ValueList:
+                    listed = True
         st.bus.emit(NodeStarted(run_id, nid, class_type))
         key = st.keys[nid]
-        if traits.input_is_list or has_list(kwargs):
+        if listed:
             vals, ui = self._run_lists(st, current, traits, instance, ctx, kwargs)
         else:
-            try:
-                vals, ui = self._call(current, instance, ctx, kwargs, allow_expand=True)
-            except Expand as exp:
-                vals, ui = self._expand(st, current, exp), exp.ui
-                st.current, st.kwargs = current, kwargs
+            out = instance.execute(ctx, **kwargs)
+            if type(out) is tuple and len(out) == traits.n_outputs:
+                vals, ui = out, None
+            else:
+                try:
+                    vals, ui = self._call(current, out, allow_expand=True)
+                except Expand as exp:
+                    vals, ui = self._expand(st, current, exp), exp.ui
+                    st.current, st.kwargs = current, kwargs
             for o in traits.list_outputs:
-                vals = vals[:o] + (list_output(vals[o], key, o, class_type, current.definition.meta.outputs[o].type),
+                vals = vals[:o] + (list_output(vals[o], key, o, class_type, definition.meta.outputs[o].type),
                                    ) + vals[o + 1:]
         values[nid] = vals
         if nid not in st.volatile:
             self.cache.put(key, vals, ui)
-        st.result.executed.append(nid)
+        result.executed.append(nid)
         if ui is not None and nid in st.outputs:
-            st.result.outputs[nid] = ui
+            result.outputs[nid] = ui
         st.bus.emit(NodeFinished(run_id, nid, class_type, ui))
 
     @staticmethod
-    def _call(current: PlannedNode, instance: Any, ctx: ExecutionContext, kwargs: dict[str, Any],
+    def _call(current: PlannedNode, out: Any,
               allow_expand: bool = False) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
-        vals, ui, expand = expansion_of(instance.execute(ctx, **kwargs))
+        """Check what ``execute`` returned: (values, ui); raises Expand for a subgraph to splice in."""
+        vals, ui, expand = expansion_of(out)
         if expand is not None:
             if not allow_expand:
                 raise TypeError(f"{current.definition.name} returned an expansion while running over a list; "
@@ -282,7 +285,7 @@ class Executor:
         key = st.keys[current.id]
         meta = current.definition.meta
         if traits.input_is_list:
-            vals, ui = self._call(current, instance, ctx, as_lists(kwargs))
+            vals, ui = self._call(current, instance.execute(ctx, **as_lists(kwargs)))
             calls = [(vals, key)]
             uis = [ui]
         else:
@@ -297,7 +300,7 @@ class Executor:
                     vals, ui = entry.outputs, entry.ui
                 else:
                     st.kwargs = call
-                    vals, ui = self._call(current, instance, ctx, call)
+                    vals, ui = self._call(current, instance.execute(ctx, **call))
                     for o in traits.list_outputs:
                         vals = vals[:o] + (list_output(vals[o], ekey, o, meta.name, meta.outputs[o].type),
                                            ) + vals[o + 1:]

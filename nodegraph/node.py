@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -80,11 +82,11 @@ class Node:
     #: Take whole lists: every input arrives as a list (ComfyUI's INPUT_IS_LIST) and the node runs once.
     INPUT_IS_LIST: ClassVar[bool] = False
 
-    def execute(self, ctx: "ExecutionContext", **inputs: Any) -> tuple[Any, ...] | NodeOutput:
+    def execute(self, ctx: ExecutionContext, **inputs: Any) -> tuple[Any, ...] | NodeOutput:
         """Do the node's work; inputs arrive as keyword arguments (optional ones only when given)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
 
-    def check_lazy_status(self, ctx: "ExecutionContext", **available: Any) -> list[str]:
+    def check_lazy_status(self, ctx: ExecutionContext, **available: Any) -> list[str]:
         """Names of lazy inputs still needed given the values so far (unevaluated ones are ``None``); default all."""
         return [name for name, spec in self.INPUTS.items() if spec.lazy and available.get(name) is None]
 
@@ -234,6 +236,12 @@ class NodeDef:
             },
             "required": ["class_type", "inputs"],
         }
+
+    @cached_property
+    def exec_traits(self) -> Any:
+        """What the executor needs beyond inputs and outputs (list and lazy traits), computed once."""
+        from .execution_lists import traits_of
+        return traits_of(self)
 
     @property
     def widget_names(self) -> tuple[str, ...]:
