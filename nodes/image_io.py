@@ -77,11 +77,11 @@ class SaveImage(Node):
     CATEGORY = "image"
     OUTPUT_NODE = True
     INPUTS = {"images": Link("IMAGE", tooltip="the images to save"),
-              "filename_prefix": String("nodegraph", tooltip="file name prefix; may include a subfolder")}
+              "filename_prefix": String("ComfyUI", tooltip="file name prefix; may include a subfolder")}
     OUTPUTS = ()
     FOLDER = "output"
 
-    def execute(self, ctx, images: Any, filename_prefix: str = "nodegraph"):
+    def execute(self, ctx, images: Any, filename_prefix: str = "ComfyUI"):
         entries = ctx.files.save_images(images, filename_prefix, self.FOLDER, png_text(ctx))
         return NodeOutput((), {"images": entries})
 

@@ -44,8 +44,7 @@ def test_comfyui_2023_default_converts(engine):
                                   "negative": ["7", 0], "latent_image": ["5", 0]}
     # SaveImage was saved without widgets_values: its input takes the default.
     assert api["9"]["inputs"]["images"] == ["8", 0]
-    assert api["9"]["inputs"]["filename_prefix"] == engine.registry.get("SaveImage").meta.inputs[
-        "filename_prefix"].default
+    assert api["9"]["inputs"]["filename_prefix"] == "ComfyUI"  # ComfyUI's default, as its own API form has it
     assert {k: v["class_type"] for k, v in api.items()} == {
         "3": "KSampler", "4": "CheckpointLoaderSimple", "5": "EmptyLatentImage", "6": "CLIPTextEncode",
         "7": "CLIPTextEncode", "8": "VAEDecode", "9": "SaveImage"}
