@@ -308,7 +308,8 @@ class Executor:
                         self.cache.put(ekey, vals, ui)
                 calls.append((vals, ekey))
                 uis.append(ui)
-                ctx.progress(i + 1, len(plan))
+                if len(plan) > 1:
+                    ctx.progress(i + 1, len(plan))
             st.kwargs = kwargs
         if traits.input_is_list:
             vals = calls[0][0]

@@ -112,7 +112,19 @@ class RepeatLatentBatch(Node):
         return (out,)
 
 
+class SeedList(Node):
+    """``count`` consecutive seeds from ``seed`` as a list: the nodes it feeds run once per seed (a seed sweep)."""
+
+    DISPLAY_NAME = "Seed List"
+    CATEGORY = "utils/list"
+    INPUTS = {"seed": Int(0, min=0, max=0xFFFFFFFFFFFFFFFF), "count": Int(4, min=1, max=1024)}
+    OUTPUTS = (Output("INT", name="seeds", is_list=True),)
+
+    def execute(self, ctx, seed: int, count: int):
+        return ([(seed + i) % 0x10000000000000000 for i in range(count)],)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The batch and list nodes."""
-    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch]
+    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch, SeedList]

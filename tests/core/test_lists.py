@@ -22,7 +22,7 @@ class PromptList(Node):
         return ([line for line in text.split("\n") if line],)
 
 
-class SeedList(Node):
+class SeedRange(Node):
     """Emits ``count`` seeds from ``start`` as a list."""
 
     INPUTS = {"start": Int(0), "count": Int(1, min=0, max=100)}
@@ -88,14 +88,14 @@ class BatchSizes(Node):
 @pytest.fixture
 def engine(nodegraph_config):
     CALLS.clear()
-    registry = build_registry(PromptList, SeedList, Render, Collect, Show, MakeImages, BatchSizes,
+    registry = build_registry(PromptList, SeedRange, Render, Collect, Show, MakeImages, BatchSizes,
                               builtins=("nodes.utils", "nodes.batches"))
     return build_engine(nodegraph_config, registry)
 
 
 def sweep(prompts: str, start: int = 1, count: int = 3) -> dict:
     return {"p": {"class_type": "PromptList", "inputs": {"text": prompts}},
-            "s": {"class_type": "SeedList", "inputs": {"start": start, "count": count}},
+            "s": {"class_type": "SeedRange", "inputs": {"start": start, "count": count}},
             "r": {"class_type": "Render", "inputs": {"prompt": ["p", 0], "seed": ["s", 0]}},
             "c": {"class_type": "Collect", "inputs": {"value": ["r", 0]}}}
 
@@ -200,3 +200,33 @@ def test_latent_batch_nodes_keep_noise_draws():
     assert rep["samples"].shape[0] == 6
     assert rep["batch_index"] == [1, 2, 3, 4, 5, 6]  # each copy draws its own noise
     assert torch.equal(rep["samples"][2], two["samples"][0])
+
+
+def test_seed_sweep_workflow_runs_per_seed_and_skips_the_branch_not_chosen(tmp_path):
+    """workflows/seed_sweep_switch.json on the embedded model: the picked element is seed 43's image."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.engine import Engine
+
+    wf = json.loads((Path(__file__).parents[2] / "workflows" / "seed_sweep_switch.json").read_text())
+    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
+    result = engine.run(engine.prepare(wf), record_events=True).raise_for_status()
+    assert "14" not in result.executed and "12" in result.executed  # the upscale branch never ran
+    elements = [e.value for e in result.events if isinstance(e, NodeProgress) and e.node_id == "3" and e.max == 3]
+    assert elements == [1, 2, 3]  # one sampler run per seed
+    single = {k: v for k, v in wf.items() if k not in ("10", "11", "13", "14")}
+    single["3"] = dict(single["3"], inputs=dict(single["3"]["inputs"], seed=43))
+    single["12"] = dict(single["12"], inputs={"switch": False, "on_false": ["8", 0]})
+    alone = engine.run(engine.prepare(single)).raise_for_status()
+
+    def pixels(res):
+        (img,) = [i for ui in res.outputs.values() for i in ui["images"]]
+        return np.asarray(Image.open(tmp_path / "out" / img["subfolder"] / img["filename"]))
+
+    assert pixels(result).shape == (64, 64, 3)
+    assert np.array_equal(pixels(result), pixels(alone))
