@@ -34,6 +34,7 @@ class Engine:
         self.validator = Validator(self.registry, self.config)
         self.services = services or Services()
         self.services.put(EngineConfig, self.config)
+        self.services.put(Registry, self.registry)  # node expansion looks classes up in this engine's registry
         self.executor = Executor(self.config, cache, self.services)
 
     @property
@@ -45,8 +46,9 @@ class Engine:
         """Return API-format JSON, converting the editor's UI format with the node catalogue when needed."""
         if is_ui_format(data):
             from .ui_format import ui_to_api
-            return ui_to_api(data, self.registry)
-        return data
+            data = ui_to_api(data, self.registry)
+        from .blueprints import expand  # ``subgraph/NAME`` nodes: saved blueprints used as nodes
+        return expand(data, self.config, self.registry, self.validator.limits)
 
     def prepare(self, data: Any, targets: Iterable[str] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> ValidatedPrompt:
