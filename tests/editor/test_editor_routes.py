@@ -200,7 +200,8 @@ async def test_templates_are_the_shipped_workflows_in_ui_format(client, engine):
 
 async def test_startup_routes(client):
     assert await (await client.get("/api/i18n")).json() == {}
-    assert await (await client.get("/api/global_subgraphs")).json() == {}
+    listed = await (await client.get("/api/global_subgraphs")).json()  # nodegraph's shipped blueprint(s)
+    assert "shapes_txt2img" in {entry["name"] for entry in listed.values()}
     kinds = await (await client.get("/api/experiment/models")).json()
     assert {"checkpoints", "loras", "vae"} <= {k["name"] for k in kinds}
     assert await (await client.get("/api/experiment/models/checkpoints")).json() == []

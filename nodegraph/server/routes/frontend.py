@@ -80,16 +80,34 @@ async def i18n(request: web.Request) -> web.Response:
     return json_response({})
 
 
+def _blueprints(st: ServerState) -> dict[str, Any]:
+    from ...blueprints import global_blueprints
+
+    return global_blueprints(st.engine.config, st.engine.registry)
+
+
 @routes.get("/global_subgraphs")
 async def global_subgraphs(request: web.Request) -> web.Response:
-    """Subgraph blueprints shipped by nodes (none)."""
-    return json_response({})
+    """Subgraph blueprints from ``HOME/subgraphs``, plugins' ``subgraphs/`` folders and nodegraph's own, as
+    ComfyUI lists them: ``{id: {source, name, info: {node_pack}}}`` (the editor fetches each one's data)."""
+    st = state(request)
+    found = await st.blocking(_blueprints, st)
+    return json_response({key: blueprint.entry() for key, blueprint in found.items()})
 
 
 @routes.get("/global_subgraphs/{id}")
 async def global_subgraph(request: web.Request) -> web.Response:
-    """No blueprint exists."""
-    raise HTTPError(404, "not_found", f"no global subgraph {request.match_info['id']!r}")
+    """One blueprint ``{source, name, info, data}`` (``data``: the workflow's JSON text); the id is looked up among
+    the listed ones, never used as a path."""
+    st = state(request)
+    blueprint = (await st.blocking(_blueprints, st)).get(request.match_info["id"])
+    if blueprint is None:
+        raise HTTPError(404, "not_found", f"no global subgraph {request.match_info['id'][:80]!r}; "
+                                          "GET /api/global_subgraphs lists them")
+    try:
+        return json_response(await st.blocking(blueprint.entry, True))
+    except WorkflowFormatError as exc:
+        raise HTTPError(404, "bad_blueprint", str(exc)) from None
 
 
 @routes.get("/experiment/models")

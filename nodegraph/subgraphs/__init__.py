@@ -1,0 +1,1 @@
+"""Subgraph blueprints shipped with nodegraph (package data; see ``nodegraph.blueprints``)."""
