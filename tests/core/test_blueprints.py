@@ -175,3 +175,21 @@ def test_cli_names_an_unknown_blueprint(tmp_path, capsys):
     assert main(["validate", str(shapes(tmp_path, api)), "--home", str(tmp_path / "home")]) == 2
     err = capsys.readouterr().err
     assert "no subgraph blueprint named 'missing_one'" in err and str(tmp_path / "home" / "subgraphs") in err
+
+
+def test_plugin_package_ships_blueprints(config, tmp_path):
+    from nodegraph.testing import build_engine, build_registry
+
+    from .conftest import CORE_PACKS, testnodes
+
+    package = tmp_path / "plug" / "bp_pack"
+    (package / "subgraphs").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""A plugin that ships only a blueprint."""\n')
+    (package / "subgraphs" / "pack_adder.json").write_text(json.dumps(ADDER))
+    engine = build_engine(config, build_registry(testnodes, tmp_path / "plug", builtins=CORE_PACKS))
+    listed = {bp.name: bp.entry() for bp in global_blueprints(engine.config, engine.registry).values()}
+    assert listed["pack_adder"] == {"source": "custom_node", "name": "pack_adder", "info": {"node_pack": "bp_pack"}}
+    api = {"1": {"class_type": "Const", "inputs": {"value": 2}},
+           "2": {"class_type": "subgraph/pack_adder", "inputs": {"a": ["1", 0], "start": 1}},
+           "3": {"class_type": "Sink", "inputs": {"value": ["2", 1]}}}
+    assert engine.run(engine.prepare(api)).outputs == {"3": {"value": [3]}}
