@@ -165,13 +165,14 @@ def _instance(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"type": str(first.get("id")), "widgets_values": []}, first
 
 
-def expand_one(node_id: str, node: dict[str, Any], blueprint: Blueprint, registry: Any
-               ) -> tuple[dict[str, Any], list[Any]]:
-    """(API nodes replacing ``node``, the value behind each exposed output: a link, a constant or None)."""
+def expand_one(node_id: str, node: dict[str, Any], blueprint: Blueprint, registry: Any,
+               data: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """(API nodes replacing ``node``, the value behind each exposed output: a link, a constant or None);
+    ``data`` is the blueprint's loaded JSON when the caller has it."""
     from .ui_format import ui_to_api, widget_count
     from .ui_graph import Constant, FlatGraph
 
-    data = blueprint.load()
+    data = blueprint.load() if data is None else data
     root, definition = _instance(data)
     slots = [str(s.get("name")) for s in definition.get("inputs") or [] if isinstance(s, dict)]
     given = node.get("inputs") or {}
@@ -237,6 +238,7 @@ def expand(api: Any, config: Any, registry: Any, limits: Any = None) -> Any:
         return api
     api = dict(api)
     outputs: dict[tuple[str, int], Any] = {}
+    loaded: dict[str, tuple[Blueprint | None, Any]] = {}  # each file read once per prompt
     for _ in range(MAX_ROUNDS):
         todo = pending()
         if not todo:
@@ -244,7 +246,9 @@ def expand(api: Any, config: Any, registry: Any, limits: Any = None) -> Any:
         for node_id in todo:
             node = api.pop(node_id)
             name = node["class_type"][len(PREFIX):]
-            blueprint = find(name, config, registry)
+            if name not in loaded:
+                loaded[name] = (find(name, config, registry), None)
+            blueprint, data = loaded[name]
             if blueprint is None:
                 where = ", ".join(str(f) for source, _, f in folders(config, registry)
                                   if source in ("user", "home") or f.is_dir())
@@ -253,7 +257,10 @@ def expand(api: Any, config: Any, registry: Any, limits: Any = None) -> Any:
                              f"save {name}.json (a workflow published from the editor's subgraph menu) in one of: "
                              f"{where}")
             try:
-                inner, outs = expand_one(node_id, node, blueprint, registry)
+                if data is None:
+                    data = blueprint.load()
+                    loaded[name] = (blueprint, data)
+                inner, outs = expand_one(node_id, node, blueprint, registry, data)
             except WorkflowFormatError as exc:
                 raise _error(node_id, node["class_type"], "bad_blueprint", str(exc),
                              f"fix or re-publish {blueprint.path}") from None
