@@ -275,7 +275,6 @@ def build_scheduler(sampler: str, scheduler: str, scheduler_config: Mapping[str,
     """A diffusers scheduler for the pair, its timesteps set for ``steps`` steps (ValueError if unsupported)."""
     import diffusers
     import numpy as np
-    import torch
 
     plan = plan_for(sampler, scheduler)
     spec = SAMPLERS[sampler]

@@ -15,7 +15,7 @@ from nodegraph.backends import LocalBackend, create_backend
 from nodegraph.backends.ray_worker import RunSummary, Shipped, WorkerActor
 from nodegraph.backends.routing import KeyMemory, RunTrack, WorkerInfo, WorkerSlot, choose, lacking, requirements
 from nodegraph.backends.shipping import ShippedFile, collect_files, rename_entries, store_files
-from nodegraph.events import EventBus, NodeFinished, RunFinished, RunInterrupted
+from nodegraph.events import EventBus, NodeFinished, RunInterrupted
 from nodegraph.server import ServerSettings, create_app
 
 
