@@ -1,0 +1,54 @@
+"""Our /object_info entries against ComfyUI's, transcribed from its source into comfyui_object_info/<Class>.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodegraph.registry import BUILTIN_PACKS
+from nodegraph.testing import build_registry
+
+FIXTURES = Path(__file__).with_name("comfyui_object_info")
+KEYS = ("input", "input_order", "output", "output_is_list", "output_name", "name", "display_name", "category",
+        "output_node")
+#: Differences we keep on purpose: (class, input, option) → why.
+ALLOWED = {
+    ("ImageColorToMask", "color", "display"): "our INT widget has no 'display' option; the editor shows a number",
+}
+
+
+def _normalise(name: str, entry: dict[str, Any], strip_allowed: bool) -> dict[str, Any]:
+    """The compared keys, with ``[TYPE]`` written as ``[TYPE, {}]`` (ComfyUI sends a 1-tuple when no options)."""
+    out = {key: entry.get(key) for key in KEYS}
+    inputs: dict[str, Any] = {}
+    for group, specs in (entry.get("input") or {}).items():
+        inputs[group] = {}
+        for input_name, spec in specs.items():
+            opts = dict(spec[1]) if len(spec) > 1 else {}
+            opts.pop("tooltip", None)
+            if strip_allowed:
+                for (cls, inp, opt) in ALLOWED:
+                    if cls == name and inp == input_name:
+                        opts.pop(opt, None)
+            inputs[group][input_name] = [spec[0], opts]
+    out["input"] = inputs
+    return out
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> dict[str, Any]:
+    """Our /object_info over the built-in packs."""
+    registry = build_registry(builtins=BUILTIN_PACKS)
+    return {path.stem: registry.catalogue_entry(path.stem) for path in sorted(FIXTURES.glob("*.json"))}
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_entry_matches_comfyui(fixture: Path, catalogue: dict[str, Any]) -> None:
+    """Every compared field equals ComfyUI's, except the differences listed in ALLOWED."""
+    ours = catalogue[fixture.stem]
+    assert ours is not None, f"{fixture.stem} is not in our catalogue"
+    theirs = json.loads(fixture.read_text(encoding="utf-8"))
+    assert _normalise(fixture.stem, ours, False) == _normalise(fixture.stem, theirs, True)
