@@ -33,7 +33,7 @@ ENTRY_POINT_GROUP = "nodegraph"
 BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.conditioning", "nodes.sampling",
                  "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes", "nodes.api_nodes")
 BUILTIN_PACKS += ("nodes.batches", "nodes.logic")  # lists and batches, lazy switches
-BUILTIN_PACKS += ("nodes.masks", "nodes.compositing")  # issue #14 tensor nodes
+BUILTIN_PACKS += ("nodes.masks", "nodes.compositing", "nodes.latent_ops")  # issue #14 tensor nodes
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"

@@ -1,4 +1,4 @@
-"""Image tensor nodes with ComfyUI's names, inputs and numbers: crop, pad, composite, alpha, filters, batch, size."""
+"""Image tensor nodes with ComfyUI's names and numbers: crop, pad, composite (images and latents), alpha, filters."""
 
 from __future__ import annotations
 
@@ -70,6 +70,22 @@ class ImageCompositeMasked(Node):
             destination = torch.nn.functional.pad(destination, (0, 1), value=1.0)
         dest = destination.clone().movedim(-1, 1)
         return (composite(dest, source.movedim(-1, 1), x, y, mask, 1, resize_source).movedim(1, -1),)
+
+
+class LatentCompositeMasked(Node):
+    """Paste ``source`` into ``destination`` at (x, y) pixels through an optional mask."""
+
+    CATEGORY = "latent"
+    INPUTS = {"destination": Link("LATENT"), "source": Link("LATENT"),
+              "x": Int(0, min=0, max=MAX_RESOLUTION, step=8), "y": Int(0, min=0, max=MAX_RESOLUTION, step=8),
+              "resize_source": Boolean(False), "mask": Link("MASK", optional=True)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, destination: dict, source: dict, x: int, y: int, resize_source: bool, mask: Any = None):
+        dest = destination["samples"].clone()
+        out = dict(destination)
+        out["samples"] = composite(dest, source["samples"], x, y, mask, 8, resize_source)
+        return (out,)
 
 
 class ImageCrop(Node):
@@ -291,5 +307,5 @@ class SplitImageWithAlpha(Node):
 @hookimpl
 def nodegraph_nodes():
     """The image compositing, transform and filter nodes."""
-    return [ImageCompositeMasked, ImageCrop, ImagePadForOutpaint, RepeatImageBatch, ImageScaleToTotalPixels,
+    return [ImageCompositeMasked, LatentCompositeMasked, ImageCrop, ImagePadForOutpaint, RepeatImageBatch, ImageScaleToTotalPixels,
             ImageBlur, ImageSharpen, ImageQuantize, GetImageSize, JoinImageWithAlpha, SplitImageWithAlpha]
