@@ -203,17 +203,16 @@ class KDenoiser:
 
     def split(self, x: Any, sigma: float) -> Any:
         """(positive x0, negative x0 or None) at noise level ``sigma``."""
-        from .sampling import _average, _predict
+        from .sampling import side_predictions
 
         t = float(schedulers.sigma_to_t(max(float(sigma), 1e-10), self.train))
         c_in = 1.0 / (float(sigma) ** 2 + 1.0) ** 0.5
         ts = self._torch.tensor(t, dtype=self._torch.float32, device=x.device)
-        preds = _predict(self.model.unet, x * c_in, ts, self.unconds + self.conds, self.dtype)
-        n = len(self.unconds)
-        cond = self._blend(self._x0(x, _average(preds[n:], self.conds), float(sigma)))
-        if not self.unconds:
+        pos, neg = side_predictions(self.model.unet, x * c_in, ts, self.conds, self.unconds, self.dtype)
+        cond = self._blend(self._x0(x, pos, float(sigma)))
+        if neg is None:
             return cond, None
-        return cond, self._blend(self._x0(x, _average(preds[:n], self.unconds), float(sigma)))
+        return cond, self._blend(self._x0(x, neg, float(sigma)))
 
     def _blend(self, x0: Any) -> Any:
         return x0 if self.mask is None else self.mask * x0 + (1.0 - self.mask) * self.clean

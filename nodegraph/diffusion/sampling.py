@@ -8,6 +8,7 @@
   leftover noise is x0 + sigma * noise (ComfyUI's convention) whatever the scheduler's own parametrisation.
 - Guidance: classifier-free, uncond + cfg * (cond - uncond), every conditioning entry in one UNet call when their
   shapes allow; several entries on one side are averaged, weighted by their "strength". cfg == 1 skips uncond.
+  Entries with an area, mask or timestep range are composed per latent cell instead (``regions``).
 - Noise comes from a CPU ``torch.Generator`` in float32 (moved afterwards), so a seed gives the same image on
   every device; the same generator feeds the schedulers' step noise, as diffusers' pipelines do.
 - Inpainting with a "noise_mask": after each step the known region is put back at the next noise level
@@ -22,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
 from .types import DiffusionModel
 
@@ -55,11 +57,12 @@ class SamplingOptions:
 
 @dataclass
 class _Cond:
-    """One conditioning entry on the device: embeddings [B, T, D], SDXL extras, weight."""
+    """One conditioning entry on the device: embeddings [B, T, D], SDXL extras, weight, where/when it applies."""
 
     emb: Any
     added: dict[str, Any] | None
     weight: float
+    region: Region | None = None
 
 
 def make_noise(shape: tuple[int, ...], gen: Any, batch_index: list[int] | None = None) -> Any:
@@ -127,7 +130,10 @@ def _conds(model: DiffusionModel, conditioning: list, batch: int, pixel_hw: tupl
                    extras.get("target_height", h), extras.get("target_width", w)]
             added = {"text_embeds": _expand(pooled, batch, what).to(device, dtype),
                      "time_ids": torch.tensor([ids] * batch, dtype=dtype, device=device)}
-        out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0))))
+        latent_hw = (pixel_hw[0] // model.latent.downscale, pixel_hw[1] // model.latent.downscale)
+        region = region_of(extras, latent_hw, model.latent.downscale, batch, device, what)
+        out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0)),
+                         region))
     if not out:
         raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
     return out
@@ -157,14 +163,23 @@ def _average(preds: list[Any], entries: list[_Cond]) -> Any:
     return sum(p * e.weight for p, e in zip(preds, entries)) / total
 
 
+def side_predictions(unet: Any, x: Any, t: Any, conds: list[_Cond], unconds: list[_Cond],
+                     dtype: Any) -> tuple[Any, Any]:
+    """(positive, negative or None) predictions, each side averaged (or area-composed) over its entries."""
+    if any(e.region is not None for e in conds + unconds):
+        return (blend_prediction(unet, x, t, conds, dtype),
+                blend_prediction(unet, x, t, unconds, dtype) if unconds else None)
+    preds = _predict(unet, x, t, unconds + conds, dtype)
+    cond = _average(preds[len(unconds):], conds)
+    return cond, (_average(preds[:len(unconds)], unconds) if unconds else None)
+
+
 def guided_prediction(unet: Any, x: Any, t: Any, conds: list[_Cond], unconds: list[_Cond], cfg: float,
                       dtype: Any) -> Any:
     """uncond + cfg * (cond - uncond), each side averaged over its entries (cond alone when there is no uncond)."""
-    preds = _predict(unet, x, t, unconds + conds, dtype)
-    cond = _average(preds[len(unconds):], conds)
-    if not unconds:
+    cond, uncond = side_predictions(unet, x, t, conds, unconds, dtype)
+    if uncond is None:
         return cond
-    uncond = _average(preds[:len(unconds)], unconds)
     return uncond + cfg * (cond - uncond)
 
 
