@@ -71,3 +71,26 @@ def test_threshold_image_to_mask_and_back() -> None:
 def test_color_to_mask_is_255_where_equal() -> None:
     image = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]])
     assert run(m.ImageColorToMask, image=image, color=0xFF0000).tolist() == [[[255.0, 0.0]]]
+
+
+def test_mask_graph_runs_in_the_engine(config) -> None:
+    """The packs load from BUILTIN_PACKS and a mask → image → alpha graph validates and runs end to end."""
+    from PIL import Image
+
+    from nodegraph.testing import build_engine, build_registry, run_graph
+
+    registry = build_registry(builtins=("nodes.image_io", "nodes.masks", "nodes.compositing"))
+    engine = build_engine(config, registry)
+    prompt = {
+        "1": {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 8, "height": 4}},
+        "2": {"class_type": "GrowMask", "inputs": {"mask": ["1", 0], "expand": 1, "tapered_corners": True}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "4": {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["3", 0], "alpha": ["1", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "mask"}},
+    }
+    result = run_graph(engine, prompt)
+    (saved,) = result.outputs["5"]["images"]
+    with Image.open(config.outputs_dir / saved["subfolder"] / saved["filename"]) as img:
+        assert img.mode == "RGBA" and img.size == (8, 4)
+        r, g, b, a = img.getpixel((0, 0))
+        assert r == g == b == a and a in (127, 128)  # grey 0.5 and alpha 1 - 0.5
