@@ -165,3 +165,23 @@ def test_timestep_range_outside_has_no_effect(engine, sampler):
     late = _latent(engine, wf, ["mix", 0])
     assert _differ(always, plain)
     assert not _close(late, plain) and not _close(late, always)  # the last half of the steps only: a small change
+
+
+def test_regions_feather_inner_edges_and_follow_mask_bounds():
+    from nodegraph.diffusion.regions import region_of
+
+    # the right half of a 64×32-cell latent (8-pixel units, 1/8 scale): feathered on its inner (left) edge only
+    r = region_of({"area": (32, 32, 0, 32), "strength": 2.0}, (32, 64), 8, 1, "cpu", "positive")
+    assert r.area == (32, 32, 0, 32)
+    assert torch.allclose(r.mult[0, 0, 5, :8], 2.0 * torch.arange(1, 9) / 8) and bool((r.mult[0, 0, :, 8:] == 2).all())
+    pct = region_of({"area": ("percentage", 0.5, 0.25, 0.5, 0.5)}, (32, 64), 8, 1, "cpu", "positive")
+    assert pct.area == (16, 16, 16, 32)
+    mask = torch.zeros(1, 256, 512)
+    mask[:, 40:120, 16:200] = 1.0
+    m = region_of({"mask": mask, "mask_strength": 0.5, "set_area_to_bounds": True}, (32, 64), 8, 2, "cpu", "neg")
+    assert m.area == (10, 23, 5, 2) and m.mult.shape == (2, 1, 10, 23) and bool((m.mult == 0.5).all())
+    full = region_of({"mask": mask, "set_area_to_bounds": False}, (32, 64), 8, 1, "cpu", "neg")
+    assert full.area == (32, 64, 0, 0) and float(full.mult.max()) == 1.0 and float(full.mult.min()) == 0.0
+    rng = region_of({"start_percent": 0.25, "end_percent": 0.75}, (32, 64), 8, 1, "cpu", "positive")
+    assert rng.active(500) and not rng.active(800) and not rng.active(200)
+    assert region_of({"strength": 0.5}, (32, 64), 8, 1, "cpu", "positive") is None
