@@ -285,6 +285,8 @@ class JoinImageWithAlpha(Node):
         import torch
 
         a = 1.0 - _resize_mask(alpha, image.shape[1], image.shape[2])[:, 0]
+        if a.shape[0] == 1:  # one mask serves the whole batch
+            a = _repeat_to(a, image.shape[0])
         batch = min(image.shape[0], a.shape[0])
         return (torch.cat((image[:batch, ..., :3], a[:batch, ..., None].to(image.dtype)), dim=-1),)
 

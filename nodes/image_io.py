@@ -140,6 +140,10 @@ class ImageBlend(Node):
 
         from nodegraph.api import resample
 
+        if image1.shape[-1] < image2.shape[-1]:  # ComfyUI's alpha fix: match image1's channels
+            image2 = image2[..., :image1.shape[-1]]
+        elif image1.shape[-1] > image2.shape[-1]:
+            image1 = torch.nn.functional.pad(image1, (0, 1), value=1.0)
         if image1.shape != image2.shape:
             image2 = resample(image2.movedim(-1, 1), image1.shape[2], image1.shape[1], "bicubic",
                               "center").movedim(1, -1)

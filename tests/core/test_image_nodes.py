@@ -94,3 +94,11 @@ def test_alpha_join_and_split() -> None:
     rgb, mask = run(c.SplitImageWithAlpha, image=rgba)
     assert rgb.shape == (1, 2, 2, 3) and mask[0].tolist() == [[0.0, 1.0], [0.25, 0.5]]
     assert run(c.SplitImageWithAlpha, image=grey(0.5))[1].eq(0).all()
+    two = run(c.JoinImageWithAlpha, image=grey(0.5, b=2), alpha=torch.zeros(2, 2))  # one [H, W] mask for both
+    assert two.shape == (2, 2, 2, 4) and two[..., 3].eq(1).all()
+
+
+def test_blend_with_rgba_image2_keeps_rgb() -> None:
+    rgba = torch.cat((grey(1.0), torch.zeros(1, 2, 2, 1)), dim=-1)
+    out = run(ImageBlend, image1=grey(0.0), image2=rgba, blend_factor=0.5, blend_mode="normal")
+    assert out.shape == (1, 2, 2, 3) and out.eq(0.5).all()
