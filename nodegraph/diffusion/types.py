@@ -7,7 +7,9 @@ Conventions (ComfyUI's, so its workflows mean the same thing here):
   per latent cell, when known), optional "pixel_size": (H, W) (only on an untouched EmptyLatentImage output, which
   KSampler may re-create in the shape the model expects)}.
 - CONDITIONING: list of (embeddings [B, T, D], extras dict) pairs; extras may hold "pooled_output" (SDXL),
-  "strength" (float). Several pairs (ConditioningCombine) have their noise predictions averaged.
+  "strength" (float), "area", "mask"/"mask_strength"/"set_area_to_bounds", "start_percent"/"end_percent" (see
+  ``regions``). Several pairs (ConditioningCombine) have their noise predictions averaged (composed per latent cell
+  when some have an area, mask or timestep range).
 Model wrappers are never mutated by nodes: a node that changes one (LoraLoader, CLIPSetLastLayer) returns a copy
 that shares the weights and records the change, which is applied while sampling/encoding.
 """
