@@ -116,7 +116,10 @@ def _morph(mask: Any, steps: int, tapered: bool) -> Any:
     for _ in range(abs(steps)):
         padded = torch.nn.functional.pad(out[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
         shifted = torch.stack([padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in offsets])
-        out = reduce(shifted, dim=0)
+        grown = reduce(shifted, dim=0)
+        if torch.equal(grown, out):  # stable: more steps change nothing (a huge ``expand`` stays cheap)
+            break
+        out = grown
     return out
 
 

@@ -52,3 +52,15 @@ def test_entry_matches_comfyui(fixture: Path, catalogue: dict[str, Any]) -> None
     assert ours is not None, f"{fixture.stem} is not in our catalogue"
     theirs = json.loads(fixture.read_text(encoding="utf-8"))
     assert _normalise(fixture.stem, ours, False) == _normalise(fixture.stem, theirs, True)
+
+
+def test_comparison_sees_a_changed_option(catalogue: dict[str, Any]) -> None:
+    """The comparison is not vacuous: a fixture with one changed default, option or display name differs."""
+    theirs = json.loads((FIXTURES / "GrowMask.json").read_text(encoding="utf-8"))
+    ours = _normalise("GrowMask", catalogue["GrowMask"], False)
+    assert ours == _normalise("GrowMask", theirs, True)
+    theirs["input"]["required"]["expand"][1]["min"] = 0
+    assert ours != _normalise("GrowMask", theirs, True)
+    theirs = json.loads((FIXTURES / "ImageToMask.json").read_text(encoding="utf-8"))
+    theirs["input"]["required"]["channel"][0] = ["red", "green", "blue"]
+    assert _normalise("ImageToMask", catalogue["ImageToMask"], False) != _normalise("ImageToMask", theirs, True)

@@ -56,6 +56,8 @@ def test_grow_and_shrink() -> None:
     assert square.sum() == 9
     assert run(m.GrowMask, mask=square, expand=-1, tapered_corners=False).sum() == 1
     assert torch.equal(run(m.GrowMask, mask=dot, expand=0, tapered_corners=True), dot)
+    assert run(m.GrowMask, mask=dot, expand=16384, tapered_corners=True).eq(1).all()  # stops once stable
+    assert run(m.GrowMask, mask=dot, expand=-16384, tapered_corners=True).eq(0).all()
 
 
 def test_threshold_image_to_mask_and_back() -> None:
