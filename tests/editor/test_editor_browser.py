@@ -134,7 +134,7 @@ def test_node_library_lists_our_nodes(editor: Session):
         page.get_by_text(category, exact=True).first.wait_for()
     page.get_by_text("testing", exact=True).first.click()
     page.get_by_text("image", exact=True).first.click()
-    for node in ("SlowInvert", "Empty Image", "Save Image", "Image Blend"):
+    for node in ("SlowInvert", "Empty Image", "Save Image", "Invert Image"):
         page.get_by_text(node, exact=True).first.wait_for()
     editor.shot("02-node-library")
     page.get_by_test_id("node-library-tab-button").click()
