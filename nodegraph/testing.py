@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import subprocess
+import sys
 import threading
 import types
 from dataclasses import dataclass
@@ -118,6 +121,29 @@ def run_graph(engine: Engine, prompt: dict[str, Any], **run_kwargs: Any) -> RunR
     if error:
         raise AssertionError(f"the run failed: {error}")
     return result
+
+
+#: What a source tree may hold from earlier builds or runs; left out when a wheel is built from a copy.
+BUILD_LEFTOVERS = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                         ".mypy_cache", ".home", "runs", "artifacts")
+
+
+def run_checked(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run a command and return its stdout; fail the test with the tail of its output when it exits non-zero."""
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def build_wheel(source: Path, workdir: Path, env: dict[str, str] | None = None,
+                ignore: Callable[..., Any] = BUILD_LEFTOVERS) -> Path:
+    """Build the wheel of the project in ``source`` from a clean copy (no stale build/ or egg-info) in ``workdir``."""
+    copy, dist = workdir / "src", workdir / "dist"
+    shutil.copytree(source, copy, ignore=ignore)
+    run_checked([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
+                 str(copy)], workdir, env)
+    (wheel,) = dist.glob("*.whl")
+    return wheel
 
 
 @pytest.fixture

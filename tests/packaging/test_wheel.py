@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from nodegraph.testing import build_wheel, run_checked
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_TEMPLATES = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
@@ -47,22 +48,13 @@ print(json.dumps({"nodegraph": nodegraph.__file__, "loaders": nodegraph.nodes.lo
 """
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The wheel, built from a clean copy of this checkout (no stale build/ folder)."""
     base = tmp_path_factory.mktemp("wheel")
-    src, wheels = base / "src", base / "wheels"
-    shutil.copytree(ROOT, src, ignore=BUILD_LEFTOVERS)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NODEGRAPH_PLUGIN_PATH", "PIP_USER")}
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-          str(src)], base, env)
-    (wheel,) = wheels.glob("nodegraph-*.whl")
+    wheel = build_wheel(ROOT, base, env, ignore=BUILD_LEFTOVERS)
+    assert wheel.name.startswith("nodegraph-")
     return {"base": base, "wheel": wheel, "env": env}
 
 
@@ -71,11 +63,12 @@ def installed(built: dict) -> dict:
     """The wheel installed in a fresh venv (system packages for torch & co., but not the checkout's nodegraph)."""
     base, env, venv = built["base"], built["env"], built["base"] / "venv"
     # --without-pip: the venv's own old pip/setuptools would shadow the system's; the system pip installs into it.
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], base, env)
+    run_checked([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], base, env)
     python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(built["wheel"])], base, env)
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base,
-                     env).strip())
+    run_checked([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(built["wheel"])],
+                base, env)
+    site = Path(run_checked([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base,
+                            env).strip())
     return {**built, "python": python, "site": site}
 
 
@@ -103,7 +96,7 @@ def test_installed_wheel_beside_another_tools_nodes_and_plugins(installed):
     (site / "plugins" / "junk_site.py").write_text(textwrap.dedent(JUNK_PLUGIN.format(name="JunkSite")))
     env = {**installed["env"], "NODEGRAPH_HOME": str(base / "home"), "HF_HUB_OFFLINE": "1"}
 
-    probe = json.loads(_run([str(python), "-c", PROBE], run, env).splitlines()[-1])
+    probe = json.loads(run_checked([str(python), "-c", PROBE], run, env).splitlines()[-1])
     venv = str(base / "venv")
     assert probe["nodegraph"].startswith(venv) and probe["loaders"].startswith(venv), probe  # not the checkout
     assert probe["cwd_nodes"] == str(run / "nodes.py")  # the colliding module really is importable as `nodes`
@@ -111,14 +104,14 @@ def test_installed_wheel_beside_another_tools_nodes_and_plugins(installed):
     assert not [p for p in probe["plugins"] if "junk" in p] and not probe["errors"], probe
 
     # The command line, started from that folder (`python -c` puts it first on sys.path).
-    out = _run([str(python), "-c", "import sys; from nodegraph.cli import main; sys.exit(main(sys.argv[1:]))",
+    out = run_checked([str(python), "-c", "import sys; from nodegraph.cli import main; sys.exit(main(sys.argv[1:]))",
                 "nodes", "--json"], run, env)
     catalogue = json.loads(out)
     assert {"KSampler", "CheckpointLoaderSimple", "SaveImage", "IntMath"} <= set(catalogue)
     assert not {"JunkCwd", "JunkSite"} & set(catalogue)
     core = [e for e in catalogue.values() if e["python_module"].startswith("nodes.")]
     assert len(core) >= 20  # the editor groups the built-in packs as core nodes
-    assert _run([str(base / "venv" / "bin" / "nodegraph"), "plugins"], run, env).count("junk") == 0
+    assert run_checked([str(base / "venv" / "bin" / "nodegraph"), "plugins"], run, env).count("junk") == 0
 
 
 def test_editable_checkout_maps_nodes_without_a_top_level_name(tmp_path):
@@ -126,5 +119,5 @@ def test_editable_checkout_maps_nodes_without_a_top_level_name(tmp_path):
     code = ("import importlib.util, json, nodegraph.nodes.loaders as m; "
             "print(json.dumps([m.__file__, importlib.util.find_spec('nodes') is None]))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    loaders, no_top_level = json.loads(_run([sys.executable, "-c", code], tmp_path, env))
+    loaders, no_top_level = json.loads(run_checked([sys.executable, "-c", code], tmp_path, env))
     assert Path(loaders) == ROOT / "nodes" / "loaders.py" and no_top_level
