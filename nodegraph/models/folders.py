@@ -85,18 +85,28 @@ def _pickle_allowed(config: Any) -> bool:
     return bool(getattr(config, "allow_unsafe_pickle", False))
 
 
+def _spec(kind: str, registry: Any) -> FolderKind:
+    """The folder kind ``kind`` (the table is built once per call, plugin hooks included); raises for unknown kinds."""
+    folders = table(registry)
+    spec = folders.get(kind)
+    if spec is None:
+        raise UnlistedModelError(f"no model folder {kind!r}; known folders: {', '.join(sorted(folders))}")
+    return spec
+
+
+def _allowed(spec: FolderKind, config: Any) -> tuple[str, ...]:
+    exts = tuple(e for e in spec.extensions if e not in PICKLE_EXTENSIONS)
+    if spec.pickle and _pickle_allowed(config):
+        exts += tuple(e for e in PICKLE_EXTENSIONS if e not in exts)
+    return exts
+
+
 def extensions(kind: str, config: Any = None, registry: Any = None) -> tuple[str, ...]:
     """The extensions listed and loaded for ``kind``: pickle ones only when ``config.allow_unsafe_pickle``.
 
     Raises UnlistedModelError for an unknown kind.
     """
-    spec = table(registry).get(kind)
-    if spec is None:
-        raise UnlistedModelError(f"no model folder {kind!r}; known folders: {', '.join(kinds(registry))}")
-    exts = tuple(e for e in spec.extensions if e not in PICKLE_EXTENSIONS)
-    if spec.pickle and _pickle_allowed(config):
-        exts += tuple(e for e in PICKLE_EXTENSIONS if e not in exts)
-    return exts
+    return _allowed(_spec(kind, registry), config)
 
 
 def _inside_model_folder(path: Path, root: Path, markers: tuple[str, ...]) -> bool:
@@ -163,10 +173,10 @@ def list_models(config: Any, kind: str, registry: Any = None) -> list[str]:
     Files inside a diffusers folder are not listed on their own; unknown kinds raise UnlistedModelError. The scan is
     remembered until a directory in the folder tree changes (validation and the combos ask often).
     """
-    spec = table(registry).get(kind)
-    exts = extensions(kind, config, registry)
+    spec = _spec(kind, registry)
+    exts = _allowed(spec, config)
     root = Path(config.model_dir(kind))
-    if spec is None or not root.is_dir():
+    if not root.is_dir():
         return []
     key = (kind, str(root), exts, spec.folder_markers)
     return listing_cache(config).get(key, root, lambda: _scan(root, exts, spec.folder_markers))
@@ -188,9 +198,8 @@ def _scan(root: Path, exts: tuple[str, ...], markers: tuple[str, ...]) -> list[s
 def check_listed(path: Path, kind: str, config: Any = None, registry: Any = None) -> None:
     """Raise UnlistedModelError unless ``path`` is a file (or diffusers folder) that ``kind`` lists."""
     path = Path(path)
-    spec = table(registry).get(kind)
-    exts = extensions(kind, config, registry)
-    assert spec is not None
+    spec = _spec(kind, registry)
+    exts = _allowed(spec, config)
     if path.is_dir():
         if any((path / m).exists() for m in spec.folder_markers):
             return
