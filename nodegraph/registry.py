@@ -34,6 +34,8 @@ BUILTIN_PACKS = ("nodes.utils", "nodes.image_io", "nodes.loaders", "nodes.condit
                  "nodes.latent", "nodes.image_ops", "nodes.upscaling", "nodes.shapes", "nodes.api_nodes")
 BUILTIN_PACKS += ("nodes.batches", "nodes.logic")  # lists and batches, lazy switches
 BUILTIN_PACKS += ("nodes.masks", "nodes.compositing", "nodes.latent_ops")  # issue #14 tensor nodes
+BUILTIN_PACKS += ("nodes.custom_sampling", "nodes.controlnet", "nodes.model_merging", "nodes.split_loaders",
+                  "nodes.flux", "nodes.video", "nodes.training", "nodes.diffusion_explained")
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"

@@ -49,6 +49,15 @@ BUILTIN: dict[str, FolderKind] = {
     "loras": FolderKind("loras"),
     "upscale_models": FolderKind("upscale_models"),
     "embeddings": FolderKind("embeddings"),
+    # Split model files (ComfyUI's folder names; "unet" and "clip" are the older names of the two after them).
+    "diffusion_models": FolderKind("diffusion_models", folder_markers=("config.json",)),
+    "unet": FolderKind("unet", folder_markers=("config.json",)),
+    "text_encoders": FolderKind("text_encoders", folder_markers=("config.json",)),
+    "clip": FolderKind("clip", folder_markers=("config.json",)),
+    "controlnet": FolderKind("controlnet", folder_markers=("config.json",)),
+    "clip_vision": FolderKind("clip_vision", folder_markers=("config.json",)),
+    "style_models": FolderKind("style_models"),
+    "hypernetworks": FolderKind("hypernetworks"),
 }
 
 

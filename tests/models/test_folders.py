@@ -58,8 +58,8 @@ def test_check_listed_says_why(config: EngineConfig) -> None:
         folders.check_listed(ckpts / "b.sft", "checkpoints", config)
     with pytest.raises(folders.UnlistedModelError, match="folder without model_index.json"):
         folders.check_listed(ckpts / "sub", "checkpoints", config)
-    with pytest.raises(folders.UnlistedModelError, match="known folders: checkpoints, embeddings"):
-        folders.extensions("controlnet", config)
+    with pytest.raises(folders.UnlistedModelError, match="known folders: checkpoints, clip, clip_vision"):
+        folders.extensions("controlnets", config)
 
 
 class _Registry:
@@ -74,17 +74,18 @@ class _Registry:
 
 
 def test_plugin_folders_join_the_table(config: EngineConfig) -> None:
-    registry = _Registry([("cn", {"controlnet": [".safetensors", "pth"]}), ("bad", None),
+    registry = _Registry([("cn", {"ipadapter": [".safetensors", "pth"]}), ("bad", None),
                           ("more", {"loras": [".safetensors"]})])
-    assert folders.kinds(registry) == ["checkpoints", "controlnet", "embeddings", "loras", "upscale_models", "vae"]
+    assert "ipadapter" in folders.kinds(registry)
+    assert folders.kinds(registry) == sorted(set(folders.BUILTIN) | {"ipadapter"})
     # A plugin's pickle extension is filtered like ours.
-    assert folders.extensions("controlnet", config, registry) == (".safetensors",)
+    assert folders.extensions("ipadapter", config, registry) == (".safetensors",)
     config.allow_unsafe_pickle = True
-    assert ".pth" in folders.extensions("controlnet", config, registry)
+    assert ".pth" in folders.extensions("ipadapter", config, registry)
     assert folders.extensions("loras", config, registry).count(".safetensors") == 1
-    (config.model_dir("controlnet")).mkdir()
-    (config.model_dir("controlnet") / "canny.safetensors").write_bytes(b"x")
-    assert folders.list_models(config, "controlnet", registry) == ["canny.safetensors"]
+    (config.model_dir("ipadapter")).mkdir()
+    (config.model_dir("ipadapter") / "canny.safetensors").write_bytes(b"x")
+    assert folders.list_models(config, "ipadapter", registry) == ["canny.safetensors"]
 
 
 def test_listings_are_cached_until_the_folder_tree_changes(tmp_path, monkeypatch) -> None:
