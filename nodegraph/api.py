@@ -154,3 +154,11 @@ def sample(ctx: ExecutionContext, model: MODEL, positive: Sequence[Any],
     return out  # type: ignore[return-value]
 
 
+
+# ---- additions of this wave: each block belongs to one pack; add imports and ``__all__ += [...]`` in your block ----
+# [custom sampling]
+# [controlnet]
+# [prompt text and model merging]
+# [flow families]
+# [video]
+# [training]
