@@ -16,7 +16,7 @@ class PrimitiveInt(Node):
 
     DISPLAY_NAME = "Int"
     CATEGORY = "utils/primitive"
-    INPUTS = {"value": Int(0, min=-INT_MAX, max=INT_MAX)}
+    INPUTS = {"value": Int(0, min=-INT_MAX, max=INT_MAX, control_after_generate=True)}
     OUTPUTS = (Output("INT"),)
 
     def execute(self, ctx, value: int):
@@ -28,7 +28,7 @@ class PrimitiveFloat(Node):
 
     DISPLAY_NAME = "Float"
     CATEGORY = "utils/primitive"
-    INPUTS = {"value": Float(0.0, min=-1e18, max=1e18)}
+    INPUTS = {"value": Float(0.0, min=-float(INT_MAX), max=float(INT_MAX), step=0.1)}
     OUTPUTS = (Output("FLOAT"),)
 
     def execute(self, ctx, value: float):

@@ -17,10 +17,19 @@ KEYS = ("input", "input_order", "output", "output_is_list", "output_name", "name
 #: Differences we keep on purpose: (class, input, option) → why.
 ALLOWED = {
     ("ImageColorToMask", "color", "display"): "our INT widget has no 'display' option; the editor shows a number",
+    # ComfyUI's primitives state no default (the editor then starts at 0 / 0.0 / "" / false, which is ours) and,
+    # for PrimitiveFloat, integer bounds (sys.maxsize) that our FLOAT widget states as the same float.
+    **{(cls, "value", "default"): "ours states the default the editor assumes when none is given"
+       for cls in ("PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
+                   "PrimitiveBoolean")},
+    ("PrimitiveInt", "value", "step"): "ours states step 1, the editor's default for an INT",
+    ("PrimitiveFloat", "value", "min"): "-sys.maxsize written as a float",
+    ("PrimitiveFloat", "value", "max"): "sys.maxsize written as a float",
+    ("PrimitiveStringMultiline", "value", "dynamicPrompts"): "ours states false, the editor's default",
 }
 
 
-def _normalise(name: str, entry: dict[str, Any], strip_allowed: bool) -> dict[str, Any]:
+def _normalise(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     """The compared keys, with ``[TYPE]`` written as ``[TYPE, {}]`` (ComfyUI sends a 1-tuple when no options)."""
     out = {key: entry.get(key) for key in KEYS}
     inputs: dict[str, Any] = {}
@@ -29,10 +38,9 @@ def _normalise(name: str, entry: dict[str, Any], strip_allowed: bool) -> dict[st
         for input_name, spec in specs.items():
             opts = dict(spec[1]) if len(spec) > 1 else {}
             opts.pop("tooltip", None)
-            if strip_allowed:
-                for (cls, inp, opt) in ALLOWED:
-                    if cls == name and inp == input_name:
-                        opts.pop(opt, None)
+            for (cls, inp, opt) in ALLOWED:  # stripped from both sides: a difference we keep on purpose
+                if cls == name and inp == input_name:
+                    opts.pop(opt, None)
             inputs[group][input_name] = [spec[0], opts]
     out["input"] = inputs
     return out
@@ -51,16 +59,16 @@ def test_entry_matches_comfyui(fixture: Path, catalogue: dict[str, Any]) -> None
     ours = catalogue[fixture.stem]
     assert ours is not None, f"{fixture.stem} is not in our catalogue"
     theirs = json.loads(fixture.read_text(encoding="utf-8"))
-    assert _normalise(fixture.stem, ours, False) == _normalise(fixture.stem, theirs, True)
+    assert _normalise(fixture.stem, ours) == _normalise(fixture.stem, theirs)
 
 
 def test_comparison_sees_a_changed_option(catalogue: dict[str, Any]) -> None:
     """The comparison is not vacuous: a fixture with one changed default, option or display name differs."""
     theirs = json.loads((FIXTURES / "GrowMask.json").read_text(encoding="utf-8"))
-    ours = _normalise("GrowMask", catalogue["GrowMask"], False)
-    assert ours == _normalise("GrowMask", theirs, True)
+    ours = _normalise("GrowMask", catalogue["GrowMask"])
+    assert ours == _normalise("GrowMask", theirs)
     theirs["input"]["required"]["expand"][1]["min"] = 0
-    assert ours != _normalise("GrowMask", theirs, True)
+    assert ours != _normalise("GrowMask", theirs)
     theirs = json.loads((FIXTURES / "ImageToMask.json").read_text(encoding="utf-8"))
     theirs["input"]["required"]["channel"][0] = ["red", "green", "blue"]
-    assert _normalise("ImageToMask", catalogue["ImageToMask"], False) != _normalise("ImageToMask", theirs, True)
+    assert _normalise("ImageToMask", catalogue["ImageToMask"]) != _normalise("ImageToMask", theirs)

@@ -253,3 +253,14 @@ def test_primitive_node_value_flows_through_reroute_chains(engine):
           "links": [[1, 1, 0, 2, 0, "INT"], [2, 2, 0, 3, 0, "*"], [3, 3, 0, 4, 0, "INT"], [4, 3, 0, 4, 1, "INT"]]}
     assert ui_to_api(ui, engine.registry) == {"4": {"class_type": "IntMath",
                                                     "inputs": {"a": 9, "b": 9, "operation": "add"}}}
+
+
+def test_primitive_int_has_comfyuis_control_slot(engine):
+    """PrimitiveInt carries control_after_generate as ComfyUI's does: its saved widgets are [value, control]."""
+    entry = engine.registry.catalogue_entry("PrimitiveInt")
+    assert entry["input"]["required"]["value"][1]["control_after_generate"] is True
+    ui = {"nodes": [node(1, "PrimitiveInt", [12, "increment"], outputs=[out("INT", [1])]),
+                    node(2, "ShowValue", inputs=[{"name": "value", "type": "*", "link": 1}])],
+          "links": [[1, 1, 0, 2, 0, "INT"]]}
+    assert ui_to_api(ui, engine.registry)["1"]["inputs"] == {"value": 12}
+    assert engine.run(engine.prepare(ui)).outputs == {"2": {"text": ["12"]}}
