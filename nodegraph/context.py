@@ -6,7 +6,7 @@ import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from .config import EngineConfig, safe_join
 from .events import EventBus, NodeImage, NodeProgress
@@ -295,6 +295,15 @@ class Files:
 
         img = Image.open(self.input_path(name))
         return ImageOps.exif_transpose(img) or img
+
+    def create(self, prefix: str, suffix: str, kind: str = "output") -> "tuple[BinaryIO, dict[str, str]]":
+        """A new numbered file ``{prefix}_{counter:05}_{suffix}`` in folder ``kind`` (never overwriting, never
+        leaving it), open for binary writing; returns (file, UI entry ``{"filename", "subfolder", "type"}``)."""
+        from .imaging import create_numbered
+
+        handle, entry = create_numbered(self.folder(kind), prefix, suffix)
+        entry["type"] = kind
+        return handle, entry
 
     def save_images(self, images: Any, prefix: str, kind: str = "output",
                     text: dict[str, Any] | None = None) -> list[dict[str, str]]:

@@ -39,9 +39,9 @@ def image_to_pils(images: Any) -> list[Image.Image]:
     return [Image.fromarray(np.round(a * 255.0).astype(np.uint8)) for a in arr]
 
 
-def next_counter(folder: Path, stem: str) -> int:
-    """The next free counter for files named ``{stem}_{counter:05}_.png`` in ``folder``."""
-    pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_?\.png$")
+def next_counter(folder: Path, stem: str, suffix: str = ".png") -> int:
+    """The next free counter for files named ``{stem}_{counter:05}_{suffix}`` in ``folder``."""
+    pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_?{re.escape(suffix)}$")
     best = 0
     if folder.is_dir():
         for path in folder.iterdir():
@@ -49,6 +49,26 @@ def next_counter(folder: Path, stem: str) -> int:
             if m:
                 best = max(best, int(m.group(1)))
     return best + 1
+
+
+def create_numbered(root: Path, prefix: str, suffix: str) -> tuple[Any, dict[str, str]]:
+    """Create ``{prefix}_{counter:05}_{suffix}`` under ``root`` exclusively (``prefix`` may hold a subfolder);
+    returns (open binary file, UI entry without its type). Never overwrites, never leaves ``root``."""
+    from .config import safe_join
+    from .paths import check_component
+
+    subfolder, _, stem = prefix.replace("\\", "/").rpartition("/")
+    stem = stem or "file"
+    check_component(f"{stem}_00000_{suffix}", "filename_prefix")
+    folder = safe_join(root, subfolder) if subfolder else root.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = next_counter(folder, stem, suffix)
+    while True:
+        name = f"{stem}_{counter:05}_{suffix}"
+        try:
+            return open(folder / name, "xb"), {"filename": name, "subfolder": subfolder}
+        except FileExistsError:
+            counter += 1
 
 
 def save_pngs(images: Iterable[Image.Image], root: Path, prefix: str, text: dict[str, Any] | None = None,
