@@ -1,0 +1,10 @@
+"""Diffusion transformers with flow matching (Flux.1 first; built so SD3.5, Qwen-Image and Chroma reuse it).
+
+- ``detect``: the family, variant and key layout of a split file from its header; the config from its shapes.
+- ``convert``: Flux weights between the original (BFL/ComfyUI) and diffusers names.
+- ``loading``: transformers and text encoders straight into their dtype, T5's tokenizer, VAE overrides.
+- ``schedule``: ``FlowSettings`` (ComfyUI's ModelSamplingFlux / DiscreteFlow), the schedulers on flow sigmas.
+- ``sampling``: KSampler's semantics on a flow model (the dispatch from ``diffusion.sampling.sample``).
+- ``text``: CLIP-L + T5 prompt encoding; ``latents``: 2×2 patch tokens and position ids.
+- ``public``: what the node packs use, exported through ``nodegraph.api``.
+"""

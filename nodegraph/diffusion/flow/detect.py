@@ -1,0 +1,149 @@
+"""Which diffusion transformer a split file holds, from its tensor names and shapes (header only), and its config.
+
+Layouts read for Flux.1: ComfyUI's (original names under ``model.diffusion_model.``), the original Black Forest Labs
+release (``double_blocks.*`` at the root) and diffusers' (``transformer_blocks.*``, ``x_embedder``). The config
+follows from the shapes (widths, depths, guidance embedder, input channels), on top of the shipped Flux.1 config, so
+dev, schnell, Fill (384 input channels), Canny/Depth (128) and scaled-down test models all load. Families that are
+recognised but not loaded yet (SD3, Chroma, Flux.2, Qwen-Image, …) are named in the refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..detect import Header, UnknownModelError
+
+FLUX_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "flux"
+_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "")
+#: (marker tensor name without prefix, family name shown to the user) for families recognised but not loaded yet.
+_LATER = (("joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3 / 3.5 (MMDiT)"),
+          ("distilled_guidance_layer.in_proj.weight", "Chroma"),
+          ("double_stream_modulation_img.lin.weight", "Flux.2"),
+          ("transformer_blocks.0.img_mod.1.weight", "Qwen-Image"),
+          ("pos_embed.proj.weight", "Stable Diffusion 3 / 3.5 (diffusers layout)"))
+
+
+@dataclass
+class FlowDetected:
+    """A detected diffusion transformer: family, variant, key layout and prefix, diffusers config, and why."""
+
+    family: str  # "flux"
+    variant: str  # "dev" | "schnell" | "fill" | "control"
+    layout: str  # "comfyui" | "original" | "diffusers"
+    prefix: str
+    config: dict[str, Any]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def arch(self) -> str:
+        """The MODEL's ``arch`` (e.g. "flux-dev")."""
+        return f"{self.family}-{self.variant}"
+
+
+def shipped_config(name: str) -> dict[str, Any]:
+    """A shipped Flux config (``transformer``, ``vae``, ``clip_l``, ``t5xxl``) as a dict."""
+    return json.loads((FLUX_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _prefix(shapes: dict[str, Any], marker: str) -> str | None:
+    return next((p for p in _PREFIXES if p + marker in shapes), None)
+
+
+def _count(shapes: dict[str, Any], prefix: str) -> int:
+    found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
+    return max(found) + 1 if found else 0
+
+
+def _rope_axes(head_dim: int) -> list[int]:
+    """Flux's rotary axes for a head width: (16, 56, 56) at 128; the same proportions (even sizes) otherwise."""
+    first = max(2, (head_dim // 8) // 2 * 2)
+    rest = (head_dim - first) // 2 // 2 * 2
+    return [head_dim - 2 * rest, rest, rest]
+
+
+def _flux_config(s: dict[str, Any], p: str, original: bool) -> dict[str, Any]:
+    if original:
+        hidden, in_ch = s[p + "img_in.weight"]
+        head_dim = s[p + "double_blocks.0.img_attn.norm.query_norm.scale"][0]
+        joint, pooled = s[p + "txt_in.weight"][1], s[p + "vector_in.in_layer.weight"][1]
+        layers, singles = _count(s, p + "double_blocks."), _count(s, p + "single_blocks.")
+        guidance, out_ch = p + "guidance_in.in_layer.weight" in s, s[p + "final_layer.linear.weight"][0]
+    else:
+        hidden, in_ch = s[p + "x_embedder.weight"]
+        head_dim = s[p + "transformer_blocks.0.attn.norm_q.weight"][0]
+        joint, pooled = s[p + "context_embedder.weight"][1], s[p + "time_text_embed.text_embedder.linear_1.weight"][1]
+        layers, singles = _count(s, p + "transformer_blocks."), _count(s, p + "single_transformer_blocks.")
+        guidance = p + "time_text_embed.guidance_embedder.linear_1.weight" in s
+        out_ch = s[p + "proj_out.weight"][0]
+    config = shipped_config("transformer")
+    config.update(in_channels=int(in_ch), out_channels=int(out_ch), attention_head_dim=int(head_dim),
+                  num_attention_heads=int(hidden) // int(head_dim), joint_attention_dim=int(joint),
+                  pooled_projection_dim=int(pooled), num_layers=layers, num_single_layers=singles,
+                  guidance_embeds=bool(guidance))
+    if int(head_dim) != 128:
+        config["axes_dims_rope"] = _rope_axes(int(head_dim))
+    return config
+
+
+def detect_transformer(header: Header) -> FlowDetected:
+    """The diffusion transformer in ``header``'s file; ``UnknownModelError`` naming what was found otherwise."""
+    s = header.shapes
+    name = header.path.name
+    for original, marker in ((True, "double_blocks.0.img_attn.qkv.weight"),
+                             (False, "transformer_blocks.0.attn.add_q_proj.weight")):
+        p = _prefix(s, marker)
+        if p is None or (not original and _prefix(s, "x_embedder.weight") is None):
+            continue
+        if original and p + "distilled_guidance_layer.in_proj.weight" in s:
+            break  # Chroma: Flux-shaped blocks without per-block modulation
+        config = _flux_config(s, p, original)
+        layout = "diffusers" if not original else ("comfyui" if p else "original")
+        variant = "dev" if config["guidance_embeds"] else "schnell"
+        if config["in_channels"] > 64:
+            variant = "fill" if config["in_channels"] == 384 else "control"
+        reasons = [f"{'original' if original else 'diffusers'} Flux tensor names under {p or 'the root'!r}",
+                   f"{config['num_layers']} double + {config['num_single_layers']} single blocks, "
+                   f"{config['num_attention_heads']}×{config['attention_head_dim']} wide",
+                   "guidance embedder present (dev)" if config["guidance_embeds"] else "no guidance embedder "
+                   "(schnell-style, guidance-distilled away)", f"{config['in_channels']} input channels"]
+        return FlowDetected("flux", variant, layout, p, config, reasons)
+    for marker, family in _LATER:
+        if _prefix(s, marker) is not None:
+            raise UnknownModelError(f"{name} is a {family} diffusion model; this version of nodegraph loads Flux.1 "
+                                    "split files only (dev, schnell, Fill, Canny/Depth, Kontext)")
+    if any(k.startswith(("model.diffusion_model.input_blocks.", "input_blocks.", "down_blocks.")) for k in s):
+        raise UnknownModelError(f"{name} is a UNet (Stable Diffusion 1/2/XL); load full checkpoints with "
+                                "CheckpointLoaderSimple from models/checkpoints")
+    sample = ", ".join(list(s)[:3])
+    raise UnknownModelError(f"{name}: no diffusion transformer this engine knows ({len(s)} tensors, e.g. {sample}); "
+                            "UNETLoader reads Flux.1 files in ComfyUI, original or diffusers layout")
+
+
+def text_encoder_kind(header: Header) -> str:
+    """"clip_l", "clip_g", "t5xxl" (any T5 encoder) for a text-encoder file; UnknownModelError otherwise."""
+    s = header.shapes
+    if _prefix(s, "encoder.block.0.layer.0.SelfAttention.q.weight") is not None:
+        return "t5xxl"
+    p = _prefix(s, "text_model.embeddings.token_embedding.weight")
+    if p is not None:
+        width = s[p + "text_model.embeddings.token_embedding.weight"][1]
+        return "clip_g" if width == 1280 else "clip_l"
+    sample = ", ".join(list(s)[:3])
+    raise UnknownModelError(f"{header.path.name} is not a text encoder this engine reads ({len(s)} tensors, e.g. "
+                            f"{sample}); expected CLIP (text_model.*) or T5 (encoder.block.*) weights")
+
+
+def encoder_prefix(header: Header) -> str:
+    """The prefix under which a text encoder file's tensors sit ("" for ComfyUI's and transformers' files)."""
+    for marker in ("encoder.block.0.layer.0.SelfAttention.q.weight", "text_model.embeddings.token_embedding.weight"):
+        p = _prefix(header.shapes, marker)
+        if p is not None:
+            return p
+    return ""
+
+
+__all__ = ["FlowDetected", "FLUX_CONFIGS", "detect_transformer", "text_encoder_kind", "encoder_prefix",
+           "shipped_config"]

@@ -1,0 +1,199 @@
+"""Loading split files of flow-matching families offline: diffusion transformers, text encoders, their tokenizers.
+
+- Weights are placed into a model built on the meta device (``accelerate.init_empty_weights``), tensor by tensor,
+  each removed from the loaded dict as it is placed: a 12B transformer needs its own size in RAM, not twice it.
+- ``weight_dtype`` (UNETLoader): "default" keeps the compute dtype; "fp8_e4m3fn"/"fp8_e4m3fn_fast"/"fp8_e5m2" store
+  the weights in float8 and compute in the device dtype (diffusers' layerwise casting), where torch has float8.
+- Text encoders: CLIP-L (``text_model.*``) and T5 (``encoder.block.*``) files in ComfyUI's/transformers' layout,
+  configs from the shipped ones with sizes read from the shapes. CLIP uses the shipped CLIP vocabulary; T5's
+  tokenizer is read from a ``t5_tokenizer`` or ``tokenizer`` folder (``tokenizer.json``, or ``spiece.model`` with
+  the sentencepiece package) beside the T5 file or in the shipped configs — see ``t5_tokenizer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..detect import UnknownModelError, read_header
+from ..types import DiffusionModel, LatentFormat, TextEncoder
+from .detect import FLUX_CONFIGS, detect_transformer, encoder_prefix, shipped_config, text_encoder_kind
+from .schedule import FlowSettings
+
+log = logging.getLogger(__name__)
+
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+#: Flux.1's latent space (its 16-channel VAE): scale and shift as the VAE config states them.
+FLUX_LATENT = LatentFormat(channels=16, downscale=8, scaling_factor=0.3611, shift_factor=0.1159)
+#: Default noise shift of each Flux variant without ModelSamplingFlux (ComfyUI's model configs).
+_DEFAULT_SHIFT = {"dev": 1.15, "fill": 1.15, "control": 1.15, "schnell": 1.0}
+
+
+def fill(model: Any, state: dict[str, Any], dtype: Any, what: str) -> Any:
+    """Place ``state``'s tensors (cast to ``dtype``) into meta-device ``model``, emptying ``state`` as it goes."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    expected = dict(model.named_parameters())
+    expected.update(dict(model.named_buffers()))
+    for name in list(state):
+        tensor = state.pop(name)
+        if name not in expected:
+            continue
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise UnknownModelError(f"{what}: {name} is {tuple(tensor.shape)} but the model expects "
+                                    f"{tuple(expected[name].shape)}")
+        keep = dtype is None or not tensor.is_floating_point()
+        set_module_tensor_to_device(model, name, "cpu", value=tensor if keep else tensor.to(dtype))
+    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if missing:
+        raise UnknownModelError(f"{what} lacks {len(missing)} weights (e.g. {missing[0]}); the file is incomplete or "
+                                "not the architecture it was detected as")
+    return model.eval()
+
+
+def _float8(weight_dtype: str) -> Any:
+    import torch
+
+    name = "float8_e5m2" if weight_dtype == "fp8_e5m2" else "float8_e4m3fn"
+    dtype = getattr(torch, name, None)
+    if dtype is None:
+        raise ValueError(f"weight_dtype {weight_dtype!r} needs torch with {name}; this torch has none, use default")
+    return dtype
+
+
+def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
+    """MODEL from a diffusion-transformer file (Flux.1, any layout), in ``dtype`` (None: float32)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import load_file
+
+    from ..loading import quiet_libraries
+    from .convert import to_diffusers
+
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
+    found = detect_transformer(read_header(path))
+    log.info("%s: %s (%s layout): %s", name, found.arch, found.layout, "; ".join(found.reasons))
+    compute = dtype or torch.float32
+    state = load_file(str(path))
+    if found.prefix:
+        state = {k[len(found.prefix):]: state.pop(k) for k in list(state) if k.startswith(found.prefix)}
+    if found.layout != "diffusers":
+        state = to_diffusers(state)
+    from accelerate import init_empty_weights
+
+    with quiet_libraries(), init_empty_weights():
+        transformer = FluxTransformer2DModel.from_config(found.config)
+    fill(transformer, state, compute, name)
+    if weight_dtype != "default":
+        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    flow = FlowSettings("flux", _DEFAULT_SHIFT.get(found.variant, 1.15))
+    return DiffusionModel(unet=transformer, scheduler_config={}, arch=found.arch, source=name, latent=FLUX_LATENT,
+                          family="flux", flow=flow)
+
+
+def _clip_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
+    vocab, hidden = shapes[p + "text_model.embeddings.token_embedding.weight"]
+    layers = {int(k[len(p + "text_model.encoder.layers."):].split(".")[0]) for k in shapes
+              if k.startswith(p + "text_model.encoder.layers.")}
+    return dict(shipped_config("clip_l"), vocab_size=vocab, hidden_size=hidden, num_hidden_layers=len(layers),
+                num_attention_heads=max(1, hidden // 64), projection_dim=hidden,
+                intermediate_size=shapes[p + "text_model.encoder.layers.0.mlp.fc1.weight"][0],
+                max_position_embeddings=shapes[p + "text_model.embeddings.position_embedding.weight"][0])
+
+
+def _t5_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
+    emb = shapes.get(p + "shared.weight") or shapes[p + "encoder.embed_tokens.weight"]
+    block = p + "encoder.block.0.layer."
+    buckets, heads = shapes[block + "0.SelfAttention.relative_attention_bias.weight"]
+    gated = block + "1.DenseReluDense.wi_0.weight" in shapes
+    d_ff = shapes[block + ("1.DenseReluDense.wi_0.weight" if gated else "1.DenseReluDense.wi.weight")][0]
+    layers = {int(k[len(p + "encoder.block."):].split(".")[0]) for k in shapes if k.startswith(p + "encoder.block.")}
+    return dict(shipped_config("t5xxl"), vocab_size=emb[0], d_model=emb[1], num_heads=heads,
+                d_kv=shapes[block + "0.SelfAttention.q.weight"][0] // heads, d_ff=d_ff, num_layers=len(layers),
+                relative_attention_num_buckets=buckets, feed_forward_proj="gated-gelu" if gated else "relu")
+
+
+def load_text_encoder(path: Path, name: str, dtype: Any = None) -> tuple[str, Any]:
+    """(kind, model) from a text-encoder file: ("clip_l", CLIPTextModel) or ("t5xxl", T5EncoderModel)."""
+    from accelerate import init_empty_weights
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from ..loading import quiet_libraries
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    header = read_header(path)
+    kind, prefix = text_encoder_kind(header), encoder_prefix(header)
+    if kind == "clip_g":
+        raise UnknownModelError(f"{name} is CLIP-G (OpenCLIP bigG), used by SDXL and SD3; this version loads CLIP-L "
+                                "and T5 text encoders for Flux")
+    state = {k[len(prefix):]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    with quiet_libraries(), init_empty_weights():
+        if kind == "t5xxl":
+            model = T5EncoderModel(T5Config(**_t5_config(header.shapes, prefix)))
+            shared = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
+            state["shared.weight"] = shared
+            state.pop("encoder.embed_tokens.weight", None)
+        else:
+            model = CLIPTextModel(CLIPTextConfig(**_clip_config(header.shapes, prefix)))
+    if kind == "t5xxl":
+        model.encoder.embed_tokens = model.shared  # tied: one tensor
+    fill(model, state, dtype, name)
+    return kind, model
+
+
+def t5_tokenizer(encoder_path: Path) -> Any:
+    """T5's tokenizer, offline: a ``t5_tokenizer``/``tokenizer`` folder beside the T5 file, else the shipped one."""
+    from transformers import T5TokenizerFast
+
+    folder = Path(encoder_path).parent
+    candidates = [folder / "t5_tokenizer", folder / "tokenizer", FLUX_CONFIGS / "t5_tokenizer"]
+    for cand in candidates:
+        if (cand / "tokenizer.json").is_file() or (cand / "spiece.model").is_file():
+            return T5TokenizerFast.from_pretrained(str(cand), local_files_only=True, legacy=True)
+    raise FileNotFoundError(
+        f"no T5 tokenizer found for {Path(encoder_path).name}: put T5's tokenizer.json (or spiece.model; e.g. the "
+        f"tokenizer_2 folder of FLUX.1-dev, or google/t5-v1_1-xxl's tokenizer files) in {folder / 't5_tokenizer'}")
+
+
+def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = None) -> TextEncoder:
+    """CLIP for DualCLIPLoader/CLIPLoader: "flux" (CLIP-L + T5) or "stable_diffusion" (one CLIP-L file)."""
+    from ..loading import clip_tokenizer
+
+    loaded = {}
+    for path, name in zip(paths, names):
+        kind, model = load_text_encoder(path, name, dtype)
+        if kind in loaded:
+            raise ValueError(f"{names[0]} and {names[1]} are both {kind}; type {clip_type} takes one CLIP-L file and "
+                             "one T5-XXL file")
+        loaded[kind] = (model, path)
+    if clip_type == "stable_diffusion":
+        if "clip_l" not in loaded:
+            raise ValueError(f"{names[0]} is a T5 encoder; type stable_diffusion takes a CLIP text encoder file")
+        return TextEncoder(tokenizers=(clip_tokenizer(),), encoders=(loaded["clip_l"][0],), arch="sd1")
+    if set(loaded) != {"clip_l", "t5xxl"}:
+        raise ValueError(f"type flux takes a CLIP-L and a T5-XXL file; got {', '.join(sorted(loaded))}")
+    t5, t5_path = loaded["t5xxl"]
+    return TextEncoder(tokenizers=(clip_tokenizer(), t5_tokenizer(t5_path)), encoders=(loaded["clip_l"][0], t5),
+                       arch="flux")
+
+
+def vae_overrides(state: dict[str, Any]) -> dict[str, Any]:
+    """Config changes for a 16-channel VAE file in LDM layout (Flux's ``ae.safetensors``: no quant convs)."""
+    keys = [k for k in state if k.endswith("decoder.conv_in.weight")]
+    if not keys or int(state[keys[0]].shape[1]) != 16:
+        return {}
+    quant = any(k.endswith("quant_conv.weight") for k in state)
+    return {"use_quant_conv": quant, "use_post_quant_conv": quant, "scaling_factor": FLUX_LATENT.scaling_factor,
+            "shift_factor": FLUX_LATENT.shift_factor}
+
+
+__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "fill", "load_clip", "load_text_encoder", "load_transformer",
+           "t5_tokenizer", "vae_overrides"]

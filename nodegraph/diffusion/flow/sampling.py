@@ -1,0 +1,228 @@
+"""Sampling a flow-matching transformer (Flux.1) with KSampler's semantics, in the k-diffusion convention.
+
+- Noise levels: ``schedule.flow_sigmas`` on the model's ``FlowSettings`` (ModelSamplingFlux's shift), with
+  KSampler's ``denoise`` and KSamplerAdvanced's start/end steps cut exactly as ComfyUI cuts them.
+- The latent starts at sigma0 * noise + (1 - sigma0) * latent (ComfyUI's CONST noise scaling); a latent returned
+  with leftover noise is divided by (1 - sigma) as ComfyUI does, so a second KSamplerAdvanced continues it.
+- The denoiser packs the latent into 2×2-patch tokens with their position ids, calls the transformer with the
+  timestep sigma, the T5 states, CLIP-L pooled output and the "guidance" of each conditioning entry (3.5 when
+  none is set, as ComfyUI), and returns x0 = x - sigma * v; cfg != 1 adds the negative prediction as usual.
+  "reference_latents" on an entry (ReferenceLatent, Flux Kontext) are appended as tokens with index 1.
+- Samplers: a plugin's, else ``ksamplers`` (ComfyUI's k-diffusion samplers), else the built-in ``euler``.
+  Samplers that add noise the variance-exploding way (ancestral, SDE) are refused with the reason.
+- Noise comes from a CPU generator in float32 exactly as KSampler draws it (``sampling.make_noise``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .latents import image_ids, pack, pad_even, text_ids, unpack
+from .schedule import flow_sigmas
+
+DEFAULT_GUIDANCE = 3.5
+#: Sampler name fragments whose noise injection assumes x = x0 + sigma * noise (not flow's interpolation).
+_VE_NOISE = ("ancestral", "sde", "lms", "restart")
+_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+
+
+def euler(denoiser: Any, x: Any, sigmas: Any, *, generator: Any = None, callback: Any = None) -> Any:
+    """Euler steps x += (x - x0) / sigma * (sigma_next - sigma): the velocity times the step."""
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma, nxt = float(sigmas[i]), float(sigmas[i + 1])
+        x0 = denoiser(x, sigma)
+        x = x + (x - x0) / sigma * (nxt - sigma)
+        if callback is not None:
+            callback(i + 1, n, x0)
+    return x
+
+
+def sampler_fn(name: str, registry: Any = None) -> Any:
+    """The k-diffusion-convention sampler ``name`` for a flow model; ValueError with the reason when it cannot run."""
+    if registry is not None and name in getattr(registry, "samplers", {}):
+        return registry.samplers[name].fn
+    if any(part in name for part in _VE_NOISE):
+        raise ValueError(f"sampler {name!r} adds noise as for variance-exploding models, which does not apply to "
+                         "flow-matching models (Flux) here; use euler, heun, dpmpp_2m or another deterministic one")
+    try:
+        from ..ksamplers import KSAMPLERS
+    except ImportError:  # pragma: no cover - the package ships with nodegraph
+        KSAMPLERS = {}
+    if name in KSAMPLERS:
+        return KSAMPLERS[name]
+    if name in ("euler", "ddim"):  # ComfyUI runs ddim as euler
+        return euler
+    known = sorted({"euler", *KSAMPLERS} - {n for n in KSAMPLERS if any(p in n for p in _VE_NOISE)})
+    raise ValueError(f"sampler {name!r} does not run on flow-matching models (Flux) yet; choose one of: "
+                     f"{', '.join(known)}")
+
+
+def prepare_latent(model: Any, latent: dict[str, Any]) -> Any:
+    """The unscaled samples [B, C, h, w] in the model's latent shape (an untouched empty latent is re-made)."""
+    import torch
+
+    samples, fmt = latent["samples"], model.latent
+    downscale = int(latent.get("downscale", fmt.downscale))
+    if samples.shape[1] == fmt.channels and downscale == fmt.downscale:
+        return samples.float()
+    if "pixel_size" in latent and not bool(samples.any()):
+        h, w = latent["pixel_size"]
+        return torch.zeros(samples.shape[0], fmt.channels, max(1, h // fmt.downscale), max(1, w // fmt.downscale))
+    raise ValueError(f"latent_image has {samples.shape[1]} channels at 1/{downscale} scale but {model.source} works "
+                     f"on {fmt.channels} channels at 1/{fmt.downscale}; start from EmptySD3LatentImage or encode "
+                     "with this model's VAE (the 16-channel Flux VAE)")
+
+
+class FlowDenoiser:
+    """``custom.Denoiser`` over a flow transformer: ``denoiser(x, sigma)`` is the guided x0 estimate."""
+
+    def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
+                 mask: Any = None, clean: Any = None, noise: Any = None) -> None:
+        self.transformer, self.dtype, self.device = model.unet, dtype, device
+        self.conditioning, self.cfg = list(positive), float(cfg)
+        self.conds, self.unconds = self._entries(positive, "positive"), (
+            [] if self.cfg == 1.0 else self._entries(negative, "negative"))
+        self.mask, self.clean, self.noise = mask, clean, noise
+
+    def _entries(self, conditioning: list, what: str) -> list[tuple[Any, Any, float, list, float]]:
+        if not conditioning:
+            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        out = []
+        for emb, extras in conditioning:
+            if any(extras.get(k) is not None for k in _REGION_KEYS):
+                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Flux models "
+                                 "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            pooled = extras.get("pooled_output")
+            if pooled is None:
+                raise ValueError(f"{what}: Flux needs CLIP-L's pooled output; encode the prompt with a Flux CLIP "
+                                 "(DualCLIPLoader type flux)")
+            guidance = extras.get("guidance")
+            refs = [r.float() for r in extras.get("reference_latents") or []]
+            out.append((emb.to(self.device, self.dtype), pooled.to(self.device, self.dtype),
+                        DEFAULT_GUIDANCE if guidance is None else float(guidance), refs,
+                        float(extras.get("strength", 1.0))))
+        return out
+
+    def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
+        import torch
+
+        emb, pooled, guidance, refs, _ = entry
+        b, c, h, w = x.shape
+        tokens = pack(pad_even(x)).to(self.dtype)
+        ids = image_ids(h, w, device=x.device, dtype=self.dtype)
+        count = tokens.shape[1]
+        offset = 0
+        for ref in refs:  # Flux Kontext: reference latents as extra tokens, index 1, side by side
+            r = pad_even(ref.to(x.device)).repeat(b // ref.shape[0] if b % ref.shape[0] == 0 else 1, 1, 1, 1)
+            tokens = torch.cat([tokens, pack(r).to(self.dtype)], dim=1)
+            rid = image_ids(r.shape[-2], r.shape[-1], 1, x.device, self.dtype)
+            rid[:, 2] += offset
+            offset += (r.shape[-1] + 1) // 2
+            ids = torch.cat([ids, rid])
+        t = torch.full((b,), float(sigma), device=x.device, dtype=self.dtype)
+        g = torch.full((b,), guidance, device=x.device, dtype=torch.float32) \
+            if self.transformer.config.guidance_embeds else None
+        out = self.transformer(hidden_states=tokens, timestep=t, guidance=g, pooled_projections=_batch(pooled, b),
+                               encoder_hidden_states=_batch(emb, b), txt_ids=text_ids(emb.shape[1], x.device,
+                                                                                         self.dtype),
+                               img_ids=ids, return_dict=False)[0]
+        return unpack(out[:, :count].float(), c, h, w)
+
+    def _side(self, x: Any, sigma: float, entries: list) -> Any:
+        if len(entries) == 1:
+            return self._velocity(x, sigma, entries[0])
+        total = sum(e[4] for e in entries) or 1.0
+        return sum(self._velocity(x, sigma, e) * e[4] for e in entries) / total
+
+    def _inpaint_in(self, x: Any, sigma: float) -> Any:
+        if self.mask is None:
+            return x
+        return x * self.mask + (sigma * self.noise + (1.0 - sigma) * self.clean) * (1.0 - self.mask)
+
+    def _inpaint_out(self, x0: Any) -> Any:
+        return x0 if self.mask is None else x0 * self.mask + self.clean * (1.0 - self.mask)
+
+    def split(self, x: Any, sigma: Any) -> tuple[Any, Any]:
+        """(positive x0, negative x0 or None when cfg is 1) at noise level ``sigma``."""
+        sigma = float(sigma)
+        x = self._inpaint_in(x, sigma)
+        pos = self._inpaint_out(x - sigma * self._side(x, sigma, self.conds))
+        if not self.unconds:
+            return pos, None
+        return pos, self._inpaint_out(x - sigma * self._side(x, sigma, self.unconds))
+
+    def __call__(self, x: Any, sigma: Any) -> Any:
+        cond, uncond = self.split(x, sigma)
+        return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+
+
+def _batch(t: Any, batch: int) -> Any:
+    if t.shape[0] == batch:
+        return t
+    if batch % t.shape[0]:
+        raise ValueError(f"a conditioning has a batch of {t.shape[0]}, which does not divide the latent batch of "
+                         f"{batch}; use a batch of 1 or the same batch size")
+    return t.repeat(batch // t.shape[0], *([1] * (t.dim() - 1)))
+
+
+def sigmas_for(model: Any, opts: Any) -> Any:
+    """The sigmas KSampler(Advanced) runs for ``opts`` on ``model`` (ComfyUI's denoise and step cuts)."""
+    import numpy as np
+
+    total, s0, s1 = opts.step_range()
+    full = flow_sigmas(opts.scheduler, total, model.flow)
+    keep_noise = s1 < total and opts.return_with_leftover_noise
+    return full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
+
+
+def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
+           callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
+    """Denoise ``latent`` with a flow model (KSampler's contract, see ``sampling.sample``); returns the LATENT."""
+    import torch
+
+    from ..preview import preview_jpeg
+    from ..sampling import _resize_mask, make_noise
+
+    if model.loras:
+        raise ValueError("LoRAs on Flux models are not supported yet; remove the LoraLoader before this KSampler")
+    samples = prepare_latent(model, latent)
+    fmt = model.latent
+    out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
+    out_latent["downscale"] = fmt.downscale
+    total, s0, s1 = opts.step_range()
+    if s0 >= s1 or s0 >= total:
+        return dict(out_latent, samples=samples)
+    fn = sampler_fn(opts.sampler_name, samplers)
+    sig = sigmas_for(model, opts)
+    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
+    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
+        else torch.zeros_like(samples)
+    with devices.use(model.unet), torch.no_grad():
+        device, dtype = devices.device, devices.dtype
+        clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
+        noise = noise.to(device)
+        mask = None
+        if latent.get("noise_mask") is not None:
+            mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
+        denoiser = FlowDenoiser(model, positive, negative, opts.cfg, dtype, device, mask, clean, noise)
+        s_first = float(sig[0])
+        x = s_first * noise + (1.0 - s_first) * clean
+
+        def step_done(step: int, count: int, x0: Any) -> None:
+            if callback is None:
+                return
+            show = step % preview_every == 0 or step == count
+            callback(step, count, preview_jpeg(x0 / fmt.scaling_factor + fmt.shift_factor, fmt) if show else None)
+
+        x = fn(denoiser, x, torch.tensor(sig, dtype=torch.float32, device=device), generator=gen,
+               callback=step_done)
+        last = float(sig[-1])
+        if mask is not None:
+            x = x * mask + (last * noise + (1.0 - last) * clean) * (1.0 - mask)
+        x = x / (1.0 - last) if last < 1.0 else x  # ComfyUI's inverse noise scaling (leftover noise)
+        result = (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
+    return dict(out_latent, samples=result)
+
+
+__all__ = ["FlowDenoiser", "DEFAULT_GUIDANCE", "euler", "prepare_latent", "sample", "sampler_fn", "sigmas_for"]

@@ -1,0 +1,52 @@
+"""Prompt encoding for Flux: CLIP-L's pooled output and T5-XXL's hidden states, as ComfyUI and FluxPipeline do.
+
+CLIP-L gets the prompt in its 77-token window (pooled output of the first window); T5 gets the whole prompt with its
+end token, padded with ``<pad>`` to at least ``T5_MIN_LENGTH`` (256) tokens and no attention mask — what ComfyUI's
+Flux tokenizer does, and what ``FluxPipeline(max_sequence_length=256)`` does for prompts up to that length.
+The CONDITIONING entry is (T5 states [1, T, 4096], {"pooled_output": CLIP-L pooled [1, 768]}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+T5_MIN_LENGTH = 256
+#: Longest T5 prompt accepted, in tokens per allowed text chunk (``limits.max_text_chunks``).
+T5_TOKENS_PER_CHUNK = 256
+
+
+def _clip_pooled(tokenizer: Any, encoder: Any, text: str, device: Any) -> Any:
+    ids = tokenizer(text, padding="max_length", max_length=int(tokenizer.model_max_length), truncation=True,
+                    return_tensors="pt").input_ids
+    return encoder(ids.to(device), output_hidden_states=False).pooler_output.float().cpu()
+
+
+def _t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int) -> Any:
+    import torch
+
+    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
+    limit = max(1, int(max_chunks)) * T5_TOKENS_PER_CHUNK
+    if len(ids) > limit:
+        raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
+                         "EngineConfig.limits.max_text_chunks")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = ids + [pad] * max(0, T5_MIN_LENGTH - len(ids))
+    out = encoder(torch.tensor([ids], dtype=torch.long, device=device))
+    return out.last_hidden_state.float().cpu()
+
+
+def encode_flux(clip: Any, clip_l: str, t5xxl: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
+    """A one-entry CONDITIONING for a Flux CLIP (CLIP-L + T5): ``clip_l`` feeds CLIP-L, ``t5xxl`` feeds T5."""
+    import torch
+
+    if len(clip.encoders) != 2:
+        raise ValueError("this CLIP is not a Flux text encoder pair (CLIP-L + T5-XXL); load it with DualCLIPLoader "
+                         "type flux")
+    (clip_tok, t5_tok), (clip_enc, t5_enc) = clip.tokenizers, clip.encoders
+    with torch.no_grad():
+        pooled = _clip_pooled(clip_tok, clip_enc, clip_l, device)
+        states = _t5_states(t5_tok, t5_enc, t5xxl, device, max_chunks)
+    return [(states, {"pooled_output": pooled})]
+
+
+__all__ = ["encode_flux", "T5_MIN_LENGTH"]
