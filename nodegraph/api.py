@@ -166,7 +166,19 @@ from .diffusion.guiders import Sampler as CustomSampler  # noqa: E402
 __all__ += ["add_noise", "BasicGuider", "CFGGuider", "CustomSampler", "DualCFGGuider", "EmptyNoise", "Guider",
             "model_sigmas", "RandomNoise", "run_custom", "sample_custom", "sampler_by_name", "sigma_schedules"]
 # [controlnet]
+from .diffusion.controlnet import UNION_TYPES, ControlNet  # noqa: E402
+from .diffusion.controlnet_files import ControlModel, controlnet_names, load_control_model  # noqa: E402
+from .diffusion.preprocess import canny_edges  # noqa: E402
+
+__all__ += ["canny_edges", "ControlModel", "ControlNet", "controlnet_names", "load_control_model", "UNION_TYPES"]
 # [prompt text and model merging]
 # [flow families]
+from .diffusion.flow.loading import WEIGHT_DTYPES as FLOW_WEIGHT_DTYPES  # noqa: E402
+from .diffusion.flow.public import (diffusion_model_names, encode_flux_text, load_diffusion_model,  # noqa: E402
+                                    load_split_clip, text_encoder_names)
+from .diffusion.flow.schedule import FlowSettings, flux_shift  # noqa: E402
+
+__all__ += ["diffusion_model_names", "encode_flux_text", "FLOW_WEIGHT_DTYPES", "FlowSettings", "flux_shift",
+            "load_diffusion_model", "load_split_clip", "text_encoder_names"]
 # [video]
 # [training]
