@@ -15,14 +15,16 @@ if TYPE_CHECKING:
     from .hookspecs import hookimpl
     from .inputs import Boolean, Combo, Float, Int, Link, Output, String
     from .node import Node, NodeOutput
+    from .pyapi import AsyncClient, Client, Graph, Workflow
 
 _EXPORTS = {"EngineConfig": "config", "ExecutionContext": "context", "Interrupted": "context",
             "InterruptFlag": "context", "hookimpl": "hookspecs", "Boolean": "inputs", "Combo": "inputs",
             "Float": "inputs", "Int": "inputs", "Link": "inputs", "Output": "inputs", "String": "inputs",
-            "Node": "node", "NodeOutput": "node"}
+            "Node": "node", "NodeOutput": "node", "Graph": "pyapi", "Workflow": "pyapi", "Client": "pyapi",
+            "AsyncClient": "pyapi"}
 
 __all__ = ["Boolean", "Combo", "EngineConfig", "ExecutionContext", "Float", "Int", "Interrupted", "InterruptFlag",
-           "Link", "Node", "NodeOutput", "Output", "String", "hookimpl"]
+           "Link", "Node", "NodeOutput", "Output", "String", "hookimpl", "Graph", "Workflow", "Client", "AsyncClient"]
 __version__ = "0.1.0"
 
 

@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", type=Path)
     _common(inspect)
 
+    stubs = sub.add_parser("stubs", help="write type stubs of the installed nodes (plugins included) for editors "
+                           "and type checkers using the Python API (nodegraph.Graph)")
+    stubs.add_argument("--output", "-o", type=Path, default=None,
+                       help="folder or .pyi file (default typings/nodegraph_catalogue.pyi, where pyright looks; "
+                       "for mypy set mypy_path = typings)")
+    _common(stubs)
+
     train = sub.add_parser("train-default", help="train the embedded default model (see nodegraph/training)")
     train.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -323,6 +330,14 @@ def cmd_inspect(args: argparse.Namespace, config: EngineConfig) -> int:
     return EXIT_OK
 
 
+def cmd_stubs(args: argparse.Namespace, config: EngineConfig) -> int:
+    from .engine import Engine
+    from .pyapi.stubs import write_stubs
+
+    print(write_stubs(Engine(config), args.output))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodegraph`` command."""
     args = build_parser().parse_args(argv)
@@ -334,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = make_config(args)
     handlers = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "plugins": cmd_plugins,
                 "serve": cmd_serve,
-                "inspect": cmd_inspect}
+                "inspect": cmd_inspect, "stubs": cmd_stubs}
     try:
         return handlers[args.command](args, config)
     except KeyboardInterrupt:  # the terminal's Ctrl-C (nodes' own KeyboardInterrupts are node failures elsewhere)

@@ -17,7 +17,12 @@ from .. import jsonsafe
 from .catalogue import Catalogue, GraphBuildError, check_constant, combo_options, input_specs
 
 if TYPE_CHECKING:
+    # The node methods of this installation, when `nodegraph stubs` wrote them where the type checker looks.
+    from nodegraph_catalogue import NodeMethods as _NodeMethods  # type: ignore[import-not-found, unused-ignore]
+
     from .result import Result
+else:
+    _NodeMethods = object
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def _is_image(value: Any) -> bool:
     return hasattr(value, "save") and hasattr(value, "getbands")
 
 
-class Graph:
+class Graph(_NodeMethods):
     """A workflow under construction; node classes are methods: ``g.KSampler(model=model, seed=1, ...)``."""
 
     def __init__(self, engine: Any = None, *, catalogue: Catalogue | None = None) -> None:
@@ -123,11 +128,12 @@ class Graph:
             self._catalogue = Catalogue.from_engine(self.engine)
         return self._catalogue
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        self.catalogue.require(name)
-        return lambda **inputs: self.node(name, **inputs)
+    if not TYPE_CHECKING:  # hidden from type checkers: with the stubs, an unknown node name is a type error
+        def __getattr__(self, name: str) -> Callable[..., Any]:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            self.catalogue.require(name)
+            return lambda **inputs: self.node(name, **inputs)
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self.catalogue.names))
