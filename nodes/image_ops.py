@@ -1,10 +1,10 @@
-"""Image resizing nodes (ImageScale, ImageScaleBy), on the resampling helpers of nodegraph.api."""
+"""Image resizing and stitching nodes (ImageScale, ImageScaleBy, ImageStitch), on nodegraph.api's resampling."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Combo, Float, Int, Link, Node, Output, hookimpl, resample, target_size
+from nodegraph.api import Boolean, Combo, Float, Int, Link, Node, Output, hookimpl, resample, target_size
 
 MAX_SIZE = 16384
 IMAGE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
@@ -45,7 +45,82 @@ class ImageScaleBy(Node):
         return (_scale_images(image, w, h, upscale_method, "disabled"),)
 
 
+#: ImageStitch's spacing colours (a grey level, or RGB).
+SPACING_COLORS: dict[str, Any] = {"white": 1.0, "black": 0.0, "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0),
+                                  "blue": (0.0, 0.0, 1.0)}
+
+
+def _pad_side(image: Any, dim: int, size: int, value: float) -> Any:
+    """Pad IMAGE [B, H, W, C] along ``dim`` (1 = height, 2 = width) to ``size``, centred."""
+    import torch.nn.functional as F
+
+    missing = size - image.shape[dim]
+    if missing <= 0:
+        return image
+    before, after = missing // 2, missing - missing // 2
+    pad = (0, 0, 0, 0, before, after) if dim == 1 else (0, 0, before, after)
+    return F.pad(image, pad, mode="constant", value=value)
+
+
+def _spacing(shape: tuple[int, ...], color: Any) -> Any:
+    import torch
+
+    out = torch.zeros(shape)
+    if isinstance(color, tuple):
+        for i, c in enumerate(color[:shape[-1]]):
+            out[..., i] = c
+    else:
+        out[..., :min(3, shape[-1])] = color
+    if shape[-1] == 4:
+        out[..., 3] = 1.0
+    return out
+
+
+class ImageStitch(Node):
+    """Stitch image2 to image1 in a direction (image1 unchanged without image2), optionally with spacing between."""
+
+    DISPLAY_NAME = "Image Stitch"
+    CATEGORY = "image/transform"
+    INPUTS = {"image1": Link("IMAGE"),
+              "direction": Combo(["right", "down", "left", "up"], default="right"),
+              "match_image_size": Boolean(True),
+              "spacing_width": Int(0, min=0, max=1024, step=2),
+              "spacing_color": Combo(list(SPACING_COLORS), default="white"),
+              "image2": Link("IMAGE", optional=True)}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image1: Any, direction: str, match_image_size: bool, spacing_width: int,
+                spacing_color: str, image2: Any = None):
+        import torch
+
+        if image2 is None:
+            return (image1,)
+        batch = max(image1.shape[0], image2.shape[0])  # the shorter batch repeats its last image
+        image1, image2 = (torch.cat([im, im[-1:].repeat(batch - im.shape[0], 1, 1, 1)]) for im in (image1, image2))
+        sideways = direction in ("left", "right")
+        color = SPACING_COLORS[spacing_color]
+        if match_image_size:
+            h1, w1, h2, w2 = image1.shape[1], image1.shape[2], image2.shape[1], image2.shape[2]
+            th, tw = (h1, int(h1 * w2 / h2)) if sideways else (int(w1 / (w2 / h2)), w1)
+            image2 = _scale_images(image2, tw, th, "lanczos", "disabled")
+        else:
+            fill = 0.0 if isinstance(color, tuple) else color
+            dim = 1 if sideways else 2
+            size = max(image1.shape[dim], image2.shape[dim])
+            image1, image2 = _pad_side(image1, dim, size, fill), _pad_side(image2, dim, size, fill)
+        channels = max(image1.shape[-1], image2.shape[-1])  # a missing alpha channel is opaque
+        image1, image2 = (torch.cat([im, torch.ones(*im.shape[:-1], channels - im.shape[-1])], -1)
+                          for im in (image1, image2))
+        parts = [image2, image1] if direction in ("left", "up") else [image1, image2]
+        if spacing_width > 0:
+            spacing_width += spacing_width % 2
+            shape = ((batch, max(image1.shape[1], image2.shape[1]), spacing_width, channels) if sideways
+                     else (batch, spacing_width, max(image1.shape[2], image2.shape[2]), channels))
+            parts.insert(1, _spacing(shape, color))
+        return (torch.cat(parts, dim=2 if sideways else 1),)
+
+
 @hookimpl
 def nodegraph_nodes():
-    """The image resizing nodes."""
-    return [ImageScale, ImageScaleBy]
+    """The image resizing and stitching nodes."""
+    return [ImageScale, ImageScaleBy, ImageStitch]

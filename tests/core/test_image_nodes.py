@@ -102,3 +102,35 @@ def test_blend_with_rgba_image2_keeps_rgb() -> None:
     rgba = torch.cat((grey(1.0), torch.zeros(1, 2, 2, 1)), dim=-1)
     out = run(ImageBlend, image1=grey(0.0), image2=rgba, blend_factor=0.5, blend_mode="normal")
     assert out.shape == (1, 2, 2, 3) and out.eq(0.5).all()
+
+
+def test_image_stitch_directions_spacing_and_sizes() -> None:
+    from nodegraph.nodes.image_ops import ImageStitch
+
+    a, b = grey(0.25, 2, 3), grey(0.75, 2, 3, b=2)
+    assert run(ImageStitch, image1=a, direction="right", match_image_size=True, spacing_width=0,
+               spacing_color="white") is a  # no image2: image1 unchanged
+    out = run(ImageStitch, image1=a, image2=b, direction="right", match_image_size=True, spacing_width=0,
+              spacing_color="white")
+    # image1's batch of 1 repeats to 2; image2 to the right
+    assert out.shape == (2, 2, 6, 3) and out[:, :, :3].eq(0.25).all() and out[:, :, 3:].eq(0.75).all()
+    out = run(ImageStitch, image1=a, image2=b, direction="up", match_image_size=False, spacing_width=3,
+              spacing_color="red")
+    # spacing widened to even (4 rows), red; image2 above image1
+    assert out.shape == (2, 8, 3, 3)
+    assert out[:, :2].eq(0.75).all() and out[:, 6:].eq(0.25).all()
+    assert out[0, 2:6, :, 0].eq(1.0).all() and out[0, 2:6, :, 1:].eq(0.0).all()
+    # without size matching, the smaller image is padded (centred) with the spacing grey
+    tall = grey(0.5, 4, 2)
+    out = run(ImageStitch, image1=a, image2=tall, direction="left", match_image_size=False, spacing_width=0,
+              spacing_color="black")
+    assert out.shape == (1, 4, 5, 3) and out[0, 0, 2:].eq(0.0).all() and out[0, 1, 2:].eq(0.25).all()
+    # with size matching, image2 is scaled to image1's height keeping its aspect ratio
+    out = run(ImageStitch, image1=a, image2=tall, direction="right", match_image_size=True, spacing_width=0,
+              spacing_color="white")
+    assert out.shape == (1, 2, 4, 3)
+    # an RGBA image stitched to RGB: the RGB side gains an opaque alpha
+    rgba = torch.cat([grey(0.5, 2, 3), torch.zeros(1, 2, 3, 1)], -1)
+    out = run(ImageStitch, image1=a, image2=rgba, direction="down", match_image_size=True, spacing_width=0,
+              spacing_color="white")
+    assert out.shape == (1, 4, 3, 4) and out[0, :2, :, 3].eq(1.0).all() and out[0, 2:, :, 3].eq(0.0).all()
