@@ -172,6 +172,9 @@ from .diffusion.preprocess import canny_edges  # noqa: E402
 
 __all__ += ["canny_edges", "ControlModel", "ControlNet", "controlnet_names", "load_control_model", "UNION_TYPES"]
 # [prompt text and model merging]
+from .diffusion.text import encode_prompt  # noqa: E402
+
+__all__ += ["encode_prompt"]
 # [flow families]
 from .diffusion.flow.loading import WEIGHT_DTYPES as FLOW_WEIGHT_DTYPES  # noqa: E402
 from .diffusion.flow.public import (diffusion_model_names, encode_flux_text, load_diffusion_model,  # noqa: E402
