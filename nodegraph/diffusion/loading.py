@@ -69,6 +69,11 @@ def resolve_model(config: EngineConfig, folder: str, name: str) -> Path:
             raise FileNotFoundError(f"the embedded model {EMBEDDED_NAME!r} is not installed ({EMBEDDED_DIR} has no "
                                     "model_index.json); reinstall nodegraph or choose another checkpoint")
         return EMBEDDED_DIR
+    if folder == "controlnet":  # the embedded model's Canny ControlNet
+        from .controlnet_files import EMBEDDED_CONTROLNET_DIR, EMBEDDED_CONTROLNET_NAME
+
+        if name == EMBEDDED_CONTROLNET_NAME:
+            return EMBEDDED_CONTROLNET_DIR
     path = safe_join(config.model_dir(folder), name)
     if not path.exists():
         raise FileNotFoundError(f"{name!r} is not in {config.model_dir(folder)}; copy the file there or pick one "

@@ -9,6 +9,8 @@
 - Guidance: classifier-free, uncond + cfg * (cond - uncond), every conditioning entry in one UNet call when their
   shapes allow; several entries on one side are averaged, weighted by their "strength". cfg == 1 skips uncond.
   Entries with an area, mask or timestep range are composed per latent cell instead (``regions``).
+- ControlNets/T2I-Adapters attached to an entry ("control" extra) add their residuals to that entry's UNet calls
+  within their step range (``controlnet``), in the diffusers path and in plugin (k-diffusion) samplers alike.
 - Noise comes from a CPU ``torch.Generator`` in float32 (moved afterwards), so a seed gives the same image on
   every device; the same generator feeds the schedulers' step noise, as diffusers' pipelines do.
 - Inpainting with a "noise_mask": after each step the known region is put back at the next noise level
@@ -23,6 +25,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from .controlnet import control_modules
+from .controlnet import prepare as prepare_control
+from .controlnet import unet_kwargs as control_kwargs
 from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
 from .types import DiffusionModel
@@ -63,6 +68,7 @@ class _Cond:
     added: dict[str, Any] | None
     weight: float
     region: Region | None = None
+    control: tuple = ()  # the entry's ControlNet chain, ready on the device (``controlnet.Active``)
 
 
 def make_noise(shape: tuple[int, ...], gen: Any, batch_index: list[int] | None = None) -> Any:
@@ -132,8 +138,9 @@ def _conds(model: DiffusionModel, conditioning: list, batch: int, pixel_hw: tupl
                      "time_ids": torch.tensor([ids] * batch, dtype=dtype, device=device)}
         latent_hw = (pixel_hw[0] // model.latent.downscale, pixel_hw[1] // model.latent.downscale)
         region = region_of(extras, latent_hw, model.latent.downscale, batch, device, what)
+        control = prepare_control(extras.get("control"), batch, model.latent.downscale, device, dtype, what)
         out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0)),
-                         region))
+                         region, control))
     if not out:
         raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
     return out
@@ -150,10 +157,10 @@ def _predict(unet: Any, x: Any, t: Any, entries: list[_Cond], dtype: Any) -> lis
         if entries[0].added is not None:
             added = {k: torch.cat([e.added[k] for e in entries]) for k in entries[0].added}  # type: ignore[index]
         out = unet(x.to(dtype).repeat(n, 1, 1, 1), t, encoder_hidden_states=torch.cat([e.emb for e in entries]),
-                   added_cond_kwargs=added).sample.float()
+                   added_cond_kwargs=added, **control_kwargs(entries, x, t, dtype)).sample.float()
         return list(out.chunk(n))
-    return [unet(x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added).sample.float()
-            for e in entries]
+    return [unet(x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added,
+                 **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
 
 
 def _average(preds: list[Any], entries: list[_Cond]) -> Any:
@@ -277,7 +284,8 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     step_kw = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
     prediction = model.prediction_type
     unet = model.unet
-    with devices.use(unet), lora_applied(model, lora_library), torch.no_grad():
+    with control_modules(positive, negative) as controls, devices.use(unet, *controls), \
+            lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean, noise, mask, conds, unconds = _on_device(model, positive, negative, latent, samples, noise, opts,
                                                         device, dtype)
@@ -348,7 +356,8 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
     gen = torch.Generator("cpu").manual_seed(int(opts.seed))
     noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
         else torch.zeros_like(samples)
-    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
+    with control_modules(positive, negative) as controls, devices.use(model.unet, *controls), \
+            lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean, noise, mask, conds, unconds = _on_device(model, positive, negative, latent, samples, noise, opts,
                                                         device, dtype)
