@@ -168,10 +168,12 @@ class Graph(_NodeMethods):
         if unknown:
             raise GraphBuildError(f"{class_type} has no input {unknown[0]!r}; its inputs are "
                                   f"{', '.join(specs) or '(none)'}")
+        given = {name: self._check_value(f"{class_type}.{name} (node {nid})", specs[name][0], specs[name][1], value)
+                 for name, value in inputs.items()}  # bad values first: they say more than a missing input
         stored: dict[str, Any] = {}
         for name, (kind, opts, required) in specs.items():
             where = f"{class_type}.{name} (node {nid})"
-            if name not in inputs:
+            if name not in given:
                 default = self._default(kind, opts)
                 if default is not None:
                     stored[name] = default
@@ -180,7 +182,7 @@ class Graph(_NodeMethods):
                         "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") else "a value"
                     raise GraphBuildError(f"{where} is required: pass {name}=... ({what})")
                 continue
-            stored[name] = self._check_value(where, kind, opts, inputs[name])
+            stored[name] = given[name]
         return stored
 
     @staticmethod
