@@ -366,9 +366,11 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
             vae.eval()
         else:  # LDM naming: the config follows from the shapes
             from . import derive, single_file
+            from .flow.loading import vae_overrides
 
             prefix = next((p for p in ("first_stage_model.", "vae.") if any(k.startswith(p) for k in keys)), "")
             cfg = dict(derive.vae_config(_header_of(path, state), prefix), scaling_factor=scaling)
+            cfg.update(vae_overrides(state))  # 16-channel (Flux) VAEs: no quant convs, Flux's scale and shift
             vae = single_file.vae(state, cfg, name)
     return VAEModel(vae=vae, scaling_factor=float(vae.config.scaling_factor),
                     shift_factor=float(getattr(vae.config, "shift_factor", None) or 0.0), source=name)

@@ -261,6 +261,10 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
 
     from .preview import preview_jpeg
 
+    if getattr(model, "family", "unet") != "unet":  # flow-matching transformers (Flux): nodegraph.diffusion.flow
+        from .flow.sampling import sample as flow_sample
+        return flow_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
+                           samplers)
     samples = prepare_latent(model, latent)
     out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
     out_latent["downscale"] = model.latent.downscale

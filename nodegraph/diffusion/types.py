@@ -71,6 +71,10 @@ class DiffusionModel:
     source: str  # the checkpoint name it came from
     loras: tuple[LoraPatch, ...] = ()
     latent: LatentFormat = LatentFormat()  # its VAE's latent space (set by the loader: LatentFormat.from_vae)
+    #: "unet" (a diffusers UNet, ``sampling``) or a flow-matching transformer family ("flux": ``unet`` holds the
+    #: diffusers transformer, ``flow`` its ``flow.schedule.FlowSettings``; sampled by ``nodegraph.diffusion.flow``).
+    family: str = "unet"
+    flow: Any = None
 
     @property
     def prediction_type(self) -> str:
