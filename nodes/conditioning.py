@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodegraph.api import (CLIP, CONDITIONING, MASK, Combo, ExecutionContext, Float, Int, Link, Node, Output, String,
-                           derive, hookimpl)
+                           derive, encode_prompt, hookimpl)
 
 MAX_RESOLUTION = 16384
 
@@ -22,7 +22,7 @@ class CLIPTextEncode(Node):
     OUTPUTS = (Output("CONDITIONING", tooltip="the encoded text, to guide the diffusion model"),)
 
     def execute(self, ctx: ExecutionContext, text: str, clip: CLIP) -> tuple[CONDITIONING]:
-        return (ctx.models.encode_text(clip, text, max_chunks=ctx.config.limits.max_text_chunks),)
+        return (encode_prompt(ctx, clip, text),)
 
 
 class CLIPSetLastLayer(Node):
