@@ -10,6 +10,7 @@ caption; the size and position words are optional (see :func:`caption_for`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
@@ -34,6 +35,17 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
 }
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+# a colour and a shape the embedded model was never shown, for teaching it a new word with a LoRA
+# (workflows/train_lora.json); not in COLORS/SHAPES, so the original dataset, vocabulary and classifier are
+# unchanged. Its VAE decodes only the 8 palette colours (orange comes back black), so the taught word is "star".
+EXTRA_COLORS: dict[str, tuple[int, int, int]] = {"orange": (245, 130, 20)}
+EXTRA_SHAPES: tuple[str, ...] = ("star",)
+STAR_INNER = 0.5  # inner/outer radius of the five-pointed star
+
+
+def rgb_of(name: str) -> tuple[int, int, int]:
+    """The RGB of a palette colour or an extra colour."""
+    return COLORS[name] if name in COLORS else EXTRA_COLORS[name]
 
 SIZES: tuple[str, ...] = ("small", "large")
 # half-extent in pixels (at 64x64) for each size word: [lo, hi]
@@ -101,10 +113,10 @@ def render(spec: ShapeSpec, size: int = IMAGE_SIZE) -> np.ndarray:
     """Render a spec to an (size, size, 3) uint8 array, anti-aliased by supersampling."""
     s = SUPERSAMPLE
     big = size * s
-    img = Image.new("RGB", (big, big), COLORS[spec.bg])
+    img = Image.new("RGB", (big, big), rgb_of(spec.bg))
     d = ImageDraw.Draw(img)
     cx, cy, r = spec.cx * s, spec.cy * s, spec.r * s
-    fg = COLORS[spec.fg]
+    fg = rgb_of(spec.fg)
     if spec.shape == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
     elif spec.shape == "square":
@@ -113,6 +125,11 @@ def render(spec: ShapeSpec, size: int = IMAGE_SIZE) -> np.ndarray:
     elif spec.shape == "triangle":
         # upright isosceles triangle filling its (2r x 2r) box: apex top-centre
         d.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fg)
+    elif spec.shape == "star":
+        # five-pointed star filling its circle of radius r, one point straight up
+        pts = [(cx + rr * math.sin(k * math.pi / 5), cy - rr * math.cos(k * math.pi / 5))
+               for k, rr in zip(range(10), [r, r * STAR_INNER] * 5)]
+        d.polygon(pts, fill=fg)
     else:  # pragma: no cover
         raise ValueError(spec.shape)
     img = img.resize((size, size), Image.Resampling.BOX)
