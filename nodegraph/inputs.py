@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -248,6 +248,8 @@ class ComboInput(InputSpec):
     choices: tuple[str, ...] | OptionsProvider = ()
     default: str | None = None
     image_upload: bool = False
+    #: Further options for the editor, passed through to ``/object_info`` (e.g. ``image_folder``, ``remote``).
+    widget_options: Mapping[str, Any] = Field(default_factory=dict)
 
     def values(self, config: Any = None) -> list[str]:
         """The current options (calls the provider for computed combos)."""
@@ -260,6 +262,7 @@ class ComboInput(InputSpec):
             opts["default"] = self.default
         if self.image_upload:
             opts["image_upload"] = True
+        opts.update(self.widget_options)
         return [values, opts]
 
     def json_schema(self, config: Any = None) -> dict[str, Any]:
@@ -329,7 +332,9 @@ def Boolean(default: bool = False, *, optional: bool = False, tooltip: str | Non
 
 
 def Combo(choices: Sequence[str] | OptionsProvider, *, default: str | None = None, optional: bool = False,
-          tooltip: str | None = None, image_upload: bool = False) -> ComboInput:
-    """A COMBO: fixed options, or a callable ``(config) -> options`` evaluated when asked."""
+          tooltip: str | None = None, image_upload: bool = False,
+          widget_options: Mapping[str, Any] | None = None) -> ComboInput:
+    """A COMBO: fixed options, or a callable ``(config) -> options`` evaluated when asked; ``widget_options`` are
+    further editor options listed in ``/object_info`` as given (e.g. ``{"image_folder": "output"}``)."""
     return ComboInput(choices=choices if callable(choices) else tuple(choices), default=default, optional=optional,
-                      tooltip=tooltip, image_upload=image_upload)
+                      tooltip=tooltip, image_upload=image_upload, widget_options=dict(widget_options or {}))

@@ -43,6 +43,46 @@ class LoadImage(Node):
         return (pil_to_image(img), pil_to_mask(img, "A"))
 
 
+def output_images(config: Any) -> list[str]:
+    """Image files directly in the output folder, newest first (LoadImageOutput's combo, as the editor lists them)."""
+    if config is None or not config.outputs_dir.is_dir():
+        return []
+    files = [p for p in config.outputs_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return [f"{p.name} [output]" for p in sorted(files, key=lambda p: -p.stat().st_mtime)]
+
+
+def _output_name(image: str) -> str:
+    """The file name without the `` [output]`` annotation the editor (and ComfyUI's saved prompts) give it."""
+    return image[:-len(" [output]")] if image.endswith(" [output]") else image
+
+
+class LoadImageOutput(Node):
+    """Load an image from the output folder; the editor's refresh button lists the newest outputs first."""
+
+    DISPLAY_NAME = "Load Image (from Outputs)"
+    CATEGORY = "image"
+    INPUTS = {"image": Combo(output_images, image_upload=True, widget_options={
+        "image_folder": "output",
+        "remote": {"route": "/internal/files/output", "refresh_button": True, "control_after_refresh": "first"}})}
+    OUTPUTS = (Output("IMAGE"), Output("MASK"))
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        path = safe_join(config.outputs_dir, _output_name(constants["image"]))
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+    def execute(self, ctx, image: str):
+        from PIL import Image, ImageOps
+
+        path = ctx.files.path("output", _output_name(image))
+        if not path.is_file():
+            raise FileNotFoundError(f"LoadImageOutput: {image!r} is not in the output folder; run a graph that saves "
+                                    "it or pick one from the list")
+        img = Image.open(path)
+        img = ImageOps.exif_transpose(img) or img
+        return (pil_to_image(img), pil_to_mask(img, "A"))
+
+
 class LoadImageMask(Node):
     """Load one channel of an image from the input folder as a mask."""
 
@@ -167,4 +207,4 @@ class ImageBlend(Node):
 @hookimpl
 def nodegraph_nodes():
     """Image load/save nodes."""
-    return [LoadImage, LoadImageMask, SaveImage, PreviewImage, EmptyImage, ImageInvert, ImageBlend]
+    return [LoadImage, LoadImageOutput, LoadImageMask, SaveImage, PreviewImage, EmptyImage, ImageInvert, ImageBlend]

@@ -41,7 +41,10 @@ def _normalise(name: str, entry: dict[str, Any]) -> dict[str, Any]:
             for (cls, inp, opt) in ALLOWED:  # stripped from both sides: a difference we keep on purpose
                 if cls == name and inp == input_name:
                     opts.pop(opt, None)
-            inputs[group][input_name] = [spec[0], opts]
+            kind = spec[0]
+            if isinstance(kind, list) and "remote" in opts:  # the editor fetches these options from the route:
+                kind = "COMBO"  # ComfyUI lists none, we list the current ones as a first view
+            inputs[group][input_name] = [kind, opts]
     out["input"] = inputs
     return out
 

@@ -140,3 +140,29 @@ def test_serve_preview_choices_match_the_server_settings():
     from nodegraph.server.settings import PREVIEW_METHODS as SETTINGS_METHODS
 
     assert PREVIEW_METHODS == SETTINGS_METHODS
+
+
+def test_load_image_output_reads_the_output_folder(engine):
+    """LoadImageOutput lists output images newest first, annotated as ComfyUI saves them, and loads one."""
+    import os
+
+    from PIL import Image
+
+    out = engine.config.outputs_dir
+    out.mkdir(parents=True, exist_ok=True)
+    Image.new("RGBA", (4, 2), (255, 0, 0, 128)).save(out / "old.png")
+    Image.new("RGB", (3, 5), (0, 0, 255)).save(out / "new.png")
+    os.utime(out / "old.png", (1_000_000_000, 1_000_000_000))
+    entry = engine.registry.catalogue_entry("LoadImageOutput", engine.config)
+    values, opts = entry["input"]["required"]["image"]
+    assert values[:2] == ["new.png [output]", "old.png [output]"]
+    assert opts["image_folder"] == "output" and opts["remote"]["route"] == "/internal/files/output"
+    from nodegraph.testing_graphs import capture_engine, run_captured
+
+    eng = capture_engine(engine.config)
+    result, cap = run_captured(eng, {"l": {"class_type": "LoadImageOutput", "inputs": {"image": "old.png [output]"}},
+                                     "i": {"class_type": "Capture", "inputs": {"value": ["l", 0]}},
+                                     "m": {"class_type": "Capture", "inputs": {"value": ["l", 1]}}})
+    result.raise_for_status()
+    assert cap["i"].shape == (1, 2, 4, 3) and float(cap["i"][0, 0, 0, 0]) == 1.0
+    assert abs(float(cap["m"][0, 0, 0]) - (1 - 128 / 255)) < 1e-6  # ComfyUI's mask: 1 - alpha

@@ -233,6 +233,20 @@ async def test_catalogue_system_and_plugin_routes(client):
     assert await (await client.get("/api/server_test/ping")).json() == {"pong": True}
 
 
+async def test_internal_files_lists_a_folder_newest_first(client, engine):
+    import os
+
+    out = engine.config.outputs_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("b.png", "a.png", ".hidden.png")):
+        (out / name).write_bytes(b"x")
+        os.utime(out / name, (1_000_000_000 + i, 1_000_000_000 + i))
+    (out / "sub").mkdir(exist_ok=True)
+    assert await (await client.get("/internal/files/output")).json() == ["a.png", "b.png"]
+    resp = await client.get("/internal/files/models")
+    assert resp.status == 400 and "input, output or temp" in (await resp.json())["error"]["message"]
+
+
 def png_bytes(size=(5, 3), color=(10, 20, 30, 255)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGBA", size, color).save(buf, format="PNG")

@@ -72,6 +72,25 @@ async def embeddings(request: web.Request) -> web.Response:
     return json_response([os.path.splitext(n)[0] for n in names])
 
 
+def visible_files(folder: Path) -> list[str]:
+    """Names of the plain, non-hidden files directly in ``folder``, newest first (ComfyUI's internal listing)."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.is_file(follow_symlinks=False) and not e.name.startswith(".")]
+    except OSError:
+        return []
+    return [e.name for e in sorted(entries, key=lambda e: -e.stat().st_mtime)]
+
+
+@routes.get("/internal/files/{directory_type}")
+async def internal_files(request: web.Request) -> web.Response:
+    """Files of the input, output or temp folder, newest first (the editor's "Load Image (from Outputs)" list)."""
+    st = state(request)
+    kind = request.match_info["directory_type"]
+    if kind not in ("input", "output", "temp"):
+        raise HTTPError(400, "invalid_directory_type", f"no folder {kind!r}; use input, output or temp")
+    return json_response(await st.blocking(visible_files, st.engine.config.folder_for(kind)))
+
+
 @routes.get("/features")
 async def features(request: web.Request) -> web.Response:
     """Server feature flags."""
