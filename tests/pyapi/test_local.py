@@ -8,7 +8,7 @@ import pytest
 from conftest import TXT2IMG, txt2img
 from PIL import Image
 
-from nodegraph.events import NodeFinished, NodeProgress, NodeStarted, RunFinished, RunInterrupted
+from nodegraph.events import NodeProgress, NodeStarted, RunFinished, RunInterrupted
 from nodegraph.pyapi import Graph, Workflow
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ def test_async_stream_yields_the_engine_events_and_can_cancel(shapes_engine) -> 
 
     kinds, result = asyncio.run(main())
     assert result.status == "interrupted" and kinds[-1] is RunInterrupted
-    assert NodeFinished in kinds
+    assert NodeStarted in kinds and kinds.count(NodeProgress) < 40  # stopped early
 
 
 def test_local_sweep_reuses_cached_nodes_and_draws_a_contact_sheet(shapes_engine, tmp_path) -> None:
@@ -84,5 +84,5 @@ def test_local_sweep_reuses_cached_nodes_and_draws_a_contact_sheet(shapes_engine
     cell = sheet.crop((sheet.width - 64, sheet.height - 64, sheet.width, sheet.height))
     assert cell.tobytes() == sweep.images()[3].convert("RGB").tobytes()  # bottom right: seed 2, cfg 5
     label = sheet.crop((0, 0, sheet.width, 14)).convert("L")
-    assert min(label.getdata()) < 128  # column labels were drawn
+    assert label.getextrema()[0] < 128  # column labels were drawn
     sheet.save(tmp_path / "sheet.png")
