@@ -185,3 +185,16 @@ __all__ += ["diffusion_model_names", "encode_flux_text", "FLOW_WEIGHT_DTYPES", "
             "load_diffusion_model", "load_split_clip", "text_encoder_names"]
 # [video]
 # [training]
+from .diffusion.lora import applied as loras_applied  # noqa: E402
+from .diffusion.sampling import predict_x0  # noqa: E402
+from .diffusion.schedulers import build_scheduler  # noqa: E402
+from .provenance import HashCache  # noqa: E402
+from .training.concepts import CONCEPTS, concept_dataset  # noqa: E402
+from .training.lora_train import (LOSSES, OPTIMIZERS, TARGETS, LoraFactors, LoraTrainer, TrainData,  # noqa: E402
+                                  TrainSettings)
+from .training.plots import grid as image_grid  # noqa: E402
+from .training.plots import line_plot  # noqa: E402
+
+__all__ += ["build_scheduler", "CONCEPTS", "concept_dataset", "HashCache", "image_grid", "line_plot", "LoraFactors",
+            "loras_applied", "LoraTrainer", "LOSSES", "OPTIMIZERS", "predict_x0", "TARGETS", "TrainData",
+            "TrainSettings"]
