@@ -16,12 +16,14 @@ timesteps and noise.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported when training starts, so ``nodegraph.api`` stays light
+    import torch
+    from torch import nn
 
 OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop")
 LOSSES = ("MSE", "L1", "Huber", "SmoothL1")
@@ -57,6 +59,8 @@ class LoraFactors:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The kohya-layout tensors (``lora_unet_<name>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``)."""
+        import torch
+
         out: dict[str, torch.Tensor] = {}
         for name in sorted(self.down):
             key = "lora_unet_" + name.replace(".", "_")
@@ -66,35 +70,51 @@ class LoraFactors:
         return out
 
 
-class _Adapter(nn.Module):
-    """``scale · up(down(x))`` for one Linear or Conv2d layer (down has the layer's kernel, up is 1×1)."""
+@functools.cache
+def _adapter_class() -> type:
+    import torch
+    from torch import nn
 
-    def __init__(self, layer: nn.Module, rank: int, alpha: float, gen: torch.Generator) -> None:
-        super().__init__()
-        w = layer.weight
-        self.conv = isinstance(layer, nn.Conv2d)
-        rank = min(rank, w.shape[0], int(math.prod(w.shape[1:])))
-        down_shape = (rank, *w.shape[1:])
-        fan_in = int(math.prod(w.shape[1:]))
-        bound = 1.0 / math.sqrt(fan_in)
-        self.down = nn.Parameter((torch.rand(down_shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound)
-        up_shape = (w.shape[0], rank, 1, 1) if self.conv else (w.shape[0], rank)
-        self.up = nn.Parameter(torch.zeros(up_shape, dtype=torch.float32))
-        self.scale = alpha / rank
-        if self.conv:
-            self.stride, self.padding, self.dilation = layer.stride, layer.padding, layer.dilation
+    class Adapter(nn.Module):
+        """``scale · up(down(x))`` for one Linear or Conv2d layer (down has the layer's kernel, up is 1×1)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The low-rank addition to the layer's output for its input ``x``."""
-        down, up = self.down.to(x.dtype), self.up.to(x.dtype)
-        if self.conv:
-            h = nn.functional.conv2d(x, down, None, self.stride, self.padding, self.dilation)
-            return nn.functional.conv2d(h, up) * self.scale
-        return nn.functional.linear(nn.functional.linear(x, down), up) * self.scale
+        def __init__(self, layer: nn.Module, rank: int, alpha: float, gen: torch.Generator) -> None:
+            super().__init__()
+            _init(self, layer, rank, alpha, gen)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            """The low-rank addition to the layer's output for its input ``x``."""
+            down, up = self.down.to(x.dtype), self.up.to(x.dtype)
+            if self.conv:
+                h = nn.functional.conv2d(x, down, None, self.stride, self.padding, self.dilation)
+                return nn.functional.conv2d(h, up) * self.scale
+            return nn.functional.linear(nn.functional.linear(x, down), up) * self.scale
+
+    return Adapter
+
+
+def _init(self: Any, layer: Any, rank: int, alpha: float, gen: Any) -> None:
+    import torch
+    from torch import nn
+
+    w = layer.weight
+    self.conv = isinstance(layer, nn.Conv2d)
+    rank = min(rank, w.shape[0], int(math.prod(w.shape[1:])))
+    down_shape = (rank, *w.shape[1:])
+    fan_in = int(math.prod(w.shape[1:]))
+    bound = 1.0 / math.sqrt(fan_in)
+    self.down = nn.Parameter((torch.rand(down_shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound)
+    up_shape = (w.shape[0], rank, 1, 1) if self.conv else (w.shape[0], rank)
+    self.up = nn.Parameter(torch.zeros(up_shape, dtype=torch.float32))
+    self.scale = alpha / rank
+    if self.conv:
+        self.stride, self.padding, self.dilation = layer.stride, layer.padding, layer.dilation
 
 
 def target_layers(unet: nn.Module, targets: str = "attention") -> dict[str, nn.Module]:
     """The layers a LoRA trains: Linear/Conv2d inside transformer blocks ("attention") or all of them ("all")."""
+    from torch import nn
+
     out: dict[str, nn.Module] = {}
     for name, module in unet.named_modules():
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -121,6 +141,8 @@ def training_target(prediction_type: str, clean: torch.Tensor, noise: torch.Tens
 
 def snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
     """Min-SNR-gamma loss weights per sample (Hang et al. 2023), for the model's prediction type."""
+    import torch
+
     a = alphas_cumprod[t].float()
     snr = a / (1 - a)
     clipped = torch.minimum(snr, torch.full_like(snr, gamma))
@@ -132,6 +154,8 @@ def snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, pre
 
 
 def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    from torch import nn
+
     fns = {"MSE": nn.functional.mse_loss, "L1": nn.functional.l1_loss, "Huber": nn.functional.huber_loss,
            "SmoothL1": nn.functional.smooth_l1_loss}
     if name not in fns:
@@ -141,6 +165,8 @@ def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    import torch
+
     table = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam, "SGD": torch.optim.SGD,
              "RMSprop": torch.optim.RMSprop}
     if name not in table:
@@ -149,7 +175,7 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
 
 
 @contextlib.contextmanager
-def _hooked(layers: Mapping[str, nn.Module], adapters: Mapping[str, _Adapter]) -> Iterator[None]:
+def _hooked(layers: Mapping[str, nn.Module], adapters: Mapping[str, Any]) -> Iterator[None]:
     handles = []
     try:
         for name, layer in layers.items():
@@ -196,6 +222,7 @@ class LoraTrainer:
     def __init__(self, unet: nn.Module, scheduler_config: Mapping[str, Any], data: TrainData,
                  settings: TrainSettings) -> None:
         import diffusers
+        import torch
 
         if data.latents.shape[0] != data.embeddings.shape[0]:
             raise ValueError(f"{data.latents.shape[0]} latents but {data.embeddings.shape[0]} captions; give one "
@@ -212,7 +239,8 @@ class LoraTrainer:
         self.gen = torch.Generator("cpu").manual_seed(int(settings.seed))
         self.layers = target_layers(unet, settings.targets)
         self.alpha = float(settings.rank)
-        self.adapters = {n: _Adapter(m, settings.rank, self.alpha, self.gen) for n, m in self.layers.items()}
+        adapter = _adapter_class()
+        self.adapters = {n: adapter(m, settings.rank, self.alpha, self.gen) for n, m in self.layers.items()}
         params = [p for a in self.adapters.values() for p in a.parameters()]
         self.optimizer = _optimizer(settings.optimizer, params, settings.learning_rate)
         self.loss_fn = _loss_fn(settings.loss)
@@ -226,6 +254,8 @@ class LoraTrainer:
                            self.alpha, self.step)
 
     def _loss(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
         n = self.data.latents.shape[0]
         bs = self.settings.batch_size
         idx = torch.cat([torch.randperm(n, generator=self.gen) for _ in range(-(-bs // n))])[:bs]
@@ -250,6 +280,8 @@ class LoraTrainer:
 
     def run(self, on_step: Callable[[int, int, float], None] | None = None, device: Any = "cpu") -> LoraFactors:
         """Train the remaining steps; ``on_step(step, total, loss)`` may raise to stop (what was learnt stays)."""
+        import torch
+
         device = torch.device(device)
         dtype = torch.bfloat16 if self.settings.dtype == "bf16" else torch.float32
         for a in self.adapters.values():
