@@ -105,8 +105,8 @@ class CLIPLoader(_SplitFileNode):
         try:
             cls._check_type(str(constants.get("type", "stable_diffusion")))
         except ValueError as exc:
-            return str(exc)
-        return True
+            return [("type", str(exc))]
+        return []
 
     def execute(self, ctx, clip_name: str, type: str, device: str = "default"):
         self._check_type(type)
@@ -139,13 +139,15 @@ class TripleCLIPLoader(_SplitFileNode):
               "clip_name3": ModelCombo("text_encoders", text_encoder_names)}
     OUTPUTS = (Output("CLIP"),)
 
+    REFUSAL = ("TripleCLIPLoader (SD3/SD3.5: CLIP-L + CLIP-G + T5-XXL) is not supported in this version: SD3.5 "
+               "support comes after Flux.1; Flux uses DualCLIPLoader type flux")
+
     @classmethod
     def validate_inputs(cls, config, **constants):
-        return ("TripleCLIPLoader (SD3/SD3.5: CLIP-L + CLIP-G + T5-XXL) is not supported in this version: SD3.5 "
-                "support comes after Flux.1; Flux uses DualCLIPLoader type flux")
+        return [("clip_name1", cls.REFUSAL)]
 
     def execute(self, ctx, clip_name1: str, clip_name2: str, clip_name3: str):
-        raise ValueError(self.validate_inputs(ctx.config))
+        raise ValueError(self.REFUSAL)
 
 
 @hookimpl

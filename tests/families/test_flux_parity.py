@@ -1,0 +1,88 @@
+"""Flux.1 through our nodes equals diffusers: weights loaded from each layout, and the image of the graph
+UNETLoader + DualCLIPLoader + VAELoader + CLIPTextEncode(Flux) + FluxGuidance + EmptySD3LatentImage + KSampler
+(euler/simple) + VAEDecode against FluxPipeline with the same noise, ≤ 1/255."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from flux_tiny import LAYOUTS
+
+from nodegraph.diffusion.flow.latents import pack
+from nodegraph.diffusion.sampling import make_noise
+from nodegraph.testing_graphs import capture_engine, run_captured
+
+PROMPT = "a photo of a red cat on the sky"
+SEED, STEPS, SIZE = 7, 4, 64
+
+
+@pytest.fixture(scope="module")
+def engine(flux_config):
+    return capture_engine(flux_config)
+
+
+def graph(unet: str, encode: str = "CLIPTextEncode", guidance: float = 3.5, sampler: str = "euler",
+          scheduler: str = "simple", weight_dtype: str = "default") -> dict:
+    """The Flux text-to-image graph of ComfyUI's examples, image captured as "img", model as "model"."""
+    text = ({"text": PROMPT} if encode == "CLIPTextEncode" else
+            {"clip_l": PROMPT, "t5xxl": PROMPT, "guidance": guidance})
+    return {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": weight_dtype}},
+        "clip": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                             "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "pos": {"class_type": encode, "inputs": dict(text, clip=["clip", 0])},
+        "guide": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["pos", 0], "guidance": guidance}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
+        "msf": {"class_type": "ModelSamplingFlux", "inputs": {"model": ["unet", 0], "max_shift": 1.15,
+                                                              "base_shift": 0.5, "width": SIZE, "height": SIZE}},
+        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "ks": {"class_type": "KSampler", "inputs": {
+            "model": ["msf", 0], "seed": SEED, "steps": STEPS, "cfg": 1.0, "sampler_name": sampler,
+            "scheduler": scheduler, "positive": ["guide", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
+            "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
+        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "model": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}},
+    }
+
+
+def _run(engine, wf: dict) -> dict:
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    return cap
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_flux):
+    """FluxPipeline's image [1, H, W, 3] with the noise our KSampler draws for SEED."""
+    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    pipe = tiny_flux.pipeline()
+    with torch.no_grad():
+        out = pipe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=3.5,
+                   latents=pack(noise), max_sequence_length=256, output_type="pt").images
+    return out.permute(0, 2, 3, 1).float()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_layout_loads_the_same_weights(engine, tiny_flux, layout):
+    model = _run(engine, {"unet": graph(LAYOUTS[layout])["unet"],
+                          "model": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}})["model"]
+    ours, ref = model.unet.state_dict(), tiny_flux.transformer.state_dict()
+    assert set(ours) == set(ref)
+    assert all(torch.equal(ours[k], ref[k]) for k in ref)
+    assert model.arch == "flux-dev" and model.family == "flux"
+
+
+@pytest.mark.parametrize("encode", ["CLIPTextEncode", "CLIPTextEncodeFlux"])
+def test_graph_image_equals_flux_pipeline(engine, reference, encode):
+    image = _run(engine, graph(LAYOUTS["comfyui"], encode=encode))["img"]
+    assert image.shape == reference.shape
+    diff = float((image - reference).abs().max())
+    print(f"Flux parity ({encode}): max |ours - FluxPipeline| = {diff:.2e} (limit {1 / 255:.2e})")
+    assert diff <= 1 / 255
+
+
+def test_guidance_changes_the_image(engine, reference):
+    image = _run(engine, graph(LAYOUTS["original"], guidance=8.0))["img"]
+    assert float((image - reference).abs().max()) > 1 / 255
