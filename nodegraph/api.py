@@ -70,8 +70,8 @@ __all__ = [
     "Boolean", "center_crop", "Checkpoint", "checkpoint_names", "CLIP", "COLOR_NAMES", "COLORS", "Combo",
     "CONDITIONING", "ConditioningEntry", "Denoiser", "derive", "DiffusionModel", "EngineConfig", "ExecutionContext",
     "file_fingerprint", "Files", "Float", "hookimpl", "IMAGE", "image_to_pils", "Int", "Interrupted", "LATENT",
-    "Latent", "LatentFormat", "Link", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path", "ModelCombo",
-    "ModelHandle", "Models", "Node", "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word",
+    "Latent", "LatentFormat", "Link", "list_models", "lora_names", "LoraPatch", "MASK", "MODEL", "model_path",
+    "ModelCombo", "ModelHandle", "Models", "Node", "NodeOutput", "Output", "pil_to_image", "pil_to_mask", "position_word",
     "render_shape", "resample", "safe_join", "sample", "sampler_names", "SamplerDef", "SamplerFn", "SamplerRegistry",
     "save_pngs", "ScheduleDef", "scheduler_names", "SHAPES", "ShapeSpec", "StepCallback", "String", "target_size",
     "Tensor", "TextEncoder", "UnsafePathError", "unsupported_pair", "upscale_model_names", "VAE", "vae_names",
@@ -109,6 +109,13 @@ LATENT: TypeAlias = Latent
 def model_path(config: EngineConfig, folder: str, name: str) -> Path:
     """The path of model ``name`` in the models sub-folder ``folder`` (never outside it)."""
     return resolve_model(config, folder, name)
+
+
+def list_models(config: EngineConfig | None, folder: str) -> list[str]:
+    """Loadable model names in the models sub-folder ``folder`` (files and diffusers folders), for a node's combo."""
+    from .models import folders
+
+    return folders.list_models(config, folder) if config is not None else []
 
 
 def position_word(cx: float, cy: float, size: int = _shapes.IMAGE_SIZE) -> str:
@@ -172,9 +179,11 @@ from .diffusion.preprocess import canny_edges  # noqa: E402
 
 __all__ += ["canny_edges", "ControlModel", "ControlNet", "controlnet_names", "load_control_model", "UNION_TYPES"]
 # [prompt text and model merging]
+from .diffusion.checkpoint_save import save_checkpoint  # noqa: E402
+from .diffusion.merging import MergePatch, merge_models  # noqa: E402
 from .diffusion.text import encode_prompt  # noqa: E402
 
-__all__ += ["encode_prompt"]
+__all__ += ["encode_prompt", "merge_models", "MergePatch", "save_checkpoint"]
 # [flow families]
 from .diffusion.flow.loading import WEIGHT_DTYPES as FLOW_WEIGHT_DTYPES  # noqa: E402
 from .diffusion.flow.public import (diffusion_model_names, encode_flux_text, load_diffusion_model,  # noqa: E402

@@ -78,8 +78,9 @@ class LoadLatent(Node):
             raise ValueError(f"LoadLatent: {latent!r} is not a safetensors .latent file ({exc}); save latents with "
                              "SaveLatent") from None
         if "latent_tensor" not in tensors:
-            raise ValueError(f"LoadLatent: {latent!r} has no 'latent_tensor' (it holds {', '.join(tensors) or 'nothing'});"
-                             " save latents with SaveLatent")
+            held = ", ".join(tensors) or "nothing"
+            raise ValueError(f"LoadLatent: {latent!r} has no 'latent_tensor' (it holds {held}); save latents with "
+                             "SaveLatent")
         scale = 1.0 if "latent_format_version_0" in tensors else 1.0 / LEGACY_SCALE
         return ({"samples": tensors["latent_tensor"].float() * scale},)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (Float, Link, ModelCombo, Node, Output, checkpoint_names, file_fingerprint, hookimpl,
-                           lora_names, model_path, upscale_model_names, vae_names)
+from nodegraph.api import (Float, Link, ModelCombo, Node, Output, checkpoint_names, derive, file_fingerprint, hookimpl,
+                           list_models, lora_names, model_path, upscale_model_names, vae_names)
 
 SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with torchvision): install it with "
                  "pip install 'nodegraph[upscale]'")
@@ -59,6 +59,79 @@ class CheckpointLoaderSimple(_ModelFileNode):
 
     def execute(self, ctx, ckpt_name: str):
         ckpt = ctx.models.load_checkpoint(ckpt_name, self.MODEL_INPUT[1])
+        return (ckpt.model, ckpt.clip, ckpt.vae)
+
+
+#: LDM configs' ``parameterization`` → diffusers' ``prediction_type``.
+PARAMETERIZATION = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
+
+
+def config_names(config: Any) -> list[str]:
+    """Model configs (YAML) under models/configs, for CheckpointLoader."""
+    return list_models(config, "configs") if config else []
+
+
+def diffusers_names(config: Any) -> list[str]:
+    """Diffusers pipeline folders (with model_index.json) under models/diffusers, for DiffusersLoader."""
+    return list_models(config, "diffusers") if config else []
+
+
+def read_ldm_config(path: Any) -> dict[str, Any]:
+    """An original (LDM) model config: YAML read safely (data only), refused with the fix when malformed."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"CheckpointLoader: cannot read {path.name} as YAML ({exc}); give an LDM config such as "
+                         "v1-inference.yaml") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"CheckpointLoader: {path.name} is not an LDM config (a YAML mapping with model.params)")
+    return data
+
+
+def prediction_of(ldm_config: dict[str, Any]) -> str | None:
+    """The prediction type an LDM config states (``model.params.parameterization``), or None when it states none."""
+    params = (ldm_config.get("model") or {}).get("params") or {}
+    value = params.get("parameterization") if isinstance(params, dict) else None
+    if value is None:
+        return None
+    if value not in PARAMETERIZATION:
+        raise ValueError(f"CheckpointLoader: parameterization {value!r} is not one of {', '.join(PARAMETERIZATION)}")
+    return PARAMETERIZATION[value]
+
+
+class CheckpointLoader(_ModelFileNode):
+    """Load a checkpoint with an original (LDM) config file: the config's parameterization (eps, v) decides how
+    the model's output is read; the architecture is detected from the weights, as CheckpointLoaderSimple does."""
+
+    DISPLAY_NAME = "Load Checkpoint With Config (DEPRECATED)"
+    CATEGORY = "advanced/loaders"
+    MODEL_INPUT = ("ckpt_name", "checkpoints")
+    INPUTS = {"config_name": ModelCombo("configs", config_names, tooltip="an LDM config in models/configs"),
+              "ckpt_name": ModelCombo("checkpoints", checkpoint_names)}
+    OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+
+    def execute(self, ctx, config_name: str, ckpt_name: str):
+        prediction = prediction_of(read_ldm_config(model_path(ctx.config, "configs", config_name)))
+        ckpt = ctx.models.load_checkpoint(ckpt_name, self.MODEL_INPUT[1])
+        model = ckpt.model
+        if prediction is not None and prediction != model.scheduler_config.get("prediction_type", "epsilon"):
+            model = derive(model, scheduler_config={**dict(model.scheduler_config), "prediction_type": prediction})
+        return (model, ckpt.clip, ckpt.vae)
+
+
+class DiffusersLoader(_ModelFileNode):
+    """Load a diffusers pipeline folder from models/diffusers (MODEL, CLIP, VAE)."""
+
+    CATEGORY = "advanced/loaders/deprecated"
+    MODEL_INPUT = ("model_path", "diffusers")
+    INPUTS = {"model_path": ModelCombo("diffusers", diffusers_names,
+                                       tooltip="a folder with model_index.json in models/diffusers")}
+    OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+
+    def execute(self, ctx, model_path: str):
+        ckpt = ctx.models.load_checkpoint(model_path, self.MODEL_INPUT[1])
         return (ckpt.model, ckpt.clip, ckpt.vae)
 
 
@@ -149,4 +222,5 @@ class UpscaleModelLoader(_ModelFileNode):
 @hookimpl
 def nodegraph_nodes():
     """The loader nodes."""
-    return [CheckpointLoaderSimple, VAELoader, LoraLoader, LoraLoaderModelOnly, UpscaleModelLoader]
+    return [CheckpointLoaderSimple, CheckpointLoader, DiffusersLoader, VAELoader, LoraLoader, LoraLoaderModelOnly,
+            UpscaleModelLoader]

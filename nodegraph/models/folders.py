@@ -57,6 +57,9 @@ BUILTIN: dict[str, FolderKind] = {
     "controlnet": FolderKind("controlnet", folder_markers=("config.json",)),
     "clip_vision": FolderKind("clip_vision", folder_markers=("config.json",)),
     "style_models": FolderKind("style_models"),
+    # CheckpointLoader's model configs (YAML, read with yaml.safe_load) and DiffusersLoader's pipeline folders.
+    "configs": FolderKind("configs", extensions=(".yaml",), pickle=False),
+    "diffusers": FolderKind("diffusers", extensions=(), folder_markers=("model_index.json",), pickle=False),
     "hypernetworks": FolderKind("hypernetworks"),
 }
 
