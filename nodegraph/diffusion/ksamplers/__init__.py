@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from . import dpm, euler, multistep, sde, unipc
 
@@ -33,15 +34,15 @@ _WHERE = {
     "ddim": "euler", "uni_pc": "unipc", "uni_pc_bh2": "unipc",
 }
 _ALIASES = {"ddim": "euler"}
-_TABLE: dict[str, "SamplerFn"] = {
+_TABLE: dict[str, SamplerFn] = {
     name: getattr(_MODULES[mod], "sample_" + _ALIASES.get(name, name)) for name, mod in _WHERE.items()
 }
 
 #: Read-only: sampler_name → k-diffusion-convention sampler function.
-KSAMPLERS: Mapping[str, "SamplerFn"] = MappingProxyType(_TABLE)
+KSAMPLERS: Mapping[str, SamplerFn] = MappingProxyType(_TABLE)
 
 
-def k_sampler(name: str) -> "SamplerFn":
+def k_sampler(name: str) -> SamplerFn:
     """The k-diffusion-convention sampler called ``name``; ValueError naming the choices when unknown."""
     try:
         return KSAMPLERS[name]

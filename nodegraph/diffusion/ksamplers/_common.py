@@ -9,7 +9,8 @@ and ``callback(i + 1, len(sigmas) - 1, x0)`` follows every step.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from ..custom import Denoiser, StepCallback
 
 
-def to_d(x: "torch.Tensor", sigma: float, denoised: "torch.Tensor") -> "torch.Tensor":
+def to_d(x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
     """The probability-flow ODE derivative dx/dsigma = (x - x0) / sigma."""
     return (x - denoised) / sigma
 
@@ -31,7 +32,7 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
     return math.sqrt(max(sigma_next ** 2 - up ** 2, 0.0)), up
 
 
-def guided_and_uncond(denoiser: "Denoiser", x: "torch.Tensor", sigma: float) -> tuple["torch.Tensor", "torch.Tensor"]:
+def guided_and_uncond(denoiser: Denoiser, x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(guided x0, unconditional x0) from one evaluation, for CFG++; the unconditional one is the positive
     prediction when the denoiser has no negative side (cfg 1)."""
     cond, uncond = denoiser.split(x, sigma)
@@ -40,7 +41,7 @@ def guided_and_uncond(denoiser: "Denoiser", x: "torch.Tensor", sigma: float) -> 
     return uncond + denoiser.cfg * (cond - uncond), uncond
 
 
-def gaussian(x: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
+def gaussian(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, drawn on the CPU from ``generator`` in float32 (the same numbers
     on every device), then moved to ``x``'s device and dtype."""
     import torch
@@ -48,7 +49,7 @@ def gaussian(x: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
     return torch.randn(tuple(x.shape), generator=generator, dtype=torch.float32).to(x.device, x.dtype)
 
 
-def floats(sigmas: "torch.Tensor") -> list[float]:
+def floats(sigmas: torch.Tensor) -> list[float]:
     """The schedule as Python floats (float64 arithmetic for the step coefficients)."""
     return [float(s) for s in sigmas]
 
@@ -56,11 +57,11 @@ def floats(sigmas: "torch.Tensor") -> list[float]:
 class Steps:
     """Step bookkeeping: ``done(i, x0)`` reports step ``i`` (0-based) to the callback."""
 
-    def __init__(self, sigmas: "torch.Tensor", callback: "StepCallback | None") -> None:
+    def __init__(self, sigmas: torch.Tensor, callback: StepCallback | None) -> None:
         self.total = len(sigmas) - 1
         self.callback = callback
 
-    def done(self, i: int, x0: "torch.Tensor") -> None:
+    def done(self, i: int, x0: torch.Tensor) -> None:
         """Report step ``i`` finished with clean-latent estimate ``x0``."""
         if self.callback is not None:
             self.callback(i + 1, self.total, x0)

@@ -24,17 +24,17 @@ if TYPE_CHECKING:
 class _Eps:
     """The noise prediction eps(x, t) = (x - x0) / sigma at t = -log(sigma), counting evaluations."""
 
-    def __init__(self, denoiser: "Denoiser") -> None:
+    def __init__(self, denoiser: Denoiser) -> None:
         self.denoiser, self.last_x0 = denoiser, None
 
-    def __call__(self, x: "torch.Tensor", t: float) -> "torch.Tensor":
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         sigma = math.exp(-t)
         self.last_x0 = self.denoiser(x, sigma)
         return (x - self.last_x0) / sigma
 
 
-def _solver_step(eps_fn: _Eps, x: "torch.Tensor", t: float, t_next: float, order: int, eps: "torch.Tensor",
-                 r1: float | None = None) -> "torch.Tensor":
+def _solver_step(eps_fn: _Eps, x: torch.Tensor, t: float, t_next: float, order: int, eps: torch.Tensor,
+                 r1: float | None = None) -> torch.Tensor:
     """One DPM-Solver-``order`` step from t to t_next (eps at t given); order 2 takes its intermediate point r1."""
     h = t_next - t
     sn = math.exp(-t_next)
@@ -62,8 +62,8 @@ def _range(sig: list[float]) -> tuple[float, float]:
     return sig[0], min(positive)
 
 
-def sample_dpm_fast(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                    generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_dpm_fast(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                    generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """DPM-Solver-fast: len(sigmas) - 1 evaluations spent on steps uniform in log sigma between the schedule's
     first and smallest nonzero sigma, third order where possible (the schedule's spacing itself is not used)."""
     sig = floats(sigmas)
@@ -110,9 +110,9 @@ class _PID:
         return ok
 
 
-def sample_dpm_adaptive(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                        generator: "torch.Generator", callback: "StepCallback", order: int = 3, rtol: float = 0.05,
-                        atol: float = 0.0078, h_init: float = 0.05, max_evals: int = 2000) -> "torch.Tensor":
+def sample_dpm_adaptive(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        generator: torch.Generator, callback: StepCallback, order: int = 3, rtol: float = 0.05,
+                        atol: float = 0.0078, h_init: float = 0.05, max_evals: int = 2000) -> torch.Tensor:
     """DPM-Solver-23 with adaptive steps between the schedule's first and smallest nonzero sigma: each step compares
     the 2nd- and 3rd-order solutions (sharing evaluations) and a PID controller sizes the next step. Only the
     schedule's end points are used; progress is reported as the fraction of log sigma covered."""
@@ -149,9 +149,9 @@ def sample_dpm_adaptive(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.
     return x
 
 
-def sample_dpmpp_2s_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                              generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0,
-                              s_noise: float = 1.0, cfg_pp: bool = False) -> "torch.Tensor":
+def sample_dpmpp_2s_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                              generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
+                              s_noise: float = 1.0, cfg_pp: bool = False) -> torch.Tensor:
     """DPM-Solver++(2S) single-step (midpoint in log sigma) to sigma_down, then ancestral noise of scale sigma_up;
     with ``cfg_pp`` the steps follow the unconditional noise estimate (CFG++)."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -175,15 +175,15 @@ def sample_dpmpp_2s_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "
     return x
 
 
-def sample_dpmpp_2s_ancestral_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                                     generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_dpmpp_2s_ancestral_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                     generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """DPM-Solver++(2S) ancestral with CFG++."""
     return sample_dpmpp_2s_ancestral(denoiser, x, sigmas, generator=generator, callback=callback, cfg_pp=True)
 
 
-def sample_dpmpp_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                     generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0, s_noise: float = 1.0,
-                     r: float = 0.5, on_device: bool = False) -> "torch.Tensor":
+def sample_dpmpp_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                     generator: torch.Generator, callback: StepCallback, eta: float = 1.0, s_noise: float = 1.0,
+                     r: float = 0.5, on_device: bool = False) -> torch.Tensor:
     """DPM-Solver++ stochastic single-step: an ancestral DPM++ step to the intermediate point (fraction ``r`` of the
     step in log sigma), then the 2nd-order combination, each with Brownian-tree noise; Euler on the step to 0."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -210,14 +210,14 @@ def sample_dpmpp_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Ten
     return x
 
 
-def sample_dpmpp_sde_gpu(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                         generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_dpmpp_sde_gpu(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                         generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """dpmpp_sde with its Brownian tree on the model's device."""
     return sample_dpmpp_sde(denoiser, x, sigmas, generator=generator, callback=callback, on_device=True)
 
 
-def sample_dpmpp_2m(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                    generator: "torch.Generator", callback: "StepCallback", cfg_pp: bool = False) -> "torch.Tensor":
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                    generator: torch.Generator, callback: StepCallback, cfg_pp: bool = False) -> torch.Tensor:
     """DPM-Solver++(2M): x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) D, with D the x0 estimate
     extrapolated linearly in log sigma from the previous one (first order on the first and last steps)."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -240,15 +240,15 @@ def sample_dpmpp_2m(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tens
     return x
 
 
-def sample_dpmpp_2m_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                           generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_dpmpp_2m_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """DPM-Solver++(2M) with CFG++ (the history term uses the unconditional x0, as ComfyUI's)."""
     return sample_dpmpp_2m(denoiser, x, sigmas, generator=generator, callback=callback, cfg_pp=True)
 
 
-def sample_dpmpp_2m_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                        generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0,
-                        s_noise: float = 1.0, solver_type: str = "midpoint", on_device: bool = False) -> "torch.Tensor":
+def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
+                        s_noise: float = 1.0, solver_type: str = "midpoint", on_device: bool = False) -> torch.Tensor:
     """DPM-Solver++(2M) SDE: the first-order SDE step x = (sigma_next / sigma) e^(-eta h) x + (1 - e^(-(1+eta) h)) x0,
     a second-order correction from the previous x0 (midpoint or Heun form), and Brownian-tree noise of scale
     sigma_next * sqrt(1 - e^(-2 eta h))."""
@@ -282,8 +282,8 @@ def sample_dpmpp_2m_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.
 
 
 def _2m_sde(solver_type: str, on_device: bool) -> Any:
-    def run(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-            callback: "StepCallback") -> "torch.Tensor":
+    def run(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+            callback: StepCallback) -> torch.Tensor:
         return sample_dpmpp_2m_sde(denoiser, x, sigmas, generator=generator, callback=callback,
                                    solver_type=solver_type, on_device=on_device)
 
@@ -296,9 +296,9 @@ sample_dpmpp_2m_sde_heun = _2m_sde("heun", False)
 sample_dpmpp_2m_sde_heun_gpu = _2m_sde("heun", True)
 
 
-def sample_dpmpp_3m_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                        generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0,
-                        s_noise: float = 1.0, on_device: bool = False) -> "torch.Tensor":
+def sample_dpmpp_3m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
+                        s_noise: float = 1.0, on_device: bool = False) -> torch.Tensor:
     """DPM-Solver++(3M) SDE: the first-order SDE step plus phi_2/phi_3 corrections from the first and second
     divided differences of the last three x0 estimates in log sigma, with Brownian-tree noise."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -334,7 +334,7 @@ def sample_dpmpp_3m_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.
     return x
 
 
-def sample_dpmpp_3m_sde_gpu(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                            generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_dpmpp_3m_sde_gpu(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                            generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """dpmpp_3m_sde with its Brownian tree on the model's device."""
     return sample_dpmpp_3m_sde(denoiser, x, sigmas, generator=generator, callback=callback, on_device=True)

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from ..custom import Denoiser, StepCallback
 
 
-def sample_euler(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-                 callback: "StepCallback") -> "torch.Tensor":
+def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+                 callback: StepCallback) -> torch.Tensor:
     """Euler's method on the probability-flow ODE: x += (sigma_next - sigma) * (x - x0) / sigma."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
@@ -29,9 +29,9 @@ def sample_euler(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor"
     return x
 
 
-def sample_euler_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                           generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0,
-                           s_noise: float = 1.0) -> "torch.Tensor":
+def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
+                           s_noise: float = 1.0) -> torch.Tensor:
     """Euler step down to sigma_down, then fresh noise of scale sigma_up (ancestral sampling)."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
@@ -44,8 +44,8 @@ def sample_euler_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "tor
     return x
 
 
-def sample_euler_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                        generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_euler_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """Euler with CFG++: renoise the guided x0 along the unconditional noise estimate,
     x = x0_guided + sigma_next * (x - x0_uncond) / sigma."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -56,9 +56,9 @@ def sample_euler_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.
     return x
 
 
-def sample_euler_ancestral_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                                  generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0,
-                                  s_noise: float = 1.0) -> "torch.Tensor":
+def sample_euler_ancestral_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                  generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
+                                  s_noise: float = 1.0) -> torch.Tensor:
     """Euler ancestral with CFG++: the CFG++ step to sigma_down, then noise of scale sigma_up."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
@@ -71,8 +71,8 @@ def sample_euler_ancestral_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigma
     return x
 
 
-def sample_heun(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-                callback: "StepCallback") -> "torch.Tensor":
+def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+                callback: StepCallback) -> torch.Tensor:
     """Heun's method (EDM Algorithm 1): an Euler predictor, then the trapezoidal corrector; Euler on the step to 0."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
@@ -89,8 +89,8 @@ def sample_heun(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor",
     return x
 
 
-def sample_heunpp2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                   generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_heunpp2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                   generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """Heun++: the slope is a weighted mean of the slopes at the next one or two schedule points (reached by Euler
     sub-steps), weighted by those sigmas over (2 or 3) * sigma_max; Euler on the last step."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -120,8 +120,8 @@ def _mid(a: float, b: float) -> float:
     return math.exp((math.log(a) + math.log(b)) / 2)
 
 
-def sample_dpm_2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-                 callback: "StepCallback") -> "torch.Tensor":
+def sample_dpm_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+                 callback: StepCallback) -> torch.Tensor:
     """DPM-Solver-2 in sigma (EDM's 2nd-order midpoint form): the slope at the log-midpoint sigma carries the step."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
@@ -137,9 +137,9 @@ def sample_dpm_2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor"
     return x
 
 
-def sample_dpm_2_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                           generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0,
-                           s_noise: float = 1.0) -> "torch.Tensor":
+def sample_dpm_2_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
+                           s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver-2 to sigma_down, then fresh noise of scale sigma_up."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
@@ -158,8 +158,8 @@ def sample_dpm_2_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "tor
     return x
 
 
-def sample_ddpm(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-                callback: "StepCallback") -> "torch.Tensor":
+def sample_ddpm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+                callback: StepCallback) -> torch.Tensor:
     """DDPM ancestral sampling (Ho et al. 2020): draw from the Gaussian posterior q(x_next | x, x0) with
     alpha_bar = 1 / (1 + sigma^2), written in k-diffusion form (x = x0 + sigma * noise)."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -181,8 +181,8 @@ def sample_ddpm(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor",
     return x
 
 
-def sample_lcm(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-               callback: "StepCallback") -> "torch.Tensor":
+def sample_lcm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+               callback: StepCallback) -> torch.Tensor:
     """Latent-consistency sampling (Luo et al. 2023): jump to the x0 estimate, then renoise to the next sigma."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):

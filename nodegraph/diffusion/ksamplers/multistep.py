@@ -19,7 +19,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ._common import Steps, ancestral_step, floats, gauss_legendre, gaussian, guided_and_uncond, lagrange, to_d
+from ._common import (
+    Steps,
+    ancestral_step,
+    floats,
+    gauss_legendre,
+    gaussian,
+    guided_and_uncond,
+    lagrange,
+    to_d,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +51,8 @@ def _variable_ab(points: list[float], a: float, b: float) -> list[float]:
     return [gauss_legendre(a, b, lagrange(points, j)) for j in range(len(points))]
 
 
-def sample_lms(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-               callback: "StepCallback", order: int = 4) -> "torch.Tensor":
+def sample_lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+               callback: StepCallback, order: int = 4) -> torch.Tensor:
     """Linear multistep (variable-step Adams-Bashforth in sigma) of order up to ``order``."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     ds: list[Any] = []
@@ -56,8 +65,8 @@ def sample_lms(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", 
     return x
 
 
-def sample_ipndm(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-                 callback: "StepCallback", max_order: int = 4) -> "torch.Tensor":
+def sample_ipndm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+                 callback: StepCallback, max_order: int = 4) -> torch.Tensor:
     """iPNDM: Adams-Bashforth with the fixed-step coefficients, warming up from order 1."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     ds: list[Any] = []
@@ -70,8 +79,8 @@ def sample_ipndm(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor"
     return x
 
 
-def sample_ipndm_v(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                   generator: "torch.Generator", callback: "StepCallback", max_order: int = 4) -> "torch.Tensor":
+def sample_ipndm_v(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                   generator: torch.Generator, callback: StepCallback, max_order: int = 4) -> torch.Tensor:
     """iPNDM with variable steps: Adams-Bashforth whose coefficients follow the actual sigma spacing."""
     return sample_lms(denoiser, x, sigmas, generator=generator, callback=callback, order=max_order)
 
@@ -92,8 +101,8 @@ def _dsigma_dt(t: Any) -> Any:
     return 0.5 * (_BETA_D * t + _BETA_MIN) * e / np.sqrt(np.maximum(e - 1.0, 1e-300))
 
 
-def sample_deis(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *, generator: "torch.Generator",
-                callback: "StepCallback", max_order: int = 3) -> "torch.Tensor":
+def sample_deis(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
+                callback: StepCallback, max_order: int = 3) -> torch.Tensor:
     """DEIS-tAB: the slope interpolated in VP time through the last ``max_order`` points, integrated in sigma."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     ds: list[Any] = []
@@ -106,7 +115,7 @@ def sample_deis(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor",
         else:
             ts = [_vp_t(s) for s in sig[i::-1][:len(ds)]]
             coeffs = [gauss_legendre(ts[0], _vp_t(sig[i + 1]),
-                                     lambda t, j=j: lagrange(ts, j)(t) * _dsigma_dt(t)) for j in range(len(ds))]
+                                     lambda t, j=j, ts=ts: lagrange(ts, j)(t) * _dsigma_dt(t)) for j in range(len(ds))]
             x = x + _combine(coeffs, ds)
         steps.done(i, denoised)
     return x
@@ -120,8 +129,8 @@ def _phi2(z: float) -> float:
     return (_phi1(z) - 1.0) / z
 
 
-def _res_multistep(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", generator: "torch.Generator",
-                   callback: "StepCallback", eta: float, cfg_pp: bool, s_noise: float = 1.0) -> "torch.Tensor":
+def _res_multistep(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator,
+                   callback: StepCallback, eta: float, cfg_pp: bool, s_noise: float = 1.0) -> torch.Tensor:
     """RES 2nd-order multistep in t = -log(sigma): x_next = e^(-h) x + h (b1 D_n + b2 D_prev), b2 = phi_2(-h) / c,
     b1 = phi_1(-h) - b2, c = -h_prev / h with h_prev the previous step's deterministic span; each step goes to
     sigma_down and then adds noise sigma_up (eta 0: plain multistep)."""
@@ -151,33 +160,33 @@ def _res_multistep(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tenso
     return x
 
 
-def sample_res_multistep(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                         generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_res_multistep(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                         generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """RES multistep (deterministic)."""
     return _res_multistep(denoiser, x, sigmas, generator, callback, 0.0, False)
 
 
-def sample_res_multistep_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                                generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_res_multistep_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """RES multistep with CFG++."""
     return _res_multistep(denoiser, x, sigmas, generator, callback, 0.0, True)
 
 
-def sample_res_multistep_ancestral(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                                   generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_res_multistep_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                   generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """RES multistep to sigma_down, then ancestral noise (eta 1)."""
     return _res_multistep(denoiser, x, sigmas, generator, callback, 1.0, False)
 
 
-def sample_res_multistep_ancestral_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                                          generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_res_multistep_ancestral_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                          generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """RES multistep ancestral with CFG++."""
     return _res_multistep(denoiser, x, sigmas, generator, callback, 1.0, True)
 
 
-def sample_gradient_estimation(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                               generator: "torch.Generator", callback: "StepCallback", ge_gamma: float = 2.0,
-                               cfg_pp: bool = False) -> "torch.Tensor":
+def sample_gradient_estimation(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                               generator: torch.Generator, callback: StepCallback, ge_gamma: float = 2.0,
+                               cfg_pp: bool = False) -> torch.Tensor:
     """Gradient estimation: the Euler step plus (ge_gamma - 1) * (d - d_prev) * dsigma from the second step on;
     the step to 0 returns the x0 estimate."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -197,7 +206,7 @@ def sample_gradient_estimation(denoiser: "Denoiser", x: "torch.Tensor", sigmas: 
     return x
 
 
-def sample_gradient_estimation_cfg_pp(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                                      generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_gradient_estimation_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                      generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """Gradient estimation with CFG++."""
     return sample_gradient_estimation(denoiser, x, sigmas, generator=generator, callback=callback, cfg_pp=True)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def seed_from(generator: "torch.Generator") -> int:
+def seed_from(generator: torch.Generator) -> int:
     """A 62-bit seed drawn from ``generator`` (so a sampler's noise follows the KSampler seed)."""
     import torch
 
@@ -24,7 +24,7 @@ class BrownianNoise:
     """Unit-variance noise for the step sigma -> sigma_next from one Brownian motion over [sigma_min, sigma_max]:
     W(sigma_next) - W(sigma), normalised by sqrt(|sigma_next - sigma|)."""
 
-    def __init__(self, x: "torch.Tensor", sigmas: "torch.Tensor", generator: "torch.Generator",
+    def __init__(self, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator,
                  on_device: bool = False) -> None:
         import torch
         import torchsde
@@ -41,7 +41,7 @@ class BrownianNoise:
         self.tree = torchsde.BrownianTree(t0=self._t(lo), w0=w0, t1=self._t(hi), entropy=seed_from(generator))
         self.lo, self.hi = lo, hi
 
-    def __call__(self, sigma: float, sigma_next: float) -> "torch.Tensor":
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         """Standard normal noise for the step from ``sigma`` to ``sigma_next`` (both within the tree's range)."""
         a, b = sorted((min(max(float(sigma), self.lo), self.hi), min(max(float(sigma_next), self.lo), self.hi)))
         if b - a <= 0:
@@ -55,10 +55,10 @@ class BrownianNoise:
 class GaussianNoise:
     """Fresh standard normal noise per call, drawn from the seed's CPU generator in float32."""
 
-    def __init__(self, x: "torch.Tensor", generator: "torch.Generator") -> None:
+    def __init__(self, x: torch.Tensor, generator: torch.Generator) -> None:
         self.x, self.generator = x, generator
 
-    def __call__(self, sigma: float = 0.0, sigma_next: float = 0.0) -> "torch.Tensor":
+    def __call__(self, sigma: float = 0.0, sigma_next: float = 0.0) -> torch.Tensor:
         """Standard normal noise shaped like the latent (the sigmas are ignored)."""
         from ._common import gaussian
 

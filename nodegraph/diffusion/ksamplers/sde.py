@@ -31,9 +31,9 @@ def _scale(sigma: Any) -> Any:
     return sigma * (np.exp(np.power(sigma, 0.3)) + 10.0)
 
 
-def sample_er_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                  generator: "torch.Generator", callback: "StepCallback", s_noise: float = 1.0,
-                  max_stage: int = 3) -> "torch.Tensor":
+def sample_er_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                  generator: torch.Generator, callback: StepCallback, s_noise: float = 1.0,
+                  max_stage: int = 3) -> torch.Tensor:
     """ER-SDE-Solver: x = r x + (1 - r) x0 + stage-2/3 terms + noise sigma_next-consistent, r = phi(s_n) / phi(s)."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     old: Any = None
@@ -54,7 +54,7 @@ def sample_er_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor
                 dd = (denoised - old) / (s - sig[i - 1])
                 x = x + dd * (dt + inv * phi_t)
                 if stage >= 3 and old_d is not None:
-                    inv_u = gauss_legendre(t, s, lambda v: (v - s) / _scale(v))
+                    inv_u = gauss_legendre(t, s, lambda v, s=s: (v - s) / _scale(v))
                     du = (dd - old_d) / ((s - sig[i - 2]) / 2)
                     x = x + du * (dt * dt / 2 + inv_u * phi_t)
                 old_d = dd
@@ -73,9 +73,9 @@ def _e2(z: float) -> float:
     return (math.expm1(z) - z) / z
 
 
-def _seeds_2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", generator: "torch.Generator",
-             callback: "StepCallback", eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5,
-             solver_type: str = "phi_1") -> "torch.Tensor":
+def _seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator,
+             callback: StepCallback, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5,
+             solver_type: str = "phi_1") -> torch.Tensor:
     """SEEDS-2: a stochastic exponential Euler step to the point ``r`` of the way in t, then the full step from the
     two x0 estimates (phi_1: their linear blend; phi_2: phi_1/phi_2 weights), the noise one consistent path."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
@@ -111,27 +111,27 @@ def _seeds_2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", ge
     return x
 
 
-def sample_seeds_2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                   generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                   generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """SEEDS-2 (eta 1, r 1/2, phi_1)."""
     return _seeds_2(denoiser, x, sigmas, generator, callback)
 
 
-def sample_exp_heun_2_x0(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                         generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_exp_heun_2_x0(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                         generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """Exponential Heun (deterministic): SEEDS-2 with r 1, phi_2 weights, no noise."""
     return _seeds_2(denoiser, x, sigmas, generator, callback, eta=0.0, s_noise=0.0, r=1.0, solver_type="phi_2")
 
 
-def sample_exp_heun_2_x0_sde(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                             generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_exp_heun_2_x0_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                             generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """Exponential Heun, stochastic (eta 1): SEEDS-2 with r 1 and phi_2 weights."""
     return _seeds_2(denoiser, x, sigmas, generator, callback, r=1.0, solver_type="phi_2")
 
 
-def sample_seeds_3(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                   generator: "torch.Generator", callback: "StepCallback", eta: float = 1.0, s_noise: float = 1.0,
-                   r_1: float = 1 / 3, r_2: float = 2 / 3) -> "torch.Tensor":
+def sample_seeds_3(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                   generator: torch.Generator, callback: StepCallback, eta: float = 1.0, s_noise: float = 1.0,
+                   r_1: float = 1 / 3, r_2: float = 2 / 3) -> torch.Tensor:
     """SEEDS-3: stochastic exponential Runge-Kutta with intermediate points at r_1 and r_2 of the step in t."""
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     noisy = eta > 0 and s_noise > 0
@@ -180,7 +180,7 @@ def _sa_weights(lambdas: list[float], l_s: float, l_t: float, tau: float) -> lis
             for j in range(len(lambdas))]
 
 
-def _tau_range(denoiser: "Denoiser", sig: list[float]) -> tuple[float, float]:
+def _tau_range(denoiser: Denoiser, sig: list[float]) -> tuple[float, float]:
     """(low, high) sigmas of the stochastic interval: the model's noise levels at 80% and 20% of its timesteps."""
     import numpy as np
 
@@ -191,18 +191,18 @@ def _tau_range(denoiser: "Denoiser", sig: list[float]) -> tuple[float, float]:
         return math.exp(math.log(lo) + 0.2 * (math.log(hi) - math.log(lo))), \
             math.exp(math.log(lo) + 0.8 * (math.log(hi) - math.log(lo)))
     log_s = np.log(np.asarray(train, dtype=np.float64))
-    at = lambda pct: float(np.exp(np.interp((1 - pct) * (len(log_s) - 1), np.arange(len(log_s)), log_s)))  # noqa
+    at = lambda pct: float(np.exp(np.interp((1 - pct) * (len(log_s) - 1), np.arange(len(log_s)), log_s)))
     return at(0.8), at(0.2)
 
 
-def _sa_solver(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", generator: "torch.Generator",
-               callback: "StepCallback", pece: bool, predictor_order: int = 3, corrector_order: int = 4,
-               s_noise: float = 1.0) -> "torch.Tensor":
+def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator,
+               callback: StepCallback, pece: bool, predictor_order: int = 3, corrector_order: int = 4,
+               s_noise: float = 1.0) -> torch.Tensor:
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x
     lo, hi = _tau_range(denoiser, sig)
-    tau_of = lambda s: 1.0 if lo <= s <= hi else 0.0  # noqa: E731
+    tau_of = lambda s: 1.0 if lo <= s <= hi else 0.0
     lam = [-math.log(s) if s > 0 else math.inf for s in sig]
     n = len(sig) - 1
     to_end = sig[-1] == 0
@@ -248,13 +248,13 @@ def _combine(weights: list[float], newest_first: list[Any]) -> Any:
     return out
 
 
-def sample_sa_solver(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                     generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                     generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """SA-Solver (predictor order 3, corrector order 4)."""
     return _sa_solver(denoiser, x, sigmas, generator, callback, pece=False)
 
 
-def sample_sa_solver_pece(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                          generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_sa_solver_pece(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                          generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """SA-Solver in PECE mode (the corrected state is evaluated again)."""
     return _sa_solver(denoiser, x, sigmas, generator, callback, pece=True)

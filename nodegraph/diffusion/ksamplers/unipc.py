@@ -42,7 +42,7 @@ def _solve(rows: list[list[float]], rhs: list[float]) -> list[float]:
     return [float(v) for v in np.linalg.solve(np.asarray(rows, dtype=np.float64), np.asarray(rhs, dtype=np.float64))]
 
 
-def _update(x: "torch.Tensor", models: list[Any], lams: list[float], lam_t: float, sigma_t: float, sigma_0: float,
+def _update(x: torch.Tensor, models: list[Any], lams: list[float], lam_t: float, sigma_t: float, sigma_0: float,
             order: int, variant: str, evaluate: Any, correct: bool) -> tuple[Any, Any]:
     """One UniPC step of ``order`` from the newest point (models/lams oldest first) to lam_t: (x_next, model(x_next)
     or None when not corrected)."""
@@ -70,8 +70,8 @@ def _update(x: "torch.Tensor", models: list[Any], lams: list[float], lam_t: floa
     return base - b_h * (corr + rho_c[-1] * (m_t - m0)), m_t
 
 
-def _unipc(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", callback: "StepCallback",
-           variant: str, order: int = 3) -> "torch.Tensor":
+def _unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback,
+           variant: str, order: int = 3) -> torch.Tensor:
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x
@@ -94,13 +94,13 @@ def _unipc(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", call
     return x
 
 
-def sample_uni_pc(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                  generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_uni_pc(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                  generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """UniPC with B(h) = h (bh1)."""
     return _unipc(denoiser, x, sigmas, callback, "bh1")
 
 
-def sample_uni_pc_bh2(denoiser: "Denoiser", x: "torch.Tensor", sigmas: "torch.Tensor", *,
-                      generator: "torch.Generator", callback: "StepCallback") -> "torch.Tensor":
+def sample_uni_pc_bh2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                      generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """UniPC with B(h) = e^h - 1 (bh2)."""
     return _unipc(denoiser, x, sigmas, callback, "bh2")
