@@ -193,17 +193,24 @@ from .diffusion.flow.schedule import FlowSettings, flux_shift  # noqa: E402
 __all__ += ["diffusion_model_names", "encode_flux_text", "FLOW_WEIGHT_DTYPES", "FlowSettings", "flux_shift",
             "load_diffusion_model", "load_split_clip", "text_encoder_names"]
 # [video]
+from .media import (AUDIO_FORMATS, MediaError, OutputFile, Video, VideoComponents, VideoFromComponents,  # noqa: E402
+                    VideoFromFile, check_audio, encode_video, input_audio, input_videos, load_audio,
+                    run_metadata, save_animated_png, save_animated_webp, save_audio, upload_combo)
+
+__all__ += ["AUDIO_FORMATS", "check_audio", "encode_video", "input_audio", "input_videos", "load_audio", "MediaError",
+            "OutputFile", "run_metadata", "save_animated_png", "save_animated_webp", "save_audio", "upload_combo",
+            "Video", "VideoComponents", "VideoFromComponents", "VideoFromFile"]
 # [training]
 from .diffusion.lora import applied as loras_applied  # noqa: E402
-from .diffusion.sampling import predict_x0  # noqa: E402
-from .diffusion.schedulers import build_scheduler  # noqa: E402
 from .provenance import HashCache  # noqa: E402
 from .training.concepts import CONCEPTS, concept_dataset  # noqa: E402
+from .training.explain import (denoise_trajectory, forward_noise, parse_timesteps, sampling_sigmas,  # noqa: E402
+                               schedule_curves)
 from .training.lora_train import (LOSSES, OPTIMIZERS, TARGETS, LoraFactors, LoraTrainer, TrainData,  # noqa: E402
                                   TrainSettings)
 from .training.plots import grid as image_grid  # noqa: E402
 from .training.plots import line_plot  # noqa: E402
 
-__all__ += ["build_scheduler", "CONCEPTS", "concept_dataset", "HashCache", "image_grid", "line_plot", "LoraFactors",
-            "loras_applied", "LoraTrainer", "LOSSES", "OPTIMIZERS", "predict_x0", "TARGETS", "TrainData",
-            "TrainSettings"]
+__all__ += ["CONCEPTS", "concept_dataset", "denoise_trajectory", "forward_noise", "HashCache", "image_grid",
+            "line_plot", "LoraFactors", "loras_applied", "LoraTrainer", "LOSSES", "OPTIMIZERS", "parse_timesteps",
+            "sampling_sigmas", "schedule_curves", "TARGETS", "TrainData", "TrainSettings"]
