@@ -45,6 +45,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     min_snr_gamma: float = 0.0  # 0: off; 5 is the usual value
     targets: str = "attention"  # "attention": layers of the transformer blocks; "all": every conv/linear layer
+    grad_accumulation: int = 1  # batches whose gradients make one optimizer step
 
 
 @dataclass
@@ -220,7 +221,7 @@ class LoraTrainer:
     """One LoRA training run; ``losses`` and ``factors()`` hold what was learnt so far, even after an interrupt."""
 
     def __init__(self, unet: nn.Module, scheduler_config: Mapping[str, Any], data: TrainData,
-                 settings: TrainSettings) -> None:
+                 settings: TrainSettings, initial: Mapping[str, Any] | None = None) -> None:
         import diffusers
         import torch
 
@@ -241,11 +242,38 @@ class LoraTrainer:
         self.alpha = float(settings.rank)
         adapter = _adapter_class()
         self.adapters = {n: adapter(m, settings.rank, self.alpha, self.gen) for n, m in self.layers.items()}
+        if initial:
+            self._load(initial)
         params = [p for a in self.adapters.values() for p in a.parameters()]
         self.optimizer = _optimizer(settings.optimizer, params, settings.learning_rate)
         self.loss_fn = _loss_fn(settings.loss)
         self.losses: list[float] = []
         self.step = 0
+
+    def _load(self, state: Mapping[str, Any]) -> None:
+        """Start from a saved LoRA's factors (kohya keys); its alpha/rank scale is kept."""
+        import torch
+
+        found = 0
+        for name, adapter in self.adapters.items():
+            key = "lora_unet_" + name.replace(".", "_")
+            down, up = state.get(f"{key}.lora_down.weight"), state.get(f"{key}.lora_up.weight")
+            if down is None or up is None:
+                continue
+            if tuple(down.shape) != tuple(adapter.down.shape) or tuple(up.shape) != tuple(adapter.up.shape):
+                raise ValueError(f"existing LoRA layer {key} has rank {down.shape[0]}, not {adapter.down.shape[0]}; "
+                                 "train it on with the same rank")
+            with torch.no_grad():
+                adapter.down.copy_(down.float())
+                adapter.up.copy_(up.float())
+            alpha = state.get(f"{key}.alpha")
+            if alpha is not None:
+                self.alpha = float(alpha)
+                adapter.scale = self.alpha / adapter.down.shape[0]
+            found += 1
+        if not found:
+            raise ValueError("the existing LoRA matches none of the layers being trained; pick a LoRA trained on "
+                             "this model with the same target layers")
 
     def factors(self) -> LoraFactors:
         """The LoRA learnt so far (a copy)."""
@@ -288,13 +316,17 @@ class LoraTrainer:
             a.to(device)
         with torch.inference_mode(False), torch.enable_grad(), \
                 _training_mode(self.unet, self.settings.gradient_checkpointing), _hooked(self.layers, self.adapters):
+            acc = max(1, int(self.settings.grad_accumulation))
             while self.step < self.settings.steps:
-                loss = self._loss(device, dtype)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                total = 0.0
+                for _ in range(acc):
+                    loss = self._loss(device, dtype) / acc
+                    loss.backward()
+                    total += float(loss.detach())
                 self.optimizer.step()
                 self.step += 1
-                self.losses.append(float(loss.detach()))
+                self.losses.append(total)
                 if on_step is not None:
                     on_step(self.step, self.settings.steps, self.losses[-1])
         return self.factors()
