@@ -207,6 +207,11 @@ def _load_file(path: Path, config: EngineConfig | None, name: str, dtype: Any) -
         raise FileNotFoundError(f"checkpoint {name!r} not found at {path}")
     check_loadable(path, _allowed(config))
     if path.suffix.lower() == ".safetensors":  # identify it from the header before reading gigabytes
+        from .flow.checkpoint import flow_checkpoint
+
+        flow = flow_checkpoint(path, name, dtype)  # an all-in-one Flux file (ComfyUI's flux1-dev-fp8)
+        if flow is not None:
+            return flow
         found = detect(path, read_header(path))
         state = load_state_dict(path)
     else:

@@ -11,7 +11,8 @@ Usage (the cached base model is never changed for longer than the ``with`` block
     with lora.applied(model, library=ctx.services.get(LoraLibrary)):   # sampling / text encoding
         ...  # the UNet (or text encoders of a TextEncoder) now include every patch in model.loras
 
-``applied`` accepts a DiffusionModel or a TextEncoder, adds the deltas in place to the weights on whatever
+The same list holds merges (``merging.MergePatch``: ModelMergeSimple and friends), applied in their place in the
+order. ``applied`` accepts a DiffusionModel or a TextEncoder, adds the deltas in place to the weights on whatever
 device/dtype they are (enter it after moving the model to its device), and on exit copies the saved original
 weights back, bit for bit. It is not re-entrant for the same base module, and two runs must not sample the same
 base model at the same time (the executor runs one prompt at a time). ``library`` caches parsed files.
@@ -205,38 +206,57 @@ def _targets_of(target: DiffusionModel | TextEncoder) -> tuple[dict[str, Any], s
 
 @contextlib.contextmanager
 def applied(target: DiffusionModel | TextEncoder, library: LoraLibrary | None = None) -> Iterator[int]:
-    """Add the target's LoRA deltas to its weights for the block and restore them exactly afterwards.
+    """Apply the target's patches (LoRA deltas and merges, in order) to its weights for the block and restore them
+    exactly afterwards.
 
-    Yields the number of layers changed. Patches with strength 0 are skipped entirely.
+    Yields the number of weights changed. Patches with strength 0 are skipped entirely.
     """
     import torch
+
+    from . import merging
 
     patches = [p for p in getattr(target, "loras", ()) if p.strength != 0]
     if not patches:
         yield 0
         return
-    targets, kind = _targets_of(target)
     saved: dict[int, tuple[Any, Any]] = {}
     try:
         with torch.no_grad():
+            # what each merge reads from its other model, taken before this target's weights change
+            sources = {id(p): merging.source_weights(p, target, library) for p in patches
+                       if isinstance(p, merging.MergePatch)}
+            targets: dict[str, Any] | None = None
+            kind = ""
             for patch in patches:
-                weights = (library.get(patch.path, _trusted(patch)) if library is not None
-                           else load_lora(patch.path, _trusted(patch)))
-                found = match(weights, targets, kind)
-                if found.unmatched:
-                    log.warning("LoRA %s: %d of its %s layers match nothing in this model (e.g. %s)", patch.name,
-                                len(found.unmatched), kind, found.unmatched[0])
-                for module, pair in found.updates:
-                    param = module.weight
-                    if id(param) not in saved:
-                        saved[id(param)] = (param, param.detach().clone())
-                    delta = pair.delta(param.shape).to(param.device)
-                    param.add_((delta * (patch.strength * pair.scale)).to(param.dtype))
+                if isinstance(patch, merging.MergePatch):
+                    merging.apply(patch, target, sources.pop(id(patch)), saved)
+                    continue
+                if targets is None:
+                    targets, kind = _targets_of(target)
+                _apply_lora(patch, targets, kind, library, saved)
+            sources.clear()
         yield len(saved)
     finally:
         with torch.no_grad():
             for param, original in saved.values():
                 param.copy_(original)
+
+
+def _apply_lora(patch: LoraPatch, targets: dict[str, Any], kind: str, library: LoraLibrary | None,
+                saved: dict[int, tuple[Any, Any]]) -> None:
+    """Add one LoRA's deltas in place, saving each original weight first."""
+    weights = (library.get(patch.path, _trusted(patch)) if library is not None
+               else load_lora(patch.path, _trusted(patch)))
+    found = match(weights, targets, kind)
+    if found.unmatched:
+        log.warning("LoRA %s: %d of its %s layers match nothing in this model (e.g. %s)", patch.name,
+                    len(found.unmatched), kind, found.unmatched[0])
+    for module, pair in found.updates:
+        param = module.weight
+        if id(param) not in saved:
+            saved[id(param)] = (param, param.detach().clone())
+        delta = pair.delta(param.shape).to(param.device)
+        param.add_((delta * (patch.strength * pair.scale)).to(param.dtype))
 
 
 def _trusted(patch: LoraPatch) -> bool:

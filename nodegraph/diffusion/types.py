@@ -69,7 +69,7 @@ class DiffusionModel:
     scheduler_config: dict[str, Any]  # diffusers scheduler config of the checkpoint (betas, prediction_type, …)
     arch: str  # "sd1" | "sd2" | "sdxl" | "embedded" | ...
     source: str  # the checkpoint name it came from
-    loras: tuple[LoraPatch, ...] = ()
+    loras: tuple[Any, ...] = ()  # weight patches in order: LoraPatch, merging.MergePatch
     latent: LatentFormat = LatentFormat()  # its VAE's latent space (set by the loader: LatentFormat.from_vae)
     #: "unet" (a diffusers UNet, ``sampling``) or a flow-matching transformer family ("flux": ``unet`` holds the
     #: diffusers transformer, ``flow`` its ``flow.schedule.FlowSettings``; sampled by ``nodegraph.diffusion.flow``).
@@ -99,7 +99,7 @@ class TextEncoder:
     encoders: tuple[Any, ...]
     arch: str
     stop_at_layer: int = -1  # CLIPSetLastLayer: -1 = last layer, -2 = penultimate, …
-    loras: tuple[LoraPatch, ...] = ()
+    loras: tuple[Any, ...] = ()  # weight patches in order: LoraPatch, merging.MergePatch
 
     @property
     def nbytes(self) -> int:
