@@ -2,7 +2,7 @@
 
 Files under a nodegraph home: ``diffusion_models/`` in three layouts (ComfyUI's, the original BFL one, diffusers'),
 ``text_encoders/clip_l.safetensors`` + ``t5xxl_fp16.safetensors`` + ``t5_tokenizer/``, ``vae/ae.safetensors``
-(LDM layout, as Flux's ae.safetensors). ``FluxPipeline`` over the same modules is the numerical oracle.
+(LDM layout, as Flux's ae.safetensors), and all of them in one ``checkpoints/flux1-dev-fp8.safetensors``. ``FluxPipeline`` over the same modules is the numerical oracle.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CLIP = dict(vocab_size=49408, hidden_size=64, intermediate_size=96, num_hidden_l
 T5 = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
           relative_attention_max_distance=16, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
           use_cache=False, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+CHECKPOINT = "flux1-dev-fp8.safetensors"  # ComfyUI's all-in-one file name
 LAYOUTS = {"comfyui": "flux1-tiny-comfyui.safetensors", "original": "flux1-tiny-bfl.safetensors",
            "diffusers": "flux1-tiny-diffusers.safetensors"}
 
@@ -108,4 +109,12 @@ def build(home: Path, seed: int = 0) -> TinyFlux:
     t5_tokenizer_files(models / "text_encoders" / "t5_tokenizer")
     save_file({k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), 4, prefix="").items()},
               str(models / "vae" / "ae.safetensors"))
+    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
+    t5_tokenizer_files(models / "checkpoints" / "t5_tokenizer")
+    whole = {"model.diffusion_model." + k: v for k, v in original.items()}
+    whole.update({"text_encoders.clip_l.transformer.text_model." + k.removeprefix("text_model."): v.contiguous()
+                  for k, v in clip.state_dict().items()})
+    whole.update({"text_encoders.t5xxl.transformer." + k: v for k, v in t5_state.items()})
+    whole.update({"vae." + k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), 4, prefix="").items()})
+    save_file(whole, str(models / "checkpoints" / CHECKPOINT))
     return TinyFlux(transformer, vae, clip, t5, home)

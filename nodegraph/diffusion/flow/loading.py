@@ -64,12 +64,7 @@ def _float8(weight_dtype: str) -> Any:
 
 def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
     """MODEL from a diffusion-transformer file (Flux.1, any layout), in ``dtype`` (None: float32)."""
-    import torch
-    from diffusers import FluxTransformer2DModel
     from safetensors.torch import load_file
-
-    from ..loading import quiet_libraries
-    from .convert import to_diffusers
 
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
@@ -77,15 +72,25 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
     found = detect_transformer(read_header(path))
+    return transformer_from_state(load_file(str(path)), found, name, weight_dtype, dtype)
+
+
+def transformer_from_state(state: dict[str, Any], found: Any, name: str, weight_dtype: str = "default",
+                           dtype: Any = None) -> DiffusionModel:
+    """MODEL from the tensors of a detected transformer (``state`` is emptied as the weights are placed)."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    from ..loading import quiet_libraries
+    from .convert import to_diffusers
+
     log.info("%s: %s (%s layout): %s", name, found.arch, found.layout, "; ".join(found.reasons))
     compute = dtype or torch.float32
-    state = load_file(str(path))
     if found.prefix:
         state = {k[len(found.prefix):]: state.pop(k) for k in list(state) if k.startswith(found.prefix)}
     if found.layout != "diffusers":
         state = to_diffusers(state)
-    from accelerate import init_empty_weights
-
     with quiet_libraries(), init_empty_weights():
         transformer = FluxTransformer2DModel.from_config(found.config)
     fill(transformer, state, compute, name)
@@ -97,13 +102,12 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
 
 
 def _clip_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
-    vocab, hidden = shapes[p + "text_model.embeddings.token_embedding.weight"]
-    layers = {int(k[len(p + "text_model.encoder.layers."):].split(".")[0]) for k in shapes
-              if k.startswith(p + "text_model.encoder.layers.")}
+    vocab, hidden = shapes[p + "embeddings.token_embedding.weight"]
+    layers = {int(k[len(p + "encoder.layers."):].split(".")[0]) for k in shapes if k.startswith(p + "encoder.layers.")}
     return dict(shipped_config("clip_l"), vocab_size=vocab, hidden_size=hidden, num_hidden_layers=len(layers),
                 num_attention_heads=max(1, hidden // 64), projection_dim=hidden,
-                intermediate_size=shapes[p + "text_model.encoder.layers.0.mlp.fc1.weight"][0],
-                max_position_embeddings=shapes[p + "text_model.embeddings.position_embedding.weight"][0])
+                intermediate_size=shapes[p + "encoder.layers.0.mlp.fc1.weight"][0],
+                max_position_embeddings=shapes[p + "embeddings.position_embedding.weight"][0])
 
 
 def _t5_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
@@ -120,29 +124,36 @@ def _t5_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
 
 def load_text_encoder(path: Path, name: str, dtype: Any = None) -> tuple[str, Any]:
     """(kind, model) from a text-encoder file: ("clip_l", CLIPTextModel) or ("t5xxl", T5EncoderModel)."""
-    from accelerate import init_empty_weights
     from safetensors.torch import load_file
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from ..loading import quiet_libraries
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
     header = read_header(path)
+    return text_encoder_from_state(load_file(str(path)), header, name, dtype)
+
+
+def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype: Any = None) -> tuple[str, Any]:
+    """(kind, model) from a text encoder's tensors (``header``: their shapes, for detection and the config)."""
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from ..loading import quiet_libraries
+
     kind, prefix = text_encoder_kind(header), encoder_prefix(header)
     if kind == "clip_g":
         raise UnknownModelError(f"{name} is CLIP-G (OpenCLIP bigG), used by SDXL and SD3; this version loads CLIP-L "
                                 "and T5 text encoders for Flux")
-    state = {k[len(prefix):]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    shapes = {k[len(prefix):]: v for k, v in header.shapes.items() if k.startswith(prefix)}
+    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     with quiet_libraries(), init_empty_weights():
         if kind == "t5xxl":
-            model = T5EncoderModel(T5Config(**_t5_config(header.shapes, prefix)))
+            model = T5EncoderModel(T5Config(**_t5_config(shapes, "")))
             shared = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
             state["shared.weight"] = shared
             state.pop("encoder.embed_tokens.weight", None)
         else:
-            model = CLIPTextModel(CLIPTextConfig(**_clip_config(header.shapes, prefix)))
+            model = CLIPTextModel(CLIPTextConfig(**_clip_config(shapes, "")))
     if kind == "t5xxl":
         model.encoder.embed_tokens = model.shared  # tied: one tensor
     fill(model, state, dtype, name)
@@ -196,4 +207,4 @@ def vae_overrides(state: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "fill", "load_clip", "load_text_encoder", "load_transformer",
-           "t5_tokenizer", "vae_overrides"]
+           "t5_tokenizer", "text_encoder_from_state", "transformer_from_state", "vae_overrides"]
