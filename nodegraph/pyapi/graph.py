@@ -110,6 +110,7 @@ class Graph(_NodeMethods):
         self._catalogue = catalogue
         self.nodes: dict[str, dict[str, Any]] = {}
         self._next = 1
+        self._has_uploads = False
 
     # ---- catalogue and engine --------------------------------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class Graph(_NodeMethods):
         if isinstance(value, (Upload, Path)) or _is_image(value):
             if not opts.get("image_upload"):
                 raise GraphBuildError(f"{where} does not take files; pass the file name as a string")
+            self._has_uploads = True
             return value if isinstance(value, Upload) else Upload.of(value)
         return check_constant(where, kind, opts, value)
 
@@ -262,8 +264,15 @@ class Graph(_NodeMethods):
             out[nid] = {**node, "inputs": inputs}
         return out
 
+    def _run_api(self) -> dict[str, Any]:
+        """The API JSON for a run: the nodes themselves when no local images need naming (the engine only reads
+        it), so running an unchanged graph again costs no copy."""
+        return self.to_api() if self._has_uploads else self.nodes
+
     def uploads(self) -> dict[str, Upload]:
         """The local images the graph uses, by stored name."""
+        if not self._has_uploads:
+            return {}
         return {v.name: v for node in self.nodes.values() for v in node["inputs"].values() if isinstance(v, Upload)}
 
     @classmethod
@@ -300,14 +309,14 @@ class Graph(_NodeMethods):
         from .local import run_api, store_uploads
 
         store_uploads(self.engine.config, self.uploads())
-        return run_api(self.engine, self.to_api(), graph=self, **kwargs)
+        return run_api(self.engine, self._run_api(), graph=self, **kwargs)
 
     def stream(self, **kwargs: Any) -> Any:
         """An async iterator of the run's events; its ``result`` is set when the run ends."""
         from .local import EventStream, store_uploads
 
         store_uploads(self.engine.config, self.uploads())
-        return EventStream(self.engine, self.to_api(), graph=self, **kwargs)
+        return EventStream(self.engine, self._run_api(), graph=self, **kwargs)
 
     def __len__(self) -> int:
         return len(self.nodes)

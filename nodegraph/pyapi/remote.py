@@ -130,7 +130,7 @@ class RunTracker:
         executed = [n for n in self.executed if n not in self.cached]
         return Result(self.status or "error", self.prompt_id, dict(self.outputs), executed, list(self.cached),
                       dict(self.timings), time.perf_counter() - self.started, self.error, dict(self.prompt),
-                      lambda: manifest_of(files), None, file, None, {})
+                      lambda: manifest_of(files), None, file, None, None)
 
 
 def ref_key(ref: dict[str, Any]) -> tuple[str, str, str]:

@@ -40,7 +40,7 @@ class Result:
     _values: Callable[[str], tuple[Any, ...] | None] | None = field(default=None, repr=False)
     _file: Callable[[dict[str, Any]], bytes] | None = field(default=None, repr=False)
     _path: Callable[[dict[str, Any]], Path] | None = field(default=None, repr=False)
-    _types: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _types: Callable[[str], list[str]] | None = field(default=None, repr=False)
 
     # ---- construction ----------------------------------------------------------------------------------------------
 
@@ -72,13 +72,16 @@ class Result:
         def path(ref: dict[str, Any]) -> Path:
             return config.folder_for(ref.get("type") or "output") / (ref.get("subfolder") or "") / ref["filename"]
 
-        types = {nid: [o.type for o in n.definition.meta.outputs] for nid, n in prompt.nodes.items()}
+        def types(node_id: str) -> list[str]:
+            node = prompt.nodes.get(node_id)
+            return [o.type for o in node.definition.meta.outputs] if node is not None else []
+
         error = None
         if run.error is not None:
             error = {"node_id": run.error.node_id, "node_type": run.error.class_type,
                      "exception_type": run.error.exception_type, "exception_message": run.error.exception_message}
         return cls(run.status, run.run_id, dict(run.outputs), list(run.executed), list(run.cached),
-                   dict(timings or {}), wall, error, dict(prompt.raw), lambda: run.manifest, values,
+                   timings or {}, wall, error, prompt.raw, lambda: run.manifest, values,
                    lambda ref: path(ref).read_bytes(), path, types)
 
     # ---- lookups ---------------------------------------------------------------------------------------------------
@@ -93,7 +96,7 @@ class Result:
                 return list(ui["text"])
             return ui
         value = self.value(handle)
-        kind = self._types.get(node_id, [])
+        kind = self._types(node_id) if self._types is not None else []
         if index < len(kind) and kind[index] in IMAGE_TYPES and hasattr(value, "detach"):
             from ..imaging import image_to_pils
             return image_to_pils(value)
