@@ -318,6 +318,18 @@ class Graph(_NodeMethods):
         store_uploads(self.engine.config, self.uploads())
         return EventStream(self.engine, self._run_api(), graph=self, **kwargs)
 
+    def workflow(self) -> Any:
+        """This graph as a Workflow on the same engine (local images stored): for ``run(set=...)`` and sweeps."""
+        from .local import store_uploads
+        from .workflow import Workflow
+
+        store_uploads(self.engine.config, self.uploads())
+        return Workflow(self.to_api(), self.engine)
+
+    def sweep(self, axes: Mapping[Any, Any], mode: str = "product", **kwargs: Any) -> Any:
+        """Sweep inputs, keyed ``"3.seed"`` or ``(handle, "seed")``: see ``Workflow.sweep``."""
+        return self.workflow().sweep(axes, mode, **kwargs)
+
     def __len__(self) -> int:
         return len(self.nodes)
 

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..events import Event, EventBus, NodeFinished, NodeStarted, RunFailed, RunFinished, RunInterrupted
+from ..events import (Event, EventBus, NodeFinished, NodeProgress, NodeStarted, RunFailed, RunFinished,
+                      RunInterrupted)
 from .result import Result
 
 EventCallback = Callable[[Event], None]
+_END = (RunFinished, RunFailed, RunInterrupted)
 
 
 @functools.lru_cache(maxsize=4)
@@ -63,15 +65,38 @@ class Timings:
                 self.seconds[event.node_id] = time.perf_counter() - start  # type: ignore[attr-defined]
 
 
-def progress_bar() -> EventCallback:
-    """A tqdm progress bar per long node (as ``nodegraph run`` draws; notebook bars under Jupyter)."""
-    from ..cli import ProgressPrinter
+class ProgressBars:
+    """Event subscriber drawing a tqdm bar per node that reports progress (``tqdm.auto``: a widget in Jupyter)."""
 
-    try:
-        from tqdm.auto import tqdm  # noqa: F401  (the notebook flavour when running under Jupyter)
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        pass
-    return ProgressPrinter()
+    def __init__(self, **tqdm_kwargs: Any) -> None:
+        self.kwargs = tqdm_kwargs
+        self._bar: Any = None
+        self._node = ""
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, NodeStarted):
+            self.close()
+            self._node = f"{event.node_id} {event.class_type}"
+        elif isinstance(event, NodeProgress):
+            if self._bar is None:
+                from tqdm.auto import tqdm
+                self._bar = tqdm(total=event.max, desc=self._node, leave=True, **self.kwargs)
+            self._bar.total = event.max
+            self._bar.n = event.value
+            self._bar.refresh()
+        elif isinstance(event, (NodeFinished, *_END)):
+            self.close()
+
+    def close(self) -> None:
+        """Close the current bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def progress_bar() -> EventCallback:
+    """A new ProgressBars subscriber."""
+    return ProgressBars()
 
 
 def run_api(engine: Any, api: dict[str, Any], *, graph: Any = None, on_event: EventCallback | None = None,
@@ -96,8 +121,6 @@ def run_api(engine: Any, api: dict[str, Any], *, graph: Any = None, on_event: Ev
         run.raise_for_status()
     return result
 
-
-_END = (RunFinished, RunFailed, RunInterrupted)
 
 
 class EventStream:

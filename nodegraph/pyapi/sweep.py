@@ -147,8 +147,10 @@ def run_sweep(workflow: Any, axes: Mapping[str, Iterable[Any]], mode: str = "pro
     with up to ``concurrency`` prompts in flight (default: the client's)."""
     from .workflow import override_strings
 
+    from .workflow import override_key
+
     fixed = axes if isinstance(axes, Mapping) else dict(axes)
-    frozen = {name: list(values) for name, values in fixed.items()}
+    frozen = {override_key(name): list(values) for name, values in fixed.items()}
     combos = plan(frozen, mode)
     out = SweepResult(frozen, mode)
     start = time.perf_counter()

@@ -23,10 +23,18 @@ def override_strings(overrides: Overrides) -> list[str]:
     if overrides is None:
         return []
     if isinstance(overrides, Mapping):
-        return [f"{key}={jsonsafe.dumps(value)}" for key, value in overrides.items()]
+        return [f"{override_key(key)}={jsonsafe.dumps(value)}" for key, value in overrides.items()]
     if isinstance(overrides, str):
         return [overrides]
     return [str(item) for item in overrides]
+
+
+def override_key(key: Any) -> str:
+    """``"3.seed"`` as given, or from ``(node handle or id, "seed")``."""
+    if isinstance(key, tuple) and len(key) == 2:
+        node, name = key
+        return f"{getattr(node, 'node_id', node)}.{name}"
+    return str(key)
 
 
 def apply_set(api: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
