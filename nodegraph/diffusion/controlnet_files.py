@@ -170,10 +170,15 @@ def adapter_config(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """(diffusers T2IAdapter config, family) from a diffusers-named adapter state dict."""
     conv_in = state["adapter.conv_in.weight"]
     n = len({k.split(".")[2] for k in state if k.startswith("adapter.body.")})
-    xl = int(conv_in.shape[1]) % 256 == 0
+    packed = int(conv_in.shape[1])  # in_channels × factor² (pixel unshuffle)
+    in_ch = 3 if packed % 3 == 0 and round((packed // 3) ** 0.5) ** 2 == packed // 3 else 1
+    factor = round((packed // in_ch) ** 0.5)
+    if factor * factor * in_ch != packed:
+        raise UnknownModelError(f"T2I-Adapter conv_in takes {packed} channels, which is not 1 or 3 image channels "
+                                "unshuffled by a square factor; the file is not a full T2I-Adapter")
+    xl = factor == 16 and n == 4
     cfg = _config("t2i_adapter_sdxl" if xl else "t2i_adapter_sd15")
-    factor = 16 if xl else 8
-    cfg["in_channels"] = int(conv_in.shape[1]) // (factor * factor)
+    cfg.update(in_channels=in_ch, downscale_factor=factor)
     cfg["channels"] = [int(state[f"adapter.body.{i}.resnets.0.block2.weight"].shape[0]) for i in range(n)]
     cfg["num_res_blocks"] = len({k.split(".")[4] for k in state if k.startswith("adapter.body.0.resnets.")})
     standard = cfg["channels"] == [320, 640, 1280, 1280]

@@ -140,6 +140,54 @@ def train(args: argparse.Namespace) -> dict:
     return record
 
 
+def _centroid(img: np.ndarray) -> tuple[float, float]:
+    """Centre (x, y) of the pixels clearly away from the background colour (median of the border)."""
+    a = img.astype(np.float32)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]], 0)
+    dist = np.sqrt(((a - np.median(border, 0)) ** 2).sum(-1))
+    ys, xs = np.nonzero(dist > 0.5 * max(float(dist.max()), 1.0))
+    return (float(xs.mean()), float(ys.mean())) if len(xs) else (shapes.IMAGE_SIZE / 2, shapes.IMAGE_SIZE / 2)
+
+
+@torch.no_grad()
+def evaluate(folder: Path, n: int = 24, seed: int = 4321, steps: int = 20, cfg: float = 4.0) -> dict:
+    """Does the edge map steer? Prompts name colours and shape but no position; the hint's shape sits at a random
+    place. Returns the mean distance (px at 64×64) from the hint's centre and the position-word and shape accuracy
+    (pixel classifier), with and without the ControlNet."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    from .classify import classify
+
+    base = StableDiffusionPipeline.from_pretrained(BASE, safety_checker=None, requires_safety_checker=False)
+    cn = ControlNetModel.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=cn)
+    for p in (base, pipe):
+        p.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(seed)
+    specs = [shapes.random_spec(rng) for _ in range(n)]
+    prompts = [shapes.caption_for(s, "core") for s in specs]
+    hints = control_images(specs)
+    out = {}
+    for label in ("controlnet", "none"):
+        g = torch.Generator().manual_seed(seed)
+        kw = {"image": hints} if label == "controlnet" else {}
+        run = pipe if label == "controlnet" else base
+        imgs = run(prompts, num_inference_steps=steps, guidance_scale=cfg, generator=g, output_type="np",
+                   height=shapes.IMAGE_SIZE, width=shapes.IMAGE_SIZE, **kw).images
+        imgs = (np.clip(imgs, 0, 1) * 255).round().astype(np.uint8)
+        dist, pos_ok, shape_ok = [], 0, 0
+        for img, s in zip(imgs, specs):
+            cx, cy = _centroid(img)
+            dist.append(float(np.hypot(cx - s.cx, cy - s.cy)))
+            pos_ok += int(shapes.position_word(cx, cy) == s.position)
+            shape_ok += int(classify(img)["shape"] == s.shape)
+        out[label] = {"mean_distance_px": round(float(np.mean(dist)), 1), "position_accuracy": round(pos_ok / n, 3),
+                      "shape_accuracy": round(shape_ok / n, 3)}
+    out["n"] = n
+    log(f"steering: {out}")
+    return out
+
+
 def main() -> None:
     """Command line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -151,9 +199,16 @@ def main() -> None:
     p.add_argument("--cond-drop", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--evaluate", action="store_true", help="only measure how the exported ControlNet steers")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    train(args)
+    if not args.evaluate:
+        train(args)
+    result = evaluate(Path(args.out))
+    info = Path(args.out) / "training_info.json"
+    record = json.loads(info.read_text()) if info.exists() else {}
+    record["steering"] = result
+    info.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
