@@ -1,7 +1,8 @@
 """Samplers and schedules added by plugins, and the per-engine table that lists them beside the built-in ones.
 
-The built-in samplers are diffusers scheduler classes (``schedulers.SAMPLERS``). A plugin sampler is a plain
-function in the k-diffusion convention: it receives a ``Denoiser`` (the model with guidance applied, returning the
+The built-in samplers are ComfyUI's whole list: diffusers scheduler classes where one runs a pair faithfully
+(``schedulers.route``), else the k-diffusion-convention functions of ``ksamplers``. A plugin sampler is a plain
+function in the same convention: it receives a ``Denoiser`` (the model with guidance applied, returning the
 clean-latent estimate x0 for a noisy latent ``x`` at noise level ``sigma``), the starting latent already noised to
 ``sigmas[0]`` and the descending sigma schedule ending with 0, and returns the final latent. A plugin schedule is a
 function ``(steps, training_sigmas) -> sigmas`` returning ``steps + 1`` descending values that end with 0.
@@ -90,8 +91,7 @@ class SamplerRegistry:
 
     def add_sampler(self, sampler: SamplerDef, plugin: str = "") -> None:
         """Add a plugin sampler; raises ValueError naming the clash when the name is taken."""
-        self._check_name(sampler.name, "sampler", set(schedulers.SAMPLERS) | set(schedulers.NO_EQUIVALENT)
-                         | set(self.samplers))
+        self._check_name(sampler.name, "sampler", set(schedulers.SAMPLER_NAMES) | set(self.samplers))
         if not callable(sampler.fn):
             raise TypeError(f"sampler {sampler.name!r}: fn is not callable; give a function (denoiser, x, sigmas, *, "
                             "generator, callback) -> latent")
@@ -129,12 +129,40 @@ class SamplerRegistry:
                 return None
             return f"unknown scheduler {scheduler!r}; choose one of: {', '.join(self.scheduler_names())}"
         if scheduler in self.schedules:
-            if sampler in schedulers.SAMPLERS:
+            if sampler in schedulers.SAMPLER_NAMES:
                 return (f"scheduler {scheduler!r} (from {self.origin.get('scheduler:' + scheduler) or 'a plugin'}) "
                         f"runs with plugin samplers only; use one of: {', '.join(self.samplers) or '(none loaded)'}")
-        if sampler not in schedulers.SAMPLERS and sampler not in schedulers.NO_EQUIVALENT:
+        if sampler not in schedulers.SAMPLER_NAMES:
             return f"unknown sampler {sampler!r}; choose one of: {', '.join(self.sampler_names())}"
+        if scheduler not in schedulers.SCHEDULES:
+            return f"unknown scheduler {scheduler!r}; choose one of: {', '.join(self.scheduler_names())}"
         return schedulers.unsupported_pair(sampler, scheduler)
+
+    def function(self, sampler: str) -> SamplerFn:
+        """The k-diffusion-convention function of ``sampler``: a plugin's, or the built-in one of ``ksamplers``
+        (KSamplerSelect offers every name); ValueError naming the choices when unknown."""
+        if sampler in self.samplers:
+            return self.samplers[sampler].fn
+        if sampler in schedulers.SAMPLER_NAMES:
+            from .ksamplers import k_sampler
+
+            return k_sampler(sampler)
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(self.sampler_names())}")
+
+    def schedule(self, scheduler: str, steps: int, source: Any, denoise: float = 1.0) -> Any:
+        """ComfyUI's BasicScheduler for a built-in or plugin schedule: steps + 1 sigmas (float64 numpy) for a model
+        given by its diffusers scheduler config or alphas_cumprod, the tail of int(steps / denoise) when denoise < 1
+        (empty at denoise 0)."""
+        import numpy as np
+
+        if scheduler not in self.schedules:
+            return schedulers.comfy_sigmas(scheduler, steps, source, denoise)
+        total = steps
+        if denoise < 1.0:
+            if denoise <= 0.0:
+                return np.zeros(0, dtype=np.float64)
+            total = int(steps / denoise)
+        return self.sigmas(scheduler, total, schedulers.alphas_cumprod_of(source))[-(steps + 1):]
 
     def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any) -> Any:
         """The sigma schedule (steps + 1 values ending with 0, float64 numpy) of a built-in or plugin schedule."""
@@ -220,6 +248,40 @@ class KDenoiser:
     def __call__(self, x: Any, sigma: float) -> Any:
         cond, uncond = self.split(x, sigma)
         return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+
+
+@dataclass
+class _KRoute(SamplerRegistry):
+    """One run's view of an engine's table holding the built-in k-diffusion sampler it runs, computing its sigmas as
+    ComfyUI's KSampler does (one step longer, next-to-last dropped, for DISCARD_PENULTIMATE_SIGMA samplers)."""
+
+    discard: bool = False
+
+    def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any) -> Any:
+        """The sigma schedule, with ComfyUI's KSampler adjustment for this sampler."""
+        import numpy as np
+
+        if not self.discard:
+            return super().sigmas(scheduler, steps, alphas_cumprod)
+        out = super().sigmas(scheduler, steps + 1, alphas_cumprod)
+        return np.concatenate([out[:-2], out[-1:]])
+
+
+def k_route(table: SamplerRegistry | None, sampler: str, scheduler: str) -> SamplerRegistry | None:
+    """How KSampler runs (sampler, scheduler): ``table`` unchanged when a plugin sampler or a faithful diffusers plan
+    runs it; else a view of ``table`` that holds the built-in k-diffusion-convention sampler under its name (run
+    like a plugin sampler, on ComfyUI's sigmas)."""
+    base = table if table is not None else SamplerRegistry()
+    if sampler in base.samplers or sampler not in schedulers.SAMPLER_NAMES:
+        return table
+    if scheduler not in base.schedules and schedulers.route(sampler, scheduler) is not None:
+        return table
+    from .ksamplers import k_sampler
+
+    view = _KRoute(dict(base.samplers), dict(base.schedules), dict(base.origin),
+                   discard=sampler in schedulers.DISCARD_PENULTIMATE_SIGMA)
+    view.samplers[sampler] = SamplerDef(sampler, k_sampler(sampler), "built-in k-diffusion-convention sampler")
+    return view
 
 
 def samplers_of(config: Any) -> SamplerRegistry:

@@ -271,6 +271,8 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)
+    from .custom import k_route
+    samplers = k_route(samplers, opts.sampler_name, opts.scheduler)  # no faithful diffusers plan: k-diffusion form
     if samplers is not None and opts.sampler_name in samplers.samplers:
         return dict(out_latent, samples=_sample_plugin(model, positive, negative, latent, samples, opts, devices,
                                                        callback, preview_every, lora_library, samplers))

@@ -1,9 +1,10 @@
-"""ComfyUI's sampler_name × scheduler values mapped onto diffusers scheduler classes, in one table.
+"""ComfyUI's sampler_name × scheduler values: which run on diffusers scheduler classes, and the sigma schedules.
 
-``SAMPLERS`` says which diffusers class (and options) runs each ComfyUI sampler and what that class can express;
-``SCHEDULES`` says how each ComfyUI scheduler (sigma schedule) is expressed. ``PAIRS`` is the table they make:
-every (sampler, scheduler) pair maps to a ``Plan`` or to the message refusing it. Nothing is substituted
-silently: a pair diffusers cannot express is refused at validation (``unsupported_pair``), naming what works.
+``SAMPLER_NAMES``/``SCHEDULER_NAMES`` are ComfyUI's lists in its order. Every pair runs: ``route`` gives the
+diffusers ``Plan`` where a diffusers class expresses the pair faithfully (``SAMPLERS`` says which class and options
+run a sampler, ``SCHEDULES`` how a schedule is expressed; ``PAIRS`` is their table, a Plan or why not), and None
+otherwise: those pairs run the k-diffusion-convention sampler of ``ksamplers`` on ``reference_sigmas`` (KSampler
+does so through ``custom.k_route``). ``comfy_sigmas`` is ComfyUI's BasicScheduler (with denoise).
 
 How a schedule is expressed, best first (``_resolve``):
 1. the class's own flags when they give ComfyUI's schedule: ``use_karras_sigmas``/``use_exponential_sigmas``
@@ -84,13 +85,22 @@ SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType({
     "sa_solver": SamplerSpec("SASolverScheduler", {}, custom="override", **_MULTI),
 })
 
-#: ComfyUI samplers that diffusers has no equivalent for, with what to use instead.
-NO_EQUIVALENT = {
-    "dpmpp_2s_ancestral": "diffusers' single-step DPM++ is not ancestral; use euler_ancestral or dpmpp_2m_sde",
-    "ipndm": "diffusers' IPNDMScheduler ignores the checkpoint's betas; use dpmpp_2m or uni_pc",
-    "dpm_fast": "diffusers has no fixed-step DPM-Solver-fast; use dpmpp_2m",
-    "dpm_adaptive": "diffusers has no adaptive-step DPM-Solver; use dpmpp_2m with more steps",
-}
+#: ComfyUI samplers that cannot run here, with what to use instead: none (those without a faithful diffusers class
+#: run the k-diffusion-convention samplers of ``ksamplers``). Kept for callers that read it.
+NO_EQUIVALENT: Mapping[str, str] = MappingProxyType({})
+
+#: ComfyUI's sampler_name list in its order (comfy/samplers.py: KSAMPLER_NAMES, then ddim, uni_pc, uni_pc_bh2).
+KSAMPLER_NAMES: tuple[str, ...] = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece")
+SAMPLER_NAMES: tuple[str, ...] = KSAMPLER_NAMES + ("ddim", "uni_pc", "uni_pc_bh2")
+#: ComfyUI's KSampler computes these schedules one step longer and drops the next-to-last sigma.
+DISCARD_PENULTIMATE_SIGMA: frozenset[str] = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 
 @dataclass(frozen=True)
@@ -103,19 +113,19 @@ class ScheduleSpec:
     fractional: bool = False  # its steps crowd within one integer timestep: needs fractional timesteps
 
 
+#: ComfyUI's scheduler list, in its order (comfy/samplers.py SCHEDULER_NAMES).
 SCHEDULES: Mapping[str, ScheduleSpec] = MappingProxyType({
-    "normal": ScheduleSpec(spacing="linspace"),
+    "simple": ScheduleSpec(spacing="trailing"),
+    "sgm_uniform": ScheduleSpec(approx_spacing="trailing"),
     "karras": ScheduleSpec(flag="use_karras_sigmas"),
     "exponential": ScheduleSpec(flag="use_exponential_sigmas"),
-    "sgm_uniform": ScheduleSpec(approx_spacing="trailing"),
-    "simple": ScheduleSpec(spacing="trailing"),
     "ddim_uniform": ScheduleSpec(spacing="leading"),
     "beta": ScheduleSpec(),
+    "normal": ScheduleSpec(spacing="linspace"),
     "linear_quadratic": ScheduleSpec(fractional=True),
     "kl_optimal": ScheduleSpec(),
 })
 
-SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULES)
 _FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
@@ -161,29 +171,40 @@ def _entry(sampler: str, schedule: str) -> Plan | str:
             f"{', '.join(with_schedule)}")
 
 
-#: The table: every (sampler_name, scheduler) pair → its Plan, or the message refusing it.
+#: The diffusers table: every (diffusers-capable sampler, scheduler) pair → its Plan, or why diffusers cannot express
+#: it faithfully (that pair then runs the k-diffusion-convention sampler; see ``route``).
 PAIRS: dict[tuple[str, str], Plan | str] = {(a, b): _entry(a, b) for a in SAMPLERS for b in SCHEDULES}
 
 
+def route(sampler: str, scheduler: str) -> Plan | None:
+    """The diffusers Plan running (sampler, scheduler) faithfully, or None: run ``ksamplers.k_sampler(sampler)`` on
+    ``reference_sigmas(scheduler, …)`` instead."""
+    entry = PAIRS.get((sampler, scheduler))
+    return entry if isinstance(entry, Plan) else None
+
+
 def unsupported_pair(sampler: str, scheduler: str) -> str | None:
-    """Why (sampler, scheduler) cannot run here, naming what works instead; None when it can."""
+    """Why (sampler, scheduler) cannot run here, naming what works instead; None when it can (every pair of
+    ComfyUI's names can)."""
     if sampler in NO_EQUIVALENT:
-        return f"sampler {sampler!r} has no diffusers equivalent: {NO_EQUIVALENT[sampler]}"
-    if sampler not in SAMPLERS:
-        return f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}"
+        return f"sampler {sampler!r} cannot run here: {NO_EQUIVALENT[sampler]}"
+    if sampler not in SAMPLER_NAMES:
+        return f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}"
     if scheduler not in SCHEDULES:
         return f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULES)}"
-    entry = PAIRS[(sampler, scheduler)]
-    return entry if isinstance(entry, str) else None
+    return None
 
 
 def plan_for(sampler: str, scheduler: str) -> Plan:
-    """The Plan of a supported pair; raises ValueError with the refusal message otherwise."""
+    """The diffusers Plan of a pair; raises ValueError saying why when the pair has none (unknown names, or a pair
+    that runs on the k-diffusion-convention samplers instead)."""
     reason = unsupported_pair(sampler, scheduler)
     if reason:
         raise ValueError(reason)
-    entry = PAIRS[(sampler, scheduler)]
-    assert isinstance(entry, Plan)
+    entry = PAIRS.get((sampler, scheduler))
+    if not isinstance(entry, Plan):
+        raise ValueError(entry or f"sampler {sampler!r} has no diffusers scheduler class here; it runs as a "
+                         "k-diffusion-convention sampler (nodegraph.diffusion.ksamplers)")
     return entry
 
 
@@ -250,6 +271,36 @@ def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any) -> Any:
     else:
         raise ValueError(f"unknown scheduler {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     return np.concatenate([np.asarray(out, dtype=np.float64), [0.0]])
+
+
+def alphas_cumprod_of(source: Any) -> Any:
+    """The training alphas_cumprod (float64 numpy) of a diffusers scheduler config mapping, or ``source`` itself
+    when it already is the array."""
+    import numpy as np
+
+    if isinstance(source, Mapping):
+        import diffusers
+
+        config = {k: v for k, v in dict(source).items() if not k.startswith("_")}
+        return diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy().astype(np.float64)
+    return np.asarray(source, dtype=np.float64)
+
+
+def comfy_sigmas(scheduler: str, steps: int, source: Any, denoise: float = 1.0) -> Any:
+    """ComfyUI's BasicScheduler: ``steps`` + 1 sigmas (float64 numpy, descending, ending with 0) of ``scheduler``
+    for a model given by its diffusers scheduler config (a mapping) or its alphas_cumprod; with ``denoise`` < 1
+    the schedule of int(steps / denoise) steps is computed and its last steps + 1 values returned; denoise 0
+    gives an empty array."""
+    import numpy as np
+
+    if scheduler not in SCHEDULES:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULES)}")
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return np.zeros(0, dtype=np.float64)
+        total = int(steps / denoise)
+    return reference_sigmas(scheduler, total, alphas_cumprod_of(source))[-(steps + 1):]
 
 
 def _linear_quadratic(steps: int, threshold: float = 0.025) -> Any:
