@@ -86,3 +86,24 @@ def test_graph_image_equals_flux_pipeline(engine, reference, encode):
 def test_guidance_changes_the_image(engine, reference):
     image = _run(engine, graph(LAYOUTS["original"], guidance=8.0))["img"]
     assert float((image - reference).abs().max()) > 1 / 255
+
+
+def test_custom_sampling_equals_ksampler(engine, tiny_flux, flux_config):
+    """BasicScheduler + BasicGuider + euler through ``flow.custom`` equals KSampler on the same model and noise."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow import custom
+    from nodegraph.diffusion.flow.sampling import euler
+    from nodegraph.diffusion.guiders import BasicGuider, RandomNoise
+
+    wf = graph(LAYOUTS["comfyui"])
+    wf["lat"] = {"class_type": "Capture", "inputs": {"value": ["ks", 0]}}
+    wf["cond"] = {"class_type": "Capture", "inputs": {"value": ["guide", 0]}}
+    wf["shifted"] = {"class_type": "Capture", "inputs": {"value": ["msf", 0]}}
+    wf["empty_lat"] = {"class_type": "Capture", "inputs": {"value": ["empty", 0]}}
+    cap = _run(engine, wf)
+    model = cap["shifted"].get() if hasattr(cap["shifted"], "get") else cap["shifted"]
+    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
+    out, denoised = custom.sample_custom(BasicGuider(model, cap["cond"]), euler, sigmas, RandomNoise(SEED),
+                                         cap["empty_lat"], DeviceManager(), model=model)
+    assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
+    assert denoised["samples"].shape == out["samples"].shape

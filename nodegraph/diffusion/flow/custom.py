@@ -1,0 +1,96 @@
+"""Custom sampling (BasicScheduler, SamplerCustomAdvanced) on flow models: what ``sigmas.model_schedule`` and
+``guiders.sample_custom`` dispatch to when ``model.family != "unet"``.
+
+- ``model_schedule``: BasicScheduler's SIGMAS on the model's flow sigmas (``int(steps / denoise)`` steps, the last
+  ``steps``), so ModelSamplingFlux's shift applies as in ComfyUI.
+- ``sample_custom``: the guider's conditionings through a ``FlowDenoiser`` (CFGGuider: positive/negative/cfg,
+  BasicGuider: the conditioning at cfg 1), the start at sigma0 * noise + (1 - sigma0) * latent and ComfyUI's
+  inverse noise scaling at the end; returns (output, denoised_output) LATENTs like the UNet path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .sampling import FlowDenoiser, prepare_latent
+from .schedule import flow_sigmas
+
+
+def model_schedule(model: Any, scheduler: str, steps: int, denoise: float) -> Any:
+    """BasicScheduler's SIGMAS (float32 CPU tensor) for a flow model."""
+    import torch
+
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.zeros(0, dtype=torch.float32)
+        total = int(steps / denoise)
+    full = torch.as_tensor(flow_sigmas(scheduler, total, model.flow), dtype=torch.float32)
+    return full[-(steps + 1):]
+
+
+def _conditionings(guider: Any) -> tuple[list, list, float]:
+    if hasattr(guider, "positive"):
+        return list(guider.positive), list(guider.negative), float(guider.cfg)
+    if hasattr(guider, "conditioning"):
+        return list(guider.conditioning), [], 1.0
+    raise ValueError(f"{type(guider).__name__} does not apply to flow-matching models (Flux) yet; use CFGGuider or "
+                     "BasicGuider")
+
+
+def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: dict[str, Any], devices: Any,
+                  callback: Any = None, *, model: Any = None, lora_library: Any = None,
+                  preview_every: int = 4) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SamplerCustomAdvanced on a flow model: (output, denoised_output) LATENTs."""
+    import torch
+
+    from ..guiders import _resize_mask, draw_noise
+    from ..preview import preview_jpeg
+
+    model = model if model is not None else guider.model
+    if model.loras:
+        raise ValueError("LoRAs on Flux models are not supported yet; remove the LoraLoader before this sampler")
+    positive, negative, cfg = _conditionings(guider)
+    samples = prepare_latent(model, latent)
+    fmt = model.latent
+    out = {k: v for k, v in latent.items() if k != "pixel_size"}
+    out["downscale"] = fmt.downscale
+    sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
+    if sig.numel() == 0:
+        done = dict(out, samples=samples)
+        return done, done
+    start, gen = draw_noise(noise, dict(latent, samples=samples))
+    last: dict[str, Any] = {}
+
+    def unscaled(x: Any) -> Any:
+        return (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
+
+    with devices.use(model.unet), torch.no_grad():
+        device, dtype = devices.device, devices.dtype
+        clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
+        start = start.to(device)
+        mask = None
+        if latent.get("noise_mask") is not None:
+            mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
+        denoiser = FlowDenoiser(model, positive, negative, cfg, dtype, device, mask, clean, start)
+        s0 = float(sig[0])
+        x = s0 * start + (1.0 - s0) * clean
+
+        def step_done(step: int, count: int, x0: Any) -> None:
+            last["x0"] = x0
+            if callback is not None:
+                show = step % preview_every == 0 or step == count
+                callback(step, count, preview_jpeg(unscaled(x0), fmt) if show else None)
+
+        if sig.numel() > 1:
+            x = sampler(denoiser, x, sig.to(device), generator=gen, callback=step_done)
+        s1 = float(sig[-1])
+        if mask is not None:
+            x = mask * x + (1.0 - mask) * (s1 * start + (1.0 - s1) * clean)
+        x = x / (1.0 - s1) if s1 < 1.0 else x
+        result = dict(out, samples=unscaled(x))
+        denoised = dict(out, samples=unscaled(last["x0"])) if "x0" in last else result
+    return result, denoised
+
+
+__all__ = ["model_schedule", "sample_custom"]
