@@ -22,7 +22,6 @@ from typing import Any
 from .ldm import open_clip_to_ldm, text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 from .types import DiffusionModel, TextEncoder, VAEModel
 
-_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _cpu_copy(state: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +78,8 @@ def _json(config: Any) -> str:
 
 def stored_configs(model: DiffusionModel, clip: TextEncoder, vae: VAEModel) -> str:
     """The diffusers configs and tokenizer files of the three, as the JSON ``detect.METADATA_KEY`` entry."""
+    from .detect import STORED_FILES
+
     files = {"unet/config.json": _json(model.unet.config), "vae/config.json": _json(vae.vae.config),
              "scheduler/scheduler_config.json": _json(model.scheduler_config)}
     for i, (tokenizer, encoder) in enumerate(zip(clip.tokenizers, clip.encoders)):
@@ -86,18 +87,30 @@ def stored_configs(model: DiffusionModel, clip: TextEncoder, vae: VAEModel) -> s
         files[f"text_encoder{suffix}/config.json"] = encoder.config.to_json_string()
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer.save_pretrained(tmp)
-            for name in _TOKENIZER_FILES:
-                path = Path(tmp) / name
-                if path.is_file():
-                    files[f"tokenizer{suffix}/{name}"] = path.read_text(encoding="utf-8")
+            for path in sorted(Path(tmp).iterdir()):
+                rel = f"tokenizer{suffix}/{path.name}"
+                if rel in STORED_FILES and path.is_file():
+                    files[rel] = path.read_text(encoding="utf-8")
     return json.dumps({"format": 1, "files": files})
 
 
-def is_standard(model: DiffusionModel, clip: TextEncoder) -> bool:
-    """Whether the UNet is a standard SD1/SD2/SDXL one (its configs ship with every loader)."""
-    from .detect import arch_of
+#: UNet settings that, equal to a shipped family's, let a loader rebuild the model from the weights alone.
+_SHAPE_KEYS = ("block_out_channels", "cross_attention_dim", "layers_per_block", "transformer_layers_per_block",
+               "attention_head_dim", "down_block_types", "up_block_types", "addition_embed_type",
+               "projection_class_embeddings_input_dim")
 
-    return arch_of(dict(model.unet.config), len(clip.encoders) > 1) != "custom"
+
+def is_standard(model: DiffusionModel, clip: TextEncoder) -> bool:
+    """Whether the UNet is shaped as a standard SD1/SD2/SDXL one (whose configs ship with every loader)."""
+    from .detect import CONFIGS_DIR, arch_of
+
+    ours = json.loads(_json(model.unet.config))
+    arch = arch_of(ours, len(clip.encoders) > 1)
+    shipped = CONFIGS_DIR / arch / "unet" / "config.json"
+    if arch == "custom" or not shipped.is_file():
+        return False
+    reference = json.loads(shipped.read_text(encoding="utf-8"))
+    return all(json.dumps(ours.get(k)) == json.dumps(reference[k]) for k in _SHAPE_KEYS if k in reference)
 
 
 def comfy_metadata(model: DiffusionModel, clip: TextEncoder, title: str, prompt: Any,
