@@ -1,0 +1,122 @@
+"""Flux nodes and loaders beyond the parity graph: fp8 storage, schnell, KSamplerAdvanced stages, denoise,
+Kontext reference latents, CLIPLoader, and the refusals (unknown files, unsupported types and samplers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from flux_tiny import LAYOUTS, TRANSFORMER
+from test_flux_parity import SEED, graph
+
+from nodegraph.diffusion.detect import UnknownModelError, read_header
+from nodegraph.diffusion.flow.detect import detect_transformer
+from nodegraph.testing_graphs import capture_engine, run_captured
+from nodegraph.validation import ValidationReport
+
+
+@pytest.fixture(scope="module")
+def engine(flux_config):
+    return capture_engine(flux_config)
+
+
+def _latent(engine, wf: dict) -> torch.Tensor:
+    wf["lat"] = {"class_type": "Capture", "inputs": {"value": ["ks", 0]}}
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    return cap["lat"]["samples"]
+
+
+def test_fp8_storage_runs_close_to_full_precision(engine):
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("this torch has no float8")
+    full = _latent(engine, graph(LAYOUTS["comfyui"]))
+    fp8 = _latent(engine, graph(LAYOUTS["comfyui"], weight_dtype="fp8_e4m3fn"))
+    assert not torch.equal(full, fp8)  # really stored in 8 bits
+    assert float((full - fp8).abs().mean()) < 0.1 * float(full.abs().mean())
+
+
+def test_advanced_stages_continue_like_one_run(engine):
+    """KSamplerAdvanced 0→2 with leftover noise, then 2→4 without adding noise, equals one 4-step KSampler."""
+    one = _latent(engine, graph(LAYOUTS["comfyui"]))
+    wf = graph(LAYOUTS["comfyui"])
+    common = {k: wf["ks"]["inputs"][k] for k in ("model", "steps", "cfg", "sampler_name", "scheduler", "positive",
+                                                 "negative")}
+    wf["ks1"] = {"class_type": "KSamplerAdvanced", "inputs": dict(
+        common, add_noise="enable", noise_seed=SEED, latent_image=["empty", 0], start_at_step=0, end_at_step=2,
+        return_with_leftover_noise="enable")}
+    wf["ks"] = {"class_type": "KSamplerAdvanced", "inputs": dict(
+        common, add_noise="disable", noise_seed=SEED, latent_image=["ks1", 0], start_at_step=2, end_at_step=10000,
+        return_with_leftover_noise="disable")}
+    two = _latent(engine, wf)
+    assert torch.allclose(one, two, atol=1e-4)
+
+
+def test_denoise_and_samplers(engine):
+    base = _latent(engine, graph(LAYOUTS["comfyui"]))
+    wf = graph(LAYOUTS["comfyui"])
+    wf["ks"]["inputs"]["denoise"] = 0.5
+    assert not torch.allclose(_latent(engine, wf), base)
+    for sampler in ("heun", "dpmpp_2m"):
+        out = _latent(engine, graph(LAYOUTS["comfyui"], sampler=sampler))
+        assert torch.isfinite(out).all() and out.shape == base.shape
+    with pytest.raises(Exception, match="variance-exploding"):
+        _latent(engine, graph(LAYOUTS["comfyui"], sampler="euler_ancestral"))
+
+
+def test_reference_latent_changes_the_result(engine):
+    base = _latent(engine, graph(LAYOUTS["comfyui"]))
+    wf = graph(LAYOUTS["comfyui"])
+    wf["ref_src"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 32, "height": 48, "batch_size": 1}}
+    wf["ref"] = {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["guide", 0], "latent": ["ks_ref", 0]}}
+    wf["ks_ref"] = {"class_type": "KSampler", "inputs": dict(wf["ks"]["inputs"], latent_image=["ref_src", 0])}
+    wf["ks"]["inputs"]["positive"] = ["ref", 0]
+    out = _latent(engine, wf)
+    assert out.shape == base.shape and not torch.allclose(out, base)
+
+
+def test_schnell_is_detected_without_guidance(tiny_flux, tmp_path):
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    model = FluxTransformer2DModel(**dict(TRANSFORMER, guidance_embeds=False))
+    path = tmp_path / "schnell.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    found = detect_transformer(read_header(path))
+    assert (found.arch, found.layout) == ("flux-schnell", "diffusers")
+
+
+def test_unknown_and_other_family_files_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    cases = {"sd3.safetensors": ({"joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(3, 1)}, "Stable Diffusion 3"),
+             "unet.safetensors": ({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, "UNet"),
+             "junk.safetensors": ({"foo.bar": torch.zeros(1)}, "no diffusion transformer")}
+    for name, (state, words) in cases.items():
+        save_file(state, str(tmp_path / name))
+        with pytest.raises(UnknownModelError, match=words):
+            detect_transformer(read_header(tmp_path / name))
+
+
+def test_loader_types_refused_at_validation(engine):
+    wf = graph(LAYOUTS["comfyui"])
+    wf["clip"]["inputs"]["type"] = "sdxl"
+    with pytest.raises(ValidationReport) as info:
+        engine.prepare(wf)
+    assert "supported: flux" in str(info.value.node_errors["clip"])
+    triple = {"t": {"class_type": "TripleCLIPLoader", "inputs": {
+        "clip_name1": "clip_l.safetensors", "clip_name2": "clip_l.safetensors", "clip_name3": "t5xxl_fp16.safetensors"}},
+        "c": {"class_type": "Capture", "inputs": {"value": ["t", 0]}}}
+    with pytest.raises(ValidationReport) as info:
+        engine.prepare(triple)
+    assert "SD3" in str(info.value.node_errors["t"])
+
+
+def test_cliploader_stable_diffusion_encodes_with_clip_l(engine):
+    wf = {"clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l.safetensors",
+                                                          "type": "stable_diffusion"}},
+          "enc": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": ["clip", 0]}},
+          "c": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    emb = cap["c"][0][0]
+    assert emb.shape == (1, 77, 64)
