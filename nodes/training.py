@@ -279,6 +279,7 @@ class TrainLoraNode(Node):
                 optimizer, loss_function, seed, training_dtype, lora_dtype, algorithm, gradient_checkpointing,
                 existing_lora, min_snr_gamma=0.0, target_layers="attention"):
         import torch
+        from PIL import Image
 
         initial, done_before = _existing(ctx, existing_lora)
         settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, rank=rank,
@@ -302,8 +303,8 @@ class TrainLoraNode(Node):
             def on_step(step: int, total: int, loss: float) -> None:
                 if step % every == 0 or step == total:
                     log.info("TrainLoraNode %s: step %d/%d loss %.5f", ctx.node_id, step, total, loss)
-                    ctx.preview(line_plot({f"loss {loss:.4f}": trainer.losses}, 256, 160,
-                                          title=f"step {step}/{total}"), step, total)
+                    plot = line_plot({f"loss {loss:.4f}": trainer.losses}, 256, 160, title=f"step {step}/{total}")
+                    ctx.preview(Image.fromarray(plot), step, total)
                 else:
                     ctx.progress(step, total)
 
