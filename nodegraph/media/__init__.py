@@ -15,7 +15,8 @@ from .video import Video, VideoComponents, VideoFromComponents, VideoFromFile
 
 __all__ = [
     "AUDIO_FORMATS", "AUDIO_SUFFIXES", "check_audio", "decode_video", "demuxer_for", "encode_video",
-    "frame_duration_ms", "input_audio", "input_videos", "load_audio", "MediaError", "OutputFile", "probe_video", "read_apng_metadata", "run_metadata",
-    "save_animated_png", "save_animated_webp", "save_audio", "upload_combo", "UploadCombo", "verify_upload", "Video", "VIDEO_SUFFIXES",
-    "VideoComponents", "VideoFromComponents", "VideoFromFile", "VideoInfo",
+    "frame_duration_ms", "input_audio", "input_videos", "load_audio", "MediaError", "OutputFile", "probe_video",
+    "read_apng_metadata", "run_metadata", "save_animated_png", "save_animated_webp", "save_audio", "upload_combo",
+    "UploadCombo", "verify_upload", "Video", "VIDEO_SUFFIXES", "VideoComponents", "VideoFromComponents",
+    "VideoFromFile", "VideoInfo",
 ]

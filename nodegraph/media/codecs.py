@@ -159,13 +159,30 @@ def _pad(images: "Tensor", multiple_w: int, multiple_h: int) -> "Tensor":
     return images
 
 
+def _encoder_options(codec: str, crf: float | None, crop_w: int, crop_h: int) -> dict[str, str]:
+    """FFmpeg encoder options: h264 deterministic and cropped (crf only when given: x264's default is 23), vp9/av1
+    constant quality at ``crf`` (default 32, as SaveWEBM)."""
+    if codec == "h264":
+        opts = {"x264-params": f"{X264_PARAMS}:crop-rect=0,0,{crop_w},{crop_h}"}
+        if crf is not None:
+            opts["crf"] = str(int(crf))
+        return opts
+    opts = {"crf": str(int(crf if crf is not None else 32))}
+    if codec == "vp9":
+        opts.update({"b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"})
+    else:
+        opts["preset"] = "8"
+    return opts
+
+
 def encode_video(target: str | Path | io.BytesIO, images: "Tensor", fps: float | Fraction, *,
                  container: str = "mp4", codec: str = "auto", crf: float | None = None,
                  audio: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None) -> None:
     """Write IMAGE frames (+ AUDIO) as an mp4 (h264 + aac) or webm (vp9/av1 + opus) with ``metadata`` tags.
 
-    Odd sizes are padded to even (yuv420p, what browsers play); h264's further padding is cropped in its header. Tags hold ``metadata`` values as text (JSON for
-    objects), as ComfyUI writes ``prompt`` and ``workflow``; mp4 keeps them through ``movflags=use_metadata_tags``.
+    Odd sizes are padded to even (yuv420p, what browsers play); h264's further padding is cropped in its header.
+    Tags hold ``metadata`` values as text (JSON for objects), as ComfyUI writes ``prompt`` and ``workflow``; mp4 keeps
+    them through ``movflags=use_metadata_tags``.
     """
     import av
 
@@ -196,15 +213,9 @@ def encode_video(target: str | Path | io.BytesIO, images: "Tensor", fps: float |
         stream = out.add_stream(ENCODERS[codec], rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p10le" if codec == "av1" else "yuv420p"
-        crop = f":crop-rect=0,0,{frames.shape[2] - width},{frames.shape[1] - height}"
-        stream.options = {"x264-params": X264_PARAMS + crop} if codec == "h264" else {}
-        if codec != "h264" or crf is not None:
-            stream.options["crf"] = str(int(crf) if crf is not None else 32)
-            if codec == "vp9":
-                stream.bit_rate = 0  # constant quality: crf alone decides
-                stream.options.update({"b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"})
-            elif codec == "av1":
-                stream.options["preset"] = "8"
+        stream.options = _encoder_options(codec, crf, frames.shape[2] - width, frames.shape[1] - height)
+        if codec == "vp9":
+            stream.bit_rate = 0  # constant quality: crf alone decides
         audio_stream = None
         if audio is not None:
             audio_stream = encode_audio_stream(out, audio, audio_codec)
