@@ -21,6 +21,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ... import jsonsafe
+from ...media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, verify_upload
 from ...paths import UnsafePathError, check_component, safe_join
 from ..http import HTTPError, json_response
 from ..state import ServerState, state
@@ -31,8 +32,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
 #: Types served inline; anything else is sent as an attachment so a browser never renders it as a page.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff", "video/mp4",
-                "video/webm", "audio/wav", "audio/x-wav", "audio/mpeg", "audio/flac", "audio/ogg", "text/plain",
-                "application/json")
+                "video/webm", "video/x-matroska", "video/quicktime", "audio/mp4", "audio/wav", "audio/x-wav",
+                "audio/mpeg", "audio/flac", "audio/ogg", "text/plain", "application/json")
+#: Video and audio types by extension, whatever the system's MIME table says (the editor's <video> needs them).
+MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
+               ".mov": "video/quicktime", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".wav": "audio/wav",
+               ".ogg": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4"}
 FIELD_LIMIT = 64 * 1024
 #: Parts accepted in one upload (image, type, subfolder, overwrite, original_ref and a few the editor may add).
 MAX_FIELDS = 32
@@ -53,7 +58,7 @@ def _check_name(name: str) -> str:
 
 
 def _file_headers(path: Path) -> dict[str, str]:
-    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    ctype = MEDIA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     disposition = "inline" if ctype in INLINE_TYPES else "attachment"
     if disposition == "attachment":
         ctype = "application/octet-stream"
@@ -103,7 +108,7 @@ async def view(request: web.Request) -> web.StreamResponse:
             raise HTTPError(400, "invalid_image", f"cannot convert {filename!r}: {exc}") from None
         if converted is not None:
             return web.Response(body=converted[0], content_type=converted[1])
-    return web.FileResponse(path, headers=_file_headers(path))
+    return web.FileResponse(path, headers=_file_headers(path))  # answers Range requests (206) and sends Accept-Ranges
 
 
 def verify_image(data: bytes) -> str:
@@ -211,10 +216,20 @@ def _save_upload(st: ServerState, name: str, data: bytes, fields: dict[str, str]
     subfolder = fields.get("subfolder", "")
     folder = safe_join(root, subfolder)
     _check_name(name)
-    if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
-        raise HTTPError(400, "invalid_upload", f"{name!r} does not have an image extension ({', '.join(IMAGE_SUFFIXES)})")
+    suffix = os.path.splitext(name)[1].lower()
+    mask = original is not None
+    if suffix not in IMAGE_SUFFIXES + (() if mask else VIDEO_SUFFIXES + AUDIO_SUFFIXES):
+        raise HTTPError(400, "invalid_upload", f"{name!r} does not have an image extension ({', '.join(IMAGE_SUFFIXES)})"
+                        + ("" if mask else f", a video one ({', '.join(VIDEO_SUFFIXES)}) or an audio one "
+                           f"({', '.join(AUDIO_SUFFIXES)})"))
+    if suffix not in IMAGE_SUFFIXES:  # ComfyUI's video and audio widgets upload here too
+        try:
+            verify_upload(data, name)
+        except ValueError as exc:
+            raise HTTPError(400, "invalid_media", str(exc), "upload a whole video or audio file") from None
     try:
-        verify_image(data)
+        if suffix in IMAGE_SUFFIXES:
+            verify_image(data)
         if original is not None:
             data = _apply_mask(st, original, data)
     except UnsafePathError:
