@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 EXPECTED_SIZE = {"txt2img": (64, 64), "img2img": (64, 64), "inpaint": (64, 64), "hires_fix": (128, 128),
                  "upscale": (256, 256), "seed_sweep_switch": (64, 64), "area_composition": (128, 64),
-                 "diffusion_explained": (640, 592), "custom_sampling": (64, 64)}
+                 "diffusion_explained": (640, 592), "custom_sampling": (64, 64), "controlnet": (64, 64)}
 
 RERUN = r"""
 import json, sys
