@@ -130,6 +130,7 @@ def test_controlnet_matches_diffusers_pipeline(engine, tiny_sd, nets):
     plain, _ = _image(engine, _graph([]))
     assert ours.shape == ref.shape == (1, H, W, 3)
     assert np.abs(ours - plain).max() > 0.05  # the ControlNet changes the image …
+    print(f"ControlNet vs StableDiffusionControlNetPipeline: max |diff| {np.abs(ours - ref).max() * 255:.4f}/255")
     assert np.abs(ours - ref).max() <= PIXEL  # … exactly as diffusers' pipeline does
 
 
@@ -139,6 +140,7 @@ def test_chained_controlnets_match_multicontrolnet(engine, tiny_sd, nets):
                      image=[_cropped(cap["h0"]), _cropped(cap["h1"])], controlnet_conditioning_scale=[0.7, 1.3])
     single, _ = _image(engine, _graph([("cn1", "square", 0.7)]))
     assert np.abs(ours - single).max() > 0.05
+    print(f"chained ControlNets vs MultiControlNetModel: max |diff| {np.abs(ours - ref).max() * 255:.4f}/255")
     assert np.abs(ours - ref).max() <= PIXEL
 
 
@@ -151,6 +153,7 @@ def test_t2i_adapter_matches_diffusers_pipeline(engine, tiny_sd, nets):
                      adapter_conditioning_scale=0.9)
     plain, _ = _image(engine, _graph([]))
     assert np.abs(ours - plain).max() > 0.05
+    print(f"T2I-Adapter vs StableDiffusionAdapterPipeline: max |diff| {np.abs(ours - ref).max() * 255:.4f}/255")
     assert np.abs(ours - ref).max() <= PIXEL
 
 
