@@ -5,9 +5,8 @@
 - ``weight_dtype`` (UNETLoader): "default" keeps the compute dtype; "fp8_e4m3fn"/"fp8_e4m3fn_fast"/"fp8_e5m2" store
   the weights in float8 and compute in the device dtype (diffusers' layerwise casting), where torch has float8.
 - Text encoders: CLIP-L (``text_model.*``) and T5 (``encoder.block.*``) files in ComfyUI's/transformers' layout,
-  configs from the shipped ones with sizes read from the shapes. CLIP uses the shipped CLIP vocabulary; T5's
-  tokenizer is read from a ``t5_tokenizer`` or ``tokenizer`` folder (``tokenizer.json``, or ``spiece.model`` with
-  the sentencepiece package) beside the T5 file or in the shipped configs — see ``t5_tokenizer``.
+  configs from the shipped ones with sizes read from the shapes. CLIP uses the shipped CLIP vocabulary, T5 the
+  shipped T5 v1.1 vocabulary (or a ``t5_tokenizer``/``tokenizer`` folder beside the T5 file) — see ``t5_tokenizer``.
 """
 
 from __future__ import annotations
@@ -160,18 +159,22 @@ def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype
     return kind, model
 
 
-def t5_tokenizer(encoder_path: Path) -> Any:
-    """T5's tokenizer, offline: a ``t5_tokenizer``/``tokenizer`` folder beside the T5 file, else the shipped one."""
+def t5_tokenizer(encoder_path: Path | None = None) -> Any:
+    """T5's tokenizer, offline: a ``t5_tokenizer``/``tokenizer`` folder beside the T5 file when there is one (a
+    fine-tuned vocabulary), else the shipped T5 v1.1 vocabulary (``configs/flux/t5_tokenizer/tokenizer.json.gz``)."""
+    import gzip
+
+    from tokenizers import Tokenizer
     from transformers import T5TokenizerFast
 
-    folder = Path(encoder_path).parent
-    candidates = [folder / "t5_tokenizer", folder / "tokenizer", FLUX_CONFIGS / "t5_tokenizer"]
-    for cand in candidates:
-        if (cand / "tokenizer.json").is_file() or (cand / "spiece.model").is_file():
-            return T5TokenizerFast.from_pretrained(str(cand), local_files_only=True, legacy=True)
-    raise FileNotFoundError(
-        f"no T5 tokenizer found for {Path(encoder_path).name}: put T5's tokenizer.json (or spiece.model; e.g. the "
-        f"tokenizer_2 folder of FLUX.1-dev, or google/t5-v1_1-xxl's tokenizer files) in {folder / 't5_tokenizer'}")
+    if encoder_path is not None:
+        folder = Path(encoder_path).parent
+        for cand in (folder / "t5_tokenizer", folder / "tokenizer"):
+            if (cand / "tokenizer.json").is_file() or (cand / "spiece.model").is_file():
+                return T5TokenizerFast.from_pretrained(str(cand), local_files_only=True, legacy=True)
+    data = gzip.decompress((FLUX_CONFIGS / "t5_tokenizer" / "tokenizer.json.gz").read_bytes()).decode("utf-8")
+    return T5TokenizerFast(tokenizer_object=Tokenizer.from_str(data), eos_token="</s>", pad_token="<pad>",
+                           unk_token="<unk>", extra_ids=0, model_max_length=512)
 
 
 def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = None) -> TextEncoder:
