@@ -113,3 +113,24 @@ def test_k_euler_matches_diffusers_euler(engine):
     diff = float((diffusers_out - k_out).abs().max())
     print(f"k-euler vs diffusers euler: max |diff| {diff:.2e}")
     assert diff < 2e-3, diff
+
+
+def test_ksampler_advanced_split_on_the_k_path_equals_one_run(engine):
+    """KSamplerAdvanced 0-2 with leftover noise then 2-4 without noise equals one 4-step run (a single-step
+    k-only sampler, so no solver history is lost at the split)."""
+    whole = _latent(engine, "euler_cfg_pp", "karras", steps=4)
+    wf = txt2img(sampler="euler_cfg_pp", scheduler="karras", steps=4, width=16, height=16, seed=5, cfg=4.0)
+    for k in ("dec", "img"):
+        del wf[k]
+    common = {k: wf["ks"]["inputs"][k] for k in ("model", "steps", "cfg", "sampler_name", "scheduler", "positive",
+                                                  "negative")}
+    wf["ks"] = {"class_type": "KSamplerAdvanced", "inputs": dict(
+        common, add_noise="enable", noise_seed=5, latent_image=["empty", 0], start_at_step=0, end_at_step=2,
+        return_with_leftover_noise="enable")}
+    wf["ks2"] = {"class_type": "KSamplerAdvanced", "inputs": dict(
+        common, add_noise="disable", noise_seed=5, latent_image=["ks", 0], start_at_step=2, end_at_step=10000,
+        return_with_leftover_noise="disable")}
+    wf["lat"]["inputs"]["value"] = ["ks2", 0]
+    result, cap = run(engine, wf)
+    assert result.status == "success", result.error
+    assert torch.allclose(cap["lat"]["samples"], whole, atol=1e-5), (cap["lat"]["samples"] - whole).abs().max()
