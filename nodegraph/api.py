@@ -165,13 +165,15 @@ def sample(ctx: ExecutionContext, model: MODEL, positive: Sequence[Any],
 # ---- additions of this wave: each block belongs to one pack; add imports and ``__all__ += [...]`` in your block ----
 # [custom sampling]
 from .diffusion import sigmas as sigma_schedules  # noqa: E402
-from .diffusion.custom_run import add_noise, model_sigmas, run_custom, sampler_by_name  # noqa: E402
+from .diffusion.custom_run import (add_noise, model_sigmas, run_custom, sampler_by_name,  # noqa: E402
+                                    sampler_problem)
 from .diffusion.guiders import (BasicGuider, CFGGuider, DualCFGGuider, EmptyNoise, Guider, RandomNoise,  # noqa: E402
                                 sample_custom)
 from .diffusion.guiders import Sampler as CustomSampler  # noqa: E402
 
 __all__ += ["add_noise", "BasicGuider", "CFGGuider", "CustomSampler", "DualCFGGuider", "EmptyNoise", "Guider",
-            "model_sigmas", "RandomNoise", "run_custom", "sample_custom", "sampler_by_name", "sigma_schedules"]
+            "model_sigmas", "RandomNoise", "run_custom", "sample_custom", "sampler_by_name", "sampler_problem",
+            "sigma_schedules"]
 # [controlnet]
 from .diffusion.controlnet import UNION_TYPES, ControlNet  # noqa: E402
 from .diffusion.controlnet_files import ControlModel, controlnet_names, load_control_model  # noqa: E402
