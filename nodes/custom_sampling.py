@@ -8,10 +8,13 @@ clean estimate (denoised_output).
 
 from __future__ import annotations
 
-from nodegraph.api import (BasicGuider as BasicGuiderValue, Boolean, CFGGuider as CFGGuiderValue, Combo,
-                           DualCFGGuider as DualCFGGuiderValue, EmptyNoise, Float, Int, Link, Node, Output,
-                           RandomNoise as RandomNoiseValue, add_noise, hookimpl, model_sigmas, run_custom,
-                           sampler_by_name, sampler_names, scheduler_names, sigma_schedules)
+from nodegraph.api import BasicGuider as BasicGuiderValue
+from nodegraph.api import Boolean, Combo, EmptyNoise, Float, Int, Link, Node, Output, add_noise, hookimpl
+from nodegraph.api import CFGGuider as CFGGuiderValue
+from nodegraph.api import DualCFGGuider as DualCFGGuiderValue
+from nodegraph.api import RandomNoise as RandomNoiseValue
+from nodegraph.api import (model_sigmas, run_custom, sampler_by_name, sampler_names, sampler_problem, scheduler_names,
+                           sigma_schedules)
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 SIGMA_MAX, SIGMA_MIN = 14.614642, 0.0291675  # SD1.x's noise range: the default of the model-free schedulers
@@ -37,6 +40,12 @@ class KSamplerSelect(Node):
     CATEGORY = "sampling/samplers"
     INPUTS = {"sampler_name": Combo(sampler_names, tooltip="the sampling algorithm")}
     OUTPUTS = (Output("SAMPLER"),)
+
+    @classmethod
+    def validate_inputs(cls, config, **constants):
+        name = constants.get("sampler_name")
+        problem = sampler_problem(config, name) if name is not None else None
+        return [("sampler_name", problem)] if problem else []
 
     def execute(self, ctx, sampler_name):
         return (sampler_by_name(ctx, sampler_name),)
@@ -234,7 +243,7 @@ class DualCFGGuider(Node):
 
     def execute(self, ctx, model, cond1, cond2, negative, cfg_conds, cfg_cond2_negative, style):
         return (DualCFGGuiderValue(model, list(cond1), list(cond2), list(negative), float(cfg_conds),
-                                   float(cfg_cond2_negative), style == "nested"),)
+                                  float(cfg_cond2_negative), style == "nested"),)
 
 
 # ---- samplers ---------------------------------------------------------------------------------------------------

@@ -24,6 +24,18 @@ def sampler_by_name(ctx: Any, name: str) -> guiders.Sampler:
                          f"sampler_name") from None
 
 
+def sampler_problem(config: Any, name: str) -> str | None:
+    """Why KSamplerSelect cannot offer ``name`` on the engine owning ``config``, naming what can; None when it can."""
+    from .custom import samplers_of
+    from .ksamplers import KSAMPLERS
+
+    table = samplers_of(config)
+    if name in table.samplers or name in KSAMPLERS:
+        return None
+    return (f"sampler {name!r} has no k-diffusion implementation for custom sampling yet; choose one of: "
+            f"{', '.join([*KSAMPLERS, *table.samplers])}")
+
+
 def model_sigmas(ctx: Any, model: Any, scheduler: str, steps: int, denoise: float) -> Any:
     """BasicScheduler's SIGMAS for a MODEL (handle or model)."""
     from .sigmas import model_schedule

@@ -1,5 +1,5 @@
-"""ComfyUI's custom sampling nodes on the tiny model: schedules, sigma surgery, noise, guiders, and SamplerCustom(Advanced)
-against KSampler (same latents for the same settings)."""
+"""ComfyUI's custom sampling nodes on the tiny model: schedules, sigma surgery, noise, guiders, and
+SamplerCustom(Advanced) against KSampler (same latents for the same settings)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ def test_sampler_custom_advanced_matches_ksampler_exactly_on_the_k_path(engine):
     _custom(wf, sampler="k_anc_test", scheduler="karras")
     cap = _cap(engine, wf)
     assert torch.equal(cap["lat"]["samples"], cap["c_out"]["samples"])
-    other = txt2img(width=SIZE, height=SIZE, steps=STEPS, cfg=CFG, seed=SEED + 1, sampler="k_anc_test", scheduler="karras")
+    other = txt2img(width=SIZE, height=SIZE, steps=STEPS, cfg=CFG, seed=SEED + 1, sampler="k_anc_test",
+                    scheduler="karras")
     assert _rel(_cap(engine, other)["lat"]["samples"], cap["c_out"]["samples"]) > 1e-2
 
 
@@ -307,7 +308,7 @@ def _lora(unet) -> dict:
     gen = torch.Generator().manual_seed(3)
     out = {}
     for name, module in unet.named_modules():
-        if name.endswith("attn2.to_k") or name.endswith("attn1.to_q"):
+        if name.endswith(("attn2.to_k", "attn1.to_q")):
             key = "lora_unet_" + name.replace(".", "_")
             out[key + ".lora_down.weight"] = torch.randn(4, module.weight.shape[1], generator=gen) * 0.3
             out[key + ".lora_up.weight"] = torch.randn(module.weight.shape[0], 4, generator=gen) * 0.3
@@ -333,8 +334,9 @@ def test_guider_applies_the_model_loras_and_noise_mask_like_ksampler(tiny_sd, tm
     wf["half"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": SIZE // 2, "height": SIZE}}
     wf["mask"] = {"class_type": "MaskComposite", "inputs": {"destination": ["zero", 0], "source": ["half", 0],
                                                             "x": 0, "y": 0, "operation": "add"}}
-    wf["shape"] = {"class_type": "ShapeImage", "inputs": {"shape": "circle", "color": "red", "background": "blue",
-                                                          "size": SIZE, "center_x": 0.5, "center_y": 0.5, "radius": 0.3}}
+    wf["shape"] = {"class_type": "ShapeImage", "inputs": {
+        "shape": "circle", "color": "red", "background": "blue", "size": SIZE, "center_x": 0.5, "center_y": 0.5,
+        "radius": 0.3}}
     wf["enc"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["shape", 0], "vae": ["ckpt", 2]}}
     wf["c_enc"] = {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}
     wf["masked"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["enc", 0], "mask": ["mask", 0]}}
@@ -372,3 +374,12 @@ def test_custom_sampling_workflow_draws_the_prompt(tmp_path):
     cap = _cap(make_engine(config), wf)
     found = classify(np.asarray(image_to_pils(cap["img"])[0].convert("RGB")))
     assert (found["fg"], found["shape"], found["bg"]) == ("yellow", "triangle", "black"), found
+
+
+def test_ksampler_select_refuses_a_sampler_without_a_k_form(engine):
+    from nodegraph.api import sampler_problem
+
+    assert sampler_problem(engine.config, "euler") is None
+    assert sampler_problem(engine.config, "k_anc_test") is None  # a plugin sampler
+    problem = sampler_problem(engine.config, "no_such_sampler")
+    assert "no_such_sampler" in problem and "euler" in problem
