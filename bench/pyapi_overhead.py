@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "core"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import testnodes  # noqa: E402
-from executor_overhead import chain, wide  # noqa: E402
+import testnodes
+from executor_overhead import chain, wide
 
-from nodegraph.config import EngineConfig  # noqa: E402
-from nodegraph.engine import Engine  # noqa: E402
-from nodegraph.pyapi import Graph, Workflow  # noqa: E402
-from nodegraph.registry import Registry  # noqa: E402
+from nodegraph.config import EngineConfig
+from nodegraph.engine import Engine
+from nodegraph.pyapi import Graph, Workflow
+from nodegraph.registry import Registry
 
 
 def build(engine: Engine, api: dict) -> Graph:

@@ -8,7 +8,7 @@ from .graph import Graph, NodeHandle, Output, Outputs, Upload
 from .result import Result
 
 __all__ = ["AsyncClient", "Catalogue", "Client", "Graph", "GraphBuildError", "NodeHandle", "Output", "Outputs",
-           "Result", "Sweep", "Upload", "Workflow"]
+           "Result", "SweepResult", "Upload", "Workflow"]
 
 
 def __getattr__(name: str) -> object:
@@ -16,9 +16,9 @@ def __getattr__(name: str) -> object:
     if name == "Workflow":
         from .workflow import Workflow
         return Workflow
-    if name == "Sweep":
-        from .sweep import Sweep
-        return Sweep
+    if name == "SweepResult":
+        from .sweep import SweepResult
+        return SweepResult
     if name in ("Client", "AsyncClient"):
         from . import client
         return getattr(client, name)

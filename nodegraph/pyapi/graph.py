@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonsafe
-from .catalogue import Catalogue, GraphBuildError, check_constant, combo_options, input_specs
+from .catalogue import (
+    Catalogue,
+    GraphBuildError,
+    check_constant,
+    combo_options,
+    input_specs,
+)
 
 if TYPE_CHECKING:
     # The node methods of this installation, when `nodegraph stubs` wrote them where the type checker looks.

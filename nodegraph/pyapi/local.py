@@ -10,8 +10,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..events import (Event, EventBus, NodeFinished, NodeProgress, NodeStarted, RunFailed, RunFinished,
-                      RunInterrupted)
+from ..events import (
+    Event,
+    EventBus,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunFailed,
+    RunFinished,
+    RunInterrupted,
+)
 from .result import Result
 
 EventCallback = Callable[[Event], None]
@@ -100,7 +108,8 @@ def progress_bar() -> EventCallback:
 
 
 def run_api(engine: Any, api: dict[str, Any], *, graph: Any = None, on_event: EventCallback | None = None,
-            progress: bool = False, timings: bool = True, interrupt: Any = None, extra_data: dict[str, Any] | None = None,
+            progress: bool = False, timings: bool = True, interrupt: Any = None,
+            extra_data: dict[str, Any] | None = None,
             raise_on_error: bool = True) -> Result:
     """Validate and run API JSON on ``engine``; returns a Result (raises on validation errors, and on node
     failures or interruption unless ``raise_on_error`` is False)."""
@@ -153,7 +162,7 @@ class EventStream:
             try:
                 self.result = run_api(self.engine, self.api, on_event=forward, interrupt=self.interrupt,
                                       raise_on_error=False, **self.kwargs)
-            except BaseException as exc:  # validation errors: raised to the iterating coroutine
+            except BaseException as exc:  # noqa: BLE001 (validation errors: raised to the iterating coroutine)
                 self.error = exc
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)

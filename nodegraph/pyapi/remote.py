@@ -7,8 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import jsonsafe
-from ..events import (Event, NodeFinished, NodeProgress, NodesCached, NodeStarted, RunFailed, RunFinished,
-                      RunInterrupted, RunStarted)
+from ..events import (
+    Event,
+    NodeFinished,
+    NodeProgress,
+    NodesCached,
+    NodeStarted,
+    RunFailed,
+    RunFinished,
+    RunInterrupted,
+    RunStarted,
+)
 from .result import Result
 
 #: Messages that end a prompt's run (``executing`` with node null follows them).

@@ -145,9 +145,7 @@ def run_sweep(workflow: Any, axes: Mapping[str, Iterable[Any]], mode: str = "pro
               base: Any = None, concurrency: int | None = None, **kwargs: Any) -> SweepResult:
     """Run a workflow's sweep in-process, one after another so cached nodes are reused, or on ``client``'s server
     with up to ``concurrency`` prompts in flight (default: the client's)."""
-    from .workflow import override_strings
-
-    from .workflow import override_key
+    from .workflow import override_key, override_strings
 
     fixed = axes if isinstance(axes, Mapping) else dict(axes)
     frozen = {override_key(name): list(values) for name, values in fixed.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .. import jsonsafe
 from .graph import Graph
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .sweep import SweepResult
 
 #: ``{"3.seed": 5}`` or ``["3.seed=5"]`` (``nodegraph run --set`` syntax).
-Overrides = Union[Mapping[str, Any], Iterable[str], None]
+Overrides = Mapping[Any, Any] | Iterable[str] | None
 
 
 def override_strings(overrides: Overrides) -> list[str]:

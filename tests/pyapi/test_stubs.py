@@ -37,7 +37,8 @@ g.KSamplr()
 def test_generated_stubs_type_check_a_script_and_catch_wrong_calls(tmp_path: Path) -> None:
     home = tmp_path / "home"
     out = subprocess.run([sys.executable, "-m", "nodegraph.cli", "stubs", "--home", str(home), "-o",
-                          str(tmp_path / "typings")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                          str(tmp_path / "typings")], check=False, capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     stub = Path(out.stdout.strip())
     assert stub == tmp_path / "typings" / "nodegraph_catalogue.pyi"
@@ -53,13 +54,14 @@ def test_generated_stubs_type_check_a_script_and_catch_wrong_calls(tmp_path: Pat
 
     def mypy(name: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(cfg), "--cache-dir",
-                               str(tmp_path / "cache"), str(tmp_path / name)], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=300)
+                               str(tmp_path / "cache"), str(tmp_path / name)], check=False,
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
     good = mypy("good.py")
     assert good.returncode == 0, good.stdout + good.stderr
     bad = mypy("bad.py")
     assert bad.returncode == 1, bad.stdout
-    assert 'Argument "model" to "KSampler" of "NodeMethods" has incompatible type "CLIP"; expected "MODEL"' in bad.stdout
+    assert ('Argument "model" to "KSampler" of "NodeMethods" has incompatible type "CLIP"; expected "MODEL"'
+            in bad.stdout)
     assert "Literal['eulr']" in bad.stdout
     assert '"Graph" has no attribute "KSamplr"' in bad.stdout
