@@ -286,3 +286,64 @@ def test_canny_matches_kornia_and_thresholds(engine):
         engine.prepare(wf)
     message = info.value.node_errors["canny"]["errors"][0]["message"]
     assert "low_threshold" in message and "high_threshold" in message
+
+
+def test_sdxl_controlnet_matches_diffusers_pipeline(tiny_sdxl):
+    """SDXL ControlNets get the pooled text and size conditioning (added_cond_kwargs) as the UNet does."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+
+    cn = _controlnet(tiny_sdxl.components["unet"], 5)
+    folder = tiny_sdxl.config.model_dir("controlnet")
+    folder.mkdir(parents=True, exist_ok=True)
+    cn.save_pretrained(str(folder / "xl-cn"), safe_serialization=True)
+    engine = make_engine(tiny_sdxl.config)
+    wf = _graph([("xl-cn", "square", 1.1)], steps=3)
+    wf["ckpt"]["inputs"]["ckpt_name"] = "tiny-sdxl"
+    wf["pos"]["inputs"]["text"], wf["neg"]["inputs"]["text"] = "a green tree", "red"
+    ours, cap = _image(engine, wf)
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(str(tiny_sdxl.folder), controlnet=cn)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe("a green tree", negative_prompt="red", image=_cropped(cap["h0"]), controlnet_conditioning_scale=1.1,
+               height=H, width=W, num_inference_steps=3, guidance_scale=7.5,
+               generator=torch.Generator("cpu").manual_seed(7), output_type="np").images
+    print(f"SDXL ControlNet vs StableDiffusionXLControlNetPipeline: max |diff| {np.abs(ours - ref).max() * 255:.4f}/255")
+    assert np.abs(ours - ref).max() <= PIXEL
+
+
+def test_control_models_are_held_by_the_model_manager(engine, tiny_sd):
+    from nodegraph.models import model_manager
+
+    _image(engine, _graph([("cn2", "circle", 1.0)], steps=1))
+    manager = model_manager(engine.services, engine.config)
+    held = [(kind, name) for kind, name, _ in manager.loaded()]
+    assert ("controlnet", "cn2") in held
+    assert manager.evict(next(k for k in manager._entries if k[0] == "controlnet" and "cn2" in str(k)))
+    _image(engine, _graph([("cn2", "circle", 1.0)], steps=2))  # the cached CONTROL_NET handle reloads its model
+    assert manager.stats.reloads >= 1
+
+
+def test_embedded_controlnet_places_the_shape(tmp_path):
+    """The shipped workflow: the edge map of a triangle at the top left puts the red triangle there."""
+    import json
+    from pathlib import Path
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.diffusion.controlnet_files import EMBEDDED_CONTROLNET_NAME, controlnet_names
+    from nodegraph.training.controlnet_stage import _centroid
+
+    config = EngineConfig(home=tmp_path, models_dir=tmp_path / "models")
+    config.ensure_dirs()
+    assert controlnet_names(config)[0] == EMBEDDED_CONTROLNET_NAME
+    wf = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "controlnet.json").read_text())
+    wf["cap"] = {"class_type": "Capture", "inputs": {"value": ["8", 0]}}
+    engine = make_engine(config)
+    _, cap = run(engine, wf)
+    steered = (cap["cap"][0].numpy() * 255).astype(np.uint8)
+    hint = wf["10"]["inputs"]
+    cx, cy = _centroid(steered)
+    assert abs(cx - hint["center_x"] * 64) < 8 and abs(cy - hint["center_y"] * 64) < 10  # triangle: mass sits low
+    wf["13"]["inputs"]["strength"] = 0.0
+    _, cap = run(engine, wf)
+    free = _centroid((cap["cap"][0].numpy() * 255).astype(np.uint8))
+    assert np.hypot(free[0] - cx, free[1] - cy) > 8  # without the edges the shape lands elsewhere
