@@ -23,7 +23,6 @@ from .ldm import open_clip_to_ldm, text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 from .types import DiffusionModel, TextEncoder, VAEModel
 
 
-
 def _cpu_copy(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 

@@ -20,8 +20,9 @@ The text encoders of two CLIPs are paired by position (SDXL's CLIP-L with SD1's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from .types import DiffusionModel, TextEncoder
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 #: Deepest parenthesis nesting accepted.
 MAX_DEPTH = 100

@@ -131,14 +131,14 @@ def home(tiny_sd, tmp_path_factory):
     sa = load_file(str(tiny_sd.single_file))
     gen = torch.Generator().manual_seed(3)
     sb = {k: v + torch.randn(v.shape, generator=gen) * 0.05 if k.startswith(UNET) else v for k, v in sa.items()}
-    hand = {k: sa[k] * 0.5 + 0.5 * sb[k] if k.startswith(UNET) else v for k, v in sa.items()}
+    hand = {k: v * 0.5 + 0.5 * sb[k] if k.startswith(UNET) else v for k, v in sa.items()}
     save_file(sb, str(ckpts / "b.safetensors"), metadata=meta)
     save_file(hand, str(ckpts / "hand.safetensors"), metadata=meta)
     return config, sa, hand
 
 
 def test_merged_model_samples_like_a_hand_merged_checkpoint_and_saves_those_weights(home):
-    config, sa, hand = home
+    config, _, hand = home
     engine = make_engine(config)
     wf = txt2img("a.safetensors", steps=3)
     wf["b"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "b.safetensors"}}
