@@ -3,8 +3,8 @@
 - Tokens: ComfyUI's tokenization. The prompt is parsed for emphasis (``(word:1.2)``, ``((word))``, ``\\(``; see
   ``prompt_syntax``), split into words at spaces and newlines, and each word tokenized on its own by the model's
   tokenizer (ComfyUI first looks a word up in the vocabulary as written; we do not, so that a prompt without weights
-  gets the tokens diffusers' pipelines give it — the same for CLIP's own vocabulary). ``embedding:name`` words become the vectors of a textual-inversion
-  embedding (``embeddings``). Words are packed into windows of the tokenizer's length (77 for CLIP): start token,
+  gets the tokens diffusers' pipelines give it — the same for CLIP's own vocabulary). ``embedding:name`` words
+  become the vectors of a textual-inversion embedding (``embeddings``). Words are packed into windows of the tokenizer's length (77 for CLIP): start token,
   up to 75 tokens, end token, padding; a word shorter than 8 tokens that does not fit moves whole to the next
   window, a longer one is split. Every window is encoded on its own and the windows are concatenated.
 - Layers: SD1/SD2 (one encoder) take the hidden states of layer ``stop_at_layer`` (-1 = last) through the final
@@ -128,7 +128,8 @@ def _check_layer(encoder: Any, layer: int) -> None:
                          f"use a value between -{layers} and -1")
 
 
-def _ids(windows: list[list[tuple[Token, float]]], width: int, pad: int, eos: int) -> tuple[Any, dict[tuple[int, int], Any]]:
+def _ids(windows: list[list[tuple[Token, float]]], width: int, pad: int,
+         eos: int) -> tuple[Any, dict[tuple[int, int], Any]]:
     """Token ids [n, length] with a placeholder where embedding vectors go, and {(row, col): vector}.
 
     A vector of another width than the encoder's is dropped with a warning (the row closes up and is padded at
