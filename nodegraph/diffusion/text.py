@@ -6,7 +6,8 @@
   gets the tokens diffusers' pipelines give it — the same for CLIP's own vocabulary). ``embedding:name`` words
   become the vectors of a textual-inversion embedding (``embeddings``). Words are packed into windows of the
   tokenizer's length (77 for CLIP): start token, up to 75 tokens, end token, padding; a word shorter than 8 tokens
-  that does not fit moves whole to the next window, a longer one is split. Every window is encoded on its own and the windows are concatenated.
+  that does not fit moves whole to the next window, a longer one is split. Every window is encoded on its own
+  and the windows are concatenated.
 - Layers: SD1/SD2 (one encoder) take the hidden states of layer ``stop_at_layer`` (-1 = last) through the final
   layer norm (diffusers' ``clip_skip`` is stop_at_layer = -(clip_skip + 1)); SDXL takes both encoders' penultimate
   hidden states without the final norm, concatenated along the features, plus the second encoder's projected pooled
