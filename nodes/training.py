@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodegraph.api import (CONCEPTS, LOSSES, OPTIMIZERS, TARGETS, Boolean, Combo, Float, HashCache, Int,
+from nodegraph.api import (CONCEPTS, LOSSES, OPTIMIZERS, Boolean, Combo, Float, HashCache, Int,
                            Interrupted, Link, LoraFactors, LoraPatch, LoraTrainer, Node, NodeOutput, Output, String,
                            TrainData, TrainSettings, concept_dataset, hookimpl, line_plot, lora_names, loras_applied,
                            model_path, safe_join)
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ALGORITHMS = ("LoRA", "LoHa", "LoKr", "OFT")  # ComfyUI's choices; only LoRA is trained here
 TRAINING_KEY = "nodegraph_training"  # safetensors metadata: JSON with steps, dataset/base-model hashes, settings
 
 
@@ -242,7 +243,8 @@ def _existing(ctx: Any, name: str) -> tuple[dict[str, Any] | None, int]:
 
 
 class TrainLoraNode(Node):
-    """Train a LoRA on a model's UNet from latents and their conditioning; interrupting keeps what was learnt."""
+    """Train a LoRA on every conv/linear layer of a model's UNet (as ComfyUI does) from latents and their
+    conditioning, towards the model's own target (epsilon, v or x0); interrupting keeps what was learnt."""
 
     DISPLAY_NAME = "Train LoRA"
     CATEGORY = "training"
@@ -253,7 +255,7 @@ class TrainLoraNode(Node):
         "batch_size": Int(1, min=1, max=10000, tooltip="The batch size to use for training."),
         "grad_accumulation_steps": Int(1, min=1, max=1024, tooltip="Batches whose gradients make one step."),
         "steps": Int(16, min=1, max=100000, tooltip="The number of steps to train the LoRA for."),
-        "learning_rate": Float(0.0005, min=0.0000001, max=1.0, step=0.0000001, round=False,
+        "learning_rate": Float(0.0005, min=0.0000001, max=1.0, step=0.0000001,
                                tooltip="The learning rate to use for training."),
         "rank": Int(8, min=1, max=128, tooltip="The rank of the LoRA layers."),
         "optimizer": Combo(list(OPTIMIZERS), default="AdamW"),
@@ -261,31 +263,35 @@ class TrainLoraNode(Node):
         "seed": Int(0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="LoRA initialisation, batches, timesteps and noise"),
         "training_dtype": Combo(["bf16", "fp32"], default="bf16", tooltip="autocast dtype of the forward pass"),
         "lora_dtype": Combo(["bf16", "fp32"], default="bf16", tooltip="dtype of the LoRA weights produced"),
-        "algorithm": Combo(["LoRA"], default="LoRA"),
+        "algorithm": Combo(list(ALGORITHMS), default="LoRA", tooltip="LoRA (the other adapters are not "
+                           "implemented here)"),
         "gradient_checkpointing": Boolean(True, tooltip="Recompute activations in the backward pass (less memory)"),
         "existing_lora": Combo(lambda config: lora_names(config) + ["[None]"], default="[None]",
                                tooltip="A LoRA in models/loras to continue training (its layout must match)."),
-        "min_snr_gamma": Float(0.0, min=0.0, max=100.0, step=0.5, optional=True,
-                               tooltip="Min-SNR loss weighting (5 is usual; 0 = off)"),
-        "target_layers": Combo(list(TARGETS), default="attention", optional=True,
-                               tooltip="attention: layers of the transformer blocks; all: every conv/linear layer"),
     }
     OUTPUTS = (Output("MODEL", name="model", tooltip="Model with LoRA applied"),
                Output("LORA_MODEL", name="lora", tooltip="LoRA weights"),
                Output("LOSS_MAP", name="loss_map", tooltip="Loss history"),
                Output("INT", name="steps", tooltip="Total training steps"))
 
+    @classmethod
+    def validate_inputs(cls, config, **constants):
+        algorithm = constants.get("algorithm")
+        if algorithm not in (None, "LoRA"):
+            return [("algorithm", f"{algorithm} training is not implemented here; choose LoRA")]
+        return []
+
     def execute(self, ctx, model, latents, positive, batch_size, grad_accumulation_steps, steps, learning_rate, rank,
                 optimizer, loss_function, seed, training_dtype, lora_dtype, algorithm, gradient_checkpointing,
-                existing_lora, min_snr_gamma=0.0, target_layers="attention"):
+                existing_lora):
         import torch
         from PIL import Image
 
         initial, done_before = _existing(ctx, existing_lora)
         settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, rank=rank,
                                  optimizer=optimizer, loss=loss_function, seed=seed % (2 ** 63), dtype=training_dtype,
-                                 gradient_checkpointing=gradient_checkpointing, min_snr_gamma=min_snr_gamma,
-                                 targets=target_layers, grad_accumulation=grad_accumulation_steps)
+                                 gradient_checkpointing=gradient_checkpointing, targets="all",
+                                 grad_accumulation=grad_accumulation_steps)
         out_dtype = torch.bfloat16 if lora_dtype == "bf16" else torch.float32
         with ctx.models.use(model) as (base,):
             fmt = base.latent
@@ -381,12 +387,14 @@ class SaveLoRA(Node):
     CATEGORY = "loaders"
     OUTPUT_NODE = True
     INPUTS = {"lora": Link("LORA_MODEL", tooltip="The LoRA model to save."),
-              "prefix": String("trained/nodegraph_lora", tooltip="File name prefix inside models/loras."),
+              "prefix": String("loras/ComfyUI_trained_lora",
+                               tooltip="File name prefix inside models/loras (a leading 'loras/' names that folder)."),
               "steps": Int(0, min=0, max=10**9, optional=True,
                            tooltip="Optional: the steps the LoRA was trained for, used to name the file.")}
     OUTPUTS = ()
 
     def execute(self, ctx, lora: TrainedLora, prefix: str, steps: int | None = None):
+        prefix = prefix[len("loras/"):] if prefix.startswith("loras/") else prefix
         path = _next_path(ctx, prefix, steps if steps else None)
         save_lora_file(lora, path, _provenance(ctx))
         rel = path.relative_to(Path(ctx.config.model_dir("loras"))).as_posix()
@@ -394,26 +402,27 @@ class SaveLoRA(Node):
 
 
 class LossGraphNode(Node):
-    """Plot the loss curve of a training run (previewed, and as an IMAGE for SaveImage)."""
+    """Plot the loss curve of a training run (with a moving average) as a preview image, 840×520 like ComfyUI's."""
 
     DISPLAY_NAME = "Plot Loss Graph"
     CATEGORY = "training"
     OUTPUT_NODE = True
     INPUTS = {"loss": Link("LOSS_MAP", tooltip="Loss map from training node."),
-              "filename_prefix": String("loss_graph", tooltip="Prefix for the saved loss graph image."),
-              "width": Int(512, min=64, max=4096, optional=True), "height": Int(320, min=64, max=4096, optional=True)}
-    OUTPUTS = (Output("IMAGE", name="image"),)
+              "filename_prefix": String("loss_graph", tooltip="Prefix for the saved loss graph image.")}
+    OUTPUTS = ()
+    SIZE = (840, 520)
 
-    def execute(self, ctx, loss: dict, filename_prefix: str, width: int = 512, height: int = 320):
+    def execute(self, ctx, loss: dict, filename_prefix: str):
         import torch
 
         values = [float(v) for v in loss.get("loss", [])]
+        if not values:
+            raise ValueError("LossGraphNode: the loss map is empty; connect TrainLoraNode's loss_map")
         smooth = _moving_average(values, max(1, len(values) // 25))
         series = {"loss": values, "moving average": smooth} if len(values) > 25 else {"loss": values}
-        pixels = line_plot(series, width, height, title=f"training loss ({len(values)} steps)", xlabel="step")
+        pixels = line_plot(series, *self.SIZE, title=f"training loss ({len(values)} steps)", xlabel="step")
         image = torch.from_numpy(pixels.astype("float32") / 255.0)[None]
-        entries = ctx.files.save_images(image, f"{filename_prefix}", "temp")
-        return NodeOutput((image,), {"images": entries})
+        return NodeOutput((), {"images": ctx.files.save_images(image, filename_prefix, "temp")})
 
 
 def _moving_average(values: list[float], k: int) -> list[float]:
