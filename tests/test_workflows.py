@@ -20,6 +20,8 @@ EXPECTED_SIZE = {"txt2img": (64, 64), "img2img": (64, 64), "inpaint": (64, 64), 
 #: Workflows taking minutes (training): left out here, run by a slow test (tests/training/test_train_lora_workflow.py).
 SLOW_WORKFLOWS = {"train_lora"}
 FAST_WORKFLOWS = [w for w in WORKFLOWS if w.stem not in SLOW_WORKFLOWS]
+#: Workflows saving a video: (width, height), frame count and frame rate of the clip.
+EXPECTED_VIDEO = {"seed_walk_video": ((64, 64), 9, 8.0)}
 
 RERUN = r"""
 import json, sys
@@ -48,7 +50,7 @@ def cli_outputs(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_every_workflow_is_covered():
-    assert {w.stem for w in WORKFLOWS} == set(EXPECTED_SIZE)
+    assert {w.stem for w in WORKFLOWS} == set(EXPECTED_SIZE) | set(EXPECTED_VIDEO)
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED_SIZE) - SLOW_WORKFLOWS))
@@ -60,6 +62,17 @@ def test_output_size_and_chunks(cli_outputs, name):
     assert prompt["4"]["inputs"]["ckpt_name"] == "nodegraph-shapes-v1"
     assert any(m["name"] == "shapes-v1" for m in manifest["models"].values())
     assert manifest["runtime"]["device"] == "cpu" and manifest["runtime"]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_VIDEO))
+def test_video_size_frames_and_tags(cli_outputs, name):
+    from nodegraph.media import probe_video
+
+    info = probe_video(cli_outputs[name])
+    assert ((info.width, info.height), info.frames, float(info.fps)) == EXPECTED_VIDEO[name]
+    prompt, manifest = json.loads(info.metadata["prompt"]), json.loads(info.metadata["nodegraph"])
+    assert prompt["4"]["inputs"]["ckpt_name"] == "nodegraph-shapes-v1"
+    assert any(m["name"] == "shapes-v1" for m in manifest["models"].values())
 
 
 def test_txt2img_follows_the_prompt(cli_outputs):
