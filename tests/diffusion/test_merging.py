@@ -120,7 +120,8 @@ def test_clip_merge_encodes_like_hand_merged_encoders(tiny_sd):
 
 @pytest.fixture(scope="module")
 def home(tiny_sd, tmp_path_factory):
-    """A home with checkpoints a (the tiny model), b (perturbed) and hand (UNet = a·0.5 + 0.5·b, by hand)."""
+    """A home with checkpoints a (the tiny model), b (UNet and CLIP perturbed) and hand (UNet = a·0.5 + 0.5·b by hand,
+    the rest a's)."""
     root = tmp_path_factory.mktemp("merge-home")
     config = EngineConfig(home=root, models_dir=root / "models")
     config.ensure_dirs()
@@ -130,7 +131,8 @@ def home(tiny_sd, tmp_path_factory):
         meta = f.metadata()
     sa = load_file(str(tiny_sd.single_file))
     gen = torch.Generator().manual_seed(3)
-    sb = {k: v + torch.randn(v.shape, generator=gen) * 0.05 if k.startswith(UNET) else v for k, v in sa.items()}
+    sb = {k: v + torch.randn(v.shape, generator=gen) * 0.05 if k.startswith((UNET, "cond_stage_model.")) else v
+          for k, v in sa.items()}
     hand = {k: v * 0.5 + 0.5 * sb[k] if k.startswith(UNET) else v for k, v in sa.items()}
     save_file(sb, str(ckpts / "b.safetensors"), metadata=meta)
     save_file(hand, str(ckpts / "hand.safetensors"), metadata=meta)
@@ -213,3 +215,46 @@ def test_checkpoint_save_never_leaves_the_output_folder(home):
     result = engine.run(engine.prepare(wf))
     assert result.error is not None and result.error.node_id == "save"
     assert not list(config.home.parent.glob("escape*")) and not list(config.home.glob("escape*"))
+
+
+def test_merge_nodes_record_patches_in_order_and_leave_inputs_alone(home):
+    from nodegraph.models.handles import resolve
+
+    config, _, _ = home
+    engine = make_engine(config)
+    wf = {"a": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+          "b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "b.safetensors"}},
+          "blocks": {"class_type": "ModelMergeBlocks", "inputs": {"model1": ["a", 0], "model2": ["b", 0],
+                                                                 "input": 0.2, "middle": 0.5, "out": 0.9}},
+          "sub": {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["b", 0], "model2": ["a", 0],
+                                                                 "multiplier": 0.5}},
+          "add": {"class_type": "ModelMergeAdd", "inputs": {"model1": ["a", 0], "model2": ["sub", 0]}},
+          "clip": {"class_type": "CLIPMergeSimple", "inputs": {"clip1": ["a", 1], "clip2": ["b", 1], "ratio": 0.4}}}
+    for name in ("a", "b", "blocks", "add", "clip"):
+        wf["c_" + name] = {"class_type": "Capture", "inputs": {"value": [name, 0]}}
+    for name in ("a", "b"):
+        wf[f"c_{name}clip"] = {"class_type": "Capture", "inputs": {"value": [name, 1]}}
+    result, cap = run(engine, wf)
+    result.raise_for_status()
+    a, b = resolve(cap["c_a"]), resolve(cap["c_b"])
+    wa = {n: p.detach().clone() for n, p in a.unet.named_parameters()}
+    wb = {n: p.detach().clone() for n, p in b.unet.named_parameters()}
+    assert any(not torch.equal(wa[n], wb[n]) for n in wa)
+    blocks, add = resolve(cap["c_blocks"]), resolve(cap["c_add"])
+    assert [p.name for p in blocks.loras] == ["ModelMergeBlocks"] and a.loras == ()
+    with lora.applied(blocks):
+        params = dict(a.unet.named_parameters())
+        for name, r in (("conv_in.weight", 0.2), ("mid_block.resnets.0.conv1.weight", 0.5), ("conv_out.weight", 0.9)):
+            assert torch.equal(params[name], wa[name] * r + (1 - r) * wb[name])
+    with lora.applied(add):  # a + 0.5 · (b − a)
+        for n, p in a.unet.named_parameters():
+            assert torch.allclose(p, wa[n] + 0.5 * (wb[n] - wa[n]), atol=1e-6)
+    assert all(torch.equal(p, wa[n]) for n, p in a.unet.named_parameters())
+    clip, clip_a, clip_b = resolve(cap["c_clip"]), resolve(cap["c_aclip"]), resolve(cap["c_bclip"])
+    ta = {n: p.detach().clone() for n, p in clip_a.encoders[0].named_parameters()}
+    tb = dict(clip_b.encoders[0].named_parameters())
+    assert any(not torch.equal(ta[n], tb[n]) for n in ta)
+    with lora.applied(clip):
+        for n, p in clip.encoders[0].named_parameters():
+            assert torch.equal(p, ta[n] * 0.4 + 0.6 * tb[n])
+    assert all(torch.equal(p, ta[n]) for n, p in clip_a.encoders[0].named_parameters())
