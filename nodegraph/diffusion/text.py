@@ -37,6 +37,8 @@ SLICE_CHARS = 4096
 WINDOWS_PER_PASS = 8
 #: A word of at least this many tokens may be split across windows (ComfyUI's ``max_word_length``).
 MAX_WORD_TOKENS = 8
+#: CLIP's window: start token, 75 tokens, end token.
+CLIP_WINDOW = 77
 
 Token = Any  # an int token id, or a [width] tensor (an embedding vector)
 
@@ -57,13 +59,19 @@ def _word_tokens(tokenizer: Any, word: str, limit: int) -> list[int]:
     return ids
 
 
+def window_length(tokenizer: Any) -> int:
+    """The tokenizer's window (``model_max_length``); 77, CLIP's, when it states none (transformers' huge default)."""
+    length = int(tokenizer.model_max_length)
+    return length if 2 < length <= 65536 else CLIP_WINDOW
+
+
 def tokenize(tokenizer: Any, text: str, max_chunks: int = DEFAULT_LIMITS.max_text_chunks,
              embeddings: Embeddings | None = None, key: str | None = None) -> list[list[tuple[Token, float]]]:
     """ComfyUI's ``tokenize_with_weights``: windows of ``(token, weight)``, each ``model_max_length`` long.
 
     ``embeddings`` resolves ``embedding:name`` words (file tensor ``key``); without it they are plain text.
     """
-    length = int(tokenizer.model_max_length)
+    length = window_length(tokenizer)
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     limit = max_chunks * (length - 2)
@@ -206,7 +214,7 @@ def _empty_ids(tokenizer: Any, length: int) -> Any:
 
 def _plain_windows(tokenizer: Any, text: str) -> list[list[tuple[Token, float]]]:
     """One window of a tokenizer without start/end tokens: its own tokenization, weights all 1."""
-    ids = tokenizer(text, padding="max_length", max_length=int(tokenizer.model_max_length), truncation=True).input_ids
+    ids = tokenizer(text, padding="max_length", max_length=window_length(tokenizer), truncation=True).input_ids
     return [[(int(t), 1.0) for t in ids]]
 
 
