@@ -135,8 +135,23 @@ class Active:
         return self._cache[key]
 
 
-def prepare(control: Any, batch: int, downscale: int, device: Any, dtype: Any, what: str) -> tuple[Active, ...]:
-    """The chain of an entry's "control" extra ready for sampling (empty when there is none)."""
+def _check_fits(model: ControlModel, unet_config: Any, what: str) -> None:
+    """A clear error when a ControlNet was made for another model family than the UNet it would steer."""
+    if unet_config is None or model.kind != "controlnet":
+        return
+    cfg = model.module.config
+    ours = (list(cfg.block_out_channels), int(cfg.cross_attention_dim))
+    theirs = (list(unet_config.block_out_channels), int(unet_config.cross_attention_dim))
+    if ours != theirs:
+        raise ValueError(f"{what}: ControlNet {model.source!r} was made for a {model.family} model (blocks "
+                         f"{ours[0]}, text width {ours[1]}) but this model has blocks {theirs[0]} and text width "
+                         f"{theirs[1]}; use a ControlNet made for this checkpoint's family")
+
+
+def prepare(control: Any, batch: int, downscale: int, device: Any, dtype: Any, what: str,
+            unet_config: Any = None) -> tuple[Active, ...]:
+    """The chain of an entry's "control" extra ready for sampling (empty when there is none); ``unet_config``
+    (the sampling UNet's) lets a ControlNet made for another model family fail with a clear message."""
     if control is None:
         return ()
     if not isinstance(control, ControlNet):
@@ -147,6 +162,7 @@ def prepare(control: Any, batch: int, downscale: int, device: Any, dtype: Any, w
         if c.hint is None or c.strength == 0:
             continue
         model = _resolve(c.model)
+        _check_fits(model, unet_config, what)
         hint = c.hint[..., :3].movedim(-1, 1) if c.hint.dim() == 4 else c.hint[None].movedim(-1, 1)
         out.append(Active(model.module, model.kind, hint.to(device, dtype), c.strength,
                           _percent_to_t(c.start_percent, float("inf")), _percent_to_t(c.end_percent, float("inf")),

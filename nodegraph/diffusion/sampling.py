@@ -138,7 +138,7 @@ def _conds(model: DiffusionModel, conditioning: list, batch: int, pixel_hw: tupl
                      "time_ids": torch.tensor([ids] * batch, dtype=dtype, device=device)}
         latent_hw = (pixel_hw[0] // model.latent.downscale, pixel_hw[1] // model.latent.downscale)
         region = region_of(extras, latent_hw, model.latent.downscale, batch, device, what)
-        control = prepare_control(extras.get("control"), batch, model.latent.downscale, device, dtype, what)
+        control = prepare_control(extras.get("control"), batch, model.latent.downscale, device, dtype, what, cfg)
         out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0)),
                          region, control))
     if not out:

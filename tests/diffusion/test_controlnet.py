@@ -347,3 +347,17 @@ def test_embedded_controlnet_places_the_shape(tmp_path):
     _, cap = run(engine, wf)
     free = _centroid((cap["cap"][0].numpy() * 255).astype(np.uint8))
     assert np.hypot(free[0] - cx, free[1] - cy) > 8  # without the edges the shape lands elsewhere
+
+
+def test_controlnet_of_another_family_fails_clearly(engine, tiny_sd):
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(9)
+    other = ControlNetModel(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                            layers_per_block=2, cross_attention_dim=48, attention_head_dim=8, norm_num_groups=32,
+                            conditioning_embedding_out_channels=(16, 32))
+    other.save_pretrained(str(tiny_sd.config.model_dir("controlnet") / "other-family"), safe_serialization=True)
+    result, _ = run(engine, _graph([("other-family", "square", 1.0)], steps=1))
+    assert result.status == "error"
+    message = str(result.error)
+    assert "other-family" in message and "text width 48" in message and "made for this checkpoint" in message
