@@ -25,7 +25,8 @@ class _Eps:
     """The noise prediction eps(x, t) = (x - x0) / sigma at t = -log(sigma), counting evaluations."""
 
     def __init__(self, denoiser: Denoiser) -> None:
-        self.denoiser, self.last_x0 = denoiser, None
+        self.denoiser = denoiser
+        self.last_x0: Any = None
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         sigma = math.exp(-t)

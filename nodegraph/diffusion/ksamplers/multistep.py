@@ -115,7 +115,8 @@ def sample_deis(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, ge
         else:
             ts = [_vp_t(s) for s in sig[i::-1][:len(ds)]]
             coeffs = [gauss_legendre(ts[0], _vp_t(sig[i + 1]),
-                                     lambda t, j=j, ts=ts: lagrange(ts, j)(t) * _dsigma_dt(t)) for j in range(len(ds))]
+                                     lambda t, j=j, ts=ts: lagrange(ts, j)(t) * _dsigma_dt(t))  # type: ignore[misc]
+                      for j in range(len(ds))]
             x = x + _combine(coeffs, ds)
         steps.done(i, denoised)
     return x

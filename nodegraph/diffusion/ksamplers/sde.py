@@ -54,7 +54,7 @@ def sample_er_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 dd = (denoised - old) / (s - sig[i - 1])
                 x = x + dd * (dt + inv * phi_t)
                 if stage >= 3 and old_d is not None:
-                    inv_u = gauss_legendre(t, s, lambda v, s=s: (v - s) / _scale(v))
+                    inv_u = gauss_legendre(t, s, lambda v, s=s: (v - s) / _scale(v))  # type: ignore[misc]
                     du = (dd - old_d) / ((s - sig[i - 2]) / 2)
                     x = x + du * (dt * dt / 2 + inv_u * phi_t)
                 old_d = dd
@@ -176,8 +176,15 @@ def _sa_weights(lambdas: list[float], l_s: float, l_t: float, tau: float) -> lis
     import numpy as np
 
     k = 1 + tau * tau
-    return [gauss_legendre(l_s, l_t, lambda v, j=j: k * np.exp(k * (v - l_t)) * lagrange(lambdas, j)(v))
-            for j in range(len(lambdas))]
+    out = []
+    for j in range(len(lambdas)):
+        basis = lagrange(lambdas, j)
+
+        def kernel(v: Any, basis: Any = basis) -> Any:
+            return k * np.exp(k * (v - l_t)) * basis(v)
+
+        out.append(gauss_legendre(l_s, l_t, kernel))
+    return out
 
 
 def _tau_range(denoiser: Denoiser, sig: list[float]) -> tuple[float, float]:
@@ -202,11 +209,12 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
     if len(sig) <= 1:
         return x
     lo, hi = _tau_range(denoiser, sig)
-    tau_of = lambda s: 1.0 if lo <= s <= hi else 0.0
     lam = [-math.log(s) if s > 0 else math.inf for s in sig]
     n = len(sig) - 1
     to_end = sig[-1] == 0
-    x_pred, preds, tau, noise = x, [], 0.0, None
+    x_pred, tau = x, 0.0
+    preds: list[Any] = []
+    noise: Any = None
     for i in range(n):
         denoised = denoiser(x_pred, sig[i])
         preds = (preds + [denoised])[-max(predictor_order, corrector_order):]
@@ -228,7 +236,7 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
         if sig[i + 1] == 0:
             x_pred = denoised
         else:
-            tau = tau_of(sig[i + 1])
+            tau = 1.0 if lo <= sig[i + 1] <= hi else 0.0
             p = max(p_order, 1)
             w = _sa_weights(lam[i - p + 1:i + 1][::-1], lam[i], lam[i + 1], tau)
             h = lam[i + 1] - lam[i]
