@@ -42,8 +42,10 @@ def fill(model: Any, state: dict[str, Any], dtype: Any, what: str) -> Any:
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise UnknownModelError(f"{what}: {name} is {tuple(tensor.shape)} but the model expects "
                                     f"{tuple(expected[name].shape)}")
-        keep = dtype is None or not tensor.is_floating_point()
-        set_module_tensor_to_device(model, name, "cpu", value=tensor if keep else tensor.to(dtype))
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        # dtype given: accelerate would otherwise cast to the meta parameter's float32
+        set_module_tensor_to_device(model, name, "cpu", value=tensor, dtype=tensor.dtype)
     missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if missing:
         raise UnknownModelError(f"{what} lacks {len(missing)} weights (e.g. {missing[0]}); the file is incomplete or "
