@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -79,13 +80,13 @@ def sweep(steps: int, sheet: Path | None) -> None:
         config = EngineConfig(home=Path(home))
         config.ensure_dirs()
         wf = Workflow.load(ROOT / "workflows" / "txt2img.json", Engine(config))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = wf.sweep({"3.seed": range(8), "3.cfg": [3, 5, 7]}, set={"3.steps": steps})
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         ok = sum(row.result.ok for row in result)
         first = result.rows[0].result.wall
         rest = [row.result.wall for row in result.rows[1:]]
-        print(f"sweep: {len(result)} images ({ok} ok) at 64x64, {steps} steps, in {wall:.1f} s "
+        print(f"sweep: {len(result)} images ({ok} ok) at 64x64, {steps} steps, in {wall:.1f} s wall, {cpu:.1f} s CPU "
               f"(first run {first:.1f} s with model load, then median {statistics.median(rest):.2f} s per image; "
               f"cached nodes per later run: {min(r['cached'] for r in result.table()[1:])})")
         if sheet is not None:
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--skip-sweep", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         registry = Registry.load(builtins=(), entry_points=False, source_plugins=False, extra=[testnodes])
         engine = Engine(EngineConfig(home=Path(home), cache_max_entries=100_000), registry=registry)
         for name, make in (("chain", chain), ("wide", wide)):
