@@ -87,6 +87,10 @@ def _controlnet_from_original(state: dict[str, Any]) -> dict[str, Any]:
     converted = convert_controlnet_checkpoint(rest, {"layers_per_block": per - 1})
     converted = {k: v for k, v in converted.items() if v is not None and not k.startswith("controlnet_cond_embedding")}
     converted.update(_hint_block_to_diffusers(state))
+    for old, new in (("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2")):
+        for p in ("weight", "bias"):  # SDXL's size/pooled-text embedding (the converter skips it)
+            if f"{old}.{p}" in state:
+                converted[f"{new}.{p}"] = state[f"{old}.{p}"]
     return converted
 
 
@@ -104,9 +108,10 @@ def controlnet_config(state: dict[str, Any], base_unet_config: dict[str, Any] | 
     cfg["layers_per_block"] = len({k.split(".")[3] for k in state if k.startswith("down_blocks.0.resnets.")})
     attn = [f"down_blocks.{i}.attentions.0.proj_in.weight" in state for i in range(n)]
     cfg["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
-    cfg["transformer_layers_per_block"] = [
-        max(1, len({k.split(".")[5] for k in state if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")}))
-        for i in range(n)]
+    depths = [max(1, len({k.split(".")[5] for k in state
+                          if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")})) for i in range(n)]
+    same = isinstance(cfg["transformer_layers_per_block"], int) and set(depths) == {cfg["transformer_layers_per_block"]}
+    cfg["transformer_layers_per_block"] = cfg["transformer_layers_per_block"] if same else depths
     if cross is not None:
         cfg["cross_attention_dim"] = cross
     proj = next((v for k, v in state.items() if k.endswith("proj_in.weight")), None)

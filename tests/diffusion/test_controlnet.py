@@ -361,3 +361,32 @@ def test_controlnet_of_another_family_fails_clearly(engine, tiny_sd):
     assert result.status == "error"
     message = str(result.error)
     assert "other-family" in message and "text width 48" in message and "made for this checkpoint" in message
+
+
+@pytest.mark.parametrize("name", ["controlnet_sd15", "controlnet_sdxl", "t2i_adapter_sd15", "t2i_adapter_sdxl"])
+def test_full_size_layouts_detect_the_shipped_configs(name):
+    """Real-size files (shapes only, no weights): the original layout maps to diffusers names and the shapes give
+    back exactly the shipped config, so SD1.5/SDXL ControlNets and T2I-Adapters load offline."""
+    import json
+
+    from accelerate import init_empty_weights
+    from diffusers import ControlNetModel, T2IAdapter
+
+    from nodegraph.diffusion import controlnet_files as cf
+
+    shipped = json.loads((cf.CONTROL_CONFIGS / f"{name}.json").read_text())
+    cls = ControlNetModel if shipped["_class_name"] == "ControlNetModel" else T2IAdapter
+    with init_empty_weights():
+        model = cls.from_config(shipped)
+    if cls is T2IAdapter:
+        state = cf._adapter_from_original(_adapter_to_original(model.state_dict()))
+        cfg, family = cf.adapter_config(state)
+    else:
+        original = {k.removeprefix("control_model."): v for k, v in _controlnet_to_original(model).items()}
+        assert "input_hint_block.14.weight" in original  # the real files' hint encoder: 8 convs, conv_out at 14
+        state = cf._controlnet_from_original(original)
+        assert set(state) == set(model.state_dict())
+        cfg, family = cf.controlnet_config(state)
+    assert family == ("sdxl" if name.endswith("sdxl") else "sd1")
+    assert {k: v for k, v in cfg.items() if not k.startswith("_")} == {k: v for k, v in shipped.items()
+                                                                       if not k.startswith("_")}
