@@ -10,9 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (CONDITIONING, IMAGE, UNION_TYPES, Combo, ControlNet, ExecutionContext, Float, Link,
-                           ModelCombo, Node, Output, canny_edges, controlnet_names, file_fingerprint, hookimpl,
-                           load_control_model, model_path)
+from nodegraph.api import (
+    CONDITIONING,
+    IMAGE,
+    UNION_TYPES,
+    Combo,
+    ControlNet,
+    ExecutionContext,
+    Float,
+    Link,
+    ModelCombo,
+    Node,
+    Output,
+    canny_edges,
+    controlnet_names,
+    file_fingerprint,
+    hookimpl,
+    load_control_model,
+    model_path,
+)
 
 CONTROL_NET = "CONTROL_NET"
 
