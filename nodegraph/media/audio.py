@@ -94,10 +94,10 @@ def encode_audio_stream(out: Any, audio: Mapping[str, Any], encoder: str) -> _Pe
 
 def _resample(wave: Any, rate: int, target: int) -> Any:
     """Linear-phase resampling with scipy (Opus only takes a few rates)."""
+    from math import gcd
+
     import torch
     from scipy.signal import resample_poly
-
-    from math import gcd
 
     g = gcd(rate, target)
     return torch.from_numpy(resample_poly(wave.numpy(), target // g, rate // g, axis=1).astype("float32"))

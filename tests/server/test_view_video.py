@@ -78,7 +78,7 @@ def test_byte_ranges_answer_206_with_exactly_those_bytes(engine, nodegraph_serve
 
 def test_unsatisfiable_ranges_say_the_length(engine, nodegraph_server, media) -> None:
     url, size = nodegraph_server(engine), len(media["clip.webm"])
-    status, headers, body = _get(f"{url}/view?filename=clip.webm", {"Range": f"bytes={size + 10}-"})
+    status, headers, _ = _get(f"{url}/view?filename=clip.webm", {"Range": f"bytes={size + 10}-"})
     assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
     status, _, _ = _get(f"{url}/view?filename=clip.webm")  # the server keeps serving
     assert status == 200
@@ -106,7 +106,7 @@ def test_video_and_audio_uploads_land_in_input_and_list_for_the_loaders(engine, 
     status, _, body = _get(f"{url}/object_info/LoadAudio")
     assert json.loads(body)["LoadAudio"]["input"]["required"]["audio"][0] == ["clip.webm", "my clip.mp4",
                                                                              "tone.flac"]
-    status, headers, body = _get(f"{url}/view?filename=my%20clip.mp4&type=input", {"Range": "bytes=0-7"})
+    status, _, body = _get(f"{url}/view?filename=my%20clip.mp4&type=input", {"Range": "bytes=0-7"})
     assert status == 206 and body == media["clip.mp4"][:8]
 
 
