@@ -60,6 +60,7 @@ class AsyncClient:
         self._connect_lock: asyncio.Lock | None = None
         self._catalogue: Catalogue | None = None
         self._prompts: dict[str, dict[str, Any]] = {}
+        self._dropped: set[str] = set()
 
     async def __aenter__(self) -> AsyncClient:
         await self._connect()
@@ -240,6 +241,9 @@ class AsyncClient:
                     fn(event)
             if kind in TERMINAL:
                 tracker.done = True
+        if tracker.prompt_id in self._dropped:
+            self._dropped.discard(tracker.prompt_id)
+            return {"outputs": {}, "status": {"status_str": "error", "messages": []}}
         for _ in range(100):  # the history entry is written before the terminal message; allow for a slow store
             entry = await self.history(tracker.prompt_id)
             if entry is not None:
@@ -261,8 +265,18 @@ class AsyncClient:
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
     async def cancel(self, prompt_id: str) -> None:
-        """Drop the prompt from the queue, or interrupt it when it is running."""
+        """Drop the prompt from the queue, or interrupt it when it is running (its ``wait`` then ends with status
+        ``interrupted``)."""
+        queue = await self._request("GET", "/queue")
+        pending = {str(item[1]) for item in (queue or {}).get("queue_pending", []) if len(item) > 1}
         await self._request("POST", "/queue", json={"delete": [prompt_id]})
+        if prompt_id in pending and (waiting := self._queues.get(prompt_id)) is not None:
+            after = await self._request("GET", "/queue")
+            running = {str(item[1]) for item in (after or {}).get("queue_running", []) if len(item) > 1}
+            if prompt_id not in running:  # dropped before it started: it gets no messages and no history entry
+                self._dropped.add(prompt_id)
+                waiting.put_nowait(("execution_interrupted", {"prompt_id": prompt_id, "executed": []}))
+                return
         await self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
 
     async def stream(self, prompt: Any, set: Any = None, **kwargs: Any) -> AsyncIterator[Event]:

@@ -77,6 +77,10 @@ def test_cancel_a_running_prompt(server) -> None:
             on_event=lambda e: progressed.set() if isinstance(e, NodeProgress) else None)))
         waiter.start()
         assert progressed.wait(120)
+        queued = client.submit(g, set={"5.seed": 78})  # waits behind the running one
+        client.cancel(queued)
+        dropped = client.wait(queued, raise_on_error=False)
+        assert dropped.status == "interrupted" and dropped.executed == []
         client.cancel(prompt_id)
         waiter.join(120)
     assert out and out[0].status == "interrupted"
