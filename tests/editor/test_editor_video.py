@@ -1,6 +1,7 @@
 """The editor plays a saved video: a tiny CreateVideo → SaveVideo graph run from the official ComfyUI frontend in
 Debian's headless Chromium (Playwright) against a real ``nodegraph serve``; SaveVideo's node shows a <video> whose
-source is /api/view, fetched with byte ranges (206), that reaches HAVE_CURRENT_DATA and whose time advances."""
+source is /api/view, fetched with byte ranges (206), that reaches HAVE_CURRENT_DATA and whose time advances. A video
+file opened in the editor is uploaded through /upload/image and previewed in the LoadVideo node it makes."""
 
 from __future__ import annotations
 
@@ -69,4 +70,26 @@ def test_save_video_output_plays_in_the_editor(editor: Session) -> None:
     editor.shot("video-playing")
     media = [(status, url) for status, method, url in editor.responses if "editor_00001_.mp4" in url]
     assert any(status == 206 for status, _ in media), media  # Chromium streams media with Range requests
+    assert editor.page_errors == []
+
+
+def test_an_opened_video_is_uploaded_and_previewed_by_load_video(editor: Session, tmp_path: Path) -> None:
+    import torch
+
+    from nodegraph.media import encode_video
+
+    clip = tmp_path / "my clip.mp4"
+    encode_video(clip, torch.rand(8, 48, 64, 3), 8)
+    page = editor.page
+    page.evaluate("() => { app.graph.clear(); }")
+    with page.expect_response(lambda r: r.url.endswith("/upload/image") and r.request.method == "POST") as resp:
+        page.locator("#comfy-file-input").set_input_files(str(clip))  # the editor's "open file" input
+    assert resp.value.status == 200 and resp.value.json() == {"name": "my clip.mp4", "subfolder": "",
+                                                              "type": "input"}
+    page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'LoadVideo' && "
+                           "n.widgets?.find(w => w.name === 'file')?.value === 'my clip.mp4')")
+    page.get_by_role("button", name="Fit View (.)").click()
+    page.wait_for_function("() => [...document.querySelectorAll('video')].some(v => v.readyState >= 2 && "
+                           "v.src.includes('type=input') && v.src.includes('my+clip.mp4'))", timeout=30_000)
+    editor.shot("video-uploaded")
     assert editor.page_errors == []
