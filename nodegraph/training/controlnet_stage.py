@@ -153,7 +153,8 @@ def _centroid(img: np.ndarray) -> tuple[float, float]:
 def evaluate(folder: Path, n: int = 24, seed: int = 4321, steps: int = 20, cfg: float = 4.0) -> dict:
     """Does the edge map steer? Prompts name colours and shape but no position; the hint's shape sits at a random
     place. Returns the mean distance (px at 64×64) from the hint's centre and the position-word and shape accuracy
-    (pixel classifier), with and without the ControlNet."""
+    (pixel classifier), with and without the ControlNet, and with empty prompts (the shape then comes from the
+    edges alone)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
     from .classify import classify
@@ -168,11 +169,12 @@ def evaluate(folder: Path, n: int = 24, seed: int = 4321, steps: int = 20, cfg: 
     prompts = [shapes.caption_for(s, "core") for s in specs]
     hints = control_images(specs)
     out = {}
-    for label in ("controlnet", "none"):
+    for label in ("controlnet", "none", "controlnet_empty_prompt", "none_empty_prompt"):
         g = torch.Generator().manual_seed(seed)
-        kw = {"image": hints} if label == "controlnet" else {}
-        run = pipe if label == "controlnet" else base
-        imgs = run(prompts, num_inference_steps=steps, guidance_scale=cfg, generator=g, output_type="np",
+        kw = {"image": hints} if label.startswith("controlnet") else {}
+        run = pipe if label.startswith("controlnet") else base
+        texts = [""] * n if label.endswith("empty_prompt") else prompts
+        imgs = run(texts, num_inference_steps=steps, guidance_scale=cfg, generator=g, output_type="np",
                    height=shapes.IMAGE_SIZE, width=shapes.IMAGE_SIZE, **kw).images
         imgs = (np.clip(imgs, 0, 1) * 255).round().astype(np.uint8)
         dist, pos_ok, shape_ok = [], 0, 0
