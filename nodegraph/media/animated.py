@@ -6,6 +6,7 @@ as ``key:<json>`` from Make (0x010F) downwards. APNG: ``comf`` chunks after the 
 
 from __future__ import annotations
 
+import json
 from typing import IO, Any, Mapping
 
 from .outputs import as_text
@@ -55,8 +56,10 @@ def save_animated_png(handle: IO[bytes], images: Any, fps: float, *, compress_le
 
     info = PngInfo()
     for key, value in (metadata or {}).items():
-        info.add(b"comf", key.encode("latin-1", "strict") + b"\0" + as_text(value).encode("latin-1", "strict"),
-                 after_idat=True)
+        text = as_text(value)
+        if not text.isascii():  # chunks are Latin-1: JSON's escapes keep any text
+            text = json.dumps(value)
+        info.add(b"comf", key.encode("latin-1", "replace") + b"\0" + text.encode("latin-1"), after_idat=True)
     pils = _pils(images)
     pils[0].save(handle, format="PNG", pnginfo=info, compress_level=compress_level, save_all=True,
                  duration=frame_duration_ms(fps), append_images=pils[1:])
