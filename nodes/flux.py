@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (Float, Int, Link, Node, Output, String, derive, encode_flux_text, flux_shift,
-                           hookimpl, resample)
+from nodegraph.api import (
+    Float,
+    Int,
+    Link,
+    Node,
+    Output,
+    String,
+    derive,
+    encode_flux_text,
+    flux_shift,
+    hookimpl,
+    resample,
+)
 
 MAX_RESOLUTION = 16384
 #: Flux Kontext's preferred (width, height) sizes (ComfyUI's list), about one megapixel each.

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (FLOW_WEIGHT_DTYPES, Combo, ModelCombo, Node, Output, diffusion_model_names,
-                           file_fingerprint, hookimpl, load_diffusion_model, load_split_clip, model_path,
-                           text_encoder_names)
+from nodegraph.api import (
+    FLOW_WEIGHT_DTYPES,
+    Combo,
+    ModelCombo,
+    Node,
+    Output,
+    diffusion_model_names,
+    file_fingerprint,
+    hookimpl,
+    load_diffusion_model,
+    load_split_clip,
+    model_path,
+    text_encoder_names,
+)
 
 #: ComfyUI's CLIPLoader ``type`` options, and those DualCLIPLoader offers.
 CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",

@@ -15,7 +15,11 @@ import torch
 
 
 def main(steps: int = 10) -> None:
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
 
     from nodegraph.diffusion.devices import DeviceManager
     from nodegraph.diffusion.flow.detect import shipped_config

@@ -10,9 +10,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flux_tiny import TinyFlux, build  # noqa: E402
+from flux_tiny import TinyFlux, build
 
-from nodegraph.config import EngineConfig  # noqa: E402
+from nodegraph.config import EngineConfig
 
 torch.set_num_threads(1)
 

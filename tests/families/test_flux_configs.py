@@ -69,7 +69,11 @@ def test_simple_schedule_equals_diffusers_dynamic_shift():
 
 
 def test_every_scheduler_gives_descending_sigmas():
-    from nodegraph.diffusion.flow.schedule import FLOW_SCHEDULES, FlowSettings, flow_sigmas
+    from nodegraph.diffusion.flow.schedule import (
+        FLOW_SCHEDULES,
+        FlowSettings,
+        flow_sigmas,
+    )
 
     for kind in ("flux", "discrete"):
         for name in FLOW_SCHEDULES:

@@ -120,3 +120,35 @@ def test_cliploader_stable_diffusion_encodes_with_clip_l(engine):
     result.raise_for_status()
     emb = cap["c"][0][0]
     assert emb.shape == (1, 77, 64)
+
+
+def test_fill_model_takes_the_inpainting_conditioning(engine, tiny_flux):
+    """A Flux Fill-shaped model (384 input features: latent, masked image, 64-channel mask) samples through
+    InpaintModelConditioning + KSampler, and the mask reaches it."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    from nodegraph.diffusion.flow.convert import to_original
+
+    torch.manual_seed(1)
+    fill = FluxTransformer2DModel(**dict(TRANSFORMER, in_channels=384, out_channels=64))
+    path = tiny_flux.home / "models" / "diffusion_models" / "flux1-fill-tiny.safetensors"
+    save_file({"model.diffusion_model." + k: v.contiguous()
+               for k, v in to_original(dict(fill.state_dict())).items()}, str(path))
+
+    def run(mask_value: float) -> torch.Tensor:
+        wf = graph("flux1-fill-tiny.safetensors")
+        wf["image"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                                "color": 0x8040C0}}
+        wf["mask"] = {"class_type": "SolidMask", "inputs": {"value": mask_value, "width": 64, "height": 64}}
+        wf["inpaint"] = {"class_type": "InpaintModelConditioning", "inputs": {
+            "positive": ["guide", 0], "negative": ["neg", 0], "vae": ["vae", 0], "pixels": ["image", 0],
+            "mask": ["mask", 0], "noise_mask": False}}
+        wf["ks"]["inputs"].update(positive=["inpaint", 0], negative=["inpaint", 1], latent_image=["inpaint", 2])
+        return _latent(engine, wf)
+
+    full, none = run(1.0), run(0.0)
+    assert torch.isfinite(full).all() and full.shape == (1, 16, 8, 8)
+    assert not torch.allclose(full, none)
+    found = detect_transformer(read_header(path))
+    assert found.arch == "flux-fill"

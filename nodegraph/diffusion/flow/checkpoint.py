@@ -38,7 +38,12 @@ def flow_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | No
     from .. import derive, single_file
     from ..loading import clip_tokenizer
     from .detect import detect_transformer
-    from .loading import text_encoder_from_state, transformer_from_state, t5_tokenizer, vae_overrides
+    from .loading import (
+        t5_tokenizer,
+        text_encoder_from_state,
+        transformer_from_state,
+        vae_overrides,
+    )
 
     header = read_header(Path(path))
     if not is_flow_checkpoint(header):

@@ -122,28 +122,42 @@ def detect_transformer(header: Header) -> FlowDetected:
                             "UNETLoader reads Flux.1 files in ComfyUI, original or diffusers layout")
 
 
+def _clip_prefix(shapes: dict[str, Any]) -> str | None:
+    """The prefix before CLIP's ``embeddings.*``/``encoder.layers.*`` (``text_model.`` in ComfyUI's files)."""
+    for p in _PREFIXES:
+        for q in ("text_model.", ""):
+            if p + q + "embeddings.token_embedding.weight" in shapes and \
+                    p + q + "encoder.layers.0.self_attn.q_proj.weight" in shapes:
+                return p + q
+    return None
+
+
 def text_encoder_kind(header: Header) -> str:
     """"clip_l", "clip_g", "t5xxl" (any T5 encoder) for a text-encoder file; UnknownModelError otherwise."""
     s = header.shapes
     if _prefix(s, "encoder.block.0.layer.0.SelfAttention.q.weight") is not None:
         return "t5xxl"
-    p = _prefix(s, "text_model.embeddings.token_embedding.weight")
+    p = _clip_prefix(s)
     if p is not None:
-        width = s[p + "text_model.embeddings.token_embedding.weight"][1]
-        return "clip_g" if width == 1280 else "clip_l"
+        return "clip_g" if s[p + "embeddings.token_embedding.weight"][1] == 1280 else "clip_l"
     sample = ", ".join(list(s)[:3])
     raise UnknownModelError(f"{header.path.name} is not a text encoder this engine reads ({len(s)} tensors, e.g. "
                             f"{sample}); expected CLIP (text_model.*) or T5 (encoder.block.*) weights")
 
 
 def encoder_prefix(header: Header) -> str:
-    """The prefix under which a text encoder file's tensors sit ("" for ComfyUI's and transformers' files)."""
-    for marker in ("encoder.block.0.layer.0.SelfAttention.q.weight", "text_model.embeddings.token_embedding.weight"):
-        p = _prefix(header.shapes, marker)
-        if p is not None:
-            return p
-    return ""
+    """The prefix stripped from a text encoder file's tensor names to get transformers' names."""
+    p = _prefix(header.shapes, "encoder.block.0.layer.0.SelfAttention.q.weight")
+    if p is not None:
+        return p
+    return _clip_prefix(header.shapes) or ""
 
 
-__all__ = ["FlowDetected", "FLUX_CONFIGS", "detect_transformer", "text_encoder_kind", "encoder_prefix",
-           "shipped_config"]
+__all__ = [
+    "FLUX_CONFIGS",
+    "FlowDetected",
+    "detect_transformer",
+    "encoder_prefix",
+    "shipped_config",
+    "text_encoder_kind",
+]

@@ -52,4 +52,4 @@ def text_ids(length: int, device: Any = None, dtype: Any = None) -> Any:
     return torch.zeros(length, 3, device=device, dtype=dtype)
 
 
-__all__ = ["pad_even", "pack", "unpack", "image_ids", "text_ids"]
+__all__ = ["image_ids", "pack", "pad_even", "text_ids", "unpack"]

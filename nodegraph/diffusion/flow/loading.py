@@ -17,7 +17,13 @@ from typing import Any
 
 from ..detect import UnknownModelError, read_header
 from ..types import DiffusionModel, LatentFormat, TextEncoder
-from .detect import FLUX_CONFIGS, detect_transformer, encoder_prefix, shipped_config, text_encoder_kind
+from .detect import (
+    FLUX_CONFIGS,
+    detect_transformer,
+    encoder_prefix,
+    shipped_config,
+    text_encoder_kind,
+)
 from .schedule import FlowSettings
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,9 @@ memory, RAM budget, reload after eviction), keyed by every file's fingerprint an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 #: The folder pairs ComfyUI lists together: the newer name first.
 FOLDER_PAIRS = {"diffusion_models": ("diffusion_models", "unet"), "text_encoders": ("text_encoders", "clip")}

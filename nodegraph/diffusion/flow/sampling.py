@@ -7,7 +7,9 @@
 - The denoiser packs the latent into 2×2-patch tokens with their position ids, calls the transformer with the
   timestep sigma, the T5 states, CLIP-L pooled output and the "guidance" of each conditioning entry (3.5 when
   none is set, as ComfyUI), and returns x0 = x - sigma * v; cfg != 1 adds the negative prediction as usual.
-  "reference_latents" on an entry (ReferenceLatent, Flux Kontext) are appended as tokens with index 1.
+  "reference_latents" on an entry (ReferenceLatent, Flux Kontext) are appended as tokens with index 1; Fill and
+  Canny/Depth models (more input channels) get the entry's "concat_latent_image" (and, Fill, "concat_mask" folded
+  into 64 channels) beside the latent, as ComfyUI's concat_cond.
 - Samplers: a plugin's, else ``ksamplers`` (ComfyUI's k-diffusion samplers), else the built-in ``euler``.
   Samplers that add noise the variance-exploding way (ancestral, SDE) are refused with the reason.
 - Noise comes from a CPU generator in float32 exactly as KSampler draws it (``sampling.make_noise``).
@@ -79,7 +81,7 @@ class FlowDenoiser:
 
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
                  mask: Any = None, clean: Any = None, noise: Any = None) -> None:
-        self.transformer, self.dtype, self.device = model.unet, dtype, device
+        self.transformer, self.dtype, self.device, self.fmt = model.unet, dtype, device, model.latent
         self.conditioning, self.cfg = list(positive), float(cfg)
         self.conds, self.unconds = self._entries(positive, "positive"), (
             [] if self.cfg == 1.0 else self._entries(negative, "negative"))
@@ -98,18 +100,50 @@ class FlowDenoiser:
                 raise ValueError(f"{what}: Flux needs CLIP-L's pooled output; encode the prompt with a Flux CLIP "
                                  "(DualCLIPLoader type flux)")
             guidance = extras.get("guidance")
-            refs = [r.float() for r in extras.get("reference_latents") or []]
+            refs = [(r.float() - self.fmt.shift_factor) * self.fmt.scaling_factor
+                    for r in extras.get("reference_latents") or []]
             out.append((emb.to(self.device, self.dtype), pooled.to(self.device, self.dtype),
                         DEFAULT_GUIDANCE if guidance is None else float(guidance), refs,
-                        float(extras.get("strength", 1.0))))
+                        float(extras.get("strength", 1.0)), extras.get("concat_latent_image"),
+                        extras.get("concat_mask")))
+        return out
+
+    def _concat(self, x: Any, image: Any, mask: Any) -> Any:
+        """Flux Fill/Canny/Depth inputs beside the latent (ComfyUI's concat_cond): the scaled conditioning image
+        latent, and for Fill the mask folded into 64 channels (8×8 pixels per latent cell)."""
+        import torch
+        import torch.nn.functional as F
+
+        extra = int(self.transformer.config.in_channels) // 4 - x.shape[1]
+        if extra <= 0:
+            return x
+        b, _, h, w = x.shape
+        if image is None:
+            image = torch.zeros_like(x)
+        else:
+            image = (image.float().to(x.device) - self.fmt.shift_factor) * self.fmt.scaling_factor
+            if image.shape[-2:] != (h, w):
+                image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+            image = _batch(image, b)
+        parts = [x, image]
+        if extra > image.shape[1]:  # an inpainting (Fill) model also takes the mask
+            m = torch.ones(b, 1, h * 8, w * 8, device=x.device) if mask is None else \
+                mask.float().to(x.device).reshape(-1, 1, *mask.shape[-2:])
+            m = F.interpolate(m.mean(1, keepdim=True), size=(h * 8, w * 8), mode="bilinear", align_corners=False)
+            m = m.view(m.shape[0], h, 8, w, 8).permute(0, 2, 4, 1, 3).reshape(m.shape[0], 64, h, w)
+            parts.append(_batch(m, b))
+        out = torch.cat(parts, dim=1)
+        if out.shape[1] != extra + x.shape[1]:
+            raise ValueError(f"this Flux model takes {extra} conditioning channels beside the latent; got "
+                             f"{out.shape[1] - x.shape[1]} (connect InpaintModelConditioning for Fill models)")
         return out
 
     def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
         import torch
 
-        emb, pooled, guidance, refs, _ = entry
+        emb, pooled, guidance, refs, _, image, mask = entry
         b, c, h, w = x.shape
-        tokens = pack(pad_even(x)).to(self.dtype)
+        tokens = pack(pad_even(self._concat(x, image, mask))).to(self.dtype)
         ids = image_ids(h, w, device=x.device, dtype=self.dtype)
         count = tokens.shape[1]
         offset = 0
@@ -225,4 +259,4 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     return dict(out_latent, samples=result)
 
 
-__all__ = ["FlowDenoiser", "DEFAULT_GUIDANCE", "euler", "prepare_latent", "sample", "sampler_fn", "sigmas_for"]
+__all__ = ["DEFAULT_GUIDANCE", "FlowDenoiser", "euler", "prepare_latent", "sample", "sampler_fn", "sigmas_for"]

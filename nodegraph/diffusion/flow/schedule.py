@@ -118,4 +118,4 @@ def flow_sigmas(schedule: str, steps: int, settings: FlowSettings) -> Any:
     return np.concatenate([np.asarray(out, dtype=np.float64), [0.0]])
 
 
-__all__ = ["FlowSettings", "FLOW_SCHEDULES", "flux_shift", "flow_sigmas"]
+__all__ = ["FLOW_SCHEDULES", "FlowSettings", "flow_sigmas", "flux_shift"]

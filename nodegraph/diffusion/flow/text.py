@@ -49,4 +49,4 @@ def encode_flux(clip: Any, clip_l: str, t5xxl: str, device: Any, max_chunks: int
     return [(states, {"pooled_output": pooled})]
 
 
-__all__ = ["encode_flux", "T5_MIN_LENGTH"]
+__all__ = ["T5_MIN_LENGTH", "encode_flux"]
