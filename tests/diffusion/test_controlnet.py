@@ -390,3 +390,19 @@ def test_full_size_layouts_detect_the_shipped_configs(name):
     assert family == ("sdxl" if name.endswith("sdxl") else "sd1")
     assert {k: v for k, v in cfg.items() if not k.startswith("_")} == {k: v for k, v in shipped.items()
                                                                        if not k.startswith("_")}
+
+
+def test_controlnet_with_area_conditioning(engine):
+    """Area-composed entries (``regions``) get their control too: the hint is fitted to the area's crop."""
+    def graph(strength: float) -> dict:
+        wf = _graph([("cn1", "square", strength)], steps=2)
+        wf["area"] = {"class_type": "ConditioningSetArea", "inputs": {
+            "conditioning": ["pos", 0], "width": 64, "height": 64, "x": 32, "y": 0, "strength": 1.0}}
+        wf["both"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["pos", 0],
+                                                                      "conditioning_2": ["area", 0]}}
+        wf["apply0"]["inputs"]["positive"] = ["both", 0]
+        return wf
+
+    plain, _ = _image(engine, graph(0.0))
+    steered, _ = _image(engine, graph(1.0))
+    assert np.isfinite(steered).all() and np.abs(steered - plain).max() > 0.05
