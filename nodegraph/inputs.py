@@ -121,7 +121,8 @@ class IntInput(_Scalar):
     default: int = 0
     min: int | None = None
     max: int | None = None
-    step: int = 1
+    #: None states no step (as ComfyUI's newer nodes; the editor then steps by 1).
+    step: int | None = 1
     control_after_generate: bool = False
 
     def _annotation(self) -> Any:
@@ -139,7 +140,8 @@ class IntInput(_Scalar):
         for key in ("min", "max"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        out["step"] = self.step
+        if self.step is not None:
+            out["step"] = self.step
         if self.control_after_generate:
             out["control_after_generate"] = True
         return out
@@ -303,8 +305,9 @@ def Link(type: str, *, optional: bool = False, tooltip: str | None = None, lazy:
     return LinkInput(type=type, optional=optional, tooltip=tooltip, lazy=lazy)
 
 
-def Int(default: int = 0, *, min: int | None = None, max: int | None = None, step: int = 1, optional: bool = False,
-        tooltip: str | None = None, control_after_generate: bool = False, force_input: bool = False) -> IntInput:
+def Int(default: int = 0, *, min: int | None = None, max: int | None = None, step: int | None = 1,
+        optional: bool = False, tooltip: str | None = None, control_after_generate: bool = False,
+        force_input: bool = False) -> IntInput:
     """An INT constant."""
     return IntInput(default=default, min=min, max=max, step=step, optional=optional, tooltip=tooltip,
                     control_after_generate=control_after_generate, force_input=force_input)

@@ -56,7 +56,7 @@ class BasicScheduler(Node):
 
     CATEGORY = "sampling/schedulers"
     INPUTS = {"model": Link("MODEL"), "scheduler": Combo(scheduler_names),
-              "steps": Int(20, min=1, max=10000), "denoise": Float(1.0, min=0.0, max=1.0, step=0.01)}
+              "steps": Int(20, min=1, max=10000, step=None), "denoise": Float(1.0, min=0.0, max=1.0, step=0.01)}
     OUTPUTS = (Output("SIGMAS"),)
 
     def execute(self, ctx, model, scheduler, steps, denoise):
@@ -67,7 +67,8 @@ class KarrasScheduler(Node):
     """Karras et al.'s noise levels between sigma_max and sigma_min."""
 
     CATEGORY = "sampling/schedulers"
-    INPUTS = {"steps": Int(20, min=1, max=10000), "sigma_max": _sigma(SIGMA_MAX), "sigma_min": _sigma(SIGMA_MIN),
+    INPUTS = {"steps": Int(20, min=1, max=10000, step=None), "sigma_max": _sigma(SIGMA_MAX),
+              "sigma_min": _sigma(SIGMA_MIN),
               "rho": Float(7.0, min=0.0, max=100.0, step=0.01, round=False)}  # type: ignore[arg-type]
     OUTPUTS = (Output("SIGMAS"),)
 
@@ -79,7 +80,8 @@ class ExponentialScheduler(Node):
     """Noise levels evenly spaced in log sigma between sigma_max and sigma_min."""
 
     CATEGORY = "sampling/schedulers"
-    INPUTS = {"steps": Int(20, min=1, max=10000), "sigma_max": _sigma(SIGMA_MAX), "sigma_min": _sigma(SIGMA_MIN)}
+    INPUTS = {"steps": Int(20, min=1, max=10000, step=None), "sigma_max": _sigma(SIGMA_MAX),
+              "sigma_min": _sigma(SIGMA_MIN)}
     OUTPUTS = (Output("SIGMAS"),)
 
     def execute(self, ctx, steps, sigma_max, sigma_min):
@@ -90,7 +92,8 @@ class PolyexponentialScheduler(Node):
     """Noise levels spaced in log sigma by a power rho of the step ramp."""
 
     CATEGORY = "sampling/schedulers"
-    INPUTS = {"steps": Int(20, min=1, max=10000), "sigma_max": _sigma(SIGMA_MAX), "sigma_min": _sigma(SIGMA_MIN),
+    INPUTS = {"steps": Int(20, min=1, max=10000, step=None), "sigma_max": _sigma(SIGMA_MAX),
+              "sigma_min": _sigma(SIGMA_MIN),
               "rho": Float(1.0, min=0.0, max=100.0, step=0.01, round=False)}  # type: ignore[arg-type]
     OUTPUTS = (Output("SIGMAS"),)
 
@@ -102,7 +105,7 @@ class BetaSamplingScheduler(Node):
     """The model's noise levels at the quantiles of a Beta(alpha, beta) distribution over its timesteps."""
 
     CATEGORY = "sampling/schedulers"
-    INPUTS = {"model": Link("MODEL"), "steps": Int(20, min=1, max=10000),
+    INPUTS = {"model": Link("MODEL"), "steps": Int(20, min=1, max=10000, step=None),
               "alpha": Float(0.6, min=0.0, max=50.0, step=0.01, round=False),  # type: ignore[arg-type]
               "beta": Float(0.6, min=0.0, max=50.0, step=0.01, round=False)}  # type: ignore[arg-type]
     OUTPUTS = (Output("SIGMAS"),)
@@ -115,7 +118,7 @@ class SDTurboScheduler(Node):
     """SD-Turbo's few-step noise levels (timesteps 999, 899, …), starting later for denoise below 1."""
 
     CATEGORY = "sampling/schedulers"
-    INPUTS = {"model": Link("MODEL"), "steps": Int(1, min=1, max=10),
+    INPUTS = {"model": Link("MODEL"), "steps": Int(1, min=1, max=10, step=None),
               "denoise": Float(1.0, min=0.0, max=1.0, step=0.01)}
     OUTPUTS = (Output("SIGMAS"),)
 
@@ -127,7 +130,7 @@ class SplitSigmas(Node):
     """Split the noise levels at a step: high_sigmas runs first, low_sigmas continues (they share that level)."""
 
     CATEGORY = "sampling/sigmas"
-    INPUTS = {"sigmas": Link("SIGMAS"), "step": Int(0, min=0, max=10000)}
+    INPUTS = {"sigmas": Link("SIGMAS"), "step": Int(0, min=0, max=10000, step=None)}
     OUTPUTS = (Output("SIGMAS", "high_sigmas"), Output("SIGMAS", "low_sigmas"))
 
     def execute(self, ctx, sigmas, step):
@@ -174,7 +177,7 @@ class RandomNoise(Node):
     """The seed's noise, drawn exactly as KSampler draws it."""
 
     CATEGORY = "sampling/noise"
-    INPUTS = {"noise_seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True)}
+    INPUTS = {"noise_seed": Int(0, min=0, max=SEED_MAX, step=None, control_after_generate=True)}
     OUTPUTS = (Output("NOISE"),)
 
     def execute(self, ctx, noise_seed):
@@ -253,7 +256,7 @@ class SamplerCustom(Node):
 
     CATEGORY = "sampling/custom_sampling"
     INPUTS = {"model": Link("MODEL"), "add_noise": Boolean(True), "noise_seed":
-              Int(0, min=0, max=SEED_MAX, control_after_generate=True), "cfg": _cfg(),
+              Int(0, min=0, max=SEED_MAX, step=None, control_after_generate=True), "cfg": _cfg(),
               "positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "sampler": Link("SAMPLER"),
               "sigmas": Link("SIGMAS"), "latent_image": Link("LATENT")}
     OUTPUTS = _LATENT_OUTPUTS

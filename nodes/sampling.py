@@ -23,11 +23,10 @@ def _run(ctx: Any, model: Any, positive: list, negative: list, latent_image: dic
 
 
 _COMMON = {
-    "steps": Int(20, min=1, max=10000, tooltip="the number of denoising steps"),
+    "steps": Int(20, min=1, max=10000, step=None, tooltip="the number of denoising steps"),
     "cfg": Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
                  tooltip="classifier-free guidance scale: how strongly the prompt steers the image"),
-    "sampler_name": Combo(sampler_names,
-                          tooltip="the sampling algorithm (a diffusers scheduler class, or one a plugin adds)"),
+    "sampler_name": Combo(sampler_names, tooltip="the sampling algorithm (ComfyUI's list, then any a plugin adds)"),
     "scheduler": Combo(scheduler_names, tooltip="how the noise levels are spaced over the steps"),
     "positive": Link("CONDITIONING", tooltip="what to include in the image"),
     "negative": Link("CONDITIONING", tooltip="what to exclude from the image"),
@@ -41,7 +40,7 @@ class KSampler(Node):
     CATEGORY = "sampling"
     INPUTS = {
         "model": Link("MODEL", tooltip="the model used to denoise"),
-        "seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True, tooltip="the seed of the noise"),
+        "seed": Int(0, min=0, max=SEED_MAX, step=None, control_after_generate=True, tooltip="the seed of the noise"),
         **{k: _COMMON[k] for k in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
                                    "latent_image")},
         "denoise": Float(1.0, min=0.0, max=1.0, step=0.01,
@@ -62,15 +61,16 @@ class KSampler(Node):
 class KSamplerAdvanced(Node):
     """KSampler with control over noise and the range of steps run (for multi-stage sampling)."""
 
+    DISPLAY_NAME = "KSampler (Advanced)"
     CATEGORY = "sampling"
     INPUTS = {
         "model": Link("MODEL"),
         "add_noise": Combo(["enable", "disable"], tooltip="add the seed's noise to the latent first"),
-        "noise_seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True),
+        "noise_seed": Int(0, min=0, max=SEED_MAX, step=None, control_after_generate=True),
         **{k: _COMMON[k] for k in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
                                    "latent_image")},
-        "start_at_step": Int(0, min=0, max=10000, tooltip="the first step to run"),
-        "end_at_step": Int(10000, min=0, max=10000, tooltip="the step to stop at"),
+        "start_at_step": Int(0, min=0, max=10000, step=None, tooltip="the first step to run"),
+        "end_at_step": Int(10000, min=0, max=10000, step=None, tooltip="the step to stop at"),
         "return_with_leftover_noise": Combo(["disable", "enable"],
                                             tooltip="when stopping early, keep the remaining noise"),
     }

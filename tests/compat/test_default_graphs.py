@@ -90,4 +90,4 @@ def test_frontend_default_fails_only_for_missing_classes_and_models(engine):
             for error in entry["errors"]:
                 name = error["extra_info"].get("input_name")
                 assert error["type"] == "missing_node_type" or (
-                    error["type"] == "value_not_in_list" and name in ("vae_name", "sampler_name")), (node_id, error)
+                    error["type"] == "value_not_in_list" and name in ("vae_name", "unet_name", "clip_name")), (node_id, error)

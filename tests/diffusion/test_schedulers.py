@@ -21,7 +21,7 @@ REFUSED = [pair for pair, entry in S.PAIRS.items() if isinstance(entry, str)]
 
 
 def test_table_covers_every_pair_and_refusals_say_what_works():
-    assert set(S.PAIRS) == {(a, b) for a in S.SAMPLER_NAMES for b in S.SCHEDULER_NAMES}
+    assert set(S.PAIRS) == {(a, b) for a in S.SAMPLERS for b in S.SCHEDULER_NAMES}
     for name in ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde",
                  "dpmpp_sde", "ddim", "ddpm", "uni_pc", "uni_pc_bh2", "deis", "lcm", "dpmpp_3m_sde", "sa_solver"):
         assert name in S.SAMPLER_NAMES
@@ -29,12 +29,11 @@ def test_table_covers_every_pair_and_refusals_say_what_works():
                  "linear_quadratic", "kl_optimal"):
         assert name in S.SCHEDULER_NAMES
     assert REFUSED and len(SUPPORTED) > 100
-    for sampler, scheduler in REFUSED:
-        message = S.unsupported_pair(sampler, scheduler)
+    for sampler, scheduler in REFUSED:  # diffusers cannot express these: they run on the k-diffusion samplers
+        message = S.PAIRS[(sampler, scheduler)]
         assert f"'{sampler}'" in message and f"'{scheduler}'" in message
-        alternatives = message.split("; use ", 1)[1]
-        assert any(s in alternatives for s in S.SCHEDULER_NAMES) and "euler" in alternatives
-    assert "no diffusers equivalent" in S.unsupported_pair("dpmpp_2s_ancestral", "normal")
+        assert S.route(sampler, scheduler) is None and S.unsupported_pair(sampler, scheduler) is None
+    assert S.unsupported_pair("dpmpp_2s_ancestral", "normal") is None  # no diffusers class: k-diffusion form
     with pytest.raises(ValueError, match="unknown scheduler 'nonsense'"):
         S.plan_for("ddim", "nonsense")
 
@@ -106,7 +105,9 @@ def engine(tiny_sd):
     return make_engine(tiny_sd.config)
 
 
-def test_every_pair_runs_two_steps_or_is_refused_at_validation(engine):
+def test_every_pair_runs_two_steps(engine):
+    """Every (sampler, scheduler) pair of the diffusers table runs: on diffusers where it is faithful, else on the
+    k-diffusion samplers; nothing is refused any more."""
     ran, refused = [], []
     for (sampler, scheduler) in S.PAIRS:
         wf = txt2img(sampler=sampler, scheduler=scheduler, steps=2, width=16, height=16, seed=5)
@@ -124,4 +125,4 @@ def test_every_pair_runs_two_steps_or_is_refused_at_validation(engine):
         out = cap["lat"]["samples"]
         assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all() and out.abs().max() > 0
         ran.append((sampler, scheduler))
-    assert sorted(ran) == sorted(SUPPORTED) and sorted(refused) == sorted(REFUSED)
+    assert sorted(ran) == sorted(S.PAIRS) and not refused
