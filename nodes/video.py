@@ -137,7 +137,7 @@ class SaveAnimatedWEBP(Node):
     OUTPUT_NODE = True
     INPUTS = {"images": Link("IMAGE"), "filename_prefix": String("ComfyUI"),
               "fps": Float(6.0, min=0.01, max=1000.0, step=0.01),
-              "lossless": Boolean(True), "quality": Int(80, min=0, max=100),
+              "lossless": Boolean(True), "quality": Int(80, min=0, max=100, step=None),
               "method": Combo(tuple(WEBP_METHODS))}
     OUTPUTS = ()
 
@@ -159,7 +159,7 @@ class SaveAnimatedPNG(Node):
     CATEGORY = "image/animation"
     OUTPUT_NODE = True
     INPUTS = {"images": Link("IMAGE"), "filename_prefix": String("ComfyUI"),
-              "fps": Float(6.0, min=0.01, max=1000.0, step=0.01), "compress_level": Int(4, min=0, max=9)}
+              "fps": Float(6.0, min=0.01, max=1000.0, step=0.01), "compress_level": Int(4, min=0, max=9, step=None)}
     OUTPUTS = ()
 
     def execute(self, ctx, images: Any, filename_prefix: str, fps: float, compress_level: int):
