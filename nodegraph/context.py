@@ -257,14 +257,16 @@ class Models:
         A text longer than ``max_chunks`` token windows (default: the engine's ``limits.max_text_chunks``) raises
         ValueError.
         """
+        from .diffusion.embeddings import Embeddings
         from .diffusion.sampling import lora_applied
         from .diffusion.text import encode_text
 
         chunks = int(self._config.limits.max_text_chunks if max_chunks is None else max_chunks)
         devices = self._ctx.devices
+        embeddings = Embeddings([self._config.model_dir("embeddings")])  # ``embedding:name`` words
         with self.use(clip) as (loaded,), devices.use(*loaded.encoders), \
                 lora_applied(loaded, self.lora_library() if loaded.loras else None):
-            return encode_text(loaded, text, devices.device, chunks)
+            return encode_text(loaded, text, devices.device, chunks, embeddings)
 
 
 class Files:

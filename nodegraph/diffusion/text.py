@@ -264,12 +264,6 @@ def encode_text(clip: TextEncoder, text: str, device: Any, max_chunks: int = DEF
 
 def encode_prompt(ctx: Any, clip: Any, text: str) -> list[tuple[Any, dict[str, Any]]]:
     """CLIPTextEncode's CONDITIONING: ``text`` encoded on the engine's device with the CLIP's LoRA/merge patches,
-    its layer choice, and ``embedding:name`` words read from the ``models/embeddings`` folder."""
-    from .sampling import lora_applied
-
-    config = ctx.config
-    folders = [config.model_dir("embeddings")] if config.models_dir is not None else []
-    devices = ctx.devices
-    with ctx.models.use(clip) as (loaded,), devices.use(*loaded.encoders), \
-            lora_applied(loaded, ctx.models.lora_library() if loaded.loras else None):
-        return encode_text(loaded, text, devices.device, int(config.limits.max_text_chunks), Embeddings(folders))
+    its layer choice, and ``embedding:name`` words read from the ``models/embeddings`` folder (what
+    ``ctx.models.encode_text`` does for every node)."""
+    return ctx.models.encode_text(clip, text)
