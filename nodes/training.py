@@ -151,7 +151,10 @@ class LoadImageDataset(Node):
 
     @classmethod
     def fingerprint(cls, config, **constants):
-        root = safe_join(config.folder_for("input"), str(constants.get("folder", "")))
+        try:
+            root = safe_join(config.folder_for("input"), str(constants.get("folder", "")))
+        except ValueError:  # an escaping name: execute reports it
+            return None
         if not root.is_dir():
             return None
         return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.iterdir()) if p.is_file()]
