@@ -216,3 +216,5 @@ from .training.plots import line_plot  # noqa: E402
 __all__ += ["CONCEPTS", "concept_dataset", "denoise_trajectory", "forward_noise", "HashCache", "image_grid",
             "line_plot", "LoraFactors", "loras_applied", "LoraTrainer", "LOSSES", "OPTIMIZERS", "parse_timesteps",
             "sampling_sigmas", "schedule_curves", "TARGETS", "TrainData", "TrainSettings"]
+# [model patches]
+# [vision]

@@ -37,6 +37,7 @@ BUILTIN_PACKS += ("nodes.masks", "nodes.compositing", "nodes.latent_ops")  # iss
 BUILTIN_PACKS += ("nodes.custom_sampling", "nodes.controlnet", "nodes.model_merging", "nodes.split_loaders",
                   "nodes.flux", "nodes.video", "nodes.training", "nodes.diffusion_explained")
 BUILTIN_PACKS += ("nodes.latent_io",)  # latent files, tiled VAE, inpaint conditioning
+BUILTIN_PACKS += ("nodes.model_patches", "nodes.vision")
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"
