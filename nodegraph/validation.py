@@ -339,7 +339,7 @@ class _NodeChecker:
         return True
 
     @staticmethod
-    def _plugin_call(definition: Any, method: str, errs: list[NodeError], *args: Any, **kwargs: Any) -> Any:
+    def _plugin_call(definition: Any, method: str, errs: list[NodeError], /, *args: Any, **kwargs: Any) -> Any:
         """Call a node class hook (validate_inputs, migrate); an exception becomes this node's error."""
         try:
             result = getattr(definition.cls, method)(*args, **kwargs)

@@ -92,16 +92,8 @@ def test_a_loaded_video_saves_again_and_lists_in_the_combo(video_engine) -> None
     assert (info.frames, info.width, info.height, float(info.fps)) == (4, 96, 64, 8.0)
 
 
-#: nodegraph/validation.py's _plugin_call(definition, method, errs, *args, **constants) takes ComfyUI's input named
-#: ``method`` (SaveAnimatedWEBP's) as its own argument: TypeError while validating, until its first three parameters
-#: are positional-only (``..., errs, /, *args``).
-WEBP_VALIDATION_BUG = pytest.mark.xfail(raises=TypeError, strict=True,
-                                        reason="validation.py _plugin_call clashes with an input named 'method'")
-
-
 @pytest.mark.parametrize("node,ext,extra", [
-    pytest.param("SaveAnimatedWEBP", "webp", {"lossless": True, "quality": 80, "method": "fastest"},
-                 marks=WEBP_VALIDATION_BUG),
+    ("SaveAnimatedWEBP", "webp", {"lossless": True, "quality": 80, "method": "fastest"}),  # an input "method"
     ("SaveAnimatedPNG", "png", {"compress_level": 4})])
 def test_animated_images_have_every_frame_its_duration_and_the_workflow(video_engine, node, ext, extra) -> None:
     graph = {**_frames(5), "2": {"class_type": node, "inputs": {"images": ["1", 0], "filename_prefix": "anim",
