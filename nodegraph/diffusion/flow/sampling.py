@@ -24,7 +24,7 @@ from .schedule import flow_sigmas
 
 DEFAULT_GUIDANCE = 3.5
 #: Sampler name fragments whose noise injection assumes x = x0 + sigma * noise (not flow's interpolation).
-_VE_NOISE = ("ancestral", "sde", "lms", "restart")
+_VE_NOISE = ("ancestral", "sde", "restart", "ddpm")
 _REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 
 
