@@ -116,7 +116,7 @@ def denoise_trajectory(unet: Any, scheduler_config: Mapping[str, Any], predictio
     batch = x.shape[0]
     c = cond.expand(batch, -1, -1)
     use_cfg = uncond is not None and cfg != 1.0
-    embs = torch.cat([uncond.expand(batch, -1, -1), c]) if use_cfg else c
+    embs = torch.cat([uncond.expand(batch, -1, -1), c]) if uncond is not None and use_cfg else c
     timesteps = list(sched.timesteps)
     with torch.no_grad():
         for i, t in enumerate(timesteps):

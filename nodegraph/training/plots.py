@@ -19,7 +19,7 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def line_plot(series: Mapping[str, Sequence[float]], width: int = 512, height: int = 320, title: str = "",
+def line_plot(series: Mapping[str, Sequence[float] | np.ndarray], width: int = 512, height: int = 320, title: str = "",
               xlabel: str = "", log_y: bool = False, x_values: Sequence[float] | None = None) -> np.ndarray:
     """An RGB uint8 [height, width, 3] plot of ``series`` (name → values), x = index or ``x_values``."""
     from PIL import Image, ImageDraw, ImageFont
