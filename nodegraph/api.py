@@ -210,11 +210,13 @@ from .training.explain import (denoise_trajectory, forward_noise, parse_timestep
                                schedule_curves)
 from .training.lora_train import (LOSSES, OPTIMIZERS, TARGETS, LoraFactors, LoraTrainer, TrainData,  # noqa: E402
                                   TrainSettings)
+from .training.lora_files import TrainedLora, read_training_record, save_lora_file  # noqa: E402
 from .training.plots import grid as image_grid  # noqa: E402
 from .training.plots import line_plot  # noqa: E402
 
 __all__ += ["CONCEPTS", "concept_dataset", "denoise_trajectory", "forward_noise", "HashCache", "image_grid",
             "line_plot", "LoraFactors", "loras_applied", "LoraTrainer", "LOSSES", "OPTIMIZERS", "parse_timesteps",
-            "sampling_sigmas", "schedule_curves", "TARGETS", "TrainData", "TrainSettings"]
+            "read_training_record", "sampling_sigmas", "save_lora_file", "schedule_curves", "TARGETS", "TrainData",
+            "TrainedLora", "TrainSettings"]
 # [model patches]
 # [vision]
