@@ -107,3 +107,31 @@ def test_custom_sampling_equals_ksampler(engine, tiny_flux, flux_config):
                                          cap["empty_lat"], DeviceManager(), model=model)
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
     assert denoised["samples"].shape == out["samples"].shape
+
+
+def test_kontext_reference_equals_flux_kontext_pipeline(engine, tiny_flux):
+    """EmptyImage → VAEEncode → ReferenceLatent on the positive equals FluxKontextPipeline(image=...) ≤ 1/255."""
+    from diffusers import FluxKontextPipeline
+    from PIL import Image
+
+    wf = graph(LAYOUTS["comfyui"])
+    wf["picture"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
+                                                             "color": 0x3080D0}}
+    wf["encoded"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["picture", 0], "vae": ["vae", 0]}}
+    wf["ref"] = {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["guide", 0], "latent": ["encoded", 0]}}
+    wf["ks"]["inputs"]["positive"] = ["ref", 0]
+    wf["pic"] = {"class_type": "Capture", "inputs": {"value": ["picture", 0]}}
+    cap = _run(engine, wf)
+    base = tiny_flux.pipeline()
+    pipe = FluxKontextPipeline(scheduler=base.scheduler, vae=base.vae, text_encoder=base.text_encoder,
+                               tokenizer=base.tokenizer, text_encoder_2=base.text_encoder_2,
+                               tokenizer_2=base.tokenizer_2, transformer=base.transformer)
+    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    with torch.no_grad():
+        picture = Image.fromarray((cap["pic"][0].numpy() * 255).round().astype("uint8"))  # exact: 8-bit colour
+        ref = pipe(image=picture, prompt=PROMPT, height=SIZE, width=SIZE,
+                   num_inference_steps=STEPS, guidance_scale=3.5, latents=pack(noise), max_sequence_length=256,
+                   _auto_resize=False, max_area=SIZE * SIZE, output_type="pt").images.permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"Flux Kontext parity: max |ours - FluxKontextPipeline| = {diff:.2e}")
+    assert diff <= 1 / 255

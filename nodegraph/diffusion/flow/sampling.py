@@ -146,13 +146,16 @@ class FlowDenoiser:
         tokens = pack(pad_even(self._concat(x, image, mask))).to(self.dtype)
         ids = image_ids(h, w, device=x.device, dtype=self.dtype)
         count = tokens.shape[1]
-        offset = 0
-        for ref in refs:  # Flux Kontext: reference latents as extra tokens, index 1, side by side
+        placed_h = placed_w = 0
+        for ref in refs:  # Flux Kontext: reference latents as extra tokens, index 1 (ComfyUI's "offset" method)
             r = pad_even(ref.to(x.device)).repeat(b // ref.shape[0] if b % ref.shape[0] == 0 else 1, 1, 1, 1)
             tokens = torch.cat([tokens, pack(r).to(self.dtype)], dim=1)
+            rh, rw = ref.shape[-2:]
+            h_off, w_off = (0, placed_w) if rh + placed_h > rw + placed_w else (placed_h, 0)
+            placed_h, placed_w = max(placed_h, rh + h_off), max(placed_w, rw + w_off)
             rid = image_ids(r.shape[-2], r.shape[-1], 1, x.device, self.dtype)
-            rid[:, 2] += offset
-            offset += (r.shape[-1] + 1) // 2
+            rid[:, 1] += (h_off + 1) // 2
+            rid[:, 2] += (w_off + 1) // 2
             ids = torch.cat([ids, rid])
         t = torch.full((b,), float(sigma), device=x.device, dtype=self.dtype)
         g = torch.full((b,), guidance, device=x.device, dtype=torch.float32) \
