@@ -46,7 +46,7 @@ def _to_image(pixels: Any) -> Any:
 
 
 class AddNoiseAtTimestep(Node):
-    """Noise an image to one or more timesteps of the model's schedule (forward diffusion), decoded: original vs noisy."""
+    """Noise an image to timesteps of the model's schedule (forward diffusion), decoded: original vs noisy."""
 
     DISPLAY_NAME = "Add Noise At Timestep"
     CATEGORY = "sampling/explained"

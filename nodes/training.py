@@ -8,58 +8,22 @@ the file SaveLoRA writes loads with LoraLoader here, in ComfyUI and with diffuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodegraph.api import (CONCEPTS, LOSSES, OPTIMIZERS, Boolean, Combo, Float, HashCache, Int,
                            Interrupted, Link, LoraFactors, LoraPatch, LoraTrainer, Node, NodeOutput, Output, String,
-                           TrainData, TrainSettings, concept_dataset, hookimpl, line_plot, lora_names, loras_applied,
-                           model_path, safe_join)
+                           TrainData, TrainedLora, TrainSettings, concept_dataset, hookimpl, line_plot, lora_names,
+                           loras_applied, model_path, read_training_record, safe_join, save_lora_file)
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 ALGORITHMS = ("LoRA", "LoHa", "LoKr", "OFT")  # ComfyUI's choices; only LoRA is trained here
-TRAINING_KEY = "nodegraph_training"  # safetensors metadata: JSON with steps, dataset/base-model hashes, settings
-
-
-@dataclass(frozen=True, eq=False)
-class TrainedLora:
-    """LORA_MODEL: a LoRA trained in the graph (kohya-layout tensors) and how it was made."""
-
-    tensors: dict[str, Any]
-    steps: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def digest(self) -> str:
-        """SHA-256 over the tensors (names, shapes, bytes): names the in-graph file."""
-        h = hashlib.sha256()
-        for key in sorted(self.tensors):
-            t = self.tensors[key].contiguous()
-            h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
-        return h.hexdigest()
-
-
-def save_lora_file(lora: TrainedLora, path: Path, extra: dict[str, str] | None = None) -> Path:
-    """Write ``lora`` as .safetensors with its training record (and ``extra``) in the header; returns the path."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {TRAINING_KEY: json.dumps(dict(lora.info, steps=lora.steps), sort_keys=True),
-            "ss_network_module": "networks.lora", "ss_training_steps": str(lora.steps)}
-    alphas = [float(v) for k, v in lora.tensors.items() if k.endswith(".alpha")]
-    downs = [v for k, v in lora.tensors.items() if k.endswith(".lora_down.weight")]
-    if alphas and downs:
-        meta.update(ss_network_alpha=f"{alphas[0]:g}", ss_network_dim=str(downs[0].shape[0]))
-    meta.update(extra or {})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in lora.tensors.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+#: Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' training scripts suggest γ=5): on the embedded model it
+#: took the new word from 34% to ~88% adherence for the same 400 steps (bench/train_lora_adherence.py)
+MIN_SNR = 5.0
 
 
 def _graph_lora_path(ctx: Any, lora: TrainedLora) -> Path:
@@ -173,11 +137,11 @@ class LoadImageDataset(Node):
             raise ValueError(f"LoadImageDataset: {folder!r} holds no images ({', '.join(IMAGE_EXTS)})")
         images, captions = [], []
         for p in files:
-            with Image.open(p) as img:
-                img = (ImageOps.exif_transpose(img) or img).convert("RGB")
-                img = ImageOps.fit(img, (width, height), Image.Resampling.LANCZOS) if resize_method == "crop" \
-                    else img.resize((width, height), Image.Resampling.LANCZOS)
-                images.append(np.asarray(img, dtype=np.float32) / 255.0)
+            with Image.open(p) as opened:
+                rgb = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
+                rgb = ImageOps.fit(rgb, (width, height), Image.Resampling.LANCZOS) if resize_method == "crop" \
+                    else rgb.resize((width, height), Image.Resampling.LANCZOS)
+                images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
             if caption.strip():
                 captions.append(caption.strip())
             else:
@@ -189,38 +153,7 @@ class LoadImageDataset(Node):
         return (torch.from_numpy(np.stack(images)), encode_captions(ctx, clip, captions))
 
 
-# ---- training ---------------------------------------------------------------------------------------------------------
-
-def _embeddings(positive: list, count: int) -> tuple[Any, dict[str, Any] | None]:
-    """[N, T, D] text embeddings (and SDXL's pooled/time extras) for N images from a CONDITIONING list."""
-    import torch
-
-    if not positive:
-        raise ValueError("TrainLoraNode positive: empty conditioning; connect a dataset's CONDITIONING")
-    entries = list(positive)
-    if len(entries) == 1 and count > 1:
-        entries = entries * count
-    if len(entries) != count:
-        raise ValueError(f"TrainLoraNode positive: {len(entries)} conditioning entries for {count} latents; give "
-                         "one per image or one for all")
-    width = max(e[0].shape[1] for e in entries)
-    if any(e[0].shape[1] != width for e in entries):
-        raise ValueError("TrainLoraNode positive: captions of different token lengths; keep every caption within "
-                         "one token window")
-    emb = torch.cat([e[0][:1] for e in entries]).float()
-    pooled = [e[1].get("pooled_output") for e in entries]
-    added = None
-    if all(p is not None for p in pooled):
-        added = {"text_embeds": torch.cat([p[:1] for p in pooled]).float()}
-    return emb, added
-
-
-def _dataset_sha(latents: Any, emb: Any) -> str:
-    h = hashlib.sha256()
-    for t in (latents, emb):
-        h.update(t.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
+# ---- training -------------------------------------------------------------------------------------------------------
 
 def _base_sha(ctx: Any, model: Any) -> tuple[str, str | None]:
     source = str(getattr(model, "source", "") or "")
@@ -235,19 +168,14 @@ def _base_sha(ctx: Any, model: Any) -> tuple[str, str | None]:
 def _existing(ctx: Any, name: str) -> tuple[dict[str, Any] | None, int]:
     if name == "[None]":
         return None, 0
-    from safetensors import safe_open
-
-    path = model_path(ctx.config, "loras", name)
-    with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata() or {}
-    steps = int(json.loads(meta.get(TRAINING_KEY, "{}")).get("steps", 0)) if TRAINING_KEY in meta else 0
-    return tensors, steps
+    tensors, record = read_training_record(model_path(ctx.config, "loras", name))
+    return tensors, int(record.get("steps", 0))
 
 
 class TrainLoraNode(Node):
     """Train a LoRA on every conv/linear layer of a model's UNet (as ComfyUI does) from latents and their
-    conditioning, towards the model's own target (epsilon, v or x0); interrupting keeps what was learnt."""
+    conditioning, towards the model's own target (epsilon, v or x0) with min-SNR-5 weighting; interrupting keeps
+    what was learnt."""
 
     DISPLAY_NAME = "Train LoRA"
     CATEGORY = "training"
@@ -293,18 +221,17 @@ class TrainLoraNode(Node):
         initial, done_before = _existing(ctx, existing_lora)
         settings = TrainSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, rank=rank,
                                  optimizer=optimizer, loss=loss_function, seed=seed % (2 ** 63), dtype=training_dtype,
-                                 gradient_checkpointing=gradient_checkpointing, targets="all",
+                                 gradient_checkpointing=gradient_checkpointing, targets="all", min_snr_gamma=MIN_SNR,
                                  grad_accumulation=grad_accumulation_steps)
         out_dtype = torch.bfloat16 if lora_dtype == "bf16" else torch.float32
         with ctx.models.use(model) as (base,):
             fmt = base.latent
             samples = latents["samples"].float()
-            emb, added = _embeddings(positive, int(samples.shape[0]))
-            scaled = (samples - fmt.shift_factor) * fmt.scaling_factor
-            trainer = LoraTrainer(base.unet, base.scheduler_config, TrainData(scaled, emb, added), settings,
-                                  initial=initial)
+            data = TrainData.from_conditioning((samples - fmt.shift_factor) * fmt.scaling_factor, positive,
+                                               fmt.downscale)
+            trainer = LoraTrainer(base.unet, base.scheduler_config, data, settings, initial=initial)
             name, base_sha = _base_sha(ctx, base)
-            info = {"base_model": name, "base_model_sha256": base_sha, "dataset_sha256": _dataset_sha(samples, emb),
+            info = {"base_model": name, "base_model_sha256": base_sha, "dataset_sha256": data.sha256(),
                     "images": int(samples.shape[0]), "prediction_type": base.prediction_type,
                     "settings": {k: v for k, v in vars(settings).items()}}
             every = max(1, steps // 20)
@@ -365,7 +292,7 @@ def _next_path(ctx: Any, prefix: str, steps: int | None) -> Path:
         counter += 1
 
 
-# ---- using and saving trained LoRAs -----------------------------------------------------------------------------------
+# ---- using and saving trained LoRAs ---------------------------------------------------------------------------------
 
 class LoraModelLoader(Node):
     """Apply a LoRA trained in the graph (LORA_MODEL) to a model, without a file."""
@@ -429,13 +356,11 @@ class LossGraphNode(Node):
 
 
 def _moving_average(values: list[float], k: int) -> list[float]:
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= k:
-            acc -= values[i - k]
-        out.append(acc / min(i + 1, k))
-    return out
+    import numpy as np
+
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    idx = np.arange(1, len(values) + 1)
+    return list((sums[idx] - sums[np.maximum(idx - k, 0)]) / np.minimum(idx, k))
 
 
 @hookimpl

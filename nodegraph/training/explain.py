@@ -1,8 +1,8 @@
 """Diffusion made visible: forward noising under a model's schedule, the schedule's curves, denoising trajectories.
 
 All in the model's own terms: its diffusers scheduler config (betas, prediction type, spacing) gives the
-``alphas_cumprod`` of forward noising ``x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε``, the sigmas ``sqrt((1-ᾱ)/ᾱ)`` and the
-signal-to-noise ratio ``ᾱ/(1-ᾱ)``; a sampler's schedule comes from the same table KSampler uses
+``alphas_cumprod`` of forward noising ``x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε``, the sigmas ``sqrt((1-ᾱ)/ᾱ)``
+and the signal-to-noise ratio ``ᾱ/(1-ᾱ)``; a sampler's schedule comes from the same table KSampler uses
 (``nodegraph.diffusion.schedulers.build_scheduler``).
 """
 

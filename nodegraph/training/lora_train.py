@@ -73,7 +73,6 @@ class LoraFactors:
 
 @functools.cache
 def _adapter_class() -> type:
-    import torch
     from torch import nn
 
     class Adapter(nn.Module):
@@ -215,6 +214,38 @@ class TrainData:
     latents: torch.Tensor
     embeddings: torch.Tensor
     added: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def from_conditioning(cls, latents: torch.Tensor, positive: list, downscale: int = 8) -> "TrainData":
+        """Scaled latents [N, …] and a CONDITIONING with one entry per image (or one for all); SDXL's pooled text
+        and size ids are kept when the entries carry ``pooled_output``."""
+        import torch
+
+        count = int(latents.shape[0])
+        entries = list(positive) * (count if len(positive) == 1 else 1)
+        if not positive or len(entries) != count:
+            raise ValueError(f"TrainLoraNode positive: {len(positive)} conditioning entries for {count} latents; "
+                             "give one per image or one for all")
+        if len({e[0].shape[1] for e in entries}) > 1:
+            raise ValueError("TrainLoraNode positive: captions of different token lengths; keep every caption "
+                             "within one token window")
+        emb = torch.cat([e[0][:1] for e in entries]).float()
+        pooled = [e[1].get("pooled_output") for e in entries]
+        added = None
+        if all(p is not None for p in pooled):
+            h, w = (int(v) * downscale for v in latents.shape[-2:])
+            added = {"text_embeds": torch.cat([p[:1] for p in pooled]).float(),
+                     "time_ids": torch.tensor([[h, w, 0, 0, h, w]] * count, dtype=torch.float32)}
+        return cls(latents, emb, added)
+
+    def sha256(self) -> str:
+        """A hash of the training set (latents and text embeddings), for the LoRA's provenance."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for t in (self.latents, self.embeddings):
+            digest.update(t.detach().float().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
 
 class LoraTrainer:

@@ -91,7 +91,8 @@ def test_saved_file_loads_with_lora_loader_exactly_as_in_graph(tiny_checkpoint, 
     import json
 
     record = json.loads(meta["nodegraph_training"])
-    assert record["steps"] == 4 and len(record["dataset_sha256"]) == 64 and record["base_model"] == "tiny-sd.safetensors"
+    assert record["steps"] == 4 and len(record["dataset_sha256"]) == 64
+    assert record["base_model"] == "tiny-sd.safetensors"
     assert len(record["base_model_sha256"]) == 64
     assert json.loads(meta["prompt"])["train"]["class_type"] == "TrainLoraNode"
     assert "TrainLoraNode" in {n["class_type"] for n in json.loads(meta["nodegraph"])["nodes"].values()}
