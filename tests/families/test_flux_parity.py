@@ -135,3 +135,51 @@ def test_kontext_reference_equals_flux_kontext_pipeline(engine, tiny_flux):
     diff = float((cap["img"] - ref).abs().max())
     print(f"Flux Kontext parity: max |ours - FluxKontextPipeline| = {diff:.2e}")
     assert diff <= 1 / 255
+
+
+def test_fill_equals_flux_fill_pipeline(engine, tiny_flux, monkeypatch):
+    """A Fill-shaped model through InpaintModelConditioning (noise_mask off) + KSampler equals FluxFillPipeline on
+    the same image and mask ≤ 1/255 (the pipeline's VAE posterior sample pinned to the mean, as our VAEEncode)."""
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from nodegraph.diffusion.flow.convert import to_original
+
+    torch.manual_seed(3)
+    fill = FluxTransformer2DModel(**dict(tiny_flux.transformer.config, in_channels=384, out_channels=64)).eval()
+    with torch.no_grad():
+        for p in fill.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tiny_flux.home / "models" / "diffusion_models" / "flux1-fill-parity.safetensors"
+    save_file({k: v.contiguous() for k, v in to_original(dict(fill.state_dict())).items()}, str(path))
+    wf = graph("flux1-fill-parity.safetensors")
+    wf["picture"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
+                                                             "color": 0xC06020}}
+    wf["blank"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": SIZE, "height": SIZE}}
+    wf["hole"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": SIZE // 2, "height": SIZE}}
+    wf["mask"] = {"class_type": "MaskComposite", "inputs": {"destination": ["blank", 0], "source": ["hole", 0],
+                                                            "x": 0, "y": 0, "operation": "add"}}
+    wf["inpaint"] = {"class_type": "InpaintModelConditioning", "inputs": {
+        "positive": ["guide", 0], "negative": ["neg", 0], "vae": ["vae", 0], "pixels": ["picture", 0],
+        "mask": ["mask", 0], "noise_mask": False}}
+    wf["ks"]["inputs"].update(positive=["inpaint", 0], negative=["inpaint", 1], latent_image=["inpaint", 2])
+    wf["pic"] = {"class_type": "Capture", "inputs": {"value": ["picture", 0]}}
+    wf["m"] = {"class_type": "Capture", "inputs": {"value": ["mask", 0]}}
+    cap = _run(engine, wf)
+    base = tiny_flux.pipeline()
+    pipe = FluxFillPipeline(scheduler=base.scheduler, vae=base.vae, text_encoder=base.text_encoder,
+                            tokenizer=base.tokenizer, text_encoder_2=base.text_encoder_2,
+                            tokenizer_2=base.tokenizer_2, transformer=fill)
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
+    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    picture = Image.fromarray((cap["pic"][0].numpy() * 255).round().astype("uint8"))
+    mask = Image.fromarray((cap["m"][0].numpy() * 255).round().astype("uint8"), mode="L")
+    with torch.no_grad():
+        ref = pipe(image=picture, mask_image=mask, prompt=PROMPT, height=SIZE, width=SIZE,
+                   num_inference_steps=STEPS, guidance_scale=3.5, latents=pack(noise), max_sequence_length=256,
+                   output_type="pt").images.permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"Flux Fill parity: max |ours - FluxFillPipeline| = {diff:.2e}")
+    assert diff <= 1 / 255
