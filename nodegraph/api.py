@@ -219,4 +219,11 @@ __all__ += ["CONCEPTS", "concept_dataset", "denoise_trajectory", "forward_noise"
             "read_training_record", "sampling_sigmas", "save_lora_file", "schedule_curves", "TARGETS", "TrainData",
             "TrainedLora", "TrainSettings"]
 # [model patches]
+from .diffusion import patches as model_patches  # noqa: E402
+from .diffusion.guiders import PerpNegGuider  # noqa: E402
+from .diffusion.model_sampling import SAMPLINGS as DISCRETE_SAMPLINGS  # noqa: E402
+from .diffusion.model_sampling import discrete_config  # noqa: E402
+from .diffusion.patches import patches_of, with_patch  # noqa: E402
+
+__all__ += ["discrete_config", "DISCRETE_SAMPLINGS", "model_patches", "patches_of", "PerpNegGuider", "with_patch"]
 # [vision]
