@@ -82,3 +82,16 @@ def test_bad_settings_are_refused(unet):
                     TrainSettings())
     with pytest.raises(ValueError, match="optimizer"):
         LoraTrainer(unet, SCHEDULER_CONFIG, _data(), TrainSettings(optimizer="Lion"))
+
+
+def test_sdxl_pooled_text_and_size_ids_reach_the_unet():
+    from nodegraph._tiny import SDXL_UNET_CONFIG, TEXT2_HIDDEN
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SDXL_UNET_CONFIG).eval()
+    positive = [(torch.randn(1, 6, TEXT_HIDDEN + TEXT2_HIDDEN), {"pooled_output": torch.randn(1, TEXT2_HIDDEN)})]
+    data = TrainData.from_conditioning(torch.randn(3, 4, 8, 8), positive, downscale=8)
+    assert data.embeddings.shape[0] == 3 and data.added["time_ids"][0].tolist() == [64, 64, 0, 0, 64, 64]
+    trainer = LoraTrainer(unet, SCHEDULER_CONFIG, data, TrainSettings(steps=2, batch_size=2, rank=2))
+    trainer.run()
+    assert len(trainer.losses) == 2 and all(v == v for v in trainer.losses)
