@@ -207,21 +207,31 @@ class SamplerRegistry:
 
 
 class KDenoiser:
-    """``Denoiser`` over a diffusers UNet in k-diffusion form: x = x0 + sigma * noise, sigma from the training betas."""
+    """``Denoiser`` over a diffusers UNet in k-diffusion form: x = x0 + sigma * noise, sigma from the training betas.
+
+    ``active`` (``patches.Active``, set by the run) applies the MODEL's sampling patches: guidance hooks on the
+    positive/negative estimates and the per-step inpainting mask.
+    """
 
     def __init__(self, model: Any, conds: list, unconds: list, conditioning: list, cfg: float, dtype: Any,
                  mask: Any = None, clean: Any = None) -> None:
         import torch
 
+        from .model_sampling import special_of
         from .sampling import _sigma_table
 
         self.model, self.conds, self.unconds, self.dtype = model, conds, unconds, dtype
         self.conditioning, self.cfg = conditioning, float(cfg)
         self.mask, self.clean = mask, clean
         self.train = _sigma_table(model.scheduler_config)
+        self.special = special_of(model.scheduler_config)
+        self.active: Any = None
+        self.encode: Any = None  # CONDITIONING -> device entries (PerpNeg's empty prompt), set with ``active``
         self._torch = torch
 
     def _x0(self, x: Any, out: Any, sigma: float) -> Any:
+        if self.special is not None:
+            return self.special.denoised(x, out, sigma, self.train)
         kind = self.model.prediction_type
         if kind == "sample":
             return out
@@ -229,25 +239,45 @@ class KDenoiser:
             return x / (sigma * sigma + 1) - out * (sigma / (sigma * sigma + 1) ** 0.5)
         return x - sigma * out
 
-    def split(self, x: Any, sigma: float) -> Any:
-        """(positive x0, negative x0 or None) at noise level ``sigma``."""
+    def _eval(self, x: Any, sigma: float, conds: list, unconds: list) -> Any:
+        """(positive x0, negative x0 or None) before the inpainting blend."""
         from .sampling import side_predictions
 
-        t = float(schedulers.sigma_to_t(max(float(sigma), 1e-10), self.train))
-        c_in = 1.0 / (float(sigma) ** 2 + 1.0) ** 0.5
+        t = None if self.special is None else self.special.timestep(float(sigma), self.train)
+        if t is None:
+            t = float(schedulers.sigma_to_t(max(float(sigma), 1e-10), self.train))
+        c_in = 1.0 / (float(sigma) ** 2 + 1.0) ** 0.5 if self.special is None else self.special.c_in(float(sigma))
         ts = self._torch.tensor(t, dtype=self._torch.float32, device=x.device)
-        pos, neg = side_predictions(self.model.unet, x * c_in, ts, self.conds, self.unconds, self.dtype)
-        cond = self._blend(self._x0(x, pos, float(sigma)))
-        if neg is None:
-            return cond, None
-        return cond, self._blend(self._x0(x, neg, float(sigma)))
+        pos, neg = side_predictions(self.model.unet, x * c_in, ts, conds, unconds, self.dtype)
+        return self._x0(x, pos, float(sigma)), (None if neg is None else self._x0(x, neg, float(sigma)))
 
-    def _blend(self, x0: Any) -> Any:
-        return x0 if self.mask is None else self.mask * x0 + (1.0 - self.mask) * self.clean
+    def split(self, x: Any, sigma: float) -> Any:
+        """(positive x0, negative x0 or None) at noise level ``sigma``."""
+        cond, neg = self._eval(x, sigma, self.conds, self.unconds)
+        return self._blend(cond), (None if neg is None else self._blend(neg))
+
+    def _blend(self, x0: Any, mask: Any = None) -> Any:
+        mask = self.mask if mask is None else mask
+        return x0 if mask is None else mask * x0 + (1.0 - mask) * self.clean
 
     def __call__(self, x: Any, sigma: float) -> Any:
+        if self.active is not None:
+            return self._patched(x, sigma)
         cond, uncond = self.split(x, sigma)
         return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+
+    def _patched(self, x: Any, sigma: float) -> Any:
+        """The guided x0 with the MODEL's patches (guidance on the raw estimates, then the step's mask)."""
+        from .patches import Step
+
+        self.active.before_eval()
+        cond, uncond = self._eval(x, sigma, self.conds, self.unconds)
+        step = Step(x, float(sigma), self.cfg, cond, uncond, lambda xx, entries: self._eval(xx, sigma, entries, [])[0],
+                    self.unconds, self.encode)
+        out = self.active.guide(step)
+        if self.mask is None:
+            return out
+        return self._blend(out, self.active.mask(self.mask, float(sigma)))
 
 
 @dataclass
@@ -267,14 +297,15 @@ class _KRoute(SamplerRegistry):
         return np.concatenate([out[:-2], out[-1:]])
 
 
-def k_route(table: SamplerRegistry | None, sampler: str, scheduler: str) -> SamplerRegistry | None:
+def k_route(table: SamplerRegistry | None, sampler: str, scheduler: str,
+            force: bool = False) -> SamplerRegistry | None:
     """How KSampler runs (sampler, scheduler): ``table`` unchanged when a plugin sampler or a faithful diffusers plan
-    runs it; else a view of ``table`` that holds the built-in k-diffusion-convention sampler under its name (run
-    like a plugin sampler, on ComfyUI's sigmas)."""
+    runs it; else (or always with ``force``: a model with no diffusers scheduler form) a view of ``table`` that holds
+    the built-in k-diffusion-convention sampler under its name (run like a plugin sampler, on ComfyUI's sigmas)."""
     base = table if table is not None else SamplerRegistry()
     if sampler in base.samplers or sampler not in schedulers.SAMPLER_NAMES:
         return table
-    if scheduler not in base.schedules and schedulers.route(sampler, scheduler) is not None:
+    if not force and scheduler not in base.schedules and schedulers.route(sampler, scheduler) is not None:
         return table
     from .ksamplers import k_sampler
 

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from . import patches
 from .custom import KDenoiser, SamplerFn
 from .sampling import Callback, _conds, _resize_mask, lora_applied, make_noise, prepare_latent
 from .types import DiffusionModel
@@ -126,7 +127,8 @@ class CFGGuider(Guider):
                  mask: Any = None, clean: Any = None) -> KDenoiser:
         """KDenoiser over the positive and negative conditionings."""
         conds = _conds(model, self.positive, batch, pixel_hw, device, dtype, "positive")
-        unconds = [] if self.cfg == 1.0 else _conds(model, self.negative, batch, pixel_hw, device, dtype, "negative")
+        skip = self.cfg == 1.0 and not patches.needs_uncond(model)
+        unconds = [] if skip else _conds(model, self.negative, batch, pixel_hw, device, dtype, "negative")
         return KDenoiser(model, conds, unconds, list(self.positive), self.cfg, dtype, mask, clean)
 
 
@@ -201,6 +203,49 @@ class DualDenoiser(KDenoiser):
         return self.split(x, sigma)[0]
 
 
+@dataclass(frozen=True, eq=False)
+class PerpNegGuider(Guider):
+    """ComfyUI's PerpNegGuider: Perp-Neg guidance (``patches.perp_neg``) from the positive, the negative and an
+    empty prompt; the negative is skipped at neg_scale 0, and the empty prompt too when cfg is also 1."""
+
+    positive: list = field(default_factory=list)
+    negative: list = field(default_factory=list)
+    empty_conditioning: list = field(default_factory=list)
+    cfg: float = 8.0
+    neg_scale: float = 1.0
+
+    def denoiser(self, model: DiffusionModel, batch: int, pixel_hw: tuple[int, int], device: Any, dtype: Any,
+                 mask: Any = None, clean: Any = None) -> KDenoiser:
+        """A PerpNegDenoiser over the three conditionings."""
+        def conds(value: list, what: str) -> list:
+            return _conds(model, value, batch, pixel_hw, device, dtype, what)
+
+        skip_neg = math.isclose(self.neg_scale, 0.0)
+        skip_empty = skip_neg and math.isclose(self.cfg, 1.0)
+        return PerpNegDenoiser(model, conds(self.positive, "positive"),
+                               [] if skip_neg else conds(self.negative, "negative"),
+                               [] if skip_empty else conds(self.empty_conditioning, "empty_conditioning"),
+                               list(self.positive), self.cfg, self.neg_scale, dtype, mask, clean)
+
+
+class PerpNegDenoiser(KDenoiser):
+    """``Denoiser`` of PerpNegGuider; a skipped estimate counts as zeros, as ComfyUI's batch leaves it."""
+
+    def __init__(self, model: Any, conds: list, negative: list, empty: list, conditioning: list, cfg: float,
+                 neg_scale: float, dtype: Any, mask: Any = None, clean: Any = None) -> None:
+        super().__init__(model, conds, [], conditioning, cfg, dtype, mask, clean)
+        self.negative, self.empty, self.neg_scale = negative, empty, float(neg_scale)
+
+    def __call__(self, x: Any, sigma: float) -> Any:
+        import torch
+
+        pos, _ = self._eval(x, sigma, self.conds, [])
+        neg = self._eval(x, sigma, self.negative, [])[0] if self.negative else torch.zeros_like(pos)
+        empty = self._eval(x, sigma, self.empty, [])[0] if self.empty else torch.zeros_like(pos)
+        out = patches.perp_neg(pos, neg, empty, self.neg_scale, self.cfg)
+        return self._blend(out) if self.active is None else self._blend(out, self.active.mask(self.mask, sigma))
+
+
 # ---- the engine --------------------------------------------------------------------------------------------------
 
 def _scaled(model: DiffusionModel, samples: Any) -> Any:
@@ -238,7 +283,8 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
                          f"shape {tuple(samples.shape)}; it must match the latent")
     fmt = model.latent
     last: dict[str, Any] = {}
-    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
+    with devices.use(model.unet), lora_applied(model, lora_library), patches.applied(model) as active, \
+            torch.no_grad():
         device, dtype = devices.device, devices.dtype
         batch, _, h, w = samples.shape
         clean = _scaled(model, samples).to(device)
@@ -247,6 +293,11 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
         if latent.get("noise_mask") is not None:
             mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
         denoiser = guider.denoiser(model, batch, (h * fmt.downscale, w * fmt.downscale), device, dtype, mask, clean)
+        if active is not None:
+            from .patch_run import encoder
+
+            active.begin(float(sig[0]), float(sig[-1]))
+            denoiser.active, denoiser.encode = active, encoder(model, samples, device, dtype)
         x = clean + start * float(sig[0])
 
         def step_done(step: int, count: int, x0: Any) -> None:

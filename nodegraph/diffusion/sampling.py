@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from . import patches
 from .controlnet import control_modules
 from .controlnet import prepare as prepare_control
 from .controlnet import unet_kwargs as control_kwargs
@@ -173,9 +174,9 @@ def _average(preds: list[Any], entries: list[_Cond]) -> Any:
 def side_predictions(unet: Any, x: Any, t: Any, conds: list[_Cond], unconds: list[_Cond],
                      dtype: Any) -> tuple[Any, Any]:
     """(positive, negative or None) predictions, each side averaged (or area-composed) over its entries."""
-    if any(e.region is not None for e in conds + unconds):
-        return (blend_prediction(unet, x, t, conds, dtype),
-                blend_prediction(unet, x, t, unconds, dtype) if unconds else None)
+    if any(e.region is not None for e in conds + unconds):  # the negative first, as in the batched call
+        uncond = blend_prediction(unet, x, t, unconds, dtype) if unconds else None
+        return blend_prediction(unet, x, t, conds, dtype), uncond
     preds = _predict(unet, x, t, unconds + conds, dtype)
     cond = _average(preds[len(unconds):], conds)
     return cond, (_average(preds[:len(unconds)], unconds) if unconds else None)
@@ -259,6 +260,7 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     """
     import torch
 
+    from .patch_run import PatchedRun, encoder
     from .preview import preview_jpeg
 
     if getattr(model, "family", "unet") != "unet":  # flow-matching transformers (Flux): nodegraph.diffusion.flow
@@ -272,7 +274,9 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)
     from .custom import k_route
-    samplers = k_route(samplers, opts.sampler_name, opts.scheduler)  # no faithful diffusers plan: k-diffusion form
+    from .model_sampling import needs_k_path
+    samplers = k_route(samplers, opts.sampler_name, opts.scheduler,  # no faithful diffusers plan: k-diffusion form
+                       force=needs_k_path(model.scheduler_config))
     if samplers is not None and opts.sampler_name in samplers.samplers:
         return dict(out_latent, samples=_sample_plugin(model, positive, negative, latent, samples, opts, devices,
                                                        callback, preview_every, lora_library, samplers))
@@ -291,10 +295,12 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     prediction = model.prediction_type
     unet = model.unet
     with control_modules(positive, negative) as controls, devices.use(unet, *controls), \
-            lora_applied(model, lora_library), torch.no_grad():
+            lora_applied(model, lora_library), patches.applied(model) as active, torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean, noise, mask, conds, unconds = _on_device(model, positive, negative, latent, samples, noise, opts,
                                                         device, dtype)
+        run = None if active is None else PatchedRun(model, active, scheduler, spec.space, all_ts, i0, i1,
+                                                     encoder(model, samples, device, dtype))
         t0 = all_ts[i0]
         if opts.add_noise:
             x = scheduler.add_noise(clean, noise, t0.reshape(1))
@@ -303,7 +309,11 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
         count = i1 - i0
         for i in range(i0, i1):
             t = all_ts[i]
-            guided = guided_prediction(unet, scheduler.scale_model_input(x, t), t, conds, unconds, opts.cfg, dtype)
+            if run is None:
+                guided = guided_prediction(unet, scheduler.scale_model_input(x, t), t, conds, unconds, opts.cfg,
+                                           dtype)
+            else:
+                guided = run.prediction(scheduler.scale_model_input(x, t), t, i, conds, unconds, opts.cfg, dtype)
             last = i == i1 - 1
             x0 = None
             if last and finish_x0:
@@ -317,7 +327,8 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
                 nxt = i + 1
                 known = clean if (last and finish_x0) or nxt >= len(all_ts) else \
                     scheduler.add_noise(clean, noise, all_ts[nxt].reshape(1))
-                x = mask * x + (1.0 - mask) * known
+                step_mask = mask if run is None else run.mask(mask, i)
+                x = step_mask * x + (1.0 - step_mask) * known
             if callback is not None:
                 preview = preview_jpeg(x0 / fmt.scaling_factor + fmt.shift_factor, fmt) if x0 is not None else None
                 callback(i - i0 + 1, count, preview)
@@ -339,7 +350,8 @@ def _on_device(model: DiffusionModel, positive: list, negative: list, latent: di
         mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
     pixel_hw = (h * fmt.downscale, w * fmt.downscale)
     conds = _conds(model, positive, batch, pixel_hw, device, dtype, "positive")
-    unconds = [] if opts.cfg == 1.0 else _conds(model, negative, batch, pixel_hw, device, dtype, "negative")
+    skip = opts.cfg == 1.0 and not patches.needs_uncond(model)
+    unconds = [] if skip else _conds(model, negative, batch, pixel_hw, device, dtype, "negative")
     return clean, noise.to(device), mask, conds, unconds
 
 
@@ -351,6 +363,7 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
     import torch
 
     from .custom import KDenoiser
+    from .patch_run import encoder
     from .preview import preview_jpeg
 
     total, s0, s1 = opts.step_range()
@@ -363,12 +376,15 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
     noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
         else torch.zeros_like(samples)
     with control_modules(positive, negative) as controls, devices.use(model.unet, *controls), \
-            lora_applied(model, lora_library), torch.no_grad():
+            lora_applied(model, lora_library), patches.applied(model) as active, torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean, noise, mask, conds, unconds = _on_device(model, positive, negative, latent, samples, noise, opts,
                                                         device, dtype)
         x = clean + noise * float(sig[0])
         denoiser = KDenoiser(model, conds, unconds, list(positive), opts.cfg, dtype, mask, clean)
+        if active is not None:
+            active.begin(float(sig[0]), float(sig[-1]))
+            denoiser.active, denoiser.encode = active, encoder(model, samples, device, dtype)
 
         def step_done(step: int, count: int, x0: Any) -> None:
             if callback is None:
@@ -381,3 +397,4 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
         if mask is not None:
             x = mask * x + (1.0 - mask) * (clean + noise * float(sig[-1]))
         return (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
+

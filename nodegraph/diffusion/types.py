@@ -75,6 +75,8 @@ class DiffusionModel:
     #: diffusers transformer, ``flow`` its ``flow.schedule.FlowSettings``; sampled by ``nodegraph.diffusion.flow``).
     family: str = "unet"
     flow: Any = None
+    #: sampling patches in order (``patches``: RescaleCFG, FreeU, …), applied while it samples
+    patches: tuple[Any, ...] = ()
 
     @property
     def prediction_type(self) -> str:

@@ -1,0 +1,126 @@
+"""ComfyUI's ModelSamplingDiscrete expressed through a MODEL's diffusers ``scheduler_config``, so the diffusers
+schedulers and the k-diffusion path (``custom.KDenoiser``, ``sampling._sigma_table``) both honour it.
+
+- eps / v_prediction / x0: ``prediction_type`` epsilon / v_prediction / sample.
+- zsnr: ComfyUI's zero-terminal-SNR rescale of the training sigmas (its last alphas_cumprod is 4.8973451890853435e-08,
+  not diffusers' 0 or 2**-24), written as ``trained_betas`` that reproduce those alphas_cumprod.
+- lcm: ComfyUI's distilled LCM sampling: 50 of the training sigmas (every T/50-th, ending at T-1), the UNet called at
+  timestep ``index · skip + skip - 1`` of the nearest of them, and LCM's boundary condition on the output.
+- img_to_img: x0 prediction from the unscaled noisy latent (no 1/sqrt(sigma² + 1) input scaling).
+
+lcm, x0 and img_to_img models sample on the k-diffusion path (KSampler routes them there: ``needs_k_path``). The
+config keeps the checkpoint's original under a private key, so a second ModelSamplingDiscrete starts from it, as
+ComfyUI's does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+SAMPLINGS = ("eps", "v_prediction", "lcm", "x0", "img_to_img")
+ZSNR_LAST_ALPHA_CUMPROD = 4.8973451890853435e-08
+_KIND = "_nodegraph_sampling"
+_ORIGINAL = "_nodegraph_original"
+_PREDICTION = {"eps": "epsilon", "v_prediction": "v_prediction", "lcm": "epsilon", "x0": "sample",
+               "img_to_img": "sample"}
+LCM_ORIGINAL_STEPS = 50
+
+
+def zsnr_alphas_cumprod(alphas_cumprod: Any) -> Any:
+    """ComfyUI's zero-terminal-SNR rescale (``rescale_zero_terminal_snr_sigmas``) of training alphas_cumprod."""
+    import numpy as np
+
+    sqrt_ab = np.sqrt(np.asarray(alphas_cumprod, dtype=np.float64))
+    first, last = sqrt_ab[0], sqrt_ab[-1]
+    sqrt_ab = (sqrt_ab - last) * (first / (first - last))
+    out = sqrt_ab ** 2
+    out[-1] = ZSNR_LAST_ALPHA_CUMPROD
+    return out
+
+
+def _betas(alphas_cumprod: Any) -> list[float]:
+    import numpy as np
+
+    acp = np.asarray(alphas_cumprod, dtype=np.float64)
+    prev = np.concatenate([[1.0], acp[:-1]])
+    return [float(b) for b in 1.0 - acp / prev]
+
+
+def discrete_config(config: Mapping[str, Any], sampling: str, zsnr: bool) -> dict[str, Any]:
+    """The scheduler config of a model patched by ModelSamplingDiscrete(``sampling``, ``zsnr``)."""
+    from .schedulers import alphas_cumprod_of
+
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling {sampling!r} is not one of {', '.join(SAMPLINGS)}")
+    base = dict(config.get(_ORIGINAL) or config)
+    public = {k: v for k, v in base.items() if not k.startswith("_")}
+    out = dict(public, prediction_type=_PREDICTION[sampling])
+    if zsnr or sampling == "lcm":
+        acp = alphas_cumprod_of(dict(public, rescale_betas_zero_snr=False))
+        if zsnr:
+            acp = zsnr_alphas_cumprod(acp)
+        if sampling == "lcm":
+            total = len(acp)
+            skip = total // LCM_ORIGINAL_STEPS
+            acp = acp[[total - 1 - x * skip for x in reversed(range(LCM_ORIGINAL_STEPS))]]
+            out["num_train_timesteps"] = LCM_ORIGINAL_STEPS
+            out[_KIND + "_skip"] = skip
+        out["trained_betas"] = _betas(acp)
+        out["rescale_betas_zero_snr"] = False
+    out[_KIND] = sampling
+    out[_ORIGINAL] = base
+    return out
+
+
+def sampling_kind(config: Mapping[str, Any]) -> str | None:
+    """The ModelSamplingDiscrete choice recorded in a scheduler config (None when never patched)."""
+    kind = config.get(_KIND)
+    return str(kind) if kind else None
+
+
+def needs_k_path(config: Mapping[str, Any]) -> bool:
+    """Whether the model must sample in k-diffusion form (lcm, x0, img_to_img have no diffusers scheduler form)."""
+    return sampling_kind(config) in ("lcm", "x0", "img_to_img")
+
+
+@dataclass(frozen=True)
+class Special:
+    """How a k-diffusion denoiser calls a model whose sampling has no diffusers form (lcm, img_to_img)."""
+
+    kind: str
+    skip: int = 1
+
+    def timestep(self, sigma: float, table: Any) -> float | None:
+        """The UNet timestep at ``sigma`` (None: the usual interpolated one)."""
+        if self.kind != "lcm":
+            return None
+        from .patches import timestep_index
+
+        return float(timestep_index(sigma, table) * self.skip + self.skip - 1)
+
+    def c_in(self, sigma: float) -> float:
+        """The input scaling at ``sigma``."""
+        return 1.0 if self.kind == "img_to_img" else 1.0 / math.sqrt(sigma * sigma + 1.0)
+
+    def denoised(self, x: Any, out: Any, sigma: float, table: Any) -> Any:
+        """x0 from the UNet output (LCM: the consistency boundary condition on the epsilon estimate)."""
+        if self.kind == "img_to_img":
+            return out
+        t = self.timestep(sigma, table)
+        x0 = x - out * sigma
+        st = t * 10.0  # LCM's timestep_scaling
+        c_skip = 0.25 / (st * st + 0.25)
+        c_out = st / (st * st + 0.25) ** 0.5
+        return c_out * x0 + c_skip * x
+
+
+def special_of(config: Mapping[str, Any]) -> Special | None:
+    """The ``Special`` calling convention of a patched config, or None for the ordinary ones."""
+    kind = sampling_kind(config)
+    if kind == "lcm":
+        return Special("lcm", int(config.get(_KIND + "_skip", 20)))
+    if kind == "img_to_img":
+        return Special("img_to_img")
+    return None
