@@ -4,7 +4,8 @@
 - ``convert``: Flux weights between the original (BFL/ComfyUI) and diffusers names.
 - ``loading``: transformers and text encoders straight into their dtype, T5's tokenizer, VAE overrides.
 - ``schedule``: ``FlowSettings`` (ComfyUI's ModelSamplingFlux / DiscreteFlow), the schedulers on flow sigmas.
-- ``sampling``: KSampler's semantics on a flow model (the dispatch from ``diffusion.sampling.sample``).
+- ``sampling``: KSampler's semantics on a flow model (the dispatch from ``diffusion.sampling.sample``);
+  ``custom``: BasicScheduler/SamplerCustomAdvanced for flow models; ``checkpoint``: all-in-one Flux files.
 - ``text``: CLIP-L + T5 prompt encoding; ``latents``: 2×2 patch tokens and position ids.
 - ``public``: what the node packs use, exported through ``nodegraph.api``.
 """
