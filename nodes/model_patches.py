@@ -1,11 +1,146 @@
-"""Model patches: guidance rescaling, FreeU, PerpNeg, self-attention guidance, differential diffusion, discrete model sampling."""
+"""Model patches: guidance rescaling, FreeU, PerpNeg, self-attention guidance, differential diffusion, discrete model sampling.
+
+Each node returns a copy of the MODEL with the patch recorded (weights shared; nothing is mutated); the patch acts
+while that model samples, in KSampler and custom sampling alike (see ``nodegraph.diffusion.patches``).
+"""
 
 from __future__ import annotations
 
-from nodegraph.api import hookimpl
+from typing import Any
+
+from nodegraph.api import (DISCRETE_SAMPLINGS, Boolean, Combo, Float, Link, Node, Output, PerpNegGuider, derive,
+                           discrete_config, hookimpl, model_patches, with_patch)
+
+
+def _unet_only(ctx: Any, model: Any, node: str) -> Any:
+    loaded = ctx.models.get(model)
+    if getattr(loaded, "family", "unet") != "unet":
+        raise ValueError(f"{node}: this MODEL is a {loaded.family} flow-matching model; {node} applies to the UNet "
+                         "families (SD1.x, SD2.x, SDXL) only: remove the node for this model")
+    return loaded
+
+
+class ModelSamplingDiscrete(Node):
+    """Change how the model's predictions are read (eps, v_prediction, lcm, x0, img_to_img), optionally with a
+    zero-terminal-SNR noise schedule."""
+
+    CATEGORY = "advanced/model"
+    INPUTS = {
+        "model": Link("MODEL"),
+        "sampling": Combo(list(DISCRETE_SAMPLINGS), tooltip="eps: noise prediction; v_prediction; lcm: distilled "
+                          "LCM sampling; x0: the clean latent; img_to_img: x0 from the unscaled noisy latent"),
+        "zsnr": Boolean(False, tooltip="rescale the schedule to zero terminal SNR (ComfyUI's)"),
+    }
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, sampling, zsnr):
+        loaded = _unet_only(ctx, model, "ModelSamplingDiscrete")
+        return (derive(model, scheduler_config=discrete_config(loaded.scheduler_config, sampling, bool(zsnr))),)
+
+
+class RescaleCFG(Node):
+    """Rescale classifier-free guidance towards the positive prediction's spread (less over-saturation at high
+    cfg; meant for v-prediction models)."""
+
+    CATEGORY = "advanced/model"
+    INPUTS = {"model": Link("MODEL"), "multiplier": Float(0.7, min=0.0, max=1.0, step=0.01)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, multiplier):
+        return (with_patch(model, model_patches.RescaleCFG(float(multiplier))),)
+
+
+class PerpNeg(Node):
+    """Perp-Neg guidance: the empty prompt as the base and only the part of the negative perpendicular to the
+    positive pushed away from (use PerpNegGuider for new graphs)."""
+
+    DISPLAY_NAME = "Perp-Neg (DEPRECATED by PerpNegGuider)"
+    CATEGORY = "_for_testing"
+    INPUTS = {"model": Link("MODEL"), "empty_conditioning": Link("CONDITIONING"),
+              "neg_scale": Float(1.0, min=0.0, max=100.0, step=0.01)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, empty_conditioning, neg_scale):
+        return (with_patch(model, model_patches.PerpNeg(list(empty_conditioning), float(neg_scale))),)
+
+
+class PerpNegGuiderNode(Node):
+    """A guider with Perp-Neg guidance from positive, negative and an empty prompt."""
+
+    NAME = "PerpNegGuider"
+    CATEGORY = "_for_testing"
+    INPUTS = {"model": Link("MODEL"), "positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"),
+              "empty_conditioning": Link("CONDITIONING"),
+              "cfg": Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+              "neg_scale": Float(1.0, min=0.0, max=100.0, step=0.01)}
+    OUTPUTS = (Output("GUIDER"),)
+
+    def execute(self, ctx, model, positive, negative, empty_conditioning, cfg, neg_scale):
+        return (PerpNegGuider(model, list(positive), list(negative), list(empty_conditioning), float(cfg),
+                              float(neg_scale)),)
+
+
+class SelfAttentionGuidance(Node):
+    """Self-attention guidance: blur where the negative's middle-block attention looks and guide away from the
+    blurred prediction."""
+
+    DISPLAY_NAME = "Self-Attention Guidance"
+    CATEGORY = "_for_testing"
+    INPUTS = {"model": Link("MODEL"), "scale": Float(0.5, min=-2.0, max=5.0, step=0.01),
+              "blur_sigma": Float(2.0, min=0.0, max=10.0, step=0.1)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, scale, blur_sigma):
+        _unet_only(ctx, model, "SelfAttentionGuidance")
+        return (with_patch(model, model_patches.SelfAttentionGuidance(float(scale), float(blur_sigma))),)
+
+
+def _freeu_inputs(b1: float, b2: float) -> dict[str, Any]:
+    return {"model": Link("MODEL"), "b1": Float(b1, min=0.0, max=10.0, step=0.01),
+            "b2": Float(b2, min=0.0, max=10.0, step=0.01), "s1": Float(0.9, min=0.0, max=10.0, step=0.01),
+            "s2": Float(0.2, min=0.0, max=10.0, step=0.01)}
+
+
+class FreeU(Node):
+    """FreeU: amplify the UNet's backbone features (b1, b2) and damp the low frequencies of its skip features
+    (s1, s2) in the up blocks."""
+
+    CATEGORY = "model_patches/unet"
+    INPUTS = _freeu_inputs(1.1, 1.2)
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, b1, b2, s1, s2):
+        _unet_only(ctx, model, "FreeU")
+        return (with_patch(model, model_patches.FreeU(float(b1), float(b2), float(s1), float(s2), 1)),)
+
+
+class FreeU_V2(Node):  # noqa: N801 - ComfyUI's class name
+    """FreeU version 2: the backbone scaling follows each position's normalised mean activation."""
+
+    CATEGORY = "model_patches/unet"
+    INPUTS = _freeu_inputs(1.3, 1.4)
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, b1, b2, s1, s2):
+        _unet_only(ctx, model, "FreeU_V2")
+        return (with_patch(model, model_patches.FreeU(float(b1), float(b2), float(s1), float(s2), 2)),)
+
+
+class DifferentialDiffusion(Node):
+    """Differential diffusion: a soft inpainting mask sets how early each pixel starts changing (its value is the
+    fraction of the steps that may change it)."""
+
+    DISPLAY_NAME = "Differential Diffusion"
+    CATEGORY = "_for_testing"
+    INPUTS = {"model": Link("MODEL"), "strength": Float(1.0, min=0.0, max=1.0, step=0.01, optional=True)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, strength=1.0):
+        return (with_patch(model, model_patches.DifferentialDiffusion(float(strength))),)
 
 
 @hookimpl
 def nodegraph_nodes():
     """The model patch nodes."""
-    return []
+    return [ModelSamplingDiscrete, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
+            DifferentialDiffusion]
