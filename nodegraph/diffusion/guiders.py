@@ -270,6 +270,11 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
     from .preview import preview_jpeg
 
     model = model if model is not None else guider.model
+    if getattr(model, "family", "unet") != "unet":  # flow transformers (Flux, …): their own loop
+        from .flow.custom import sample_custom as flow_sample_custom
+
+        return flow_sample_custom(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
+                                  lora_library=lora_library, preview_every=preview_every)
     samples = prepare_latent(model, latent)
     out = {k: v for k, v in latent.items() if k != "pixel_size"}
     out["downscale"] = model.latent.downscale

@@ -81,6 +81,11 @@ def model_schedule(model: DiffusionModel, scheduler: str, steps: int, denoise: f
     """
     import torch
 
+    if getattr(model, "family", "unet") != "unet":  # flow transformers: shifted flow sigmas
+        from .flow.custom import model_schedule as flow_schedule
+
+        return flow_schedule(model, scheduler, steps, denoise)
+
     total = steps
     if denoise < 1.0:
         if denoise <= 0.0:
