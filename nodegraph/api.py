@@ -227,3 +227,11 @@ from .diffusion.patches import patches_of, with_patch  # noqa: E402
 
 __all__ += ["discrete_config", "DISCRETE_SAMPLINGS", "model_patches", "patches_of", "PerpNegGuider", "with_patch"]
 # [vision]
+from .diffusion.style_models import StyleModel, apply_style, load_style_model  # noqa: E402
+from .diffusion.unclip import UnclipCheckpoint, load_unclip_checkpoint  # noqa: E402
+from .diffusion.unclip import parts as unclip_parts  # noqa: E402
+from .diffusion.vision import ClipVision, ClipVisionOutput, load_clip_vision  # noqa: E402
+from .diffusion.vision import encode as encode_clip_vision  # noqa: E402
+
+__all__ += ["apply_style", "ClipVision", "ClipVisionOutput", "encode_clip_vision", "load_clip_vision",
+            "load_style_model", "load_unclip_checkpoint", "StyleModel", "UnclipCheckpoint", "unclip_parts"]
