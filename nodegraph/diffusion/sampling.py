@@ -32,6 +32,7 @@ from .controlnet import unet_kwargs as control_kwargs
 from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
 from .types import DiffusionModel
+from .unclip import class_labels as unclip_labels
 
 #: callback(step, total, preview) after each model evaluation; it may raise to stop (e.g. Interrupted).
 Callback = Callable[[int, int, "tuple[str, bytes] | None"], None]
@@ -70,6 +71,7 @@ class _Cond:
     weight: float
     region: Region | None = None
     control: tuple = ()  # the entry's ControlNet chain, ready on the device (``controlnet.Active``)
+    class_labels: Any = None  # unCLIP UNets: the image-embedding input [B, dim] (``unclip.class_labels``)
 
 
 def make_noise(shape: tuple[int, ...], gen: Any, batch_index: list[int] | None = None) -> Any:
@@ -141,7 +143,7 @@ def _conds(model: DiffusionModel, conditioning: list, batch: int, pixel_hw: tupl
         region = region_of(extras, latent_hw, model.latent.downscale, batch, device, what)
         control = prepare_control(extras.get("control"), batch, model.latent.downscale, device, dtype, what, cfg)
         out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0)),
-                         region, control))
+                         region, control, unclip_labels(model, extras, batch, device, dtype, what)))
     if not out:
         raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
     return out
@@ -157,10 +159,12 @@ def _predict(unet: Any, x: Any, t: Any, entries: list[_Cond], dtype: Any) -> lis
         added = None
         if entries[0].added is not None:
             added = {k: torch.cat([e.added[k] for e in entries]) for k in entries[0].added}  # type: ignore[index]
+        labels = None if entries[0].class_labels is None else torch.cat([e.class_labels for e in entries])
         out = unet(x.to(dtype).repeat(n, 1, 1, 1), t, encoder_hidden_states=torch.cat([e.emb for e in entries]),
-                   added_cond_kwargs=added, **control_kwargs(entries, x, t, dtype)).sample.float()
+                   added_cond_kwargs=added, class_labels=labels,
+                   **control_kwargs(entries, x, t, dtype)).sample.float()
         return list(out.chunk(n))
-    return [unet(x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added,
+    return [unet(x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added, class_labels=e.class_labels,
                  **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
 
 
