@@ -270,7 +270,11 @@ def detect(path: Path, header: Header | None = None) -> Detected:
     else:
         files = shipped_files(arch)
         reasons.append(f"text encoder layout of {arch}")
-    prediction = _prediction_type(header, arch, reasons)
+    adm = header.shapes.get(UNET + "label_emb.0.0.weight") if arch == "sd2" else None  # SD2.1-unCLIP's image input
+    prediction = "v_prediction" if adm else _prediction_type(header, arch, reasons)
+    if adm:  # ComfyUI's SD21UNCLIP: always v-prediction; the image embedding enters as class_labels
+        reasons.append(f"unCLIP image-embedding input of width {adm[1]} (v-prediction)")
+        _edit(files, "unet/config.json", class_embed_type="projection", projection_class_embeddings_input_dim=adm[1])
     if in_channels != 4:
         _edit(files, "unet/config.json", in_channels=in_channels)
     if arch == "sd2":
