@@ -1,11 +1,198 @@
-"""Image-prompted conditioning: CLIP vision, unCLIP, style models and GLIGEN."""
+"""Image-prompted conditioning: CLIP vision, unCLIP and style models (ComfyUI's names, inputs and semantics).
+
+``CLIPVisionLoader`` reads a CLIP vision file (ComfyUI's or the OpenCLIP layout); ``CLIPVisionEncode`` makes a
+CLIP_VISION_OUTPUT (hidden states and the projected image embedding). ``unCLIPCheckpointLoader`` loads an
+SD2.1-unCLIP checkpoint with its image encoder; ``unCLIPConditioning`` attaches image embeddings, which sampling
+feeds to the UNet's class embedding (``nodegraph.diffusion.unclip``). ``StyleModelLoader``/``StyleModelApply``
+append a style model's image tokens to the text embeddings (the T2I-Adapter style model for SD1.x).
+"""
 
 from __future__ import annotations
 
-from nodegraph.api import hookimpl
+from typing import Any
+
+from nodegraph.api import (
+    CONDITIONING,
+    IMAGE,
+    ClipVision,
+    ClipVisionOutput,
+    Combo,
+    ExecutionContext,
+    Float,
+    Link,
+    ModelCombo,
+    Node,
+    Output,
+    StyleModel,
+    apply_style,
+    encode_clip_vision,
+    file_fingerprint,
+    hookimpl,
+    list_models,
+    load_clip_vision,
+    load_style_model,
+    load_unclip_checkpoint,
+    model_path,
+    unclip_parts,
+)
+
+CLIP_VISION = "CLIP_VISION"
+CLIP_VISION_OUTPUT = "CLIP_VISION_OUTPUT"
+STYLE_MODEL = "STYLE_MODEL"
+
+
+class _FileNode(Node):
+    """A loader of one file in a models sub-folder: its fingerprint and path feed the cache key and provenance."""
+
+    FILE_INPUT: tuple[str, str] = ("", "")
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        try:
+            return file_fingerprint(model_path(config, cls.FILE_INPUT[1], str(constants.get(cls.FILE_INPUT[0]))))
+        except (OSError, ValueError):
+            return ("missing", cls.FILE_INPUT, constants.get(cls.FILE_INPUT[0]))
+
+    @classmethod
+    def model_files(cls, config, **constants):
+        try:
+            return [str(model_path(config, cls.FILE_INPUT[1], str(constants.get(cls.FILE_INPUT[0]))))]
+        except (OSError, ValueError):
+            return []
+
+
+def _names(folder: str):
+    def names(config: Any) -> list[str]:
+        return list_models(config, folder)
+
+    names.__doc__ = f"Model files under models/{folder}."
+    return names
+
+
+def _check(value: Any, cls: type, what: str, source: str) -> None:
+    if not isinstance(value, cls):
+        raise TypeError(f"{what} must come from {source} (got {type(value).__name__}); connect that node's output")
+
+
+class CLIPVisionLoader(_FileNode):
+    """Load a CLIP vision model (ViT-L/14, ViT-H/14, ViT-bigG/14 or another CLIP ViT) from models/clip_vision."""
+
+    DISPLAY_NAME = "Load CLIP Vision"
+    CATEGORY = "loaders"
+    FILE_INPUT = ("clip_name", "clip_vision")
+    INPUTS = {"clip_name": ModelCombo("clip_vision", _names("clip_vision"))}
+    OUTPUTS = (Output(CLIP_VISION),)
+
+    def execute(self, ctx: ExecutionContext, clip_name: str) -> tuple[Any]:
+        path = ctx.models.resolve("clip_vision", clip_name)
+        ctx.models.check_loadable(path)
+        allow = bool(ctx.config.allow_unsafe_pickle)
+        return (ctx.models.load_file("clip_vision", clip_name, lambda: load_clip_vision(path, allow, clip_name)),)
+
+
+class CLIPVisionEncode(Node):
+    """Encode an image with a CLIP vision model (centre-cropped to a square, or resized whole with crop = none)."""
+
+    DISPLAY_NAME = "CLIP Vision Encode"
+    CATEGORY = "conditioning"
+    INPUTS = {"clip_vision": Link(CLIP_VISION), "image": Link("IMAGE"), "crop": Combo(["center", "none"])}
+    OUTPUTS = (Output(CLIP_VISION_OUTPUT),)
+
+    def execute(self, ctx: ExecutionContext, clip_vision: Any, image: IMAGE, crop: str) -> tuple[ClipVisionOutput]:
+        with ctx.models.use(clip_vision) as (vision,):
+            _check(vision, ClipVision, "clip_vision", "CLIPVisionLoader or unCLIPCheckpointLoader")
+            with ctx.devices.use(vision.model):
+                return (encode_clip_vision(vision, image, ctx.devices.device, ctx.devices.dtype,
+                                           crop=crop == "center"),)
+
+
+class unCLIPCheckpointLoader(_FileNode):  # noqa: N801 - ComfyUI's class name
+    """Load an SD2.1-unCLIP checkpoint: MODEL, CLIP, VAE and the CLIP vision model whose embeddings it takes."""
+
+    DISPLAY_NAME = "unCLIPCheckpointLoader"  # ComfyUI gives it no display name
+    CATEGORY = "loaders"
+    FILE_INPUT = ("ckpt_name", "checkpoints")
+    INPUTS = {"ckpt_name": ModelCombo("checkpoints", _names("checkpoints"))}
+    OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"), Output(CLIP_VISION))
+
+    def execute(self, ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any, Any]:
+        path = ctx.models.resolve("checkpoints", ckpt_name)
+        ctx.models.check_loadable(path)
+        device = ctx.devices.device
+        dtype = ctx.devices.dtype if getattr(device, "type", "cpu") != "cpu" else None
+        handle = ctx.models.load_file("checkpoints", ckpt_name, lambda: load_unclip_checkpoint(
+            path, ctx.config, name=ckpt_name, dtype=dtype))
+        return unclip_parts(handle)
+
+
+class unCLIPConditioning(Node):  # noqa: N801 - ComfyUI's class name
+    """Attach a CLIP vision image embedding to a conditioning for an unCLIP model (several add up)."""
+
+    DISPLAY_NAME = "unCLIPConditioning"  # ComfyUI gives it no display name
+    CATEGORY = "conditioning"
+    INPUTS = {"conditioning": Link("CONDITIONING"), "clip_vision_output": Link(CLIP_VISION_OUTPUT),
+              "strength": Float(1.0, min=-10.0, max=10.0, step=0.01),
+              "noise_augmentation": Float(0.0, min=0.0, max=1.0, step=0.01)}
+    OUTPUTS = (Output("CONDITIONING"),)
+
+    def execute(self, ctx: ExecutionContext, conditioning: CONDITIONING, clip_vision_output: Any, strength: float,
+                noise_augmentation: float) -> tuple[CONDITIONING]:
+        _check(clip_vision_output, ClipVisionOutput, "clip_vision_output", "CLIPVisionEncode")
+        if strength == 0:
+            return (conditioning,)
+        item = {"clip_vision_output": clip_vision_output, "strength": float(strength),
+                "noise_augmentation": float(noise_augmentation)}
+        return ([(emb, {**extras, "unclip_conditioning": list(extras.get("unclip_conditioning") or []) + [item]})
+                 for emb, extras in conditioning],)
+
+
+class StyleModelLoader(_FileNode):
+    """Load a style model (the T2I-Adapter style model) from models/style_models."""
+
+    DISPLAY_NAME = "Load Style Model"
+    CATEGORY = "loaders"
+    FILE_INPUT = ("style_model_name", "style_models")
+    INPUTS = {"style_model_name": ModelCombo("style_models", _names("style_models"))}
+    OUTPUTS = (Output(STYLE_MODEL),)
+
+    def execute(self, ctx: ExecutionContext, style_model_name: str) -> tuple[Any]:
+        path = ctx.models.resolve("style_models", style_model_name)
+        ctx.models.check_loadable(path)
+        allow = bool(ctx.config.allow_unsafe_pickle)
+        return (ctx.models.load_file("style_models", style_model_name,
+                                     lambda: load_style_model(path, allow, style_model_name)),)
+
+
+class StyleModelApply(Node):
+    """Append a style model's image tokens to every entry of a conditioning."""
+
+    DISPLAY_NAME = "Apply Style Model"
+    CATEGORY = "conditioning/style_model"
+    INPUTS = {"conditioning": Link("CONDITIONING"), "style_model": Link(STYLE_MODEL),
+              "clip_vision_output": Link(CLIP_VISION_OUTPUT),
+              "strength": Float(1.0, min=0.0, max=10.0, step=0.001),
+              "strength_type": Combo(["multiply", "attn_bias"])}
+    OUTPUTS = (Output("CONDITIONING"),)
+
+    def execute(self, ctx: ExecutionContext, conditioning: CONDITIONING, style_model: Any, clip_vision_output: Any,
+                strength: float, strength_type: str) -> tuple[CONDITIONING]:
+        _check(clip_vision_output, ClipVisionOutput, "clip_vision_output", "CLIPVisionEncode")
+        with ctx.models.use(style_model) as (model,):
+            _check(model, StyleModel, "style_model", "StyleModelLoader")
+            tokens = model.get_cond(clip_vision_output)
+        return (apply_style(list(conditioning), tokens, float(strength), strength_type),)
+
+
+@hookimpl
+def nodegraph_types():
+    """CLIP_VISION, CLIP_VISION_OUTPUT and STYLE_MODEL."""
+    return {CLIP_VISION: "a CLIP vision image encoder (CLIPVisionLoader, unCLIPCheckpointLoader)",
+            CLIP_VISION_OUTPUT: "an image's CLIP vision encoding (CLIPVisionEncode)",
+            STYLE_MODEL: "a style model turning a CLIP vision encoding into conditioning tokens (StyleModelLoader)"}
 
 
 @hookimpl
 def nodegraph_nodes():
     """The image-prompt conditioning nodes."""
-    return []
+    return [CLIPVisionLoader, CLIPVisionEncode, unCLIPCheckpointLoader, unCLIPConditioning, StyleModelLoader,
+            StyleModelApply]
