@@ -65,10 +65,19 @@ def _widget_values(node: dict[str, Any], definition: Any) -> dict[str, Any]:
             out[name] = values[i]
             i += 1
     for name in definition.widget_names:
-        default = getattr(definition.meta.inputs[name], "default", None)
+        default = widget_default(definition.meta.inputs[name])
         if name not in out and default is not None:
             out[name] = default
     return out
+
+
+def widget_default(spec: Any) -> Any:
+    """The value the editor gives a new widget: the input's default, else a fixed combo's first option, else None."""
+    default = getattr(spec, "default", None)
+    choices = getattr(spec, "choices", None)
+    if default is None and isinstance(choices, tuple) and choices:
+        return choices[0]
+    return default
 
 
 def ui_to_api(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
