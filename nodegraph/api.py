@@ -235,3 +235,7 @@ from .diffusion.vision import encode as encode_clip_vision  # noqa: E402
 
 __all__ += ["apply_style", "ClipVision", "ClipVisionOutput", "encode_clip_vision", "load_clip_vision",
             "load_style_model", "load_unclip_checkpoint", "StyleModel", "UnclipCheckpoint", "unclip_parts"]
+# [sd3]
+from .diffusion.flow.public import encode_sd3_text  # noqa: E402
+
+__all__ += ["encode_sd3_text"]
