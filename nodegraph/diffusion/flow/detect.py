@@ -19,19 +19,17 @@ from ..detect import Header, UnknownModelError
 FLUX_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "flux"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "")
 #: (marker tensor name without prefix, family name shown to the user) for families recognised but not loaded yet.
-_LATER = (("joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3 / 3.5 (MMDiT)"),
-          ("distilled_guidance_layer.in_proj.weight", "Chroma"),
+_LATER = (("distilled_guidance_layer.in_proj.weight", "Chroma"),
           ("double_stream_modulation_img.lin.weight", "Flux.2"),
-          ("transformer_blocks.0.img_mod.1.weight", "Qwen-Image"),
-          ("pos_embed.proj.weight", "Stable Diffusion 3 / 3.5 (diffusers layout)"))
+          ("transformer_blocks.0.img_mod.1.weight", "Qwen-Image"))
 
 
 @dataclass
 class FlowDetected:
     """A detected diffusion transformer: family, variant, key layout and prefix, diffusers config, and why."""
 
-    family: str  # "flux"
-    variant: str  # "dev" | "schnell" | "fill" | "control"
+    family: str  # "flux" | "sd3"
+    variant: str  # "dev" | "schnell" | "fill" | "control" (Flux) | "3.5" | "3" (SD3)
     layout: str  # "comfyui" | "original" | "diffusers"
     prefix: str
     config: dict[str, Any]
@@ -110,16 +108,33 @@ def detect_transformer(header: Header) -> FlowDetected:
                    "guidance embedder present (dev)" if config["guidance_embeds"] else "no guidance embedder "
                    "(schnell-style, guidance-distilled away)", f"{config['in_channels']} input channels"]
         return FlowDetected("flux", variant, layout, p, config, reasons)
+    found = _detect_sd3(s)
+    if found is not None:
+        return found
     for marker, family in _LATER:
         if _prefix(s, marker) is not None:
             raise UnknownModelError(f"{name} is a {family} diffusion model; this version of nodegraph loads Flux.1 "
-                                    "split files only (dev, schnell, Fill, Canny/Depth, Kontext)")
+                                    "(dev, schnell, Fill, Canny/Depth, Kontext) and SD3/SD3.5 diffusion models")
     if any(k.startswith(("model.diffusion_model.input_blocks.", "input_blocks.", "down_blocks.")) for k in s):
         raise UnknownModelError(f"{name} is a UNet (Stable Diffusion 1/2/XL); load full checkpoints with "
                                 "CheckpointLoaderSimple from models/checkpoints")
     sample = ", ".join(list(s)[:3])
     raise UnknownModelError(f"{name}: no diffusion transformer this engine knows ({len(s)} tensors, e.g. {sample}); "
-                            "UNETLoader reads Flux.1 files in ComfyUI, original or diffusers layout")
+                            "UNETLoader reads Flux.1 and SD3/SD3.5 files in ComfyUI, original or diffusers layout")
+
+
+def _detect_sd3(s: dict[str, Any]) -> FlowDetected | None:
+    """SD3/SD3.5 in ComfyUI/Stability (``joint_blocks``) or diffusers (``pos_embed.proj``) layout; None otherwise."""
+    from .sd3 import DIFFUSERS_MARKER, ORIGINAL_MARKER, config_from_shapes
+
+    for original, marker in ((True, ORIGINAL_MARKER), (False, DIFFUSERS_MARKER)):
+        p = _prefix(s, marker)
+        if p is None or (not original and p + "transformer_blocks.0.attn.add_q_proj.weight" not in s):
+            continue
+        config, reasons = config_from_shapes(s, p, original)
+        layout = "diffusers" if not original else ("comfyui" if p else "original")
+        return FlowDetected("sd3", "3.5" if config["qk_norm"] else "3", layout, p, config, reasons)
+    return None
 
 
 def _clip_prefix(shapes: dict[str, Any]) -> str | None:

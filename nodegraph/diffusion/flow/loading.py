@@ -92,17 +92,27 @@ def transformer_from_state(state: dict[str, Any], found: Any, name: str, weight_
     from ..loading import quiet_libraries
     from .convert import to_diffusers
 
+    from . import sd3
+
     log.info("%s: %s (%s layout): %s", name, found.arch, found.layout, "; ".join(found.reasons))
     compute = dtype or torch.float32
     if found.prefix:
         state = {k[len(found.prefix):]: state.pop(k) for k in list(state) if k.startswith(found.prefix)}
-    if found.layout != "diffusers":
-        state = to_diffusers(state)
-    with quiet_libraries(), init_empty_weights():
-        transformer = FluxTransformer2DModel.from_config(found.config)
+    if found.family == "sd3":
+        if found.layout != "diffusers":
+            state = sd3.to_diffusers(state)
+        transformer = sd3.build_transformer(found.config)
+    else:
+        if found.layout != "diffusers":
+            state = to_diffusers(state)
+        with quiet_libraries(), init_empty_weights():
+            transformer = FluxTransformer2DModel.from_config(found.config)
     fill(transformer, state, compute, name)
     if weight_dtype != "default":
         transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    if found.family == "sd3":
+        return DiffusionModel(unet=transformer, scheduler_config={}, arch=found.arch, source=name,
+                              latent=sd3.SD3_LATENT, family="sd3", flow=sd3.SD3_FLOW)
     flow = FlowSettings("flux", _DEFAULT_SHIFT.get(found.variant, 1.15))
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=found.arch, source=name, latent=FLUX_LATENT,
                           family="flux", flow=flow)
@@ -115,6 +125,19 @@ def _clip_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
                 num_attention_heads=max(1, hidden // 64), projection_dim=hidden,
                 intermediate_size=shapes[p + "encoder.layers.0.mlp.fc1.weight"][0],
                 max_position_embeddings=shapes[p + "embeddings.position_embedding.weight"][0])
+
+
+def _clip_g_config(shapes: dict[str, Any]) -> dict[str, Any]:
+    """CLIP-G's config (shipped ``configs/sd3/clip_g.json``) with the sizes of the file (``text_model.*`` names)."""
+    from .sd3 import sd3_config
+
+    p = "text_model." if "text_model.embeddings.token_embedding.weight" in shapes else ""
+    base = _clip_config(shapes, p)
+    proj = shapes.get("text_projection.weight")
+    return dict(sd3_config("clip_g"), **{k: base[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                               "num_attention_heads", "intermediate_size",
+                                                               "max_position_embeddings")},
+                projection_dim=int(proj[0]) if proj else base["hidden_size"])
 
 
 def _t5_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
@@ -143,14 +166,13 @@ def load_text_encoder(path: Path, name: str, dtype: Any = None) -> tuple[str, An
 def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype: Any = None) -> tuple[str, Any]:
     """(kind, model) from a text encoder's tensors (``header``: their shapes, for detection and the config)."""
     from accelerate import init_empty_weights
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from ..loading import quiet_libraries
 
     kind, prefix = text_encoder_kind(header), encoder_prefix(header)
-    if kind == "clip_g":
-        raise UnknownModelError(f"{name} is CLIP-G (OpenCLIP bigG), used by SDXL and SD3; this version loads CLIP-L "
-                                "and T5 text encoders for Flux")
+    if kind == "clip_g" and prefix.endswith("text_model."):
+        prefix = prefix[:-len("text_model.")]  # keep text_model. (CLIPTextModelWithProjection's names)
     shapes = {k[len(prefix):]: v for k, v in header.shapes.items() if k.startswith(prefix)}
     state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     with quiet_libraries(), init_empty_weights():
@@ -159,6 +181,8 @@ def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype
             shared = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
             state["shared.weight"] = shared
             state.pop("encoder.embed_tokens.weight", None)
+        elif kind == "clip_g":
+            model = CLIPTextModelWithProjection(CLIPTextConfig(**_clip_g_config(shapes)))
         else:
             model = CLIPTextModel(CLIPTextConfig(**_clip_config(shapes, "")))
     if kind == "t5xxl":
@@ -186,20 +210,26 @@ def t5_tokenizer(encoder_path: Path | None = None) -> Any:
 
 
 def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = None) -> TextEncoder:
-    """CLIP for DualCLIPLoader/CLIPLoader: "flux" (CLIP-L + T5) or "stable_diffusion" (one CLIP-L file)."""
+    """CLIP for Triple/DualCLIPLoader/CLIPLoader: "flux" (CLIP-L + T5), "sd3" (any of CLIP-L, CLIP-G, T5) or
+    "stable_diffusion" (one CLIP-L file)."""
     from ..loading import clip_tokenizer
+    from .sd3_text import sd3_clip
 
     loaded = {}
     for path, name in zip(paths, names):
         kind, model = load_text_encoder(path, name, dtype)
         if kind in loaded:
-            raise ValueError(f"{names[0]} and {names[1]} are both {kind}; type {clip_type} takes one CLIP-L file and "
-                             "one T5-XXL file")
+            raise ValueError(f"{' and '.join(names)} hold two {kind} encoders; type {clip_type} takes one file of each "
+                             "kind (" + ("CLIP-L, CLIP-G, T5-XXL" if clip_type == "sd3" else "CLIP-L and T5-XXL") + ")")
         loaded[kind] = (model, path)
+    if clip_type == "sd3":
+        return sd3_clip(loaded, list(names))
     if clip_type == "stable_diffusion":
         if "clip_l" not in loaded:
             raise ValueError(f"{names[0]} is a T5 encoder; type stable_diffusion takes a CLIP text encoder file")
         return TextEncoder(tokenizers=(clip_tokenizer(),), encoders=(loaded["clip_l"][0],), arch="sd1")
+    if "clip_g" in loaded:
+        raise ValueError(f"type {clip_type} takes CLIP-L and T5-XXL; CLIP-G is SD3's (use type sd3)")
     if set(loaded) != {"clip_l", "t5xxl"}:
         raise ValueError(f"type flux takes a CLIP-L and a T5-XXL file; got {', '.join(sorted(loaded))}")
     t5, t5_path = loaded["t5xxl"]

@@ -106,5 +106,19 @@ def encode_flux_text(ctx: Any, clip: Any, clip_l: str, t5xxl: str) -> list:
             return encode_flux(loaded, clip_l, t5xxl, devices.device, int(ctx.config.limits.max_text_chunks))
 
 
-__all__ = ["FOLDER_PAIRS", "diffusion_model_names", "encode_flux_text", "load_diffusion_model", "load_split_clip",
-           "split_model_names", "split_model_path", "text_encoder_names"]
+def encode_sd3_text(ctx: Any, clip: Any, clip_l: str, clip_g: str, t5xxl: str, empty_padding: str) -> list:
+    """CONDITIONING from an SD3 CLIP with separate CLIP-L, CLIP-G and T5 prompts (CLIPTextEncodeSD3)."""
+    from .sd3_text import encode_sd3
+
+    devices = ctx.devices
+    with ctx.models.use(clip) as (loaded,):
+        if loaded.arch != "sd3":
+            raise ValueError(f"this CLIP is {loaded.arch}, not an SD3 text encoder set; load it with "
+                             "TripleCLIPLoader (or CLIPLoader/DualCLIPLoader type sd3)")
+        with devices.use(*[e for e in loaded.encoders if e is not None]):
+            return encode_sd3(loaded, clip_l, clip_g, t5xxl, devices.device, int(ctx.config.limits.max_text_chunks),
+                              empty_padding)
+
+
+__all__ = ["FOLDER_PAIRS", "diffusion_model_names", "encode_flux_text", "encode_sd3_text", "load_diffusion_model",
+           "load_split_clip", "split_model_names", "split_model_path", "text_encoder_names"]

@@ -1,4 +1,4 @@
-"""Sampling a flow-matching transformer (Flux.1) with KSampler's semantics, in the k-diffusion convention.
+"""Sampling a flow-matching transformer (Flux.1, SD3) with KSampler's semantics, in the k-diffusion convention.
 
 - Noise levels: ``schedule.flow_sigmas`` on the model's ``FlowSettings`` (ModelSamplingFlux's shift), with
   KSampler's ``denoise`` and KSamplerAdvanced's start/end steps cut exactly as ComfyUI cuts them.
@@ -9,7 +9,8 @@
   none is set, as ComfyUI), and returns x0 = x - sigma * v; cfg != 1 adds the negative prediction as usual.
   "reference_latents" on an entry (ReferenceLatent, Flux Kontext) are appended as tokens with index 1; Fill and
   Canny/Depth models (more input channels) get the entry's "concat_latent_image" (and, Fill, "concat_mask" folded
-  into 64 channels) beside the latent, as ComfyUI's concat_cond.
+  into 64 channels) beside the latent, as ComfyUI's concat_cond. SD3 models take the latent unpacked, the timestep
+  sigma × 1000 and the pooled CLIP-L + CLIP-G output (``sd3.velocity``).
 - Samplers: a plugin's, else ``ksamplers`` (ComfyUI's k-diffusion samplers), else the built-in ``euler``.
   Samplers that add noise the variance-exploding way (ancestral, SDE) are refused with the reason.
 - Noise comes from a CPU generator in float32 exactly as KSampler draws it (``sampling.make_noise``).
@@ -82,6 +83,8 @@ class FlowDenoiser:
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
                  mask: Any = None, clean: Any = None, noise: Any = None) -> None:
         self.transformer, self.dtype, self.device, self.fmt = model.unet, dtype, device, model.latent
+        self.family, self.multiplier = getattr(model, "family", "flux"), float(model.flow.multiplier)
+        self.skip_layers: tuple[int, ...] = ()
         self.conditioning, self.cfg = list(positive), float(cfg)
         self.conds, self.unconds = self._entries(positive, "positive"), (
             [] if self.cfg == 1.0 else self._entries(negative, "negative"))
@@ -97,8 +100,9 @@ class FlowDenoiser:
                                  "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
             pooled = extras.get("pooled_output")
             if pooled is None:
-                raise ValueError(f"{what}: Flux needs CLIP-L's pooled output; encode the prompt with a Flux CLIP "
-                                 "(DualCLIPLoader type flux)")
+                raise ValueError(f"{what}: {self.family} models need the text encoders' pooled output; encode the "
+                                 "prompt with this model's CLIP (DualCLIPLoader type flux for Flux, "
+                                 "TripleCLIPLoader for SD3)")
             guidance = extras.get("guidance")
             refs = [(r.float() - self.fmt.shift_factor) * self.fmt.scaling_factor
                     for r in extras.get("reference_latents") or []]
@@ -143,6 +147,11 @@ class FlowDenoiser:
 
         emb, pooled, guidance, refs, _, image, mask = entry
         b, c, h, w = x.shape
+        if self.family == "sd3":
+            from .sd3 import velocity
+
+            return velocity(self.transformer, x, sigma, self.multiplier, _batch(emb, b), _batch(pooled, b),
+                            self.dtype, self.skip_layers)
         tokens = pack(pad_even(self._concat(x, image, mask))).to(self.dtype)
         ids = image_ids(h, w, device=x.device, dtype=self.dtype)
         count = tokens.shape[1]
@@ -222,7 +231,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     from ..sampling import _resize_mask, make_noise
 
     if model.loras:
-        raise ValueError("LoRAs on Flux models are not supported yet; remove the LoraLoader before this KSampler")
+        raise ValueError(f"LoRAs on {model.family} models are not supported yet; remove the LoraLoader before this "
+                         "KSampler")
     samples = prepare_latent(model, latent)
     fmt = model.latent
     out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
