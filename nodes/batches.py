@@ -13,7 +13,7 @@ class RebatchImages(Node):
     DISPLAY_NAME = "Rebatch Images"
     CATEGORY = "image/batch"
     INPUT_IS_LIST = True
-    INPUTS = {"images": Link("IMAGE"), "batch_size": Int(1, min=1, max=4096)}
+    INPUTS = {"images": Link("IMAGE"), "batch_size": Int(1, min=1, max=4096, step=None)}
     OUTPUTS = (Output("IMAGE", is_list=True),)
 
     def execute(self, ctx, images: list[Any], batch_size: list[int]):
@@ -33,9 +33,9 @@ class RebatchImages(Node):
 class ImageFromBatch(Node):
     """Take ``length`` images of a batch starting at ``batch_index``."""
 
-    DISPLAY_NAME = "Image From Batch"
     CATEGORY = "image/batch"
-    INPUTS = {"image": Link("IMAGE"), "batch_index": Int(0, min=0, max=4095), "length": Int(1, min=1, max=4096)}
+    INPUTS = {"image": Link("IMAGE"), "batch_index": Int(0, min=0, max=4095, step=None),
+              "length": Int(1, min=1, max=4096, step=None)}
     OUTPUTS = (Output("IMAGE"),)
 
     def execute(self, ctx, image: Any, batch_index: int, length: int):
@@ -72,7 +72,8 @@ class LatentFromBatch(Node):
 
     DISPLAY_NAME = "Latent From Batch"
     CATEGORY = "latent/batch"
-    INPUTS = {"samples": Link("LATENT"), "batch_index": Int(0, min=0, max=63), "length": Int(1, min=1, max=64)}
+    INPUTS = {"samples": Link("LATENT"), "batch_index": Int(0, min=0, max=63, step=None),
+              "length": Int(1, min=1, max=64, step=None)}
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, samples: dict, batch_index: int, length: int):
@@ -93,7 +94,7 @@ class RepeatLatentBatch(Node):
 
     DISPLAY_NAME = "Repeat Latent Batch"
     CATEGORY = "latent/batch"
-    INPUTS = {"samples": Link("LATENT"), "amount": Int(1, min=1, max=64)}
+    INPUTS = {"samples": Link("LATENT"), "amount": Int(1, min=1, max=64, step=None)}
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, samples: dict, amount: int):

@@ -89,7 +89,7 @@ class LoadImageMask(Node):
     DISPLAY_NAME = "Load Image (as Mask)"
     CATEGORY = "mask"
     INPUTS = {"image": Combo(input_images, image_upload=True),
-              "channel": Combo(["alpha", "red", "green", "blue"], default="alpha")}
+              "channel": Combo(["alpha", "red", "green", "blue"])}
     OUTPUTS = (Output("MASK"),)
 
     @classmethod
@@ -143,7 +143,7 @@ class EmptyImage(Node):
     DISPLAY_NAME = "Empty Image"
     CATEGORY = "image"
     INPUTS = {"width": Int(512, min=1, max=16384, step=1), "height": Int(512, min=1, max=16384, step=1),
-              "batch_size": Int(1, min=1, max=4096), "color": Int(0, min=0, max=0xFFFFFF, tooltip="0xRRGGBB")}
+              "batch_size": Int(1, min=1, max=4096, step=None), "color": Int(0, min=0, max=0xFFFFFF, tooltip="0xRRGGBB")}
     OUTPUTS = (Output("IMAGE"),)
 
     def execute(self, ctx, width: int, height: int, batch_size: int, color: int):

@@ -59,7 +59,7 @@ class EmptyLatentImage(Node):
     CATEGORY = "latent"
     INPUTS = {"width": Int(512, min=16, max=MAX_SIZE, step=8, tooltip="image width in pixels"),
               "height": Int(512, min=16, max=MAX_SIZE, step=8, tooltip="image height in pixels"),
-              "batch_size": Int(1, min=1, max=4096, tooltip="how many images")}
+              "batch_size": Int(1, min=1, max=4096, step=None, tooltip="how many images")}
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, width: int, height: int, batch_size: int):

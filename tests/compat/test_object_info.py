@@ -8,15 +8,23 @@ from typing import Any
 
 import pytest
 
+from nodegraph.models.inputs import ModelComboInput
 from nodegraph.registry import BUILTIN_PACKS
 from nodegraph.testing import build_registry
 
 FIXTURES = Path(__file__).with_name("comfyui_object_info")
 KEYS = ("input", "input_order", "output", "output_is_list", "output_name", "name", "display_name", "category",
         "output_node")
-#: Differences we keep on purpose: (class, input, option) → why.
+#: Differences we keep on purpose: (class, input, option) → why; ``(class, "", field)`` for a field of the entry
+#: itself (display_name). The reference is ComfyUI v0.8.0 (see comfyui_scope.json) unless a fixture says otherwise.
 ALLOWED = {
     ("ImageColorToMask", "color", "display"): "our INT widget has no 'display' option; the editor shows a number",
+    ("EmptyImage", "color", "display"): "our INT widget has no 'display' option; the editor shows a number",
+    ("CLIPTextEncode", "text", "default"): "our STRING widgets always state their default; '' is the editor's own",
+    # Display names our packs took from ComfyUI's newer releases (v0.29.0 shows the same names); the class
+    # name, the key of every workflow, is unchanged.
+    ("EmptyImage", "", "display_name"): "ComfyUI's newer name 'Empty Image' (v0.8.0 showed the class name)",
+    ("ConditioningAverage", "", "display_name"): "ComfyUI's newer name 'Conditioning (Average)'",
     # ComfyUI's primitives state no default (the editor then starts at 0 / 0.0 / "" / false, which is ours) and,
     # for PrimitiveFloat, integer bounds (sys.maxsize) that our FLOAT widget states as the same float.
     **{(cls, "value", "default"): "ours states the default the editor assumes when none is given"
@@ -29,11 +37,36 @@ ALLOWED = {
 }
 
 
-def _normalise(name: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """The compared keys, with ``[TYPE]`` written as ``[TYPE, {}]`` (ComfyUI sends a 1-tuple when no options)."""
+def file_inputs(registry: Any, name: str) -> frozenset[str]:
+    """Our node's inputs whose options are the files of a models folder (checkpoints, loras, configs, …)."""
+    node = registry.nodes.get(name)
+    specs = dict(getattr(node.cls, "INPUTS", {})) if node is not None else {}
+    return frozenset(inp for inp, spec in specs.items() if isinstance(spec, ModelComboInput))
+
+
+def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The compared keys, ComfyUI's equivalent spellings written one way, so that only real differences remain.
+
+    - ``[TYPE]`` is ``[TYPE, {}]`` (ComfyUI sends a 1-tuple when there are no options); tooltips are not compared.
+    - A v3 node's combo ``["COMBO", {"options": [...], "multiselect": false}]`` is the v1 ``[[...], {}]``; its
+      ``"multiline": false`` on a STRING is the editor's default and dropped; its ``display_name: null`` is the
+      class name (what the editor shows, as for a v1 node with no display name).
+    - The ``hidden`` group (prompt, extra_pnginfo, unique_id) is not compared: those are values the server hands
+      a node, not sockets or widgets, and the editor shows nothing for them; our nodes get them from ``ctx``.
+    - ``files``: combos listing a models folder (ckpt_name, vae_name, lora_name, config_name, …) compare as a
+      combo with the same other options, not by their option list: the list is whatever files that folder holds
+      (ComfyUI's fixtures were taken with empty folders; ours lists the embedded model).
+    """
     out = {key: entry.get(key) for key in KEYS}
+    if out["display_name"] is None:
+        out["display_name"] = out["name"]
+    for (cls, inp, field) in ALLOWED:  # a field of the entry we keep different on purpose
+        if cls == name and inp == "":
+            out[field] = None
     inputs: dict[str, Any] = {}
     for group, specs in (entry.get("input") or {}).items():
+        if group == "hidden":
+            continue
         inputs[group] = {}
         for input_name, spec in specs.items():
             opts = dict(spec[1]) if len(spec) > 1 else {}
@@ -42,27 +75,43 @@ def _normalise(name: str, entry: dict[str, Any]) -> dict[str, Any]:
                 if cls == name and inp == input_name:
                     opts.pop(opt, None)
             kind = spec[0]
+            if kind == "COMBO" and "options" in opts:  # a v3 node's combo, written as a v1 one
+                kind = list(opts.pop("options"))
+            if opts.get("multiselect") is False:
+                del opts["multiselect"]
+            if kind == "STRING" and opts.get("multiline") is False:
+                del opts["multiline"]
             if isinstance(kind, list) and "remote" in opts:  # the editor fetches these options from the route:
                 kind = "COMBO"  # ComfyUI lists none, we list the current ones as a first view
+            if isinstance(kind, list) and input_name in files:
+                kind = "COMBO"  # the files of a models folder: compared as a combo, not by its listing
             inputs[group][input_name] = [kind, opts]
     out["input"] = inputs
+    out["input_order"] = {group: names for group, names in (entry.get("input_order") or {}).items()
+                          if group != "hidden"}
     return out
 
 
 @pytest.fixture(scope="module")
-def catalogue() -> dict[str, Any]:
+def registry() -> Any:
+    """The built-in packs' registry."""
+    return build_registry(builtins=BUILTIN_PACKS)
+
+
+@pytest.fixture(scope="module")
+def catalogue(registry: Any) -> dict[str, Any]:
     """Our /object_info over the built-in packs."""
-    registry = build_registry(builtins=BUILTIN_PACKS)
     return {path.stem: registry.catalogue_entry(path.stem) for path in sorted(FIXTURES.glob("*.json"))}
 
 
 @pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
-def test_entry_matches_comfyui(fixture: Path, catalogue: dict[str, Any]) -> None:
+def test_entry_matches_comfyui(fixture: Path, catalogue: dict[str, Any], registry: Any) -> None:
     """Every compared field equals ComfyUI's, except the differences listed in ALLOWED."""
     ours = catalogue[fixture.stem]
     assert ours is not None, f"{fixture.stem} is not in our catalogue"
     theirs = json.loads(fixture.read_text(encoding="utf-8"))
-    assert _normalise(fixture.stem, ours) == _normalise(fixture.stem, theirs)
+    files = file_inputs(registry, fixture.stem)
+    assert _normalise(fixture.stem, ours, files) == _normalise(fixture.stem, theirs, files)
 
 
 def test_comparison_sees_a_changed_option(catalogue: dict[str, Any]) -> None:
