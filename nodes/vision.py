@@ -106,7 +106,7 @@ class CLIPVisionEncode(Node):
                                            crop=crop == "center"),)
 
 
-class unCLIPCheckpointLoader(_FileNode):  # noqa: N801 - ComfyUI's class name
+class unCLIPCheckpointLoader(_FileNode):
     """Load an SD2.1-unCLIP checkpoint: MODEL, CLIP, VAE and the CLIP vision model whose embeddings it takes."""
 
     DISPLAY_NAME = "unCLIPCheckpointLoader"  # ComfyUI gives it no display name
@@ -125,7 +125,7 @@ class unCLIPCheckpointLoader(_FileNode):  # noqa: N801 - ComfyUI's class name
         return unclip_parts(handle)
 
 
-class unCLIPConditioning(Node):  # noqa: N801 - ComfyUI's class name
+class unCLIPConditioning(Node):
     """Attach a CLIP vision image embedding to a conditioning for an unCLIP model (several add up)."""
 
     DISPLAY_NAME = "unCLIPConditioning"  # ComfyUI gives it no display name

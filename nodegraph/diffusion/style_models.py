@@ -157,4 +157,4 @@ def apply_style(conditioning: list, tokens: Any, strength: float, strength_type:
     return out
 
 
-__all__ = ["apply_style", "build_style_adapter", "load_style_model", "StyleModel"]
+__all__ = ["StyleModel", "apply_style", "build_style_adapter", "load_style_model"]

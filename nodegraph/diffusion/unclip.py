@@ -38,7 +38,7 @@ def _alphas_cumprod() -> Any:
 
 def noise_level(augmentation: float) -> int:
     """The noise level (0..999) of a noise_augmentation in 0..1, as ComfyUI rounds it."""
-    return int(round((MAX_NOISE_LEVEL - 1) * float(augmentation)))
+    return round((MAX_NOISE_LEVEL - 1) * float(augmentation))
 
 
 def augment(embeds: Any, level: int, noise: Any = None) -> Any:
@@ -160,5 +160,13 @@ def parts(handle: Any) -> tuple[Any, Any, Any, Any]:
     return tuple(dataclasses.replace(handle, part=p) for p in ("model", "clip", "vae", "clip_vision"))  # type: ignore
 
 
-__all__ = ["augment", "class_labels", "image_vector", "is_unclip", "load_unclip_checkpoint", "noise_level", "parts",
-           "UnclipCheckpoint"]
+__all__ = [
+    "UnclipCheckpoint",
+    "augment",
+    "class_labels",
+    "image_vector",
+    "is_unclip",
+    "load_unclip_checkpoint",
+    "noise_level",
+    "parts",
+]

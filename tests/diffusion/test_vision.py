@@ -15,14 +15,20 @@ from nodegraph._tiny import UNET_CONFIG, folder_metadata
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion import unclip as unclip_mod
 from nodegraph.diffusion import vision
-from nodegraph.diffusion.detect import METADATA_KEY, STORED_FILES, Header, UnknownModelError, detect
+from nodegraph.diffusion.detect import (
+    METADATA_KEY,
+    STORED_FILES,
+    Header,
+    UnknownModelError,
+    detect,
+)
 from nodegraph.diffusion.ldm import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 from nodegraph.inputs import Int, Output
 from nodegraph.node import Node
 
 PIXEL = 1.0 / 255.0
-VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-              patch_size=8, projection_dim=16, hidden_act="gelu", layer_norm_eps=1e-5)
+VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+          "image_size": 32, "patch_size": 8, "projection_dim": 16, "hidden_act": "gelu", "layer_norm_eps": 1e-5}
 _LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
           "self_attn.out_proj": "attn.out_proj"}
 _FIXED = {"embeddings.class_embedding": "class_embedding", "embeddings.patch_embedding.weight": "conv1.weight",
@@ -77,8 +83,14 @@ class FixedImage(Node):
 def home(tiny_sd, tmp_path_factory):
     """A models folder with a tiny unCLIP model (diffusers folder + LDM single file), a CLIP vision file in each
     layout and a style adapter; returns (config, parts)."""
-    from diffusers import DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from diffusers import (
+        DDPMScheduler,
+        StableUnCLIPImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessor
 
@@ -350,11 +362,8 @@ def _hand_style(state: dict, hidden: torch.Tensor) -> torch.Tensor:
         h = ln(x, p + "ln_1")
         q, k, v = (h @ state[p + "attn.in_proj_weight"].t() + state[p + "attn.in_proj_bias"]).chunk(3, -1)
         b, n, w = q.shape
-
-        def split(t):
-            return t.reshape(b, n, 16, w // 16).transpose(1, 2)
-
-        att = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(w // 16), -1) @ split(v)
+        q, k, v = (t.reshape(b, n, 16, w // 16).transpose(1, 2) for t in (q, k, v))
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(w // 16), -1) @ v
         x = x + att.transpose(1, 2).reshape(b, n, w) @ state[p + "attn.out_proj.weight"].t() + \
             state[p + "attn.out_proj.bias"]
         m = ln(x, p + "ln_2") @ state[p + "mlp.c_fc.weight"].t() + state[p + "mlp.c_fc.bias"]
