@@ -1,11 +1,108 @@
-"""Wan video model nodes: empty video latents, image-to-video conditioning, latent trimming."""
+"""Wan video models: the empty video latent, trimming video latents and image-to-video conditioning (ComfyUI names).
+
+A video LATENT is ``[B, 16, T, h, w]``: ``T = (frames - 1) // 4 + 1`` latent frames of ``h = height / 8`` by
+``w = width / 8`` cells (the Wan 2.1 VAE's compression). Load the model with UNETLoader, the UMT5 text encoder with
+CLIPLoader type ``wan`` and the VAE with VAELoader; KSampler samples it and VAEDecode returns the frames.
+"""
 
 from __future__ import annotations
 
-from nodegraph.api import hookimpl
+from typing import Any
+
+from nodegraph.api import Int, Link, Node, Output, hookimpl, resample
+
+MAX_RESOLUTION = 16384
+LATENT_CHANNELS = 16
+TEMPORAL = 4
+SPATIAL = 8
+
+
+def _frames(length: int) -> int:
+    """Latent frames of a video of ``length`` frames (the first frame alone, then 4 per latent frame)."""
+    return (length - 1) // TEMPORAL + 1
+
+
+def _with_extras(conditioning: list, **values: Any) -> list:
+    """A copy of ``conditioning`` with ``values`` set in every entry's extras (tensors shared)."""
+    return [(emb, dict(extras, **values)) for emb, extras in conditioning]
+
+
+class EmptyHunyuanLatentVideo(Node):
+    """An empty video latent (HunyuanVideo 1.0 and Wan 2.1: 16 channels, 8× spatial and 4× temporal compression)."""
+
+    DISPLAY_NAME = "Empty HunyuanVideo 1.0 Latent"
+    CATEGORY = "latent/video"
+    INPUTS = {"width": Int(848, min=16, max=MAX_RESOLUTION, step=16),
+              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
+              "length": Int(25, min=1, max=MAX_RESOLUTION, step=4),
+              "batch_size": Int(1, min=1, max=4096)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, width: int, height: int, length: int, batch_size: int = 1):
+        import torch
+
+        samples = torch.zeros(batch_size, LATENT_CHANNELS, _frames(length), height // SPATIAL, width // SPATIAL)
+        return ({"samples": samples, "downscale": SPATIAL},)
+
+
+class TrimVideoLatent(Node):
+    """Drop the first ``trim_amount`` latent frames of a video latent."""
+
+    DISPLAY_NAME = "TrimVideoLatent"
+    CATEGORY = "latent/video"
+    INPUTS = {"samples": Link("LATENT"), "trim_amount": Int(0, min=0, max=99999)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, samples: dict, trim_amount: int):
+        z = samples["samples"]
+        if z.dim() != 5:
+            raise ValueError(f"TrimVideoLatent: samples is an image latent {tuple(z.shape)}, not a video latent "
+                             "[B, C, T, h, w]; connect a video latent (EmptyHunyuanLatentVideo, a video KSampler)")
+        return (dict(samples, samples=z[:, :, trim_amount:]),)
+
+
+class WanImageToVideo(Node):
+    """Condition a Wan image-to-video model on a start image (and its CLIP vision output for Wan 2.1 I2V)."""
+
+    DISPLAY_NAME = "WanImageToVideo"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
+              "width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
+              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
+              "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
+              "batch_size": Int(1, min=1, max=4096),
+              "clip_vision_output": Link("CLIP_VISION_OUTPUT", optional=True),
+              "start_image": Link("IMAGE", optional=True)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, width: int, height: int, length: int,
+                batch_size: int, clip_vision_output: Any = None, start_image: Any = None):
+        import torch
+
+        frames = _frames(length)
+        latent = torch.zeros(batch_size, LATENT_CHANNELS, frames, height // SPATIAL, width // SPATIAL)
+        if start_image is not None:
+            start = resample(start_image[:length].movedim(-1, 1), width, height, "bilinear", "center")
+            video = torch.full((length, 3, height, width), 0.5)
+            video[:start.shape[0]] = start[:, :3]
+            with ctx.models.use(vae) as (loaded,):
+                if not hasattr(loaded.vae, "encode_video"):
+                    raise ValueError("WanImageToVideo: this VAE is not the Wan video VAE; load wan_2.1_vae with "
+                                     "VAELoader")
+                with ctx.devices.use(loaded.vae), torch.no_grad():
+                    param = next(loaded.vae.parameters())
+                    image = loaded.vae.encode_video(video.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+            mask = torch.ones(1, 1, frames, image.shape[-2], image.shape[-1])
+            mask[:, :, :_frames(start.shape[0])] = 0.0
+            positive = _with_extras(positive, concat_latent_image=image, concat_mask=mask)
+            negative = _with_extras(negative, concat_latent_image=image, concat_mask=mask)
+        if clip_vision_output is not None:
+            positive = _with_extras(positive, clip_vision_output=clip_vision_output)
+            negative = _with_extras(negative, clip_vision_output=clip_vision_output)
+        return (positive, negative, {"samples": latent, "downscale": SPATIAL})
 
 
 @hookimpl
 def nodegraph_nodes():
     """The Wan video nodes."""
-    return []
+    return [EmptyHunyuanLatentVideo, TrimVideoLatent, WanImageToVideo]

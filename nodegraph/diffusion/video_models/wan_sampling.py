@@ -1,0 +1,171 @@
+"""KSampler / KSamplerAdvanced on a Wan model (``family == "wan"``), ComfyUI's semantics in the k-diffusion convention.
+
+- Noise levels: the model's ``FlowSettings`` ("discrete", shift 8 unless ModelSamplingSD3 sets another) through
+  ``flow.schedule.flow_sigmas``; denoise and start/end steps cut as for Flux (``flow.sampling.sigmas_for``), so two
+  KSamplerAdvanced over step ranges drive Wan 2.2's two experts (high noise, then low noise) as in ComfyUI.
+- Latents: video LATENTs ``[B, 16, T, h, w]`` (EmptyHunyuanLatentVideo); the transformer sees
+  ``(z - mean) / std`` per channel, as ComfyUI's Wan21 latent format and ``WanPipeline``.
+- The transformer gets the timestep ``sigma · 1000`` and the UMT5 states; it predicts the velocity, x0 = x - sigma · v;
+  cfg mixes the positive and negative predictions. I2V models (36 input channels) take the entry's
+  ``concat_latent_image`` and ``concat_mask`` (WanImageToVideo) beside the latent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+
+
+def prepare_video_latent(model: Any, latent: dict[str, Any]) -> Any:
+    """The raw video samples [B, C, T, h, w] float32, checked against the model's latent channels."""
+    samples = latent["samples"]
+    channels = model.latent.channels
+    if samples.dim() != 5 or samples.shape[1] != channels:
+        raise ValueError(f"latent_image is {tuple(samples.shape)} but {model.source} ({model.arch}) samples video "
+                         f"latents [B, {channels}, T, h, w]; start from EmptyHunyuanLatentVideo or encode frames "
+                         "with the Wan VAE")
+    return samples.float()
+
+
+class WanDenoiser:
+    """``denoiser(x, sigma)``: the guided x0 estimate of a Wan transformer on normalised latents."""
+
+    def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any) -> None:
+        self.transformer, self.flow, self.dtype, self.device = model.unet, model.flow, dtype, device
+        self.cfg = float(cfg)
+        self.mean, self.std = None, None
+        self.conds = self._entries(positive, "positive")
+        self.unconds = [] if self.cfg == 1.0 else self._entries(negative, "negative")
+
+    def _entries(self, conditioning: list, what: str) -> list[tuple[Any, float, Any, Any]]:
+        from .wan_vae import latent_stats
+
+        if not conditioning:
+            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        extra = int(self.transformer.config.in_channels) - int(self.transformer.config.out_channels)
+        out = []
+        for emb, extras in conditioning:
+            if any(extras.get(k) is not None for k in _REGION_KEYS):
+                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Wan models "
+                                 "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            concat = None
+            if extra > 0:
+                image = extras.get("concat_latent_image")
+                if image is None:
+                    raise ValueError(f"{what}: this Wan image-to-video model needs a start image; connect "
+                                     "WanImageToVideo between the prompts and the sampler")
+                mean, std = latent_stats(image.shape[1])
+                image = (image.float() - mean) / std
+                mask = extras.get("concat_mask")
+                # the model sees 1 where a frame is given (ComfyUI's 1 - concat_mask; zeros without a mask)
+                mask = image.new_zeros(1, 1, *image.shape[2:]) if mask is None else \
+                    1.0 - mask.float().mean(dim=1, keepdim=True)
+                concat = (image, mask.expand(image.shape[0], 1, *image.shape[2:]))
+            image_states = None
+            if self.transformer.config.image_dim:
+                vision = extras.get("clip_vision_output")
+                if vision is None:
+                    raise ValueError(f"{what}: this Wan 2.1 image-to-video model needs the start image's CLIP vision "
+                                     "output; connect CLIPVisionEncode (crop none) to WanImageToVideo")
+                image_states = vision.penultimate_hidden_states.to(self.device, self.dtype)
+            out.append((emb.to(self.device, self.dtype), float(extras.get("strength", 1.0)), concat, image_states))
+        return out
+
+    def _inputs(self, x: Any, concat: Any) -> Any:
+        import torch
+
+        if concat is None:
+            return x
+        image, mask = concat
+        mask = mask.to(x.device).repeat(1, 4, 1, 1, 1)
+        if image.shape[0] != x.shape[0]:
+            image, mask = image.repeat(x.shape[0], 1, 1, 1, 1), mask.repeat(x.shape[0], 1, 1, 1, 1)
+        return torch.cat([x, mask, image.to(x.device)], dim=1)
+
+    def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
+        import torch
+
+        emb, _, concat, image_states = entry
+        b = x.shape[0]
+        if emb.shape[0] != b:
+            if b % emb.shape[0]:
+                raise ValueError(f"a conditioning has a batch of {emb.shape[0]}, which does not divide the latent "
+                                 f"batch of {b}; use a batch of 1 or the same batch size")
+            emb = emb.repeat(b // emb.shape[0], 1, 1)
+        t = torch.full((b,), float(self.flow.timestep(sigma)), device=x.device, dtype=torch.float32)
+        out = self.transformer(hidden_states=self._inputs(x, concat).to(self.dtype), timestep=t,
+                               encoder_hidden_states=emb, encoder_hidden_states_image=image_states,
+                               return_dict=False)[0]
+        return out.float()
+
+    def _side(self, x: Any, sigma: float, entries: list) -> Any:
+        if len(entries) == 1:
+            return self._velocity(x, sigma, entries[0])
+        total = sum(e[1] for e in entries) or 1.0
+        return sum(self._velocity(x, sigma, e) * e[1] for e in entries) / total
+
+    def split(self, x: Any, sigma: Any) -> tuple[Any, Any]:
+        """(positive x0, negative x0 or None when cfg is 1) at noise level ``sigma``."""
+        sigma = float(sigma)
+        pos = x - sigma * self._side(x, sigma, self.conds)
+        if not self.unconds:
+            return pos, None
+        return pos, x - sigma * self._side(x, sigma, self.unconds)
+
+    def __call__(self, x: Any, sigma: Any) -> Any:
+        cond, uncond = self.split(x, sigma)
+        return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+
+
+def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
+           callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
+    """Denoise a video ``latent`` with a Wan model (KSampler's contract, see ``sampling.sample``); the LATENT."""
+    import torch
+
+    from ..flow.sampling import sampler_fn, sigmas_for
+    from ..preview import preview_jpeg
+    from ..sampling import make_noise
+    from .wan_vae import latent_stats
+
+    if model.loras:
+        raise ValueError("LoRAs on Wan models are not supported yet; remove the LoraLoader before this KSampler")
+    if latent.get("noise_mask") is not None:
+        raise ValueError("a noise mask on a video latent is not supported yet; remove SetLatentNoiseMask")
+    samples = prepare_video_latent(model, latent)
+    out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
+    out_latent["downscale"] = model.latent.downscale
+    total, s0, s1 = opts.step_range()
+    if s0 >= s1 or s0 >= total:
+        return dict(out_latent, samples=samples)
+    fn = sampler_fn(opts.sampler_name, samplers)
+    sig = sigmas_for(model, opts)
+    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
+    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
+        else torch.zeros_like(samples)
+    mean, std = latent_stats(samples.shape[1])
+    with devices.use(model.unet), torch.no_grad():
+        device, dtype = devices.device, devices.dtype
+        mean, std = mean.to(device), std.to(device)
+        clean = ((samples.to(device) - mean) / std)
+        noise = noise.to(device)
+        denoiser = WanDenoiser(model, positive, negative, opts.cfg, dtype, device)
+        first = float(sig[0])
+        x = first * noise + (1.0 - first) * clean
+
+        def step_done(step: int, count: int, x0: Any) -> None:
+            if callback is None:
+                return
+            show = step % preview_every == 0 or step == count
+            frame = (x0[:, :, 0] * std[:, :, 0] + mean[:, :, 0]).float().cpu()
+            callback(step, count, preview_jpeg(frame, model.latent) if show else None)
+
+        x = fn(denoiser, x, torch.tensor(sig, dtype=torch.float32, device=device), generator=gen,
+               callback=step_done)
+        last = float(sig[-1])
+        x = x / (1.0 - last) if last < 1.0 else x  # ComfyUI's inverse noise scaling (leftover noise)
+        result = (x.float() * std + mean).cpu()
+    return dict(out_latent, samples=result)
+
+
+__all__ = ["WanDenoiser", "prepare_video_latent", "sample"]

@@ -1,0 +1,124 @@
+"""The Wan 2.1 video VAE (``AutoencoderKLWan``: causal 3D convolutions, 16 channels, 8× spatial, 4× temporal).
+
+The same file (``wan_2.1_vae.safetensors`` = ``qwen_image_vae.safetensors``) serves Wan's videos and Qwen-Image's
+images, so ``WanVideoVAE`` speaks both conventions through the image-VAE interface (``config.latent_channels``,
+``encode(x).latent_dist``, ``decode(z).sample``), chosen by the latent's shape:
+- video ``[B, 16, T, h, w]`` (ComfyUI's Wan convention, raw VAE latents): ``decode`` returns every frame of every
+  video as one image batch ``[B · (4(T - 1) + 1), 3, H, W]`` — so VAEDecode yields the frames as an IMAGE batch;
+  ``encode_video`` turns the frames of one video ``[N, 3, H, W]`` into ``[1, 16, (N - 1) // 4 + 1, H/8, W/8]``;
+- image ``[B, 16, h, w]`` (Qwen-Image's convention, ``nodegraph.diffusion.qwen.vae``): one frame each, latents
+  normalised per channel with ``latents_mean``/``latents_std``.
+Files: ComfyUI's/the original layout (converted with diffusers' converter) or diffusers' layout. The Wan 2.2 VAE
+(48 channels, 16× spatial, for the 5B model) is refused with the reason.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from ..detect import UnknownModelError
+from ..types import VAEModel
+from .wan_files import shipped_config
+
+_ORIGINAL = "decoder.middle.0.residual.0.gamma"
+_DIFFUSERS = "decoder.mid_block.resnets.0.norm1.gamma"
+
+
+def is_wan_vae(keys: Any) -> bool:
+    """Whether tensor names are a Wan 2.1 video VAE's (original or diffusers layout)."""
+    keys = set(keys)
+    return _ORIGINAL in keys or _DIFFUSERS in keys
+
+
+class WanVideoVAE(torch.nn.Module):
+    """An ``AutoencoderKLWan`` behind the image-VAE interface: video latents raw, image latents normalised."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        z = int(inner.config.z_dim)
+        self.register_buffer("latents_mean", torch.tensor(inner.config.latents_mean, dtype=torch.float32)
+                             .view(1, z, 1, 1), persistent=False)
+        self.register_buffer("latents_std", torch.tensor(inner.config.latents_std, dtype=torch.float32)
+                             .view(1, z, 1, 1), persistent=False)
+        self.config = SimpleNamespace(latent_channels=z, block_out_channels=tuple(inner.config.dim_mult),
+                                      scaling_factor=1.0, shift_factor=0.0, z_dim=z, force_upcast=False)
+
+    def encode_video(self, frames: Any) -> Any:
+        """Raw posterior mean ``[1, C, T, h, w]`` of one video's frames ``[N, 3, H, W]`` in -1..1."""
+        return self.inner.encode(frames.movedim(0, 1).unsqueeze(0)).latent_dist.mean
+
+    def encode(self, x: Any, return_dict: bool = True) -> Any:
+        """``.latent_dist``: raw for videos ``[B, 3, T, H, W]``; normalised per image for ``[B, 3, H, W]``."""
+        if x.dim() == 5:
+            return SimpleNamespace(latent_dist=self.inner.encode(x).latent_dist)
+        raw = self.inner.encode(x.unsqueeze(2)).latent_dist.mean[:, :, 0]
+        mean = (raw - self.latents_mean.to(x.dtype)) / self.latents_std.to(x.dtype)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=mean, mode=lambda: mean))
+
+    def decode(self, z: Any, return_dict: bool = True) -> Any:
+        """``.sample``: the frames ``[B · F, 3, H, W]`` of raw video latents, or images of normalised ``[B, C, h, w]``."""
+        if z.dim() == 5:
+            frames = self.inner.decode(z).sample.movedim(2, 1).flatten(0, 1)
+        else:
+            raw = z * self.latents_std.to(z.dtype) + self.latents_mean.to(z.dtype)
+            frames = self.inner.decode(raw.unsqueeze(2)).sample[:, :, 0]
+        return SimpleNamespace(sample=frames) if return_dict else (frames,)
+
+    def forward(self, x: Any) -> Any:
+        """Reconstruction of images [B, 3, H, W]."""
+        return self.decode(self.encode(x).latent_dist.mean).sample
+
+
+def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
+    conv = state.get("decoder.conv_in.weight")
+    first = state.get("encoder.conv_in.weight")
+    if conv is None or first is None:
+        raise UnknownModelError(f"{name} lacks the Wan VAE's encoder/decoder input convolutions; the file is "
+                                "incomplete")
+    z_dim = int(conv.shape[1])
+    if z_dim != 16 or int(first.shape[1]) != 3:
+        raise UnknownModelError(f"{name} is the Wan 2.2 VAE ({z_dim} latent channels, for Wan 2.2 TI2V-5B), which "
+                                "this version does not load yet; use wan_2.1_vae.safetensors with the Wan 2.1 and "
+                                "Wan 2.2 14B models")
+    return dict(shipped_config("vae_wan2.1"), base_dim=int(first.shape[0]), z_dim=z_dim)
+
+
+def wan_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel | None:
+    """VAE from a Wan video VAE's tensors (``state`` is emptied); None when they are not a Wan VAE's."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLWan
+
+    from ..flow.loading import fill
+    from ..loading import quiet_libraries
+
+    if not is_wan_vae(state):
+        return None
+    if _ORIGINAL in state:
+        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+        with quiet_libraries():
+            converted = convert_wan_vae_to_diffusers(state)
+        state.clear()
+        state = converted
+    with quiet_libraries(), init_empty_weights():
+        inner = AutoencoderKLWan.from_config(_config(state, name))
+    fill(inner, state, dtype or torch.float32, name)
+    return VAEModel(vae=WanVideoVAE(inner).eval(), scaling_factor=1.0, shift_factor=0.0, source=name)
+
+
+def latent_stats(channels: int) -> tuple[Any, Any]:
+    """Per-channel (mean, std) ``[1, C, 1, 1, 1]`` float32 of the Wan VAE's latents (model input = (z - mean) / std)."""
+    cfg = shipped_config("vae_wan2.1")
+    if channels != len(cfg["latents_mean"]):
+        raise ValueError(f"no latent statistics for {channels}-channel Wan latents (the Wan 2.2 VAE is not "
+                         "supported yet); use a 16-channel latent (EmptyHunyuanLatentVideo)")
+    shape = (1, channels, 1, 1, 1)
+    return (torch.tensor(cfg["latents_mean"], dtype=torch.float32).view(shape),
+            torch.tensor(cfg["latents_std"], dtype=torch.float32).view(shape))
+
+
+__all__ = ["WanVideoVAE", "is_wan_vae", "latent_stats", "wan_vae_from_state"]
