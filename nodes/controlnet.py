@@ -166,7 +166,7 @@ class SetUnionControlNetType(Node):
     """Choose which condition a union ControlNet reads from its hint ("auto": let it decide)."""
 
     CATEGORY = "conditioning/controlnet"
-    INPUTS = {"control_net": Link(CONTROL_NET), "type": Combo(["auto"] + list(UNION_TYPES))}
+    INPUTS = {"control_net": Link(CONTROL_NET), "type": Combo([name for name in UNION_TYPES])}
     OUTPUTS = (Output(CONTROL_NET),)
 
     def execute(self, ctx: ExecutionContext, control_net: ControlNet, type: str) -> tuple[ControlNet]:
