@@ -363,6 +363,10 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
             raise UnknownModelError(f"{name} is a full checkpoint, not a VAE; put it in models/checkpoints")
         if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
             raise UnknownModelError(f"{name} is not a VAE: no encoder./decoder. tensors among {len(keys)}")
+        from .video_models.wan_vae import is_wan_vae, wan_vae_from_state
+
+        if is_wan_vae(keys):  # Wan 2.1 VAE (also Qwen-Image's): video and image latents, video_models.wan_vae
+            return wan_vae_from_state(state, name)
         scaling = 0.13025 if "xl" in path.name.lower() else 0.18215
         if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the SD config's model
             arch = "sdxl" if scaling == 0.13025 else "sd1"

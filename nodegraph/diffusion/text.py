@@ -224,6 +224,9 @@ def encode_text(clip: TextEncoder, text: str, device: Any, max_chunks: int = DEF
     ``max_chunks`` token windows raises ValueError. ``embeddings`` resolves ``embedding:name`` words."""
     import torch
 
+    if clip.arch == "wan":  # UMT5-XXL for Wan video models: nodegraph.diffusion.video_models.wan_text
+        from .video_models.wan_text import encode_wan
+        return encode_wan(clip, text, device, max_chunks)
     if clip.arch == "flux":  # CLIP-L + T5 for flow transformers: nodegraph.diffusion.flow.text
         from .flow.text import encode_flux
         return encode_flux(clip, text, text, device, max_chunks)

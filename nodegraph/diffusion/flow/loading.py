@@ -78,6 +78,10 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
+    from ..video_models.wan_files import is_wan_transformer, load_wan_transformer
+
+    if is_wan_transformer(read_header(path)):  # Wan 2.1/2.2 video: nodegraph.diffusion.video_models
+        return load_wan_transformer(path, name, weight_dtype, dtype)
     found = detect_transformer(read_header(path))
     return transformer_from_state(load_file(str(path)), found, name, weight_dtype, dtype)
 
@@ -215,6 +219,10 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
     from ..loading import clip_tokenizer
     from .sd3_text import sd3_clip
 
+    if clip_type == "wan":  # UMT5-XXL for Wan video models: nodegraph.diffusion.video_models
+        from ..video_models.wan_text import load_wan_clip
+
+        return load_wan_clip(paths, names, dtype)
     loaded = {}
     for path, name in zip(paths, names):
         kind, model = load_text_encoder(path, name, dtype)
