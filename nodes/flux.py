@@ -1,10 +1,12 @@
-"""Flow-matching image families (Flux.1 first): latents, guidance and model-sampling nodes, with ComfyUI's names."""
+"""Flow-matching image families (Flux.1, SD3/SD3.5): latents, guidance, text and model-sampling nodes, with ComfyUI's
+names."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nodegraph.api import (
+    Combo,
     Float,
     Int,
     Link,
@@ -13,6 +15,7 @@ from nodegraph.api import (
     String,
     derive,
     encode_flux_text,
+    encode_sd3_text,
     flux_shift,
     hookimpl,
     resample,
@@ -140,8 +143,76 @@ class ReferenceLatent(Node):
                             + [latent["samples"]])) for emb, extras in conditioning],)
 
 
+def _flow_of(ctx: Any, model: Any, node: str) -> Any:
+    flow = ctx.models.get(model).flow
+    if flow is None:
+        raise ValueError(f"{node} applies to flow-matching models (SD3, Flux); {model.arch} is not one. Remove the "
+                         "node, or load such a model with UNETLoader or CheckpointLoaderSimple")
+    return flow
+
+
+class ModelSamplingSD3(Node):
+    """Set a flow model's noise shift (SD3/SD3.5: 3.0 by default; higher spends more steps at high noise)."""
+
+    DISPLAY_NAME = "ModelSamplingSD3"
+    CATEGORY = "advanced/model"
+    INPUTS = {"model": Link("MODEL"), "shift": Float(3.0, min=0.0, max=100.0, step=0.01)}
+    OUTPUTS = (Output("MODEL"),)
+    MULTIPLIER = 1000.0
+
+    def execute(self, ctx, model, shift: float):
+        import dataclasses
+
+        flow = _flow_of(ctx, model, type(self).__name__)
+        return (derive(model, flow=dataclasses.replace(flow, kind="discrete", shift=float(shift),
+                                                       multiplier=self.MULTIPLIER)),)
+
+
+class CLIPTextEncodeSD3(Node):
+    """Encode separate prompts for SD3's CLIP-L, CLIP-G and T5-XXL."""
+
+    DISPLAY_NAME = "CLIPTextEncodeSD3"
+    CATEGORY = "advanced/conditioning"
+    INPUTS = {"clip": Link("CLIP"),
+              "clip_l": String("", multiline=True, dynamic_prompts=True),
+              "clip_g": String("", multiline=True, dynamic_prompts=True),
+              "t5xxl": String("", multiline=True, dynamic_prompts=True),
+              "empty_padding": Combo(("none", "empty_prompt"))}
+    OUTPUTS = (Output("CONDITIONING"),)
+
+    def execute(self, ctx, clip, clip_l: str, clip_g: str, t5xxl: str, empty_padding: str):
+        return (encode_sd3_text(ctx, clip, clip_l, clip_g, t5xxl, empty_padding),)
+
+
+class SkipLayerGuidanceSD3(Node):
+    """Push the image away from a prediction with some transformer blocks skipped (SD3.5's skip-layer guidance)."""
+
+    DISPLAY_NAME = "SkipLayerGuidanceSD3"
+    CATEGORY = "advanced/guidance"
+    INPUTS = {"model": Link("MODEL"),
+              "layers": String("7, 8, 9", multiline=False),
+              "scale": Float(3.0, min=0.0, max=10.0, step=0.1),
+              "start_percent": Float(0.01, min=0.0, max=1.0, step=0.001),
+              "end_percent": Float(0.15, min=0.0, max=1.0, step=0.001)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, layers: str, scale: float, start_percent: float, end_percent: float):
+        import dataclasses
+
+        flow = _flow_of(ctx, model, "SkipLayerGuidanceSD3")
+        try:
+            blocks = tuple(int(part) for part in layers.replace(" ", "").split(",") if part)
+        except ValueError:
+            raise ValueError(f"SkipLayerGuidanceSD3: layers {layers!r} must be block numbers separated by commas, "
+                             "e.g. 7, 8, 9") from None
+        if not blocks or scale == 0:
+            return (model,)
+        slg = (blocks, float(scale), float(start_percent), float(end_percent))
+        return (derive(model, flow=dataclasses.replace(flow, skip_layer_guidance=slg)),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The flow-matching family nodes."""
     return [EmptySD3LatentImage, ModelSamplingFlux, FluxGuidance, FluxDisableGuidance, CLIPTextEncodeFlux,
-            FluxKontextImageScale, ReferenceLatent]
+            FluxKontextImageScale, ReferenceLatent, ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]

@@ -1,4 +1,5 @@
-"""All-in-one Flux.1 checkpoints (CheckpointLoaderSimple): ComfyUI's ``flux1-dev-fp8``/``flux1-schnell-fp8`` files.
+"""All-in-one Flux.1 and SD3/SD3.5 checkpoints (CheckpointLoaderSimple): ComfyUI's ``flux1-dev-fp8`` files and
+Stability's ``sd3.5_large.safetensors``-style files (see ``sd3_checkpoint``).
 
 Such a file holds the transformer under ``model.diffusion_model.``, CLIP-L under ``text_encoders.clip_l.transformer.``,
 T5-XXL under ``text_encoders.t5xxl.transformer.`` and the VAE (LDM names) under ``vae.``. Each part loads as its
@@ -21,9 +22,13 @@ T5XXL = "text_encoders.t5xxl.transformer."
 VAE = "vae."
 
 
+CLIP_G = "text_encoders.clip_g.transformer."
+SD3_MARKER = TRANSFORMER + "joint_blocks.0.x_block.attn.qkv.weight"
+
+
 def is_flow_checkpoint(header: Header) -> bool:
-    """Whether a checkpoint's header holds a Flux transformer under ``model.diffusion_model.``."""
-    return TRANSFORMER + "double_blocks.0.img_attn.qkv.weight" in header.shapes
+    """Whether a checkpoint's header holds a Flux or SD3 transformer under ``model.diffusion_model.``."""
+    return TRANSFORMER + "double_blocks.0.img_attn.qkv.weight" in header.shapes or SD3_MARKER in header.shapes
 
 
 def _part(header: Header, prefix: str) -> Header:
@@ -48,6 +53,8 @@ def flow_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | No
     header = read_header(Path(path))
     if not is_flow_checkpoint(header):
         return None
+    if SD3_MARKER in header.shapes:
+        return sd3_checkpoint(path, header, name, dtype)
     found = detect_transformer(_part(header, TRANSFORMER))
     found = replace(found, prefix=TRANSFORMER, layout="comfyui")
     state = load_file(str(path))
@@ -70,4 +77,42 @@ def flow_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | No
                       extras={"format": "single_file", "reasons": list(found.reasons)})
 
 
-__all__ = ["flow_checkpoint", "is_flow_checkpoint"]
+def sd3_checkpoint(path: Path, header: Header, name: str, dtype: Any = None) -> Checkpoint:
+    """MODEL, CLIP and VAE of an all-in-one SD3/SD3.5 checkpoint (Stability's ``sd3.5_large.safetensors``): the
+    transformer, any of CLIP-L/CLIP-G/T5-XXL under ``text_encoders.*.transformer.``, the VAE under
+    ``first_stage_model.`` (or ``vae.``)."""
+    from safetensors.torch import load_file
+
+    from .. import derive, single_file
+    from .detect import detect_transformer
+    from .loading import text_encoder_from_state, transformer_from_state, vae_overrides
+    from .sd3 import SD3_LATENT
+    from .sd3_text import sd3_clip
+
+    found = replace(detect_transformer(_part(header, TRANSFORMER)), prefix=TRANSFORMER, layout="comfyui")
+    vae_prefix = next((p for p in ("first_stage_model.", VAE) if any(k.startswith(p) for k in header.shapes)), None)
+    encoders = {"clip_l": CLIP_L, "clip_g": CLIP_G, "t5xxl": T5XXL}
+    present = {k: p for k, p in encoders.items() if any(s.startswith(p) for s in header.shapes)}
+    if vae_prefix is None or not present:
+        what = " and ".join(w for w, miss in (("text encoders", not present), ("VAE", vae_prefix is None)) if miss)
+        raise ValueError(f"{name} holds an SD3 transformer but no {what}; load it with UNETLoader "
+                         "(models/diffusion_models), the text encoders with TripleCLIPLoader and the VAE with VAELoader")
+    state = load_file(str(path))
+    parts = {p: {k[len(p):]: state.pop(k) for k in list(state) if k.startswith(p)}
+             for p in (*present.values(), vae_prefix)}
+    model = transformer_from_state(state, found, name, "default", dtype)
+    loaded = {}
+    for kind, prefix in present.items():
+        _, enc = text_encoder_from_state(parts[prefix], _part(header, prefix), f"{name}: {kind}", dtype, kind)
+        loaded[kind] = (enc, Path(path))
+    config = dict(derive.vae_config(_part(header, vae_prefix), ""))
+    config.update(vae_overrides(parts[vae_prefix]), scaling_factor=SD3_LATENT.scaling_factor,
+                  shift_factor=SD3_LATENT.shift_factor)
+    vae = single_file.vae(parts[vae_prefix], config, name)
+    vae_model = VAEModel(vae=vae, scaling_factor=SD3_LATENT.scaling_factor, shift_factor=SD3_LATENT.shift_factor,
+                         source=name)
+    return Checkpoint(model=model, clip=sd3_clip(loaded, [name]), vae=vae_model,
+                      extras={"format": "single_file", "reasons": list(found.reasons)})
+
+
+__all__ = ["flow_checkpoint", "is_flow_checkpoint", "sd3_checkpoint"]

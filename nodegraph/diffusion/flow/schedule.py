@@ -27,11 +27,23 @@ FLOW_SCHEDULES = ("simple", "normal", "karras", "exponential", "sgm_uniform", "d
 
 @dataclass(frozen=True)
 class FlowSettings:
-    """How a flow model maps time to noise: ``kind`` "flux" or "discrete", ``shift``, ``multiplier`` (discrete)."""
+    """How a flow model maps time to noise: ``kind`` "flux" or "discrete", ``shift``, ``multiplier`` (discrete);
+    ``skip_layer_guidance`` (SD3.5) rides along as a sampling setting of the model."""
 
     kind: str = "flux"
     shift: float = 1.15
     multiplier: float = 1000.0
+    #: SkipLayerGuidanceSD3: (blocks, scale, start_percent, end_percent), or () when off
+    skip_layer_guidance: tuple = ()
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """The noise level at ``percent`` of the way through sampling (ComfyUI's percent_to_sigma)."""
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        t = 1.0 - percent
+        return float(self.sigma(t if self.kind == "flux" else t * self.multiplier))
 
     @property
     def timesteps(self) -> int:
