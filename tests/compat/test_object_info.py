@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -44,7 +45,8 @@ def file_inputs(registry: Any, name: str) -> frozenset[str]:
     return frozenset(inp for inp, spec in specs.items() if isinstance(spec, ModelComboInput))
 
 
-def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozenset(),
+               allowed: Mapping[tuple[str, str, str], str] = ALLOWED) -> dict[str, Any]:
     """The compared keys, ComfyUI's equivalent spellings written one way, so that only real differences remain.
 
     - ``[TYPE]`` is ``[TYPE, {}]`` (ComfyUI sends a 1-tuple when there are no options); tooltips are not compared.
@@ -56,11 +58,12 @@ def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozens
     - ``files``: combos listing a models folder (ckpt_name, vae_name, lora_name, config_name, …) compare as a
       combo with the same other options, not by their option list: the list is whatever files that folder holds
       (ComfyUI's fixtures were taken with empty folders; ours lists the embedded model).
+    - ``allowed``: the deliberate differences to strip (test_scope.py passes none to count identical entries).
     """
     out = {key: entry.get(key) for key in KEYS}
     if out["display_name"] is None:
         out["display_name"] = out["name"]
-    for (cls, inp, field) in ALLOWED:  # a field of the entry we keep different on purpose
+    for (cls, inp, field) in allowed:  # a field of the entry we keep different on purpose
         if cls == name and inp == "":
             out[field] = None
     inputs: dict[str, Any] = {}
@@ -71,7 +74,7 @@ def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozens
         for input_name, spec in specs.items():
             opts = dict(spec[1]) if len(spec) > 1 else {}
             opts.pop("tooltip", None)
-            for (cls, inp, opt) in ALLOWED:  # stripped from both sides: a difference we keep on purpose
+            for (cls, inp, opt) in allowed:  # stripped from both sides: a difference we keep on purpose
                 if cls == name and inp == input_name:
                     opts.pop(opt, None)
             kind = spec[0]
