@@ -1,8 +1,8 @@
 """Loaders for split model files: diffusion models and text encoders (ComfyUI's UNETLoader/CLIPLoader family).
 
 Files are listed from both of ComfyUI's folder names of each pair (``diffusion_models`` + ``unet``,
-``text_encoders`` + ``clip``). Flux.1 loads now (a transformer in ComfyUI, original or diffusers layout; CLIP-L +
-T5-XXL text encoders); other types are refused naming what is supported.
+``text_encoders`` + ``clip``). Flux.1 and SD3/SD3.5 load now (transformers in ComfyUI, original or diffusers layout;
+CLIP-L, CLIP-G and T5-XXL text encoders); other types are refused naming what is supported.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: The types this version loads, per loader.
-SUPPORTED = {"CLIPLoader": ("stable_diffusion", "wan"), "DualCLIPLoader": ("flux",), "TripleCLIPLoader": ()}
+SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "wan"), "DualCLIPLoader": ("flux", "sd3")}
 DEVICES = ("default", "cpu")
 
 
@@ -74,7 +74,7 @@ class _SplitFileNode(Node):
         supported = SUPPORTED[cls.__name__]
         if clip_type not in supported:
             raise ValueError(f"{cls.__name__} type {clip_type!r} is not supported in this version; supported: "
-                             f"{', '.join(supported) or 'none yet (SD3 text encoders come with SD3.5 support)'}"
+                             f"{', '.join(supported)}"
                              + ("; for Flux use DualCLIPLoader with type flux" if cls.__name__ != "DualCLIPLoader"
                                 else ""))
 
@@ -84,7 +84,7 @@ _TEXT = ("text_encoders", "clip")
 
 
 class UNETLoader(_SplitFileNode):
-    """Load a diffusion model file (Flux.1 transformer) from models/diffusion_models or models/unet."""
+    """Load a diffusion model file (Flux.1 or SD3/SD3.5 transformer) from models/diffusion_models or models/unet."""
 
     DISPLAY_NAME = "Load Diffusion Model"
     CATEGORY = "advanced/loaders"
@@ -125,7 +125,7 @@ class CLIPLoader(_SplitFileNode):
 
 
 class DualCLIPLoader(CLIPLoader):
-    """Load two text encoder files as one CLIP (Flux: CLIP-L + T5-XXL, in either order)."""
+    """Load two text encoder files as one CLIP (Flux: CLIP-L + T5-XXL; SD3: two of CLIP-L, CLIP-G, T5-XXL)."""
 
     DISPLAY_NAME = "DualCLIPLoader"
     FILE_INPUTS = (("clip_name1", _TEXT), ("clip_name2", _TEXT))
@@ -150,15 +150,8 @@ class TripleCLIPLoader(_SplitFileNode):
               "clip_name3": ModelCombo("text_encoders", text_encoder_names)}
     OUTPUTS = (Output("CLIP"),)
 
-    REFUSAL = ("TripleCLIPLoader (SD3/SD3.5: CLIP-L + CLIP-G + T5-XXL) is not supported in this version: SD3.5 "
-               "support comes after Flux.1; Flux uses DualCLIPLoader type flux")
-
-    @classmethod
-    def validate_inputs(cls, config, **constants):
-        return [("clip_name1", cls.REFUSAL)]
-
     def execute(self, ctx, clip_name1: str, clip_name2: str, clip_name3: str):
-        raise ValueError(self.REFUSAL)
+        return (load_split_clip(ctx, [clip_name1, clip_name2, clip_name3], "sd3"),)
 
 
 @hookimpl

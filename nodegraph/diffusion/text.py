@@ -230,6 +230,9 @@ def encode_text(clip: TextEncoder, text: str, device: Any, max_chunks: int = DEF
     if clip.arch == "flux":  # CLIP-L + T5 for flow transformers: nodegraph.diffusion.flow.text
         from .flow.text import encode_flux
         return encode_flux(clip, text, text, device, max_chunks)
+    if clip.arch == "qwen_image":  # Qwen2.5-VL for Qwen-Image: nodegraph.diffusion.qwen.text
+        from .qwen.text import encode_qwen
+        return encode_qwen(clip, text, device)
     if not clip.encoders or len(clip.tokenizers) != len(clip.encoders):
         raise ValueError("this CLIP has no text encoder/tokenizer pair; load a checkpoint that includes one")
     sdxl = len(clip.encoders) > 1

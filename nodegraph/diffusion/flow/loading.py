@@ -156,25 +156,47 @@ def _t5_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
                 relative_attention_num_buckets=buckets, feed_forward_proj="gated-gelu" if gated else "relu")
 
 
-def load_text_encoder(path: Path, name: str, dtype: Any = None) -> tuple[str, Any]:
-    """(kind, model) from a text-encoder file: ("clip_l", CLIPTextModel) or ("t5xxl", T5EncoderModel)."""
+def load_text_encoder(path: Path, name: str, dtype: Any = None, kind: str | None = None) -> tuple[str, Any]:
+    """(kind, model) from a text-encoder file: ("clip_l", CLIPTextModel), ("clip_g", CLIPTextModelWithProjection)
+    or ("t5xxl", T5EncoderModel); ``kind`` overrides the detected CLIP kind."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
     header = read_header(path)
-    return text_encoder_from_state(load_file(str(path)), header, name, dtype)
+    return text_encoder_from_state(load_file(str(path)), header, name, dtype, kind)
 
 
-def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype: Any = None) -> tuple[str, Any]:
-    """(kind, model) from a text encoder's tensors (``header``: their shapes, for detection and the config)."""
+def clip_kinds(paths: list[Path], names: list[str]) -> list[str]:
+    """The kind of each text-encoder file of an SD3 set: CLIP-G is 1280 wide, or the wider of two CLIP files."""
+    for path, name in zip(paths, names):
+        if Path(path).suffix.lower() != ".safetensors":
+            raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    headers = [read_header(Path(p)) for p in paths]
+    kinds = [text_encoder_kind(h) for h in headers]
+    clips = [i for i, k in enumerate(kinds) if k != "t5xxl"]
+    if len(clips) == 2 and kinds[clips[0]] == kinds[clips[1]]:
+        widths = [headers[i].shapes[encoder_prefix(headers[i]) + "embeddings.token_embedding.weight"][1]
+                  for i in clips]
+        if widths[0] != widths[1]:
+            wide = clips[0] if widths[0] > widths[1] else clips[1]
+            for i in clips:
+                kinds[i] = "clip_g" if i == wide else "clip_l"
+    return kinds
+
+
+def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype: Any = None,
+                            kind: str | None = None) -> tuple[str, Any]:
+    """(kind, model) from a text encoder's tensors (``header``: their shapes, for detection and the config);
+    ``kind`` ("clip_l"/"clip_g") overrides the CLIP kind read from the width."""
     from accelerate import init_empty_weights
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from ..loading import quiet_libraries
 
-    kind, prefix = text_encoder_kind(header), encoder_prefix(header)
+    found, prefix = text_encoder_kind(header), encoder_prefix(header)
+    kind = kind if kind and found != "t5xxl" else found
     if kind == "clip_g" and prefix.endswith("text_model."):
         prefix = prefix[:-len("text_model.")]  # keep text_model. (CLIPTextModelWithProjection's names)
     shapes = {k[len(prefix):]: v for k, v in header.shapes.items() if k.startswith(prefix)}
@@ -224,8 +246,9 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
 
         return load_wan_clip(paths, names, dtype)
     loaded = {}
-    for path, name in zip(paths, names):
-        kind, model = load_text_encoder(path, name, dtype)
+    kinds = clip_kinds(paths, names) if clip_type == "sd3" else [None] * len(paths)
+    for path, name, wanted in zip(paths, names, kinds):
+        kind, model = load_text_encoder(path, name, dtype, wanted)
         if kind in loaded:
             raise ValueError(f"{' and '.join(names)} hold two {kind} encoders; type {clip_type} takes one file of each "
                              "kind (" + ("CLIP-L, CLIP-G, T5-XXL" if clip_type == "sd3" else "CLIP-L and T5-XXL") + ")")
@@ -255,5 +278,5 @@ def vae_overrides(state: dict[str, Any]) -> dict[str, Any]:
             "shift_factor": FLUX_LATENT.shift_factor}
 
 
-__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "fill", "load_clip", "load_text_encoder", "load_transformer",
+__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "load_clip", "load_text_encoder", "load_transformer",
            "t5_tokenizer", "text_encoder_from_state", "transformer_from_state", "vae_overrides"]

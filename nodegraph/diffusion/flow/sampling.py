@@ -85,6 +85,10 @@ class FlowDenoiser:
         self.transformer, self.dtype, self.device, self.fmt = model.unet, dtype, device, model.latent
         self.family, self.multiplier = getattr(model, "family", "flux"), float(model.flow.multiplier)
         self.skip_layers: tuple[int, ...] = ()
+        slg = getattr(model.flow, "skip_layer_guidance", ())
+        #: (blocks, scale, sigma_start, sigma_end) of SkipLayerGuidanceSD3, or ()
+        self.slg = (tuple(slg[0]), float(slg[1]), model.flow.percent_to_sigma(slg[2]),
+                    model.flow.percent_to_sigma(slg[3])) if slg else ()
         self.conditioning, self.cfg = list(positive), float(cfg)
         self.conds, self.unconds = self._entries(positive, "positive"), (
             [] if self.cfg == 1.0 else self._entries(negative, "negative"))
@@ -200,7 +204,16 @@ class FlowDenoiser:
 
     def __call__(self, x: Any, sigma: Any) -> Any:
         cond, uncond = self.split(x, sigma)
-        return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+        out = cond if uncond is None else uncond + self.cfg * (cond - uncond)
+        if self.slg and self.slg[1] > 0 and self.slg[3] <= float(sigma) <= self.slg[2]:
+            self.skip_layers = self.slg[0]  # SkipLayerGuidanceSD3: away from the prediction with blocks skipped
+            try:
+                skipped = self._inpaint_out(x - float(sigma) * self._side(self._inpaint_in(x, float(sigma)),
+                                                                          float(sigma), self.conds))
+            finally:
+                self.skip_layers = ()
+            out = out + (cond - skipped) * self.slg[1]
+        return out
 
 
 def _batch(t: Any, batch: int) -> Any:

@@ -1,0 +1,128 @@
+"""A tiny random-weight Qwen-Image (transformer, Qwen2.5-VL text encoder + tokenizer, Wan-style VAE), saved as
+ComfyUI expects: ``diffusion_models/`` in ComfyUI's layout (``model.diffusion_model.`` + diffusers names) and
+diffusers' (root), ``text_encoders/qwen_2.5_vl_7b.safetensors`` (ComfyUI's/transformers 4 names) + ``qwen_tokenizer/``,
+``vae/qwen_image_vae.safetensors`` (Wan's original names). ``QwenImagePipeline`` over the same modules is the oracle.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TRANSFORMER = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=32,
+                   num_attention_heads=2, joint_attention_dim=64, axes_dims_rope=[4, 14, 14])
+TEXT = dict(vocab_size=384, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=2048, rms_norm_eps=1e-6, rope_scaling={"type": "mrope",
+                                                                               "mrope_section": [4, 6, 6]})
+VISION = dict(depth=1, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64,
+              fullatt_block_indexes=[0])
+VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
+LAYOUTS = {"comfyui": "qwen_image_fp8_e4m3fn.safetensors", "diffusers": "qwen_image_tiny_diffusers.safetensors"}
+TEXT_ENCODER, VAE_FILE = "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"
+CORPUS = ("Describe the image by detailing the color, shape, size, texture, quantity, text, spatial relationships "
+          "of the objects and background system user assistant a photo of the red cat on sky green blue tree")
+
+
+@dataclass
+class TinyQwen:
+    """The tiny modules and where their files are."""
+
+    transformer: Any
+    text_encoder: Any
+    tokenizer: Any
+    vae: Any
+    home: Path
+
+    def pipeline(self) -> Any:
+        """QwenImagePipeline over the same modules, with a plain (unshifted) scheduler: sigmas are passed in."""
+        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+        return QwenImagePipeline(scheduler=scheduler, vae=self.vae, text_encoder=self.text_encoder,
+                                 tokenizer=self.tokenizer, transformer=self.transformer)
+
+
+def tokenizer(folder: Path) -> Any:
+    """A tiny byte-level BPE with Qwen2's special tokens, saved as vocab.json + merges.txt in ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=380, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS] * 4, trainer=trainer)
+    fast = Qwen2TokenizerFast(tokenizer_object=tok, unk_token=None, bos_token=None, eos_token="<|im_end|>",
+                              pad_token="<|endoftext|>")
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def to_wan_original(state: dict[str, Any]) -> dict[str, Any]:
+    """Wan's original VAE names for a diffusers ``AutoencoderKLQwenImage`` state (the inverse of diffusers'
+    ``convert_wan_vae_to_diffusers`` for the shipped block layout)."""
+    fixed = {"quant_conv": "conv1", "post_quant_conv": "conv2", "encoder.conv_in": "encoder.conv1",
+             "decoder.conv_in": "decoder.conv1", "encoder.norm_out": "encoder.head.0",
+             "encoder.conv_out": "encoder.head.2", "decoder.norm_out": "decoder.head.0",
+             "decoder.conv_out": "decoder.head.2", "encoder.mid_block.attentions.0": "encoder.middle.1",
+             "decoder.mid_block.attentions.0": "decoder.middle.1"}
+    res = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6",
+           "conv_shortcut": "shortcut"}
+    out = {}
+    for key, value in state.items():
+        new = key
+        for a, b in fixed.items():
+            if key.startswith(a + "."):
+                new = b + key[len(a):]
+        m = re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d)\.(\w+)\.(.*)", key)
+        if m:
+            new = f"{m[1]}.middle.{2 * int(m[2])}.{res[m[3]]}.{m[4]}"
+        m = re.match(r"encoder\.down_blocks\.(\d+)\.(\w+)\.(.*)", key)
+        if m:
+            new = f"encoder.downsamples.{m[1]}.{res.get(m[2], m[2])}.{m[3]}"
+        m = re.match(r"decoder\.up_blocks\.(\d)\.resnets\.(\d)\.(\w+)\.(.*)", key)
+        if m:
+            new = f"decoder.upsamples.{4 * int(m[1]) + int(m[2])}.{res[m[3]]}.{m[4]}"
+        m = re.match(r"decoder\.up_blocks\.(\d)\.upsamplers\.0\.(.*)", key)
+        if m:
+            new = f"decoder.upsamples.{4 * int(m[1]) + 3}.{m[2]}"
+        out[new] = value.contiguous()
+    return out
+
+
+def build(home: Path, seed: int = 0) -> TinyQwen:
+    """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from safetensors.torch import save_file
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(**TRANSFORMER).eval()
+    with torch.no_grad():  # random norms and modulation so every weight matters
+        for p in transformer.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    config = Qwen2_5_VLConfig(text_config=TEXT, vision_config=VISION, bos_token_id=None, eos_token_id=None,
+                              pad_token_id=None)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    vae = AutoencoderKLQwenImage(**VAE).eval()
+    models = home / "models"
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
+    save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
+    save_file({"model.diffusion_model." + k: v for k, v in sd.items()},
+              str(models / "diffusion_models" / LAYOUTS["comfyui"]))
+    te = {}
+    for k, v in text_encoder.state_dict().items():  # ComfyUI's names: model.layers.*, visual.*
+        te[k.replace("model.language_model.", "model.").replace("model.visual.", "visual.")] = v.contiguous()
+    save_file(te, str(models / "text_encoders" / TEXT_ENCODER))
+    tok = tokenizer(models / "text_encoders" / "qwen_tokenizer")
+    save_file(to_wan_original(vae.state_dict()), str(models / "vae" / VAE_FILE))
+    return TinyQwen(transformer, text_encoder, tok, vae, home)
