@@ -78,11 +78,16 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
+    header = read_header(path)
+    from ..qwen.loading import is_qwen_transformer, transformer_from_state as qwen_transformer
+
+    if is_qwen_transformer(header):  # Qwen-Image: nodegraph.diffusion.qwen
+        return qwen_transformer(load_file(str(path)), header, name, weight_dtype, dtype)
     from ..video_models.wan_files import is_wan_transformer, load_wan_transformer
 
-    if is_wan_transformer(read_header(path)):  # Wan 2.1/2.2 video: nodegraph.diffusion.video_models
+    if is_wan_transformer(header):  # Wan 2.1/2.2 video: nodegraph.diffusion.video_models
         return load_wan_transformer(path, name, weight_dtype, dtype)
-    found = detect_transformer(read_header(path))
+    found = detect_transformer(header)
     return transformer_from_state(load_file(str(path)), found, name, weight_dtype, dtype)
 
 
@@ -245,6 +250,10 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
         from ..video_models.wan_text import load_wan_clip
 
         return load_wan_clip(paths, names, dtype)
+    if clip_type == "qwen_image":  # Qwen2.5-VL: nodegraph.diffusion.qwen
+        from ..qwen.loading import load_qwen_clip
+
+        return load_qwen_clip(paths[0], names[0], dtype)
     loaded = {}
     kinds = clip_kinds(paths, names) if clip_type == "sd3" else [None] * len(paths)
     for path, name, wanted in zip(paths, names, kinds):

@@ -80,6 +80,13 @@ def prepare_latent(model: Any, latent: dict[str, Any]) -> Any:
 class FlowDenoiser:
     """``custom.Denoiser`` over a flow transformer: ``denoiser(x, sigma)`` is the guided x0 estimate."""
 
+    def __new__(cls, model: Any, *args: Any, **kwargs: Any) -> "FlowDenoiser":
+        if cls is FlowDenoiser and getattr(model, "family", "") == "qwen_image":  # Qwen-Image: its own denoiser
+            from ..qwen.sampling import QwenDenoiser
+
+            return super().__new__(QwenDenoiser)
+        return super().__new__(cls)
+
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
                  mask: Any = None, clean: Any = None, noise: Any = None) -> None:
         self.transformer, self.dtype, self.device, self.fmt = model.unet, dtype, device, model.latent
