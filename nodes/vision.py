@@ -4,7 +4,8 @@
 CLIP_VISION_OUTPUT (hidden states and the projected image embedding). ``unCLIPCheckpointLoader`` loads an
 SD2.1-unCLIP checkpoint with its image encoder; ``unCLIPConditioning`` attaches image embeddings, which sampling
 feeds to the UNet's class embedding (``nodegraph.diffusion.unclip``). ``StyleModelLoader``/``StyleModelApply``
-append a style model's image tokens to the text embeddings (the T2I-Adapter style model for SD1.x).
+append a style model's image tokens to the text embeddings (the T2I-Adapter style model for SD1.x, Redux
+for Flux with a SigLIP CLIPVisionLoader file).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _check(value: Any, cls: type, what: str, source: str) -> None:
 
 
 class CLIPVisionLoader(_FileNode):
-    """Load a CLIP vision model (ViT-L/14, ViT-H/14, ViT-bigG/14 or another CLIP ViT) from models/clip_vision."""
+    """Load a CLIP vision model (ViT-L/14, ViT-H/14, ViT-bigG/14, SigLIP or another ViT) from models/clip_vision."""
 
     DISPLAY_NAME = "Load CLIP Vision"
     CATEGORY = "loaders"
@@ -147,7 +148,7 @@ class unCLIPConditioning(Node):
 
 
 class StyleModelLoader(_FileNode):
-    """Load a style model (the T2I-Adapter style model) from models/style_models."""
+    """Load a style model (the T2I-Adapter style model, or Flux Redux) from models/style_models."""
 
     DISPLAY_NAME = "Load Style Model"
     CATEGORY = "loaders"

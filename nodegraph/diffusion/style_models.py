@@ -1,9 +1,13 @@
 """Style models: image tokens from a CLIP vision output, appended to a conditioning's text embeddings.
 
-Supported: the T2I-Adapter style adapter (TencentARC ``t2iadapter_style_sd14v1``: a small transformer over the CLIP
-ViT-L/14 hidden states that emits 8 tokens of the SD1 text width). Its tensor names are the original ones
-(``style_embedding``, ``transformer_layes.N.attn.in_proj_weight``, ``ln_pre``, ``ln_post``, ``proj``); width, token
-count, depth and output width come from the shapes, heads are 16 (the released model's, as ComfyUI assumes).
+Supported:
+
+- the T2I-Adapter style adapter (TencentARC ``t2iadapter_style_sd14v1``: a small transformer over the CLIP ViT-L/14
+  hidden states that emits 8 tokens of the SD1 text width). Its tensor names are the original ones
+  (``style_embedding``, ``transformer_layes.N.attn.in_proj_weight``, ``ln_pre``, ``ln_post``, ``proj``); width, token
+  count, depth and output width come from the shapes, heads are 16 (the released model's, as ComfyUI assumes);
+- Flux Redux (``flux1-redux-dev``: ``redux_up``/``redux_down``), diffusers' ``ReduxImageEncoder``: one T5-width token
+  per SigLIP patch (729 for the 384 px SigLIP), from the SigLIP's last hidden state.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class StyleModel:
     """STYLE_MODEL: a module turning a CLIP_VISION_OUTPUT into conditioning tokens [B, tokens, width]."""
 
     model: Any
-    kind: str  # "t2i_style"
+    kind: str  # "t2i_style" | "redux"
     source: str = ""
 
     @property
@@ -84,7 +88,8 @@ class StyleModel:
         hidden = output.last_hidden_state
         param = next(self.model.parameters())
         with torch.no_grad():
-            return self.model(hidden.to(param.device, param.dtype)).float().cpu()
+            out = self.model(hidden.to(param.device, param.dtype))
+        return (out.image_embeds if self.kind == "redux" else out).float().cpu()
 
 
 def build_style_adapter(state: dict[str, Any], name: str = "file") -> StyleModel:
@@ -100,6 +105,20 @@ def build_style_adapter(state: dict[str, Any], name: str = "file") -> StyleModel
     return StyleModel(model=model.eval(), kind="t2i_style", source=name)
 
 
+def build_redux(state: dict[str, Any], name: str = "file") -> StyleModel:
+    """A Flux Redux image encoder (diffusers' ``ReduxImageEncoder``) from its state dict."""
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+
+    up, down = state["redux_up.weight"], state["redux_down.weight"]
+    model = ReduxImageEncoder(redux_dim=int(up.shape[1]), txt_in_features=int(down.shape[0]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UnknownModelError(f"{name}: the Redux tensors do not fit diffusers' ReduxImageEncoder ({exc})") \
+            from None
+    return StyleModel(model=model.eval(), kind="redux", source=name)
+
+
 def load_style_model(path: Path, allow_pickle: bool = False, name: str | None = None) -> StyleModel:
     """Load a style model file (models/style_models)."""
     from .loading import load_state_dict
@@ -109,11 +128,11 @@ def load_style_model(path: Path, allow_pickle: bool = False, name: str | None = 
     state = load_state_dict(path, allow_pickle)
     if "style_embedding" in state:
         return build_style_adapter(state, name)
-    if any(k.startswith("redux_") for k in state):
-        raise UnknownModelError(f"{name} is a Flux Redux model, which needs a SigLIP vision encoder this engine does "
-                                "not load yet; use a T2I-Adapter style model (t2iadapter_style_sd14v1)")
-    raise UnknownModelError(f"{name} is not a style model this engine knows (no style_embedding tensor); put "
-                            "t2iadapter_style_sd14v1.safetensors in models/style_models")
+    if "redux_up.weight" in state and "redux_down.weight" in state:
+        return build_redux(state, name)
+    raise UnknownModelError(f"{name} is not a style model this engine knows (no style_embedding or redux_up "
+                            "tensor); put t2iadapter_style_sd14v1 or flux1-redux-dev .safetensors in "
+                            "models/style_models")
 
 
 def apply_style(conditioning: list, tokens: Any, strength: float, strength_type: str) -> list:
@@ -152,9 +171,9 @@ def apply_style(conditioning: list, tokens: Any, strength: float, strength_type:
         if cond.shape[-1] != txt.shape[-1]:
             raise ValueError(f"the style model makes {cond.shape[-1]}-wide tokens but the conditioning is "
                              f"{txt.shape[-1]} wide; use a style model made for this model family (the T2I style "
-                             "adapter is for SD1.x)")
+                             "adapter is for SD1.x, Redux for Flux)")
         out.append((torch.cat((txt, cond.to(txt.dtype)), dim=1), keys))
     return out
 
 
-__all__ = ["StyleModel", "apply_style", "build_style_adapter", "load_style_model"]
+__all__ = ["StyleModel", "apply_style", "build_redux", "build_style_adapter", "load_style_model"]

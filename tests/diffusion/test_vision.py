@@ -44,6 +44,20 @@ def _vision_model(seed: int = 5):
     return CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION)).eval()
 
 
+def _siglip_model(seed: int = 6, head: bool = True):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    cfg = SiglipVisionConfig(hidden_size=128, intermediate_size=200, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=32, patch_size=8, vision_use_head=head)
+    return SiglipVisionModel(cfg).eval()
+
+
+def _prefixed(state: dict) -> dict:
+    """ComfyUI's SigLIP file names: every tensor under vision_model. (transformers 5 keeps them flat)."""
+    return {(k if k.startswith("vision_model.") else "vision_model." + k): v.contiguous() for k, v in state.items()}
+
+
 def to_open_clip(state: dict, prefix: str = "visual.") -> dict:
     """transformers CLIP vision names → OpenCLIP's (q/k/v fused into in_proj), written out by hand for the test."""
     out, qkv = {}, {}
@@ -129,12 +143,19 @@ def home(tiny_sd, tmp_path_factory):
     save_file({k: v.contiguous() for k, v in vstate.items()}, str(config.model_dir("clip_vision") / "comfy.safetensors"))
     save_file(to_open_clip(vstate), str(config.model_dir("clip_vision") / "open_clip.safetensors"))
     save_file({"foo.weight": torch.zeros(2)}, str(config.model_dir("clip_vision") / "junk.safetensors"))
+    siglip = _siglip_model()
+    save_file(_prefixed(siglip.state_dict()), str(config.model_dir("clip_vision") / "siglip.safetensors"))
+    torch.manual_seed(41)
+    redux = {"redux_up.weight": torch.randn(96, 128) * 0.1, "redux_up.bias": torch.randn(96) * 0.1,
+             "redux_down.weight": torch.randn(32, 96) * 0.1, "redux_down.bias": torch.randn(32) * 0.1}
+    save_file(redux, str(config.model_dir("style_models") / "redux.safetensors"))
     torch.manual_seed(31)
     style = _style_state(width=VISION["hidden_size"], context=32, tokens=8, layers=2)
     save_file(style, str(config.model_dir("style_models") / "style.safetensors"))
     save_file(_style_state(width=VISION["hidden_size"], context=40, tokens=8, layers=1),
               str(config.model_dir("style_models") / "style-wide.safetensors"))
-    return config, {"pipe": pipe, "unet": unet, "vision": image_encoder, "style": style}
+    return config, {"pipe": pipe, "unet": unet, "vision": image_encoder, "style": style, "siglip": siglip,
+                    "redux": redux}
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +224,26 @@ def test_clip_vision_encode_equals_transformers(engine, home, crop):
     assert out.last_hidden_state.shape == (1, 17, VISION["hidden_size"])
 
 
+def test_siglip_loads_and_encodes_as_comfyui(engine, home):
+    """A SigLIP tower in ComfyUI's names (head left out): transformers' weights; mean/std 0.5; image_embeds are the
+    post-normalised hidden states."""
+    theirs = {k: v for k, v in home[1]["siglip"].state_dict().items() if "head" not in k}
+    loaded = vision.load_clip_vision(home[0].model_dir("clip_vision") / "siglip.safetensors")
+    ours = loaded.model.state_dict()
+    assert loaded.family == "siglip" and set(ours) == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    result, cap = run(engine, _encode_graph("siglip.safetensors", "none"))
+    result.raise_for_status()
+    x = F.interpolate(cap["pic"].movedim(-1, 1), size=(32, 32), mode="bicubic", antialias=True)
+    x = (torch.clip(255.0 * x, 0, 255).round() / 255.0 - 0.5) / 0.5
+    with torch.no_grad():
+        ref = home[1]["siglip"](pixel_values=x, output_hidden_states=True)
+    out = cap["out"]
+    assert torch.allclose(out.last_hidden_state, ref.last_hidden_state, atol=1e-5)
+    assert torch.equal(out.image_embeds, out.last_hidden_state)
+    assert torch.allclose(out.penultimate_hidden_states, ref.hidden_states[-2], atol=1e-5)
+
+
 def test_clip_vision_loader_refuses_other_files(engine):
     result, _ = run(engine, _encode_graph("junk.safetensors"))
     assert result.status == "error"
@@ -227,6 +268,28 @@ def test_full_size_vision_models_use_the_shipped_configs(kind, width, depth, pro
     assert found == kind
     assert (config["hidden_size"], config["num_hidden_layers"], config["projection_dim"]) == (width, depth, proj)
     assert config["hidden_act"] == ("quick_gelu" if kind == "vit-l-14" else "gelu")
+
+
+def test_full_size_siglip_and_vit_l_336_use_the_shipped_configs():
+    from accelerate import init_empty_weights
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    with init_empty_weights():
+        sig = SiglipVisionModel(SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                                   num_attention_heads=16, image_size=384, patch_size=14))
+        vit = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
+                                                             num_hidden_layers=24, num_attention_heads=16,
+                                                             image_size=336, patch_size=14, projection_dim=768))
+    config, kind = vision.config_for(vision.vision_state(_prefixed(sig.state_dict())), "meta")
+    assert kind == "siglip-so400m-14-384" and config["image_size"] == 384
+    assert config["hidden_act"] == "gelu_pytorch_tanh"
+    config, kind = vision.config_for(vision.vision_state(vit.state_dict()), "meta")
+    assert kind == "vit-l-14" and config["image_size"] == 336 and config["hidden_act"] == "quick_gelu"
 
 
 # ---- unCLIP --------------------------------------------------------------------------------------------------------
@@ -371,14 +434,15 @@ def _hand_style(state: dict, hidden: torch.Tensor) -> torch.Tensor:
     return ln(x[:, -tokens:], "ln_post") @ state["proj"]
 
 
-def _style_graph(model: str, strength: float, strength_type: str, batch: int = 1) -> dict:
+def _style_graph(model: str, strength: float, strength_type: str, batch: int = 1,
+                 clip_name: str = "comfy.safetensors") -> dict:
     wf = {
         "ckpt": {"class_type": "unCLIPCheckpointLoader", "inputs": {"ckpt_name": "tiny-unclip"}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["ckpt", 1]}},
         "img": {"class_type": "FixedImage", "inputs": {"width": 64, "height": 64, "seed": 9}},
         "img2": {"class_type": "FixedImage", "inputs": {"width": 64, "height": 64, "seed": 10}},
         "batch": {"class_type": "ImageBatch", "inputs": {"image1": ["img", 0], "image2": ["img2", 0]}},
-        "cv": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "comfy.safetensors"}},
+        "cv": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": clip_name}},
         "enc": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["cv", 0],
                                                              "image": ["img" if batch == 1 else "batch", 0],
                                                              "crop": "center"}},
@@ -420,3 +484,16 @@ def test_style_model_attn_bias_records_comfyui_mask(engine):
 def test_style_model_of_another_width_fails_clearly(engine):
     result, _ = run(engine, _style_graph("style-wide.safetensors", 1.0, "multiply"))
     assert result.status == "error" and "40-wide tokens" in str(result.error)
+
+
+def test_redux_appends_one_token_per_siglip_patch(engine, home):
+    """Flux Redux's tokens by hand: redux_down(silu(redux_up(SigLIP last hidden state))) × strength, 16 patches."""
+    result, cap = run(engine, _style_graph("redux.safetensors", 0.8, "multiply", clip_name="siglip.safetensors"))
+    result.raise_for_status()
+    (emb, _), = cap["c"]
+    text, r = cap["t"][0][0], home[1]["redux"]
+    h = cap["o"].last_hidden_state
+    up = h @ r["redux_up.weight"].t() + r["redux_up.bias"]
+    expected = (up * torch.sigmoid(up)) @ r["redux_down.weight"].t() + r["redux_down.bias"]
+    assert emb.shape == (1, text.shape[1] + 16, 32)
+    assert torch.allclose(emb[:, text.shape[1]:], expected * 0.8, atol=1e-5)
