@@ -5,21 +5,17 @@ Used by validation to say, for an unknown ``class_type``, which plugin or model 
 
 from __future__ import annotations
 
-_SPLIT_LOADERS = "Flux/SD3-family split loaders (not yet supported: issue #15)"
-_FLUX_SD3 = "Flux/SD3/AuraFlow-family models (not yet supported: issue #15)"
-_CUSTOM_SAMPLING = "ComfyUI's custom sampling nodes (comfy_extras/nodes_custom_sampler; not yet supported)"
-_VIDEO = "video (ComfyUI's video nodes; not yet supported: issue #16)"
+_FAMILIES = "a model family not yet supported (issue #15: Flux.2, HiDream, Lumina 2, AuraFlow, HunyuanDiT, Cosmos)"
+_VIDEO_MODELS = "a video model family not yet supported (issue #16: LTX-Video, HunyuanVideo)"
 
 #: class_type → who provides it.
 KNOWN_CLASSES: dict[str, str] = {
-    **dict.fromkeys(("UNETLoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCLIPLoader"),
-                    _SPLIT_LOADERS),
-    **dict.fromkeys(("ModelSamplingSD3", "ModelSamplingFlux", "ModelSamplingAuraFlow", "EmptySD3LatentImage",
-                     "FluxGuidance", "CLIPTextEncodeFlux", "CLIPTextEncodeSD3"), _FLUX_SD3),
-    **dict.fromkeys(("SamplerCustom", "SamplerCustomAdvanced", "KSamplerSelect", "BasicScheduler", "BasicGuider",
-                     "CFGGuider", "RandomNoise", "DisableNoise"), _CUSTOM_SAMPLING),
-    **dict.fromkeys(("SaveVideo", "CreateVideo", "GetVideoComponents", "LoadVideo", "SaveWEBM", "SaveAnimatedWEBP",
-                     "SaveAnimatedPNG"), _VIDEO),
+    **dict.fromkeys(("QuadrupleCLIPLoader", "EmptyFlux2LatentImage", "Flux2Scheduler", "CLIPTextEncodeHiDream",
+                     "CLIPTextEncodeLumina2", "EmptyHunyuanImageLatent", "CLIPTextEncodeHunyuanDiT",
+                     "EmptyCosmosLatentVideo", "CosmosImageToVideoLatent"), _FAMILIES),
+    **dict.fromkeys(("EmptyLTXVLatentVideo", "LTXVConditioning", "LTXVScheduler", "LTXVImgToVideo",
+                     "LTXVAddGuide", "LTXVCropGuides", "HunyuanImageToVideo", "TextEncodeHunyuanVideo_ImageToVideo"),
+                    _VIDEO_MODELS),
     **dict.fromkeys(("FaceDetailer", "DetailerForEach", "UltralyticsDetectorProvider", "SAMLoader",
                      "ImpactWildcardProcessor", "BboxDetectorSEGS", "SEGSDetailer"),
                     "the custom-node pack ComfyUI-Impact-Pack"),

@@ -107,10 +107,10 @@ def test_png_chunks_and_json_say_what_was_read(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("class_type, provider", [
-    ("UNETLoader", "Flux/SD3-family split loaders (not yet supported: issue #15)"),
-    ("DualCLIPLoader", "issue #15"),
-    ("SaveVideo", "video"),
-    ("CreateVideo", "issue #16"),
+    ("QuadrupleCLIPLoader", "a model family not yet supported (issue #15"),
+    ("EmptyFlux2LatentImage", "issue #15"),
+    ("EmptyLTXVLatentVideo", "video model family"),
+    ("LTXVConditioning", "issue #16"),
     ("VHS_VideoCombine", "ComfyUI-VideoHelperSuite"),
     ("FaceDetailer", "ComfyUI-Impact-Pack"),
     ("IPAdapterAdvanced", "ComfyUI_IPAdapter_plus"),
