@@ -138,7 +138,7 @@ class RepeatImageBatch(Node):
     """Repeat an image batch ``amount`` times."""
 
     CATEGORY = "image/batch"
-    INPUTS = {"image": Link("IMAGE"), "amount": Int(1, min=1, max=4096)}
+    INPUTS = {"image": Link("IMAGE"), "amount": Int(1, min=1, max=4096, step=None)}
     OUTPUTS = (Output("IMAGE"),)
 
     def execute(self, ctx, image: Any, amount: int):

@@ -126,6 +126,7 @@ def _morph(mask: Any, steps: int, tapered: bool) -> Any:
 class GrowMask(Node):
     """Grow (expand > 0) or shrink (expand < 0) a mask by whole pixels."""
 
+    DISPLAY_NAME = "Grow Mask"
     CATEGORY = "mask"
     INPUTS = {"mask": Link("MASK"), "expand": Int(0, min=-MAX_RESOLUTION, max=MAX_RESOLUTION, step=1),
               "tapered_corners": Boolean(True)}
