@@ -1,7 +1,7 @@
 """A tiny random-weight Qwen-Image (transformer, Qwen2.5-VL text encoder + tokenizer, Wan-style VAE), saved as
-ComfyUI expects: ``diffusion_models/`` in ComfyUI's layout (``model.diffusion_model.`` + diffusers names) and
-diffusers' (root), ``text_encoders/qwen_2.5_vl_7b.safetensors`` (ComfyUI's/transformers 4 names) + ``qwen_tokenizer/``,
-``vae/qwen_image_vae.safetensors`` (Wan's original names). ``QwenImagePipeline`` over the same modules is the oracle.
+ComfyUI expects, under the file names of ComfyUI's qwen_image example: ``diffusion_models/`` in ComfyUI's layout
+(``model.diffusion_model.`` + diffusers names) and diffusers' (root), ``text_encoders/qwen_2.5_vl_7b_fp8_scaled``
+(ComfyUI's/transformers 4 names) + ``qwen_tokenizer/``, ``vae/qwen_image_vae`` (Wan's original names). ``QwenImagePipeline`` over the same modules is the oracle.
 """
 
 from __future__ import annotations
