@@ -38,7 +38,7 @@ BUILTIN_PACKS += ("nodes.custom_sampling", "nodes.controlnet", "nodes.model_merg
                   "nodes.flux", "nodes.video", "nodes.training", "nodes.diffusion_explained")
 BUILTIN_PACKS += ("nodes.latent_io",)  # latent files, tiled VAE, inpaint conditioning
 BUILTIN_PACKS += ("nodes.model_patches", "nodes.vision")
-BUILTIN_PACKS += ("nodes.sd3", "nodes.wan", "nodes.qwen")  # issue #15/#16 model families
+BUILTIN_PACKS += ("nodes.sd3", "nodes.wan", "nodes.qwen", "nodes.ltx")  # issue #15/#16 model families
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"
