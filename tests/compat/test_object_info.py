@@ -127,3 +127,23 @@ def test_comparison_sees_a_changed_option(catalogue: dict[str, Any]) -> None:
     theirs = json.loads((FIXTURES / "ImageToMask.json").read_text(encoding="utf-8"))
     theirs["input"]["required"]["channel"][0] = ["red", "green", "blue"]
     assert _normalise("ImageToMask", catalogue["ImageToMask"]) != _normalise("ImageToMask", theirs)
+
+
+def test_normalise_reads_equivalent_spellings_only(registry: Any) -> None:
+    """v3 combos, hidden inputs and models-folder listings compare as equal; their options and types still count."""
+    v1 = {"name": "X", "display_name": None, "input": {"required": {"pick": [["a", "b"], {}], "ckpt_name": [["m"]]}},
+          "input_order": {"required": ["pick", "ckpt_name"]}}
+    v3 = {"name": "X", "display_name": "X",
+          "input": {"required": {"pick": ["COMBO", {"options": ["a", "b"], "multiselect": False}],
+                                 "ckpt_name": [[], {}]},
+                    "hidden": {"prompt": ["PROMPT"]}},
+          "input_order": {"required": ["pick", "ckpt_name"], "hidden": ["prompt"]}}
+    files = frozenset({"ckpt_name"})
+    assert _normalise("X", v1, files) == _normalise("X", v3, files)
+    assert _normalise("X", v1) != _normalise("X", v3)  # a listing compares when the input is not a models folder
+    v3["input"]["required"]["pick"][1]["options"] = ["b", "a"]
+    assert _normalise("X", v1, files) != _normalise("X", v3, files)
+    v3["input"]["required"]["pick"][1]["options"] = ["a", "b"]
+    v3["input"]["required"]["ckpt_name"][1]["default"] = "m"
+    assert _normalise("X", v1, files) != _normalise("X", v3, files)
+    assert file_inputs(registry, "CheckpointLoader") == {"config_name", "ckpt_name"}
