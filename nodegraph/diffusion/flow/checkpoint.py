@@ -80,7 +80,8 @@ def flow_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | No
 def sd3_checkpoint(path: Path, header: Header, name: str, dtype: Any = None) -> Checkpoint:
     """MODEL, CLIP and VAE of an all-in-one SD3/SD3.5 checkpoint (Stability's ``sd3.5_large.safetensors``): the
     transformer, any of CLIP-L/CLIP-G/T5-XXL under ``text_encoders.*.transformer.``, the VAE under
-    ``first_stage_model.`` (or ``vae.``)."""
+    ``first_stage_model.`` (or ``vae.``). Without text encoders (``sd3_medium.safetensors``) its CLIP encodes
+    nothing and says to use TripleCLIPLoader."""
     from safetensors.torch import load_file
 
     from .. import derive, single_file
@@ -93,9 +94,8 @@ def sd3_checkpoint(path: Path, header: Header, name: str, dtype: Any = None) -> 
     vae_prefix = next((p for p in ("first_stage_model.", VAE) if any(k.startswith(p) for k in header.shapes)), None)
     encoders = {"clip_l": CLIP_L, "clip_g": CLIP_G, "t5xxl": T5XXL}
     present = {k: p for k, p in encoders.items() if any(s.startswith(p) for s in header.shapes)}
-    if vae_prefix is None or not present:
-        what = " and ".join(w for w, miss in (("text encoders", not present), ("VAE", vae_prefix is None)) if miss)
-        raise ValueError(f"{name} holds an SD3 transformer but no {what}; load it with UNETLoader "
+    if vae_prefix is None:
+        raise ValueError(f"{name} holds an SD3 transformer but no VAE; load it with UNETLoader "
                          "(models/diffusion_models), the text encoders with TripleCLIPLoader and the VAE with VAELoader")
     state = load_file(str(path))
     parts = {p: {k[len(p):]: state.pop(k) for k in list(state) if k.startswith(p)}
@@ -111,7 +111,8 @@ def sd3_checkpoint(path: Path, header: Header, name: str, dtype: Any = None) -> 
     vae = single_file.vae(parts[vae_prefix], config, name)
     vae_model = VAEModel(vae=vae, scaling_factor=SD3_LATENT.scaling_factor, shift_factor=SD3_LATENT.shift_factor,
                          source=name)
-    return Checkpoint(model=model, clip=sd3_clip(loaded, [name]), vae=vae_model,
+    clip = sd3_clip(loaded, [name]) if loaded else TextEncoder((None,) * 3, (None,) * 3, arch="sd3")
+    return Checkpoint(model=model, clip=clip, vae=vae_model,
                       extras={"format": "single_file", "reasons": list(found.reasons)})
 
 

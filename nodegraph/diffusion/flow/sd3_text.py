@@ -69,6 +69,9 @@ def encode_sd3(clip: TextEncoder, clip_l: str, clip_g: str, t5xxl: str, device: 
         raise ValueError("this CLIP is not an SD3 text encoder set; load it with TripleCLIPLoader, or "
                          "DualCLIPLoader/CLIPLoader type sd3")
     (l_tok, g_tok, t_tok), (l_enc, g_enc, t_enc) = clip.tokenizers, clip.encoders
+    if l_enc is None and g_enc is None and t_enc is None:
+        raise ValueError("this SD3 CLIP holds no text encoder (the checkpoint ships without them); load CLIP-L, "
+                         "CLIP-G and T5-XXL with TripleCLIPLoader and connect its CLIP instead")
     skip = empty_padding == "none"
     out = pooled = None
     with torch.no_grad():
