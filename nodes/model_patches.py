@@ -139,8 +139,21 @@ class DifferentialDiffusion(Node):
         return (with_patch(model, model_patches.DifferentialDiffusion(float(strength))),)
 
 
+class TomePatchModel(Node):
+    """Token merging (ToMe): merge a ratio of the similar tokens in the full-resolution self-attentions, for
+    speed at large sizes."""
+
+    CATEGORY = "_for_testing"
+    INPUTS = {"model": Link("MODEL"), "ratio": Float(0.3, min=0.0, max=1.0, step=0.01)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, ratio):
+        _unet_only(ctx, model, "TomePatchModel")
+        return (with_patch(model, model_patches.TokenMerging(float(ratio))),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The model patch nodes."""
     return [ModelSamplingDiscrete, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
-            DifferentialDiffusion]
+            DifferentialDiffusion, TomePatchModel]

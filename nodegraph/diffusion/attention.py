@@ -6,11 +6,15 @@ get b1/s1 and b2/s2) and has no V2; ComfyUI scales every up-block input whose ba
 2× (b2, s2) the model's base channel count, so its stages differ from diffusers' on SD1.x/SDXL. Each up-block
 resnet here gets a forward pre-hook that splits its input back into the backbone ``h`` and the skip ``hsp``
 (diffusers concatenates them right before the resnet) and applies ``patches.freeu_skip``.
+
+Token merging (TomePatchModel) is ComfyUI's: tomesd's merge on the queries only of the full-resolution
+self-attentions (tomesd's own ``apply_patch`` merges the whole attention input instead).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator
 
 
@@ -122,3 +126,80 @@ def install_sag_recorder(unet: Any) -> Iterator[Recorder]:
         yield recorder
     finally:
         attn.set_processor(original)
+
+
+# ---- token merging (TomePatchModel) ------------------------------------------------------------------------------
+
+class _TomeProcessor:
+    """Self-attention with ComfyUI's token merging: the queries of the full-resolution blocks merged by tomesd's
+    bipartite soft matching (ratio of the tokens, 2×2 strides, random dst picks from ``state``'s generator), keys
+    and values kept whole, the output unmerged."""
+
+    def __init__(self, state: dict, ratio: float, original: Any) -> None:
+        self.state, self.ratio, self.original = state, float(ratio), original
+
+    def _functions(self, x: Any) -> Any:
+        from tomesd.merge import bipartite_soft_matching_random2d
+
+        _, _, height, width = self.state["shape"]
+        downsample = int(math.ceil(math.sqrt((height * width) // x.shape[1])))
+        if downsample > 1:
+            return None
+        h, w = int(math.ceil(height / downsample)), int(math.ceil(width / downsample))
+        r = int(x.shape[1] * self.ratio)
+        if r <= 0 or w == 1 or h == 1:
+            return None
+        return bipartite_soft_matching_random2d(x, w, h, 2, 2, r, no_rand=False, generator=self.state["generator"])
+
+    def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None, attention_mask: Any = None,
+                 *args: Any, **kwargs: Any) -> Any:
+        import torch.nn.functional as F
+
+        plain = (encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3
+                 or attn.group_norm is not None or attn.spatial_norm is not None or attn.residual_connection)
+        functions = None if plain or self.state.get("shape") is None else self._functions(hidden_states)
+        if functions is None:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        merge, unmerge = functions
+        batch, heads = hidden_states.shape[0], attn.heads
+        query = attn.to_q(merge(hidden_states))
+        key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+        dim = key.shape[-1] // heads
+        q, k, v = (t.view(batch, -1, heads, dim).transpose(1, 2) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, -1, heads * dim)
+        out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
+        return unmerge(out) / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def install_tome(unet: Any, ratio: float, seed: int = 0) -> Iterator[None]:
+    """Token merging on ``unet``'s down/up-block self-attentions for the block (ComfyUI's TomePatchModel)."""
+    import torch
+
+    try:
+        import tomesd.merge  # noqa: F401
+    except ImportError:
+        raise ValueError("TomePatchModel needs the tomesd package: pip install tomesd") from None
+    state: dict[str, Any] = {"shape": None, "generator": torch.Generator("cpu").manual_seed(seed)}
+
+    def remember(module: Any, args: tuple, kwargs: dict) -> None:
+        sample = args[0] if args else kwargs["sample"]
+        state["shape"] = tuple(sample.shape)
+        if state["generator"].device != sample.device:
+            state["generator"] = torch.Generator(sample.device).manual_seed(seed)
+
+    handles = [unet.register_forward_pre_hook(remember, with_kwargs=True)]
+    swapped = []
+    for block in (*unet.down_blocks, *unet.up_blocks):
+        for transformer in getattr(block, "attentions", None) or ():
+            for tb in getattr(transformer, "transformer_blocks", ()):
+                original = tb.attn1.processor
+                tb.attn1.set_processor(_TomeProcessor(state, ratio, original))
+                swapped.append((tb.attn1, original))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, original in swapped:
+            attn.set_processor(original)

@@ -9,7 +9,7 @@ never mutating the model). While a model samples, ``applied(model, unet)`` turns
   replaces plain classifier-free guidance, as ComfyUI's ``set_model_sampler_cfg_function``) then post-cfg functions
   (``SelfAttentionGuidance``);
 - a denoise-mask function (``DifferentialDiffusion``), ``Active.mask``: the inpainting mask used at each step;
-- UNet forward patches (``FreeU``, SAG's attention recorder), installed on the UNet for the run and removed after.
+- UNet forward patches (``FreeU``, ``TokenMerging``, SAG's attention recorder), installed on the UNet for the run and removed after.
 
 The diffusers path (``sampling.sample``), the k-diffusion path (``custom.KDenoiser``, also under custom sampling
 guiders) call ``Active.guide`` alike; with no patch ``applied`` yields None and sampling is unchanged.
@@ -66,7 +66,15 @@ class DifferentialDiffusion:
     strength: float = 1.0
 
 
-PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion)
+@dataclass(frozen=True)
+class TokenMerging:
+    """ComfyUI's TomePatchModel: merge ``ratio`` of the queries of the full-resolution self-attentions (tomesd);
+    the random picks come from a generator seeded per run, so a run repeats exactly."""
+
+    ratio: float = 0.3
+
+
+PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging)
 
 
 def patches_of(model: Any) -> tuple[Any, ...]:
@@ -292,7 +300,7 @@ def applied(model: Any, unet: Any = None) -> Iterator[Active | None]:
     if not patches:
         yield None
         return
-    from .attention import install_freeu, install_sag_recorder
+    from .attention import install_freeu, install_sag_recorder, install_tome
     from .sampling import _sigma_table
 
     active = Active(patches, _sigma_table(model.scheduler_config))
@@ -301,6 +309,9 @@ def applied(model: Any, unet: Any = None) -> Iterator[Active | None]:
         for patch in patches:
             if isinstance(patch, FreeU):
                 stack.enter_context(install_freeu(unet, patch))
+        tome = [p for p in patches if isinstance(p, TokenMerging)]
+        if tome:  # the last one recorded, as ComfyUI's attn1 patches of one model replace each other
+            stack.enter_context(install_tome(unet, tome[-1].ratio))
         if active.post:
             active.recorder = stack.enter_context(install_sag_recorder(unet))
         yield active

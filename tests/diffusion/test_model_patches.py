@@ -13,7 +13,7 @@ from graphs import make_engine, run, txt2img
 
 from nodegraph._tiny import TEXT_HIDDEN
 from nodegraph.diffusion import patches as P
-from nodegraph.diffusion.attention import install_freeu, install_sag_recorder
+from nodegraph.diffusion.attention import _TomeProcessor, install_freeu, install_sag_recorder, install_tome
 from nodegraph.diffusion.custom import KDenoiser, SamplerDef, SamplerRegistry
 from nodegraph.diffusion.devices import DeviceManager
 from nodegraph.diffusion.ksamplers import k_sampler
@@ -138,6 +138,39 @@ def test_freeu_on_the_unet_skip_features(model):
     torch.testing.assert_close(patched_in[:, 64:], _np_fourier(plain_in[:, 64:], 0.4), atol=1e-5, rtol=1e-5)
     assert not torch.equal(base, patched)
     assert torch.equal(base, after)
+
+
+def test_token_merging_merges_queries_only(model):
+    """One full-resolution self-attention under ToMe equals tomesd's merge applied to its queries by hand (keys and
+    values whole, output unmerged); ratio 0 and the restored UNet give the plain output."""
+    from tomesd.merge import bipartite_soft_matching_random2d
+
+    unet = model.unet
+    attn = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    x, t, emb = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)), torch.tensor(300.0), POS[0][0]
+    h = torch.randn(1, 64, 32, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        base = unet(x, t, encoder_hidden_states=emb).sample
+        with install_tome(unet, 0.0):
+            assert torch.equal(unet(x, t, encoder_hidden_states=emb).sample, base)
+        with install_tome(unet, 0.5):
+            merged = unet(x, t, encoder_hidden_states=emb).sample
+        state = {"shape": (1, 4, 8, 8), "generator": torch.Generator().manual_seed(3)}
+        got = _TomeProcessor(state, 0.5, attn.processor)(attn, h)
+        merge, unmerge = bipartite_soft_matching_random2d(h, 8, 8, 2, 2, 32, no_rand=False,
+                                                          generator=torch.Generator().manual_seed(3))
+        q = attn.to_q(merge(h))
+        assert q.shape[1] == 64 - 32
+        k, v = attn.to_k(h), attn.to_v(h)
+        heads, dim = attn.heads, k.shape[-1] // attn.heads
+        split = [a.view(1, -1, heads, dim).transpose(1, 2) for a in (q, k, v)]
+        probs = (split[0] @ split[1].transpose(-1, -2) / math.sqrt(dim)).softmax(-1)
+        out = (probs @ split[2]).transpose(1, 2).reshape(1, -1, heads * dim)
+        expected = unmerge(attn.to_out[0](out))
+        after = unet(x, t, encoder_hidden_states=emb).sample
+    assert not torch.equal(merged, base)
+    assert torch.equal(after, base)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 # ---- ModelSamplingDiscrete -------------------------------------------------------------------------------------
@@ -329,6 +362,7 @@ def _image(engine, wf):
     {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "v_prediction",
                                                        "zsnr": True}},
     {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "lcm", "zsnr": False}},
+    {"class_type": "TomePatchModel", "inputs": {"model": ["ckpt", 0], "ratio": 0.5}},
 ], ids=lambda n: n["class_type"] + ("_" + n["inputs"].get("sampling", "") if "sampling" in n["inputs"] else ""))
 def test_nodes_change_the_image_and_leave_the_model(engine, node):
     base = _image(engine, txt2img(steps=2, width=64, height=64))
