@@ -239,3 +239,7 @@ __all__ += ["apply_style", "ClipVision", "ClipVisionOutput", "encode_clip_vision
 from .diffusion.flow.public import encode_sd3_text  # noqa: E402
 
 __all__ += ["encode_sd3_text"]
+# [qwen]
+from .diffusion.qwen.edit import encode_qwen_edit  # noqa: E402
+
+__all__ += ["encode_qwen_edit"]
