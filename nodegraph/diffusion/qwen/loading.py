@@ -79,7 +79,13 @@ def _rename(state: dict[str, Any], lm: str, vis: str) -> dict[str, Any]:
     return out
 
 
-def text_encoder_from_state(state: dict[str, Any], header: Header, name: str, dtype: Any = None) -> Any:
+#: Config entries naming the vision special tokens, and their text.
+_VISION_TOKENS = (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                  ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))
+
+
+def text_encoder_from_state(state: dict[str, Any], header: Header, name: str, dtype: Any = None,
+                            tokenizer: Any = None) -> Any:
     """``Qwen2_5_VLForConditionalGeneration`` from a Qwen2.5-VL file's tensors (ComfyUI or transformers names).
 
     A file without the vision tower loads for text-to-image (the tower is left out); without ``lm_head`` (unused:
@@ -96,7 +102,13 @@ def text_encoder_from_state(state: dict[str, Any], header: Header, name: str, dt
     if layout is None:
         raise UnknownModelError(f"{name} is not a Qwen2.5-VL text encoder (no model.layers.*.self_attn.q_proj.bias); "
                                 "CLIPLoader type qwen_image takes qwen_2.5_vl_7b.safetensors")
-    config = Qwen2_5_VLConfig(**text_encoder_config(header.shapes, *layout))
+    values = text_encoder_config(header.shapes, *layout)
+    if tokenizer is not None:  # the vision tokens' ids as this vocabulary numbers them
+        for key, token in _VISION_TOKENS:
+            found = tokenizer.convert_tokens_to_ids(token)
+            if isinstance(found, int) and found != tokenizer.unk_token_id:
+                values[key] = found
+    config = Qwen2_5_VLConfig(**values)
     state = _rename(state, *layout)
     with quiet_libraries(), init_empty_weights():
         model = Qwen2_5_VLForConditionalGeneration(config)
@@ -130,7 +142,7 @@ def load_qwen_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
     tokenizer = qwen_tokenizer(path)
-    model = text_encoder_from_state(load_file(str(path)), read_header(path), name, dtype)
+    model = text_encoder_from_state(load_file(str(path)), read_header(path), name, dtype, tokenizer)
     return TextEncoder(tokenizers=(tokenizer,), encoders=(model,), arch="qwen_image")
 
 
