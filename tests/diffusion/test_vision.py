@@ -497,3 +497,24 @@ def test_redux_appends_one_token_per_siglip_patch(engine, home):
     expected = (up * torch.sigmoid(up)) @ r["redux_down.weight"].t() + r["redux_down.bias"]
     assert emb.shape == (1, text.shape[1] + 16, 32)
     assert torch.allclose(emb[:, text.shape[1]:], expected * 0.8, atol=1e-5)
+
+
+def test_vision_models_are_held_by_the_model_manager(engine):
+    """CLIP vision, style and unCLIP models live in the engine's ModelManager; an evicted one reloads from its
+    cached handle."""
+    from nodegraph.models import model_manager
+
+    result, _ = run(engine, _style_graph("style.safetensors", 1.0, "multiply"))
+    result.raise_for_status()
+    manager = model_manager(engine.services, engine.config)
+    held = {(kind, name) for kind, name, _ in manager.loaded()}
+    assert {("clip_vision", "comfy.safetensors"), ("style_models", "style.safetensors"),
+            ("checkpoints", "tiny-unclip")} <= held
+    key = next(k for k in manager._entries if k[0] == "clip_vision" and "comfy.safetensors" in str(k))
+    reloads = manager.stats.reloads
+    assert manager.evict(key)
+    wf = _style_graph("style.safetensors", 1.0, "multiply")
+    wf["img"]["inputs"]["seed"] = 11  # a new image: the encode runs again on the cached CLIP_VISION handle
+    result, _ = run(engine, wf)
+    result.raise_for_status()
+    assert manager.stats.reloads == reloads + 1
