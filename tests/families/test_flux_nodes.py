@@ -103,12 +103,6 @@ def test_loader_types_refused_at_validation(engine):
     with pytest.raises(ValidationReport) as info:
         engine.prepare(wf)
     assert "supported: flux" in str(info.value.node_errors["clip"])
-    triple = {"t": {"class_type": "TripleCLIPLoader", "inputs": {
-        "clip_name1": "clip_l.safetensors", "clip_name2": "clip_l.safetensors", "clip_name3": "t5xxl_fp16.safetensors"}},
-        "c": {"class_type": "Capture", "inputs": {"value": ["t", 0]}}}
-    with pytest.raises(ValidationReport) as info:
-        engine.prepare(triple)
-    assert "SD3" in str(info.value.node_errors["t"])
 
 
 def test_cliploader_stable_diffusion_encodes_with_clip_l(engine):

@@ -108,7 +108,7 @@ def detect_transformer(header: Header) -> FlowDetected:
                    "guidance embedder present (dev)" if config["guidance_embeds"] else "no guidance embedder "
                    "(schnell-style, guidance-distilled away)", f"{config['in_channels']} input channels"]
         return FlowDetected("flux", variant, layout, p, config, reasons)
-    found = _detect_sd3(s)
+    found = _detect_sd3(s, name)
     if found is not None:
         return found
     for marker, family in _LATER:
@@ -123,7 +123,7 @@ def detect_transformer(header: Header) -> FlowDetected:
                             "UNETLoader reads Flux.1 and SD3/SD3.5 files in ComfyUI, original or diffusers layout")
 
 
-def _detect_sd3(s: dict[str, Any]) -> FlowDetected | None:
+def _detect_sd3(s: dict[str, Any], name: str = "this file") -> FlowDetected | None:
     """SD3/SD3.5 in ComfyUI/Stability (``joint_blocks``) or diffusers (``pos_embed.proj``) layout; None otherwise."""
     from .sd3 import DIFFUSERS_MARKER, ORIGINAL_MARKER, config_from_shapes
 
@@ -131,7 +131,11 @@ def _detect_sd3(s: dict[str, Any]) -> FlowDetected | None:
         p = _prefix(s, marker)
         if p is None or (not original and p + "transformer_blocks.0.attn.add_q_proj.weight" not in s):
             continue
-        config, reasons = config_from_shapes(s, p, original)
+        try:
+            config, reasons = config_from_shapes(s, p, original)
+        except KeyError as exc:
+            raise UnknownModelError(f"{name} looks like a Stable Diffusion 3 transformer but lacks {exc.args[0]}; "
+                                    "the file is incomplete or another architecture") from None
         layout = "diffusers" if not original else ("comfyui" if p else "original")
         return FlowDetected("sd3", "3.5" if config["qk_norm"] else "3", layout, p, config, reasons)
     return None
