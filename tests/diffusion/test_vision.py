@@ -351,6 +351,16 @@ def test_unclip_single_file_loads_the_same_weights(home):
     assert unclip_mod.is_unclip(ckpt.model)
 
 
+def test_unclip_single_file_samples_as_the_folder(engine):
+    """ComfyUI's graph on the single file (LDM names, OpenCLIP embedder) gives the folder's image."""
+    images = []
+    for ckpt in ("tiny-unclip", "tiny-unclip.safetensors"):
+        result, cap = run(engine, _unclip_graph(ckpt, augmentation=0.5))
+        result.raise_for_status()
+        images.append(cap["out"])
+    assert torch.equal(images[0], images[1])
+
+
 def test_unclip_class_labels_by_hand():
     """One image: cat(√ᾱ·e + √(1−ᾱ)·n, [cos, sin](level·f)) · strength; two: their sum re-noised at level 50."""
     from types import SimpleNamespace
