@@ -167,6 +167,7 @@ def sample(ctx: ExecutionContext, model: MODEL, positive: Sequence[Any],
 from .diffusion import sigmas as sigma_schedules  # noqa: E402
 from .diffusion.custom_run import (add_noise, model_sigmas, run_custom, sampler_by_name,  # noqa: E402
                                     sampler_problem)
+from .diffusion.custom_run import model_percent_sigma, sampler_with_options  # noqa: E402
 from .diffusion.guiders import (BasicGuider, CFGGuider, DualCFGGuider, EmptyNoise, Guider, RandomNoise,  # noqa: E402
                                 sample_custom)
 from .diffusion.guiders import Sampler as CustomSampler  # noqa: E402
@@ -174,6 +175,7 @@ from .diffusion.guiders import Sampler as CustomSampler  # noqa: E402
 __all__ += ["add_noise", "BasicGuider", "CFGGuider", "CustomSampler", "DualCFGGuider", "EmptyNoise", "Guider",
             "model_sigmas", "RandomNoise", "run_custom", "sample_custom", "sampler_by_name", "sampler_problem",
             "sigma_schedules"]
+__all__ += ["model_percent_sigma", "sampler_with_options"]
 # [controlnet]
 from .diffusion.controlnet import UNION_TYPES, ControlNet  # noqa: E402
 from .diffusion.controlnet_files import ControlModel, controlnet_names, load_control_model  # noqa: E402
