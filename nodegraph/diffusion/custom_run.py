@@ -64,3 +64,18 @@ def run_custom(ctx: Any, guider: guiders.Guider, sampler: Any, sigmas: Any, nois
 def add_noise(ctx: Any, model: Any, noise: Any, sigmas: Any, latent: dict[str, Any]) -> dict[str, Any]:
     """AddNoise: ``latent`` noised by ``noise`` to the level the sigmas span."""
     return guiders.add_noise(ctx.models.get(model), noise, sigmas, dict(latent))
+
+
+def sampler_with_options(name: str, **options: Any) -> guiders.Sampler:
+    """A SAMPLER running the built-in k-diffusion sampler ``name`` with fixed keyword ``options`` (eta, s_noise, …),
+    as ComfyUI's sampler nodes (SamplerEulerAncestral, SamplerDPMPP_2M_SDE, …) make them."""
+    from .ksamplers import k_sampler
+
+    return guiders.Sampler(name, k_sampler(name), dict(options))
+
+
+def model_percent_sigma(ctx: Any, model: Any, percent: float, actual: bool = False) -> float:
+    """SamplingPercentToSigma: the MODEL's noise level ``percent`` of the way through sampling."""
+    from .sigmas import percent_to_sigma
+
+    return percent_to_sigma(ctx.models.get(model), percent, actual)

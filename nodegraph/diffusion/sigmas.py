@@ -123,3 +123,83 @@ def set_first(sigmas: Any, sigma: float) -> Any:
     out = sigmas.clone()
     out[0] = sigma
     return out
+
+
+def laplace(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta_: float = 0.5) -> Any:
+    """LaplaceScheduler: log sigma at the Laplace(mu, beta) quantiles of an even ramp, clamped to the range, then 0."""
+    import torch
+
+    ramp = torch.linspace(0, 1, steps)
+    centred = 0.5 - ramp
+    log_sigma = mu - beta_ * torch.sign(centred) * torch.log(1 - 2 * centred.abs() + 1e-5)
+    return _zero_appended(log_sigma.clamp(min=math.log(sigma_min), max=math.log(sigma_max)).exp())
+
+
+def vp(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> Any:
+    """VPScheduler: the continuous VP SDE's sigma(t) = sqrt(e^(beta_d t^2 / 2 + beta_min t) - 1), t from 1 to eps_s."""
+    import torch
+
+    t = torch.linspace(1, eps_s, steps)
+    return _zero_appended(torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1))
+
+
+def manual(text: str) -> Any:
+    """ManualSigmas: every number written in ``text`` (commas, spaces or anything else between them)."""
+    import re
+
+    import torch
+
+    values = [float(v) for v in re.findall(r"[-+]?(?:\d*\.*\d+)", text)]
+    return torch.tensor(values, dtype=torch.float32)
+
+
+_SPACINGS = {"linear": lambda r: r, "cosine": lambda r: (r * math.pi / 2).sin(),
+             "sine": lambda r: 1 - (r * math.pi / 2).cos()}
+
+
+def extend_intermediate(sigmas: Any, steps: int, start_at_sigma: float, end_at_sigma: float, spacing: str) -> Any:
+    """ExtendIntermediateSigmas: ``steps - 1`` levels inserted in each step whose level lies in
+    [end_at_sigma, start_at_sigma] (start < 0: no upper bound), spaced by ``spacing`` (linear, cosine, sine)."""
+    import torch
+
+    if spacing not in _SPACINGS:
+        raise ValueError(f"spacing {spacing!r}: choose one of {', '.join(_SPACINGS)}")
+    upper = math.inf if start_at_sigma < 0 else start_at_sigma
+    ramp = _SPACINGS[spacing](torch.linspace(0, 1, steps + 1)[1:-1])
+    out: list[float] = []
+    for i in range(len(sigmas) - 1):
+        here, nxt = float(sigmas[i]), float(sigmas[i + 1])
+        out.append(here)
+        if end_at_sigma <= here <= upper:
+            out.extend((ramp * (nxt - here) + here).tolist())
+    if len(sigmas) > 0:
+        out.append(float(sigmas[-1]))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def percent_to_sigma(model: DiffusionModel, percent: float, actual: bool = False) -> float:
+    """The model's noise level ``percent`` of the way through sampling (ComfyUI's percent_to_sigma: training
+    timestep ``(1 - percent) * 999`` interpolated in log sigma); at 0 and 1 a sentinel (999999999.9, 0) unless
+    ``actual``, which gives the model's largest and smallest noise level there."""
+    import numpy as np
+
+    flow = getattr(model, "flow", None)
+    if getattr(model, "family", "unet") != "unet" and flow is not None:
+        if actual and percent in (0.0, 1.0):
+            end = flow.multiplier if flow.kind != "flux" else 1.0
+            return float(flow.sigma(end if percent == 0.0 else end / (10000 if flow.kind == "flux" else 1000)))
+        return flow.percent_to_sigma(percent)
+    train = np.asarray(training_sigmas(model), dtype=np.float64)
+    if actual and percent == 0.0:
+        return float(train[-1])
+    if actual and percent == 1.0:
+        return float(train[0])
+    if percent <= 0.0:
+        return 999999999.9
+    if percent >= 1.0:
+        return 0.0
+    t = min(max((1.0 - percent) * 999.0, 0.0), len(train) - 1)
+    low = int(math.floor(t))
+    high = min(low + 1, len(train) - 1)
+    w = t - low
+    return float(math.exp((1 - w) * math.log(train[low]) + w * math.log(train[high])))
