@@ -11,6 +11,7 @@ its device memory without telling this class.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import weakref
 from collections import OrderedDict
@@ -37,6 +38,13 @@ def _on(module: Any, device: Any, dtype: Any) -> bool:
     if first is None:
         return True
     return first.device == device and (dtype is None or first.dtype == dtype)
+
+
+def keeps_dtype(module: Any) -> bool:
+    """Whether ``module`` computes in its own dtype rather than the device's: bfloat16 models (Flux and the other
+    transformers are trained and run in it) and float8 storage (upcast layer by layer) are never cast to float16."""
+    first = next((t for t in module.parameters() if t.is_floating_point()), None)
+    return first is not None and (str(first.dtype) == "torch.bfloat16" or "float8" in str(first.dtype))
 
 
 class Residency:
@@ -123,20 +131,21 @@ class Residency:
         partial: list[Any] = []
         try:
             for m in mods:
-                if id(m) in self._resident and _on(m, self.device, self.dtype):
+                dtype = None if keeps_dtype(m) else self.dtype
+                if id(m) in self._resident and _on(m, self.device, dtype):
                     self._resident.move_to_end(id(m))
                     continue
-                need = module_bytes(m, dtype=self.dtype)
+                need = module_bytes(m, dtype=dtype)
                 if self.tracking:
                     self._make_room(need, keep)
                 room = self._room() if self.tracking else None
                 if room is None or need <= room:
-                    if not _on(m, self.device, self.dtype):
-                        m.to(self.device, self.dtype)
+                    if not _on(m, self.device, dtype):
+                        m.to(self.device, dtype) if dtype is not None else m.to(self.device)
                     if self.tracking:
                         self._resident[id(m)] = (weakref.ref(m), need)
                 else:
-                    hooks += self._load_partly(m, max(room, 0))
+                    hooks += self._load_partly(m, max(room, 0), dtype)
                     partial.append(m)
             yield
         finally:
@@ -147,19 +156,19 @@ class Residency:
             if partial:
                 self._empty_cache()
 
-    def _load_partly(self, module: Any, room: int) -> list[Any]:
+    def _load_partly(self, module: Any, room: int, dtype: Any = None) -> list[Any]:
         """Small layers onto the device within ``room``; the largest streamable ones are moved per forward call."""
-        layers = [(module_bytes(m, recurse=False, dtype=self.dtype), m) for m in module.modules()
+        layers = [(module_bytes(m, recurse=False, dtype=dtype), m) for m in module.modules()
                   if next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None)
                   is not None]
         layers.sort(key=lambda item: item[0])
         placed, hooks, streamed = 0, [], 0
         for size, layer in layers:
             if placed + size <= room or not _streamable(layer):
-                layer.to(self.device, self.dtype) if self.dtype is not None else layer.to(self.device)
+                layer.to(self.device, dtype) if dtype is not None else layer.to(self.device)
                 placed += size
             else:
-                hooks.append(layer.register_forward_pre_hook(self._to_device))
+                hooks.append(layer.register_forward_pre_hook(functools.partial(self._to_device, dtype=dtype)))
                 hooks.append(layer.register_forward_hook(self._to_home))
                 streamed += 1
         self.streamed += streamed
@@ -167,8 +176,8 @@ class Residency:
                  type(module).__name__, placed / 1e6, streamed)
         return hooks
 
-    def _to_device(self, layer: Any, _args: Any) -> None:
-        layer.to(self.device, self.dtype) if self.dtype is not None else layer.to(self.device)
+    def _to_device(self, layer: Any, _args: Any, dtype: Any = None) -> None:
+        layer.to(self.device, dtype) if dtype is not None else layer.to(self.device)
 
     def _to_home(self, layer: Any, _args: Any, _out: Any) -> None:
         self._offload(layer)
@@ -184,4 +193,4 @@ class Residency:
         self._empty_cache()
 
 
-__all__ = ["Residency", "module_bytes"]
+__all__ = ["Residency", "keeps_dtype", "module_bytes"]

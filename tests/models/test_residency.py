@@ -90,3 +90,21 @@ def test_cpu_without_budget_moves_nothing() -> None:
     with res.use(a):
         pass
     assert a[0].weight is weight and not res.tracking and res.resident() == []
+
+
+def test_bfloat16_and_float8_modules_keep_their_dtype():
+    """A float16 device casts float32 modules, but bfloat16 ones (Flux) and float8 storage stay as they are."""
+    import torch
+
+    from nodegraph.models.residency import Residency, keeps_dtype
+
+    res = Residency("cpu", torch.float16)
+    plain, bf16 = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).to(torch.bfloat16)
+    with res.use(plain, bf16):
+        assert plain.weight.dtype == torch.float16 and bf16.weight.dtype == torch.bfloat16
+    fp8 = torch.nn.Linear(4, 4)
+    fp8.weight.data = fp8.weight.data.to(torch.float8_e4m3fn)
+    assert keeps_dtype(fp8) and keeps_dtype(bf16) and not keeps_dtype(plain)
+    partial = Residency("cpu", torch.float16, budget=0)  # nothing fits: the big layers are streamed
+    with partial.use(bf16):
+        assert bf16(torch.ones(1, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
