@@ -245,3 +245,7 @@ __all__ += ["encode_sd3_text"]
 from .diffusion.qwen.edit import encode_qwen_edit  # noqa: E402
 
 __all__ += ["encode_qwen_edit"]
+# [ltx]
+from .diffusion.ltx.sampling import ltx_sigmas  # noqa: E402
+
+__all__ += ["ltx_sigmas"]
