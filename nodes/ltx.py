@@ -1,11 +1,149 @@
-"""LTX-Video nodes: empty video latents, frame-rate conditioning, the LTXV scheduler and image-to-video."""
+"""LTX-Video nodes: empty video latents, frame-rate conditioning, the LTXV scheduler and image-to-video.
+
+An LTX-Video LATENT is ``[B, 128, T, h, w]``: ``T = (frames - 1) // 8 + 1`` latent frames of ``h = height / 32`` by
+``w = width / 32`` cells, holding the VAE's normalised latents (ComfyUI's convention). Load the all-in-one file with
+CheckpointLoaderSimple (or the transformer with UNETLoader and the VAE with VAELoader), T5-XXL with CLIPLoader type
+``ltxv``; SamplerCustom with LTXVScheduler's SIGMAS (or KSampler) samples it and VAEDecode returns the frames.
+"""
 
 from __future__ import annotations
 
-from nodegraph.api import hookimpl
+import dataclasses
+import math
+from typing import Any
+
+from nodegraph.api import Boolean, Float, Int, Link, Node, Output, derive, hookimpl, ltx_sigmas, resample
+
+MAX_RESOLUTION = 16384
+CHANNELS = 128
+SPATIAL = 32
+TEMPORAL = 8
+
+
+def _latent(batch_size: int, length: int, height: int, width: int) -> Any:
+    import torch
+
+    return torch.zeros(batch_size, CHANNELS, (length - 1) // TEMPORAL + 1, height // SPATIAL, width // SPATIAL)
+
+
+def _tokens(latent: dict | None) -> int:
+    """Latent cells of a video latent (4096 without one), what LTX-Video's noise shift depends on."""
+    return 4096 if latent is None else math.prod(int(s) for s in latent["samples"].shape[2:])
+
+
+def _shift(tokens: int, max_shift: float, base_shift: float) -> float:
+    slope = (max_shift - base_shift) / (4096 - 1024)
+    return tokens * slope + (base_shift - slope * 1024)
+
+
+def _with_extras(conditioning: list, **values: Any) -> list:
+    """A copy of ``conditioning`` with ``values`` set in every entry's extras (tensors shared)."""
+    return [(emb, dict(extras, **values)) for emb, extras in conditioning]
+
+
+class EmptyLTXVLatentVideo(Node):
+    """An empty LTX-Video latent (128 channels, 32× spatial and 8× temporal compression)."""
+
+    DISPLAY_NAME = "EmptyLTXVLatentVideo"
+    CATEGORY = "latent/video/ltxv"
+    INPUTS = {"width": Int(768, min=64, max=MAX_RESOLUTION, step=32),
+              "height": Int(512, min=64, max=MAX_RESOLUTION, step=32),
+              "length": Int(97, min=1, max=MAX_RESOLUTION, step=8),
+              "batch_size": Int(1, min=1, max=4096)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, width: int, height: int, length: int, batch_size: int = 1):
+        return ({"samples": _latent(batch_size, length, height, width), "downscale": SPATIAL},)
+
+
+class LTXVConditioning(Node):
+    """Set the frame rate LTX-Video generates for (its rotary positions in time follow it)."""
+
+    DISPLAY_NAME = "LTXVConditioning"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"),
+              "frame_rate": Float(25.0, min=0.0, max=1000.0, step=0.01)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
+
+    def execute(self, ctx, positive: list, negative: list, frame_rate: float):
+        return (_with_extras(positive, frame_rate=frame_rate), _with_extras(negative, frame_rate=frame_rate))
+
+
+class LTXVScheduler(Node):
+    """LTX-Video's noise levels: shifted by the latent's size, stretched so the last one before 0 is ``terminal``."""
+
+    DISPLAY_NAME = "LTXVScheduler"
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    INPUTS = {"steps": Int(20, min=1, max=10000),
+              "max_shift": Float(2.05, min=0.0, max=100.0, step=0.01),
+              "base_shift": Float(0.95, min=0.0, max=100.0, step=0.01),
+              "stretch": Boolean(True, tooltip="Stretch the sigmas to be in the range [terminal, 1]."),
+              "terminal": Float(0.1, min=0.0, max=0.99, step=0.01,
+                                tooltip="The terminal value of the sigmas after stretching."),
+              "latent": Link("LATENT", optional=True)}
+    OUTPUTS = (Output("SIGMAS"),)
+
+    def execute(self, ctx, steps: int, max_shift: float, base_shift: float, stretch: bool, terminal: float,
+                latent: dict | None = None):
+        return (ltx_sigmas(steps, max_shift, base_shift, stretch, terminal, _tokens(latent)),)
+
+
+class ModelSamplingLTXV(Node):
+    """Set an LTX-Video model's noise shift from the latent's size (base_shift at 1024 cells, max_shift at 4096)."""
+
+    DISPLAY_NAME = "ModelSamplingLTXV"
+    CATEGORY = "advanced/model"
+    INPUTS = {"model": Link("MODEL"),
+              "max_shift": Float(2.05, min=0.0, max=100.0, step=0.01),
+              "base_shift": Float(0.95, min=0.0, max=100.0, step=0.01),
+              "latent": Link("LATENT", optional=True)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, max_shift: float, base_shift: float, latent: dict | None = None):
+        flow = ctx.models.get(model).flow
+        if flow is None:
+            raise ValueError(f"ModelSamplingLTXV applies to flow-matching models (LTX-Video); {model.arch} is not "
+                             "one. Remove the node, or load an LTX-Video model")
+        shift = _shift(_tokens(latent), max_shift, base_shift)
+        return (derive(model, flow=dataclasses.replace(flow, kind="flux", shift=shift)),)
+
+
+class LTXVImgToVideo(Node):
+    """Start an LTX-Video latent from an image: its frames are kept (``strength`` 1) while the rest is generated."""
+
+    DISPLAY_NAME = "LTXVImgToVideo"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
+              "image": Link("IMAGE"),
+              "width": Int(768, min=64, max=MAX_RESOLUTION, step=32),
+              "height": Int(512, min=64, max=MAX_RESOLUTION, step=32),
+              "length": Int(97, min=9, max=MAX_RESOLUTION, step=8),
+              "batch_size": Int(1, min=1, max=4096),
+              "strength": Float(1.0, min=0.0, max=1.0)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, image: Any, width: int, height: int,
+                length: int, batch_size: int, strength: float):
+        import torch
+
+        pixels = resample(image.movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+        with ctx.models.use(vae) as (loaded,):
+            if getattr(loaded.vae.config, "latent_channels", None) != CHANNELS:
+                raise ValueError("LTXVImgToVideo: this VAE is not the LTX-Video VAE; connect the VAE of the LTX-Video "
+                                 "checkpoint")
+            with ctx.devices.use(loaded.vae), torch.no_grad():
+                param = next(loaded.vae.parameters())
+                encoded = loaded.vae.encode(pixels.to(param.device, param.dtype) * 2.0 - 1.0).latent_dist.mean
+                encoded = encoded.float().cpu()
+        latent = _latent(batch_size, length, height, width)
+        frames = min(encoded.shape[2], latent.shape[2])
+        latent[:, :, :frames] = encoded[:, :, :frames]
+        mask = torch.ones(batch_size, 1, latent.shape[2], 1, 1)
+        mask[:, :, :frames] = 1.0 - strength
+        return (positive, negative, {"samples": latent, "noise_mask": mask, "downscale": SPATIAL})
 
 
 @hookimpl
 def nodegraph_nodes():
     """The LTX-Video nodes."""
-    return []
+    return [EmptyLTXVLatentVideo, LTXVConditioning, LTXVScheduler, ModelSamplingLTXV, LTXVImgToVideo]
