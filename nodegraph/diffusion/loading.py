@@ -212,6 +212,11 @@ def _load_file(path: Path, config: EngineConfig | None, name: str, dtype: Any) -
         flow = flow_checkpoint(path, name, dtype)  # an all-in-one Flux file (ComfyUI's flux1-dev-fp8)
         if flow is not None:
             return flow
+        from .ltx.checkpoint import ltx_checkpoint
+
+        ltx = ltx_checkpoint(path, name, dtype)  # an all-in-one LTX-Video file (transformer + VAE)
+        if ltx is not None:
+            return ltx
         found = detect(path, read_header(path))
         state = load_state_dict(path)
     else:
@@ -367,6 +372,10 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
 
         if is_wan_vae(keys):  # Wan 2.1 VAE (also Qwen-Image's): video and image latents, video_models.wan_vae
             return wan_vae_from_state(state, name)
+        from .ltx.vae import is_ltx_vae, ltx_vae_from_state
+
+        if is_ltx_vae(keys):  # LTX-Video VAE (normalised video latents): nodegraph.diffusion.ltx.vae
+            return ltx_vae_from_state(state, name)
         scaling = 0.13025 if "xl" in path.name.lower() else 0.18215
         if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the SD config's model
             arch = "sdxl" if scaling == 0.13025 else "sd1"

@@ -230,6 +230,9 @@ def encode_text(clip: TextEncoder, text: str, device: Any, max_chunks: int = DEF
     if clip.arch == "flux":  # CLIP-L + T5 for flow transformers: nodegraph.diffusion.flow.text
         from .flow.text import encode_flux
         return encode_flux(clip, text, text, device, max_chunks)
+    if clip.arch == "ltxv":  # T5-XXL for LTX-Video: nodegraph.diffusion.ltx.text
+        from .ltx.text import encode_ltxv
+        return encode_ltxv(clip, text, device, max_chunks)
     if clip.arch == "qwen_image":  # Qwen2.5-VL for Qwen-Image: nodegraph.diffusion.qwen.text
         from .qwen.text import encode_qwen
         return encode_qwen(clip, text, device)

@@ -48,6 +48,10 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     from ..preview import preview_jpeg
 
     model = model if model is not None else guider.model
+    if model.family == "ltxv":  # LTX-Video: nodegraph.diffusion.ltx
+        from ..ltx.sampling import sample_custom as ltx_sample_custom
+        return ltx_sample_custom(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
+                                 preview_every=preview_every)
     if model.loras:
         raise ValueError("LoRAs on Flux models are not supported yet; remove the LoraLoader before this sampler")
     positive, negative, cfg = _conditionings(guider)

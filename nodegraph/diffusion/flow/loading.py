@@ -87,6 +87,10 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
 
     if is_wan_transformer(header):  # Wan 2.1/2.2 video: nodegraph.diffusion.video_models
         return load_wan_transformer(path, name, weight_dtype, dtype)
+    from ..ltx.files import is_ltx_transformer, load_ltx_transformer
+
+    if is_ltx_transformer(header):  # LTX-Video: nodegraph.diffusion.ltx
+        return load_ltx_transformer(path, name, weight_dtype, dtype)
     found = detect_transformer(header)
     return transformer_from_state(load_file(str(path)), found, name, weight_dtype, dtype)
 
@@ -250,6 +254,10 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
         from ..video_models.wan_text import load_wan_clip
 
         return load_wan_clip(paths, names, dtype)
+    if clip_type == "ltxv":  # T5-XXL for LTX-Video: nodegraph.diffusion.ltx
+        from ..ltx.text import load_ltxv_clip
+
+        return load_ltxv_clip(paths, names, dtype)
     if clip_type == "qwen_image":  # Qwen2.5-VL: nodegraph.diffusion.qwen
         from ..qwen.loading import load_qwen_clip
 

@@ -247,6 +247,10 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     """Denoise ``latent`` with a flow model (KSampler's contract, see ``sampling.sample``); returns the LATENT."""
     import torch
 
+    if model.family == "ltxv":  # LTX-Video: nodegraph.diffusion.ltx
+        from ..ltx.sampling import sample as ltx_sample
+        return ltx_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
+                          samplers)
     if model.family == "wan":  # video transformers: nodegraph.diffusion.video_models
         from ..video_models.wan_sampling import sample as wan_sample
         return wan_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
