@@ -113,10 +113,14 @@ class _PID:
 
 def sample_dpm_adaptive(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                         generator: torch.Generator, callback: StepCallback, order: int = 3, rtol: float = 0.05,
-                        atol: float = 0.0078, h_init: float = 0.05, max_evals: int = 2000) -> torch.Tensor:
+                        atol: float = 0.0078, h_init: float = 0.05, max_evals: int = 2000, pcoeff: float = 0.0,
+                        icoeff: float = 1.0, dcoeff: float = 0.0, accept_safety: float = 0.81, eta: float = 0.0,
+                        s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver-23 with adaptive steps between the schedule's first and smallest nonzero sigma: each step compares
     the 2nd- and 3rd-order solutions (sharing evaluations) and a PID controller sizes the next step. Only the
-    schedule's end points are used; progress is reported as the fraction of log sigma covered."""
+    schedule's end points are used; progress is reported as the fraction of log sigma covered. ``pcoeff``,
+    ``icoeff``, ``dcoeff`` and ``accept_safety`` tune the controller; ``eta`` > 0 makes each accepted step
+    ancestral (solve to sigma_down, add ``s_noise`` * sigma_up of fresh noise)."""
     import torch
 
     sig = floats(sigmas)
@@ -125,25 +129,32 @@ def sample_dpm_adaptive(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
     smax, smin = _range(sig)
     s, t_end = -math.log(smax), -math.log(smin)
     total = len(sig) - 1
-    pid, eps_fn, x_prev, evals = _PID(h_init, order), _Eps(denoiser), x, 0
+    pid, eps_fn, x_prev, evals = _PID(h_init, order, pcoeff, icoeff, dcoeff, accept_safety), _Eps(denoiser), x, 0
     while s < t_end - 1e-5:
         if evals >= max_evals:
             raise RuntimeError(f"dpm_adaptive took {evals} model evaluations without reaching the end; use dpm_fast "
                                "or dpmpp_2m")
         t = min(t_end, s + pid.h)
+        t_solve, up = t, 0.0
+        if eta:
+            down, _ = ancestral_step(math.exp(-s), math.exp(-t), eta)
+            t_solve = min(t_end, -math.log(down))
+            up = math.sqrt(max(math.exp(-2 * t) - math.exp(-2 * t_solve), 0.0))
         eps = eps_fn(x, s)
         x0 = eps_fn.last_x0
         if order == 2:
-            low = _solver_step(eps_fn, x, s, t, 1, eps)
-            high = _solver_step(eps_fn, x, s, t, 2, eps)
+            low = _solver_step(eps_fn, x, s, t_solve, 1, eps)
+            high = _solver_step(eps_fn, x, s, t_solve, 2, eps)
         else:
-            low = _solver_step(eps_fn, x, s, t, 2, eps, r1=1 / 3)
-            high = _solver_step(eps_fn, x, s, t, 3, eps)
+            low = _solver_step(eps_fn, x, s, t_solve, 2, eps, r1=1 / 3)
+            high = _solver_step(eps_fn, x, s, t_solve, 3, eps)
         evals += order
         scale = torch.clamp(rtol * torch.maximum(low.abs(), x_prev.abs()), min=atol)
         error = float(torch.linalg.norm((low - high) / scale)) / low.numel() ** 0.5
         if pid.accept(error):
             x_prev, x, s = low, high, t
+            if up > 0:
+                x = x + gaussian(x, generator) * (s_noise * up)
             if callback is not None:
                 callback(max(1, min(total, round(total * (s + math.log(smax)) / (t_end + math.log(smax))))),
                          total, x0)

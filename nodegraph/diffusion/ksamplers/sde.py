@@ -33,8 +33,10 @@ def _scale(sigma: Any) -> Any:
 
 def sample_er_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                   generator: torch.Generator, callback: StepCallback, s_noise: float = 1.0,
-                  max_stage: int = 3) -> torch.Tensor:
-    """ER-SDE-Solver: x = r x + (1 - r) x0 + stage-2/3 terms + noise sigma_next-consistent, r = phi(s_n) / phi(s)."""
+                  max_stage: int = 3, noise_scaler: Any = None) -> torch.Tensor:
+    """ER-SDE-Solver: x = r x + (1 - r) x0 + stage-2/3 terms + noise sigma_next-consistent, r = phi(s_n) / phi(s);
+    ``noise_scaler`` replaces the noise scale function phi (e.g. sigma^(eta + 1) for the reverse-time SDE)."""
+    scale = _scale if noise_scaler is None else noise_scaler
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     old: Any = None
     old_d: Any = None
@@ -45,16 +47,16 @@ def sample_er_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
             x = denoised
         else:
             s, t = sig[i], sig[i + 1]
-            phi_t = float(_scale(t))
-            r = phi_t / float(_scale(s))
+            phi_t = float(scale(t))
+            r = phi_t / float(scale(s))
             x = r * x + (1 - r) * denoised
             if stage >= 2 and old is not None:
                 dt = t - s
-                inv = gauss_legendre(t, s, lambda v: 1.0 / _scale(v))
+                inv = gauss_legendre(t, s, lambda v: 1.0 / scale(v))
                 dd = (denoised - old) / (s - sig[i - 1])
                 x = x + dd * (dt + inv * phi_t)
                 if stage >= 3 and old_d is not None:
-                    inv_u = gauss_legendre(t, s, lambda v, s=s: (v - s) / _scale(v))  # type: ignore[misc]
+                    inv_u = gauss_legendre(t, s, lambda v, s=s: (v - s) / scale(v))  # type: ignore[misc]
                     du = (dd - old_d) / ((s - sig[i - 2]) / 2)
                     x = x + du * (dt * dt / 2 + inv_u * phi_t)
                 old_d = dd
@@ -112,9 +114,10 @@ def _seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generato
 
 
 def sample_seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                   generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
-    """SEEDS-2 (eta 1, r 1/2, phi_1)."""
-    return _seeds_2(denoiser, x, sigmas, generator, callback)
+                   generator: torch.Generator, callback: StepCallback, eta: float = 1.0, s_noise: float = 1.0,
+                   r: float = 0.5, solver_type: str = "phi_1") -> torch.Tensor:
+    """SEEDS-2 (by default eta 1, r 1/2, phi_1)."""
+    return _seeds_2(denoiser, x, sigmas, generator, callback, eta=eta, s_noise=s_noise, r=r, solver_type=solver_type)
 
 
 def sample_exp_heun_2_x0(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -204,11 +207,14 @@ def _tau_range(denoiser: Denoiser, sig: list[float]) -> tuple[float, float]:
 
 def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator,
                callback: StepCallback, pece: bool, predictor_order: int = 3, corrector_order: int = 4,
-               s_noise: float = 1.0) -> torch.Tensor:
+               s_noise: float = 1.0, tau_interval: tuple[float, float, float] | None = None) -> torch.Tensor:
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x
     lo, hi = _tau_range(denoiser, sig)
+    strength = 1.0
+    if tau_interval is not None:  # (low sigma, high sigma, eta): tau = eta where sigma_next lies in [low, high]
+        lo, hi, strength = tau_interval
     lam = [-math.log(s) if s > 0 else math.inf for s in sig]
     n = len(sig) - 1
     to_end = sig[-1] == 0
@@ -236,7 +242,7 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
         if sig[i + 1] == 0:
             x_pred = denoised
         else:
-            tau = 1.0 if lo <= sig[i + 1] <= hi else 0.0
+            tau = strength if lo <= sig[i + 1] <= hi else 0.0
             p = max(p_order, 1)
             w = _sa_weights(lam[i - p + 1:i + 1][::-1], lam[i], lam[i + 1], tau)
             h = lam[i + 1] - lam[i]
@@ -257,9 +263,13 @@ def _combine(weights: list[float], newest_first: list[Any]) -> Any:
 
 
 def sample_sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                     generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
-    """SA-Solver (predictor order 3, corrector order 4)."""
-    return _sa_solver(denoiser, x, sigmas, generator, callback, pece=False)
+                     generator: torch.Generator, callback: StepCallback, predictor_order: int = 3,
+                     corrector_order: int = 4, s_noise: float = 1.0, use_pece: bool = False,
+                     tau_interval: tuple[float, float, float] | None = None) -> torch.Tensor:
+    """SA-Solver (by default predictor order 3, corrector order 4, tau 1 over 20-80% of the noise range);
+    ``tau_interval`` = (low sigma, high sigma, eta) sets where and how strongly it is stochastic."""
+    return _sa_solver(denoiser, x, sigmas, generator, callback, pece=use_pece, predictor_order=predictor_order,
+                      corrector_order=corrector_order, s_noise=s_noise, tau_interval=tau_interval)
 
 
 def sample_sa_solver_pece(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
