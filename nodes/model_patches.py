@@ -47,6 +47,7 @@ class RescaleCFG(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx, model, multiplier):
+        _unet_only(ctx, model, "RescaleCFG")
         return (with_patch(model, model_patches.RescaleCFG(float(multiplier))),)
 
 
@@ -61,6 +62,7 @@ class PerpNeg(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx, model, empty_conditioning, neg_scale):
+        _unet_only(ctx, model, "PerpNeg")
         return (with_patch(model, model_patches.PerpNeg(list(empty_conditioning), float(neg_scale))),)
 
 
@@ -76,6 +78,7 @@ class PerpNegGuiderNode(Node):
     OUTPUTS = (Output("GUIDER"),)
 
     def execute(self, ctx, model, positive, negative, empty_conditioning, cfg, neg_scale):
+        _unet_only(ctx, model, "PerpNegGuider")
         return (PerpNegGuider(model, list(positive), list(negative), list(empty_conditioning), float(cfg),
                               float(neg_scale)),)
 
@@ -136,6 +139,7 @@ class DifferentialDiffusion(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx, model, strength=1.0):
+        _unet_only(ctx, model, "DifferentialDiffusion")
         return (with_patch(model, model_patches.DifferentialDiffusion(float(strength))),)
 
 

@@ -139,7 +139,7 @@ class _TomeProcessor:
         self.state, self.ratio, self.original = state, float(ratio), original
 
     def _functions(self, x: Any) -> Any:
-        from tomesd.merge import bipartite_soft_matching_random2d
+        from tomesd.merge import bipartite_soft_matching_random2d  # type: ignore[import-untyped]
 
         _, _, height, width = self.state["shape"]
         downsample = int(math.ceil(math.sqrt((height * width) // x.shape[1])))
@@ -177,7 +177,7 @@ def install_tome(unet: Any, ratio: float, seed: int = 0) -> Iterator[None]:
     import torch
 
     try:
-        import tomesd.merge  # noqa: F401
+        import tomesd.merge  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise ValueError("TomePatchModel needs the tomesd package: pip install tomesd") from None
     state: dict[str, Any] = {"shape": None, "generator": torch.Generator("cpu").manual_seed(seed)}

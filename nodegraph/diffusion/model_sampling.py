@@ -108,7 +108,9 @@ class Special:
         """x0 from the UNet output (LCM: the consistency boundary condition on the epsilon estimate)."""
         if self.kind == "img_to_img":
             return out
-        t = self.timestep(sigma, table)
+        from .patches import timestep_index
+
+        t = float(timestep_index(sigma, table) * self.skip + self.skip - 1)
         x0 = x - out * sigma
         st = t * 10.0  # LCM's timestep_scaling
         c_skip = 0.25 / (st * st + 0.25)
