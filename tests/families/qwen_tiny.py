@@ -37,6 +37,15 @@ class TinyQwen:
     vae: Any
     home: Path
 
+    def edit_pipeline(self) -> Any:
+        """QwenImageEditPipeline over the same modules, with ``VLProcessor`` standing in for Qwen2VLProcessor."""
+        from diffusers import QwenImageEditPipeline
+
+        base = self.pipeline()
+        return QwenImageEditPipeline(scheduler=base.scheduler, vae=self.vae, text_encoder=self.text_encoder,
+                                     tokenizer=self.tokenizer, processor=VLProcessor(self.tokenizer),
+                                     transformer=self.transformer)
+
     def pipeline(self) -> Any:
         """QwenImagePipeline over the same modules, with a plain (unshifted) scheduler: sigmas are passed in."""
         from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
@@ -46,12 +55,37 @@ class TinyQwen:
                                  tokenizer=self.tokenizer, transformer=self.transformer)
 
 
+class VLProcessor:
+    """What ``Qwen2VLProcessor(text=, images=)`` returns (its documented expansion: each ``<|image_pad|>`` becomes
+    grid_t·grid_h·grid_w / merge² pads), built here because transformers' class needs torchvision for videos."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from nodegraph.diffusion.qwen.text import image_processor
+
+        self.tokenizer, self.image_processor = tokenizer, image_processor()
+
+    def __call__(self, text: list[str], images: Any = None, padding: bool = True, return_tensors: str = "pt") -> Any:
+        import numpy as np
+        from transformers import BatchFeature
+
+        images = images if isinstance(images, list) else [images]
+        vision = self.image_processor(images=[np.asarray(i) for i in images], return_tensors="pt")
+        counts = iter(int(g.prod()) // self.image_processor.merge_size ** 2 for g in vision["image_grid_thw"])
+        expanded = []
+        for t in text:
+            parts = t.split("<|image_pad|>")
+            expanded.append(parts[0] + "".join("<|image_pad|>" * next(counts) + p for p in parts[1:]))
+        enc = self.tokenizer(expanded, padding=padding, return_tensors=return_tensors)
+        return BatchFeature({**enc, **vision})
+
+
 def tokenizer(folder: Path) -> Any:
     """A tiny byte-level BPE with Qwen2's special tokens, saved as vocab.json + merges.txt in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                "<|video_pad|>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -59,7 +93,7 @@ def tokenizer(folder: Path) -> Any:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator([CORPUS] * 4, trainer=trainer)
     fast = Qwen2TokenizerFast(tokenizer_object=tok, unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                              pad_token="<|endoftext|>")
+                              pad_token="<|endoftext|>", additional_special_tokens=specials[3:])
     folder.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(folder))
     return fast
@@ -108,11 +142,15 @@ def build(home: Path, seed: int = 0) -> TinyQwen:
     with torch.no_grad():  # random norms and modulation so every weight matters
         for p in transformer.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+    models = home / "models"
+    tok = tokenizer(models / "text_encoders" / "qwen_tokenizer")
+    ids = {key: tok.convert_tokens_to_ids(t) for key, t in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
     config = Qwen2_5_VLConfig(text_config=TEXT, vision_config=VISION, bos_token_id=None, eos_token_id=None,
-                              pad_token_id=None)
+                              pad_token_id=None, **ids)
     text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
     vae = AutoencoderKLQwenImage(**VAE).eval()
-    models = home / "models"
     for sub in ("diffusion_models", "text_encoders", "vae"):
         (models / sub).mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
@@ -123,6 +161,5 @@ def build(home: Path, seed: int = 0) -> TinyQwen:
     for k, v in text_encoder.state_dict().items():  # ComfyUI's names: model.layers.*, visual.*
         te[k.replace("model.language_model.", "model.").replace("model.visual.", "visual.")] = v.contiguous()
     save_file(te, str(models / "text_encoders" / TEXT_ENCODER))
-    tok = tokenizer(models / "text_encoders" / "qwen_tokenizer")
     save_file(to_wan_original(vae.state_dict()), str(models / "vae" / VAE_FILE))
     return TinyQwen(transformer, text_encoder, tok, vae, home)

@@ -105,6 +105,34 @@ def test_graph_image_equals_qwen_image_pipeline(engine, reference):
     assert diff <= 1 / 255
 
 
+def test_edit_graph_equals_qwen_image_edit_pipeline(engine, tiny_qwen):
+    """EmptyImage → TextEncodeQwenImageEdit (with the VAE) → KSampler equals QwenImageEditPipeline(image=...):
+    the vision tower sees the image at 1024², the reference latent rides along, ≤ 1/255."""
+    from PIL import Image
+
+    wf = graph()
+    wf["picture"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
+                                                             "color": 0x3080D0}}
+    wf["pos"] = {"class_type": "TextEncodeQwenImageEdit", "inputs": {
+        "clip": ["clip", 0], "prompt": PROMPT, "vae": ["vae", 0], "image": ["picture", 0]}}
+    wf["pic"] = {"class_type": "Capture", "inputs": {"value": ["picture", 0]}}
+    wf["cond"] = {"class_type": "Capture", "inputs": {"value": ["pos", 0]}}
+    cap = _run(engine, wf)
+    refs = cap["cond"][0][1]["reference_latents"]
+    assert len(refs) == 1 and tuple(refs[0].shape) == (1, 16, 128, 128)  # 64² scaled to 1024², 1/8
+    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    sigmas = flow_sigmas("simple", STEPS, FlowSettings("discrete", SHIFT, 1.0))[:-1]
+    picture = Image.fromarray((cap["pic"][0].numpy() * 255).round().astype("uint8"))
+    with torch.no_grad():
+        ref = tiny_qwen.edit_pipeline()(image=picture, prompt=PROMPT, height=SIZE, width=SIZE,
+                                        num_inference_steps=STEPS, sigmas=[float(s) for s in sigmas],
+                                        true_cfg_scale=1.0, latents=pack(noise), output_type="pt").images
+    ref = ref.permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"Qwen-Image-Edit parity: max |ours - QwenImageEditPipeline| = {diff:.2e}")
+    assert diff <= 1 / 255
+
+
 def test_shift_and_cfg_change_the_image(engine, reference):
     for wf in (graph(shift=1.0), graph(cfg=2.5)):
         assert float((_run(engine, wf)["img"] - reference).abs().max()) > 1 / 255
@@ -161,7 +189,7 @@ def test_examples_validate_but_for_missing_files(tmp_path):
                 assert error["type"] == "value_not_in_list" and \
                     error["extra_info"].get("input_name") in FILE_INPUTS, (path.name, node_id, error)
     print(f"\nqwen examples validated: {checked}; skipped for classes we lack: {skipped}")
-    assert "qwen_image_basic_example" in checked
+    assert {"qwen_image_basic_example", "qwen_image_edit_2509_basic_example"} <= set(checked)
 
 
 def test_basic_example_runs_on_the_tiny_model(tiny_qwen, tmp_path):

@@ -2,8 +2,9 @@
 
 - Edit: the image scaled ("area") to about 1024² pixels is both what the vision tower sees (in the edit template)
   and, with a VAE, the reference latent ("reference_latents" on the entry).
-- Edit Plus (2509): up to three images, each announced as "Picture N:"; the vision tower sees each at about 384²
-  pixels, the VAE encodes each at about 1024² (sides multiples of 8).
+- Edit Plus (2509): up to three images, each announced as "Picture N:" (N: its input slot); the vision tower sees
+  each at about 384² pixels, the VAE encodes each at about 1024² (sides multiples of 8); the edit template is used
+  even without images. Edit without an image uses the text-to-image template, as ComfyUI.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def _vae_encode(ctx: Any, vae: Any, samples: Any) -> Any:
 def encode_qwen_edit(ctx: Any, clip: Any, prompt: str, vae: Any = None, images: tuple = (),
                      plus: bool = False) -> list:
     """CONDITIONING of TextEncodeQwenImageEdit (``plus``: TextEncodeQwenImageEditPlus) for ``images`` (IMAGEs)."""
-    images = [i for i in images if i is not None]
     seen, refs, prefix = [], [], ""
     for n, image in enumerate(images):
+        if image is None:
+            continue
         vl = _scaled(image, 384 * 384 if plus else 1024 * 1024)
         seen.append(vl[0].movedim(0, -1))
         if vae is not None:
@@ -51,7 +53,7 @@ def encode_qwen_edit(ctx: Any, clip: Any, prompt: str, vae: Any = None, images: 
         prefix += f"Picture {n + 1}: {VISION}" if plus else VISION
     devices = ctx.devices
     with ctx.models.use(clip) as (loaded,), devices.use(*loaded.encoders):
-        cond = encode_qwen(loaded, prefix + prompt, devices.device, seen, edit=bool(images))
+        cond = encode_qwen(loaded, prefix + prompt, devices.device, seen, edit=plus or bool(seen))
     if refs:
         cond = [(emb, dict(extras, reference_latents=list(extras.get("reference_latents") or []) + refs))
                 for emb, extras in cond]
