@@ -1,0 +1,159 @@
+"""Wan 2.2 through our nodes equals diffusers: the A14B text-to-video graph (two UNETLoaders, two KSamplerAdvanced
+step ranges: high-noise expert, then low-noise expert) against WanPipeline with ``transformer_2`` and a boundary, and
+the image-to-video graph (LoadImage + WanImageToVideo on a 36-channel model) against WanImageToVideoPipeline; both
+≤ 1/255 with the same noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from wan_tiny import LAYOUTS, TEXT, TRANSFORMER, VAE_FILES, TinyWan, build, to_original
+
+from nodegraph.config import EngineConfig
+from nodegraph.diffusion.sampling import make_noise
+from nodegraph.testing_graphs import capture_engine, run_captured
+
+PROMPT = "a green dog running on a river"
+SEED, STEPS, SIZE, LENGTH, CFG, SHIFT = 11, 4, 32, 5, 4.0, 8.0
+LOW, I2V = "wan2.2-tiny-low-noise.safetensors", "wan2.2-tiny-i2v.safetensors"
+BOUNDARY = 0.9  # sigmas 1, 0.96 (high-noise expert) | 0.889, 0.727 (low-noise expert) at shift 8, 4 steps
+
+
+def _save(module, path) -> None:
+    state = {k: v.contiguous().clone() for k, v in module.state_dict().items()}
+    save_file({"model.diffusion_model." + k: v for k, v in to_original(state).items()}, str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from diffusers import WanTransformer3DModel
+
+    wan = build(tmp_path_factory.mktemp("tiny-wan22-home"))
+    torch.manual_seed(1)
+    low = WanTransformer3DModel(**TRANSFORMER).eval()
+    i2v = WanTransformer3DModel(**dict(TRANSFORMER, in_channels=36)).eval()
+    folder = wan.home / "models" / "diffusion_models"
+    _save(low, folder / LOW)
+    _save(i2v, folder / I2V)
+    image = (np.random.default_rng(3).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    (wan.home / "input").mkdir(exist_ok=True)
+    Image.fromarray(image).save(wan.home / "input" / "start.png")
+    return wan, low, i2v, Image.fromarray(image)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    cfg = EngineConfig(home=tiny[0].home)
+    cfg.ensure_dirs()
+    return capture_engine(cfg)
+
+
+def _common() -> dict:
+    return {
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "wan"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
+        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+    }
+
+
+def _advanced(model: str, latent: list, start: int, end: int, first: bool) -> dict:
+    return {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": [model, 0], "add_noise": "enable" if first else "disable", "noise_seed": SEED, "steps": STEPS,
+        "cfg": CFG, "sampler_name": "euler", "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0],
+        "latent_image": latent, "start_at_step": start, "end_at_step": end,
+        "return_with_leftover_noise": "enable" if first else "disable"}}
+
+
+def _noise() -> torch.Tensor:
+    frames = (LENGTH - 1) // 4 + 1
+    return make_noise((1, 16, frames, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+
+
+def _pipe_schedule(pipe, steps: int) -> None:
+    import functools
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    scheduler.set_timesteps = functools.partial(scheduler.set_timesteps, sigmas=np.linspace(1.0, 1.0 / steps, steps))
+    pipe.scheduler = scheduler
+
+
+def test_two_experts_equal_wan_pipeline_with_transformer_2(engine, tiny):
+    from diffusers import WanPipeline
+
+    wan, low, _, _ = tiny
+    wf = dict(_common(), **{
+        "high": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}},
+        "low": {"class_type": "UNETLoader", "inputs": {"unet_name": LOW, "weight_dtype": "default"}},
+        "ms_high": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["high", 0], "shift": SHIFT}},
+        "ms_low": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["low", 0], "shift": SHIFT}},
+        "empty": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE,
+                                                                      "length": LENGTH, "batch_size": 1}},
+        "ks1": _advanced("ms_high", ["empty", 0], 0, 2, True),
+        "ks2": _advanced("ms_low", ["ks1", 0], 2, 10000, False),
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks2", 0], "vae": ["vae", 0]}}})
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    pipe = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=wan.transformer,
+                       transformer_2=low, vae=wan.vae, scheduler=None, boundary_ratio=BOUNDARY)
+    _pipe_schedule(pipe, STEPS)
+    with torch.no_grad():
+        ref = pipe(PROMPT, negative_prompt="", height=SIZE, width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS,
+                   guidance_scale=CFG, guidance_scale_2=CFG, latents=_noise(), output_type="pt").frames
+    ref = ref[0].permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"wan 2.2 two experts: max |diff| {diff:.2e}")
+    assert diff <= 1 / 255
+    # the low-noise expert mattered: the high-noise model alone gives other frames
+    single = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=wan.transformer,
+                         vae=wan.vae, scheduler=None)
+    _pipe_schedule(single, STEPS)
+    with torch.no_grad():
+        alone = single(PROMPT, negative_prompt="", height=SIZE, width=SIZE, num_frames=LENGTH,
+                       num_inference_steps=STEPS, guidance_scale=CFG, latents=_noise(), output_type="pt").frames
+    assert float((cap["img"] - alone[0].permute(0, 2, 3, 1)).abs().max()) > 1 / 255
+
+
+def test_image_to_video_equals_wan_i2v_pipeline(engine, tiny):
+    from diffusers import WanImageToVideoPipeline
+
+    wan, _, i2v, start = tiny
+    wf = dict(_common(), **{
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": I2V, "weight_dtype": "default"}},
+        "ms": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}},
+        "load": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
+        "i2v": {"class_type": "WanImageToVideo", "inputs": {
+            "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
+            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0]}},
+        "ks": {"class_type": "KSampler", "inputs": {
+            "model": ["ms", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
+            "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}}})
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    # Wan 2.2 I2V (no image encoder): the pipeline needs a boundary; both experts are this one model
+    pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
+                                   scheduler=None, transformer=i2v, transformer_2=i2v, image_encoder=None,
+                                   image_processor=None, boundary_ratio=BOUNDARY)
+    _pipe_schedule(pipe, STEPS)
+    from diffusers import WanPipeline
+
+    text = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=i2v, vae=wan.vae,
+                       scheduler=None)  # its prompt cleaning works without ftfy, the I2V pipeline's does not
+    with torch.no_grad():
+        embeds, negative = text.encode_prompt(PROMPT, "", do_classifier_free_guidance=True, max_sequence_length=512)
+        ref = pipe(image=start, prompt_embeds=embeds, negative_prompt_embeds=negative, height=SIZE, width=SIZE,
+                   num_frames=LENGTH,
+                   num_inference_steps=STEPS, guidance_scale=CFG, guidance_scale_2=CFG, latents=_noise(),
+                   output_type="pt").frames
+    ref = ref[0].permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"wan 2.2 image to video: max |diff| {diff:.2e}")
+    assert diff <= 1 / 255
