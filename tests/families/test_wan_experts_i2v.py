@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from wan_tiny import LAYOUTS, TEXT, TRANSFORMER, VAE_FILES, TinyWan, build, to_original
+from wan_tiny import LAYOUTS, TEXT, TRANSFORMER, VAE_FILES, build, to_original
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
@@ -88,16 +88,8 @@ def test_two_experts_equal_wan_pipeline_with_transformer_2(engine, tiny):
     from diffusers import WanPipeline
 
     wan, low, _, _ = tiny
-    wf = dict(_common(), **{
-        "high": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}},
-        "low": {"class_type": "UNETLoader", "inputs": {"unet_name": LOW, "weight_dtype": "default"}},
-        "ms_high": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["high", 0], "shift": SHIFT}},
-        "ms_low": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["low", 0], "shift": SHIFT}},
-        "empty": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE,
-                                                                      "length": LENGTH, "batch_size": 1}},
-        "ks1": _advanced("ms_high", ["empty", 0], 0, 2, True),
-        "ks2": _advanced("ms_low", ["ks1", 0], 2, 10000, False),
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks2", 0], "vae": ["vae", 0]}}})
+    wf = dict(_common(), high={"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}}, low={"class_type": "UNETLoader", "inputs": {"unet_name": LOW, "weight_dtype": "default"}}, ms_high={"class_type": "ModelSamplingSD3", "inputs": {"model": ["high", 0], "shift": SHIFT}}, ms_low={"class_type": "ModelSamplingSD3", "inputs": {"model": ["low", 0], "shift": SHIFT}}, empty={"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE,
+                                                                      "length": LENGTH, "batch_size": 1}}, ks1=_advanced("ms_high", ["empty", 0], 0, 2, True), ks2=_advanced("ms_low", ["ks1", 0], 2, 10000, False), dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks2", 0], "vae": ["vae", 0]}})
     result, cap = run_captured(engine, wf)
     result.raise_for_status()
     pipe = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=wan.transformer,
@@ -124,18 +116,12 @@ def test_image_to_video_equals_wan_i2v_pipeline(engine, tiny):
     from diffusers import WanImageToVideoPipeline
 
     wan, _, i2v, start = tiny
-    wf = dict(_common(), **{
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": I2V, "weight_dtype": "default"}},
-        "ms": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}},
-        "load": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
-        "i2v": {"class_type": "WanImageToVideo", "inputs": {
+    wf = dict(_common(), unet={"class_type": "UNETLoader", "inputs": {"unet_name": I2V, "weight_dtype": "default"}}, ms={"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}}, load={"class_type": "LoadImage", "inputs": {"image": "start.png"}}, i2v={"class_type": "WanImageToVideo", "inputs": {
             "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
-            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0]}},
-        "ks": {"class_type": "KSampler", "inputs": {
+            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0]}}, ks={"class_type": "KSampler", "inputs": {
             "model": ["ms", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
             "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}}})
+            "denoise": 1.0}}, dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}})
     result, cap = run_captured(engine, wf)
     result.raise_for_status()
     # Wan 2.2 I2V (no image encoder): the pipeline needs a boundary; both experts are this one model
