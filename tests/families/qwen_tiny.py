@@ -46,6 +46,15 @@ class TinyQwen:
                                      tokenizer=self.tokenizer, processor=VLProcessor(self.tokenizer),
                                      transformer=self.transformer)
 
+    def edit_plus_pipeline(self) -> Any:
+        """QwenImageEditPlusPipeline (Qwen-Image-Edit-2509) over the same modules."""
+        from diffusers import QwenImageEditPlusPipeline
+
+        edit = self.edit_pipeline()
+        return QwenImageEditPlusPipeline(scheduler=edit.scheduler, vae=self.vae, text_encoder=self.text_encoder,
+                                         tokenizer=self.tokenizer, processor=edit.processor,
+                                         transformer=self.transformer)
+
     def pipeline(self) -> Any:
         """QwenImagePipeline over the same modules, with a plain (unshifted) scheduler: sigmas are passed in."""
         from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline

@@ -105,32 +105,60 @@ def test_graph_image_equals_qwen_image_pipeline(engine, reference):
     assert diff <= 1 / 255
 
 
-def test_edit_graph_equals_qwen_image_edit_pipeline(engine, tiny_qwen):
-    """EmptyImage → TextEncodeQwenImageEdit (with the VAE) → KSampler equals QwenImageEditPipeline(image=...):
-    the vision tower sees the image at 1024², the reference latent rides along, ≤ 1/255."""
-    from PIL import Image
-
+def _edit_run(engine, plus: bool) -> dict:
     wf = graph()
     wf["picture"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
                                                              "color": 0x3080D0}}
-    wf["pos"] = {"class_type": "TextEncodeQwenImageEdit", "inputs": {
-        "clip": ["clip", 0], "prompt": PROMPT, "vae": ["vae", 0], "image": ["picture", 0]}}
+    image = {"image1": ["picture", 0]} if plus else {"image": ["picture", 0]}
+    wf["pos"] = {"class_type": "TextEncodeQwenImageEditPlus" if plus else "TextEncodeQwenImageEdit",
+                 "inputs": dict(image, clip=["clip", 0], prompt=PROMPT, vae=["vae", 0])}
     wf["pic"] = {"class_type": "Capture", "inputs": {"value": ["picture", 0]}}
     wf["cond"] = {"class_type": "Capture", "inputs": {"value": ["pos", 0]}}
-    cap = _run(engine, wf)
-    refs = cap["cond"][0][1]["reference_latents"]
-    assert len(refs) == 1 and tuple(refs[0].shape) == (1, 16, 128, 128)  # 64² scaled to 1024², 1/8
+    return _run(engine, wf)
+
+
+def _edit_reference(pipe, cap: dict) -> torch.Tensor:
+    from PIL import Image
+
     noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
     sigmas = flow_sigmas("simple", STEPS, FlowSettings("discrete", SHIFT, 1.0))[:-1]
     picture = Image.fromarray((cap["pic"][0].numpy() * 255).round().astype("uint8"))
     with torch.no_grad():
-        ref = tiny_qwen.edit_pipeline()(image=picture, prompt=PROMPT, height=SIZE, width=SIZE,
-                                        num_inference_steps=STEPS, sigmas=[float(s) for s in sigmas],
-                                        true_cfg_scale=1.0, latents=pack(noise), output_type="pt").images
-    ref = ref.permute(0, 2, 3, 1).float()
-    diff = float((cap["img"] - ref).abs().max())
-    print(f"Qwen-Image-Edit parity: max |ours - QwenImageEditPipeline| = {diff:.2e}")
+        ref = pipe(image=picture, prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
+                   sigmas=[float(s) for s in sigmas], true_cfg_scale=1.0, latents=pack(noise),
+                   output_type="pt").images
+    return ref.permute(0, 2, 3, 1).float()
+
+
+@pytest.mark.parametrize("plus", [False, True], ids=["edit", "edit_plus"])
+def test_edit_graph_equals_qwen_image_edit_pipelines(engine, tiny_qwen, plus):
+    """EmptyImage → TextEncodeQwenImageEdit(Plus) (with the VAE) → KSampler equals QwenImageEdit(Plus)Pipeline:
+    the vision tower sees the image (at 1024², Plus: 384²), the 1024² reference latent rides along, ≤ 1/255."""
+    cap = _edit_run(engine, plus)
+    refs = cap["cond"][0][1]["reference_latents"]
+    assert len(refs) == 1 and tuple(refs[0].shape) == (1, 16, 128, 128)  # 64² scaled to 1024², 1/8
+    pipe = tiny_qwen.edit_plus_pipeline() if plus else tiny_qwen.edit_pipeline()
+    diff = float((cap["img"] - _edit_reference(pipe, cap)).abs().max())
+    print(f"Qwen-Image-Edit{' Plus' if plus else ''} parity: max |ours - {type(pipe).__name__}| = {diff:.2e}")
     assert diff <= 1 / 255
+
+
+def test_custom_sampling_equals_ksampler(engine):
+    """BasicScheduler + BasicGuider + euler through flow.custom (QwenDenoiser) equals KSampler on the same noise."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow import custom
+    from nodegraph.diffusion.flow.sampling import euler
+    from nodegraph.diffusion.guiders import BasicGuider, RandomNoise
+
+    wf = graph()
+    for name, node in (("lat", "ks"), ("cond", "pos"), ("shifted", "aura"), ("empty_lat", "empty")):
+        wf[name] = {"class_type": "Capture", "inputs": {"value": [node, 0]}}
+    cap = _run(engine, wf)
+    model = _get(cap["shifted"])
+    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
+    out, _ = custom.sample_custom(BasicGuider(model, cap["cond"]), euler, sigmas, RandomNoise(SEED),
+                                  cap["empty_lat"], DeviceManager(), model=model)
+    assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
 def test_shift_and_cfg_change_the_image(engine, reference):
