@@ -1,0 +1,101 @@
+"""Wan nodes and loaders on their own: the empty video latent's shape, trimming, errors that name the fix (image
+latent into a Wan KSampler, a UMT5 file without vocabulary), the tokenizer folder beside the file, and a video
+latent's VAEDecode giving the frames as an IMAGE batch."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from wan_tiny import LAYOUTS, TEXT, VAE_FILES, build
+
+from nodegraph.config import EngineConfig
+from nodegraph.diffusion.video_models.wan_text import load_umt5
+from nodegraph.testing_graphs import capture_engine, run_captured
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("tiny-wan-nodes"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    cfg = EngineConfig(home=tiny.home)
+    cfg.ensure_dirs()
+    return capture_engine(cfg)
+
+
+def _run(engine, wf: dict):
+    return run_captured(engine, wf)
+
+
+def test_empty_latent_and_trim(engine):
+    wf = {"e": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 832, "height": 480, "length": 25,
+                                                                    "batch_size": 2}},
+          "t": {"class_type": "TrimVideoLatent", "inputs": {"samples": ["e", 0], "trim_amount": 3}},
+          "c1": {"class_type": "Capture", "inputs": {"value": ["e", 0]}},
+          "c2": {"class_type": "Capture", "inputs": {"value": ["t", 0]}}}
+    result, cap = _run(engine, wf)
+    result.raise_for_status()
+    assert tuple(cap["c1"]["samples"].shape) == (2, 16, 7, 60, 104)
+    assert tuple(cap["c2"]["samples"].shape) == (2, 16, 4, 60, 104)
+
+
+def _sampler_graph(latent: dict) -> dict:
+    return {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}},
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "wan"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["clip", 0]}},
+        "lat": latent,
+        "ks": {"class_type": "KSampler", "inputs": {
+            "model": ["unet", 0], "seed": 1, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["pos", 0], "negative": ["pos", 0], "latent_image": ["lat", 0], "denoise": 1.0}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
+        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+    }
+
+
+def test_image_latent_into_a_wan_sampler_names_the_fix(engine):
+    wf = _sampler_graph({"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}})
+    result, _ = _run(engine, wf)
+    with pytest.raises(Exception, match="EmptyHunyuanLatentVideo"):
+        result.raise_for_status()
+
+
+def test_video_latent_decodes_to_frames(engine):
+    wf = _sampler_graph({"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 48, "height": 32,
+                                                                             "length": 9, "batch_size": 2}})
+    result, cap = _run(engine, wf)
+    result.raise_for_status()
+    frames = cap["img"]
+    assert frames.shape == (2 * 9, 32, 48, 3) and frames.dtype == torch.float32
+    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
+
+
+def test_umt5_without_vocabulary_names_the_fix(tiny, tmp_path):
+    state = load_file(str(tiny.home / "models" / "text_encoders" / TEXT))
+    spiece = state.pop("spiece_model")
+    bare = tmp_path / "umt5-bare.safetensors"
+    save_file(state, str(bare))
+    with pytest.raises(Exception, match="umt5_tokenizer"):
+        load_umt5(bare, bare.name)
+    folder = tmp_path / "umt5_tokenizer"
+    folder.mkdir()
+    (folder / "spiece.model").write_bytes(bytes(spiece.numpy().tobytes()))
+    tokenizer, model = load_umt5(bare, bare.name)
+    assert tokenizer("a cat").input_ids == tiny.tokenizer("a cat").input_ids
+    assert torch.equal(model.shared.weight, tiny.text_encoder.shared.weight)
+
+
+def test_t5_file_is_not_a_wan_text_encoder(tiny, tmp_path):
+    state = load_file(str(tiny.home / "models" / "text_encoders" / TEXT))
+    t5_like = {k: v for k, v in state.items() if "relative_attention_bias" not in k or ".block.0." in k}
+    path = tmp_path / "t5.safetensors"
+    save_file(t5_like, str(path))
+    with pytest.raises(Exception, match="UMT5"):
+        load_umt5(path, path.name)
+    shutil.rmtree(tmp_path, ignore_errors=True)
