@@ -1,0 +1,156 @@
+"""LTX-Video through our nodes equals diffusers: weights loaded from each layout, and the frames of ComfyUI's LTXV
+text-to-video graph (CheckpointLoaderSimple + CLIPLoader(ltxv) + CLIPTextEncode ×2 + LTXVConditioning +
+EmptyLTXVLatentVideo + LTXVScheduler + KSamplerSelect(euler) + SamplerCustom(cfg 3) + VAEDecode) against LTXPipeline
+with the same noise, ≤ 1/255."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+import torch
+from ltx_tiny import CHECKPOINT, LAYOUTS, TEXT, VAE_FILE, TinyLTX, build
+from safetensors.torch import load_file
+
+from nodegraph.config import EngineConfig
+from nodegraph.diffusion.ltx.files import load_ltx_transformer, parameter_counts
+from nodegraph.diffusion.ltx.sampling import ltx_sigmas
+from nodegraph.diffusion.ltx.vae import ltx_vae_from_state
+from nodegraph.diffusion.sampling import make_noise
+from nodegraph.testing_graphs import capture_engine, run_captured
+
+PROMPT = "a red cat walking on the sky"
+NEGATIVE = "blue square"
+SEED, STEPS, SIZE, LENGTH, CFG = 7, 4, 64, 9, 3.0
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> TinyLTX:
+    return build(tmp_path_factory.mktemp("tiny-ltx-home"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ltx):
+    cfg = EngineConfig(home=tiny_ltx.home)
+    cfg.ensure_dirs()
+    return capture_engine(cfg)
+
+
+def graph(frame_rate: float = 25.0, model: list | None = None, extra: dict | None = None) -> dict:
+    """ComfyUI's LTXV text-to-video graph (frames captured as "img", the latent as "lat")."""
+    wf = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "ltxv", "device": "default"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["clip", 0]}},
+        "cond": {"class_type": "LTXVConditioning", "inputs": {"positive": ["pos", 0], "negative": ["neg", 0],
+                                                              "frame_rate": frame_rate}},
+        "empty": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": SIZE, "height": SIZE, "length": LENGTH,
+                                                                   "batch_size": 1}},
+        "sched": {"class_type": "LTXVScheduler", "inputs": {"steps": STEPS, "max_shift": 2.05, "base_shift": 0.95,
+                                                            "stretch": True, "terminal": 0.1,
+                                                            "latent": ["empty", 0]}},
+        "sel": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sc": {"class_type": "SamplerCustom", "inputs": {
+            "model": model or ["ckpt", 0], "add_noise": True, "noise_seed": SEED, "cfg": CFG,
+            "positive": ["cond", 0], "negative": ["cond", 1], "sampler": ["sel", 0], "sigmas": ["sched", 0],
+            "latent_image": ["empty", 0]}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["sc", 0], "vae": ["ckpt", 2]}},
+        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "lat": {"class_type": "Capture", "inputs": {"value": ["sc", 0]}},
+    }
+    wf.update(extra or {})
+    return wf
+
+
+def _run(engine, wf: dict) -> dict:
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    return cap
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_ltx):
+    """LTXPipeline's frames [F, H, W, 3] with the noise our SamplerCustom draws for SEED."""
+    frames = (LENGTH - 1) // 8 + 1
+    noise = make_noise((1, 128, frames, SIZE // 32, SIZE // 32), torch.Generator("cpu").manual_seed(SEED))
+    packed = noise.flatten(2).transpose(1, 2)
+    pipe = tiny_ltx.pipeline()
+    with torch.no_grad():
+        out = pipe(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=LENGTH,
+                   num_inference_steps=STEPS, guidance_scale=CFG, latents=packed, frame_rate=25,
+                   output_type="pt").frames
+    return out[0].permute(0, 2, 3, 1).float()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_transformer_layouts_load_the_same_weights(tiny_ltx, layout):
+    path = tiny_ltx.home / "models" / "diffusion_models" / LAYOUTS[layout]
+    model = load_ltx_transformer(path, path.name)
+    assert model.family == "ltxv" and model.arch == "ltxv-2b" and model.latent.channels == 128
+    got, want = model.unet.state_dict(), tiny_ltx.transformer.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("where", ["diffusers", "checkpoint"])
+def test_vae_layouts_load_the_same_weights(tiny_ltx, where):
+    models = tiny_ltx.home / "models"
+    if where == "diffusers":
+        state = load_file(str(models / "vae" / VAE_FILE))
+    else:
+        state = {k: v for k, v in load_file(str(models / "checkpoints" / CHECKPOINT)).items()
+                 if k.startswith("vae.")}
+    vae = ltx_vae_from_state(state, where)
+    got, want = vae.vae.inner.state_dict(), tiny_ltx.vae.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert vae.downscale == 32
+
+
+def test_ltxv_scheduler_equals_the_pipeline_schedule(tiny_ltx):
+    pipe = tiny_ltx.pipeline()
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    import numpy as np
+    mu = calculate_shift(8, 1024, 4096, 0.95, 2.05)
+    pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / STEPS, STEPS), mu=mu)
+    ours = ltx_sigmas(STEPS, 2.05, 0.95, True, 0.1, tokens=8)
+    assert torch.allclose(ours, pipe.scheduler.sigmas.float(), atol=1e-6)
+    assert float(ours[-2]) == pytest.approx(0.1)
+
+
+def test_graph_frames_equal_ltx_pipeline(engine, reference):
+    start = time.perf_counter()
+    cap = _run(engine, graph())
+    elapsed = time.perf_counter() - start
+    frames = cap["img"]
+    assert frames.shape == (LENGTH, SIZE, SIZE, 3) == reference.shape
+    assert cap["lat"]["samples"].shape == (1, 128, 2, SIZE // 32, SIZE // 32)
+    diff = float((frames - reference).abs().max())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"ltx tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {peak:.0f} MiB")
+    assert diff <= 1 / 255
+    assert float(frames.std()) > 0.01  # not a blank video
+
+
+def test_frame_rate_changes_the_frames(engine, reference):
+    cap = _run(engine, graph(frame_rate=8.0))
+    assert float((cap["img"] - reference).abs().max()) > 1 / 255
+
+
+def test_split_files_give_the_same_frames(engine, reference):
+    extra = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["diffusers"],
+                                                             "weight_dtype": "default"}},
+             "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}}
+    wf = graph(model=["unet", 0], extra=extra)
+    wf["dec"]["inputs"]["vae"] = ["vae", 0]
+    cap = _run(engine, wf)
+    assert float((cap["img"] - reference).abs().max()) <= 1 / 255
+
+
+def test_parameter_counts_of_the_shipped_configs():
+    counts = parameter_counts()
+    assert counts["transformer_2b"] == 1_923_385_472
+    assert counts["transformer_13b"] == 13_042_569_344
+    assert counts["vae_0.9.0"] == 419_193_649 and counts["vae_0.9.1"] == 934_991_538
