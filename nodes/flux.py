@@ -200,6 +200,9 @@ class SkipLayerGuidanceSD3(Node):
         import dataclasses
 
         flow = _flow_of(ctx, model, "SkipLayerGuidanceSD3")
+        if ctx.models.get(model).family != "sd3":
+            raise ValueError(f"SkipLayerGuidanceSD3 applies to SD3/SD3.5 transformers; {model.arch} is not one. "
+                             "Remove the node")
         try:
             blocks = tuple(int(part) for part in layers.replace(" ", "").split(",") if part)
         except ValueError:
