@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from nodegraph.api import Float, Link, Node, Output, String, derive, encode_qwen_edit, hookimpl
+from nodegraph.api import (
+    Float,
+    Link,
+    Node,
+    Output,
+    String,
+    derive,
+    encode_qwen_edit,
+    hookimpl,
+)
 
 
 class ModelSamplingAuraFlow(Node):

@@ -14,7 +14,12 @@ from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
 from ..types import DiffusionModel, LatentFormat, TextEncoder
-from .detect import text_encoder_config, text_encoder_layout, transformer_config, transformer_prefix
+from .detect import (
+    text_encoder_config,
+    text_encoder_layout,
+    transformer_config,
+    transformer_prefix,
+)
 
 log = logging.getLogger(__name__)
 
