@@ -49,7 +49,7 @@ class EmptyLTXVLatentVideo(Node):
     INPUTS = {"width": Int(768, min=64, max=MAX_RESOLUTION, step=32),
               "height": Int(512, min=64, max=MAX_RESOLUTION, step=32),
               "length": Int(97, min=1, max=MAX_RESOLUTION, step=8),
-              "batch_size": Int(1, min=1, max=4096)}
+              "batch_size": Int(1, min=1, max=4096, step=None)}
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, width: int, height: int, length: int, batch_size: int = 1):
@@ -74,7 +74,7 @@ class LTXVScheduler(Node):
 
     DISPLAY_NAME = "LTXVScheduler"
     CATEGORY = "sampling/custom_sampling/schedulers"
-    INPUTS = {"steps": Int(20, min=1, max=10000),
+    INPUTS = {"steps": Int(20, min=1, max=10000, step=None),
               "max_shift": Float(2.05, min=0.0, max=100.0, step=0.01),
               "base_shift": Float(0.95, min=0.0, max=100.0, step=0.01),
               "stretch": Boolean(True, tooltip="Stretch the sigmas to be in the range [terminal, 1]."),
@@ -118,7 +118,7 @@ class LTXVImgToVideo(Node):
               "width": Int(768, min=64, max=MAX_RESOLUTION, step=32),
               "height": Int(512, min=64, max=MAX_RESOLUTION, step=32),
               "length": Int(97, min=9, max=MAX_RESOLUTION, step=8),
-              "batch_size": Int(1, min=1, max=4096),
+              "batch_size": Int(1, min=1, max=4096, step=None),
               "strength": Float(1.0, min=0.0, max=1.0)}
     OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
 
