@@ -16,6 +16,8 @@ from nodegraph.api import RandomNoise as RandomNoiseValue
 from nodegraph.api import (model_sigmas, run_custom, sampler_by_name, sampler_names, sampler_problem, scheduler_names,
                            sigma_schedules)
 
+from .sampler_options import NODES as OPTION_NODES
+
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 SIGMA_MAX, SIGMA_MIN = 14.614642, 0.0291675  # SD1.x's noise range: the default of the model-free schedulers
 
@@ -296,4 +298,4 @@ def nodegraph_nodes():
     return [SamplerCustom, SamplerCustomAdvanced, KSamplerSelect, BasicScheduler, KarrasScheduler,
             ExponentialScheduler, PolyexponentialScheduler, BetaSamplingScheduler, SDTurboScheduler, SplitSigmas,
             SplitSigmasDenoise, FlipSigmas, SetFirstSigma, RandomNoise, DisableNoise, AddNoise, CFGGuider,
-            BasicGuider, DualCFGGuider]
+            BasicGuider, DualCFGGuider, *OPTION_NODES]
