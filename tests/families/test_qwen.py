@@ -161,6 +161,16 @@ def test_custom_sampling_equals_ksampler(engine):
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
+def test_fp8_storage_runs_close_to_full_precision(engine, reference):
+    wf = graph()
+    wf["unet"]["inputs"]["weight_dtype"] = "fp8_e4m3fn"
+    wf["m"] = {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}
+    cap = _run(engine, wf)
+    assert any(p.dtype == torch.float8_e4m3fn for p in _get(cap["m"]).unet.parameters())  # really 8 bits
+    diff = (cap["img"] - reference).abs()
+    assert 0 < float(diff.mean()) < 0.05
+
+
 def test_shift_and_cfg_change_the_image(engine, reference):
     for wf in (graph(shift=1.0), graph(cfg=2.5)):
         assert float((_run(engine, wf)["img"] - reference).abs().max()) > 1 / 255
