@@ -7,6 +7,9 @@ seeded prompts of the old vocabulary (circle/square/triangle, as bench/adherence
 
     HF_HUB_OFFLINE=1 python bench/train_lora_adherence.py --n 100
     HF_HUB_OFFLINE=1 python bench/train_lora_adherence.py --lora path/to.safetensors   # score an existing LoRA
+
+Measured 2026-11-29 (2 shared cores, load ~6, 1 torch thread, n=100): workflow 268 s, training 262 s (12.2 images/s
+wall, 37.5 images per CPU-second), peak RSS 666 MiB; "star": 2% → 84%; old vocabulary 93% → 93% (all three right).
 """
 
 from __future__ import annotations
