@@ -246,6 +246,7 @@ from .diffusion.qwen.edit import encode_qwen_edit  # noqa: E402
 
 __all__ += ["encode_qwen_edit"]
 # [ltx]
+from .diffusion.ltx.preprocess import ltx_preprocess  # noqa: E402
 from .diffusion.ltx.sampling import ltx_sigmas  # noqa: E402
 
-__all__ += ["ltx_sigmas"]
+__all__ += ["ltx_preprocess", "ltx_sigmas"]
