@@ -12,7 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
-from nodegraph.api import Boolean, Float, Int, Link, Node, Output, derive, hookimpl, ltx_sigmas, resample
+from nodegraph.api import (Boolean, Float, Int, Link, Node, Output, derive, hookimpl, ltx_preprocess, ltx_sigmas,
+                           resample)
 
 MAX_RESOLUTION = 16384
 CHANNELS = 128
@@ -143,7 +144,21 @@ class LTXVImgToVideo(Node):
         return (positive, negative, {"samples": latent, "noise_mask": mask, "downscale": SPATIAL})
 
 
+class LTXVPreprocess(Node):
+    """Compress images once as H.264 video frames (the look LTX-Video expects of a start image)."""
+
+    DISPLAY_NAME = "LTXV Preprocess"
+    CATEGORY = "video/preprocessors"
+    INPUTS = {"image": Link("IMAGE"),
+              "img_compression": Int(35, min=0, max=100, step=None, tooltip="Amount of compression to apply on image.")}
+    OUTPUTS = (Output("IMAGE", "output_image"),)
+
+    def execute(self, ctx, image: Any, img_compression: int):
+        return (ltx_preprocess(image, img_compression),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The LTX-Video nodes."""
-    return [EmptyLTXVLatentVideo, LTXVConditioning, LTXVScheduler, ModelSamplingLTXV, LTXVImgToVideo]
+    return [EmptyLTXVLatentVideo, LTXVConditioning, LTXVScheduler, ModelSamplingLTXV, LTXVImgToVideo,
+            LTXVPreprocess]
