@@ -171,6 +171,33 @@ def test_fp8_storage_runs_close_to_full_precision(engine, reference):
     assert 0 < float(diff.mean()) < 0.05
 
 
+def test_scaled_fp8_text_encoder_loads_unscaled(tiny_qwen, tmp_path):
+    """A ComfyUI "fp8_scaled" text encoder (float8 weights + scale_weight) loads as weights × scale."""
+    from safetensors.torch import load_file, save_file
+
+    from nodegraph.diffusion.qwen.loading import load_qwen_clip
+
+    folder = tiny_qwen.home / "models" / "text_encoders"
+    state = load_file(str(folder / TEXT_ENCODER))
+    scaled = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state.items():
+        if key.endswith("proj.weight") and value.dim() == 2:
+            scale = value.abs().max() / 448.0
+            scaled[key] = (value / scale).to(torch.float8_e4m3fn)
+            scaled[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            scaled[key] = value
+    path = folder / "qwen_tiny_fp8_scaled.safetensors"
+    save_file(scaled, str(path))
+    try:
+        model = load_qwen_clip(path, path.name).encoders[0]
+        ours = model.state_dict()["model.language_model.layers.0.self_attn.q_proj.weight"]
+        ref = tiny_qwen.text_encoder.state_dict()["model.language_model.layers.0.self_attn.q_proj.weight"]
+        assert not torch.equal(ours, ref) and torch.allclose(ours, ref, atol=0.1 * float(ref.abs().max()))
+    finally:
+        path.unlink()
+
+
 def test_shift_and_cfg_change_the_image(engine, reference):
     for wf in (graph(shift=1.0), graph(cfg=2.5)):
         assert float((_run(engine, wf)["img"] - reference).abs().max()) > 1 / 255

@@ -30,6 +30,19 @@ DEFAULT_SHIFT = 1.15
 TOKENIZER_FOLDERS = ("qwen_tokenizer", "tokenizer")
 
 
+def unscale_fp8(state: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """ComfyUI's "fp8_scaled" files (``X.weight`` in float8 with a ``X.scale_weight``): the weights times their
+    scales in ``dtype``; the markers (``scaled_fp8``, ``X.scale_input``) are dropped. Other files pass unchanged."""
+    for key in [k for k in state if k.endswith(".scale_weight")]:
+        scale = state.pop(key)
+        weight = key[: -len("scale_weight")] + "weight"
+        if weight in state:
+            state[weight] = state[weight].to(dtype) * scale.to(dtype)
+    for key in [k for k in state if k.endswith((".scale_input", "scaled_fp8"))]:
+        del state[key]
+    return state
+
+
 def is_qwen_transformer(header: Header) -> bool:
     """Whether a diffusion-model file holds a Qwen-Image transformer."""
     return transformer_prefix(header.shapes) is not None
@@ -54,6 +67,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     if prefix:
         state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     compute = dtype or torch.float32
+    state = unscale_fp8(state, compute)
     with quiet_libraries(), init_empty_weights():
         transformer = QwenImageTransformer2DModel.from_config(config)
     fill(transformer, state, compute, name)
@@ -114,7 +128,7 @@ def text_encoder_from_state(state: dict[str, Any], header: Header, name: str, dt
             if isinstance(found, int) and found != tokenizer.unk_token_id:
                 values[key] = found
     config = Qwen2_5_VLConfig(**values)
-    state = _rename(state, *layout)
+    state = _rename(unscale_fp8(state, dtype or torch.float32), *layout)
     with quiet_libraries(), init_empty_weights():
         model = Qwen2_5_VLForConditionalGeneration(config)
     if not any(k.startswith("model.visual.") for k in state):
