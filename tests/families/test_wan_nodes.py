@@ -99,3 +99,36 @@ def test_t5_file_is_not_a_wan_text_encoder(tiny, tmp_path):
     with pytest.raises(Exception, match="UMT5"):
         load_umt5(path, path.name)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_tiled_decode_settings_are_diffusers_wan_tiling(tiny):
+    """VAEDecodeTiled's tile attributes map onto AutoencoderKLWan's own spatial tiling (equal frames)."""
+    import copy
+
+    from nodegraph.diffusion.video_models.wan_vae import wan_vae_from_state
+
+    vae = wan_vae_from_state(load_file(str(tiny.home / "models" / "vae" / VAE_FILES["comfyui"])), "v").vae
+    z = torch.randn((1, 16, 2, 8, 16), generator=torch.Generator().manual_seed(0))
+    reference = copy.deepcopy(tiny.vae)
+    reference.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, tile_sample_stride_height=48,
+                            tile_sample_stride_width=48)
+    with torch.no_grad():
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = True, 64, 8, 0.25
+        assert (vae.inner.tile_sample_stride_width, vae.tile_latent_min_size, vae.tile_overlap_factor) == (48, 8, 0.25)
+        tiled = vae.decode(z).sample
+        want = reference.decode(z).sample.movedim(2, 1).flatten(0, 1)
+    assert tiled.shape == (5, 3, 64, 128)
+    assert torch.equal(tiled, want)
+
+
+def test_vae_decode_tiled_node_on_a_video_latent(engine):
+    wf = {"lat": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 128, "height": 64, "length": 5,
+                                                                      "batch_size": 1}},
+          "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
+          "dec": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["lat", 0], "vae": ["vae", 0],
+                                                             "tile_size": 64, "overlap": 16, "temporal_size": 64,
+                                                             "temporal_overlap": 8}},
+          "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}}}
+    result, cap = _run(engine, wf)
+    result.raise_for_status()
+    assert cap["img"].shape == (5, 64, 128, 3)

@@ -72,6 +72,47 @@ class WanVideoVAE(torch.nn.Module):
         """Reconstruction of images [B, 3, H, W]."""
         return self.decode(self.encode(x).latent_dist.mean).sample
 
+    # diffusers' AutoencoderKL tiling attributes (what VAEDecodeTiled/VAEEncodeTiled set), mapped onto the Wan
+    # VAE's spatial tiles; frames are always decoded one latent frame at a time (its causal cache), so the
+    # temporal_size/temporal_overlap inputs need no counterpart.
+    @property
+    def use_tiling(self) -> bool:
+        """Whether the inner VAE tiles spatially."""
+        return bool(self.inner.use_tiling)
+
+    @use_tiling.setter
+    def use_tiling(self, value: bool) -> None:
+        self.inner.use_tiling = bool(value)
+
+    @property
+    def tile_sample_min_size(self) -> int:
+        """Tile size in pixels."""
+        return int(self.inner.tile_sample_min_height)
+
+    @tile_sample_min_size.setter
+    def tile_sample_min_size(self, value: int) -> None:
+        self.inner.tile_sample_min_height = self.inner.tile_sample_min_width = int(value)
+
+    @property
+    def tile_latent_min_size(self) -> int:
+        """Tile size in latent cells (follows from the pixel size)."""
+        return int(self.inner.tile_sample_min_height) // 8
+
+    @tile_latent_min_size.setter
+    def tile_latent_min_size(self, value: int) -> None:
+        pass
+
+    @property
+    def tile_overlap_factor(self) -> float:
+        """Overlap of neighbouring tiles as a fraction of the tile."""
+        return 1.0 - self.inner.tile_sample_stride_height / self.inner.tile_sample_min_height
+
+    @tile_overlap_factor.setter
+    def tile_overlap_factor(self, value: float) -> None:
+        size = int(self.inner.tile_sample_min_height)
+        stride = max(8, round(size * (1.0 - float(value)) / 8) * 8)
+        self.inner.tile_sample_stride_height = self.inner.tile_sample_stride_width = stride
+
 
 def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
     conv = state.get("decoder.conv_in.weight")
