@@ -154,3 +154,42 @@ def test_parameter_counts_of_the_shipped_configs():
     assert counts["transformer_2b"] == 1_923_385_472
     assert counts["transformer_13b"] == 13_042_569_344
     assert counts["vae_0.9.0"] == 419_193_649 and counts["vae_0.9.1"] == 934_991_538
+
+
+def test_image_to_video_graph_equals_ltx_image_to_video_pipeline(tiny_ltx, engine):
+    """LoadImage + LTXVImgToVideo (strength 1) + SamplerCustom against LTXImageToVideoPipeline: the first latent frame
+    is the image's, its tokens see timestep 0 and keep their value; the rest is generated."""
+    from diffusers import LTXImageToVideoPipeline
+    from PIL import Image
+
+    gen = torch.Generator("cpu").manual_seed(3)
+    pixels = (torch.rand(SIZE, SIZE, 3, generator=gen) * 255).round().to(torch.uint8)
+    (tiny_ltx.home / "input").mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(pixels.numpy())
+    picture.save(tiny_ltx.home / "input" / "start.png")
+    wf = graph()
+    wf["load"] = {"class_type": "LoadImage", "inputs": {"image": "start.png"}}
+    wf["i2v"] = {"class_type": "LTXVImgToVideo", "inputs": {
+        "positive": ["cond", 0], "negative": ["cond", 1], "vae": ["ckpt", 2], "image": ["load", 0], "width": SIZE,
+        "height": SIZE, "length": LENGTH, "batch_size": 1, "strength": 1.0}}
+    wf["sched"]["inputs"]["latent"] = ["i2v", 2]
+    wf["sc"]["inputs"].update(positive=["i2v", 0], negative=["i2v", 1], latent_image=["i2v", 2])
+    cap = _run(engine, wf)
+
+    base = tiny_ltx.pipeline()
+    pipe = LTXImageToVideoPipeline(**base.components)
+    noise = make_noise((1, 128, 2, SIZE // 32, SIZE // 32), torch.Generator("cpu").manual_seed(SEED))
+    with torch.no_grad():
+        video = pixels.permute(2, 0, 1).float().div(255.0).mul(2.0).sub(1.0)[None, :, None]
+        z = tiny_ltx.vae.encode(video).latent_dist.mean
+        mean, std = tiny_ltx.vae.latents_mean.view(1, -1, 1, 1, 1), tiny_ltx.vae.latents_std.view(1, -1, 1, 1, 1)
+        start = noise.clone()
+        start[:, :, :1] = (z - mean) / std
+        out = pipe(image=picture, prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE,
+                   num_frames=LENGTH, num_inference_steps=STEPS, guidance_scale=CFG, frame_rate=25,
+                   latents=start.flatten(2).transpose(1, 2), output_type="pt").frames
+    reference = out[0].permute(0, 2, 3, 1).float()
+    assert torch.allclose(cap["lat"]["samples"][:, :, :1], start[:, :, :1], atol=1e-5)  # the image's frame is kept
+    diff = float((cap["img"] - reference).abs().max())
+    print(f"ltx tiny image-to-video: max |diff| {diff:.2e}")
+    assert diff <= 1 / 255
