@@ -103,3 +103,23 @@ def test_refusals_name_the_fix(engine, tiny_sd3, tmp_path):
                                                                   "end_percent": 0.15}}
     result, _ = run_captured(engine, wf)
     assert "block numbers" in str(result.error)
+
+
+def test_custom_sampling_equals_ksampler(engine):
+    """BasicScheduler + BasicGuider + euler through ``flow.custom`` equals KSampler on an SD3 model and the same noise
+    (CFGGuider's cfg through the same denoiser)."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow import custom
+    from nodegraph.diffusion.flow.sampling import euler
+    from nodegraph.diffusion.guiders import CFGGuider, RandomNoise
+
+    wf = graph()
+    for name, src in (("lat", "ks"), ("p", "pos"), ("n", "neg"), ("shifted", "msd3"), ("empty_lat", "empty")):
+        wf[name] = {"class_type": "Capture", "inputs": {"value": [src, 0]}}
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    model = cap["shifted"].get() if hasattr(cap["shifted"], "get") else cap["shifted"]
+    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
+    out, _ = custom.sample_custom(CFGGuider(model, cap["p"], cap["n"], CFG), euler, sigmas, RandomNoise(SEED),
+                                  cap["empty_lat"], DeviceManager(), model=model)
+    assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
