@@ -132,3 +132,30 @@ def test_vae_decode_tiled_node_on_a_video_latent(engine):
     result, cap = _run(engine, wf)
     result.raise_for_status()
     assert cap["img"].shape == (5, 64, 128, 3)
+
+
+def test_custom_sampling_equals_ksampler(engine):
+    """SamplerCustomAdvanced (CFGGuider, BasicScheduler simple, euler, RandomNoise) on Wan = KSampler's latent."""
+    base = _sampler_graph({"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 32, "height": 32,
+                                                                               "length": 5, "batch_size": 1}})
+    base["neg"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}}
+    base["ks"]["inputs"].update(cfg=3.0, negative=["neg", 0], steps=3)
+    base["klat"] = {"class_type": "Capture", "inputs": {"value": ["ks", 0]}}
+    base.update({
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
+        "guider": {"class_type": "CFGGuider", "inputs": {"model": ["unet", 0], "positive": ["pos", 0],
+                                                         "negative": ["neg", 0], "cfg": 3.0}},
+        "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["unet", 0], "scheduler": "simple",
+                                                              "steps": 3, "denoise": 1.0}},
+        "custom": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+            "latent_image": ["lat", 0]}},
+        "clat": {"class_type": "Capture", "inputs": {"value": ["custom", 0]}},
+        "cden": {"class_type": "Capture", "inputs": {"value": ["custom", 1]}}})
+    result, cap = _run(engine, base)
+    result.raise_for_status()
+    got, want = cap["clat"]["samples"], cap["klat"]["samples"]
+    assert got.shape == want.shape == (1, 16, 2, 4, 4)
+    assert float((got - want).abs().max()) < 1e-5
+    assert cap["cden"]["samples"].shape == got.shape

@@ -1,0 +1,68 @@
+"""Custom sampling (SamplerCustomAdvanced with CFGGuider/BasicGuider, BasicScheduler) on a Wan model: what
+``flow.custom.sample_custom`` dispatches to for ``family == "wan"``.
+
+As ``flow.custom`` for Flux, on video latents: the start is sigma0 · noise + (1 - sigma0) · latent in the model's
+normalised space, the guider's conditionings go through a ``WanDenoiser``, and the result is scaled back by
+ComfyUI's inverse noise scaling; returns the (output, denoised_output) LATENTs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .wan_sampling import WanDenoiser, prepare_video_latent
+
+
+def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: dict[str, Any], devices: Any,
+                  callback: Any = None, *, model: Any = None, lora_library: Any = None,
+                  preview_every: int = 4) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SamplerCustomAdvanced on a Wan model: (output, denoised_output) video LATENTs."""
+    import torch
+
+    from ..flow.custom import _conditionings
+    from ..guiders import draw_noise
+    from ..preview import preview_jpeg
+    from .wan_vae import latent_stats
+
+    model = model if model is not None else guider.model
+    if model.loras:
+        raise ValueError("LoRAs on Wan models are not supported yet; remove the LoraLoader before this sampler")
+    if latent.get("noise_mask") is not None:
+        raise ValueError("a noise mask on a video latent is not supported yet; remove SetLatentNoiseMask")
+    positive, negative, cfg = _conditionings(guider)
+    samples = prepare_video_latent(model, latent)
+    out = {k: v for k, v in latent.items() if k != "pixel_size"}
+    out["downscale"] = model.latent.downscale
+    sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
+    if sig.numel() == 0:
+        done = dict(out, samples=samples)
+        return done, done
+    start, gen = draw_noise(noise, dict(latent, samples=samples))
+    mean, std = latent_stats(samples.shape[1])
+    last: dict[str, Any] = {}
+    with devices.use(model.unet), torch.no_grad():
+        device, dtype = devices.device, devices.dtype
+        mean, std = mean.to(device), std.to(device)
+        clean = (samples.to(device) - mean) / std
+        start = start.to(device)
+        denoiser = WanDenoiser(model, positive, negative, cfg, dtype, device)
+        s0 = float(sig[0])
+        x = s0 * start + (1.0 - s0) * clean
+
+        def step_done(step: int, count: int, x0: Any) -> None:
+            last["x0"] = x0
+            if callback is not None:
+                show = step % preview_every == 0 or step == count
+                frame = (x0[:, :, 0] * std[:, :, 0] + mean[:, :, 0]).float().cpu()
+                callback(step, count, preview_jpeg(frame, model.latent) if show else None)
+
+        if sig.numel() > 1:
+            x = sampler(denoiser, x, sig.to(device), generator=gen, callback=step_done)
+        s1 = float(sig[-1])
+        x = x / (1.0 - s1) if s1 < 1.0 else x
+        result = dict(out, samples=(x.float() * std + mean).cpu())
+        denoised = dict(out, samples=(last["x0"].float() * std + mean).cpu()) if "x0" in last else result
+    return result, denoised
+
+
+__all__ = ["sample_custom"]
