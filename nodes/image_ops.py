@@ -120,7 +120,95 @@ class ImageStitch(Node):
         return (torch.cat(parts, dim=2 if sideways else 1),)
 
 
+class ImageFlip(Node):
+    """Mirror images: top to bottom (x-axis) or left to right (y-axis)."""
+
+    CATEGORY = "image/transform"
+    INPUTS = {"image": Link("IMAGE"), "flip_method": Combo(["x-axis: vertically", "y-axis: horizontally"])}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any, flip_method: str):
+        return (image.flip(1 if flip_method.startswith("x") else 2),)
+
+
+class ImageRotate(Node):
+    """Rotate images clockwise by a multiple of 90 degrees."""
+
+    CATEGORY = "image/transform"
+    INPUTS = {"image": Link("IMAGE"), "rotation": Combo(["none", "90 degrees", "180 degrees", "270 degrees"])}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any, rotation: str):
+        turns = {"90": 1, "180": 2, "270": 3}.get(rotation.split(" ")[0], 0)
+        return (image.rot90(turns, dims=(2, 1)),)  # from width toward height: clockwise on screen
+
+
+class ImageScaleToMaxDimension(Node):
+    """Resize images so that their longer side is largest_size, keeping the aspect ratio."""
+
+    CATEGORY = "image/upscaling"
+    INPUTS = {"image": Link("IMAGE"),
+              "upscale_method": Combo(["area", "lanczos", "bilinear", "nearest-exact", "bilinear", "bicubic"]),
+              "largest_size": Int(512, min=0, max=MAX_SIZE, step=1)}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any, upscale_method: str, largest_size: int):
+        h, w = image.shape[1], image.shape[2]
+        if h > w:
+            h, w = largest_size, round(w / h * largest_size)
+        elif w > h:
+            h, w = round(h / w * largest_size), largest_size
+        else:
+            h = w = largest_size
+        if h < 1 or w < 1:
+            raise ValueError(f"largest_size {largest_size} leaves an image of {w}x{h}; use 1 or more")
+        return (resample(image.movedim(-1, 1), w, h, upscale_method).movedim(1, -1),)
+
+
+class ResizeAndPadImage(Node):
+    """Fit images inside target_width × target_height (aspect kept) and pad the rest, centred, white or black."""
+
+    CATEGORY = "image/transform"
+    INPUTS = {"image": Link("IMAGE"), "target_width": Int(512, min=1, max=MAX_SIZE, step=1),
+              "target_height": Int(512, min=1, max=MAX_SIZE, step=1), "padding_color": Combo(["white", "black"]),
+              "interpolation": Combo(["area", "bicubic", "nearest-exact", "bilinear", "lanczos"])}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any, target_width: int, target_height: int, padding_color: str,
+                interpolation: str):
+        import torch
+
+        b, h, w, c = image.shape
+        scale = min(target_width / w, target_height / h)
+        nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+        resized = resample(image.movedim(-1, 1), nw, nh, interpolation)
+        out = torch.full((b, c, target_height, target_width), 0.0 if padding_color == "black" else 1.0,
+                         dtype=image.dtype)
+        top, left = (target_height - nh) // 2, (target_width - nw) // 2
+        out[:, :, top:top + nh, left:left + nw] = resized
+        return (out.movedim(1, -1),)
+
+
+class ImageAddNoise(Node):
+    """Add the seed's Gaussian noise times strength to images, clipped to [0, 1]."""
+
+    CATEGORY = "image"
+    INPUTS = {"image": Link("IMAGE"),
+              "seed": Int(0, min=0, max=0xFFFFFFFFFFFFFFFF, step=None, control_after_generate=True,
+                          tooltip="The random seed used for creating the noise."),
+              "strength": Float(0.5, min=0.0, max=1.0, step=0.01)}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, image: Any, seed: int, strength: float):
+        import torch
+
+        generator = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn(tuple(image.shape), generator=generator).to(image)
+        return ((image + strength * noise).clamp(0.0, 1.0),)
+
+
 @hookimpl
 def nodegraph_nodes():
-    """The image resizing and stitching nodes."""
-    return [ImageScale, ImageScaleBy, ImageStitch]
+    """The image resizing, stitching, flipping, rotating and noise nodes."""
+    return [ImageScale, ImageScaleBy, ImageStitch, ImageFlip, ImageRotate, ImageScaleToMaxDimension,
+            ResizeAndPadImage, ImageAddNoise]

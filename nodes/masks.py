@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Boolean, Combo, Float, Int, Link, Node, Output, hookimpl
+from nodegraph.api import Boolean, Combo, Float, Int, Link, Node, NodeOutput, Output, hookimpl
 
 MAX_RESOLUTION = 16384
 CHANNELS = ("red", "green", "blue", "alpha")
@@ -190,8 +190,27 @@ class ImageColorToMask(Node):
         return ((packed == color).float() * 255.0,)
 
 
+class MaskPreview(Node):
+    """Show masks in the editor (saved as grey images to the temp folder)."""
+
+    DISPLAY_NAME = "Preview Mask"
+    CATEGORY = "mask"
+    OUTPUT_NODE = True
+    INPUTS = {"mask": Link("MASK")}
+    OUTPUTS = ()
+
+    def execute(self, ctx, mask: Any):
+        import uuid
+
+        from .image_io import png_text
+
+        images = as_batch(mask)[..., None].expand(-1, -1, -1, 3)
+        entries = ctx.files.save_images(images, f"preview_mask_{uuid.uuid4().hex[:8]}", "temp", png_text(ctx))
+        return NodeOutput((), {"images": entries})
+
+
 @hookimpl
 def nodegraph_nodes():
     """The mask nodes."""
     return [SolidMask, InvertMask, MaskComposite, GrowMask, FeatherMask, CropMask, ThresholdMask, ImageToMask,
-            MaskToImage, ImageColorToMask]
+            MaskToImage, ImageColorToMask, MaskPreview]
