@@ -12,13 +12,15 @@ from PIL import Image
 from safetensors.torch import save_file
 from wan_tiny import LAYOUTS, TEXT, TRANSFORMER, VAE_FILES, build, to_original
 
+from nodegraph.api import Node, Output
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.testing_graphs import capture_engine, run_captured
 
 PROMPT = "a green dog running on a river"
 SEED, STEPS, SIZE, LENGTH, CFG, SHIFT = 11, 4, 32, 5, 4.0, 8.0
-LOW, I2V = "wan2.2-tiny-low-noise.safetensors", "wan2.2-tiny-i2v.safetensors"
+LOW, I2V, I2V21 = "wan2.2-tiny-low-noise.safetensors", "wan2.2-tiny-i2v.safetensors", "wan2.1-tiny-i2v.safetensors"
+IMAGE_DIM, IMAGE_TOKENS = 24, 5
 BOUNDARY = 0.9  # sigmas 1, 0.96 (high-noise expert) | 0.889, 0.727 (low-noise expert) at shift 8, 4 steps
 
 
@@ -35,20 +37,40 @@ def tiny(tmp_path_factory):
     torch.manual_seed(1)
     low = WanTransformer3DModel(**TRANSFORMER).eval()
     i2v = WanTransformer3DModel(**dict(TRANSFORMER, in_channels=36)).eval()
+    i2v21 = WanTransformer3DModel(**dict(TRANSFORMER, in_channels=36, image_dim=IMAGE_DIM,
+                                         added_kv_proj_dim=256)).eval()
     folder = wan.home / "models" / "diffusion_models"
     _save(low, folder / LOW)
     _save(i2v, folder / I2V)
+    _save(i2v21, folder / I2V21)
     image = (np.random.default_rng(3).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
     (wan.home / "input").mkdir(exist_ok=True)
     Image.fromarray(image).save(wan.home / "input" / "start.png")
-    return wan, low, i2v, Image.fromarray(image)
+    return wan, low, i2v, Image.fromarray(image), i2v21
 
 
 @pytest.fixture(scope="module")
 def engine(tiny):
     cfg = EngineConfig(home=tiny[0].home)
     cfg.ensure_dirs()
-    return capture_engine(cfg)
+    return capture_engine(cfg, (VisionStates,))
+
+
+class VisionStates(Node):
+    """A fixed CLIP_VISION_OUTPUT (random penultimate states), standing in for CLIPVisionEncode."""
+
+    INPUTS: dict = {}
+    OUTPUTS = (Output("CLIP_VISION_OUTPUT"),)
+
+    def execute(self, ctx):
+        from nodegraph.diffusion.vision import ClipVisionOutput
+
+        states = vision_states()
+        return (ClipVisionOutput(last_hidden_state=states, image_embeds=states[:, 0], penultimate_hidden_states=states),)
+
+
+def vision_states() -> torch.Tensor:
+    return torch.randn((1, IMAGE_TOKENS, IMAGE_DIM), generator=torch.Generator().manual_seed(5))
 
 
 def _common() -> dict:
@@ -87,7 +109,7 @@ def _pipe_schedule(pipe, steps: int) -> None:
 def test_two_experts_equal_wan_pipeline_with_transformer_2(engine, tiny):
     from diffusers import WanPipeline
 
-    wan, low, _, _ = tiny
+    wan, low = tiny[0], tiny[1]
     wf = dict(_common(), high={"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}}, low={"class_type": "UNETLoader", "inputs": {"unet_name": LOW, "weight_dtype": "default"}}, ms_high={"class_type": "ModelSamplingSD3", "inputs": {"model": ["high", 0], "shift": SHIFT}}, ms_low={"class_type": "ModelSamplingSD3", "inputs": {"model": ["low", 0], "shift": SHIFT}}, empty={"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE,
                                                                       "length": LENGTH, "batch_size": 1}}, ks1=_advanced("ms_high", ["empty", 0], 0, 2, True), ks2=_advanced("ms_low", ["ks1", 0], 2, 10000, False), dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks2", 0], "vae": ["vae", 0]}})
     result, cap = run_captured(engine, wf)
@@ -115,7 +137,7 @@ def test_two_experts_equal_wan_pipeline_with_transformer_2(engine, tiny):
 def test_image_to_video_equals_wan_i2v_pipeline(engine, tiny):
     from diffusers import WanImageToVideoPipeline
 
-    wan, _, i2v, start = tiny
+    wan, _, i2v, start, _ = tiny
     wf = dict(_common(), unet={"class_type": "UNETLoader", "inputs": {"unet_name": I2V, "weight_dtype": "default"}}, ms={"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}}, load={"class_type": "LoadImage", "inputs": {"image": "start.png"}}, i2v={"class_type": "WanImageToVideo", "inputs": {
             "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
             "length": LENGTH, "batch_size": 1, "start_image": ["load", 0]}}, ks={"class_type": "KSampler", "inputs": {
@@ -142,4 +164,41 @@ def test_image_to_video_equals_wan_i2v_pipeline(engine, tiny):
     ref = ref[0].permute(0, 2, 3, 1).float()
     diff = float((cap["img"] - ref).abs().max())
     print(f"wan 2.2 image to video: max |diff| {diff:.2e}")
+    assert diff <= 1 / 255
+
+
+def test_wan21_image_to_video_with_clip_vision_equals_the_pipeline(engine, tiny):
+    """Wan 2.1 I2V: the start image's CLIP vision states (penultimate layer) reach the image cross-attention."""
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    wan, start, i2v21 = tiny[0], tiny[3], tiny[4]
+    wf = dict(_common(), **{
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": I2V21, "weight_dtype": "default"}},
+        "ms": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}},
+        "load": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
+        "vision": {"class_type": "VisionStates", "inputs": {}},
+        "i2v": {"class_type": "WanImageToVideo", "inputs": {
+            "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
+            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0], "clip_vision_output": ["vision", 0]}},
+        "ks": {"class_type": "KSampler", "inputs": {
+            "model": ["ms", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
+            "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}}})
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
+                                   scheduler=None, transformer=i2v21, image_encoder=None, image_processor=None)
+    _pipe_schedule(pipe, STEPS)
+    pipe.check_inputs = lambda *args, **kwargs: None  # it refuses image_embeds beside the image the latents need
+    text = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=i2v21, vae=wan.vae,
+                       scheduler=None)
+    with torch.no_grad():
+        embeds, negative = text.encode_prompt(PROMPT, "", do_classifier_free_guidance=True, max_sequence_length=512)
+        ref = pipe(image=start, prompt_embeds=embeds, negative_prompt_embeds=negative, image_embeds=vision_states(),
+                   height=SIZE, width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS, guidance_scale=CFG,
+                   latents=_noise(), output_type="pt").frames
+    ref = ref[0].permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"wan 2.1 image to video (clip vision): max |diff| {diff:.2e}")
     assert diff <= 1 / 255

@@ -5,6 +5,7 @@
   returns a video's frames as an IMAGE batch and VAEEncode turns frames into one video latent.
 - ``wan_text``: UMT5-XXL text encoders (CLIPLoader type ``wan``), their SentencePiece vocabulary, prompt encoding.
 - ``wan_sampling``: KSampler/KSamplerAdvanced on a Wan model (flow matching, ModelSamplingSD3's shift).
+- ``wan_custom``: SamplerCustomAdvanced (CFGGuider/BasicGuider, BasicScheduler) on a Wan model.
 
 Video LATENTs are ``[B, C, T, h, w]`` raw VAE latents (ComfyUI's convention); the per-channel normalisation of the
 Wan VAE (``latents_mean``/``latents_std``) is applied around the transformer only.
