@@ -162,7 +162,8 @@ class FloatInput(_Scalar):
     default: float = 0.0
     min: float | None = None
     max: float | None = None
-    step: float = 0.01
+    #: None states no step (as ComfyUI's newer nodes; the editor then picks its own).
+    step: float | None = 0.01
     round: float | None = None
 
     def _annotation(self) -> Any:
@@ -178,7 +179,8 @@ class FloatInput(_Scalar):
         for key in ("min", "max", "round"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        out["step"] = self.step
+        if self.step is not None:
+            out["step"] = self.step
         return out
 
     def json_schema(self, config: Any = None) -> dict[str, Any]:
@@ -313,7 +315,7 @@ def Int(default: int = 0, *, min: int | None = None, max: int | None = None, ste
                     control_after_generate=control_after_generate, force_input=force_input)
 
 
-def Float(default: float = 0.0, *, min: float | None = None, max: float | None = None, step: float = 0.01,
+def Float(default: float = 0.0, *, min: float | None = None, max: float | None = None, step: float | None = 0.01,
           round: float | None = None, optional: bool = False, tooltip: str | None = None,
           force_input: bool = False) -> FloatInput:
     """A FLOAT constant."""

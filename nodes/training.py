@@ -183,15 +183,16 @@ class TrainLoraNode(Node):
         "model": Link("MODEL", tooltip="The model to train the LoRA on."),
         "latents": Link("LATENT", tooltip="The latents of the dataset (VAEEncode its images)."),
         "positive": Link("CONDITIONING", tooltip="One conditioning per image, or one for all."),
-        "batch_size": Int(1, min=1, max=10000, tooltip="The batch size to use for training."),
-        "grad_accumulation_steps": Int(1, min=1, max=1024, tooltip="Batches whose gradients make one step."),
-        "steps": Int(16, min=1, max=100000, tooltip="The number of steps to train the LoRA for."),
+        "batch_size": Int(1, min=1, max=10000, step=None, tooltip="The batch size to use for training."),
+        "grad_accumulation_steps": Int(1, min=1, max=1024, step=None, tooltip="Batches whose gradients make one step."),
+        "steps": Int(16, min=1, max=100000, step=None, tooltip="The number of steps to train the LoRA for."),
         "learning_rate": Float(0.0005, min=0.0000001, max=1.0, step=0.0000001,
                                tooltip="The learning rate to use for training."),
-        "rank": Int(8, min=1, max=128, tooltip="The rank of the LoRA layers."),
+        "rank": Int(8, min=1, max=128, step=None, tooltip="The rank of the LoRA layers."),
         "optimizer": Combo(list(OPTIMIZERS), default="AdamW"),
         "loss_function": Combo(list(LOSSES), default="MSE"),
-        "seed": Int(0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="LoRA initialisation, batches, timesteps and noise"),
+        "seed": Int(0, min=0, max=0xFFFFFFFFFFFFFFFF, step=None,
+                    tooltip="LoRA initialisation, batches, timesteps and noise"),
         "training_dtype": Combo(["bf16", "fp32"], default="bf16", tooltip="autocast dtype of the forward pass"),
         "lora_dtype": Combo(["bf16", "fp32"], default="bf16", tooltip="dtype of the LoRA weights produced"),
         "algorithm": Combo(list(ALGORITHMS), default="LoRA", tooltip="LoRA (the other adapters are not "
@@ -301,7 +302,7 @@ class LoraModelLoader(Node):
     CATEGORY = "loaders"
     INPUTS = {"model": Link("MODEL", tooltip="The diffusion model the LoRA will be applied to."),
               "lora": Link("LORA_MODEL", tooltip="The LoRA model to apply to the diffusion model."),
-              "strength_model": Float(1.0, min=-100.0, max=100.0, step=0.01,
+              "strength_model": Float(1.0, min=-100.0, max=100.0, step=None,
                                       tooltip="How strongly to modify the diffusion model. This value can be "
                                               "negative.")}
     OUTPUTS = (Output("MODEL", name="model", tooltip="The modified diffusion model."),)

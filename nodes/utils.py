@@ -16,7 +16,7 @@ class PrimitiveInt(Node):
 
     DISPLAY_NAME = "Int"
     CATEGORY = "utils/primitive"
-    INPUTS = {"value": Int(0, min=-INT_MAX, max=INT_MAX, control_after_generate=True)}
+    INPUTS = {"value": Int(0, min=-INT_MAX, max=INT_MAX, step=None, control_after_generate=True)}
     OUTPUTS = (Output("INT"),)
 
     def execute(self, ctx, value: int):

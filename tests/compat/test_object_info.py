@@ -21,7 +21,6 @@ KEYS = ("input", "input_order", "output", "output_is_list", "output_name", "name
 ALLOWED = {
     ("ImageColorToMask", "color", "display"): "our INT widget has no 'display' option; the editor shows a number",
     ("EmptyImage", "color", "display"): "our INT widget has no 'display' option; the editor shows a number",
-    ("CLIPTextEncode", "text", "default"): "our STRING widgets always state their default; '' is the editor's own",
     # Display names our packs took from ComfyUI's newer releases (v0.29.0 shows the same names); the class
     # name, the key of every workflow, is unchanged.
     ("EmptyImage", "", "display_name"): "ComfyUI's newer name 'Empty Image' (v0.8.0 showed the class name)",
@@ -31,10 +30,13 @@ ALLOWED = {
     **{(cls, "value", "default"): "ours states the default the editor assumes when none is given"
        for cls in ("PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                    "PrimitiveBoolean")},
-    ("PrimitiveInt", "value", "step"): "ours states step 1, the editor's default for an INT",
     ("PrimitiveFloat", "value", "min"): "-sys.maxsize written as a float",
     ("PrimitiveFloat", "value", "max"): "sys.maxsize written as a float",
     ("PrimitiveStringMultiline", "value", "dynamicPrompts"): "ours states false, the editor's default",
+    # SaveLoRA's optional steps (a number written into the file name) has no widget options in ComfyUI; our INT
+    # widgets state their bounds and default.
+    **{("SaveLoRA", "steps", opt): "our INT widget states its bounds and default (0: no step count in the name)"
+       for opt in ("default", "min", "max", "step")},
 }
 
 
@@ -51,7 +53,8 @@ def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozens
 
     - ``[TYPE]`` is ``[TYPE, {}]`` (ComfyUI sends a 1-tuple when there are no options); tooltips are not compared.
     - A v3 node's combo ``["COMBO", {"options": [...], "multiselect": false}]`` is the v1 ``[[...], {}]``; its
-      ``"multiline": false`` on a STRING is the editor's default and dropped; its ``display_name: null`` is the
+      ``"multiline": false`` on a STRING is the editor's default and dropped (as is a STRING's ``"default": ""``,
+      the editor's own start); its ``display_name: null`` is the
       class name (what the editor shows, as for a v1 node with no display name).
     - The ``hidden`` group (prompt, extra_pnginfo, unique_id) is not compared: those are values the server hands
       a node, not sockets or widgets, and the editor shows nothing for them; our nodes get them from ``ctx``.
@@ -84,6 +87,8 @@ def _normalise(name: str, entry: dict[str, Any], files: frozenset[str] = frozens
                 del opts["multiselect"]
             if kind == "STRING" and opts.get("multiline") is False:
                 del opts["multiline"]
+            if kind == "STRING" and opts.get("default") == "":  # the editor's own start for a text widget
+                del opts["default"]
             if isinstance(kind, list) and "remote" in opts:  # the editor fetches these options from the route:
                 kind = "COMBO"  # ComfyUI lists none, we list the current ones as a first view
             if isinstance(kind, list) and input_name in files:
