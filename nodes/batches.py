@@ -125,7 +125,58 @@ class SeedList(Node):
         return ([(seed + i) % 0x10000000000000000 for i in range(count)],)
 
 
+def _latent_parts(latent: dict, offset: int) -> tuple[Any, Any, list[int]]:
+    """(samples, noise mask [B, 1, H, W] (all ones when absent), batch indices) of one LATENT of a list."""
+    import torch
+    import torch.nn.functional as F
+
+    samples = latent["samples"]
+    b, h, w = samples.shape[0], samples.shape[-2], samples.shape[-1]
+    mask = latent.get("noise_mask")
+    mask = torch.ones((b, 1, h * 8, w * 8)) if mask is None else mask.reshape(-1, 1, *mask.shape[-2:]).float()
+    if mask.shape[-2:] != (h * 8, w * 8):
+        mask = F.interpolate(mask, size=(h * 8, w * 8), mode="bilinear")
+    if mask.shape[0] < b:
+        mask = mask.repeat((b - 1) // mask.shape[0] + 1, 1, 1, 1)[:b]
+    indices = list(latent.get("batch_index", range(offset, offset + b)))
+    return samples, mask[:b], indices
+
+
+class RebatchLatents(Node):
+    """Regroup a list of latent batches into batches of ``batch_size`` (latents of one size together, in order)."""
+
+    DISPLAY_NAME = "Rebatch Latents"
+    CATEGORY = "latent/batch"
+    INPUT_IS_LIST = True
+    INPUTS = {"latents": Link("LATENT"), "batch_size": Int(1, min=1, max=4096, step=None)}
+    OUTPUTS = (Output("LATENT", is_list=True),)
+
+    def execute(self, ctx, latents: list[dict], batch_size: list[int]):
+        import torch
+
+        size = batch_size[0]
+        runs: list[list[Any]] = []  # consecutive latents of one spatial size: [samples, masks, indices]
+        offset = 0
+        for latent in latents:
+            samples, mask, indices = _latent_parts(latent, offset)
+            offset += len(indices)
+            if runs and runs[-1][0].shape[-2:] == samples.shape[-2:]:
+                run = runs[-1]
+                run[0], run[1], run[2] = torch.cat((run[0], samples)), torch.cat((run[1], mask)), run[2] + indices
+            else:
+                runs.append([samples, mask, indices])
+        out = []
+        for samples, mask, indices in runs:
+            for start in range(0, samples.shape[0], size):
+                piece = {"samples": samples[start:start + size], "noise_mask": mask[start:start + size],
+                         "batch_index": indices[start:start + size]}
+                if piece["noise_mask"].mean() == 1.0:
+                    del piece["noise_mask"]
+                out.append(piece)
+        return (out,)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The batch and list nodes."""
-    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch, SeedList]
+    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch, SeedList, RebatchLatents]

@@ -125,3 +125,100 @@ def test_mask_preview_saves_grey_images(config, run_graph) -> None:
     path = engine.config.temp_dir / entry["subfolder"] / entry["filename"]
     with Image.open(path) as saved:
         assert saved.size == (8, 6) and saved.convert("RGB").getpixel((3, 3)) == (128, 128, 128)
+
+
+# ---- latents --------------------------------------------------------------------------------------------------------
+
+from nodegraph.nodes import batches as b  # noqa: E402
+from nodegraph.nodes import latent_ops as lo  # noqa: E402
+
+
+def _lat(t: torch.Tensor, **extra) -> dict:
+    return {"samples": t, **extra}
+
+
+def test_latent_interpolate_blends_direction_and_length() -> None:
+    s1 = torch.zeros(1, 2, 1, 1)
+    s1[0, 0] = 2.0  # length 2 along channel 0
+    s2 = torch.zeros(1, 2, 1, 1)
+    s2[0, 1] = 4.0  # length 4 along channel 1
+    out = run(lo.LatentInterpolate, samples1=_lat(s1, batch_index=[3]), samples2=_lat(s2), ratio=0.5)
+    # direction (1, 1) / sqrt(2), length 0.5 * 2 + 0.5 * 4 = 3
+    assert out["samples"].flatten().tolist() == pytest.approx([3 / 2 ** 0.5, 3 / 2 ** 0.5])
+    assert out["batch_index"] == [3]
+    assert torch.allclose(run(lo.LatentInterpolate, samples1=_lat(s1), samples2=_lat(s2), ratio=1.0)["samples"], s1)
+    zero = run(lo.LatentInterpolate, samples1=_lat(torch.zeros(1, 2, 1, 1)), samples2=_lat(torch.zeros(1, 2, 1, 1)),
+               ratio=0.3)
+    assert torch.equal(zero["samples"], torch.zeros(1, 2, 1, 1))  # 0/0 reads as 0, not NaN
+
+
+def test_latent_concat_cut_and_cut_to_batch() -> None:
+    a = torch.arange(8.0).reshape(1, 1, 2, 4)
+    bb = -torch.ones(1, 1, 2, 2)
+    assert run(lo.LatentConcat, samples1=_lat(a), samples2=_lat(bb), dim="x")["samples"].shape == (1, 1, 2, 6)
+    before = run(lo.LatentConcat, samples1=_lat(a), samples2=_lat(bb), dim="-x")["samples"]
+    assert before[0, 0, 0].tolist() == [-1, -1, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match="differ outside"):
+        run(lo.LatentConcat, samples1=_lat(a), samples2=_lat(bb), dim="y")
+    assert run(lo.LatentCut, samples=_lat(a), dim="x", index=1, amount=2)["samples"][0, 0].tolist() == [[1, 2], [5, 6]]
+    assert run(lo.LatentCut, samples=_lat(a), dim="x", index=-1, amount=5)["samples"][0, 0].tolist() == [[3], [7]]
+    assert run(lo.LatentCut, samples=_lat(a), dim="x", index=9, amount=3)["samples"][0, 0].tolist() == [[3], [7]]
+    assert run(lo.LatentCut, samples=_lat(a), dim="y", index=0, amount=1)["samples"].shape == (1, 1, 1, 4)
+    cut = run(lo.LatentCutToBatch, samples=_lat(a), dim="x", slice_size=2)["samples"]
+    assert cut.shape == (2, 1, 2, 2) and cut[1, 0].tolist() == [[2, 3], [6, 7]]
+    odd = run(lo.LatentCutToBatch, samples=_lat(torch.rand(1, 1, 2, 5)), dim="x", slice_size=2)["samples"]
+    assert odd.shape == (2, 1, 2, 2)  # the fifth column is dropped
+    video = torch.rand(1, 4, 6, 2, 2)  # [B, C, t, h, w]: t is the third dimension from the end
+    assert run(lo.LatentCutToBatch, samples=_lat(video), dim="t", slice_size=3)["samples"].shape == (2, 4, 3, 2, 2)
+    same = _lat(a)
+    assert run(lo.LatentCutToBatch, samples=same, dim="t", slice_size=1) is same  # t is the channel axis of 4-D
+
+
+def test_latent_batch_seed_behavior() -> None:
+    lat = _lat(torch.zeros(3, 4, 2, 2), batch_index=[5, 6, 7])
+    assert run(lo.LatentBatchSeedBehavior, samples=lat, seed_behavior="fixed")["batch_index"] == [5, 5, 5]
+    assert "batch_index" not in run(lo.LatentBatchSeedBehavior, samples=lat, seed_behavior="random")
+    assert run(lo.LatentBatchSeedBehavior, samples=_lat(torch.zeros(2, 4, 2, 2)),
+               seed_behavior="fixed")["batch_index"] == [0, 0]
+    assert lat["batch_index"] == [5, 6, 7]
+
+
+def test_latent_operations() -> None:
+    torch.manual_seed(0)
+    lat = torch.randn(2, 4, 6, 6)
+    op = run(lo.LatentOperationTonemapReinhard, multiplier=1.0)
+    out = run(lo.LatentApplyOperation, samples=_lat(lat), operation=op)["samples"]
+    length = torch.linalg.vector_norm(lat, dim=1, keepdim=True)
+    top = length.std(dim=(1, 2, 3), keepdim=True) * 5 + length.mean(dim=(1, 2, 3), keepdim=True)
+    new_length = torch.linalg.vector_norm(out, dim=1, keepdim=True)
+    assert torch.allclose(new_length, length / (length / top + 1.0), atol=1e-5)  # Reinhard: L / (1 + L / top)
+    assert torch.allclose(out / new_length, lat / length, atol=1e-5)  # directions kept
+    sharpen = run(lo.LatentOperationSharpen, sharpen_radius=2, sigma=1.0, alpha=0.0)
+    assert torch.allclose(run(lo.LatentApplyOperation, samples=_lat(lat), operation=sharpen)["samples"], lat,
+                          atol=1e-5)  # alpha 0: the identity kernel
+    flat = torch.ones(1, 4, 8, 8)
+    strong = run(lo.LatentOperationSharpen, sharpen_radius=2, sigma=1.0, alpha=1.0)
+    assert torch.allclose(run(lo.LatentApplyOperation, samples=_lat(flat), operation=strong)["samples"], flat,
+                          atol=1e-4)  # a sharpening kernel sums to 1: flat stays flat
+    edged = flat.clone()
+    edged[..., 4:] = 2.0
+    result = run(lo.LatentApplyOperation, samples=_lat(edged), operation=strong)["samples"]
+    assert torch.allclose(result, edged, atol=1e-4)  # lengths kept, directions equal everywhere: unchanged
+    mixed = torch.zeros(1, 2, 8, 8)
+    mixed[:, 0, :, :4], mixed[:, 1, :, 4:] = 1.0, 1.0
+    sharp = run(lo.LatentApplyOperation, samples=_lat(mixed), operation=strong)["samples"]
+    assert sharp[0, 0, 4, 3] > 1.0 and sharp[0, 1, 4, 3] < 0.0  # overshoot at the edge: sharpened
+    with pytest.raises(ValueError, match="image latents"):
+        run(lo.LatentApplyOperation, samples=_lat(torch.zeros(1, 4, 2, 2, 2)), operation=strong)
+
+
+def test_rebatch_latents_groups_by_size_and_keeps_indices_and_masks() -> None:
+    small = [_lat(torch.full((2, 4, 2, 2), float(i))) for i in range(2)]
+    masked = _lat(torch.zeros(1, 4, 2, 2), noise_mask=torch.zeros(1, 16, 16))
+    big = _lat(torch.ones(3, 4, 3, 3))
+    (out,) = b.RebatchLatents().execute(None, latents=[*small, masked, big], batch_size=[3])
+    assert [o["samples"].shape[0] for o in out] == [3, 2, 3]
+    assert [o["batch_index"] for o in out] == [[0, 1, 2], [3, 4], [5, 6, 7]]
+    assert "noise_mask" not in out[0] and out[1]["noise_mask"].shape == (2, 1, 16, 16)
+    assert out[1]["noise_mask"][0].eq(1).all() and out[1]["noise_mask"][1].eq(0).all()
+    assert out[2]["samples"].shape[-1] == 3 and "noise_mask" not in out[2]
