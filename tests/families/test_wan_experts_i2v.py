@@ -5,6 +5,8 @@ the image-to-video graph (LoadImage + WanImageToVideo on a 36-channel model) aga
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
@@ -59,7 +61,7 @@ def engine(tiny):
 class VisionStates(Node):
     """A fixed CLIP_VISION_OUTPUT (random penultimate states), standing in for CLIPVisionEncode."""
 
-    INPUTS: dict = {}
+    INPUTS: ClassVar[dict] = {}
     OUTPUTS = (Output("CLIP_VISION_OUTPUT"),)
 
     def execute(self, ctx):
@@ -172,19 +174,12 @@ def test_wan21_image_to_video_with_clip_vision_equals_the_pipeline(engine, tiny)
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     wan, start, i2v21 = tiny[0], tiny[3], tiny[4]
-    wf = dict(_common(), **{
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": I2V21, "weight_dtype": "default"}},
-        "ms": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}},
-        "load": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
-        "vision": {"class_type": "VisionStates", "inputs": {}},
-        "i2v": {"class_type": "WanImageToVideo", "inputs": {
+    wf = dict(_common(), unet={"class_type": "UNETLoader", "inputs": {"unet_name": I2V21, "weight_dtype": "default"}}, ms={"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}}, load={"class_type": "LoadImage", "inputs": {"image": "start.png"}}, vision={"class_type": "VisionStates", "inputs": {}}, i2v={"class_type": "WanImageToVideo", "inputs": {
             "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
-            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0], "clip_vision_output": ["vision", 0]}},
-        "ks": {"class_type": "KSampler", "inputs": {
+            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0], "clip_vision_output": ["vision", 0]}}, ks={"class_type": "KSampler", "inputs": {
             "model": ["ms", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
             "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}}})
+            "denoise": 1.0}}, dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}})
     result, cap = run_captured(engine, wf)
     result.raise_for_status()
     pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
