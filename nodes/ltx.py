@@ -12,8 +12,19 @@ import dataclasses
 import math
 from typing import Any
 
-from nodegraph.api import (Boolean, Float, Int, Link, Node, Output, derive, hookimpl, ltx_preprocess, ltx_sigmas,
-                           resample)
+from nodegraph.api import (
+    Boolean,
+    Float,
+    Int,
+    Link,
+    Node,
+    Output,
+    derive,
+    hookimpl,
+    ltx_preprocess,
+    ltx_sigmas,
+    resample,
+)
 
 MAX_RESOLUTION = 16384
 CHANNELS = 128

@@ -57,7 +57,9 @@ def transformer_to_original(state: dict[str, Any]) -> dict[str, Any]:
 
 def vae_to_original(state: dict[str, Any]) -> dict[str, Any]:
     """Original names (under ``vae.``) for a diffusers 0.9.0 LTX VAE state dict; checked with diffusers' converter."""
-    from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_ltx_vae_checkpoint_to_diffusers,
+    )
 
     out = {}
     for key, value in state.items():

@@ -110,9 +110,8 @@ def test_vae_layouts_load_the_same_weights(tiny_ltx, where):
 
 def test_ltxv_scheduler_equals_the_pipeline_schedule(tiny_ltx):
     pipe = tiny_ltx.pipeline()
-    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
-
     import numpy as np
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
     mu = calculate_shift(8, 1024, 4096, 0.95, 2.05)
     pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / STEPS, STEPS), mu=mu)
     ours = ltx_sigmas(STEPS, 2.05, 0.95, True, 0.1, tokens=8)

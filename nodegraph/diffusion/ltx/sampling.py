@@ -83,7 +83,7 @@ class LTXDenoiser:
         import torch
 
         emb, mask, _, frame_rate = entry
-        b, c, t, h, w = x.shape
+        b, _, t, h, w = x.shape
         if emb.shape[0] != b:
             if b % emb.shape[0]:
                 raise ValueError(f"a conditioning has a batch of {emb.shape[0]}, which does not divide the latent "
@@ -109,9 +109,10 @@ class LTXDenoiser:
 
     def __call__(self, x: Any, sigma: Any) -> Any:
         sigma = float(sigma)
-        cond = x - sigma * self._side(x, sigma, self.conds)
-        out = cond if not self.unconds else (
-            lambda unc: unc + self.cfg * (cond - unc))(x - sigma * self._side(x, sigma, self.unconds))
+        out = x - sigma * self._side(x, sigma, self.conds)
+        if self.unconds:
+            uncond = x - sigma * self._side(x, sigma, self.unconds)
+            out = uncond + self.cfg * (out - uncond)
         if self.mask is not None:
             out = out * self.mask + self.clean * (1.0 - self.mask)
         return out

@@ -106,7 +106,7 @@ def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
     enc = [_count(state, f"encoder.down_blocks.{i}.resnets.") for i in range(levels)]
     dec = [_count(state, f"decoder.up_blocks.{i}.resnets.") for i in range(ups)]
     return dict(shipped_config("vae_0.9.0"), latent_channels=int(state["decoder.conv_in.conv.weight"].shape[1]),
-                patch_size=int(round((int(first.shape[1]) // 3) ** 0.5)),
+                patch_size=round((int(first.shape[1]) // 3) ** 0.5),
                 block_out_channels=[int(state[f"encoder.down_blocks.{i}.resnets.0.conv1.conv.weight"].shape[0])
                                     for i in range(levels)],
                 decoder_block_out_channels=[int(state[f"decoder.up_blocks.{i}.resnets.0.conv1.conv.weight"]
@@ -126,7 +126,9 @@ def ltx_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> V
     if not is_ltx_vae(state):
         return None
     if any(k in state for k in _ORIGINAL):
-        from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
+        from diffusers.loaders.single_file_utils import (
+            convert_ltx_vae_checkpoint_to_diffusers,
+        )
 
         if "per_channel_statistics.mean-of-means" in state:  # a bare VAE file: the converter expects "vae."
             for k in list(state):
