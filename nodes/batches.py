@@ -176,7 +176,42 @@ class RebatchLatents(Node):
         return (out,)
 
 
+class ReplaceVideoLatentFrames(Node):
+    """Overwrite frames of a video latent [B, C, T, h, w] with the source's frames from ``index`` on."""
+
+    CATEGORY = "latent/batch"
+    INPUTS = {
+        "destination": Link("LATENT", tooltip="The destination latent where frames will be replaced."),
+        "source": Link("LATENT", optional=True, tooltip="The source latent providing frames to insert into the "
+                       "destination latent. If not provided, the destination latent is returned unchanged."),
+        "index": Int(0, min=-16384, max=16384, step=1, tooltip="The starting latent frame index in the destination "
+                     "latent where the source latent frames will be placed. Negative values count from the end."),
+    }
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, destination: dict, index: int, source: dict | None = None):
+        import logging
+
+        if source is None:
+            return (destination,)
+        dest, src = destination["samples"], source["samples"]
+        if dest.dim() != 5 or src.dim() != 5:
+            raise ValueError(f"ReplaceVideoLatentFrames: needs video latents [B, C, T, h, w]; got "
+                             f"{tuple(dest.shape)} and {tuple(src.shape)}")
+        frames = dest.shape[2]
+        start = frames + index if index < 0 else index
+        if start > frames or start + src.shape[2] > frames:  # as ComfyUI: warn and leave the destination
+            logging.getLogger(__name__).warning(
+                "ReplaceVideoLatentFrames: %d source frames do not fit in %d destination frames at index %d; the "
+                "destination is returned unchanged", src.shape[2], frames, start)
+            return (destination,)
+        out = dest.clone()
+        out[:, :, start:start + src.shape[2]] = src
+        return ({**source, "samples": out},)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The batch and list nodes."""
-    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch, SeedList, RebatchLatents]
+    return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch, SeedList, RebatchLatents,
+            ReplaceVideoLatentFrames]

@@ -222,3 +222,17 @@ def test_rebatch_latents_groups_by_size_and_keeps_indices_and_masks() -> None:
     assert "noise_mask" not in out[0] and out[1]["noise_mask"].shape == (2, 1, 16, 16)
     assert out[1]["noise_mask"][0].eq(1).all() and out[1]["noise_mask"][1].eq(0).all()
     assert out[2]["samples"].shape[-1] == 3 and "noise_mask" not in out[2]
+
+
+def test_replace_video_latent_frames() -> None:
+    dest = _lat(torch.zeros(1, 2, 5, 2, 2), batch_index=[4])
+    src = _lat(torch.ones(1, 2, 2, 2, 2))
+    node = b.ReplaceVideoLatentFrames()
+    (out,) = node.execute(None, destination=dest, index=-2, source=src)
+    assert out["samples"][0, 0, :, 0, 0].tolist() == [0, 0, 0, 1, 1] and "batch_index" not in out  # source's keys
+    (out,) = node.execute(None, destination=dest, index=1, source=src)
+    assert out["samples"][0, 0, :, 0, 0].tolist() == [0, 1, 1, 0, 0] and dest["samples"].eq(0).all()
+    assert node.execute(None, destination=dest, index=4, source=src)[0] is dest  # does not fit: unchanged
+    assert node.execute(None, destination=dest, index=0)[0] is dest
+    with pytest.raises(ValueError, match="video latents"):
+        node.execute(None, destination=_lat(torch.zeros(1, 4, 8, 8)), index=0, source=_lat(torch.zeros(1, 4, 8, 8)))
