@@ -1,4 +1,4 @@
-"""Flux transformer weights between the original (Black Forest Labs, also ComfyUI's) names and diffusers' names.
+"""Flux (and Chroma) transformer weights between the original (Black Forest Labs, also ComfyUI's) and diffusers' names.
 
 Both directions come from one table, so the loader's conversion and the tests' inverse agree. Sizes (inner width,
 MLP width) are read from the tensors, so scaled-down models convert too (diffusers' own converter assumes 3072).
@@ -18,7 +18,11 @@ _GLOBAL = {
     "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
     "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
     "txt_in": "context_embedder", "img_in": "x_embedder", "final_layer.linear": "proj_out",
+    # Chroma: its modulations come from one approximator instead of per-block layers
+    "distilled_guidance_layer.in_proj": "distilled_guidance_layer.in_proj",
+    "distilled_guidance_layer.out_proj": "distilled_guidance_layer.out_proj",
 }
+_APPROX = "distilled_guidance_layer."
 _DOUBLE = {
     "img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear",
     "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2", "txt_mlp.0": "ff_context.net.0.proj",
@@ -49,9 +53,14 @@ def _swap_halves(t: Any) -> Any:
     return torch.cat([b, a], dim=0)
 
 
-def _pairs(n_double: int, n_single: int) -> list[tuple[str, str]]:
+def _pairs(n_double: int, n_single: int, n_approx: int = 0) -> list[tuple[str, str]]:
     """(original, diffusers) names of every renamed tensor (weights and biases)."""
     out = []
+    for i in range(n_approx):
+        a = f"{_APPROX}layers.{i}."
+        for s in ("weight", "bias"):
+            out += [(f"{a}in_layer.{s}", f"{a}linear_1.{s}"), (f"{a}out_layer.{s}", f"{a}linear_2.{s}")]
+        out.append((f"{_APPROX}norms.{i}.scale", f"{_APPROX}norms.{i}.weight"))
     for old, new in _GLOBAL.items():
         out += [(f"{old}.weight", f"{new}.weight"), (f"{old}.bias", f"{new}.bias")]
     for i in range(n_double):
@@ -74,7 +83,7 @@ def to_diffusers(state: dict[str, Any]) -> dict[str, Any]:
     """
     n_double, n_single = _blocks(state, "double_blocks."), _blocks(state, "single_blocks.")
     out: dict[str, Any] = {}
-    for old, new in _pairs(n_double, n_single):
+    for old, new in _pairs(n_double, n_single, _blocks(state, _APPROX + "layers.")):
         if old in state:
             out[new] = state.pop(old)
     for i in range(n_double):
@@ -90,7 +99,8 @@ def to_diffusers(state: dict[str, Any]) -> dict[str, Any]:
             for new, part in zip(_LINEAR1, fused.split(sizes, dim=0)):
                 out[f"single_transformer_blocks.{i}.{new}.{s}"] = part
     for s in ("weight", "bias"):
-        out[f"{_ADA_OUT[1]}.{s}"] = _swap_halves(state.pop(f"{_ADA_OUT[0]}.{s}"))
+        if f"{_ADA_OUT[0]}.{s}" in state:  # Chroma has none
+            out[f"{_ADA_OUT[1]}.{s}"] = _swap_halves(state.pop(f"{_ADA_OUT[0]}.{s}"))
     if state:
         raise ValueError(f"{len(state)} tensors of the file are not part of a Flux transformer "
                          f"(e.g. {next(iter(state))})")
@@ -105,7 +115,7 @@ def to_original(state: dict[str, Any]) -> dict[str, Any]:
     n_double = _blocks(state, "transformer_blocks.")
     n_single = _blocks(state, "single_transformer_blocks.")
     out: dict[str, Any] = {}
-    for old, new in _pairs(n_double, n_single):
+    for old, new in _pairs(n_double, n_single, _blocks(state, _APPROX + "layers.")):
         if new in state:
             out[old] = state.pop(new)
     for i in range(n_double):
@@ -118,7 +128,8 @@ def to_original(state: dict[str, Any]) -> dict[str, Any]:
             out[f"single_blocks.{i}.linear1.{s}"] = torch.cat(
                 [state.pop(f"single_transformer_blocks.{i}.{n}.{s}") for n in _LINEAR1])
     for s in ("weight", "bias"):
-        out[f"{_ADA_OUT[0]}.{s}"] = _swap_halves(state.pop(f"{_ADA_OUT[1]}.{s}"))
+        if f"{_ADA_OUT[1]}.{s}" in state:
+            out[f"{_ADA_OUT[0]}.{s}"] = _swap_halves(state.pop(f"{_ADA_OUT[1]}.{s}"))
     if state:
         raise ValueError(f"{len(state)} tensors are not part of a diffusers Flux transformer (e.g. {next(iter(state))})")
     return out

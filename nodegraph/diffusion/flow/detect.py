@@ -19,8 +19,7 @@ from ..detect import Header, UnknownModelError
 FLUX_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "flux"
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "")
 #: (marker tensor name without prefix, family name shown to the user) for families recognised but not loaded yet.
-_LATER = (("distilled_guidance_layer.in_proj.weight", "Chroma"),
-          ("double_stream_modulation_img.lin.weight", "Flux.2"),
+_LATER = (("double_stream_modulation_img.lin.weight", "Flux.2"),
           ("transformer_blocks.0.img_mod.1.weight", "Qwen-Image"))
 
 
@@ -28,7 +27,7 @@ _LATER = (("distilled_guidance_layer.in_proj.weight", "Chroma"),
 class FlowDetected:
     """A detected diffusion transformer: family, variant, key layout and prefix, diffusers config, and why."""
 
-    family: str  # "flux" | "sd3"
+    family: str  # "flux" | "sd3" | "chroma"
     variant: str  # "dev" | "schnell" | "fill" | "control" (Flux) | "3.5" | "3" (SD3)
     layout: str  # "comfyui" | "original" | "diffusers"
     prefix: str
@@ -95,8 +94,16 @@ def detect_transformer(header: Header) -> FlowDetected:
         p = _prefix(s, marker)
         if p is None or (not original and _prefix(s, "x_embedder.weight") is None):
             continue
-        if original and p + "distilled_guidance_layer.in_proj.weight" in s:
-            break  # Chroma: Flux-shaped blocks without per-block modulation
+        if p + "distilled_guidance_layer.in_proj.weight" in s:  # Chroma: Flux blocks, one modulation approximator
+            from .chroma import config_from_shapes as chroma_config
+
+            try:
+                config, reasons = chroma_config(s, p, original)
+            except KeyError as exc:
+                raise UnknownModelError(f"{name} looks like a Chroma transformer but lacks {exc.args[0]}; the file "
+                                        "is incomplete or another architecture") from None
+            layout = "diffusers" if not original else ("comfyui" if p else "original")
+            return FlowDetected("chroma", "chroma", layout, p, config, reasons)
         config = _flux_config(s, p, original)
         layout = "diffusers" if not original else ("comfyui" if p else "original")
         variant = "dev" if config["guidance_embeds"] else "schnell"
@@ -114,7 +121,7 @@ def detect_transformer(header: Header) -> FlowDetected:
     for marker, family in _LATER:
         if _prefix(s, marker) is not None:
             raise UnknownModelError(f"{name} is a {family} diffusion model; this version of nodegraph loads Flux.1 "
-                                    "(dev, schnell, Fill, Canny/Depth, Kontext) and SD3/SD3.5 diffusion models")
+                                    "(dev, schnell, Fill, Canny/Depth, Kontext), SD3/SD3.5 and Chroma diffusion models")
     if any(k.startswith(("model.diffusion_model.input_blocks.", "input_blocks.", "down_blocks.")) for k in s):
         raise UnknownModelError(f"{name} is a UNet (Stable Diffusion 1/2/XL); load full checkpoints with "
                                 "CheckpointLoaderSimple from models/checkpoints")

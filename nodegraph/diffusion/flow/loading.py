@@ -115,6 +115,12 @@ def transformer_from_state(state: dict[str, Any], found: Any, name: str, weight_
         if found.layout != "diffusers":
             state = sd3.to_diffusers(state)
         transformer = sd3.build_transformer(found.config)
+    elif found.family == "chroma":
+        from . import chroma
+
+        if found.layout != "diffusers":
+            state = to_diffusers(state)
+        transformer = chroma.build_transformer(found.config)
     else:
         if found.layout != "diffusers":
             state = to_diffusers(state)
@@ -126,6 +132,9 @@ def transformer_from_state(state: dict[str, Any], found: Any, name: str, weight_
     if found.family == "sd3":
         return DiffusionModel(unet=transformer, scheduler_config={}, arch=found.arch, source=name,
                               latent=sd3.SD3_LATENT, family="sd3", flow=sd3.SD3_FLOW)
+    if found.family == "chroma":
+        return DiffusionModel(unet=transformer, scheduler_config={}, arch="chroma", source=name, latent=FLUX_LATENT,
+                              family="chroma", flow=FlowSettings("flux", 1.15))
     flow = FlowSettings("flux", _DEFAULT_SHIFT.get(found.variant, 1.15))
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=found.arch, source=name, latent=FLUX_LATENT,
                           family="flux", flow=flow)
@@ -272,6 +281,10 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
         loaded[kind] = (model, path)
     if clip_type == "sd3":
         return sd3_clip(loaded, list(names))
+    if clip_type == "chroma":
+        from .chroma import chroma_clip
+
+        return chroma_clip(loaded)
     if clip_type == "stable_diffusion":
         if "clip_l" not in loaded:
             raise ValueError(f"{names[0]} is a T5 encoder; type stable_diffusion takes a CLIP text encoder file")

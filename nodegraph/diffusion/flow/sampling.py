@@ -110,6 +110,8 @@ class FlowDenoiser:
                 raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Flux models "
                                  "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
             pooled = extras.get("pooled_output")
+            if pooled is None and self.family == "chroma":  # T5 only
+                pooled = emb.new_zeros(1, 1)
             if pooled is None:
                 raise ValueError(f"{what}: {self.family} models need the text encoders' pooled output; encode the "
                                  "prompt with this model's CLIP (DualCLIPLoader type flux for Flux, "
@@ -163,6 +165,10 @@ class FlowDenoiser:
 
             return velocity(self.transformer, x, sigma, self.multiplier, _batch(emb, b), _batch(pooled, b),
                             self.dtype, self.skip_layers)
+        if self.family == "chroma":
+            from .chroma import velocity as chroma_velocity
+
+            return chroma_velocity(self.transformer, x, sigma, _batch(emb, b), self.dtype)
         tokens = pack(pad_even(self._concat(x, image, mask))).to(self.dtype)
         ids = image_ids(h, w, device=x.device, dtype=self.dtype)
         count = tokens.shape[1]

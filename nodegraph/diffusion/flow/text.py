@@ -50,11 +50,15 @@ def encode_flux(clip: Any, clip_l: str, t5xxl: str, device: Any, max_chunks: int
 
 
 def encode_flow(clip: Any, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
-    """CLIPTextEncode for a flow family's CLIP (``clip.arch`` "flux" or "sd3"): the same text to every encoder."""
+    """CLIPTextEncode for a flow family's CLIP (``clip.arch`` "flux", "sd3" or "chroma"): the text to every encoder."""
     if clip.arch == "sd3":
         from .sd3_text import encode_sd3
 
         return encode_sd3(clip, text, text, text, device, max_chunks)
+    if clip.arch == "chroma":
+        from .chroma import encode_chroma
+
+        return encode_chroma(clip, text, device, max_chunks)
     return encode_flux(clip, text, text, device, max_chunks)
 
 
