@@ -18,6 +18,11 @@ def _f(default: float, lo: float = 0.0, hi: float = 100.0, step: float = 0.01, t
     return Float(default, min=lo, max=hi, step=step, round=False, tooltip=tooltip)  # type: ignore[arg-type]
 
 
+def _toggle() -> Boolean:
+    """A BOOLEAN stating no default, as ComfyUI's SamplerSASolver toggles (the editor starts them at false)."""
+    return Boolean(False).model_copy(update={"default": None})
+
+
 def _sigma(default: float) -> Float:
     return _f(default, hi=5000.0)
 
@@ -160,7 +165,7 @@ class SamplerSASolver(Node):
               "sde_start_percent": Float(0.2, min=0.0, max=1.0, step=0.001),
               "sde_end_percent": Float(0.8, min=0.0, max=1.0, step=0.001), "s_noise": _f(1.0),
               "predictor_order": Int(3, min=1, max=6, step=None), "corrector_order": Int(4, min=0, max=6, step=None),
-              "use_pece": Boolean(False), "simple_order_2": Boolean(False)}
+              "use_pece": _toggle(), "simple_order_2": _toggle()}
     OUTPUTS = (Output("SAMPLER"),)
 
     def execute(self, ctx, model, eta, sde_start_percent, sde_end_percent, s_noise, predictor_order,
