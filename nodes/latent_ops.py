@@ -287,7 +287,7 @@ class LatentBatchSeedBehavior(Node):
         if seed_behavior == "random":
             out.pop("batch_index", None)
         else:
-            out["batch_index"] = [list(out.get("batch_index", [0]))[0]] * samples["samples"].shape[0]
+            out["batch_index"] = [next(iter(out.get("batch_index", [0])))] * samples["samples"].shape[0]
         return (out,)
 
 

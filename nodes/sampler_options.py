@@ -144,8 +144,8 @@ class SamplerER_SDE(Node):
 
     CATEGORY = _SAMPLERS
     INPUTS = {"solver_type": Combo(["ER-SDE", "Reverse-time SDE", "ODE"]), "max_stage": Int(3, min=1, max=3, step=None),
-              "eta": _f(1.0, tooltip="Stochastic strength of reverse-time SDE.\nWhen eta=0, it reduces to deterministic "
-                                     "ODE. This setting doesn't apply to ER-SDE solver type."),
+              "eta": _f(1.0, tooltip="Stochastic strength of reverse-time SDE.\nWhen eta=0, it reduces to "
+                                     "deterministic ODE. This setting doesn't apply to ER-SDE solver type."),
               "s_noise": _f(1.0)}
     OUTPUTS = (Output("SAMPLER"),)
 

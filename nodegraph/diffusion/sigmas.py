@@ -199,7 +199,7 @@ def percent_to_sigma(model: DiffusionModel, percent: float, actual: bool = False
     if percent >= 1.0:
         return 0.0
     t = min(max((1.0 - percent) * 999.0, 0.0), len(train) - 1)
-    low = int(math.floor(t))
+    low = math.floor(t)
     high = min(low + 1, len(train) - 1)
     w = t - low
     return float(math.exp((1 - w) * math.log(train[low]) + w * math.log(train[high])))

@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from nodegraph.nodes import batches as b
 from nodegraph.nodes import compositing as c
 from nodegraph.nodes import image_ops as io
+from nodegraph.nodes import latent_ops as lo
 
 
 def run(cls, **inputs):
@@ -77,8 +79,11 @@ def _pd(mode: str, src: float, src_mask: float, dst: float, dst_mask: float) -> 
 
 
 def run_both(mode, src, src_mask, dst, dst_mask):
-    full = lambda v, *shape: torch.full(shape, float(v))  # noqa: E731
-    return c.PorterDuffImageComposite().execute(None, source=full(src, 1, 2, 2, 3), source_alpha=full(src_mask, 1, 2, 2),
+    def full(v, *shape):
+        return torch.full(shape, float(v))
+
+    return c.PorterDuffImageComposite().execute(None, source=full(src, 1, 2, 2, 3),
+                                                source_alpha=full(src_mask, 1, 2, 2),
                                                 destination=full(dst, 1, 2, 2, 3),
                                                 destination_alpha=full(dst_mask, 1, 2, 2), mode=mode)
 
@@ -128,9 +133,6 @@ def test_mask_preview_saves_grey_images(config, run_graph) -> None:
 
 
 # ---- latents --------------------------------------------------------------------------------------------------------
-
-from nodegraph.nodes import batches as b  # noqa: E402
-from nodegraph.nodes import latent_ops as lo  # noqa: E402
 
 
 def _lat(t: torch.Tensor, **extra) -> dict:
