@@ -8,7 +8,6 @@ import torch
 from ltx_tiny import CHECKPOINT, TEXT, build
 
 from nodegraph.config import EngineConfig
-from nodegraph.diffusion.detect import UnknownModelError
 from nodegraph.diffusion.ltx.files import config_from_state, ltx_layout, shipped_config
 from nodegraph.diffusion.ltx.vae import _config as vae_config
 from nodegraph.testing_graphs import capture_engine, run_captured
@@ -33,19 +32,51 @@ def test_full_size_transformers_are_read_from_their_shapes(name):
     assert config_from_state(state) == shipped_config(name)
 
 
-def test_full_size_vae_0_9_0_is_read_from_its_shapes():
-    state = _meta_state("vae_0.9.0")
-    got = vae_config(state, "vae")
-    want = shipped_config("vae_0.9.0")
-    assert {k: list(v) if isinstance(v, tuple) else v for k, v in got.items()} == want
+@pytest.mark.parametrize("name", ["vae_0.9.0", "vae_0.9.5"])
+def test_full_size_vaes_are_read_from_their_shapes(name):
+    got = vae_config(_meta_state(name), "vae")
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in got.items()} == shipped_config(name)
 
 
-def test_the_0_9_5_vae_is_refused_with_the_reason():
-    state = {"encoder.conv_out.conv.weight": torch.empty(129, 2048, 3, 3, 3, device="meta"),
-             "encoder.conv_in.conv.weight": torch.empty(128, 48, 3, 3, 3, device="meta"),
-             "decoder.conv_in.conv.weight": torch.empty(1024, 128, 3, 3, 3, device="meta")}
-    with pytest.raises(UnknownModelError, match="0.9.5"):
-        vae_config(state, "ltx-video-2b-v0.9.5.safetensors")
+def test_a_timestep_conditioned_vae_decodes_as_diffusers_with_comfyui_decode_settings():
+    """A tiny 0.9.5-structured VAE (diffusers layout): weights read from the shapes, and our decode equals diffusers'
+    at ComfyUI's decode timestep 0.05 with 2.5 % of the fixed-seed noise."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    from nodegraph.diffusion.ltx.vae import (
+        DECODE_NOISE,
+        DECODE_TIMESTEP,
+        ltx_vae_from_state,
+    )
+
+    torch.manual_seed(0)
+    ref = AutoencoderKLLTXVideo(
+        latent_channels=128, block_out_channels=(4, 8, 16, 32, 64), decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 2, 1, 1, 1), decoder_layers_per_block=(1, 2, 1, 1), down_block_types=(
+            "LTXVideo095DownBlock3D",) * 4, spatio_temporal_scaling=(True,) * 4,
+        decoder_spatio_temporal_scaling=(True,) * 3, decoder_inject_noise=(False,) * 4,
+        downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"), upsample_residual=(True,) * 3,
+        upsample_factor=(2,) * 3, timestep_conditioning=True, spatial_compression_ratio=32,
+        temporal_compression_ratio=8).eval()
+    with torch.no_grad():
+        ref.latents_mean.copy_(torch.randn(128) * 0.1)
+        ref.latents_std.copy_(torch.rand(128) + 0.5)
+    vae = ltx_vae_from_state({k: v.clone() for k, v in ref.state_dict().items()}, "tiny-0.9.5")
+    got_state = vae.vae.inner.state_dict()
+    assert all(torch.equal(got_state[k], v) for k, v in ref.state_dict().items())
+    z = torch.randn(1, 128, 2, 2, 2)
+    with torch.no_grad():
+        ours = vae.vae.decode(z).sample
+        raw = z * ref.latents_std.view(1, -1, 1, 1, 1) + ref.latents_mean.view(1, -1, 1, 1, 1)
+        noise = torch.randn(raw.shape, generator=torch.Generator("cpu").manual_seed(0))
+        raw = (1 - DECODE_NOISE) * raw + DECODE_NOISE * noise
+        want = ref.decode(raw, torch.tensor([DECODE_TIMESTEP])).sample.movedim(2, 1).flatten(0, 1)
+    assert ours.shape == (9, 3, 64, 64)
+    assert torch.allclose(ours, want, atol=1e-5)
+    # the decode timestep matters: at 0 the frames differ
+    with torch.no_grad():
+        other = ref.decode(raw, torch.tensor([0.0])).sample.movedim(2, 1).flatten(0, 1)
+    assert float((other - want).abs().max()) > 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,7 @@ def test_parameter_counts_of_the_shipped_configs():
     assert counts["transformer_2b"] == 1_923_385_472
     assert counts["transformer_13b"] == 13_042_569_344
     assert counts["vae_0.9.0"] == 419_193_649 and counts["vae_0.9.1"] == 934_991_538
+    assert counts["vae_0.9.5"] == 1_246_913_522
 
 
 def test_image_to_video_graph_equals_ltx_image_to_video_pipeline(tiny_ltx, engine):

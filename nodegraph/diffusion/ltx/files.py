@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 LTX_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "ltx"
 #: The shipped configs (``configs/ltx/<name>.json``).
-CONFIG_NAMES = ("transformer_2b", "transformer_13b", "vae_0.9.0", "vae_0.9.1")
+CONFIG_NAMES = ("transformer_2b", "transformer_13b", "vae_0.9.0", "vae_0.9.1", "vae_0.9.5")
 #: LTX-Video's latent space: 128 channels, 32 pixels per cell, 8 frames per latent frame after the first. LATENTs
 #: hold the VAE's *normalised* latents (per-channel statistics applied by the VAE), as in ComfyUI.
 LTX_LATENT = LatentFormat(channels=128, downscale=32, scaling_factor=1.0, shift_factor=0.0)

@@ -9,7 +9,7 @@ file), as ComfyUI's LTXV VAE gives them, so the transformer reads them as they a
   ``[1, 128, (N - 1) // 8 + 1, H/32, W/32]`` (VAEEncode, LTXVImgToVideo).
 Decoders with timestep conditioning (0.9.1) decode at timestep 0.05 with 2.5 % noise (ComfyUI's defaults), drawn
 from a fixed seed. Files: the original/ComfyUI layout under ``vae.`` (converted with diffusers' converter) or
-diffusers' layout. The 0.9.5+ VAE (2048-channel encoder output) is refused with the reason.
+diffusers' layout; the 0.9.0, 0.9.1 and 0.9.5+ (2048-channel encoder, also 0.9.6–0.9.8) VAEs.
 """
 
 from __future__ import annotations
@@ -90,29 +90,36 @@ def _count(state: dict[str, Any], prefix: str) -> int:
     return len({k[len(prefix):].split(".", 1)[0] for k in state if k.startswith(prefix)})
 
 
+def _res(state: dict[str, Any], prefix: str) -> int:
+    """Output channels of the first resnet under ``prefix``."""
+    return int(state[prefix + "resnets.0.conv1.conv.weight"].shape[0])
+
+
 def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
-    """The VAE config: 0.9.0's structure sized from the shapes; 0.9.1 (timestep-conditioned decoder) as shipped."""
-    out, first = state.get("encoder.conv_out.conv.weight"), state.get("encoder.conv_in.conv.weight")
-    if out is None or first is None or "decoder.conv_in.conv.weight" not in state:
+    """The VAE config, sized from the shapes: 0.9.0's structure, or 0.9.5's (also 0.9.6–0.9.8); 0.9.1 as shipped."""
+    first = state.get("encoder.conv_in.conv.weight")
+    if first is None or "decoder.conv_in.conv.weight" not in state or "encoder.conv_out.conv.weight" not in state:
         raise UnknownModelError(f"{name} lacks the LTX-Video VAE's encoder/decoder convolutions; the file is "
                                 "incomplete")
-    if int(out.shape[1]) >= 2048:
-        raise UnknownModelError(f"{name} is the LTX-Video 0.9.5+ VAE, which this version does not load yet; use an "
-                                "LTX-Video 0.9.0 or 0.9.1 VAE (ltx-video-2b-v0.9.safetensors / v0.9.1)")
-    if "decoder.time_embedder.timestep_embedder.linear_1.weight" in state:
-        return shipped_config("vae_0.9.1")
     levels = _count(state, "encoder.down_blocks.")
     ups = _count(state, "decoder.up_blocks.")
     enc = [_count(state, f"encoder.down_blocks.{i}.resnets.") for i in range(levels)]
     dec = [_count(state, f"decoder.up_blocks.{i}.resnets.") for i in range(ups)]
-    return dict(shipped_config("vae_0.9.0"), latent_channels=int(state["decoder.conv_in.conv.weight"].shape[1]),
-                patch_size=round((int(first.shape[1]) // 3) ** 0.5),
-                block_out_channels=[int(state[f"encoder.down_blocks.{i}.resnets.0.conv1.conv.weight"].shape[0])
-                                    for i in range(levels)],
-                decoder_block_out_channels=[int(state[f"decoder.up_blocks.{i}.resnets.0.conv1.conv.weight"]
-                                                .shape[0]) for i in reversed(range(ups))],
-                layers_per_block=enc + [_count(state, "encoder.mid_block.resnets.")],
-                decoder_layers_per_block=dec[::-1] + [_count(state, "decoder.mid_block.resnets.")])
+    common = {"latent_channels": int(state["decoder.conv_in.conv.weight"].shape[1]),
+              "patch_size": round((int(first.shape[1]) // 3) ** 0.5),
+              "layers_per_block": enc + [_count(state, "encoder.mid_block.resnets.")],
+              "decoder_layers_per_block": dec[::-1] + [_count(state, "decoder.mid_block.resnets.")]}
+    if "encoder.down_blocks.0.downsamplers.0.conv.conv.weight" in state:  # 0.9.5: channels change in downsamplers
+        return dict(shipped_config("vae_0.9.5"), **common,
+                    block_out_channels=[_res(state, f"encoder.down_blocks.{i}.") for i in range(levels)]
+                    + [_res(state, "encoder.mid_block.")],
+                    decoder_block_out_channels=[2 * _res(state, f"decoder.up_blocks.{i}.")
+                                                for i in reversed(range(ups))])
+    if "decoder.time_embedder.timestep_embedder.linear_1.weight" in state:
+        return shipped_config("vae_0.9.1")
+    return dict(shipped_config("vae_0.9.0"), **common,
+                block_out_channels=[_res(state, f"encoder.down_blocks.{i}.") for i in range(levels)],
+                decoder_block_out_channels=[_res(state, f"decoder.up_blocks.{i}.") for i in reversed(range(ups))])
 
 
 def ltx_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel | None:
