@@ -1,8 +1,9 @@
 """A tiny random-weight Chroma (transformer, T5 + tokenizer, 16-channel Flux VAE), saved as ComfyUI expects.
 
 Files under a nodegraph home: ``diffusion_models/`` in ComfyUI's layout (Flux's original names plus
-``distilled_guidance_layer.*`` under ``model.diffusion_model.``) and diffusers'; ``text_encoders/t5xxl_fp16.safetensors``
-+ ``t5_tokenizer/``; ``vae/ae.safetensors``. ``ChromaPipeline`` over the same modules is the numerical oracle.
+``distilled_guidance_layer.*`` under ``model.diffusion_model.``) and diffusers';
+``text_encoders/t5xxl_fp16.safetensors`` + ``t5_tokenizer/``; ``vae/ae.safetensors``. ``ChromaPipeline`` over the
+same modules is the numerical oracle.
 """
 
 from __future__ import annotations

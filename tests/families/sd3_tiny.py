@@ -116,7 +116,12 @@ def build(home: Path, seed: int = 0) -> TinySD3:
     from diffusers import AutoencoderKL, SD3Transformer2DModel
     from flux_tiny import t5_tokenizer_files
     from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        T5Config,
+        T5EncoderModel,
+    )
 
     from nodegraph.diffusion.ldm import vae_to_ldm
 

@@ -46,7 +46,6 @@ def test_clip_g_and_vae_sizes():
 def test_config_detected_from_real_shapes(name):
     """The shapes of a full-size file (diffusers' names and Stability's) give back the shipped config."""
     from diffusers import SD3Transformer2DModel
-
     from sd3_shapes import original_shapes
 
     config = sd3_config(name)

@@ -38,7 +38,8 @@ def _encode(engine, loader: dict, **text) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_missing_encoders_are_zeros_as_in_comfyui(engine):
     full, full_pooled = _encode(engine, {"class_type": "TripleCLIPLoader", "inputs": {
-        "clip_name1": "t5xxl_fp16.safetensors", "clip_name2": "clip_g.safetensors", "clip_name3": "clip_l.safetensors"}})
+        "clip_name1": "t5xxl_fp16.safetensors", "clip_name2": "clip_g.safetensors",
+        "clip_name3": "clip_l.safetensors"}})
     assert full.shape == (1, 154, 96) and full_pooled.shape == (1, 80)  # any order of files
     lg, lg_pooled = _encode(engine, {"class_type": "DualCLIPLoader", "inputs": {
         "clip_name1": "clip_g.safetensors", "clip_name2": "clip_l.safetensors", "type": "sd3"}})
@@ -82,7 +83,7 @@ def test_skip_layer_guidance_equals_pipeline(engine, tiny_sd3):
     diff = float((cap["img"] - ref).abs().max())
     print(f"SD3.5 skip-layer guidance parity: max |ours - StableDiffusion3Pipeline| = {diff:.2e}")
     assert diff <= 1 / 255
-    plain, without = run_captured(engine, graph())
+    _, without = run_captured(engine, graph())
     assert float((without["img"] - cap["img"]).abs().max()) > 1 / 255  # the guidance does change the image
 
 

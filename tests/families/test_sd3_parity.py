@@ -51,17 +51,17 @@ def graph(unet: str | None = LAYOUTS["comfyui"], encode: str = "CLIPTextEncodeSD
         model, clip, vae = ["unet", 0], ["clip", 0], ["vae", 0]
     pos, neg = encode_node(encode, PROMPT), encode_node(encode, "")
     pos["inputs"]["clip"] = neg["inputs"]["clip"] = clip
-    return dict(loaders, **{
-        "pos": pos, "neg": neg,
-        "msd3": {"class_type": "ModelSamplingSD3", "inputs": {"model": model, "shift": shift}},
-        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["msd3", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": vae}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
-        "model": {"class_type": "Capture", "inputs": {"value": model}}})
+    return {**loaders, "pos": pos, "neg": neg,
+            "msd3": {"class_type": "ModelSamplingSD3", "inputs": {"model": model, "shift": shift}},
+            "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": SIZE, "height": SIZE,
+                                                                      "batch_size": 1}},
+            "ks": {"class_type": "KSampler", "inputs": {
+                "model": ["msd3", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
+                "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
+                "denoise": 1.0}},
+            "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": vae}},
+            "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+            "model": {"class_type": "Capture", "inputs": {"value": model}}}
 
 
 def _run(engine, wf: dict) -> dict:
@@ -124,9 +124,11 @@ def test_shift_changes_the_image_as_the_pipeline(engine, tiny_sd3, reference):
 
 def test_clip_text_encode_equals_clip_text_encode_sd3(engine):
     """CLIPTextEncode gives every encoder the same text: the same conditioning as CLIPTextEncodeSD3."""
+    from pathlib import Path
+
     from nodegraph.diffusion import text
 
-    if "sd3" not in open(text.__file__, encoding="utf-8").read():  # pragma: no cover - until text.py dispatches SD3
+    if "sd3" not in Path(text.__file__).read_text(encoding="utf-8"):  # pragma: no cover - until text.py dispatches SD3
         pytest.skip("nodegraph/diffusion/text.py does not dispatch SD3 CLIPs to flow.text.encode_flow yet")
     wf = graph()
     wf["c1"] = {"class_type": "Capture", "inputs": {"value": ["pos", 0]}}

@@ -96,7 +96,8 @@ def sd3_checkpoint(path: Path, header: Header, name: str, dtype: Any = None) -> 
     present = {k: p for k, p in encoders.items() if any(s.startswith(p) for s in header.shapes)}
     if vae_prefix is None:
         raise ValueError(f"{name} holds an SD3 transformer but no VAE; load it with UNETLoader "
-                         "(models/diffusion_models), the text encoders with TripleCLIPLoader and the VAE with VAELoader")
+                         "(models/diffusion_models), the text encoders with TripleCLIPLoader and the VAE with "
+                         "VAELoader")
     state = load_file(str(path))
     parts = {p: {k[len(p):]: state.pop(k) for k in list(state) if k.startswith(p)}
              for p in (*present.values(), vae_prefix)}

@@ -131,5 +131,6 @@ def to_original(state: dict[str, Any]) -> dict[str, Any]:
         if f"{_ADA_OUT[1]}.{s}" in state:
             out[f"{_ADA_OUT[0]}.{s}"] = _swap_halves(state.pop(f"{_ADA_OUT[1]}.{s}"))
     if state:
-        raise ValueError(f"{len(state)} tensors are not part of a diffusers Flux transformer (e.g. {next(iter(state))})")
+        raise ValueError(f"{len(state)} tensors are not part of a diffusers Flux transformer "
+                         f"(e.g. {next(iter(state))})")
     return out

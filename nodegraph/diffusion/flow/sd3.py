@@ -53,7 +53,8 @@ def config_from_shapes(s: dict[str, Any], p: str, original: bool) -> tuple[dict[
         blocks, norm = _indices(s, p + "joint_blocks."), s.get(p + "joint_blocks.0.x_block.attn.ln_q.weight")
         dual = _indices(s, p + "joint_blocks.", "x_block.attn2.")
     else:
-        proj, pos, ctx = s[p + "pos_embed.proj.weight"], s.get(p + "pos_embed.pos_embed"), s[p + "context_embedder.weight"]
+        proj, pos = s[p + "pos_embed.proj.weight"], s.get(p + "pos_embed.pos_embed")
+        ctx = s[p + "context_embedder.weight"]
         pooled, out = s[p + "time_text_embed.text_embedder.linear_1.weight"][1], s[p + "proj_out.weight"][0]
         blocks, norm = _indices(s, p + "transformer_blocks."), s.get(p + "transformer_blocks.0.attn.norm_q.weight")
         dual = _indices(s, p + "transformer_blocks.", "attn2.")
@@ -66,7 +67,7 @@ def config_from_shapes(s: dict[str, Any], p: str, original: bool) -> tuple[dict[
                   out_channels=int(out) // (patch * patch), dual_attention_layers=dual,
                   qk_norm="rms_norm" if norm is not None else None)
     if pos is not None:
-        config["pos_embed_max_size"] = int(math.isqrt(int(pos[-2])))
+        config["pos_embed_max_size"] = math.isqrt(int(pos[-2]))
     size = "3.5 medium (MMDiT-X)" if dual else ("3.5 large" if norm is not None else "3 medium")
     reasons = [f"{'original' if original else 'diffusers'} SD3 tensor names under {p or 'the root'!r}",
                f"{len(blocks)} joint blocks, {hidden // head_dim}×{head_dim} wide"
@@ -80,7 +81,9 @@ def to_diffusers(state: dict[str, Any]) -> dict[str, Any]:
 
     ``state`` is emptied as it is converted; keys the converter leaves raise ValueError.
     """
-    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_sd3_transformer_checkpoint_to_diffusers,
+    )
 
     out = convert_sd3_transformer_checkpoint_to_diffusers(state)
     if state:

@@ -6,8 +6,8 @@ of them missing, combined as ComfyUI's SD3 CLIP does (and StableDiffusion3Pipeli
   Both get the prompt in one 77-token window (longer prompts are cut, as the pipeline cuts them); CLIP-L pads with
   its end token, CLIP-G with "!" (id 0), as their tokenizers in the SD3 release.
 - The CLIP states are joined on the channels (a missing CLIP-L leaves zeros in the first 768), padded with zeros to
-  T5's width (4096) and followed by T5's states (the prompt with its end token, padded with ``<pad>`` to at least 77 tokens, no
-  attention mask). Pooled = CLIP-L ⊕ CLIP-G (zeros for a missing one). Nothing at all: zeros [1, 77, 4096].
+  T5's width (4096) and followed by T5's states (the prompt with its end token, padded with ``<pad>`` to at least
+  77 tokens, no attention mask). Pooled = CLIP-L ⊕ CLIP-G (zeros for a missing one). Nothing: zeros [1, 77, 4096].
 - CLIPTextEncodeSD3's ``empty_padding`` "none" leaves out an empty prompt's encoders instead of encoding "".
 """
 
