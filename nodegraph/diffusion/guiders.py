@@ -267,6 +267,7 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
     """
     import torch
 
+    from .patch_run import attach
     from .preview import preview_jpeg
 
     model = model if model is not None else guider.model
@@ -298,11 +299,7 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
         if latent.get("noise_mask") is not None:
             mask = _resize_mask(latent["noise_mask"], batch, h, w).to(device)
         denoiser = guider.denoiser(model, batch, (h * fmt.downscale, w * fmt.downscale), device, dtype, mask, clean)
-        if active is not None:
-            from .patch_run import encoder
-
-            active.begin(float(sig[0]), float(sig[-1]))
-            denoiser.active, denoiser.encode = active, encoder(model, samples, device, dtype)
+        attach(denoiser, active, model, samples, sig, device, dtype)
         x = clean + start * float(sig[0])
 
         def step_done(step: int, count: int, x0: Any) -> None:

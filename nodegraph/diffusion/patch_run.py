@@ -19,6 +19,15 @@ def encoder(model: DiffusionModel, samples: Any, device: Any, dtype: Any) -> Cal
                                        "empty_conditioning")
 
 
+def attach(denoiser: Any, active: Any, model: DiffusionModel, samples: Any, sigmas: Any, device: Any,
+           dtype: Any) -> None:
+    """Give a k-diffusion denoiser the MODEL's active patches for a run over ``sigmas`` (nothing without patches)."""
+    if active is None:
+        return
+    active.begin(float(sigmas[0]), float(sigmas[-1]))
+    denoiser.active, denoiser.encode = active, encoder(model, samples, device, dtype)
+
+
 class PatchedRun:
     """The diffusers loop's view of a MODEL's sampling patches: each step's prediction guided by
     ``patches.Active.guide`` in k-diffusion form (the scheduler's input is x_k / sqrt(sigma² + 1) in both its

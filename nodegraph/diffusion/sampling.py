@@ -29,6 +29,7 @@ from . import patches
 from .controlnet import control_modules
 from .controlnet import prepare as prepare_control
 from .controlnet import unet_kwargs as control_kwargs
+from .model_sampling import needs_k_path
 from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
 from .types import DiffusionModel
@@ -277,10 +278,8 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)
-    from .custom import k_route
-    from .model_sampling import needs_k_path
-    samplers = k_route(samplers, opts.sampler_name, opts.scheduler,  # no faithful diffusers plan: k-diffusion form
-                       force=needs_k_path(model.scheduler_config))
+    from .custom import k_route  # no faithful diffusers plan, or a model without diffusers form: k-diffusion form
+    samplers = k_route(samplers, opts.sampler_name, opts.scheduler, force=needs_k_path(model.scheduler_config))
     if samplers is not None and opts.sampler_name in samplers.samplers:
         return dict(out_latent, samples=_sample_plugin(model, positive, negative, latent, samples, opts, devices,
                                                        callback, preview_every, lora_library, samplers))
@@ -313,11 +312,9 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
         count = i1 - i0
         for i in range(i0, i1):
             t = all_ts[i]
-            if run is None:
-                guided = guided_prediction(unet, scheduler.scale_model_input(x, t), t, conds, unconds, opts.cfg,
-                                           dtype)
-            else:
-                guided = run.prediction(scheduler.scale_model_input(x, t), t, i, conds, unconds, opts.cfg, dtype)
+            x_in = scheduler.scale_model_input(x, t)  # the MODEL's patches, if any, guide through ``run``
+            guided = guided_prediction(unet, x_in, t, conds, unconds, opts.cfg, dtype) if run is None else \
+                run.prediction(x_in, t, i, conds, unconds, opts.cfg, dtype)
             last = i == i1 - 1
             x0 = None
             if last and finish_x0:
@@ -367,7 +364,7 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
     import torch
 
     from .custom import KDenoiser
-    from .patch_run import encoder
+    from .patch_run import attach
     from .preview import preview_jpeg
 
     total, s0, s1 = opts.step_range()
@@ -386,9 +383,7 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
                                                         device, dtype)
         x = clean + noise * float(sig[0])
         denoiser = KDenoiser(model, conds, unconds, list(positive), opts.cfg, dtype, mask, clean)
-        if active is not None:
-            active.begin(float(sig[0]), float(sig[-1]))
-            denoiser.active, denoiser.encode = active, encoder(model, samples, device, dtype)
+        attach(denoiser, active, model, samples, sig, device, dtype)
 
         def step_done(step: int, count: int, x0: Any) -> None:
             if callback is None:
