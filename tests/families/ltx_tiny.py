@@ -8,6 +8,7 @@ a tiny ``t5_tokenizer/`` beside it. ``LTXPipeline`` over the same modules is the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ VAE = dict(latent_channels=128, block_out_channels=(8, 16, 32, 32), decoder_bloc
            upsample_factor=(1, 1, 1, 1), timestep_conditioning=False, patch_size=4, patch_size_t=1,
            encoder_causal=True, decoder_causal=False)
 CHECKPOINT = "ltx-tiny.safetensors"
+CAUSAL = "ltx-tiny-causal.safetensors"  # the same weights, with 0.9.5+ metadata (causal temporal positions)
 LAYOUTS = {"comfyui": "ltx-tiny-comfyui.safetensors", "diffusers": "ltx-tiny-diffusers.safetensors"}
 VAE_FILE = "ltx-vae-diffusers.safetensors"
 TEXT = "t5xxl_fp16.safetensors"
@@ -86,6 +88,14 @@ class TinyLTX:
     t5: Any
     home: Path
 
+    def condition_pipeline(self) -> Any:
+        """LTXConditionPipeline (causal temporal positions) over the same modules; Euler on the sigmas its call's
+        ``timesteps`` give (no shift)."""
+        from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline
+
+        return LTXConditionPipeline(**dict(self.pipeline().components,
+                                           scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0)))
+
     def pipeline(self) -> Any:
         """LTXPipeline over the same modules with LTX-Video's scheduler (0.95/2.05 shifts, terminal 0.1)."""
         from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
@@ -127,6 +137,8 @@ def build(home: Path) -> TinyLTX:
     save_file(original, str(models / "diffusion_models" / LAYOUTS["comfyui"]))
     save_file(vstate, str(models / "vae" / VAE_FILE))
     save_file(dict(original, **vae_to_original(vstate)), str(models / "checkpoints" / CHECKPOINT))
+    causal = {"config": json.dumps({"transformer": {"causal_temporal_positioning": True}})}  # as 0.9.5+ files
+    save_file(dict(original, **vae_to_original(vstate)), str(models / "checkpoints" / CAUSAL), metadata=causal)
     t5_state = {k: v.contiguous() for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"}
     save_file(t5_state, str(models / "text_encoders" / TEXT))
     t5_tokenizer_files(models / "text_encoders" / "t5_tokenizer")

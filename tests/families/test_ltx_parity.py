@@ -1,7 +1,9 @@
 """LTX-Video through our nodes equals diffusers: weights loaded from each layout, and the frames of ComfyUI's LTXV
 text-to-video graph (CheckpointLoaderSimple + CLIPLoader(ltxv) + CLIPTextEncode ×2 + LTXVConditioning +
 EmptyLTXVLatentVideo + LTXVScheduler + KSamplerSelect(euler) + SamplerCustom(cfg 3) + VAEDecode) against LTXPipeline
-with the same noise, ≤ 1/255."""
+with the same noise and the prompt states of T5 with its padding masked (ComfyUI's and LTXConditionPipeline's
+encoding), ≤ 1/255; image-to-video against LTXImageToVideoPipeline; 0.9.5+ causal positions against
+LTXConditionPipeline."""
 
 from __future__ import annotations
 
@@ -78,10 +80,22 @@ def reference(tiny_ltx):
     packed = noise.flatten(2).transpose(1, 2)
     pipe = tiny_ltx.pipeline()
     with torch.no_grad():
-        out = pipe(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=LENGTH,
-                   num_inference_steps=STEPS, guidance_scale=CFG, latents=packed, frame_rate=25,
-                   output_type="pt").frames
+        out = pipe(height=SIZE, width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS, guidance_scale=CFG,
+                   latents=packed, frame_rate=25, output_type="pt", **prompts(tiny_ltx)).frames
     return out[0].permute(0, 2, 3, 1).float()
+
+
+def prompts(tiny_ltx) -> dict:
+    """The prompt states as ComfyUI's LTXV text encoder makes them: T5 with the padding masked out (LTXPipeline's own
+    encode_prompt leaves the mask out of T5; LTXConditionPipeline's, used here, keeps it)."""
+    from diffusers import LTXConditionPipeline
+
+    cond = LTXConditionPipeline(**tiny_ltx.pipeline().components)
+    with torch.no_grad():
+        pos, pos_mask, neg, neg_mask = cond.encode_prompt(PROMPT, NEGATIVE, True, max_sequence_length=128,
+                                                          device="cpu")
+    return {"prompt_embeds": pos, "prompt_attention_mask": pos_mask, "negative_prompt_embeds": neg,
+            "negative_prompt_attention_mask": neg_mask}
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -185,11 +199,33 @@ def test_image_to_video_graph_equals_ltx_image_to_video_pipeline(tiny_ltx, engin
         mean, std = tiny_ltx.vae.latents_mean.view(1, -1, 1, 1, 1), tiny_ltx.vae.latents_std.view(1, -1, 1, 1, 1)
         start = noise.clone()
         start[:, :, :1] = (z - mean) / std
-        out = pipe(image=picture, prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE,
-                   num_frames=LENGTH, num_inference_steps=STEPS, guidance_scale=CFG, frame_rate=25,
-                   latents=start.flatten(2).transpose(1, 2), output_type="pt").frames
+        out = pipe(image=picture, height=SIZE, width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS,
+                   guidance_scale=CFG, frame_rate=25, latents=start.flatten(2).transpose(1, 2), output_type="pt",
+                   **prompts(tiny_ltx)).frames
     reference = out[0].permute(0, 2, 3, 1).float()
     assert torch.allclose(cap["lat"]["samples"][:, :, :1], start[:, :, :1], atol=1e-5)  # the image's frame is kept
     diff = float((cap["img"] - reference).abs().max())
     print(f"ltx tiny image-to-video: max |diff| {diff:.2e}")
     assert diff <= 1 / 255
+
+
+def test_causal_positions_of_0_9_5_files_equal_ltx_condition_pipeline(tiny_ltx, engine, reference):
+    """A checkpoint whose metadata asks for causal temporal positions (0.9.5+) samples as LTXConditionPipeline
+    (latent frame t at pixel frame max(0, 8t - 7)) on the same sigmas and noise; the 0.9.0 positions differ."""
+    from ltx_tiny import CAUSAL
+
+    wf = graph()
+    wf["ckpt"]["inputs"]["ckpt_name"] = CAUSAL
+    cap = _run(engine, wf)
+    sigmas = ltx_sigmas(STEPS, 2.05, 0.95, True, 0.1, tokens=8)
+    pipe = tiny_ltx.condition_pipeline()
+    with torch.no_grad():
+        out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=LENGTH,
+                   timesteps=[float(s) * 1000.0 for s in sigmas[:-1]], guidance_scale=CFG, frame_rate=25,
+                   max_sequence_length=128,
+                   generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").frames
+    want = out[0].permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - want).abs().max())
+    print(f"ltx tiny causal positions vs LTXConditionPipeline: max |diff| {diff:.2e}")
+    assert diff <= 1 / 255
+    assert float((cap["img"] - reference).abs().max()) > 1 / 255

@@ -25,17 +25,18 @@ def ltx_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | Non
     """MODEL, (empty) CLIP and VAE of an all-in-one LTX-Video file; None when it holds no LTX transformer."""
     from safetensors.torch import load_file
 
-    from .files import transformer_from_state
+    from .files import causal_positions, transformer_from_state
     from .vae import ltx_vae_from_state
 
-    if not is_ltx_checkpoint(read_header(Path(path))):
+    header = read_header(Path(path))
+    if not is_ltx_checkpoint(header):
         return None
     state = load_file(str(path))
     vae_state = {k: state.pop(k) for k in list(state) if k.startswith("vae.")}
     if not vae_state:
         raise ValueError(f"{name} holds an LTX-Video transformer but no VAE; load it with UNETLoader "
                          "(models/diffusion_models) and the VAE with VAELoader")
-    model = transformer_from_state(state, name, "default", dtype)
+    model = transformer_from_state(state, name, "default", dtype, causal_positions(header.metadata))
     vae = ltx_vae_from_state(vae_state, name)
     if vae is None:
         raise ValueError(f"{name}: the tensors under vae. are not an LTX-Video VAE")

@@ -83,9 +83,21 @@ def config_from_state(state: dict[str, Any]) -> dict[str, Any]:
                 num_layers=len(layers), caption_channels=int(state["caption_projection.linear_1.weight"].shape[1]))
 
 
+def causal_positions(metadata: dict[str, str] | None) -> bool:
+    """Whether a file's metadata asks for causal temporal positions (the 0.9.5+ releases' ``config`` JSON:
+    ``transformer.causal_temporal_positioning``), as ComfyUI reads it; False without it (0.9.0 / 0.9.1)."""
+    try:
+        config = json.loads((metadata or {}).get("config") or "{}")
+    except ValueError:
+        return False
+    transformer = config.get("transformer") if isinstance(config, dict) else None
+    return bool(isinstance(transformer, dict) and transformer.get("causal_temporal_positioning", False))
+
+
 def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str = "default",
-                           dtype: Any = None) -> DiffusionModel:
-    """MODEL from an LTX-Video transformer's tensors in any layout (``state`` is emptied as they are placed)."""
+                           dtype: Any = None, causal: bool = False) -> DiffusionModel:
+    """MODEL from an LTX-Video transformer's tensors in any layout (``state`` is emptied as they are placed);
+    ``causal``: the first latent frame alone at time 0 and the others at 8·t - 7 frames (0.9.5+, see sampling)."""
     import torch
     from accelerate import init_empty_weights
     from diffusers import LTXVideoTransformer3DModel
@@ -112,7 +124,8 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     if weight_dtype != "default":
         transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
     arch = "ltxv-13b" if config["num_layers"] >= 48 else "ltxv-2b"
-    return DiffusionModel(unet=transformer, scheduler_config={}, arch=arch, source=name, latent=LTX_LATENT,
+    return DiffusionModel(unet=transformer, scheduler_config={"causal_temporal_positioning": bool(causal)},
+                          arch=arch, source=name, latent=LTX_LATENT,
                           family="ltxv", flow=FlowSettings("flux", DEFAULT_SHIFT, 1000.0))
 
 
@@ -120,7 +133,10 @@ def load_ltx_transformer(path: Path, name: str, weight_dtype: str = "default", d
     """MODEL from an LTX-Video transformer file (UNETLoader)."""
     from safetensors.torch import load_file
 
-    return transformer_from_state(load_file(str(path)), name, weight_dtype, dtype)
+    from ..detect import read_header
+
+    causal = causal_positions(read_header(Path(path)).metadata)
+    return transformer_from_state(load_file(str(path)), name, weight_dtype, dtype, causal)
 
 
 def parameter_counts() -> dict[str, int]:
@@ -138,6 +154,7 @@ def parameter_counts() -> dict[str, int]:
     return out
 
 
-__all__ = ["CONFIG_NAMES", "DEFAULT_SHIFT", "LTX_CONFIGS", "LTX_LATENT", "TEMPORAL", "config_from_state",
+__all__ = ["CONFIG_NAMES", "DEFAULT_SHIFT", "LTX_CONFIGS", "LTX_LATENT", "TEMPORAL", "causal_positions",
+           "config_from_state",
            "is_ltx_transformer", "load_ltx_transformer", "ltx_layout", "parameter_counts", "shipped_config",
            "to_diffusers", "transformer_from_state"]

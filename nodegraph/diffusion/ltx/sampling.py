@@ -4,7 +4,8 @@
   reads them as 1×1×1 patches ``[B, T·h·w, 128]`` at noise level sigma, x = (1 - sigma) x0 + sigma noise.
 - The transformer gets the timestep ``sigma · 1000``, the T5 states with their attention mask and rotary positions
   scaled by (8 / frame_rate, 32, 32) — the entry's ``frame_rate`` (LTXVConditioning; 25 without it), as
-  ``LTXPipeline`` does. It predicts the velocity; x0 = x - sigma · v; cfg mixes positive and negative predictions.
+  ``LTXPipeline`` does; files whose metadata asks for causal temporal positions (0.9.5+) place latent frame t at
+  pixel frame max(0, 8t - 7), as ComfyUI and ``LTXConditionPipeline`` do. It predicts the velocity; x0 = x - sigma · v; cfg mixes positive and negative predictions.
 - Noise levels: KSampler uses the model's ``FlowSettings`` (ComfyUI's default shift 2.37, ModelSamplingLTXV sets
   another); SamplerCustom takes LTXVScheduler's SIGMAS (``ltx_sigmas``, the pipeline's schedule).
 - A ``noise_mask`` [B, 1, T, 1, 1] (LTXVImgToVideo) keeps frames: where it is 0 the latent stays the given one and
@@ -48,12 +49,24 @@ def prepare_video_latent(model: Any, latent: dict[str, Any]) -> Any:
     return samples.float()
 
 
+def _causal_coords(batch: int, frames: int, height: int, width: int, frame_rate: float, device: Any) -> Any:
+    """Token positions [B, 3, T·h·w] in pixels (time in seconds): frame 8·t - 7 (0 for the first), 32·y, 32·x."""
+    import torch
+
+    grid = torch.stack(torch.meshgrid(torch.arange(frames), torch.arange(height), torch.arange(width),
+                                      indexing="ij")).reshape(1, 3, -1).float()
+    grid = grid * torch.tensor([TEMPORAL, SPATIAL, SPATIAL], dtype=torch.float32).view(1, 3, 1)
+    grid[:, 0] = (grid[:, 0] + 1 - TEMPORAL).clamp(min=0) / frame_rate
+    return grid.expand(batch, 3, -1).to(device)
+
+
 class LTXDenoiser:
     """``denoiser(x, sigma)``: the guided x0 estimate of an LTX-Video transformer."""
 
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
                  mask: Any = None, clean: Any = None) -> None:
         self.transformer, self.dtype, self.device = model.unet, dtype, device
+        self.causal = bool(model.scheduler_config.get("causal_temporal_positioning", False))
         self.cfg = float(cfg)
         self.mask, self.clean = mask, clean
         self.conds = self._entries(positive, "positive")
@@ -95,10 +108,14 @@ class LTXDenoiser:
         else:  # kept frames see a lower noise level (sigma · mask), per token
             keep = self.mask.expand(b, 1, t, h, w).flatten(2).transpose(1, 2)[..., 0]
             timestep = sigma * 1000.0 * keep.float()
-        scale = (TEMPORAL / frame_rate if frame_rate > 0 else 1.0, SPATIAL, SPATIAL)
+        rate = frame_rate if frame_rate > 0 else float(TEMPORAL)
+        if self.causal:  # 0.9.5+: pixel-frame positions 0, 1, 9, 17, … (the first latent frame is one frame)
+            kwargs = {"video_coords": _causal_coords(b, t, h, w, rate, x.device)}
+        else:
+            kwargs = {"num_frames": t, "height": h, "width": w,
+                      "rope_interpolation_scale": (TEMPORAL / rate, SPATIAL, SPATIAL)}
         out = self.transformer(hidden_states=tokens.to(self.dtype), encoder_hidden_states=emb, timestep=timestep,
-                               encoder_attention_mask=mask, num_frames=t, height=h, width=w,
-                               rope_interpolation_scale=scale, return_dict=False)[0]
+                               encoder_attention_mask=mask, return_dict=False, **kwargs)[0]
         return out.float().transpose(1, 2).reshape(b, -1, t, h, w)
 
     def _side(self, x: Any, sigma: float, entries: list) -> Any:

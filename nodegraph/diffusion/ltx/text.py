@@ -1,8 +1,9 @@
 """T5-XXL for LTX-Video (CLIPLoader type ``ltxv``): loading and prompt encoding as ``LTXPipeline`` encodes.
 
 The prompt gets its end token and is padded with ``<pad>`` to at least ``MIN_LENGTH`` (128) tokens (longer prompts
-are kept whole, as ComfyUI's LTXV tokenizer keeps them); T5 reads the ids without an attention mask and the
-transformer's cross-attention ignores the padding through the entry's ``attention_mask`` [1, T].
+are kept whole, as ComfyUI's LTXV tokenizer keeps them); T5 reads them with the attention mask that hides the
+padding, as ComfyUI's LTXV text encoder and ``LTXConditionPipeline`` do (``LTXPipeline`` encodes without it), and
+the transformer's cross-attention ignores the padding through the entry's ``attention_mask`` [1, T].
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def encode_ltxv(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) 
     mask = torch.zeros(1, length, dtype=torch.long)
     mask[:, :len(ids)] = 1
     with torch.no_grad():
-        states = encoder(tokens).last_hidden_state.float().cpu()
+        states = encoder(tokens, attention_mask=mask.to(device)).last_hidden_state.float().cpu()
     return [(states, {"attention_mask": mask})]
 
 
