@@ -218,24 +218,32 @@ def _plain_windows(tokenizer: Any, text: str) -> list[list[tuple[Token, float]]]
     return [[(int(t), 1.0) for t in ids]]
 
 
+def _family_encoder(arch: str) -> Any:
+    """``(clip, text, device, max_chunks) -> CONDITIONING`` for a family with its own text encoders, else None."""
+    if arch in ("flux", "sd3", "chroma"):  # CLIP-L/CLIP-G/T5 combinations: nodegraph.diffusion.flow.text
+        from .flow.text import encode_flow
+        return encode_flow
+    if arch == "wan":  # UMT5-XXL: nodegraph.diffusion.video_models.wan_text
+        from .video_models.wan_text import encode_wan
+        return encode_wan
+    if arch == "ltxv":  # T5-XXL: nodegraph.diffusion.ltx.text
+        from .ltx.text import encode_ltxv
+        return encode_ltxv
+    if arch == "qwen_image":  # Qwen2.5-VL: nodegraph.diffusion.qwen.text
+        from .qwen.text import encode_qwen
+        return lambda clip, text, device, _chunks: encode_qwen(clip, text, device)
+    return None
+
+
 def encode_text(clip: TextEncoder, text: str, device: Any, max_chunks: int = DEFAULT_LIMITS.max_text_chunks,
                 embeddings: Embeddings | None = None) -> list[tuple[Any, dict[str, Any]]]:
     """A one-entry CONDITIONING for ``text`` (embeddings [1, T, D] float32 on the CPU, extras); a text longer than
     ``max_chunks`` token windows raises ValueError. ``embeddings`` resolves ``embedding:name`` words."""
     import torch
 
-    if clip.arch == "wan":  # UMT5-XXL for Wan video models: nodegraph.diffusion.video_models.wan_text
-        from .video_models.wan_text import encode_wan
-        return encode_wan(clip, text, device, max_chunks)
-    if clip.arch == "flux":  # CLIP-L + T5 for flow transformers: nodegraph.diffusion.flow.text
-        from .flow.text import encode_flux
-        return encode_flux(clip, text, text, device, max_chunks)
-    if clip.arch == "ltxv":  # T5-XXL for LTX-Video: nodegraph.diffusion.ltx.text
-        from .ltx.text import encode_ltxv
-        return encode_ltxv(clip, text, device, max_chunks)
-    if clip.arch == "qwen_image":  # Qwen2.5-VL for Qwen-Image: nodegraph.diffusion.qwen.text
-        from .qwen.text import encode_qwen
-        return encode_qwen(clip, text, device)
+    family = _family_encoder(clip.arch)
+    if family is not None:  # text encoders of the flow-matching and video families have their own modules
+        return family(clip, text, device, max_chunks)
     if not clip.encoders or len(clip.tokenizers) != len(clip.encoders):
         raise ValueError("this CLIP has no text encoder/tokenizer pair; load a checkpoint that includes one")
     sdxl = len(clip.encoders) > 1

@@ -22,6 +22,10 @@ def _prompt(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))["prompt"]
 
 
+#: Required inputs ComfyUI added after the Redux example was saved (its editor workflow gets their defaults).
+NEWER_INPUTS = {("CLIPVisionEncode", "crop"), ("StyleModelApply", "strength"), ("StyleModelApply", "strength_type")}
+
+
 def test_examples_validate_but_for_missing_files(tmp_path):
     engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
     checked, skipped = [], []
@@ -36,8 +40,10 @@ def test_examples_validate_but_for_missing_files(tmp_path):
             engine.prepare(prompt)
         for node_id, entry in info.value.node_errors.items():
             for error in entry["errors"]:
-                assert error["type"] == "value_not_in_list" and \
-                    error["extra_info"].get("input_name") in FILE_INPUTS, (path.name, node_id, error)
+                name = error["extra_info"].get("input_name")
+                if error["type"] == "required_input_missing" and (entry["class_type"], name) in NEWER_INPUTS:
+                    continue  # saved before ComfyUI added the input: ComfyUI refuses this API prompt too
+                assert error["type"] == "value_not_in_list" and name in FILE_INPUTS, (path.name, node_id, error)
     print(f"\nflux examples validated: {checked}; skipped for classes we lack: {skipped}")
     assert {"flux_dev_checkpoint_example", "flux_schnell_checkpoint_example", "flux_dev_example"} <= set(checked)
 
