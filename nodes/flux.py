@@ -143,6 +143,34 @@ class ReferenceLatent(Node):
                             + [latent["samples"]])) for emb, extras in conditioning],)
 
 
+class InstructPixToPixConditioning(Node):
+    """Encode an image the model edits or follows: its latent as ``concat_latent_image`` on both conditionings
+    (InstructPix2Pix models, Flux Canny/Depth control models) and an empty latent of its size."""
+
+    DISPLAY_NAME = "InstructPixToPixConditioning"
+    CATEGORY = "conditioning/instructpix2pix"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
+              "pixels": Link("IMAGE")}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, pixels: Any):
+        import torch
+
+        from .latent import encode
+
+        h, w = int(pixels.shape[1]), int(pixels.shape[2])
+        nh, nw = (h // 8) * 8, (w // 8) * 8  # ComfyUI crops to a multiple of 8, centred
+        if (nh, nw) != (h, w):
+            y0, x0 = (h % 8) // 2, (w % 8) // 2
+            pixels = pixels[:, y0:y0 + nh, x0:x0 + nw, :]
+        with ctx.models.use(vae) as (loaded,):
+            concat = encode(ctx, loaded, pixels)
+            downscale = loaded.downscale
+        out = [[(emb, dict(extras, concat_latent_image=concat)) for emb, extras in cond]
+               for cond in (positive, negative)]
+        return (out[0], out[1], {"samples": torch.zeros_like(concat), "downscale": downscale})
+
+
 def _flow_of(ctx: Any, model: Any, node: str) -> Any:
     flow = ctx.models.get(model).flow
     if flow is None:
@@ -218,4 +246,4 @@ class SkipLayerGuidanceSD3(Node):
 def nodegraph_nodes():
     """The flow-matching family nodes."""
     return [EmptySD3LatentImage, ModelSamplingFlux, FluxGuidance, FluxDisableGuidance, CLIPTextEncodeFlux,
-            FluxKontextImageScale, ReferenceLatent, ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]
+            FluxKontextImageScale, ReferenceLatent, InstructPixToPixConditioning, ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]
