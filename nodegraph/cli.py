@@ -185,6 +185,8 @@ class ProgressPrinter:
                                  dynamic_ncols=True)
             self._bar.total = event.max
             self._bar.n = event.value
+            if event.text is not None:
+                self._bar.set_postfix_str(event.text, refresh=False)
             self._bar.refresh()
         elif isinstance(event, (NodeFinished, RunFailed)):
             self._close()

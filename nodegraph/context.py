@@ -95,9 +95,12 @@ class ExecutionContext:
         """The run's provenance manifest (built on first use; SaveImage writes it into the PNG)."""
         return self.manifest_source() if self.manifest_source else None
 
-    def progress(self, value: int, total: int, preview: tuple[str, bytes] | None = None) -> None:
-        """Report progress (and optionally a preview image as ("JPEG"|"PNG", bytes)); also checks for interrupt."""
-        self.bus.emit(NodeProgress(self.run_id, self.node_id, int(value), int(total), preview))
+    def progress(self, value: int, total: int, preview: tuple[str, bytes] | None = None,
+                 text: str | None = None) -> None:
+        """Report progress (optionally a preview image as ("JPEG"|"PNG", bytes) and a short status ``text`` such as
+        ``"loss 0.0123"``, shown by the CLI bar and sent over the WebSocket); also checks for interrupt."""
+        self.bus.emit(NodeProgress(self.run_id, self.node_id, int(value), int(total), preview,
+                                   None if text is None else str(text)[:200]))
         self.interrupt.check()
 
     def check_interrupt(self) -> None:
@@ -133,7 +136,7 @@ class ExecutionContext:
 
         return samplers_of(self.config)
 
-    def preview(self, image: Any, value: int = 0, total: int = 0) -> None:
+    def preview(self, image: Any, value: int = 0, total: int = 0, text: str | None = None) -> None:
         """Show ``image`` (a Pillow image or an IMAGE tensor) in the client as this node's live preview."""
         import io
 
@@ -144,7 +147,7 @@ class ExecutionContext:
         pil.thumbnail((512, 512))
         buf = io.BytesIO()
         pil.save(buf, format="JPEG", quality=85)
-        self.progress(value, total, ("JPEG", buf.getvalue()))
+        self.progress(value, total, ("JPEG", buf.getvalue()), text)
 
     def send_image(self, image: Any, fmt: str = "PNG") -> None:
         """Send ``image`` (a Pillow image) whole to the client that submitted the run as a binary WebSocket frame."""

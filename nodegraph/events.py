@@ -40,12 +40,14 @@ class NodeStarted(Event):
 
 @dataclass(frozen=True)
 class NodeProgress(Event):
-    """A long node reported progress; ``preview`` is an optional (format, bytes) image."""
+    """A long node reported progress; ``preview`` is an optional (format, bytes) image, ``text`` an optional short
+    status line (e.g. ``loss 0.0123``)."""
 
     node_id: str = ""
     value: int = 0
     max: int = 0
     preview: tuple[str, bytes] | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)

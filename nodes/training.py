@@ -241,9 +241,9 @@ class TrainLoraNode(Node):
                 if step % every == 0 or step == total:
                     log.info("TrainLoraNode %s: step %d/%d loss %.5f", ctx.node_id, step, total, loss)
                     plot = line_plot({f"loss {loss:.4f}": trainer.losses}, 256, 160, title=f"step {step}/{total}")
-                    ctx.preview(Image.fromarray(plot), step, total)
+                    ctx.preview(Image.fromarray(plot), step, total, text=f"loss {loss:.4f}")
                 else:
-                    ctx.progress(step, total)
+                    ctx.progress(step, total, text=f"loss {loss:.4f}")
 
             library = ctx.models.lora_library() if base.loras else None
             try:

@@ -65,10 +65,14 @@ def executing(node: str | None, prompt_id: str) -> Outgoing:
     return Outgoing.json("executing", data, key=("executing", prompt_id), replaces=(PREVIEW_KEY,))
 
 
-def progress(value: int, total: int, node: str, prompt_id: str) -> Outgoing:
-    """``progress {value, max, prompt_id, node}``: supersedes the pending progress of the same node; droppable."""
-    return Outgoing.json("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node},
-                         droppable=True, key=("progress", prompt_id, node))
+def progress(value: int, total: int, node: str, prompt_id: str, text: str | None = None) -> Outgoing:
+    """``progress {value, max, prompt_id, node}``: supersedes the pending progress of the same node; droppable.
+    A node's status ``text`` (e.g. ``loss 0.0123``) rides in an extra ``text`` field only when there is one: ComfyUI's
+    frontend dispatches the data as it is and reads only the fields it knows."""
+    data: dict[str, Any] = {"value": value, "max": total, "prompt_id": prompt_id, "node": node}
+    if text is not None:
+        data["text"] = text
+    return Outgoing.json("progress", data, droppable=True, key=("progress", prompt_id, node))
 
 
 class RunMessages:
@@ -109,7 +113,7 @@ class RunMessages:
         if isinstance(event, NodeStarted):
             out.append(executing(event.node_id, pid))
         elif isinstance(event, NodeProgress):
-            out.append(progress(event.value, event.max, event.node_id, pid))
+            out.append(progress(event.value, event.max, event.node_id, pid, event.text))
             if event.preview is not None:
                 out.append(preview_frame(*event.preview))
         elif isinstance(event, NodeImage):
