@@ -246,7 +246,13 @@ from .diffusion.qwen.edit import encode_qwen_edit  # noqa: E402
 
 __all__ += ["encode_qwen_edit"]
 # [ltx]
+from .diffusion.ltx import guides as ltx_guides  # noqa: E402
 from .diffusion.ltx.preprocess import ltx_preprocess  # noqa: E402
 from .diffusion.ltx.sampling import ltx_sigmas  # noqa: E402
 
-__all__ += ["ltx_preprocess", "ltx_sigmas"]
+__all__ += ["ltx_guides", "ltx_preprocess", "ltx_sigmas"]
+# [taesd gligen]
+from .diffusion.taesd import TAES as TAESD_NAMES  # noqa: E402
+from .diffusion.taesd import load_taesd, taesd_names, taesd_paths  # noqa: E402
+
+__all__ += ["load_taesd", "TAESD_NAMES", "taesd_names", "taesd_paths"]
