@@ -21,6 +21,7 @@ from nodegraph.api import (
     Output,
     derive,
     hookimpl,
+    ltx_guides,
     ltx_preprocess,
     ltx_sigmas,
     resample,
@@ -168,8 +169,85 @@ class LTXVPreprocess(Node):
         return (ltx_preprocess(image, img_compression),)
 
 
+def _encode_frames(ctx: Any, vae: Any, frames: Any, width: int, height: int, node: str) -> Any:
+    """Normalised LTX latent [1, 128, F, h, w] of IMAGE frames resized (bilinear, centre crop) to width × height."""
+    import torch
+
+    pixels = resample(frames.movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+    with ctx.models.use(vae) as (loaded,):
+        if getattr(loaded.vae.config, "latent_channels", None) != CHANNELS:
+            raise ValueError(f"{node}: this VAE is not the LTX-Video VAE; connect the VAE of the LTX-Video checkpoint")
+        with ctx.devices.use(loaded.vae), torch.no_grad():
+            param = next(loaded.vae.parameters())
+            encoded = loaded.vae.encode(pixels.to(param.device, param.dtype) * 2.0 - 1.0).latent_dist.mean
+    return encoded.float().cpu()
+
+
+class LTXVAddGuide(Node):
+    """Guide an LTX-Video latent with an image or clip at a frame: its latent frames are appended and kept."""
+
+    DISPLAY_NAME = "LTXVAddGuide"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
+              "latent": Link("LATENT"),
+              "image": Link("IMAGE", tooltip="Image or video to condition the latent video on. Must be 8*n + 1 "
+                                             "frames. If the video is not 8*n + 1 frames, it will be cropped to the "
+                                             "nearest 8*n + 1 frames."),
+              "frame_idx": Int(0, min=-9999, max=9999, step=None,
+                               tooltip="Frame index to start the conditioning at. Negative values are counted from "
+                                       "the end of the video."),
+              "strength": Float(1.0, min=0.0, max=1.0, step=0.01)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, latent: dict, image: Any, frame_idx: int,
+                strength: float):
+        import torch
+
+        samples = latent["samples"]
+        if samples.dim() != 5 or samples.shape[1] != CHANNELS:
+            raise ValueError(f"LTXVAddGuide: latent is {tuple(samples.shape)}, not an LTX-Video latent "
+                             "[B, 128, T, h, w]; connect EmptyLTXVLatentVideo")
+        mask = ltx_guides.noise_mask_of(latent)
+        length, height, width = samples.shape[2], samples.shape[3], samples.shape[4]
+        keep = (image.shape[0] - 1) // TEMPORAL * TEMPORAL + 1
+        frames = image
+        resolved = frame_idx
+        if frame_idx < 0:
+            _, count = ltx_guides.keyframes_of(positive)
+            resolved = max((length - count - 1) * TEMPORAL + 1 + frame_idx, 0)
+        causal_fix = resolved == 0 or keep == 1
+        if not causal_fix:  # a mid-video clip: encode with a throwaway first frame, then drop its latent frame
+            frames = torch.cat([frames[:1], frames], dim=0)
+        frames = frames[:(frames.shape[0] - 1) // TEMPORAL * TEMPORAL + 1]  # 8n + 1 frames
+        guide = _encode_frames(ctx, vae, frames, width * SPATIAL, height * SPATIAL, "LTXVAddGuide")
+        if not causal_fix:
+            guide, frames = guide[:, :, 1:], frames[1:]
+        guide = guide.expand(samples.shape[0], -1, -1, -1, -1)
+        start, latent_idx = ltx_guides.frame_index(positive, length, frames.shape[0], frame_idx)
+        if latent_idx + guide.shape[2] > length:
+            raise ValueError(f"LTXVAddGuide: {guide.shape[2]} guide latent frames from latent frame {latent_idx} "
+                             f"exceed the video's {length}; use a shorter guide or an earlier frame_idx")
+        positive = ltx_guides.with_keyframes(positive, start, guide, causal_fix)
+        negative = ltx_guides.with_keyframes(negative, start, guide, causal_fix)
+        guide_mask = torch.full((mask.shape[0], 1, guide.shape[2], mask.shape[3], mask.shape[4]), 1.0 - strength)
+        out = dict(latent, samples=torch.cat([samples, guide], dim=2), noise_mask=torch.cat([mask, guide_mask], dim=2))
+        return (positive, negative, out)
+
+
+class LTXVCropGuides(Node):
+    """Remove LTXVAddGuide's appended guide frames from a sampled latent (and their positions from the conditioning)."""
+
+    DISPLAY_NAME = "LTXVCropGuides"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "latent": Link("LATENT")}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, ctx, positive: list, negative: list, latent: dict):
+        return ltx_guides.crop_guides(positive, negative, latent)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The LTX-Video nodes."""
     return [EmptyLTXVLatentVideo, LTXVConditioning, LTXVScheduler, ModelSamplingLTXV, LTXVImgToVideo,
-            LTXVPreprocess]
+            LTXVPreprocess, LTXVAddGuide, LTXVCropGuides]

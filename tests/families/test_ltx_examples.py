@@ -1,7 +1,8 @@
 """ComfyUI_examples' LTX-Video workflows (editor format, copied into ltx_examples/ from comfyanonymous/ComfyUI_examples
 at f9431bb0): they validate with only the model files (and start images) missing, and the text-to-video and
-image-to-video examples run on the tiny LTX-Video saved under the examples' file names, at 64×64, 9 frames and 2
-steps (SamplerCustom + LTXVScheduler; SaveAnimatedWEBP, SaveWEBM where not bypassed)."""
+image-to-video examples (LTXVImgToVideo; LTXVAddGuide + LTXVCropGuides) run on the tiny LTX-Video saved under the
+examples' file names, at 64×64, 9 frames and 2 steps (SamplerCustom + LTXVScheduler; SaveAnimatedWEBP, SaveWEBM
+where not bypassed)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ from nodegraph.validation import ValidationReport
 HERE = Path(__file__).parent / "ltx_examples"
 FILE_INPUTS = {"ckpt_name", "clip_name", "image"}
 T2V = ("ltxv_text_to_video", "ltxv_text_to_video_0.9.5")
-I2V = ("ltxv_image_to_video", "ltxv_image_to_video_simple.0.9.5")
-#: The multi-guide example needs LTXVAddGuide / LTXVCropGuides (keyframe tokens), not here yet.
-LACKING = {"ltxv_image_to_video.0.9.5": ["LTXVAddGuide", "LTXVCropGuides"]}
+I2V = ("ltxv_image_to_video", "ltxv_image_to_video_simple.0.9.5", "ltxv_image_to_video.0.9.5")
 
 
 def _data(name: str) -> dict:
@@ -48,7 +47,7 @@ def test_examples_validate_but_for_missing_files(tmp_path):
                     error["extra_info"].get("input_name") in FILE_INPUTS, (path.name, node_id, error)
     print(f"\nltx examples validated: {checked}; skipped for classes we lack: {skipped}")
     assert set(T2V) | set(I2V) <= set(checked)
-    assert skipped == LACKING
+    assert skipped == {}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def home(tmp_path_factory):
         shutil.copy(models / "checkpoints" / CHECKPOINT, models / "checkpoints" / name)
     inputs = tiny.home / "input"
     inputs.mkdir(parents=True, exist_ok=True)
-    for name, colour in (("island.jpg", (40, 120, 200)), ("fox.jpg", (200, 90, 30))):
+    for name, colour in (("island.jpg", (40, 120, 200)), ("fox.jpg", (200, 90, 30)), ("sunset.png", (250, 160, 40))):
         Image.new("RGB", (80, 64), colour).save(inputs / name)
     return tiny.home
 

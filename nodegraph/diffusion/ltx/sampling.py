@@ -49,15 +49,16 @@ def prepare_video_latent(model: Any, latent: dict[str, Any]) -> Any:
     return samples.float()
 
 
-def _causal_coords(batch: int, frames: int, height: int, width: int, frame_rate: float, device: Any) -> Any:
-    """Token positions [B, 3, T·h·w] in pixels (time in seconds): frame 8·t - 7 (0 for the first), 32·y, 32·x."""
+def pixel_coords(batch: int, frames: int, height: int, width: int, causal: bool) -> Any:
+    """Token positions [B, 3, T·h·w] in pixels and pixel frames: (8t, 32y, 32x); ``causal``: frame max(0, 8t - 7)."""
     import torch
 
     grid = torch.stack(torch.meshgrid(torch.arange(frames), torch.arange(height), torch.arange(width),
                                       indexing="ij")).reshape(1, 3, -1).float()
     grid = grid * torch.tensor([TEMPORAL, SPATIAL, SPATIAL], dtype=torch.float32).view(1, 3, 1)
-    grid[:, 0] = (grid[:, 0] + 1 - TEMPORAL).clamp(min=0) / frame_rate
-    return grid.expand(batch, 3, -1).to(device)
+    if causal:
+        grid[:, 0] = (grid[:, 0] + 1 - TEMPORAL).clamp(min=0)
+    return grid.expand(batch, 3, -1).clone()
 
 
 class LTXDenoiser:
@@ -88,14 +89,16 @@ class LTXDenoiser:
                                  "type ltxv (T5-XXL)")
             mask = extras.get("attention_mask")
             mask = torch.ones(emb.shape[:2], dtype=torch.long) if mask is None else mask
+            keyframes = extras.get("keyframe_idxs")
             out.append((emb.to(self.device, self.dtype), mask.to(self.device),
-                        float(extras.get("strength", 1.0)), float(extras.get("frame_rate", DEFAULT_FRAME_RATE))))
+                        float(extras.get("strength", 1.0)), float(extras.get("frame_rate", DEFAULT_FRAME_RATE)),
+                        None if keyframes is None else keyframes.float().to(self.device)))
         return out
 
     def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
         import torch
 
-        emb, mask, _, frame_rate = entry
+        emb, mask, _, frame_rate, keyframes = entry
         b, _, t, h, w = x.shape
         if emb.shape[0] != b:
             if b % emb.shape[0]:
@@ -109,8 +112,16 @@ class LTXDenoiser:
             keep = self.mask.expand(b, 1, t, h, w).flatten(2).transpose(1, 2)[..., 0]
             timestep = sigma * 1000.0 * keep.float()
         rate = frame_rate if frame_rate > 0 else float(TEMPORAL)
-        if self.causal:  # 0.9.5+: pixel-frame positions 0, 1, 9, 17, … (the first latent frame is one frame)
-            kwargs = {"video_coords": _causal_coords(b, t, h, w, rate, x.device)}
+        if self.causal or keyframes is not None:  # positions in pixels: 0.9.5+'s causal frames, guide frames
+            coords = pixel_coords(b, t, h, w, self.causal).to(x.device)
+            if keyframes is not None:  # LTXVAddGuide's frames, appended to the latent, sit where they guide
+                count = keyframes.shape[2]
+                if count > coords.shape[2]:
+                    raise ValueError("the conditioning's guide frames (LTXVAddGuide) do not fit this latent; use "
+                                     "the latent LTXVAddGuide returns with its conditioning")
+                coords[:, :, -count:] = keyframes.expand(b, 3, count)
+            coords[:, 0] = coords[:, 0] / rate
+            kwargs = {"video_coords": coords}
         else:
             kwargs = {"num_frames": t, "height": h, "width": w,
                       "rope_interpolation_scale": (TEMPORAL / rate, SPATIAL, SPATIAL)}
@@ -230,4 +241,5 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     return done, (dict(out, samples=x0) if x0 is not None else done)
 
 
-__all__ = ["DEFAULT_FRAME_RATE", "LTXDenoiser", "ltx_sigmas", "prepare_video_latent", "sample", "sample_custom"]
+__all__ = ["DEFAULT_FRAME_RATE", "LTXDenoiser", "ltx_sigmas", "pixel_coords", "prepare_video_latent", "sample",
+           "sample_custom"]
