@@ -18,7 +18,9 @@ from nodegraph.api import (
     encode_sd3_text,
     flux_shift,
     hookimpl,
+    model_patches,
     resample,
+    with_patch,
 )
 
 MAX_RESOLUTION = 16384
@@ -171,6 +173,18 @@ class InstructPixToPixConditioning(Node):
         return (out[0], out[1], {"samples": torch.zeros_like(concat), "downscale": downscale})
 
 
+class CFGNorm(Node):
+    """Scale the guided prediction down to the positive prediction's norm per pixel (Qwen-Image-Edit's examples)."""
+
+    DISPLAY_NAME = "CFGNorm"
+    CATEGORY = "advanced/guidance"
+    INPUTS = {"model": Link("MODEL"), "strength": Float(1.0, min=0.0, max=100.0, step=0.01)}
+    OUTPUTS = (Output("MODEL", "patched_model"),)
+
+    def execute(self, ctx, model, strength: float):
+        return (with_patch(model, model_patches.CFGNorm(float(strength))),)
+
+
 def _flow_of(ctx: Any, model: Any, node: str) -> Any:
     flow = ctx.models.get(model).flow
     if flow is None:
@@ -246,4 +260,5 @@ class SkipLayerGuidanceSD3(Node):
 def nodegraph_nodes():
     """The flow-matching family nodes."""
     return [EmptySD3LatentImage, ModelSamplingFlux, FluxGuidance, FluxDisableGuidance, CLIPTextEncodeFlux,
-            FluxKontextImageScale, ReferenceLatent, InstructPixToPixConditioning, ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]
+            FluxKontextImageScale, ReferenceLatent, InstructPixToPixConditioning, CFGNorm, ModelSamplingSD3,
+            CLIPTextEncodeSD3, SkipLayerGuidanceSD3]

@@ -74,7 +74,15 @@ class TokenMerging:
     ratio: float = 0.3
 
 
-PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging)
+@dataclass(frozen=True)
+class CFGNorm:
+    """ComfyUI's CFGNorm (a post-cfg function): the guided x0 scaled down, per pixel, to at most the norm over
+    channels of the positive's x0, times ``strength``."""
+
+    strength: float = 1.0
+
+
+PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging, CFGNorm)
 
 
 def patches_of(model: Any) -> tuple[Any, ...]:
@@ -128,6 +136,14 @@ def perp_neg(pos: Any, neg: Any, empty: Any, neg_scale: float, cfg: float) -> An
     n = neg - empty
     perp = n - (torch.mul(n, p).sum() / (torch.norm(p) ** 2)) * p
     return empty + cfg * (p - perp * neg_scale)
+
+
+def cfg_norm(cond: Any, out: Any, strength: float) -> Any:
+    """CFGNorm's x0: ``out`` × clamp(|cond| / (|out| + 1e-8), 0, 1) × strength, norms over channels (dim 1)."""
+    import torch
+
+    scale = (torch.norm(cond, dim=1, keepdim=True) / (torch.norm(out, dim=1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
+    return out * scale * strength
 
 
 def gaussian_blur(img: Any, kernel_size: int, sigma: float) -> Any:
@@ -268,8 +284,11 @@ class Active:
             out = perp_neg(cond, uncond, empty, self.cfg_fn.neg_scale, step.cfg)
         else:
             out = uncond + step.cfg * (cond - uncond)
-        for patch in self.post:
-            out = self._sag(patch, step, out)
+        for patch in self.patches:  # post-cfg functions in the order recorded
+            if isinstance(patch, SelfAttentionGuidance):
+                out = self._sag(patch, step, out)
+            elif isinstance(patch, CFGNorm):
+                out = cfg_norm(cond, out, patch.strength)
         return out
 
     def _sag(self, patch: SelfAttentionGuidance, step: Step, out: Any) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..patches import CFGNorm, cfg_norm, patches_of
 from .latents import image_ids, pack, pad_even, text_ids, unpack
 from .schedule import flow_sigmas
 
@@ -100,6 +101,8 @@ class FlowDenoiser:
         self.conds, self.unconds = self._entries(positive, "positive"), (
             [] if self.cfg == 1.0 else self._entries(negative, "negative"))
         self.mask, self.clean, self.noise = mask, clean, noise
+        #: CFGNorm patches on the MODEL, applied to the guided x0 (ComfyUI's post-cfg functions)
+        self.norms = tuple(p for p in patches_of(model) if isinstance(p, CFGNorm))
 
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, Any, float, list, float]]:
         if not conditioning:
@@ -226,6 +229,8 @@ class FlowDenoiser:
             finally:
                 self.skip_layers = ()
             out = out + (cond - skipped) * self.slg[1]
+        for patch in self.norms:
+            out = cfg_norm(cond, out, patch.strength)
         return out
 
 
