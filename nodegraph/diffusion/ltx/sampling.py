@@ -5,10 +5,12 @@
 - The transformer gets the timestep ``sigma · 1000``, the T5 states with their attention mask and rotary positions
   scaled by (8 / frame_rate, 32, 32) — the entry's ``frame_rate`` (LTXVConditioning; 25 without it), as
   ``LTXPipeline`` does; files whose metadata asks for causal temporal positions (0.9.5+) place latent frame t at
-  pixel frame max(0, 8t - 7), as ComfyUI and ``LTXConditionPipeline`` do. It predicts the velocity; x0 = x - sigma · v; cfg mixes positive and negative predictions.
+  pixel frame max(0, 8t - 7), as ComfyUI and ``LTXConditionPipeline`` do; an entry's ``keyframe_idxs``
+  (LTXVAddGuide) give the last tokens the positions of the frames they guide. It predicts the velocity;
+  x0 = x - sigma · v; cfg mixes positive and negative predictions.
 - Noise levels: KSampler uses the model's ``FlowSettings`` (ComfyUI's default shift 2.37, ModelSamplingLTXV sets
   another); SamplerCustom takes LTXVScheduler's SIGMAS (``ltx_sigmas``, the pipeline's schedule).
-- A ``noise_mask`` [B, 1, T, 1, 1] (LTXVImgToVideo) keeps frames: where it is 0 the latent stays the given one and
+- A ``noise_mask`` [B, 1, T, 1, 1] (LTXVImgToVideo, LTXVAddGuide) keeps frames: where it is 0 the latent stays the given one and
   those tokens see timestep sigma · mask, as ComfyUI's LTXV model does.
 """
 
