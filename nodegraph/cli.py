@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "only to clients that ask, such as the editor; auto or latent2rgb sends them to every client")
     _common(serve)
 
-    inspect = sub.add_parser("inspect", help="show the workflow, manifest and parameters carried by a PNG or WEBP")
+    inspect = sub.add_parser("inspect", help="show the workflow, manifest and parameters carried by a saved PNG, WEBP, video or audio file")
     inspect.add_argument("image", type=Path)
     _common(inspect)
 

@@ -1,5 +1,5 @@
-"""The workflow format: ComfyUI's API JSON parsed with pydantic; loading from .json files, PNG text chunks and the
-EXIF of WEBP images."""
+"""The workflow format: ComfyUI's API JSON parsed with pydantic; loading from .json files, PNG text chunks, the
+EXIF of WEBP images and the tags of saved videos and audio."""
 
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def read_image_text(path: Path) -> tuple[str, dict[str, str]]:
                 return fmt, {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
             exif = img.getexif()
     except (UnidentifiedImageError, OSError) as exc:
-        raise WorkflowFormatError(f"{path} is neither JSON nor an image Pillow can read ({exc})") from None
+        raise WorkflowFormatError(f"{path} is neither JSON nor an image Pillow can read ({exc}); videos and audio "
+                                  "are read by their extension (.mp4, .webm, .flac, …)") from None
     texts: dict[str, str] = {}
     for tag in EXIF_TEXT_TAGS:
         value = exif.get(tag)
@@ -137,7 +138,7 @@ class WorkflowFile:
     extra: dict[str, Any]
     #: ``JSON``, ``PNG prompt chunk``, ``WEBP EXIF prompt``, ``PNG workflow chunk``, …
     source: str
-    #: Whether the file is an image (its ``extra`` may carry a provenance manifest).
+    #: Whether the file is an image, video or audio file (its ``extra`` may carry a provenance manifest).
     image: bool = False
 
     def describe(self) -> str:
@@ -147,9 +148,10 @@ class WorkflowFile:
 
 
 def read_workflow_file(path: Path) -> WorkflowFile:
-    """Read a workflow from a .json file (API or editor format) or an image that carries one: a PNG's ``prompt``
-    text chunk (else its ``workflow``), or the ``prompt:``/``workflow:`` EXIF strings of a WEBP as ComfyUI writes
-    them. Raises WorkflowFormatError saying what is wrong."""
+    """Read a workflow from a .json file (API or editor format) or a saved file that carries one: a PNG's ``prompt``
+    text chunk (else its ``workflow``), an animated PNG's ``comf`` chunks, the ``prompt:``/``workflow:`` EXIF
+    strings of a WEBP, or the tags of a video or audio file, as ComfyUI writes them (see ``read_media_text``).
+    Raises WorkflowFormatError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise WorkflowFormatError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
@@ -161,16 +163,38 @@ def read_workflow_file(path: Path) -> WorkflowFile:
         except UnicodeDecodeError as exc:
             raise WorkflowFormatError(f"{path} is not UTF-8 JSON: {exc}") from None
         return WorkflowFile(_decode(path, text, "JSON"), {}, "JSON")
-    fmt, texts = read_image_text(path)
-    where = "chunk" if fmt == "PNG" else "EXIF"
+    fmt, texts, where = read_media_text(path)
     key = "prompt" if "prompt" in texts else "workflow" if "workflow" in texts else None
     if key is None:
-        raise WorkflowFormatError(f"{path} is a {fmt} image that carries no workflow (no 'prompt' or 'workflow' "
-                                  f"{'text chunk' if fmt == 'PNG' else 'EXIF entry'}); was it saved by SaveImage "
-                                  "or SaveAnimatedWEBP?")
+        saver = {"EXIF": "SaveImage or SaveAnimatedWEBP", "tag": "SaveVideo, SaveWEBM or SaveAudio"}.get(
+            where, "SaveImage or SaveAnimatedPNG")
+        entry = {"chunk": "text chunk", "comf chunk": "text or comf chunk", "EXIF": "EXIF entry"}.get(where, where)
+        kind = "video or audio file" if where == "tag" else "image"
+        raise WorkflowFormatError(f"{path} is a {fmt} {kind} that carries no workflow (no 'prompt' or 'workflow' "
+                                  f"{entry}); was it saved by {saver}?")
     extra = {k: _maybe_json(v) for k, v in texts.items() if k != key}
-    source = f"{fmt} {key} {where}" if fmt == "PNG" else f"{fmt} {where} {key}"
+    source = f"{fmt} {where} {key}" if where == "EXIF" else f"{fmt} {key} {where}"
     return WorkflowFile(_decode(path, texts[key], source), extra, source, image=True)
+
+
+def read_media_text(path: Path) -> tuple[str, dict[str, str], str]:
+    """The workflow text a saved image, video or audio file carries, with its format and where it lay: PNG text
+    chunks (``chunk``) or, failing those, SaveAnimatedPNG's ``comf`` chunks (``APNG``, ``comf chunk``); WEBP EXIF
+    (``EXIF``); the container tags of videos and audio by their extension (``MP4``/``WEBM``/``FLAC``…, ``tag``)."""
+    from .media import MediaError, is_tagged_media, read_apng_metadata, read_container_tags
+
+    if is_tagged_media(path):
+        try:
+            fmt, tags = read_container_tags(path)
+        except MediaError as exc:
+            raise WorkflowFormatError(f"{path} cannot be read for a workflow: {exc}") from None
+        return fmt, tags, "tag"
+    fmt, texts = read_image_text(path)
+    if fmt != "PNG":
+        return fmt, texts, "EXIF"
+    if "prompt" not in texts and "workflow" not in texts and (comf := read_apng_metadata(path)):
+        return "APNG", comf, "comf chunk"
+    return fmt, texts, "chunk"
 
 
 def load_json_or_png(path: Path) -> tuple[Any, dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Mapping
 
+from .metadata import read_apng_metadata  # noqa: F401  (re-exported: it lived here)
 from .outputs import as_text
 
 EXIF_PROMPT_TAG = 0x0110
@@ -63,20 +64,3 @@ def save_animated_png(handle: IO[bytes], images: Any, fps: float, *, compress_le
     pils = _pils(images)
     pils[0].save(handle, format="PNG", pnginfo=info, compress_level=compress_level, save_all=True,
                  duration=frame_duration_ms(fps), append_images=pils[1:])
-
-
-def read_apng_metadata(path: Any) -> dict[str, str]:
-    """The ``comf`` chunks of a PNG as ``{key: text}`` (what SaveAnimatedPNG wrote)."""
-    import struct
-
-    out: dict[str, str] = {}
-    with open(path, "rb") as fh:
-        data = fh.read()
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind == b"comf":
-            key, _, value = data[pos + 8:pos + 8 + length].partition(b"\0")
-            out[key.decode("latin-1")] = value.decode("latin-1")
-        pos += 12 + length
-    return out
