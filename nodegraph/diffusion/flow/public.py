@@ -120,5 +120,22 @@ def encode_sd3_text(ctx: Any, clip: Any, clip_l: str, clip_g: str, t5xxl: str, e
                               empty_padding)
 
 
-__all__ = ["FOLDER_PAIRS", "diffusion_model_names", "encode_flux_text", "encode_sd3_text", "load_diffusion_model",
-           "load_split_clip", "split_model_names", "split_model_path", "text_encoder_names"]
+#: The T5 tokenizer keys T5TokenizerOptions sets (ComfyUI's; nodegraph's T5 encoders read the t5xxl ones).
+T5_KINDS = ("t5xxl", "pile_t5xl", "t5base", "mt5xl", "umt5xxl")
+
+
+def with_t5_options(clip: Any, min_padding: int, min_length: int) -> Any:
+    """The CLIP (handle or TextEncoder, weights shared) with T5TokenizerOptions' padding options set."""
+    from nodegraph.models.handles import derive, is_handle
+
+    current = dict(clip.changes).get("options", ()) if is_handle(clip) else getattr(clip, "options", ())
+    options = dict(current)
+    for kind in T5_KINDS:
+        options[f"{kind}_min_padding"] = int(min_padding)
+        options[f"{kind}_min_length"] = int(min_length)
+    return derive(clip, options=tuple(options.items()))
+
+
+__all__ = ["FOLDER_PAIRS", "T5_KINDS", "diffusion_model_names", "encode_flux_text", "encode_sd3_text",
+           "load_diffusion_model", "load_split_clip", "split_model_names", "split_model_path", "text_encoder_names",
+           "with_t5_options"]
