@@ -256,3 +256,7 @@ from .diffusion.taesd import TAES as TAESD_NAMES  # noqa: E402
 from .diffusion.taesd import load_taesd, taesd_names, taesd_paths  # noqa: E402
 
 __all__ += ["load_taesd", "TAESD_NAMES", "taesd_names", "taesd_paths"]
+# [flow gaps]
+from .diffusion.flow.public import with_t5_options  # noqa: E402
+
+__all__ += ["with_t5_options"]
