@@ -6,16 +6,15 @@ Used by validation to say, for an unknown ``class_type``, which plugin or model 
 from __future__ import annotations
 
 _FAMILIES = "a model family not yet supported (issue #15: Flux.2, HiDream, Lumina 2, AuraFlow, HunyuanDiT, Cosmos)"
-_VIDEO_MODELS = "a video model family not yet supported (issue #16: LTX-Video, HunyuanVideo)"
+_VIDEO_MODELS = "a video model family not yet supported (issue #16: HunyuanVideo, LTX-2)"
 
 #: class_type → who provides it.
 KNOWN_CLASSES: dict[str, str] = {
     **dict.fromkeys(("QuadrupleCLIPLoader", "EmptyFlux2LatentImage", "Flux2Scheduler", "CLIPTextEncodeHiDream",
                      "CLIPTextEncodeLumina2", "EmptyHunyuanImageLatent", "CLIPTextEncodeHunyuanDiT",
                      "EmptyCosmosLatentVideo", "CosmosImageToVideoLatent"), _FAMILIES),
-    **dict.fromkeys(("EmptyLTXVLatentVideo", "LTXVConditioning", "LTXVScheduler", "LTXVImgToVideo",
-                     "LTXVAddGuide", "LTXVCropGuides", "HunyuanImageToVideo", "TextEncodeHunyuanVideo_ImageToVideo"),
-                    _VIDEO_MODELS),
+    **dict.fromkeys(("HunyuanImageToVideo", "TextEncodeHunyuanVideo_ImageToVideo", "EmptyLTXVLatentVideoLTX2",
+                     "LTXAVTextEncoderLoader"), _VIDEO_MODELS),
     **dict.fromkeys(("FaceDetailer", "DetailerForEach", "UltralyticsDetectorProvider", "SAMLoader",
                      "ImpactWildcardProcessor", "BboxDetectorSEGS", "SEGSDetailer"),
                     "the custom-node pack ComfyUI-Impact-Pack"),

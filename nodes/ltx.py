@@ -132,7 +132,7 @@ class LTXVImgToVideo(Node):
               "height": Int(512, min=64, max=MAX_RESOLUTION, step=32),
               "length": Int(97, min=9, max=MAX_RESOLUTION, step=8),
               "batch_size": Int(1, min=1, max=4096, step=None),
-              "strength": Float(1.0, min=0.0, max=1.0)}
+              "strength": Float(1.0, min=0.0, max=1.0, step=None)}
     OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
 
     def execute(self, ctx, positive: list, negative: list, vae: Any, image: Any, width: int, height: int,

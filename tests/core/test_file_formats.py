@@ -109,8 +109,8 @@ def test_png_chunks_and_json_say_what_was_read(tmp_path, capsys):
 @pytest.mark.parametrize("class_type, provider", [
     ("QuadrupleCLIPLoader", "a model family not yet supported (issue #15"),
     ("EmptyFlux2LatentImage", "issue #15"),
-    ("EmptyLTXVLatentVideo", "video model family"),
-    ("LTXVConditioning", "issue #16"),
+    ("HunyuanImageToVideo", "video model family"),
+    ("TextEncodeHunyuanVideo_ImageToVideo", "issue #16"),
     ("VHS_VideoCombine", "ComfyUI-VideoHelperSuite"),
     ("FaceDetailer", "ComfyUI-Impact-Pack"),
     ("IPAdapterAdvanced", "ComfyUI_IPAdapter_plus"),

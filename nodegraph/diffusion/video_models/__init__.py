@@ -1,4 +1,4 @@
-"""Video diffusion models on diffusers' classes (Wan 2.1 / 2.2 first; LTX-Video and HunyuanVideo to follow).
+"""Video diffusion models on diffusers' classes: Wan 2.1 / 2.2 (LTX-Video lives in ``nodegraph.diffusion.ltx``).
 
 - ``wan_files``: Wan transformer files (ComfyUI/original or diffusers layout) → MODEL; shipped configs and sizes.
 - ``wan_vae``: the Wan video VAE (``AutoencoderKLWan``) behind the VAE interface the image nodes use, so VAEDecode
