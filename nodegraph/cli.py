@@ -16,7 +16,7 @@ from .workflow import WorkflowFormatError
 EXIT_OK, EXIT_NODE_FAILURE, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
 #: ``serve --preview-method`` choices (server.settings.PREVIEW_METHODS, not imported: it would load aiohttp).
-PREVIEW_METHODS = ("none", "auto", "latent2rgb")
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
 
 
 def _ram_budget(text: str) -> int:
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ray-address", default=None)
     serve.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none",
                        help="live sampling previews (binary WebSocket frames): none (default, as ComfyUI) sends them "
-                       "only to clients that ask, such as the editor; auto or latent2rgb sends them to every client")
+                       "only to clients that ask, such as the editor; auto or latent2rgb sends them to every client; "
+                       "taesd too, decoded by the model's TAESD (taesd_decoder.safetensors … in models/vae_approx)")
     _common(serve)
 
     inspect = sub.add_parser("inspect", help="show the workflow, manifest and parameters carried by a saved PNG, WEBP, video or audio file")
@@ -316,6 +317,10 @@ def cmd_plugins(args: argparse.Namespace, config: EngineConfig) -> int:
 def cmd_serve(args: argparse.Namespace, config: EngineConfig) -> int:
     from .server.app import serve
 
+    if args.preview_method == "taesd":  # read by diffusion.preview, in this process and the workers it starts
+        import os
+
+        os.environ["NODEGRAPH_PREVIEW_TAESD"] = str(config.model_dir("vae_approx"))
     return serve(config, listen=args.listen, port=args.port, token=args.token,
                  max_upload_mb=args.max_upload_mb, backend=args.backend, ray_address=args.ray_address,
                  interrupt_grace_s=args.interrupt_grace, recover=args.recover, preview_method=args.preview_method)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (Float, Link, ModelCombo, Node, Output, checkpoint_names, derive, file_fingerprint, hookimpl,
-                           list_models, lora_names, model_path, upscale_model_names, vae_names)
+from nodegraph.api import (TAESD_NAMES, Float, Link, ModelCombo, Node, Output, checkpoint_names, derive,
+                           file_fingerprint, hookimpl, list_models, load_taesd, lora_names, model_path, taesd_names,
+                           taesd_paths, upscale_model_names, vae_names)
 
 SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with torchvision): install it with "
                  "pip install 'nodegraph[upscale]'")
@@ -135,17 +136,50 @@ class DiffusersLoader(_ModelFileNode):
         return (ckpt.model, ckpt.clip, ckpt.vae)
 
 
+def vae_choices(config: Any) -> list[str]:
+    """VAELoader's options: VAEs in models/vae, then the TAESDs whose two files are in models/vae_approx."""
+    return vae_names(config) + [name for name in taesd_names(config) if name not in vae_names(config)]
+
+
 class VAELoader(_ModelFileNode):
-    """Load a VAE (to use instead of a checkpoint's own)."""
+    """Load a VAE (to use instead of a checkpoint's own), or a TAESD tiny autoencoder (taesd, taesdxl, taesd3,
+    taef1: its encoder and decoder files in models/vae_approx)."""
 
     DISPLAY_NAME = "Load VAE"
     CATEGORY = "loaders"
     MODEL_INPUT = ("vae_name", "vae")
-    INPUTS = {"vae_name": ModelCombo("vae", vae_names,
-                                     tooltip="a VAE in models/vae (.safetensors or a diffusers folder)")}
+    INPUTS = {"vae_name": ModelCombo("vae", vae_choices,
+                                     tooltip="a VAE in models/vae (.safetensors or a diffusers folder), or a TAESD "
+                                             "(taesd_encoder/taesd_decoder.safetensors … in models/vae_approx)")}
     OUTPUTS = (Output("VAE"),)
 
+    @classmethod
+    def _taesd(cls, config: Any, name: Any) -> bool:
+        return name in TAESD_NAMES and name not in vae_names(config)
+
+    @classmethod
+    def fingerprint(cls, config, **constants):
+        name = constants.get("vae_name")
+        if cls._taesd(config, name):
+            paths = taesd_paths(config, str(name))
+            return tuple(file_fingerprint(paths[part]) if part in paths else ("missing", part)
+                         for part in ("encoder", "decoder"))
+        return super().fingerprint(config, **constants)
+
+    @classmethod
+    def model_files(cls, config, **constants):
+        name = constants.get("vae_name")
+        if cls._taesd(config, name):
+            return [str(p) for p in taesd_paths(config, str(name)).values()]
+        return super().model_files(config, **constants)
+
     def execute(self, ctx, vae_name: str):
+        if self._taesd(ctx.config, vae_name):
+            paths = taesd_paths(ctx.config, vae_name)
+            if "decoder" not in paths:
+                return (load_taesd(ctx.config, vae_name),)  # raises: names the missing files
+            return (ctx.models.load_file("vae_approx", paths["decoder"].name,
+                                         lambda: load_taesd(ctx.config, vae_name)),)
         return (ctx.models.load_vae(vae_name, self.MODEL_INPUT[1]),)
 
 

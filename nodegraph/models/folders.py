@@ -61,6 +61,8 @@ BUILTIN: dict[str, FolderKind] = {
     "configs": FolderKind("configs", extensions=(".yaml",), pickle=False),
     "diffusers": FolderKind("diffusers", extensions=(), folder_markers=("model_index.json",), pickle=False),
     "hypernetworks": FolderKind("hypernetworks"),
+    # TAESD encoder/decoder pairs (VAELoader's taesd, taesdxl, taesd3, taef1; --preview-method taesd).
+    "vae_approx": FolderKind("vae_approx"),
 }
 
 

@@ -12,8 +12,9 @@ TOKEN_ENV = "NODEGRAPH_TOKEN"
 PREVIEW_ENV = "NODEGRAPH_PREVIEW_METHOD"
 #: Live sampling previews: ``none`` (ComfyUI's default, and ``nodegraph serve``'s) sends them only to clients that
 #: ask for them (the editor, whose ``feature_flags`` announce ``supports_preview_metadata``); ``auto``/``latent2rgb``
-#: send them to every client (the default for ``create_app`` callers, as before the flag existed).
-PREVIEW_METHODS = ("none", "auto", "latent2rgb")
+#: send them to every client (the default for ``create_app`` callers, as before the flag existed); ``taesd`` too,
+#: decoded by the TAESD of the model's latents when its decoder is in models/vae_approx (diffusion.preview).
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
 MB = 1024 * 1024
 #: Shortest auth token accepted from the command line or the environment.
 MIN_TOKEN_LENGTH = 16

@@ -130,8 +130,8 @@ async def test_preview_method_sends_previews_to_every_client_unless_none(make_cl
 async def test_preview_method_is_checked():
     from nodegraph.server import ServerSettings
 
-    with pytest.raises(ValueError, match="preview_method='taesd': use one of none, auto, latent2rgb"):
-        ServerSettings(preview_method="taesd")
+    with pytest.raises(ValueError, match="preview_method='vae': use one of none, auto, latent2rgb, taesd"):
+        ServerSettings(preview_method="vae")
 
 
 async def test_execution_error_is_reported_and_recorded(client):
