@@ -107,6 +107,7 @@ async def test_a_real_websocket_client_reads_the_progress_text(talkative_engine,
     assert any("text" in d for d in progress)
 
 
+@pytest.mark.slow  # a subprocess importing the engine: ~3 s
 def test_the_cli_shows_the_progress_text(tmp_path, plugin_dir):
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps(GRAPH))
@@ -114,3 +115,36 @@ def test_the_cli_shows_the_progress_text(tmp_path, plugin_dir):
                            "--plugin-dir", str(plugin_dir)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "loss 0.2500" in done.stderr and "1: 4" in done.stdout
+
+
+@pytest.mark.slow  # trains a few steps on the tiny model (~3 s with the checkpoint built)
+def test_train_lora_node_reports_its_loss_as_progress_text(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from nodegraph.config import EngineConfig
+    from nodegraph.testing_graphs import capture_engine, run_captured
+
+    config = EngineConfig(home=tmp_path, models_dir=tmp_path / "models")
+    config.ensure_dirs()
+    shutil.copy(tiny_checkpoint.single_file, config.model_dir("checkpoints") / "tiny-sd.safetensors")
+    graph = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd.safetensors"}},
+        "data": {"class_type": "ShapeConceptDataset", "inputs": {"concept": "star", "count": 2, "prior_images": 0,
+                                                                  "seed": 0, "size": 32}},
+        "ds": {"class_type": "ImageDataset", "inputs": {"images": ["data", 0], "clip": ["ckpt", 1],
+                                                         "captions": ["data", 1]}},
+        "enc": {"class_type": "VAEEncode", "inputs": {"pixels": ["ds", 0], "vae": ["ckpt", 2]}},
+        "train": {"class_type": "TrainLoraNode", "inputs": {
+            "model": ["ckpt", 0], "latents": ["enc", 0], "positive": ["ds", 1], "batch_size": 2,
+            "grad_accumulation_steps": 1, "steps": 4, "learning_rate": 1e-2, "rank": 4, "optimizer": "AdamW",
+            "loss_function": "MSE", "seed": 0, "training_dtype": "fp32", "lora_dtype": "bf16",
+            "algorithm": "LoRA", "gradient_checkpointing": False, "existing_lora": "[None]"}},
+        "loss": {"class_type": "Capture", "inputs": {"value": ["train", 2]}},
+    }
+    seen: list[NodeProgress] = []
+    bus = EventBus([lambda e: seen.append(e) if isinstance(e, NodeProgress) and e.node_id == "train" else None])
+    result, captured = run_captured(capture_engine(config), graph, bus=bus)
+    result.raise_for_status()
+    losses = captured["loss"]["loss"]
+    assert len(losses) == 4
+    assert [e.text for e in seen if e.text] == [f"loss {loss:.4f}" for loss in losses]
