@@ -13,6 +13,9 @@ from .codecs import AUDIO_DEMUXERS, VIDEO_DEMUXERS, MediaError, open_media
 MAX_TAG_BYTES = 64 << 20
 #: Extensions whose container tags may carry a workflow (videos and audio PyAV reads).
 TAGGED_SUFFIXES = tuple(VIDEO_DEMUXERS) + tuple(AUDIO_DEMUXERS)
+#: Tags FFmpeg writes on its own (container bookkeeping, not run metadata): left out of what is read back.
+FFMPEG_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder", "handler_name", "vendor_id",
+                         "language", "duration", "creation_time"})
 
 
 def is_tagged_media(path: str | Path) -> bool:
@@ -22,12 +25,15 @@ def is_tagged_media(path: str | Path) -> bool:
 
 def read_container_tags(path: str | Path) -> tuple[str, dict[str, str]]:
     """A video or audio file's kind (``MP4``, ``WEBM``, ``FLAC``, …) and its container and stream tags, keys in lower
-    case (matroska stores them upper case); raises MediaError naming the file when it cannot be read."""
+    case (matroska stores them upper case), FFmpeg's own bookkeeping tags left out; raises MediaError naming the
+    file when it cannot be read."""
     path = Path(path)
     with open_media(path) as container:
         tags: dict[str, str] = {}
         for source in [container.metadata] + [stream.metadata for stream in container.streams]:
             for key, value in source.items():
+                if str(key).lower() in FFMPEG_TAGS:
+                    continue
                 if len(value) > MAX_TAG_BYTES:
                     raise MediaError(f"{path.name!r}: its {key!r} tag is larger than {MAX_TAG_BYTES >> 20} MiB")
                 tags.setdefault(str(key).lower(), str(value))

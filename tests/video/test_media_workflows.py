@@ -68,6 +68,7 @@ def test_the_saved_file_carries_the_prompt_workflow_and_manifest(media_engine, n
     assert loaded.data["3"]["inputs"] == graph["3"]["inputs"]
     assert loaded.extra["workflow"] == WORKFLOW
     assert loaded.extra["nodegraph"]["nodes"]["3"]["class_type"] == node
+    assert set(loaded.extra) == {"workflow", "nodegraph"}  # FFmpeg's own tags (encoder, brands) are not read back
 
 
 @pytest.mark.parametrize("node", list(CASES))
@@ -98,6 +99,16 @@ def test_media_without_a_workflow_say_which_node_writes_one(tmp_path) -> None:
     save_audio(audio, tone(0.1))
     with pytest.raises(WorkflowFormatError, match=r"FLAC video or audio file .*no 'prompt' or 'workflow' tag"):
         read_workflow_file(audio)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus"])
+def test_other_audio_formats_carry_their_workflow_in_tags(tmp_path, fmt) -> None:
+    prompt = {"1": {"class_type": "LoadAudio", "inputs": {"audio": "tone.flac"}}}
+    path = tmp_path / f"clip.{fmt}"
+    save_audio(path, tone(0.1), fmt, metadata={"prompt": prompt, "workflow": WORKFLOW})
+    loaded = read_workflow_file(path)  # opus keeps its tags on the stream, not the container
+    assert loaded.data == prompt and loaded.extra == {"workflow": WORKFLOW}
+    assert loaded.describe() == f"{fmt.upper()} prompt tag, API format"
 
 
 def test_a_broken_media_file_is_a_clear_error_not_a_crash(tmp_path, capsys) -> None:
