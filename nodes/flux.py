@@ -21,6 +21,7 @@ from nodegraph.api import (
     model_patches,
     resample,
     with_patch,
+    with_t5_options,
 )
 
 MAX_RESOLUTION = 16384
@@ -185,6 +186,19 @@ class CFGNorm(Node):
         return (with_patch(model, model_patches.CFGNorm(float(strength))),)
 
 
+class T5TokenizerOptions(Node):
+    """Set how T5 prompts are padded: at least min_padding pad tokens, then up to min_length tokens (0: none)."""
+
+    DISPLAY_NAME = "T5TokenizerOptions"
+    CATEGORY = "_for_testing/conditioning"
+    INPUTS = {"clip": Link("CLIP"), "min_padding": Int(0, min=0, max=10000, step=1),
+              "min_length": Int(0, min=0, max=10000, step=1)}
+    OUTPUTS = (Output("CLIP"),)
+
+    def execute(self, ctx, clip, min_padding: int, min_length: int):
+        return (with_t5_options(clip, min_padding, min_length),)
+
+
 def _flow_of(ctx: Any, model: Any, node: str) -> Any:
     flow = ctx.models.get(model).flow
     if flow is None:
@@ -260,5 +274,5 @@ class SkipLayerGuidanceSD3(Node):
 def nodegraph_nodes():
     """The flow-matching family nodes."""
     return [EmptySD3LatentImage, ModelSamplingFlux, FluxGuidance, FluxDisableGuidance, CLIPTextEncodeFlux,
-            FluxKontextImageScale, ReferenceLatent, InstructPixToPixConditioning, CFGNorm, ModelSamplingSD3,
-            CLIPTextEncodeSD3, SkipLayerGuidanceSD3]
+            FluxKontextImageScale, ReferenceLatent, InstructPixToPixConditioning, CFGNorm, T5TokenizerOptions,
+            ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]

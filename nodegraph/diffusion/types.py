@@ -102,6 +102,8 @@ class TextEncoder:
     arch: str
     stop_at_layer: int = -1  # CLIPSetLastLayer: -1 = last layer, -2 = penultimate, …
     loras: tuple[Any, ...] = ()  # weight patches in order: LoraPatch, merging.MergePatch
+    #: tokenizer options as (key, value) pairs, ComfyUI's names (T5TokenizerOptions: "t5xxl_min_padding", …)
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def nbytes(self) -> int:

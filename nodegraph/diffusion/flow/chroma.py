@@ -102,7 +102,7 @@ def encode_chroma(clip: Any, text: str, device: Any, max_chunks: int = 8) -> lis
     """A one-entry CONDITIONING for a Chroma CLIP: T5's states of the prompt and its end token, unpadded."""
     import torch
 
-    from .text import T5_TOKENS_PER_CHUNK
+    from .text import T5_TOKENS_PER_CHUNK, t5_padded
 
     (tokenizer,), (encoder,) = clip.tokenizers, clip.encoders
     ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
@@ -110,6 +110,8 @@ def encode_chroma(clip: Any, text: str, device: Any, max_chunks: int = 8) -> lis
     if len(ids) > limit:
         raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
                          "EngineConfig.limits.max_text_chunks")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = t5_padded(ids, pad, getattr(clip, "options", ()), 1)  # ComfyUI's Chroma tokenizer: min_length 1
     with torch.no_grad():
         states = encoder(torch.tensor([ids], dtype=torch.long, device=device)).last_hidden_state
     return [(states.float().cpu(), {})]

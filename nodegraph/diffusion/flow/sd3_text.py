@@ -44,10 +44,10 @@ def _clip(tokenizer: Any, encoder: Any, text: str, device: Any, projected: bool)
     return out.hidden_states[-2].float().cpu(), pooled.float().cpu()
 
 
-def _t5(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int) -> Any:
+def _t5(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int, options: Any = ()) -> Any:
     import torch
 
-    from .text import T5_TOKENS_PER_CHUNK
+    from .text import T5_TOKENS_PER_CHUNK, t5_padded
 
     ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
     limit = max(1, int(max_chunks)) * T5_TOKENS_PER_CHUNK
@@ -55,7 +55,7 @@ def _t5(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int) -
         raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
                          "EngineConfig.limits.max_text_chunks")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = ids + [pad] * max(0, T5_MIN_LENGTH - len(ids))
+    ids = t5_padded(ids, pad, options, T5_MIN_LENGTH)
     return encoder(torch.tensor([ids], dtype=torch.long, device=device)).last_hidden_state.float().cpu()
 
 
@@ -87,7 +87,7 @@ def encode_sd3(clip: TextEncoder, clip_l: str, clip_g: str, t5xxl: str, device: 
                 out = F.pad(states, (0, width - states.shape[-1]))
             pooled = torch.cat([l_pooled, g_pooled], -1)
         if t_enc is not None and not (skip and t5xxl == ""):
-            t5 = _t5(t_tok, t_enc, t5xxl, device, max_chunks)
+            t5 = _t5(t_tok, t_enc, t5xxl, device, max_chunks, getattr(clip, "options", ()))
             out = t5 if out is None else torch.cat([out, t5], -2)
     if out is None:
         out = torch.zeros(1, 77, 4096)

@@ -1,7 +1,8 @@
 """Prompt encoding for Flux: CLIP-L's pooled output and T5-XXL's hidden states, as ComfyUI and FluxPipeline do.
 
 CLIP-L gets the prompt in its 77-token window (pooled output of the first window); T5 gets the whole prompt with its
-end token, padded with ``<pad>`` to at least ``T5_MIN_LENGTH`` (256) tokens and no attention mask — what ComfyUI's
+end token, padded with ``<pad>`` to at least ``T5_MIN_LENGTH`` (256) tokens and no attention mask (T5TokenizerOptions
+changes the padding: ``t5_padded``) — what ComfyUI's
 Flux tokenizer does, and what ``FluxPipeline(max_sequence_length=256)`` does for prompts up to that length.
 The CONDITIONING entry is (T5 states [1, T, 4096], {"pooled_output": CLIP-L pooled [1, 768]}).
 """
@@ -21,7 +22,16 @@ def _clip_pooled(tokenizer: Any, encoder: Any, text: str, device: Any) -> Any:
     return encoder(ids.to(device), output_hidden_states=False).pooler_output.float().cpu()
 
 
-def _t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int) -> Any:
+def t5_padded(ids: list[int], pad: int, options: Any, min_length: int) -> list[int]:
+    """T5 token ids (with their end token) padded as ComfyUI's tokenizer: ``t5xxl_min_padding`` pad tokens, then
+    up to ``t5xxl_min_length`` tokens (the family's ``min_length`` unless T5TokenizerOptions set it; 0: none)."""
+    opts = dict(options or ())
+    ids = list(ids) + [pad] * int(opts.get("t5xxl_min_padding") or 0)
+    length = int(opts.get("t5xxl_min_length", min_length) or 0)
+    return ids + [pad] * max(0, length - len(ids))
+
+
+def _t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int, options: Any = ()) -> Any:
     import torch
 
     ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
@@ -30,7 +40,7 @@ def _t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks:
         raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
                          "EngineConfig.limits.max_text_chunks")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = ids + [pad] * max(0, T5_MIN_LENGTH - len(ids))
+    ids = t5_padded(ids, pad, options, T5_MIN_LENGTH)
     out = encoder(torch.tensor([ids], dtype=torch.long, device=device))
     return out.last_hidden_state.float().cpu()
 
@@ -45,7 +55,7 @@ def encode_flux(clip: Any, clip_l: str, t5xxl: str, device: Any, max_chunks: int
     (clip_tok, t5_tok), (clip_enc, t5_enc) = clip.tokenizers, clip.encoders
     with torch.no_grad():
         pooled = _clip_pooled(clip_tok, clip_enc, clip_l, device)
-        states = _t5_states(t5_tok, t5_enc, t5xxl, device, max_chunks)
+        states = _t5_states(t5_tok, t5_enc, t5xxl, device, max_chunks, getattr(clip, "options", ()))
     return [(states, {"pooled_output": pooled})]
 
 
@@ -62,4 +72,4 @@ def encode_flow(clip: Any, text: str, device: Any, max_chunks: int = 8) -> list[
     return encode_flux(clip, text, text, device, max_chunks)
 
 
-__all__ = ["T5_MIN_LENGTH", "encode_flow", "encode_flux"]
+__all__ = ["T5_MIN_LENGTH", "encode_flow", "encode_flux", "t5_padded"]
