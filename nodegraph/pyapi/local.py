@@ -91,6 +91,8 @@ class ProgressBars:
                 self._bar = tqdm(total=event.max, desc=self._node, leave=True, **self.kwargs)
             self._bar.total = event.max
             self._bar.n = event.value
+            if event.text is not None:
+                self._bar.set_postfix_str(event.text, refresh=False)
             self._bar.refresh()
         elif isinstance(event, (NodeFinished, *_END)):
             self.close()

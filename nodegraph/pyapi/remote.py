@@ -92,7 +92,9 @@ class RunTracker:
             self._current = (node, time.perf_counter())
             return NodeStarted(pid, node, self._class(node))
         if kind == "progress":
-            return NodeProgress(pid, str(data.get("node", "")), int(data.get("value", 0)), int(data.get("max", 0)))
+            text = data.get("text")
+            return NodeProgress(pid, str(data.get("node", "")), int(data.get("value", 0)), int(data.get("max", 0)),
+                                None, text if isinstance(text, str) else None)
         if kind == "executed":
             node = str(data.get("node", ""))
             self.outputs[node] = data.get("output") or {}
