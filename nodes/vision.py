@@ -20,10 +20,14 @@ from nodegraph.api import (
     Combo,
     ExecutionContext,
     Float,
+    Gligen,
+    GligenBox,
+    Int,
     Link,
     ModelCombo,
     Node,
     Output,
+    String,
     StyleModel,
     apply_style,
     encode_clip_vision,
@@ -31,15 +35,20 @@ from nodegraph.api import (
     hookimpl,
     list_models,
     load_clip_vision,
+    load_gligen_file,
     load_style_model,
     load_unclip_checkpoint,
     model_path,
+    phrase_embedding,
     unclip_parts,
 )
+
+from .image_ops import MAX_SIZE
 
 CLIP_VISION = "CLIP_VISION"
 CLIP_VISION_OUTPUT = "CLIP_VISION_OUTPUT"
 STYLE_MODEL = "STYLE_MODEL"
+GLIGEN = "GLIGEN"
 
 
 class _FileNode(Node):
@@ -184,10 +193,51 @@ class StyleModelApply(Node):
         return (apply_style(list(conditioning), tokens, float(strength), strength_type),)
 
 
+class GLIGENLoader(_FileNode):
+    """Load a GLIGEN grounding model (position net + gated self-attention layers) from models/gligen."""
+
+    CATEGORY = "loaders"
+    FILE_INPUT = ("gligen_name", "gligen")
+    INPUTS = {"gligen_name": ModelCombo("gligen", _names("gligen"))}
+    OUTPUTS = (Output(GLIGEN),)
+
+    def execute(self, ctx: ExecutionContext, gligen_name: str) -> tuple[Any]:
+        path = ctx.models.resolve("gligen", gligen_name)
+        ctx.models.check_loadable(path)
+        allow = bool(ctx.config.allow_unsafe_pickle)
+        return (ctx.models.load_file("gligen", gligen_name, lambda: load_gligen_file(path, allow, gligen_name)),)
+
+
+_BOX = dict(min=0, max=MAX_SIZE, step=8)
+
+
+class GLIGENTextBoxApply(Node):
+    """Ground a phrase in a box (pixels) of every entry of a conditioning: GLIGEN places it there while sampling."""
+
+    CATEGORY = "conditioning/gligen"
+    INPUTS = {"conditioning_to": Link("CONDITIONING"), "clip": Link("CLIP"), "gligen_textbox_model": Link(GLIGEN),
+              "text": String("", multiline=True, dynamic_prompts=True, tooltip="the phrase drawn in the box"),
+              "width": Int(64, min=8, max=MAX_SIZE, step=8), "height": Int(64, min=8, max=MAX_SIZE, step=8),
+              "x": Int(0, **_BOX), "y": Int(0, **_BOX)}
+    OUTPUTS = (Output("CONDITIONING"),)
+
+    def execute(self, ctx: ExecutionContext, conditioning_to: CONDITIONING, clip: Any, gligen_textbox_model: Any,
+                text: str, width: int, height: int, x: int, y: int) -> tuple[CONDITIONING]:
+        with ctx.models.use(clip, gligen_textbox_model) as (encoder, gligen):
+            _check(gligen, Gligen, "gligen_textbox_model", "GLIGENLoader")
+            box = GligenBox(phrase_embedding(encoder, text), height, width, y, x)
+        out = []
+        for emb, extras in conditioning_to:
+            previous = list(extras["gligen"][2]) if "gligen" in extras else []
+            out.append((emb, {**extras, "gligen": ("position", gligen, previous + [box])}))
+        return (out,)
+
+
 @hookimpl
 def nodegraph_types():
     """CLIP_VISION, CLIP_VISION_OUTPUT and STYLE_MODEL."""
-    return {CLIP_VISION: "a CLIP vision image encoder (CLIPVisionLoader, unCLIPCheckpointLoader)",
+    return {GLIGEN: "a GLIGEN grounding model (GLIGENLoader)",
+            CLIP_VISION: "a CLIP vision image encoder (CLIPVisionLoader, unCLIPCheckpointLoader)",
             CLIP_VISION_OUTPUT: "an image's CLIP vision encoding (CLIPVisionEncode)",
             STYLE_MODEL: "a style model turning a CLIP vision encoding into conditioning tokens (StyleModelLoader)"}
 
@@ -196,4 +246,4 @@ def nodegraph_types():
 def nodegraph_nodes():
     """The image-prompt conditioning nodes."""
     return [CLIPVisionLoader, CLIPVisionEncode, unCLIPCheckpointLoader, unCLIPConditioning, StyleModelLoader,
-            StyleModelApply]
+            StyleModelApply, GLIGENLoader, GLIGENTextBoxApply]

@@ -29,7 +29,11 @@ from . import patches
 from .controlnet import control_modules
 from .controlnet import prepare as prepare_control
 from .controlnet import unet_kwargs as control_kwargs
+from .gligen import batchable as gligen_batchable
+from .gligen import call as unet_call
+from .gligen import prepare as prepare_gligen
 from .model_sampling import needs_k_path
+from .noise import make_noise  # noqa: F401  (imported from here by the other samplers)
 from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
 from .types import DiffusionModel
@@ -73,20 +77,7 @@ class _Cond:
     region: Region | None = None
     control: tuple = ()  # the entry's ControlNet chain, ready on the device (``controlnet.Active``)
     class_labels: Any = None  # unCLIP UNets: the image-embedding input [B, dim] (``unclip.class_labels``)
-
-
-def make_noise(shape: tuple[int, ...], gen: Any, batch_index: list[int] | None = None) -> Any:
-    """Gaussian noise from a CPU generator in float32 (one draw for the batch; per index with ``batch_index``)."""
-    import torch
-
-    if not batch_index:
-        return torch.randn(shape, generator=gen, dtype=torch.float32)
-    draws = {}
-    for i in range(max(batch_index) + 1):
-        noise = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float32)
-        if i in batch_index:
-            draws[i] = noise
-    return torch.cat([draws[i] for i in batch_index])
+    gligen: Any = None  # GLIGENTextBoxApply's boxes: (Gligen, position_net inputs) (``gligen.prepare``)
 
 
 def prepare_latent(model: DiffusionModel, latent: dict[str, Any]) -> Any:
@@ -144,7 +135,8 @@ def _conds(model: DiffusionModel, conditioning: list, batch: int, pixel_hw: tupl
         region = region_of(extras, latent_hw, model.latent.downscale, batch, device, what)
         control = prepare_control(extras.get("control"), batch, model.latent.downscale, device, dtype, what, cfg)
         out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0)),
-                         region, control, unclip_labels(model, extras, batch, device, dtype, what)))
+                         region, control, unclip_labels(model, extras, batch, device, dtype, what),
+                         prepare_gligen(extras, batch, latent_hw, model.latent.downscale, device, dtype)))
     if not out:
         raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
     return out
@@ -155,18 +147,18 @@ def _predict(unet: Any, x: Any, t: Any, entries: list[_Cond], dtype: Any) -> lis
     import torch
 
     n = len(entries)
-    same = all(e.emb.shape == entries[0].emb.shape for e in entries)
+    same = all(e.emb.shape == entries[0].emb.shape for e in entries) and gligen_batchable(entries)
     if same and n > 1:
         added = None
         if entries[0].added is not None:
             added = {k: torch.cat([e.added[k] for e in entries]) for k in entries[0].added}  # type: ignore[index]
         labels = None if entries[0].class_labels is None else torch.cat([e.class_labels for e in entries])
-        out = unet(x.to(dtype).repeat(n, 1, 1, 1), t, encoder_hidden_states=torch.cat([e.emb for e in entries]),
-                   added_cond_kwargs=added, class_labels=labels,
-                   **control_kwargs(entries, x, t, dtype)).sample.float()
+        out = unet_call(unet, entries, x.to(dtype).repeat(n, 1, 1, 1), t,
+                        encoder_hidden_states=torch.cat([e.emb for e in entries]), added_cond_kwargs=added,
+                        class_labels=labels, **control_kwargs(entries, x, t, dtype)).sample.float()
         return list(out.chunk(n))
-    return [unet(x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added, class_labels=e.class_labels,
-                 **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
+    return [unet_call(unet, [e], x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added,
+                      class_labels=e.class_labels, **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
 
 
 def _average(preds: list[Any], entries: list[_Cond]) -> Any:

@@ -63,6 +63,7 @@ BUILTIN: dict[str, FolderKind] = {
     "hypernetworks": FolderKind("hypernetworks"),
     # TAESD encoder/decoder pairs (VAELoader's taesd, taesdxl, taesd3, taef1; --preview-method taesd).
     "vae_approx": FolderKind("vae_approx"),
+    "gligen": FolderKind("gligen"),  # GLIGENLoader's grounding models
 }
 
 

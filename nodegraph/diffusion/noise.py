@@ -1,0 +1,19 @@
+"""The initial noise of a sampling run, drawn as ComfyUI draws it (one generator, per batch index when given)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_noise(shape: tuple[int, ...], gen: Any, batch_index: list[int] | None = None) -> Any:
+    """Gaussian noise from a CPU generator in float32 (one draw for the batch; per index with ``batch_index``)."""
+    import torch
+
+    if not batch_index:
+        return torch.randn(shape, generator=gen, dtype=torch.float32)
+    draws = {}
+    for i in range(max(batch_index) + 1):
+        noise = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float32)
+        if i in batch_index:
+            draws[i] = noise
+    return torch.cat([draws[i] for i in batch_index])
