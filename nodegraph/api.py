@@ -255,7 +255,11 @@ __all__ += ["ltx_guides", "ltx_preprocess", "ltx_sigmas"]
 from .diffusion.taesd import TAES as TAESD_NAMES  # noqa: E402
 from .diffusion.taesd import load_taesd, taesd_names, taesd_paths  # noqa: E402
 
-__all__ += ["load_taesd", "TAESD_NAMES", "taesd_names", "taesd_paths"]
+from .diffusion.gligen import Box as GligenBox  # noqa: E402
+from .diffusion.gligen import Gligen, load_gligen_file, phrase_embedding  # noqa: E402
+
+__all__ += ["Gligen", "GligenBox", "load_gligen_file", "load_taesd", "phrase_embedding", "TAESD_NAMES", "taesd_names",
+            "taesd_paths"]
 # [flow gaps]
 from .diffusion.flow.public import with_t5_options  # noqa: E402
 
