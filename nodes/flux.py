@@ -199,6 +199,29 @@ class T5TokenizerOptions(Node):
         return (with_t5_options(clip, min_padding, min_length),)
 
 
+class ControlNetApplySD3(Node):
+    """Attach a ControlNet with its hint image (and the VAE, for ControlNets whose hint is a latent) to the positive
+    and negative conditionings for a part of the sampling (ComfyUI's older "Apply Controlnet with VAE")."""
+
+    DISPLAY_NAME = "Apply Controlnet with VAE"
+    CATEGORY = "conditioning/controlnet"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "control_net": Link("CONTROL_NET"),
+              "vae": Link("VAE"), "image": Link("IMAGE"),
+              "strength": Float(1.0, min=0.0, max=10.0, step=0.01),
+              "start_percent": Float(0.0, min=0.0, max=1.0, step=0.001),
+              "end_percent": Float(1.0, min=0.0, max=1.0, step=0.001)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
+
+    def execute(self, ctx, positive: list, negative: list, control_net: Any, vae: Any, image: Any, strength: float,
+                start_percent: float, end_percent: float):
+        from .controlnet import _apply
+
+        if strength == 0:
+            return (positive, negative)
+        pos, neg = _apply([positive, negative], control_net, image, strength, start_percent, end_percent, vae)
+        return (pos, neg)
+
+
 def _flow_of(ctx: Any, model: Any, node: str) -> Any:
     flow = ctx.models.get(model).flow
     if flow is None:
@@ -275,4 +298,4 @@ def nodegraph_nodes():
     """The flow-matching family nodes."""
     return [EmptySD3LatentImage, ModelSamplingFlux, FluxGuidance, FluxDisableGuidance, CLIPTextEncodeFlux,
             FluxKontextImageScale, ReferenceLatent, InstructPixToPixConditioning, CFGNorm, T5TokenizerOptions,
-            ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]
+            ControlNetApplySD3, ModelSamplingSD3, CLIPTextEncodeSD3, SkipLayerGuidanceSD3]

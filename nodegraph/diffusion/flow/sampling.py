@@ -112,6 +112,9 @@ class FlowDenoiser:
             if any(extras.get(k) is not None for k in _REGION_KEYS):
                 raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Flux models "
                                  "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            if extras.get("control") is not None:
+                raise ValueError(f"{what}: ControlNets on {self.family} transformers are not supported yet (they "
+                                 "would be ignored); remove the Apply ControlNet node for this model")
             pooled = extras.get("pooled_output")
             if pooled is None and self.family == "chroma":  # T5 only
                 pooled = emb.new_zeros(1, 1)
