@@ -40,7 +40,7 @@ def test_catalogue_entries_match_comfyui(engine):
     assert ks["input_order"]["required"] == ["model", "seed", "steps", "cfg", "sampler_name", "scheduler",
                                              "positive", "negative", "latent_image", "denoise"]
     req = ks["input"]["required"]
-    assert req["seed"][1] == {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1,
+    assert req["seed"][1] == {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,  # no step, as ComfyUI's
                               "control_after_generate": True, "tooltip": "the seed of the noise"}
     assert (req["steps"][1]["default"], req["steps"][1]["min"], req["steps"][1]["max"]) == (20, 1, 10000)
     assert {k: req["cfg"][1][k] for k in ("default", "min", "max", "step", "round")} == \
