@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from .hypernetwork import Hypernetwork
+
 
 @dataclass(frozen=True)
 class RescaleCFG:
@@ -82,7 +84,8 @@ class CFGNorm:
     strength: float = 1.0
 
 
-PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging, CFGNorm)
+PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging, CFGNorm,
+               Hypernetwork)
 
 
 def patches_of(model: Any) -> tuple[Any, ...]:
@@ -331,6 +334,11 @@ def applied(model: Any, unet: Any = None) -> Iterator[Active | None]:
         tome = [p for p in patches if isinstance(p, TokenMerging)]
         if tome:  # the last one recorded, as ComfyUI's attn1 patches of one model replace each other
             stack.enter_context(install_tome(unet, tome[-1].ratio))
+        hypernets = [p for p in patches if isinstance(p, Hypernetwork)]
+        if hypernets:  # ComfyUI's attn1/attn2 patches: every hypernetwork, chained in the order recorded
+            from .hypernetwork import install as install_hypernetworks
+
+            stack.enter_context(install_hypernetworks(unet, hypernets))
         if active.post:
             active.recorder = stack.enter_context(install_sag_recorder(unet))
         yield active
