@@ -258,8 +258,10 @@ from .diffusion.taesd import load_taesd, taesd_names, taesd_paths  # noqa: E402
 from .diffusion.gligen import Box as GligenBox  # noqa: E402
 from .diffusion.gligen import Gligen, load_gligen_file, phrase_embedding  # noqa: E402
 
-__all__ += ["Gligen", "GligenBox", "load_gligen_file", "load_taesd", "phrase_embedding", "TAESD_NAMES", "taesd_names",
-            "taesd_paths"]
+from .diffusion.hypernetwork import Hypernetwork, load_hypernetwork  # noqa: E402
+
+__all__ += ["Gligen", "GligenBox", "Hypernetwork", "load_gligen_file", "load_hypernetwork", "load_taesd",
+            "phrase_embedding", "TAESD_NAMES", "taesd_names", "taesd_paths"]
 # [flow gaps]
 from .diffusion.flow.public import with_t5_options  # noqa: E402
 
