@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (TAESD_NAMES, Float, Link, ModelCombo, Node, Output, checkpoint_names, derive,
-                           file_fingerprint, hookimpl, list_models, load_taesd, lora_names, model_path, taesd_names,
-                           taesd_paths, upscale_model_names, vae_names)
+from nodegraph.api import (TAESD_NAMES, Float, Hypernetwork, Link, ModelCombo, Node, Output, checkpoint_names, derive,
+                           file_fingerprint, hookimpl, list_models, load_hypernetwork, load_taesd, lora_names,
+                           model_path, taesd_names, taesd_paths, upscale_model_names, vae_names, with_patch)
 
 SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with torchvision): install it with "
                  "pip install 'nodegraph[upscale]'")
@@ -253,8 +253,35 @@ class UpscaleModelLoader(_ModelFileNode):
         return (ctx.models.load_file(self.MODEL_INPUT[1], model_name, load),)
 
 
+def hypernetwork_names(config: Any) -> list[str]:
+    """Hypernetwork files under models/hypernetworks, for HypernetworkLoader."""
+    return list_models(config, "hypernetworks") if config else []
+
+
+class HypernetworkLoader(_ModelFileNode):
+    """Apply an A1111 hypernetwork to a MODEL: per-width MLPs on the key and value inputs of its attentions."""
+
+    CATEGORY = "loaders"
+    MODEL_INPUT = ("hypernetwork_name", "hypernetworks")
+    INPUTS = {"model": Link("MODEL"),
+              "hypernetwork_name": ModelCombo("hypernetworks", hypernetwork_names,
+                                              tooltip="a hypernetwork in models/hypernetworks (.safetensors)"),
+              "strength": Float(1.0, min=-10.0, max=10.0, step=0.01)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, hypernetwork_name: str, strength: float):
+        if getattr(model, "family", "unet") != "unet":
+            raise ValueError(f"HypernetworkLoader: hypernetworks patch SD1.x/SD2.x/SDXL UNets, not this "
+                             f"{model.family} model; connect a UNet checkpoint's MODEL")
+        path = self.model_path(ctx.config, hypernetwork_name)
+        allow = bool(ctx.config.allow_unsafe_pickle)
+        nets = ctx.models.load_file(self.MODEL_INPUT[1], hypernetwork_name, lambda: load_hypernetwork(path, allow))
+        with ctx.models.use(nets) as (loaded,):
+            return (with_patch(model, Hypernetwork(hypernetwork_name, loaded, float(strength))),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The loader nodes."""
     return [CheckpointLoaderSimple, CheckpointLoader, DiffusersLoader, VAELoader, LoraLoader, LoraLoaderModelOnly,
-            UpscaleModelLoader]
+            UpscaleModelLoader, HypernetworkLoader]

@@ -76,7 +76,7 @@ def test_corpus_totals(registry, capsys):
 #: Inputs naming a file in a model or input folder: the only problems a runnable saved workflow may have here.
 FILE_INPUTS = {"ckpt_name", "vae_name", "lora_name", "model_name", "image", "control_net_name", "unet_name",
                "clip_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4", "style_model_name", "gligen_name",
-               "config_name", "upscale_model", "video", "audio", "latent"}
+               "hypernetwork_name", "config_name", "upscale_model", "video", "audio", "latent"}
 
 
 def test_runnable_workflows_validate_but_for_missing_files(tmp_path):
