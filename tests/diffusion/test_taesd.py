@@ -114,3 +114,22 @@ def test_taesd_preview_decodes_with_the_formats_decoder(tmp_path, monkeypatch):
     assert kind == "JPEG" and shown.shape == want.shape == (64, 64, 3)
     assert np.abs(shown - want).mean() < 0.03  # JPEG's loss
     assert np.abs(plain - want).mean() > 0.05  # the latent2rgb preview is another picture
+
+
+def test_ksampler_previews_come_from_taesd_when_asked(tiny_sd, monkeypatch):
+    _write(tiny_sd.models_dir / "vae_approx", "taesd", _tiny())
+    engine = make_engine(tiny_sd.config)
+
+    def preview_sizes(seed: int) -> set[tuple[int, int]]:
+        from nodegraph.events import EventBus
+
+        events: list = []
+        run(engine, txt2img(steps=4, seed=seed), bus=EventBus([events.append]))
+        previews = [e.preview for e in events if getattr(e, "preview", None)]
+        assert previews
+        return {Image.open(io.BytesIO(p[1])).size for p in previews}
+
+    monkeypatch.delenv(preview.TAESD_ENV, raising=False)
+    assert preview_sizes(11) == {(64, 64)}  # latent2rgb: the 32×32 latent upscaled by the VAE's factor 2
+    monkeypatch.setenv(preview.TAESD_ENV, str(tiny_sd.models_dir / "vae_approx"))
+    assert preview_sizes(12) == {(256, 256)}  # TAESD decodes to 8 pixels per latent cell
