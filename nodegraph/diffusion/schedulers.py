@@ -235,16 +235,26 @@ def t_to_sigma(t: Any, sigmas: Any) -> Any:
 
 def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any) -> Any:
     """ComfyUI's sigma schedule ``schedule`` for ``steps`` steps (descending, ending with 0), float64 numpy."""
+    sig = training_sigmas(alphas_cumprod)
+    out = schedule_sigmas(schedule, steps, sig, lambda s: sigma_to_t(s, sig), lambda t: t_to_sigma(t, sig))
+    if out is None:
+        raise ValueError(f"unknown scheduler {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    return out
+
+
+def schedule_sigmas(schedule: str, steps: int, table: Any, to_t: Any, to_sigma: Any) -> Any:
+    """ComfyUI's scheduler ``schedule`` over a model's sigma table (ascending in timestep) with its sigma → timestep
+    and timestep → sigma maps: ``steps + 1`` descending float64 values ending with 0, or None for an unknown name.
+    Shared by the discrete (UNet) models and the flow-matching ones, whose tables and maps differ."""
     import numpy as np
 
-    sig = training_sigmas(alphas_cumprod)
-    n_train = len(sig)
-    smin, smax = float(sig[0]), float(sig[-1])
+    n = len(table)
+    smin, smax = float(table[0]), float(table[-1])
     if schedule in ("normal", "sgm_uniform"):
-        t_max, t_min = float(sigma_to_t(smax, sig)), float(sigma_to_t(smin, sig))
+        t_max, t_min = float(to_t(smax)), float(to_t(smin))
         ts = (np.linspace(t_max, t_min, steps + 1)[:-1] if schedule == "sgm_uniform"
               else np.linspace(t_max, t_min, steps))
-        out = t_to_sigma(ts, sig)
+        out = to_sigma(ts)
     elif schedule == "karras":
         rho = 7.0
         ramp = np.linspace(0, 1, steps)
@@ -252,24 +262,24 @@ def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any) -> Any:
     elif schedule == "exponential":
         out = np.exp(np.linspace(math.log(smax), math.log(smin), steps))
     elif schedule == "simple":
-        stride = n_train / steps
-        out = np.array([sig[-(1 + int(i * stride))] for i in range(steps)])
+        stride = n / steps
+        out = np.array([table[-(1 + int(i * stride))] for i in range(steps)])
     elif schedule == "ddim_uniform":
-        stride = max(n_train // steps, 1)
-        out = sig[np.arange(1, n_train, stride)][::-1]
+        stride = max(n // steps, 1)
+        out = table[np.arange(1, n, stride)][::-1]
     elif schedule == "beta":
         from scipy import stats
 
-        ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6) * (n_train - 1))
+        ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6) * (n - 1))
         ts = ts[np.concatenate([[True], ts[1:] != ts[:-1]])]
-        out = sig[ts.astype(np.int64)]
+        out = table[ts.astype(np.int64)]
     elif schedule == "linear_quadratic":
         out = _linear_quadratic(steps) * smax
     elif schedule == "kl_optimal":
         frac = np.arange(steps, dtype=np.float64) / max(steps - 1, 1)
         out = np.tan(frac * math.atan(smin) + (1 - frac) * math.atan(smax))
     else:
-        raise ValueError(f"unknown scheduler {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        return None
     return np.concatenate([np.asarray(out, dtype=np.float64), [0.0]])
 
 

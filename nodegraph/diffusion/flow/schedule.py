@@ -91,43 +91,13 @@ def flux_shift(width: int, height: int, max_shift: float = 1.15, base_shift: flo
 
 def flow_sigmas(schedule: str, steps: int, settings: FlowSettings) -> Any:
     """``steps + 1`` descending sigmas ending with 0 for ComfyUI scheduler ``schedule`` (float64 numpy)."""
-    import numpy as np
+    from ..schedulers import schedule_sigmas
 
-    table = settings.table()
-    n = len(table)
-    smin, smax = float(table[0]), float(table[-1])
-    if schedule in ("normal", "sgm_uniform"):
-        start, end = float(settings.timestep(smax)), float(settings.timestep(smin))
-        ts = np.linspace(start, end, steps + 1)[:-1] if schedule == "sgm_uniform" else np.linspace(start, end, steps)
-        out = settings.sigma(ts)
-    elif schedule == "simple":
-        stride = n / steps
-        out = np.array([table[-(1 + int(i * stride))] for i in range(steps)])
-    elif schedule == "karras":
-        ramp = np.linspace(0, 1, steps)
-        out = (smax ** (1 / 7) + ramp * (smin ** (1 / 7) - smax ** (1 / 7))) ** 7
-    elif schedule == "exponential":
-        out = np.exp(np.linspace(math.log(smax), math.log(smin), steps))
-    elif schedule == "ddim_uniform":
-        stride = max(n // steps, 1)
-        out = table[np.arange(1, n, stride)][::-1]
-    elif schedule == "beta":
-        from scipy import stats
-
-        ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6) * (n - 1))
-        ts = ts[np.concatenate([[True], ts[1:] != ts[:-1]])]
-        out = table[ts.astype(np.int64)]
-    elif schedule == "linear_quadratic":
-        from ..schedulers import _linear_quadratic
-
-        out = _linear_quadratic(steps) * smax
-    elif schedule == "kl_optimal":
-        frac = np.arange(steps, dtype=np.float64) / max(steps - 1, 1)
-        out = np.tan(frac * math.atan(smin) + (1 - frac) * math.atan(smax))
-    else:
+    out = schedule_sigmas(schedule, steps, settings.table(), settings.timestep, settings.sigma)
+    if out is None:
         raise ValueError(f"scheduler {schedule!r} does not apply to flow-matching models; choose one of: "
                          f"{', '.join(FLOW_SCHEDULES)}")
-    return np.concatenate([np.asarray(out, dtype=np.float64), [0.0]])
+    return out
 
 
 __all__ = ["FLOW_SCHEDULES", "FlowSettings", "flow_sigmas", "flux_shift"]
