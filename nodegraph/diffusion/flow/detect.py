@@ -127,7 +127,8 @@ def detect_transformer(header: Header) -> FlowDetected:
                                 "CheckpointLoaderSimple from models/checkpoints")
     sample = ", ".join(list(s)[:3])
     raise UnknownModelError(f"{name}: no diffusion transformer this engine knows ({len(s)} tensors, e.g. {sample}); "
-                            "UNETLoader reads Flux.1 and SD3/SD3.5 files in ComfyUI, original or diffusers layout")
+                            "UNETLoader reads Flux.1 and SD3/SD3.5 files in ComfyUI, original or diffusers layout, and "
+                            "SD1/SD2/SDXL UNets (LDM or diffusers names)")
 
 
 def _detect_sd3(s: dict[str, Any], name: str = "this file") -> FlowDetected | None:

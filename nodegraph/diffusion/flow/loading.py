@@ -79,6 +79,10 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
     header = read_header(path)
+    from ..split_unet import is_sd_unet, load_sd_unet
+
+    if is_sd_unet(header):  # an SD1/SD2/SDXL UNet alone (LDM or diffusers names): nodegraph.diffusion.split_unet
+        return load_sd_unet(path, header, name, weight_dtype, dtype)
     from ..qwen.loading import is_qwen_transformer, transformer_from_state as qwen_transformer
 
     if is_qwen_transformer(header):  # Qwen-Image: nodegraph.diffusion.qwen
