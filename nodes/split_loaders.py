@@ -2,7 +2,8 @@
 
 Files are listed from both of ComfyUI's folder names of each pair (``diffusion_models`` + ``unet``,
 ``text_encoders`` + ``clip``). Flux.1 and SD3/SD3.5 load now (transformers in ComfyUI, original or diffusers layout;
-CLIP-L, CLIP-G and T5-XXL text encoders); other types are refused naming what is supported.
+CLIP-L, CLIP-G and T5-XXL text encoders), and SD1.x/SD2.x/SDXL UNets saved alone (LDM or diffusers names, detected like
+checkpoints: ``nodegraph.diffusion.split_unet``); other types are refused naming what is supported.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ _TEXT = ("text_encoders", "clip")
 
 
 class UNETLoader(_SplitFileNode):
-    """Load a diffusion model file (Flux.1 or SD3/SD3.5 transformer) from models/diffusion_models or models/unet."""
+    """Load a diffusion model file (Flux.1/SD3 transformer, SD1/SD2/SDXL UNet) from models/diffusion_models or unet."""
 
     DISPLAY_NAME = "Load Diffusion Model"
     CATEGORY = "advanced/loaders"
