@@ -220,3 +220,38 @@ def test_a_unet_in_the_older_unet_folder_loads(engine, home):
           "m": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}}
     result, _ = run_captured(engine, wf)
     result.raise_for_status()
+
+
+def test_sdxl_clip_from_two_files_is_the_checkpoints_pair(tmp_path):
+    """clip_l + clip_g files (ComfyUI's names, any order) load as the encoders that were saved: same hidden states
+    and pooled projection (heads are width/64, as real CLIP-L/bigG have; the shipped CLIP-G config is SDXL's
+    text_encoder_2 config); tokenizers pad as SDXL's (``<|endoftext|>``, then ``!``)."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from nodegraph.diffusion.detect import CONFIGS_DIR
+    from nodegraph.diffusion.sdxl_clip import load_sdxl_clip
+
+    def config(hidden: int, act: str) -> CLIPTextConfig:
+        return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                              num_attention_heads=1, max_position_embeddings=77, projection_dim=hidden,
+                              hidden_act=act, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+
+    torch.manual_seed(21)
+    te, te2 = CLIPTextModel(config(32, "quick_gelu")).eval(), CLIPTextModelWithProjection(config(48, "gelu")).eval()
+    clip_l, clip_g = tmp_path / "clip_l.safetensors", tmp_path / "clip_g.safetensors"
+    _save({("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in te.state_dict().items()}, clip_l)
+    _save(te2.state_dict(), clip_g)  # text_model.* + text_projection.weight
+    clip = load_sdxl_clip([clip_g, clip_l], ["clip_g.safetensors", "clip_l.safetensors"])
+    assert clip.arch == "sdxl" and [t.pad_token for t in clip.tokenizers] == ["<|endoftext|>", "!"]
+    sdxl_g = json.loads((CONFIGS_DIR / "sdxl" / "text_encoder_2" / "config.json").read_text())
+    assert clip.encoders[1].config.hidden_act == sdxl_g["hidden_act"]
+    ids = clip.tokenizers[1]("a red cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        for ours, theirs in zip(clip.encoders, (te, te2)):
+            a, b = ours(ids, output_hidden_states=True), theirs(ids, output_hidden_states=True)
+            assert torch.equal(a.hidden_states[-2], b.hidden_states[-2])
+        assert torch.equal(clip.encoders[1](ids).text_embeds, te2(ids).text_embeds)
+    with pytest.raises(ValueError, match="takes a CLIP-L and a CLIP-G file"):
+        load_sdxl_clip([clip_l, clip_l], ["clip_l.safetensors", "clip_l.safetensors"])
