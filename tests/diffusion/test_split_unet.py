@@ -186,11 +186,13 @@ def _real_shapes(arch: str) -> tuple[dict, int]:
     return {k: v for k, v in unet.state_dict().items()}, unet.config.layers_per_block
 
 
-@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl", "sdxl_refiner"])
 @pytest.mark.parametrize("layout", ["ldm", "diffusers"])
 def test_real_sizes_are_detected_with_the_shipped_configs(tmp_path, arch, layout):
     """Full-size UNets (headers only matter: tensors are 1-element stand-ins with the real names)."""
-    from nodegraph.diffusion.detect import Header
+    from diffusers import UNet2DConditionModel
+
+    from nodegraph.diffusion.detect import CONFIGS_DIR, Header
 
     shapes, layers = _real_shapes(arch)
     names = unet_to_ldm(shapes, layers) if layout == "ldm" else shapes
@@ -198,8 +200,9 @@ def test_real_sizes_are_detected_with_the_shipped_configs(tmp_path, arch, layout
     header = Header(tmp_path / name, {k: tuple(v.shape) for k, v in names.items()}, {})
     found = detect_unet(header, ldm_names(header))
     assert found.arch == arch, found.reasons
-    assert found.config("unet/config.json")["block_out_channels"] == (
-        [320, 640, 1280] if arch == "sdxl" else [320, 640, 1280, 1280])
+    shipped = UNet2DConditionModel.load_config(str(CONFIGS_DIR / arch / "unet"))
+    assert found.config("unet/config.json")["block_out_channels"] == list(shipped["block_out_channels"])
+    assert found.prediction_type == ("v_prediction" if arch == "sd2" else "epsilon")
 
 
 def test_detection_refuses_a_non_unet(tmp_path):
