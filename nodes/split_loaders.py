@@ -33,7 +33,7 @@ DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_i
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: The types this version loads, per loader.
 SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltxv", "chroma"),
-             "DualCLIPLoader": ("flux", "sd3")}
+             "DualCLIPLoader": ("sdxl", "flux", "sd3")}
 DEVICES = ("default", "cpu")
 
 

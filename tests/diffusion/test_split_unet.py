@@ -212,9 +212,6 @@ def test_detection_refuses_a_non_unet(tmp_path):
         ldm_names(read_header(path))
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="flow/public.py split_model_path raises on the first folder of the pair (diffusion_models) "
-                          "instead of trying models/unet; remove this mark once it tries both")
 def test_a_unet_in_the_older_unet_folder_loads(engine, home):
     shutil.copy(home.models_dir / "diffusion_models" / "sd1-unet-ldm.safetensors",
                 home.models_dir / "unet" / "only-in-unet.safetensors")

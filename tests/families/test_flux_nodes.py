@@ -99,10 +99,10 @@ def test_unknown_and_other_family_files_are_refused(tmp_path):
 
 def test_loader_types_refused_at_validation(engine):
     wf = graph(LAYOUTS["comfyui"])
-    wf["clip"]["inputs"]["type"] = "sdxl"
+    wf["clip"]["inputs"]["type"] = "hidream"
     with pytest.raises(ValidationReport) as info:
         engine.prepare(wf)
-    assert "supported: flux" in str(info.value.node_errors["clip"])
+    assert "supported: sdxl, flux" in str(info.value.node_errors["clip"])
 
 
 def test_cliploader_stable_diffusion_encodes_with_clip_l(engine):

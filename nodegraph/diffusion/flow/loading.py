@@ -263,6 +263,10 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
     from ..loading import clip_tokenizer
     from .sd3_text import sd3_clip
 
+    if clip_type == "sdxl":  # SDXL's CLIP-L + CLIP-G from two files: nodegraph.diffusion.sdxl_clip
+        from ..sdxl_clip import load_sdxl_clip
+
+        return load_sdxl_clip(paths, names, dtype)
     if clip_type == "wan":  # UMT5-XXL for Wan video models: nodegraph.diffusion.video_models
         from ..video_models.wan_text import load_wan_clip
 

@@ -43,7 +43,11 @@ def split_model_path(config: Any, kind: str, name: str) -> Path:
 
     tried = []
     for folder in FOLDER_PAIRS[kind]:
-        path = resolve_model(config, folder, name)
+        try:
+            path = resolve_model(config, folder, name)
+        except FileNotFoundError:
+            tried.append(f"models/{folder}")
+            continue
         if path.exists():
             return path
         tried.append(f"models/{folder}")
