@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from . import concat as concat_in
 from . import patches
 from .controlnet import control_modules
 from .controlnet import prepare as prepare_control
@@ -78,6 +79,7 @@ class _Cond:
     control: tuple = ()  # the entry's ControlNet chain, ready on the device (``controlnet.Active``)
     class_labels: Any = None  # unCLIP UNets: the image-embedding input [B, dim] (``unclip.class_labels``)
     gligen: Any = None  # GLIGENTextBoxApply's boxes: (Gligen, position_net inputs) (``gligen.prepare``)
+    concat: Any = None  # extra UNet input channels (InstructPix2Pix / inpainting UNets) (``concat.prepare``)
 
 
 def prepare_latent(model: DiffusionModel, latent: dict[str, Any]) -> Any:
@@ -87,9 +89,9 @@ def prepare_latent(model: DiffusionModel, latent: dict[str, Any]) -> Any:
     samples = latent["samples"]
     fmt = model.latent
     in_ch = int(model.unet.config.in_channels)
-    if in_ch != fmt.channels:
-        raise ValueError(f"the model's UNet takes {in_ch} input channels but its latents have {fmt.channels} "
-                         "(an inpainting UNet?); use a regular checkpoint with VAEEncodeForInpaint + KSampler")
+    if not concat_in.supported(model):  # wider UNets get their extra channels from the conditioning
+        raise ValueError(f"the model's UNet takes {in_ch} input channels but its latents have {fmt.channels}, "
+                         "neither an InstructPix2Pix nor an inpainting layout; use a regular checkpoint")
     downscale = int(latent.get("downscale", fmt.downscale))
     if samples.shape[1] == fmt.channels and downscale == fmt.downscale:
         return samples.float()
@@ -136,7 +138,8 @@ def _conds(model: DiffusionModel, conditioning: list, batch: int, pixel_hw: tupl
         control = prepare_control(extras.get("control"), batch, model.latent.downscale, device, dtype, what, cfg)
         out.append(_Cond(_expand(emb, batch, what).to(device, dtype), added, float(extras.get("strength", 1.0)),
                          region, control, unclip_labels(model, extras, batch, device, dtype, what),
-                         prepare_gligen(extras, batch, latent_hw, model.latent.downscale, device, dtype)))
+                         prepare_gligen(extras, batch, latent_hw, model.latent.downscale, device, dtype),
+                         concat_in.prepare(model, extras, batch, latent_hw, device, dtype, what)))
     if not out:
         raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
     return out
@@ -153,11 +156,11 @@ def _predict(unet: Any, x: Any, t: Any, entries: list[_Cond], dtype: Any) -> lis
         if entries[0].added is not None:
             added = {k: torch.cat([e.added[k] for e in entries]) for k in entries[0].added}  # type: ignore[index]
         labels = None if entries[0].class_labels is None else torch.cat([e.class_labels for e in entries])
-        out = unet_call(unet, entries, x.to(dtype).repeat(n, 1, 1, 1), t,
+        out = unet_call(unet, entries, concat_in.with_concat(x.to(dtype), entries), t,
                         encoder_hidden_states=torch.cat([e.emb for e in entries]), added_cond_kwargs=added,
                         class_labels=labels, **control_kwargs(entries, x, t, dtype)).sample.float()
         return list(out.chunk(n))
-    return [unet_call(unet, [e], x.to(dtype), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added,
+    return [unet_call(unet, [e], concat_in.with_concat(x.to(dtype), [e]), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added,
                       class_labels=e.class_labels, **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
 
 
