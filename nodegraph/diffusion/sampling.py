@@ -160,8 +160,9 @@ def _predict(unet: Any, x: Any, t: Any, entries: list[_Cond], dtype: Any) -> lis
                         encoder_hidden_states=torch.cat([e.emb for e in entries]), added_cond_kwargs=added,
                         class_labels=labels, **control_kwargs(entries, x, t, dtype)).sample.float()
         return list(out.chunk(n))
-    return [unet_call(unet, [e], concat_in.with_concat(x.to(dtype), [e]), t, encoder_hidden_states=e.emb, added_cond_kwargs=e.added,
-                      class_labels=e.class_labels, **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
+    return [unet_call(unet, [e], concat_in.with_concat(x.to(dtype), [e]), t, encoder_hidden_states=e.emb,
+                      added_cond_kwargs=e.added, class_labels=e.class_labels,
+                      **control_kwargs([e], x, t, dtype)).sample.float() for e in entries]
 
 
 def _average(preds: list[Any], entries: list[_Cond]) -> Any:

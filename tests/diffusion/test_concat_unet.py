@@ -66,8 +66,8 @@ def _graph(channels: int, condition: str) -> dict:
 
 
 def _euler(tiny_sd, unet, emb, extra: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """KSampler euler/normal, 2 steps, cfg 1, from the unscaled latent ``start``, by hand: each step x0 = x - sigma * eps(cat[x
-    c_in, extra]) and x += (x - x0) / sigma * (sigma_next - sigma)."""
+    """KSampler euler/normal, 2 steps, cfg 1, from the unscaled latent ``start``, by hand: each step
+    x0 = x - sigma * eps(cat[x c_in, extra]) and x += (x - x0) / sigma * (sigma_next - sigma)."""
     from nodegraph.diffusion.schedulers import build_scheduler
 
     sched = build_scheduler("euler", "normal", dict(tiny_sd.components["scheduler"].config), 2)
