@@ -102,19 +102,12 @@ def encode_chroma(clip: Any, text: str, device: Any, max_chunks: int = 8) -> lis
     """A one-entry CONDITIONING for a Chroma CLIP: T5's states of the prompt and its end token, unpadded."""
     import torch
 
-    from .text import T5_TOKENS_PER_CHUNK, t5_padded
+    from .text import t5_states
 
     (tokenizer,), (encoder,) = clip.tokenizers, clip.encoders
-    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
-    limit = max(1, int(max_chunks)) * T5_TOKENS_PER_CHUNK
-    if len(ids) > limit:
-        raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
-                         "EngineConfig.limits.max_text_chunks")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = t5_padded(ids, pad, getattr(clip, "options", ()), 1)  # ComfyUI's Chroma tokenizer: min_length 1
-    with torch.no_grad():
-        states = encoder(torch.tensor([ids], dtype=torch.long, device=device)).last_hidden_state
-    return [(states.float().cpu(), {})]
+    with torch.no_grad():  # ComfyUI's Chroma tokenizer: min_length 1 (no padding)
+        states = t5_states(tokenizer, encoder, text, device, max_chunks, getattr(clip, "options", ()), 1)
+    return [(states, {})]
 
 
 __all__ = ["CHROMA_CONFIGS", "CHROMA_FLOW", "MARKER", "build_transformer", "chroma_clip", "chroma_config",

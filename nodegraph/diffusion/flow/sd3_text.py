@@ -44,26 +44,13 @@ def _clip(tokenizer: Any, encoder: Any, text: str, device: Any, projected: bool)
     return out.hidden_states[-2].float().cpu(), pooled.float().cpu()
 
 
-def _t5(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int, options: Any = ()) -> Any:
-    import torch
-
-    from .text import T5_TOKENS_PER_CHUNK, t5_padded
-
-    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
-    limit = max(1, int(max_chunks)) * T5_TOKENS_PER_CHUNK
-    if len(ids) > limit:
-        raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
-                         "EngineConfig.limits.max_text_chunks")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = t5_padded(ids, pad, options, T5_MIN_LENGTH)
-    return encoder(torch.tensor([ids], dtype=torch.long, device=device)).last_hidden_state.float().cpu()
-
-
 def encode_sd3(clip: TextEncoder, clip_l: str, clip_g: str, t5xxl: str, device: Any, max_chunks: int = 8,
                empty_padding: str = "empty_prompt") -> list[tuple[Any, dict]]:
     """A one-entry CONDITIONING for an SD3 CLIP: ``clip_l``/``clip_g``/``t5xxl`` feed their encoders."""
     import torch
     import torch.nn.functional as F
+
+    from .text import t5_states
 
     if clip.arch != "sd3" or len(clip.encoders) != 3:
         raise ValueError("this CLIP is not an SD3 text encoder set; load it with TripleCLIPLoader, or "
@@ -87,7 +74,7 @@ def encode_sd3(clip: TextEncoder, clip_l: str, clip_g: str, t5xxl: str, device: 
                 out = F.pad(states, (0, width - states.shape[-1]))
             pooled = torch.cat([l_pooled, g_pooled], -1)
         if t_enc is not None and not (skip and t5xxl == ""):
-            t5 = _t5(t_tok, t_enc, t5xxl, device, max_chunks, getattr(clip, "options", ()))
+            t5 = t5_states(t_tok, t_enc, t5xxl, device, max_chunks, getattr(clip, "options", ()), T5_MIN_LENGTH)
             out = t5 if out is None else torch.cat([out, t5], -2)
     if out is None:
         out = torch.zeros(1, 77, 4096)

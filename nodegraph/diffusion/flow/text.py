@@ -31,7 +31,10 @@ def t5_padded(ids: list[int], pad: int, options: Any, min_length: int) -> list[i
     return ids + [pad] * max(0, length - len(ids))
 
 
-def _t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int, options: Any = ()) -> Any:
+def t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int, options: Any = (),
+              min_length: int = T5_MIN_LENGTH) -> Any:
+    """T5's last hidden states [1, T, D] (float32, CPU) of ``text`` with its end token, padded as ``t5_padded`` says
+    (``min_length``: the family's default length); a prompt over ``max_chunks`` windows raises ValueError."""
     import torch
 
     ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
@@ -40,7 +43,7 @@ def _t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks:
         raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
                          "EngineConfig.limits.max_text_chunks")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = t5_padded(ids, pad, options, T5_MIN_LENGTH)
+    ids = t5_padded(ids, pad, options, min_length)
     out = encoder(torch.tensor([ids], dtype=torch.long, device=device))
     return out.last_hidden_state.float().cpu()
 
@@ -55,7 +58,7 @@ def encode_flux(clip: Any, clip_l: str, t5xxl: str, device: Any, max_chunks: int
     (clip_tok, t5_tok), (clip_enc, t5_enc) = clip.tokenizers, clip.encoders
     with torch.no_grad():
         pooled = _clip_pooled(clip_tok, clip_enc, clip_l, device)
-        states = _t5_states(t5_tok, t5_enc, t5xxl, device, max_chunks, getattr(clip, "options", ()))
+        states = t5_states(t5_tok, t5_enc, t5xxl, device, max_chunks, getattr(clip, "options", ()))
     return [(states, {"pooled_output": pooled})]
 
 
@@ -72,4 +75,4 @@ def encode_flow(clip: Any, text: str, device: Any, max_chunks: int = 8) -> list[
     return encode_flux(clip, text, text, device, max_chunks)
 
 
-__all__ = ["T5_MIN_LENGTH", "encode_flow", "encode_flux", "t5_padded"]
+__all__ = ["T5_MIN_LENGTH", "encode_flow", "encode_flux", "t5_padded", "t5_states"]
