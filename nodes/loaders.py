@@ -12,7 +12,7 @@ SPANDREL_HINT = ("UpscaleModelLoader needs the optional package 'spandrel' (with
                  "pip install 'nodegraph[upscale]'")
 
 
-class _ModelFileNode(Node):
+class ModelFileNode(Node):
     """A node that reads one model file chosen by a combo: ``MODEL_INPUT = (input name, models sub-folder)``.
 
     The file's (path, size, mtime) goes into the cache key, so replacing it on disk reloads it, and its path is
@@ -45,7 +45,7 @@ class _ModelFileNode(Node):
             return []
 
 
-class CheckpointLoaderSimple(_ModelFileNode):
+class CheckpointLoaderSimple(ModelFileNode):
     """Load a diffusion model checkpoint: the denoising MODEL, the CLIP text encoder and the VAE."""
 
     DISPLAY_NAME = "Load Checkpoint"
@@ -102,7 +102,7 @@ def prediction_of(ldm_config: dict[str, Any]) -> str | None:
     return PARAMETERIZATION[value]
 
 
-class CheckpointLoader(_ModelFileNode):
+class CheckpointLoader(ModelFileNode):
     """Load a checkpoint with an original (LDM) config file: the config's parameterization (eps, v) decides how
     the model's output is read; the architecture is detected from the weights, as CheckpointLoaderSimple does."""
 
@@ -122,7 +122,7 @@ class CheckpointLoader(_ModelFileNode):
         return (model, ckpt.clip, ckpt.vae)
 
 
-class DiffusersLoader(_ModelFileNode):
+class DiffusersLoader(ModelFileNode):
     """Load a diffusers pipeline folder from models/diffusers (MODEL, CLIP, VAE)."""
 
     CATEGORY = "advanced/loaders/deprecated"
@@ -141,7 +141,7 @@ def vae_choices(config: Any) -> list[str]:
     return vae_names(config) + [name for name in taesd_names(config) if name not in vae_names(config)]
 
 
-class VAELoader(_ModelFileNode):
+class VAELoader(ModelFileNode):
     """Load a VAE (to use instead of a checkpoint's own), or a TAESD tiny autoencoder (taesd, taesdxl, taesd3,
     taef1: its encoder and decoder files in models/vae_approx)."""
 
@@ -192,7 +192,7 @@ def _with_lora(ctx: Any, lora_name: str, model: Any, clip: Any, strength_model: 
 _STRENGTH = dict(min=-100.0, max=100.0, step=0.01)
 
 
-class LoraLoader(_ModelFileNode):
+class LoraLoader(ModelFileNode):
     """Apply a LoRA to a MODEL and its CLIP with separate strengths (0 leaves that one unchanged)."""
 
     DISPLAY_NAME = "Load LoRA"
@@ -210,7 +210,7 @@ class LoraLoader(_ModelFileNode):
         return _with_lora(ctx, lora_name, model, clip, strength_model, strength_clip)
 
 
-class LoraLoaderModelOnly(_ModelFileNode):
+class LoraLoaderModelOnly(ModelFileNode):
     """Apply a LoRA to a MODEL only."""
 
     DISPLAY_NAME = "LoraLoaderModelOnly"
@@ -224,7 +224,7 @@ class LoraLoaderModelOnly(_ModelFileNode):
         return (_with_lora(ctx, lora_name, model, None, strength_model, 0.0)[0],)
 
 
-class UpscaleModelLoader(_ModelFileNode):
+class UpscaleModelLoader(ModelFileNode):
     """Load an image upscale model (ESRGAN and friends, through spandrel; .safetensors)."""
 
     DISPLAY_NAME = "Load Upscale Model"
@@ -258,7 +258,7 @@ def hypernetwork_names(config: Any) -> list[str]:
     return list_models(config, "hypernetworks") if config else []
 
 
-class HypernetworkLoader(_ModelFileNode):
+class HypernetworkLoader(ModelFileNode):
     """Apply an A1111 hypernetwork to a MODEL: per-width MLPs on the key and value inputs of its attentions."""
 
     CATEGORY = "loaders"

@@ -31,19 +31,18 @@ from nodegraph.api import (
     StyleModel,
     apply_style,
     encode_clip_vision,
-    file_fingerprint,
     hookimpl,
     list_models,
     load_clip_vision,
     load_gligen_file,
     load_style_model,
     load_unclip_checkpoint,
-    model_path,
     phrase_embedding,
     unclip_parts,
 )
 
 from .image_ops import MAX_SIZE
+from .loaders import ModelFileNode
 
 CLIP_VISION = "CLIP_VISION"
 CLIP_VISION_OUTPUT = "CLIP_VISION_OUTPUT"
@@ -51,24 +50,12 @@ STYLE_MODEL = "STYLE_MODEL"
 GLIGEN = "GLIGEN"
 
 
-class _FileNode(Node):
-    """A loader of one file in a models sub-folder: its fingerprint and path feed the cache key and provenance."""
-
-    FILE_INPUT: tuple[str, str] = ("", "")
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        try:
-            return file_fingerprint(model_path(config, cls.FILE_INPUT[1], str(constants.get(cls.FILE_INPUT[0]))))
-        except (OSError, ValueError):
-            return ("missing", cls.FILE_INPUT, constants.get(cls.FILE_INPUT[0]))
-
-    @classmethod
-    def model_files(cls, config, **constants):
-        try:
-            return [str(model_path(config, cls.FILE_INPUT[1], str(constants.get(cls.FILE_INPUT[0]))))]
-        except (OSError, ValueError):
-            return []
+def _load(ctx: ExecutionContext, folder: str, name: str, load: Any) -> Any:
+    """A handle to ``load(path, allow_pickle, name)`` of model ``name`` in ``folder``, held by the model manager."""
+    path = ctx.models.resolve(folder, name)
+    ctx.models.check_loadable(path)
+    allow = bool(ctx.config.allow_unsafe_pickle)
+    return ctx.models.load_file(folder, name, lambda: load(path, allow, name))
 
 
 def _names(folder: str):
@@ -84,20 +71,17 @@ def _check(value: Any, cls: type, what: str, source: str) -> None:
         raise TypeError(f"{what} must come from {source} (got {type(value).__name__}); connect that node's output")
 
 
-class CLIPVisionLoader(_FileNode):
+class CLIPVisionLoader(ModelFileNode):
     """Load a CLIP vision model (ViT-L/14, ViT-H/14, ViT-bigG/14, SigLIP or another ViT) from models/clip_vision."""
 
     DISPLAY_NAME = "Load CLIP Vision"
     CATEGORY = "loaders"
-    FILE_INPUT = ("clip_name", "clip_vision")
+    MODEL_INPUT = ("clip_name", "clip_vision")
     INPUTS = {"clip_name": ModelCombo("clip_vision", _names("clip_vision"))}
     OUTPUTS = (Output(CLIP_VISION),)
 
     def execute(self, ctx: ExecutionContext, clip_name: str) -> tuple[Any]:
-        path = ctx.models.resolve("clip_vision", clip_name)
-        ctx.models.check_loadable(path)
-        allow = bool(ctx.config.allow_unsafe_pickle)
-        return (ctx.models.load_file("clip_vision", clip_name, lambda: load_clip_vision(path, allow, clip_name)),)
+        return (_load(ctx, "clip_vision", clip_name, load_clip_vision),)
 
 
 class CLIPVisionEncode(Node):
@@ -116,12 +100,12 @@ class CLIPVisionEncode(Node):
                                            crop=crop == "center"),)
 
 
-class unCLIPCheckpointLoader(_FileNode):
+class unCLIPCheckpointLoader(ModelFileNode):
     """Load an SD2.1-unCLIP checkpoint: MODEL, CLIP, VAE and the CLIP vision model whose embeddings it takes."""
 
     DISPLAY_NAME = "unCLIPCheckpointLoader"  # ComfyUI gives it no display name
     CATEGORY = "loaders"
-    FILE_INPUT = ("ckpt_name", "checkpoints")
+    MODEL_INPUT = ("ckpt_name", "checkpoints")
     INPUTS = {"ckpt_name": ModelCombo("checkpoints", _names("checkpoints"))}
     OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"), Output(CLIP_VISION))
 
@@ -156,21 +140,17 @@ class unCLIPConditioning(Node):
                  for emb, extras in conditioning],)
 
 
-class StyleModelLoader(_FileNode):
+class StyleModelLoader(ModelFileNode):
     """Load a style model (the T2I-Adapter style model, or Flux Redux) from models/style_models."""
 
     DISPLAY_NAME = "Load Style Model"
     CATEGORY = "loaders"
-    FILE_INPUT = ("style_model_name", "style_models")
+    MODEL_INPUT = ("style_model_name", "style_models")
     INPUTS = {"style_model_name": ModelCombo("style_models", _names("style_models"))}
     OUTPUTS = (Output(STYLE_MODEL),)
 
     def execute(self, ctx: ExecutionContext, style_model_name: str) -> tuple[Any]:
-        path = ctx.models.resolve("style_models", style_model_name)
-        ctx.models.check_loadable(path)
-        allow = bool(ctx.config.allow_unsafe_pickle)
-        return (ctx.models.load_file("style_models", style_model_name,
-                                     lambda: load_style_model(path, allow, style_model_name)),)
+        return (_load(ctx, "style_models", style_model_name, load_style_model),)
 
 
 class StyleModelApply(Node):
@@ -193,19 +173,16 @@ class StyleModelApply(Node):
         return (apply_style(list(conditioning), tokens, float(strength), strength_type),)
 
 
-class GLIGENLoader(_FileNode):
+class GLIGENLoader(ModelFileNode):
     """Load a GLIGEN grounding model (position net + gated self-attention layers) from models/gligen."""
 
     CATEGORY = "loaders"
-    FILE_INPUT = ("gligen_name", "gligen")
+    MODEL_INPUT = ("gligen_name", "gligen")
     INPUTS = {"gligen_name": ModelCombo("gligen", _names("gligen"))}
     OUTPUTS = (Output(GLIGEN),)
 
     def execute(self, ctx: ExecutionContext, gligen_name: str) -> tuple[Any]:
-        path = ctx.models.resolve("gligen", gligen_name)
-        ctx.models.check_loadable(path)
-        allow = bool(ctx.config.allow_unsafe_pickle)
-        return (ctx.models.load_file("gligen", gligen_name, lambda: load_gligen_file(path, allow, gligen_name)),)
+        return (_load(ctx, "gligen", gligen_name, load_gligen_file),)
 
 
 _BOX = dict(min=0, max=MAX_SIZE, step=8)
