@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 from . import patches
 from .custom import KDenoiser, SamplerFn
-from .sampling import Callback, _conds, _resize_mask, lora_applied, make_noise, prepare_latent
+from .sampling import (Callback, _conds, _resize_mask, lora_applied, make_noise, output_latent,
+                       prepare_latent)
 from .types import DiffusionModel
 
 
@@ -277,8 +278,7 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
         return flow_sample_custom(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
                                   lora_library=lora_library, preview_every=preview_every)
     samples = prepare_latent(model, latent)
-    out = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out["downscale"] = model.latent.downscale
+    out = output_latent(latent, model.latent.downscale)
     sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
     if sig.numel() == 0:
         done = dict(out, samples=samples)
@@ -330,6 +330,5 @@ def add_noise(model: DiffusionModel, noise: Any, sigmas: Any, latent: dict[str, 
     fmt = model.latent
     clean = _scaled(model, samples) if torch.count_nonzero(samples) > 0 else samples  # an empty latent stays 0
     noisy = _unscaled(model, clean + start * scale)
-    out = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out["downscale"] = fmt.downscale
+    out = output_latent(latent, fmt.downscale)
     return dict(out, samples=torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0))

@@ -82,6 +82,13 @@ class _Cond:
     concat: Any = None  # extra UNet input channels (InstructPix2Pix / inpainting UNets) (``concat.prepare``)
 
 
+def output_latent(latent: dict[str, Any], downscale: int) -> dict[str, Any]:
+    """A sampler's output LATENT before its samples are set: the input's keys but ``pixel_size``, with ``downscale``."""
+    out = {k: v for k, v in latent.items() if k != "pixel_size"}
+    out["downscale"] = downscale
+    return out
+
+
 def prepare_latent(model: DiffusionModel, latent: dict[str, Any]) -> Any:
     """The unscaled samples in the shape the model expects; re-creates an untouched EmptyLatentImage output."""
     import torch
@@ -269,8 +276,7 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
         return flow_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
                            samplers)
     samples = prepare_latent(model, latent)
-    out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out_latent["downscale"] = model.latent.downscale
+    out_latent = output_latent(latent, model.latent.downscale)
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)

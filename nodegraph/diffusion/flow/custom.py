@@ -45,6 +45,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     import torch
 
     from ..guiders import _resize_mask, draw_noise
+    from ..sampling import output_latent
     from ..preview import preview_jpeg
 
     model = model if model is not None else guider.model
@@ -61,8 +62,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_latent(model, latent)
     fmt = model.latent
-    out = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out["downscale"] = fmt.downscale
+    out = output_latent(latent, fmt.downscale)
     sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
     if sig.numel() == 0:
         done = dict(out, samples=samples)

@@ -271,15 +271,14 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
                           samplers)
 
     from ..preview import preview_jpeg
-    from ..sampling import _resize_mask, make_noise
+    from ..sampling import _resize_mask, make_noise, output_latent
 
     if model.loras:
         raise ValueError(f"LoRAs on {model.family} models are not supported yet; remove the LoraLoader before this "
                          "KSampler")
     samples = prepare_latent(model, latent)
     fmt = model.latent
-    out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out_latent["downscale"] = fmt.downscale
+    out_latent = output_latent(latent, fmt.downscale)
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)

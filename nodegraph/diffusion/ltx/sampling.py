@@ -197,13 +197,12 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     import torch
 
     from ..flow.sampling import sampler_fn, sigmas_for
-    from ..sampling import make_noise
+    from ..sampling import make_noise, output_latent
 
     if model.loras:
         raise ValueError("LoRAs on LTX-Video models are not supported yet; remove the LoraLoader before this KSampler")
     samples = prepare_video_latent(model, latent)
-    out = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out["downscale"] = SPATIAL
+    out = output_latent(latent, SPATIAL)
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out, samples=samples)
@@ -224,14 +223,14 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
 
     from ..flow.custom import _conditionings
     from ..guiders import draw_noise
+    from ..sampling import output_latent
 
     model = model if model is not None else guider.model
     if model.loras:
         raise ValueError("LoRAs on LTX-Video models are not supported yet; remove the LoraLoader before this sampler")
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_video_latent(model, latent)
-    out = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out["downscale"] = SPATIAL
+    out = output_latent(latent, SPATIAL)
     sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
     if sig.numel() == 0:
         done = dict(out, samples=samples)

@@ -21,6 +21,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
 
     from ..flow.custom import _conditionings
     from ..guiders import draw_noise
+    from ..sampling import output_latent
     from ..preview import preview_jpeg
     from .wan_vae import latent_stats
 
@@ -31,8 +32,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
         raise ValueError("a noise mask on a video latent is not supported yet; remove SetLatentNoiseMask")
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_video_latent(model, latent)
-    out = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out["downscale"] = model.latent.downscale
+    out = output_latent(latent, model.latent.downscale)
     sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
     if sig.numel() == 0:
         done = dict(out, samples=samples)

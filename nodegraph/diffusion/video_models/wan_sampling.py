@@ -125,7 +125,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
 
     from ..flow.sampling import sampler_fn, sigmas_for
     from ..preview import preview_jpeg
-    from ..sampling import make_noise
+    from ..sampling import make_noise, output_latent
     from .wan_vae import latent_stats
 
     if model.loras:
@@ -133,8 +133,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     if latent.get("noise_mask") is not None:
         raise ValueError("a noise mask on a video latent is not supported yet; remove SetLatentNoiseMask")
     samples = prepare_video_latent(model, latent)
-    out_latent = {k: v for k, v in latent.items() if k != "pixel_size"}
-    out_latent["downscale"] = model.latent.downscale
+    out_latent = output_latent(latent, model.latent.downscale)
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out_latent, samples=samples)
