@@ -207,16 +207,11 @@ def _load_file(path: Path, config: EngineConfig | None, name: str, dtype: Any) -
         raise FileNotFoundError(f"checkpoint {name!r} not found at {path}")
     check_loadable(path, _allowed(config))
     if path.suffix.lower() == ".safetensors":  # identify it from the header before reading gigabytes
-        from .flow.checkpoint import flow_checkpoint
+        from .families import checkpoint
 
-        flow = flow_checkpoint(path, name, dtype)  # an all-in-one Flux file (ComfyUI's flux1-dev-fp8)
-        if flow is not None:
-            return flow
-        from .ltx.checkpoint import ltx_checkpoint
-
-        ltx = ltx_checkpoint(path, name, dtype)  # an all-in-one LTX-Video file (transformer + VAE)
-        if ltx is not None:
-            return ltx
+        family = checkpoint(path, name, dtype)  # all-in-one Flux, SD3, LTX-Video, … files: families.CHECKPOINT_FILES
+        if family is not None:
+            return family
         found = detect(path, read_header(path))
         state = load_state_dict(path)
     else:
@@ -368,14 +363,11 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
             raise UnknownModelError(f"{name} is a full checkpoint, not a VAE; put it in models/checkpoints")
         if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
             raise UnknownModelError(f"{name} is not a VAE: no encoder./decoder. tensors among {len(keys)}")
-        from .video_models.wan_vae import is_wan_vae, wan_vae_from_state
+        from .families import vae_reader
 
-        if is_wan_vae(keys):  # Wan 2.1 VAE (also Qwen-Image's): video and image latents, video_models.wan_vae
-            return wan_vae_from_state(state, name)
-        from .ltx.vae import is_ltx_vae, ltx_vae_from_state
-
-        if is_ltx_vae(keys):  # LTX-Video VAE (normalised video latents): nodegraph.diffusion.ltx.vae
-            return ltx_vae_from_state(state, name)
+        family_vae = vae_reader(keys)  # Wan, LTX-Video, … VAEs: families.VAE_FILES
+        if family_vae is not None:
+            return family_vae(state, name)
         scaling = 0.13025 if "xl" in path.name.lower() else 0.18215
         if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the SD config's model
             arch = "sdxl" if scaling == 0.13025 else "sd1"

@@ -220,19 +220,9 @@ def _plain_windows(tokenizer: Any, text: str) -> list[list[tuple[Token, float]]]
 
 def _family_encoder(arch: str) -> Any:
     """``(clip, text, device, max_chunks) -> CONDITIONING`` for a family with its own text encoders, else None."""
-    if arch in ("flux", "sd3", "chroma"):  # CLIP-L/CLIP-G/T5 combinations: nodegraph.diffusion.flow.text
-        from .flow.text import encode_flow
-        return encode_flow
-    if arch == "wan":  # UMT5-XXL: nodegraph.diffusion.video_models.wan_text
-        from .video_models.wan_text import encode_wan
-        return encode_wan
-    if arch == "ltxv":  # T5-XXL: nodegraph.diffusion.ltx.text
-        from .ltx.text import encode_ltxv
-        return encode_ltxv
-    if arch == "qwen_image":  # Qwen2.5-VL: nodegraph.diffusion.qwen.text
-        from .qwen.text import encode_qwen
-        return lambda clip, text, device, _chunks: encode_qwen(clip, text, device)
-    return None
+    from .families import TEXT_ENCODERS, lookup
+
+    return lookup(TEXT_ENCODERS, arch)
 
 
 def encode_text(clip: TextEncoder, text: str, device: Any, max_chunks: int = DEFAULT_LIMITS.max_text_chunks,

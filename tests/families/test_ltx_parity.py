@@ -16,6 +16,7 @@ from ltx_tiny import CHECKPOINT, LAYOUTS, TEXT, VAE_FILE, TinyLTX, build
 from safetensors.torch import load_file
 
 from nodegraph.config import EngineConfig
+from nodegraph.diffusion.detect import read_header
 from nodegraph.diffusion.ltx.files import load_ltx_transformer, parameter_counts
 from nodegraph.diffusion.ltx.sampling import ltx_sigmas
 from nodegraph.diffusion.ltx.vae import ltx_vae_from_state
@@ -101,7 +102,7 @@ def prompts(tiny_ltx) -> dict:
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_transformer_layouts_load_the_same_weights(tiny_ltx, layout):
     path = tiny_ltx.home / "models" / "diffusion_models" / LAYOUTS[layout]
-    model = load_ltx_transformer(path, path.name)
+    model = load_ltx_transformer(path, read_header(path), path.name)
     assert model.family == "ltxv" and model.arch == "ltxv-2b" and model.latent.channels == 128
     got, want = model.unet.state_dict(), tiny_ltx.transformer.state_dict()
     assert set(got) == set(want)

@@ -77,7 +77,7 @@ def reference(tiny_wan):
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_transformer_layouts_load_the_same_weights(tiny_wan, layout):
     path = tiny_wan.home / "models" / "diffusion_models" / LAYOUTS[layout]
-    model = load_wan_transformer(path, path.name)
+    model = load_wan_transformer(path, None, path.name)
     assert model.family == "wan" and model.arch == "wan2.1-t2v"
     got, want = model.unet.state_dict(), tiny_wan.transformer.state_dict()
     assert set(got) == set(want)

@@ -49,14 +49,12 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     from ..preview import preview_jpeg
 
     model = model if model is not None else guider.model
-    if model.family == "wan":  # video transformers: nodegraph.diffusion.video_models
-        from ..video_models.wan_custom import sample_custom as wan_custom
-        return wan_custom(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
-                          lora_library=lora_library, preview_every=preview_every)
-    if model.family == "ltxv":  # LTX-Video: nodegraph.diffusion.ltx
-        from ..ltx.sampling import sample_custom as ltx_sample_custom
-        return ltx_sample_custom(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
-                                 preview_every=preview_every)
+    from ..families import CUSTOM_SAMPLERS, lookup
+
+    own = lookup(CUSTOM_SAMPLERS, model.family)  # a family with its own loop (Wan, LTX, …): families.CUSTOM_SAMPLERS
+    if own is not None:
+        return own(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
+                   lora_library=lora_library, preview_every=preview_every)
     if model.loras:
         raise ValueError("LoRAs on Flux models are not supported yet; remove the LoraLoader before this sampler")
     positive, negative, cfg = _conditionings(guider)

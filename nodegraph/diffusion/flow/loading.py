@@ -79,22 +79,11 @@ def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype
     if path.suffix.lower() != ".safetensors":
         raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
     header = read_header(path)
-    from ..split_unet import is_sd_unet, load_sd_unet
+    from ..families import transformer_loader
 
-    if is_sd_unet(header):  # an SD1/SD2/SDXL UNet alone (LDM or diffusers names): nodegraph.diffusion.split_unet
-        return load_sd_unet(path, header, name, weight_dtype, dtype)
-    from ..qwen.loading import is_qwen_transformer, transformer_from_state as qwen_transformer
-
-    if is_qwen_transformer(header):  # Qwen-Image: nodegraph.diffusion.qwen
-        return qwen_transformer(load_file(str(path)), header, name, weight_dtype, dtype)
-    from ..video_models.wan_files import is_wan_transformer, load_wan_transformer
-
-    if is_wan_transformer(header):  # Wan 2.1/2.2 video: nodegraph.diffusion.video_models
-        return load_wan_transformer(path, name, weight_dtype, dtype)
-    from ..ltx.files import is_ltx_transformer, load_ltx_transformer
-
-    if is_ltx_transformer(header):  # LTX-Video: nodegraph.diffusion.ltx
-        return load_ltx_transformer(path, name, weight_dtype, dtype)
+    family_loader = transformer_loader(header)  # SD UNets, Qwen-Image, Wan, LTX, …: families.TRANSFORMER_FILES
+    if family_loader is not None:
+        return family_loader(path, header, name, weight_dtype, dtype)
     found = detect_transformer(header)
     return transformer_from_state(load_file(str(path)), found, name, weight_dtype, dtype)
 
@@ -263,22 +252,11 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
     from ..loading import clip_tokenizer
     from .sd3_text import sd3_clip
 
-    if clip_type == "sdxl":  # SDXL's CLIP-L + CLIP-G from two files: nodegraph.diffusion.sdxl_clip
-        from ..sdxl_clip import load_sdxl_clip
+    from ..families import CLIP_LOADERS, lookup
 
-        return load_sdxl_clip(paths, names, dtype)
-    if clip_type == "wan":  # UMT5-XXL for Wan video models: nodegraph.diffusion.video_models
-        from ..video_models.wan_text import load_wan_clip
-
-        return load_wan_clip(paths, names, dtype)
-    if clip_type == "ltxv":  # T5-XXL for LTX-Video: nodegraph.diffusion.ltx
-        from ..ltx.text import load_ltxv_clip
-
-        return load_ltxv_clip(paths, names, dtype)
-    if clip_type == "qwen_image":  # Qwen2.5-VL: nodegraph.diffusion.qwen
-        from ..qwen.loading import load_qwen_clip
-
-        return load_qwen_clip(paths[0], names[0], dtype)
+    family_loader = lookup(CLIP_LOADERS, clip_type)  # SDXL, Wan, LTX, Qwen-Image, …: families.CLIP_LOADERS
+    if family_loader is not None:
+        return family_loader(paths, names, dtype)
     loaded = {}
     kinds = clip_kinds(paths, names) if clip_type == "sd3" else [None] * len(paths)
     for path, name, wanted in zip(paths, names, kinds):

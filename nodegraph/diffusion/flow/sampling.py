@@ -82,10 +82,12 @@ class FlowDenoiser:
     """``custom.Denoiser`` over a flow transformer: ``denoiser(x, sigma)`` is the guided x0 estimate."""
 
     def __new__(cls, model: Any, *args: Any, **kwargs: Any) -> "FlowDenoiser":
-        if cls is FlowDenoiser and getattr(model, "family", "") == "qwen_image":  # Qwen-Image: its own denoiser
-            from ..qwen.sampling import QwenDenoiser
+        if cls is FlowDenoiser:  # a family with its own denoiser (Qwen-Image, …): families.DENOISERS
+            from ..families import DENOISERS, lookup
 
-            return super().__new__(QwenDenoiser)
+            family = lookup(DENOISERS, getattr(model, "family", ""))
+            if family is not None:
+                return super().__new__(family)
         return super().__new__(cls)
 
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
@@ -261,14 +263,11 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     """Denoise ``latent`` with a flow model (KSampler's contract, see ``sampling.sample``); returns the LATENT."""
     import torch
 
-    if model.family == "ltxv":  # LTX-Video: nodegraph.diffusion.ltx
-        from ..ltx.sampling import sample as ltx_sample
-        return ltx_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
-                          samplers)
-    if model.family == "wan":  # video transformers: nodegraph.diffusion.video_models
-        from ..video_models.wan_sampling import sample as wan_sample
-        return wan_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
-                          samplers)
+    from ..families import SAMPLERS, lookup
+
+    own = lookup(SAMPLERS, model.family)  # a family with its own loop (Wan, LTX-Video, …): families.SAMPLERS
+    if own is not None:
+        return own(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library, samplers)
 
     from ..preview import preview_jpeg
     from ..sampling import _resize_mask, make_noise, output_latent

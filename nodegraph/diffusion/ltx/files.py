@@ -129,13 +129,12 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
                           family="ltxv", flow=FlowSettings("flux", DEFAULT_SHIFT, 1000.0))
 
 
-def load_ltx_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
+def load_ltx_transformer(path: Path, header: Any, name: str, weight_dtype: str = "default",
+                         dtype: Any = None) -> DiffusionModel:
     """MODEL from an LTX-Video transformer file (UNETLoader)."""
     from safetensors.torch import load_file
 
-    from ..detect import read_header
-
-    causal = causal_positions(read_header(Path(path)).metadata)
+    causal = causal_positions(header.metadata)
     return transformer_from_state(load_file(str(path)), name, weight_dtype, dtype, causal)
 
 

@@ -165,5 +165,19 @@ def load_qwen_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     return TextEncoder(tokenizers=(tokenizer,), encoders=(model,), arch="qwen_image")
 
 
-__all__ = ["DEFAULT_SHIFT", "QWEN_LATENT", "is_qwen_transformer", "load_qwen_clip", "load_transformer",
+def load_qwen_clips(paths: list[Path], names: list[str], dtype: Any = None) -> TextEncoder:
+    """``families.CLIP_LOADERS`` entry: CLIPLoader type qwen_image takes one file."""
+    return load_qwen_clip(paths[0], names[0], dtype)
+
+
+def load_qwen_transformer(path: Path, header: Header, name: str, weight_dtype: str = "default",
+                          dtype: Any = None) -> DiffusionModel:
+    """MODEL from a Qwen-Image transformer file (UNETLoader)."""
+    from safetensors.torch import load_file
+
+    return transformer_from_state(load_file(str(path)), header, name, weight_dtype, dtype)
+
+
+__all__ = ["DEFAULT_SHIFT", "QWEN_LATENT", "is_qwen_transformer", "load_qwen_clip", "load_qwen_clips",
+           "load_qwen_transformer", "load_transformer",
            "qwen_tokenizer", "text_encoder_from_state", "transformer_from_state"]

@@ -77,5 +77,10 @@ def encode_qwen(clip: Any, text: str, device: Any, images: list | None = None,
     return [(states.float().cpu(), {})]
 
 
-__all__ = ["DROP_TOKENS", "EDIT_DROP_TOKENS", "EDIT_TEMPLATE", "MAX_TOKENS", "TEMPLATE", "VISION", "encode_qwen",
+def encode_qwen_prompt(clip: Any, text: str, device: Any, max_chunks: int = 0) -> list[tuple[Any, dict]]:
+    """``families.TEXT_ENCODERS`` entry: CLIPTextEncode on a Qwen-Image CLIP (its own length limit)."""
+    return encode_qwen(clip, text, device)
+
+
+__all__ = ["DROP_TOKENS", "encode_qwen_prompt", "EDIT_DROP_TOKENS", "EDIT_TEMPLATE", "MAX_TOKENS", "TEMPLATE", "VISION", "encode_qwen",
            "image_processor"]

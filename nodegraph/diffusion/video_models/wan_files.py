@@ -140,7 +140,8 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
                           family="wan", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1000.0))
 
 
-def load_wan_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
+def load_wan_transformer(path: Path, header: Any, name: str, weight_dtype: str = "default",
+                         dtype: Any = None) -> DiffusionModel:
     """MODEL from a Wan transformer file (UNETLoader)."""
     from safetensors.torch import load_file
 

@@ -1,0 +1,131 @@
+"""Where each model family plugs into loading, text encoding and sampling: one table per plug point.
+
+A family (Flux.1, SD3, Qwen-Image, Wan, LTX-Video, …) lives in its own modules; the generic code (UNETLoader,
+CLIPLoader, VAELoader, CheckpointLoaderSimple, CLIPTextEncode, KSampler, SamplerCustomAdvanced) asks these tables
+which module handles a file, a ``clip_type``, a text-encoder ``arch`` or a ``model.family``, instead of a chain of
+``if`` statements in each place. Entries are ``"module:attribute"`` strings relative to ``nodegraph.diffusion``,
+imported only when used, so a family costs nothing until one of its files is loaded.
+
+Signatures each entry's attribute has:
+
+- ``TRANSFORMER_FILES``: ``(is_fn(header) -> bool, load_fn(path, name, weight_dtype, dtype) -> DiffusionModel)``,
+  asked in order for a diffusion-model file (UNETLoader); the Flux/SD3/Chroma detector runs after all of them.
+- ``CHECKPOINT_FILES``: ``fn(path, name, dtype) -> Checkpoint | None`` for an all-in-one ``.safetensors``
+  checkpoint (CheckpointLoaderSimple), asked in order before the SD detector.
+- ``VAE_FILES``: ``(is_fn(keys) -> bool, from_state_fn(state, name) -> VAE)``, asked in order for a VAE file.
+- ``CLIP_LOADERS``: ``clip_type -> fn(paths, names, dtype) -> TextEncoder`` (CLIPLoader/Dual/Triple/Quadruple).
+- ``TEXT_ENCODERS``: ``TextEncoder.arch -> fn(clip, text, device, max_chunks) -> CONDITIONING``.
+- ``DENOISERS``: ``model.family -> FlowDenoiser subclass`` for a transformer sampled by the shared flow loop
+  (``flow.sampling.sample``/``flow.custom.sample_custom``).
+- ``SAMPLERS``: ``model.family -> fn`` with ``flow.sampling.sample``'s signature, for a family with its own loop.
+- ``CUSTOM_SAMPLERS``: ``model.family -> fn`` with ``flow.custom.sample_custom``'s signature, likewise.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+#: (detector, loader) of diffusion-model files, asked in order (before the Flux/SD3/Chroma detector).
+TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
+    ("split_unet:is_sd_unet", "split_unet:load_sd_unet"),  # [sd unet]
+    ("qwen.loading:is_qwen_transformer", "qwen.loading:load_qwen_transformer"),  # [qwen]
+    ("video_models.wan_files:is_wan_transformer", "video_models.wan_files:load_wan_transformer"),  # [wan]
+    ("ltx.files:is_ltx_transformer", "ltx.files:load_ltx_transformer"),  # [ltx]
+    # [transformer files: add new families above this line]
+)
+
+#: All-in-one checkpoint readers, asked in order (each returns None for a file that is not its family's).
+CHECKPOINT_FILES: tuple[str, ...] = (
+    "flow.checkpoint:flow_checkpoint",  # [flux sd3]
+    "ltx.checkpoint:ltx_checkpoint",  # [ltx]
+    # [checkpoint files: add new families above this line]
+)
+
+#: (detector, reader) of VAE files that are not SD's 4-channel / Flux's 16-channel AutoencoderKL.
+VAE_FILES: tuple[tuple[str, str], ...] = (
+    ("video_models.wan_vae:is_wan_vae", "video_models.wan_vae:wan_vae_from_state"),  # [wan] (also Qwen-Image's)
+    ("ltx.vae:is_ltx_vae", "ltx.vae:ltx_vae_from_state"),  # [ltx]
+    # [vae files: add new families above this line]
+)
+
+#: CLIPLoader ``type`` -> loader of its text encoder files (types not here: flow.loading's CLIP-L/G/T5 path).
+CLIP_LOADERS: dict[str, str] = {
+    "sdxl": "sdxl_clip:load_sdxl_clip",
+    "wan": "video_models.wan_text:load_wan_clip",
+    "ltxv": "ltx.text:load_ltxv_clip",
+    "qwen_image": "qwen.loading:load_qwen_clips",
+    # [clip loaders: add new types above this line]
+}
+
+#: TextEncoder.arch -> its prompt encoder (archs not here: SD's CLIP path in text.py).
+TEXT_ENCODERS: dict[str, str] = {
+    "flux": "flow.text:encode_flow",
+    "sd3": "flow.text:encode_flow",
+    "chroma": "flow.text:encode_flow",
+    "wan": "video_models.wan_text:encode_wan",
+    "ltxv": "ltx.text:encode_ltxv",
+    "qwen_image": "qwen.text:encode_qwen_prompt",
+    # [text encoders: add new archs above this line]
+}
+
+#: model.family -> its FlowDenoiser subclass (families not here: FlowDenoiser itself, Flux/SD3/Chroma).
+DENOISERS: dict[str, str] = {
+    "qwen_image": "qwen.sampling:QwenDenoiser",
+    # [denoisers: add new families above this line]
+}
+
+#: model.family -> its own KSampler loop (families not here: flow.sampling.sample's shared loop).
+SAMPLERS: dict[str, str] = {
+    "wan": "video_models.wan_sampling:sample",
+    "ltxv": "ltx.sampling:sample",
+    # [samplers: add new families above this line]
+}
+
+#: model.family -> its own SamplerCustomAdvanced loop (families not here: flow.custom.sample_custom).
+CUSTOM_SAMPLERS: dict[str, str] = {
+    "wan": "video_models.wan_custom:sample_custom",
+    "ltxv": "ltx.sampling:sample_custom",
+    # [custom samplers: add new families above this line]
+}
+
+
+def resolve(ref: str) -> Any:
+    """The attribute a ``"module:attribute"`` entry names (module relative to ``nodegraph.diffusion``)."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(f"nodegraph.diffusion.{module}"), attr)
+
+
+def lookup(table: dict[str, str], key: str) -> Callable[..., Any] | None:
+    """The resolved entry of ``table`` for ``key``, or None when the key has no entry."""
+    ref = table.get(key)
+    return None if ref is None else resolve(ref)
+
+
+def transformer_loader(header: Any) -> Callable[..., Any] | None:
+    """The loader of the first family in ``TRANSFORMER_FILES`` whose detector accepts ``header``, else None."""
+    for is_ref, load_ref in TRANSFORMER_FILES:
+        if resolve(is_ref)(header):
+            return resolve(load_ref)
+    return None
+
+
+def vae_reader(keys: list[str]) -> Callable[..., Any] | None:
+    """The reader of the first family in ``VAE_FILES`` whose detector accepts the tensor names, else None."""
+    for is_ref, read_ref in VAE_FILES:
+        if resolve(is_ref)(keys):
+            return resolve(read_ref)
+    return None
+
+
+def checkpoint(path: Any, name: str, dtype: Any) -> Any:
+    """The all-in-one checkpoint of the first family in ``CHECKPOINT_FILES`` that reads ``path``, else None."""
+    for ref in CHECKPOINT_FILES:
+        found = resolve(ref)(path, name, dtype)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = ["CHECKPOINT_FILES", "CLIP_LOADERS", "CUSTOM_SAMPLERS", "DENOISERS", "SAMPLERS", "TEXT_ENCODERS",
+           "TRANSFORMER_FILES", "VAE_FILES", "checkpoint", "lookup", "resolve", "transformer_loader", "vae_reader"]
