@@ -266,3 +266,11 @@ __all__ += ["Gligen", "GligenBox", "Hypernetwork", "load_gligen_file", "load_hyp
 from .diffusion.flow.public import with_t5_options  # noqa: E402
 
 __all__ += ["with_t5_options"]
+# [flux2]
+# [lumina]
+# [hidream]
+# [cosmos auraflow]
+# [hunyuan video]
+# [ltx2]
+# [flow loras]
+# [wan22]

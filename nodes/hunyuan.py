@@ -1,0 +1,11 @@
+"""HunyuanVideo nodes."""
+
+from __future__ import annotations
+
+from nodegraph.api import hookimpl
+
+
+@hookimpl
+def nodegraph_nodes():
+    """The HunyuanVideo nodes."""
+    return []

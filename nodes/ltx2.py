@@ -1,0 +1,11 @@
+"""LTX-2 (audio-video) nodes."""
+
+from __future__ import annotations
+
+from nodegraph.api import hookimpl
+
+
+@hookimpl
+def nodegraph_nodes():
+    """The LTX-2 (audio-video) nodes."""
+    return []
