@@ -342,6 +342,10 @@ def build_scheduler(sampler: str, scheduler: str, scheduler_config: Mapping[str,
     cls = getattr(diffusers, spec.cls)
     config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     config.update(plan.config)
+    if steps == 1 and config.get("timestep_spacing") == "linspace":
+        # diffusers' linspace puts a single step at timestep 0 (np.linspace(0, 999, 1)); ComfyUI's one-step
+        # normal schedule starts at sigma_max, which "trailing" gives (timestep 999)
+        config["timestep_spacing"] = "trailing"
     if spec.cls == "DPMSolverSDEScheduler":
         config["noise_sampler_seed"] = int(seed) % (2**63)
     sched = cls.from_config(config)

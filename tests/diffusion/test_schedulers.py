@@ -48,7 +48,7 @@ def _step_timesteps(sched, spec):
     return sched.timesteps.numpy().astype(np.float64)
 
 
-@pytest.mark.parametrize("steps", [20, 8])
+@pytest.mark.parametrize("steps", [20, 8, 3, 1])
 def test_schedules_are_comfyuis_within_one_timestep(steps):
     worst = {}
     for sampler, scheduler in SUPPORTED:
