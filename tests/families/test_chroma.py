@@ -5,8 +5,6 @@ with the same noise, ≤ 1/255."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from chroma_tiny import LAYOUTS, build
@@ -80,10 +78,6 @@ def test_prompt_encodes_as_comfyui_and_the_pipeline(engine, tiny_chroma):
 
 
 def test_graph_image_equals_chroma_pipeline(engine, tiny_chroma):
-    from nodegraph.diffusion import text
-
-    if "chroma" not in Path(text.__file__).read_text(encoding="utf-8"):  # pragma: no cover - until text.py dispatches
-        pytest.skip("nodegraph/diffusion/text.py does not dispatch Chroma CLIPs to flow.text.encode_flow yet")
     cap = _run(engine, graph())
     clip = cap["c"].get() if hasattr(cap["c"], "get") else cap["c"]
     noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
