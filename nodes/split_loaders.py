@@ -32,8 +32,10 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: The types this version loads, per loader.
-SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltxv", "chroma"),
-             "DualCLIPLoader": ("sdxl", "flux", "sd3")}
+SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltxv", "chroma",
+                            "hidream"),  # [hidream]
+             "DualCLIPLoader": ("sdxl", "flux", "sd3",
+                                "hidream")}  # [hidream]
 DEVICES = ("default", "cpu")
 
 

@@ -32,6 +32,7 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
     ("qwen.loading:is_qwen_transformer", "qwen.loading:load_qwen_transformer"),  # [qwen]
     ("video_models.wan_files:is_wan_transformer", "video_models.wan_files:load_wan_transformer"),  # [wan]
     ("ltx.files:is_ltx_transformer", "ltx.files:load_ltx_transformer"),  # [ltx]
+    ("hidream.loading:is_hidream_transformer", "hidream.loading:load_hidream_transformer"),  # [hidream]
     # [transformer files: add new families above this line]
 )
 
@@ -55,6 +56,7 @@ CLIP_LOADERS: dict[str, str] = {
     "wan": "video_models.wan_text:load_wan_clip",
     "ltxv": "ltx.text:load_ltxv_clip",
     "qwen_image": "qwen.loading:load_qwen_clips",
+    "hidream": "hidream.loading:load_hidream_clips",
     # [clip loaders: add new types above this line]
 }
 
@@ -66,12 +68,14 @@ TEXT_ENCODERS: dict[str, str] = {
     "wan": "video_models.wan_text:encode_wan",
     "ltxv": "ltx.text:encode_ltxv",
     "qwen_image": "qwen.text:encode_qwen_prompt",
+    "hidream": "hidream.text:encode_hidream_prompt",
     # [text encoders: add new archs above this line]
 }
 
 #: model.family -> its FlowDenoiser subclass (families not here: FlowDenoiser itself, Flux/SD3/Chroma).
 DENOISERS: dict[str, str] = {
     "qwen_image": "qwen.sampling:QwenDenoiser",
+    "hidream": "hidream.sampling:HiDreamDenoiser",
     # [denoisers: add new families above this line]
 }
 
