@@ -269,6 +269,9 @@ __all__ += ["with_t5_options"]
 # [flux2]
 # [lumina]
 # [hidream]
+from .diffusion.hidream.text import encode_hidream_text  # noqa: E402
+
+__all__ += ["encode_hidream_text"]
 # [cosmos auraflow]
 # [hunyuan video]
 # [ltx2]
