@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nodegraph.api import Combo, Float, Int, Link, Node, Output, hookimpl, resample
+from nodegraph.api import Combo, Float, Int, Link, Node, Output, hookimpl, model_patches, resample, with_patch
 
 MAX_RESOLUTION = 16384
 ROTATIONS = ("none", "90 degrees", "180 degrees", "270 degrees")
@@ -374,6 +374,17 @@ class LatentApplyOperation(Node):
         return (_with(samples, operation(latent=s)),)
 
 
+class LatentApplyOperationCFG(Node):
+    """Apply a latent operation to each step's guidance: to the positive prediction's difference from the negative."""
+
+    CATEGORY = "latent/advanced/operations"
+    INPUTS = {"model": Link("MODEL"), "operation": Link("LATENT_OPERATION")}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model: Any, operation: Any):
+        return (with_patch(model, model_patches.LatentOperationCFG(operation)),)
+
+
 @hookimpl
 def nodegraph_types():
     """The latent operation link type."""
@@ -386,4 +397,4 @@ def nodegraph_nodes():
     return [LatentComposite, LatentBlend, LatentAdd, LatentSubtract, LatentMultiply,
             LatentRotate, LatentFlip, LatentCrop, LatentBatch, LatentInterpolate, LatentConcat, LatentCut,
             LatentCutToBatch, LatentBatchSeedBehavior, LatentOperationTonemapReinhard, LatentOperationSharpen,
-            LatentApplyOperation]
+            LatentApplyOperation, LatentApplyOperationCFG]

@@ -84,7 +84,16 @@ class CFGNorm:
     strength: float = 1.0
 
 
+@dataclass(frozen=True, eq=False)
+class LatentOperationCFG:
+    """ComfyUI's LatentApplyOperationCFG (a pre-cfg function): a LATENT_OPERATION applied to the positive x0's
+    difference from the negative's (to the positive alone when cfg 1 skipped the negative)."""
+
+    operation: Callable[..., Any]
+
+
 PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging, CFGNorm,
+               LatentOperationCFG,
                Hypernetwork)
 
 
@@ -105,6 +114,14 @@ def with_patch(model: Any, patch: Any) -> Any:
         raise TypeError(f"{type(patch).__name__} is not a model patch; use one of "
                         f"{', '.join(t.__name__ for t in PATCH_TYPES)}")
     return derive(model, patches=patches_of(model) + (patch,))
+
+
+def pre_cfg(patches: tuple[Any, ...], cond: Any, uncond: Any) -> Any:
+    """The positive x0 after the pre-cfg functions (LatentOperationCFG), in the order recorded."""
+    for patch in patches:
+        if isinstance(patch, LatentOperationCFG):
+            cond = patch.operation(latent=cond) if uncond is None else patch.operation(latent=cond - uncond) + uncond
+    return cond
 
 
 def needs_uncond(model: Any) -> bool:
@@ -273,8 +290,9 @@ class Active:
             self.recorder.reset()
 
     def guide(self, step: Step) -> Any:
-        """The guided x0 of one model evaluation: the cfg function (or plain CFG), then the post-cfg functions."""
-        cond, uncond = step.cond, step.uncond
+        """The guided x0 of one model evaluation: the pre-cfg functions, the cfg function (or plain CFG), then the
+        post-cfg functions."""
+        cond, uncond = pre_cfg(self.patches, step.cond, step.uncond), step.uncond
         if uncond is None:
             out = cond
         elif isinstance(self.cfg_fn, RescaleCFG):

@@ -263,6 +263,20 @@ def test_perp_neg_one_step_by_hand(model, devices):
     assert (plain - expected).abs().max() > 0.1
 
 
+def test_latent_operation_cfg_one_step_by_hand(model, devices):
+    """LatentApplyOperationCFG: the operation on cond - uncond, plus uncond, before plain CFG (ComfyUI's pre-cfg)."""
+    def double(latent):
+        return latent * 2.0
+
+    patched = P.with_patch(model, P.LatentOperationCFG(double))
+    got = _run(patched, devices, "k_euler_test", steps=1, samplers=_k_table())
+    expected = _one_step_expected(model, lambda x, s, x0: x0(NEG) + 5.0 * 2.0 * (x0(POS) - x0(NEG)))
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
+    plain = _run(model, devices, "k_euler_test", steps=1, samplers=_k_table())
+    assert (plain - expected).abs().max() > 0.1
+    torch.testing.assert_close(P.pre_cfg((P.LatentOperationCFG(double),), torch.ones(2), None), torch.full((2,), 2.0))
+
+
 def test_patches_act_in_the_diffusers_path(model, devices):
     """A no-op patch (RescaleCFG 0) gives plain CFG through the k-form round trip; a real one changes the image."""
     base = _run(model, devices, "dpmpp_2m")
@@ -339,6 +353,7 @@ def engine(tiny_sd):
 
 def _with_patch(wf: dict, node: dict) -> dict:
     wf["patch"] = node
+    wf["op"] = {"class_type": "LatentOperationTonemapReinhard", "inputs": {"multiplier": 0.5}}
     wf["etxt"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "green square tree", "clip": ["ckpt", 1]}}
     for key in ("ks",):
         wf[key]["inputs"]["model"] = ["patch", 0]
@@ -363,6 +378,7 @@ def _image(engine, wf):
                                                        "zsnr": True}},
     {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "lcm", "zsnr": False}},
     {"class_type": "TomePatchModel", "inputs": {"model": ["ckpt", 0], "ratio": 0.5}},
+    {"class_type": "LatentApplyOperationCFG", "inputs": {"model": ["ckpt", 0], "operation": ["op", 0]}},
 ], ids=lambda n: n["class_type"] + ("_" + n["inputs"].get("sampling", "") if "sampling" in n["inputs"] else ""))
 def test_nodes_change_the_image_and_leave_the_model(engine, node):
     base = _image(engine, txt2img(steps=2, width=64, height=64))

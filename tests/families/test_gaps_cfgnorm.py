@@ -84,3 +84,15 @@ def test_cfg_norm_node_on_flux(engine):
     del wf["norm"], wf["patched"]
     wf["ks"]["inputs"]["model"] = ["msf", 0]
     assert float((one - _run(engine, wf)["img"]).abs().max()) < 1e-4
+
+
+def test_flow_guidance_applies_latent_operation_cfg_before_cfg():
+    """LatentApplyOperationCFG on a flow model: the operation on cond - uncond (plus uncond), then CFG."""
+    from nodegraph.diffusion.patches import LatentOperationCFG
+
+    g = torch.Generator().manual_seed(2)
+    cond, uncond, x = (torch.randn(1, 16, 4, 6, generator=g) for _ in range(3))
+    out = _denoiser((LatentOperationCFG(lambda latent: latent * 3.0),), 4.0, cond, uncond)(x, 0.5)
+    assert torch.allclose(out, uncond + 4.0 * 3.0 * (cond - uncond), atol=1e-5)
+    alone = _denoiser((LatentOperationCFG(lambda latent: -latent),), 1.0, cond, None)(x, 0.5)
+    assert torch.allclose(alone, -cond)

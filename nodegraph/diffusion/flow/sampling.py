@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..patches import CFGNorm, cfg_norm, patches_of
+from ..patches import CFGNorm, cfg_norm, patches_of, pre_cfg
 from .latents import image_ids, pack, pad_even, text_ids, unpack
 from .schedule import flow_sigmas
 
@@ -105,6 +105,7 @@ class FlowDenoiser:
         self.mask, self.clean, self.noise = mask, clean, noise
         #: CFGNorm patches on the MODEL, applied to the guided x0 (ComfyUI's post-cfg functions)
         self.norms = tuple(p for p in patches_of(model) if isinstance(p, CFGNorm))
+        self.patches = patches_of(model)  # LatentApplyOperationCFG's pre-cfg functions
 
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, Any, float, list, float]]:
         if not conditioning:
@@ -225,6 +226,7 @@ class FlowDenoiser:
 
     def __call__(self, x: Any, sigma: Any) -> Any:
         cond, uncond = self.split(x, sigma)
+        cond = pre_cfg(self.patches, cond, uncond)
         out = cond if uncond is None else uncond + self.cfg * (cond - uncond)
         if self.slg and self.slg[1] > 0 and self.slg[3] <= float(sigma) <= self.slg[2]:
             self.skip_layers = self.slg[0]  # SkipLayerGuidanceSD3: away from the prediction with blocks skipped
@@ -270,11 +272,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         return own(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library, samplers)
 
     from ..preview import preview_jpeg
-    from ..sampling import _resize_mask, make_noise, output_latent
+    from ..sampling import _resize_mask, lora_applied, make_noise, output_latent
 
-    if model.loras:
-        raise ValueError(f"LoRAs on {model.family} models are not supported yet; remove the LoraLoader before this "
-                         "KSampler")
     samples = prepare_latent(model, latent)
     fmt = model.latent
     out_latent = output_latent(latent, fmt.downscale)
@@ -286,7 +285,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     gen = torch.Generator("cpu").manual_seed(int(opts.seed))
     noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
         else torch.zeros_like(samples)
-    with devices.use(model.unet), torch.no_grad():
+    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         noise = noise.to(device)
