@@ -1,0 +1,55 @@
+"""Prompt encoding for Z-Image and Lumina 2, as ComfyUI (``text_encoders/z_image.py``, ``lumina2.py``) and
+diffusers' ``ZImagePipeline``/``Lumina2Pipeline`` do it: the second-to-last hidden states of the text model.
+
+- Z-Image (Qwen3-4B): the prompt in Qwen3's chat template as a user turn followed by the assistant's opening
+  (``<|im_start|>user\\n{}<|im_end|>\\n<|im_start|>assistant\\n``, what the pipeline's ``apply_chat_template`` with
+  ``enable_thinking=True`` gives), no start token; states [1, T, 2560].
+- Lumina 2 (Gemma-2-2B): the text with Gemma's start token; states [1, T, 2304]. The system prompt is part of the
+  text (CLIPTextEncodeLumina2 prepends it; the pipeline does the same for the positive prompt).
+
+Prompt weights are not parsed (ComfyUI disables them for Z-Image; for Lumina 2 the text is taken as written).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Z_IMAGE_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+#: Lumina 2's system prompts (ComfyUI's CLIPTextEncodeLumina2 and Lumina2Pipeline's default, "superior").
+SYSTEM_PROMPTS = {
+    "superior": "You are an assistant designed to generate superior images with the superior degree of image-text "
+                "alignment based on textual prompts or user prompts.",
+    "alignment": "You are an assistant designed to generate high-quality images with the highest degree of "
+                 "image-text alignment based on textual prompts.",
+}
+
+
+def lumina2_prompt(system_prompt: str, user_prompt: str) -> str:
+    """The text CLIPTextEncodeLumina2 encodes: the named system prompt, ``<Prompt Start>``, the user prompt."""
+    if system_prompt not in SYSTEM_PROMPTS:
+        raise ValueError(f"system_prompt {system_prompt!r} is not one of {', '.join(SYSTEM_PROMPTS)}")
+    return f"{SYSTEM_PROMPTS[system_prompt]} <Prompt Start> {user_prompt}"
+
+
+def _states(clip: Any, text: str, device: Any) -> Any:
+    import torch
+
+    tokenizer, encoder = clip.tokenizers[0], clip.encoders[0]
+    ids = tokenizer(text).input_ids
+    ids_t = torch.tensor([ids], dtype=torch.long, device=device)
+    with torch.no_grad():
+        out = encoder(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), output_hidden_states=True)
+    return out.hidden_states[-2].float().cpu()
+
+
+def encode_z_image(clip: Any, text: str, device: Any, max_chunks: int = 0) -> list[tuple[Any, dict]]:
+    """``families.TEXT_ENCODERS`` entry for Qwen3 (Z-Image): a one-entry CONDITIONING."""
+    return [(_states(clip, Z_IMAGE_TEMPLATE.format(text), device), {})]
+
+
+def encode_lumina2(clip: Any, text: str, device: Any, max_chunks: int = 0) -> list[tuple[Any, dict]]:
+    """``families.TEXT_ENCODERS`` entry for Gemma 2 (Lumina 2): a one-entry CONDITIONING."""
+    return [(_states(clip, text, device), {})]
+
+
+__all__ = ["SYSTEM_PROMPTS", "Z_IMAGE_TEMPLATE", "encode_lumina2", "encode_z_image", "lumina2_prompt"]
