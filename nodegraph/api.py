@@ -268,6 +268,11 @@ from .diffusion.flow.public import with_t5_options  # noqa: E402
 __all__ += ["with_t5_options"]
 # [flux2]
 # [lumina]
+from .diffusion.lumina.sampling import RenormCFG as RenormCFGPatch  # noqa: E402
+from .diffusion.lumina.text import SYSTEM_PROMPTS as LUMINA2_SYSTEM_PROMPTS  # noqa: E402
+from .diffusion.lumina.text import lumina2_prompt  # noqa: E402
+
+__all__ += ["LUMINA2_SYSTEM_PROMPTS", "lumina2_prompt", "RenormCFGPatch"]
 # [hidream]
 from .diffusion.hidream.text import encode_hidream_text  # noqa: E402
 
