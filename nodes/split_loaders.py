@@ -33,7 +33,8 @@ DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_i
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: The types this version loads, per loader.
 SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltxv", "chroma",
-                            "hidream"),  # [hidream]
+                            "hidream",  # [hidream]
+                            "lumina2"),  # [lumina] Z-Image's Qwen3-4B or Lumina 2's Gemma-2-2B
              "DualCLIPLoader": ("sdxl", "flux", "sd3",
                                 "hidream")}  # [hidream]
 DEVICES = ("default", "cpu")

@@ -33,6 +33,7 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
     ("video_models.wan_files:is_wan_transformer", "video_models.wan_files:load_wan_transformer"),  # [wan]
     ("ltx.files:is_ltx_transformer", "ltx.files:load_ltx_transformer"),  # [ltx]
     ("hidream.loading:is_hidream_transformer", "hidream.loading:load_hidream_transformer"),  # [hidream]
+    ("lumina.loading:is_lumina_transformer", "lumina.loading:load_lumina_transformer"),  # [lumina] Z-Image, Lumina 2
     # [transformer files: add new families above this line]
 )
 
@@ -57,6 +58,7 @@ CLIP_LOADERS: dict[str, str] = {
     "ltxv": "ltx.text:load_ltxv_clip",
     "qwen_image": "qwen.loading:load_qwen_clips",
     "hidream": "hidream.loading:load_hidream_clips",
+    "lumina2": "lumina.loading:load_lumina_clips",
     # [clip loaders: add new types above this line]
 }
 
@@ -69,6 +71,8 @@ TEXT_ENCODERS: dict[str, str] = {
     "ltxv": "ltx.text:encode_ltxv",
     "qwen_image": "qwen.text:encode_qwen_prompt",
     "hidream": "hidream.text:encode_hidream_prompt",
+    "z_image": "lumina.text:encode_z_image",
+    "lumina2": "lumina.text:encode_lumina2",
     # [text encoders: add new archs above this line]
 }
 
@@ -76,6 +80,8 @@ TEXT_ENCODERS: dict[str, str] = {
 DENOISERS: dict[str, str] = {
     "qwen_image": "qwen.sampling:QwenDenoiser",
     "hidream": "hidream.sampling:HiDreamDenoiser",
+    "z_image": "lumina.sampling:ZImageDenoiser",
+    "lumina2": "lumina.sampling:Lumina2Denoiser",
     # [denoisers: add new families above this line]
 }
 
