@@ -33,6 +33,11 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
     ("video_models.wan_files:is_wan_transformer", "video_models.wan_files:load_wan_transformer"),  # [wan]
     ("ltx.files:is_ltx_transformer", "ltx.files:load_ltx_transformer"),  # [ltx]
     ("hidream.loading:is_hidream_transformer", "hidream.loading:load_hidream_transformer"),  # [hidream]
+    ("hunyuan_video.files:is_hunyuan_video_transformer",
+     "hunyuan_video.files:load_hunyuan_video_transformer"),  # [hunyuan video]
+    ("auraflow.loading:is_auraflow_transformer", "auraflow.loading:load_auraflow_transformer"),  # [auraflow]
+    ("cosmos.loading:is_cosmos_transformer", "cosmos.loading:load_cosmos_transformer"),  # [cosmos]
+    ("flux2.loading:is_flux2_transformer", "flux2.loading:load_flux2_transformer"),  # [flux2]
     ("lumina.loading:is_lumina_transformer", "lumina.loading:load_lumina_transformer"),  # [lumina] Z-Image, Lumina 2
     # [transformer files: add new families above this line]
 )
@@ -41,6 +46,7 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
 CHECKPOINT_FILES: tuple[str, ...] = (
     "flow.checkpoint:flow_checkpoint",  # [flux sd3]
     "ltx.checkpoint:ltx_checkpoint",  # [ltx]
+    "auraflow.checkpoint:auraflow_checkpoint",  # [auraflow]
     # [checkpoint files: add new families above this line]
 )
 
@@ -48,6 +54,8 @@ CHECKPOINT_FILES: tuple[str, ...] = (
 VAE_FILES: tuple[tuple[str, str], ...] = (
     ("video_models.wan_vae:is_wan_vae", "video_models.wan_vae:wan_vae_from_state"),  # [wan] (also Qwen-Image's)
     ("ltx.vae:is_ltx_vae", "ltx.vae:ltx_vae_from_state"),  # [ltx]
+    ("hunyuan_video.vae:is_hunyuan_video_vae", "hunyuan_video.vae:hunyuan_video_vae_from_state"),  # [hunyuan video]
+    ("flux2.vae:is_flux2_vae", "flux2.vae:flux2_vae_from_state"),  # [flux2]
     # [vae files: add new families above this line]
 )
 
@@ -58,6 +66,9 @@ CLIP_LOADERS: dict[str, str] = {
     "ltxv": "ltx.text:load_ltxv_clip",
     "qwen_image": "qwen.loading:load_qwen_clips",
     "hidream": "hidream.loading:load_hidream_clips",
+    "hunyuan_video": "hunyuan_video.text:load_hunyuan_clip",
+    "cosmos": "cosmos.loading:load_cosmos_clip",  # [cosmos] (also AuraFlow's Pile-T5-XL, as ComfyUI)
+    "flux2": "flux2.loading:load_flux2_clips",
     "lumina2": "lumina.loading:load_lumina_clips",
     # [clip loaders: add new types above this line]
 }
@@ -71,6 +82,10 @@ TEXT_ENCODERS: dict[str, str] = {
     "ltxv": "ltx.text:encode_ltxv",
     "qwen_image": "qwen.text:encode_qwen_prompt",
     "hidream": "hidream.text:encode_hidream_prompt",
+    "hunyuan_video": "hunyuan_video.text:encode_hunyuan_video",
+    "auraflow": "auraflow.text:encode_auraflow",
+    "cosmos": "cosmos.text:encode_cosmos",
+    "flux2": "flux2.text:encode_flux2",
     "z_image": "lumina.text:encode_z_image",
     "lumina2": "lumina.text:encode_lumina2",
     # [text encoders: add new archs above this line]
@@ -80,6 +95,10 @@ TEXT_ENCODERS: dict[str, str] = {
 DENOISERS: dict[str, str] = {
     "qwen_image": "qwen.sampling:QwenDenoiser",
     "hidream": "hidream.sampling:HiDreamDenoiser",
+    "hunyuan_video": "hunyuan_video.sampling:HunyuanVideoDenoiser",
+    "auraflow": "auraflow.sampling:AuraDenoiser",
+    "cosmos_rf": "cosmos.sampling:CosmosDenoiser",  # [cosmos] the rectified-flow view the loop samples
+    "flux2": "flux2.sampling:Flux2Denoiser",
     "z_image": "lumina.sampling:ZImageDenoiser",
     "lumina2": "lumina.sampling:Lumina2Denoiser",
     # [denoisers: add new families above this line]
@@ -89,6 +108,7 @@ DENOISERS: dict[str, str] = {
 SAMPLERS: dict[str, str] = {
     "wan": "video_models.wan_sampling:sample",
     "ltxv": "ltx.sampling:sample",
+    "cosmos": "cosmos.sampling:sample",  # [cosmos] EDM sigmas → t, then the shared loop
     # [samplers: add new families above this line]
 }
 
@@ -96,6 +116,7 @@ SAMPLERS: dict[str, str] = {
 CUSTOM_SAMPLERS: dict[str, str] = {
     "wan": "video_models.wan_custom:sample_custom",
     "ltxv": "ltx.sampling:sample_custom",
+    "cosmos": "cosmos.sampling:sample_custom",  # [cosmos] EDM sigmas → t, then the shared loop
     # [custom samplers: add new families above this line]
 }
 
