@@ -34,8 +34,11 @@ DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_i
 #: The types this version loads, per loader.
 SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltxv", "chroma",
                             "hidream",  # [hidream]
-                            "lumina2"),  # [lumina] Z-Image's Qwen3-4B or Lumina 2's Gemma-2-2B
+                            "lumina2",  # [lumina] Z-Image's Qwen3-4B or Lumina 2's Gemma-2-2B
+                            "flux2",  # [flux2]
+                            "cosmos"),  # [cosmos]
              "DualCLIPLoader": ("sdxl", "flux", "sd3",
+                                "hunyuan_video",  # [hunyuan video]
                                 "hidream")}  # [hidream]
 DEVICES = ("default", "cpu")
 
