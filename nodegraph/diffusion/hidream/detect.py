@@ -83,6 +83,8 @@ def llama_config(shapes: dict[str, Any]) -> dict[str, Any]:
                   intermediate_size=int(shapes["model.layers.0.mlp.gate_proj.weight"][0]),
                   num_hidden_layers=_count(shapes, "model.layers."), num_attention_heads=q_width // head_dim,
                   num_key_value_heads=int(shapes["model.layers.0.self_attn.k_proj.weight"][0]) // head_dim)
+    if vocab <= int(config["bos_token_id"]):  # a scaled-down test vocabulary: no Llama-3 special ids
+        config.update(bos_token_id=None, eos_token_id=None)
     return config
 
 

@@ -23,15 +23,15 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     from ..guiders import draw_noise
     from ..sampling import output_latent
     from ..preview import preview_jpeg
+    from .wan22 import denoise_mask
     from .wan_vae import latent_stats
 
     model = model if model is not None else guider.model
     if model.loras:
         raise ValueError("LoRAs on Wan models are not supported yet; remove the LoraLoader before this sampler")
-    if latent.get("noise_mask") is not None:
-        raise ValueError("a noise mask on a video latent is not supported yet; remove SetLatentNoiseMask")
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_video_latent(model, latent)
+    mask = denoise_mask(model, latent, samples)
     out = output_latent(latent, model.latent.downscale)
     sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
     if sig.numel() == 0:
@@ -45,7 +45,8 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
         mean, std = mean.to(device), std.to(device)
         clean = (samples.to(device) - mean) / std
         start = start.to(device)
-        denoiser = WanDenoiser(model, positive, negative, cfg, dtype, device)
+        mask = None if mask is None else mask.to(device)
+        denoiser = WanDenoiser(model, positive, negative, cfg, dtype, device, mask=mask, clean=clean)
         s0 = float(sig[0])
         x = s0 * start + (1.0 - s0) * clean
 

@@ -8,6 +8,8 @@
 - The transformer gets the timestep ``sigma · 1000`` and the UMT5 states; it predicts the velocity, x0 = x - sigma · v;
   cfg mixes the positive and negative predictions. I2V models (36 input channels) take the entry's
   ``concat_latent_image`` and ``concat_mask`` (WanImageToVideo) beside the latent.
+- Wan 2.2 TI2V-5B (48 channels) takes per-token timesteps and keeps the frames its latent's noise mask keeps
+  (``wan22``: Wan22ImageToVideoLatent's start frame).
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ def prepare_video_latent(model: Any, latent: dict[str, Any]) -> Any:
 class WanDenoiser:
     """``denoiser(x, sigma)``: the guided x0 estimate of a Wan transformer on normalised latents."""
 
-    def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any) -> None:
+    def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
+                 mask: Any = None, clean: Any = None) -> None:
+        from .wan22 import expands_timesteps
+
         self.transformer, self.flow, self.dtype, self.device = model.unet, model.flow, dtype, device
         self.cfg = float(cfg)
+        # Wan 2.2 TI2V-5B: per-token timesteps; frames where ``mask`` is 0 stay ``clean`` (normalised latents)
+        self.expand, self.mask, self.clean = expands_timesteps(model), mask, clean
         self.mean, self.std = None, None
         self.conds = self._entries(positive, "positive")
         self.unconds = [] if self.cfg == 1.0 else self._entries(negative, "negative")
@@ -93,7 +100,12 @@ class WanDenoiser:
                 raise ValueError(f"a conditioning has a batch of {emb.shape[0]}, which does not divide the latent "
                                  f"batch of {b}; use a batch of 1 or the same batch size")
             emb = emb.repeat(b // emb.shape[0], 1, 1)
-        t = torch.full((b,), float(self.flow.timestep(sigma)), device=x.device, dtype=torch.float32)
+        if self.expand:
+            from .wan22 import token_timesteps
+
+            t = token_timesteps(self.flow.timestep(sigma), x, self.mask, tuple(self.transformer.config.patch_size))
+        else:
+            t = torch.full((b,), float(self.flow.timestep(sigma)), device=x.device, dtype=torch.float32)
         out = self.transformer(hidden_states=self._inputs(x, concat).to(self.dtype), timestep=t,
                                encoder_hidden_states=emb, encoder_hidden_states_image=image_states,
                                return_dict=False)[0]
@@ -107,11 +119,14 @@ class WanDenoiser:
 
     def split(self, x: Any, sigma: Any) -> tuple[Any, Any]:
         """(positive x0, negative x0 or None when cfg is 1) at noise level ``sigma``."""
+        from .wan22 import keep_frames
+
         sigma = float(sigma)
-        pos = x - sigma * self._side(x, sigma, self.conds)
+        x = keep_frames(x, self.clean, self.mask)
+        pos = keep_frames(x - sigma * self._side(x, sigma, self.conds), self.clean, self.mask)
         if not self.unconds:
             return pos, None
-        return pos, x - sigma * self._side(x, sigma, self.unconds)
+        return pos, keep_frames(x - sigma * self._side(x, sigma, self.unconds), self.clean, self.mask)
 
     def __call__(self, x: Any, sigma: Any) -> Any:
         cond, uncond = self.split(x, sigma)
@@ -126,13 +141,13 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     from ..flow.sampling import sampler_fn, sigmas_for
     from ..preview import preview_jpeg
     from ..sampling import make_noise, output_latent
+    from .wan22 import denoise_mask
     from .wan_vae import latent_stats
 
     if model.loras:
         raise ValueError("LoRAs on Wan models are not supported yet; remove the LoraLoader before this KSampler")
-    if latent.get("noise_mask") is not None:
-        raise ValueError("a noise mask on a video latent is not supported yet; remove SetLatentNoiseMask")
     samples = prepare_video_latent(model, latent)
+    mask = denoise_mask(model, latent, samples)
     out_latent = output_latent(latent, model.latent.downscale)
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
@@ -148,7 +163,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         mean, std = mean.to(device), std.to(device)
         clean = ((samples.to(device) - mean) / std)
         noise = noise.to(device)
-        denoiser = WanDenoiser(model, positive, negative, opts.cfg, dtype, device)
+        mask = None if mask is None else mask.to(device)
+        denoiser = WanDenoiser(model, positive, negative, opts.cfg, dtype, device, mask=mask, clean=clean)
         first = float(sig[0])
         x = first * noise + (1.0 - first) * clean
 
