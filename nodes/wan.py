@@ -3,6 +3,9 @@
 A video LATENT is ``[B, 16, T, h, w]``: ``T = (frames - 1) // 4 + 1`` latent frames of ``h = height / 8`` by
 ``w = width / 8`` cells (the Wan 2.1 VAE's compression). Load the model with UNETLoader, the UMT5 text encoder with
 CLIPLoader type ``wan`` and the VAE with VAELoader; KSampler samples it and VAEDecode returns the frames.
+
+Wan 2.2 TI2V-5B works in the Wan 2.2 VAE's space: ``[B, 48, T, height / 16, width / 16]`` latents from
+Wan22ImageToVideoLatent, whose optional start image becomes the first latent frame, kept by the latent's noise mask.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 16
 TEMPORAL = 4
 SPATIAL = 8
+#: Wan 2.2 TI2V-5B's latent space (the Wan 2.2 VAE): 48 channels, 16 pixels per cell.
+LATENT_CHANNELS_22 = 48
+SPATIAL_22 = 16
 
 
 def _frames(length: int) -> int:
@@ -102,7 +108,48 @@ class WanImageToVideo(Node):
         return (positive, negative, {"samples": latent, "downscale": SPATIAL})
 
 
+class Wan22ImageToVideoLatent(Node):
+    """An empty Wan 2.2 TI2V-5B video latent (48 channels, 16× spatial), optionally starting from an image."""
+
+    DISPLAY_NAME = "Wan22ImageToVideoLatent"
+    CATEGORY = "conditioning/inpaint"
+    INPUTS = {"vae": Link("VAE"),
+              "width": Int(1280, min=32, max=MAX_RESOLUTION, step=32),
+              "height": Int(704, min=32, max=MAX_RESOLUTION, step=32),
+              "length": Int(49, min=1, max=MAX_RESOLUTION, step=4),
+              "batch_size": Int(1, min=1, max=4096),
+              "start_image": Link("IMAGE", optional=True)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, vae: Any, width: int, height: int, length: int, batch_size: int = 1,
+                start_image: Any = None):
+        import torch
+
+        frames, spatial = _frames(length), SPATIAL_22
+        latent = torch.zeros(1, LATENT_CHANNELS_22, frames, height // spatial, width // spatial)
+        if start_image is None:
+            return ({"samples": latent.repeat(batch_size, 1, 1, 1, 1), "downscale": spatial},)
+        start = resample(start_image[:length].movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+        with ctx.models.use(vae) as (loaded,):
+            inner = loaded.vae
+            if not hasattr(inner, "encode_video") or int(inner.config.latent_channels) != LATENT_CHANNELS_22:
+                raise ValueError("Wan22ImageToVideoLatent: this VAE is not the Wan 2.2 VAE (48 latent channels); "
+                                 "load wan2.2_vae.safetensors with VAELoader")
+            with ctx.devices.use(inner), torch.no_grad():
+                param = next(inner.parameters())
+                image = inner.encode_video(start.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+            mean = inner.latents_mean.float().cpu().view(1, -1, 1, 1, 1)
+        kept = image.shape[2]
+        mask = torch.ones(1, 1, frames, latent.shape[-2], latent.shape[-1])
+        mask[:, :, :kept] = 0.0
+        # ComfyUI: frames to generate hold the latent mean (zero in the model's normalised space)
+        latent = mean.expand_as(latent).clone()
+        latent[:, :, :kept] = image[:, :, :frames]
+        return ({"samples": latent.repeat(batch_size, 1, 1, 1, 1), "noise_mask": mask.repeat(batch_size, 1, 1, 1, 1),
+                 "downscale": spatial},)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The Wan video nodes."""
-    return [EmptyHunyuanLatentVideo, TrimVideoLatent, WanImageToVideo]
+    return [EmptyHunyuanLatentVideo, TrimVideoLatent, WanImageToVideo, Wan22ImageToVideoLatent]

@@ -9,7 +9,8 @@ images, so ``WanVideoVAE`` speaks both conventions through the image-VAE interfa
 - image ``[B, 16, h, w]`` (Qwen-Image's convention, ``nodegraph.diffusion.qwen.vae``): one frame each, latents
   normalised per channel with ``latents_mean``/``latents_std``.
 Files: ComfyUI's/the original layout (converted with diffusers' converter) or diffusers' layout. The Wan 2.2 VAE
-(48 channels, 16× spatial, for the 5B model) is refused with the reason.
+(48 channels, 16× spatial, for the 5B model; ``wan22_vae``) loads behind the same wrapper: its video latents are
+``[B, 48, T, H/16, W/16]``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class WanVideoVAE(torch.nn.Module):
                              .view(1, z, 1, 1), persistent=False)
         self.register_buffer("latents_std", torch.tensor(inner.config.latents_std, dtype=torch.float32)
                              .view(1, z, 1, 1), persistent=False)
-        self.config = SimpleNamespace(latent_channels=z, block_out_channels=tuple(inner.config.dim_mult),
+        #: pixels per latent cell (8 for Wan 2.1, 16 for Wan 2.2) and frames per latent frame after the first
+        self.spatial = int(inner.config.scale_factor_spatial or 8)
+        self.temporal_compression = int(inner.config.scale_factor_temporal or 4)
+        # VAEModel.downscale is 2 ** (len(block_out_channels) - 1)
+        self.config = SimpleNamespace(latent_channels=z, block_out_channels=(0,) * (self.spatial.bit_length()),
                                       scaling_factor=1.0, shift_factor=0.0, z_dim=z, force_upcast=False)
 
     def encode_video(self, frames: Any) -> Any:
@@ -96,7 +101,7 @@ class WanVideoVAE(torch.nn.Module):
     @property
     def tile_latent_min_size(self) -> int:
         """Tile size in latent cells (follows from the pixel size)."""
-        return int(self.inner.tile_sample_min_height) // 8
+        return int(self.inner.tile_sample_min_height) // self.spatial
 
     @tile_latent_min_size.setter
     def tile_latent_min_size(self, value: int) -> None:
@@ -122,9 +127,10 @@ def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
                                 "incomplete")
     z_dim = int(conv.shape[1])
     if z_dim != 16 or int(first.shape[1]) != 3:
-        raise UnknownModelError(f"{name} is the Wan 2.2 VAE ({z_dim} latent channels, for Wan 2.2 TI2V-5B), which "
-                                "this version does not load yet; use wan_2.1_vae.safetensors with the Wan 2.1 and "
-                                "Wan 2.2 14B models")
+        raise UnknownModelError(f"{name} has Wan 2.1 VAE names but {z_dim} latent channels and "
+                                f"{int(first.shape[1])} input channels (Wan 2.1's VAE has 16 and 3, Wan 2.2's has "
+                                "48 and 12 with residual up/down blocks); the file is not a Wan VAE this version "
+                                "knows")
     return dict(shipped_config("vae_wan2.1"), base_dim=int(first.shape[0]), z_dim=z_dim)
 
 
@@ -138,25 +144,36 @@ def wan_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> V
 
     if not is_wan_vae(state):
         return None
-    if _ORIGINAL in state:
-        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+    from .wan22_vae import config_from_state, is_wan22_vae, to_diffusers
 
-        with quiet_libraries():
-            converted = convert_wan_vae_to_diffusers(state)
+    if is_wan22_vae(state):
+        converted = to_diffusers(state)
+        config = config_from_state(converted, name)
+    else:
+        if _ORIGINAL in state:
+            from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+            with quiet_libraries():
+                converted = convert_wan_vae_to_diffusers(state)
+        else:
+            converted = state
+        config = _config(converted, name)
+    if converted is not state:
         state.clear()
-        state = converted
+    state = converted
     with quiet_libraries(), init_empty_weights():
-        inner = AutoencoderKLWan.from_config(_config(state, name))
+        inner = AutoencoderKLWan.from_config(config)
     fill(inner, state, dtype or torch.float32, name)
     return VAEModel(vae=WanVideoVAE(inner).eval(), scaling_factor=1.0, shift_factor=0.0, source=name)
 
 
 def latent_stats(channels: int) -> tuple[Any, Any]:
     """Per-channel (mean, std) ``[1, C, 1, 1, 1]`` float32 of the Wan VAE's latents (model input = (z - mean) / std)."""
-    cfg = shipped_config("vae_wan2.1")
+    cfg = shipped_config("vae_wan2.2" if channels == 48 else "vae_wan2.1")
     if channels != len(cfg["latents_mean"]):
-        raise ValueError(f"no latent statistics for {channels}-channel Wan latents (the Wan 2.2 VAE is not "
-                         "supported yet); use a 16-channel latent (EmptyHunyuanLatentVideo)")
+        raise ValueError(f"no latent statistics for {channels}-channel Wan latents; use a 16-channel latent "
+                         "(EmptyHunyuanLatentVideo) for Wan 2.1 / 2.2 14B or a 48-channel one "
+                         "(Wan22ImageToVideoLatent) for Wan 2.2 TI2V-5B")
     shape = (1, channels, 1, 1, 1)
     return (torch.tensor(cfg["latents_mean"], dtype=torch.float32).view(shape),
             torch.tensor(cfg["latents_std"], dtype=torch.float32).view(shape))
