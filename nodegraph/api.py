@@ -267,6 +267,8 @@ from .diffusion.flow.public import with_t5_options  # noqa: E402
 
 __all__ += ["with_t5_options"]
 # [flux2]
+from .diffusion.flux2.sampling import flux2_sigmas  # noqa: E402
+__all__ += ["flux2_sigmas"]
 # [lumina]
 from .diffusion.lumina.sampling import RenormCFG as RenormCFGPatch  # noqa: E402
 from .diffusion.lumina.text import SYSTEM_PROMPTS as LUMINA2_SYSTEM_PROMPTS  # noqa: E402
