@@ -1,0 +1,44 @@
+"""Prompt encoding for AuraFlow (Pile-T5-XL), as ComfyUI's AuraT5 and ``AuraFlowPipeline`` do it: the prompt's
+tokens and the end token, padded to at least 256 tokens, run with the attention mask, the states of the padding
+positions zeroed. The CONDITIONING entry is (states [1, T, 2048], {}).
+
+``masked_t5_states`` is that recipe for any T5 (Cosmos Predict2's old T5-XXL pads to 512 the same way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Pile-T5 prompts are padded to this many tokens (ComfyUI's min_length, AuraFlowPipeline's max_sequence_length).
+AURA_MIN_LENGTH = 256
+
+
+def masked_t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, min_length: int,
+                     max_chunks: int = 8) -> Any:
+    """T5 last hidden states [1, max(min_length, tokens), D] (float32, CPU) of ``text`` with its end token, run with
+    the attention mask and the padding positions zeroed; over ``max_chunks`` × ``min_length`` tokens raises."""
+    import torch
+
+    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
+    limit = max(1, int(max_chunks)) * min_length
+    if len(ids) > limit:
+        raise ValueError(f"the prompt is {len(ids):,} T5 tokens long, more than {limit:,}; shorten it, or raise "
+                         "EngineConfig.limits.max_text_chunks")
+    length = max(min_length, len(ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long, device=device)
+    mask = torch.zeros_like(tokens)
+    mask[:, :len(ids)] = 1
+    with torch.no_grad():
+        states = encoder(tokens, attention_mask=mask).last_hidden_state.float()
+    states[:, len(ids):] = 0.0
+    return states.cpu()
+
+
+def encode_auraflow(clip: Any, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
+    """``families.TEXT_ENCODERS`` entry: CLIPTextEncode on an AuraFlow CLIP (Pile-T5-XL)."""
+    states = masked_t5_states(clip.tokenizers[0], clip.encoders[0], text, device, AURA_MIN_LENGTH, max_chunks)
+    return [(states, {})]
+
+
+__all__ = ["AURA_MIN_LENGTH", "encode_auraflow", "masked_t5_states"]
