@@ -282,5 +282,8 @@ __all__ += ["encode_hidream_text"]
 # [cosmos auraflow]
 # [hunyuan video]
 # [ltx2]
+from .diffusion.ltx2 import public as ltx2_public  # noqa: E402
+
+__all__ += ["ltx2_public"]
 # [flow loras]
 # [wan22]
