@@ -39,6 +39,7 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
     ("cosmos.loading:is_cosmos_transformer", "cosmos.loading:load_cosmos_transformer"),  # [cosmos]
     ("flux2.loading:is_flux2_transformer", "flux2.loading:load_flux2_transformer"),  # [flux2]
     ("lumina.loading:is_lumina_transformer", "lumina.loading:load_lumina_transformer"),  # [lumina] Z-Image, Lumina 2
+    ("ltx2.files:is_ltx2_transformer", "ltx2.files:load_ltx2_transformer"),  # [ltx2]
     # [transformer files: add new families above this line]
 )
 
@@ -47,6 +48,7 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "flow.checkpoint:flow_checkpoint",  # [flux sd3]
     "ltx.checkpoint:ltx_checkpoint",  # [ltx]
     "auraflow.checkpoint:auraflow_checkpoint",  # [auraflow]
+    "ltx2.checkpoint:ltx2_checkpoint",  # [ltx2]
     # [checkpoint files: add new families above this line]
 )
 
@@ -88,6 +90,7 @@ TEXT_ENCODERS: dict[str, str] = {
     "flux2": "flux2.text:encode_flux2",
     "z_image": "lumina.text:encode_z_image",
     "lumina2": "lumina.text:encode_lumina2",
+    "ltx2": "ltx2.text:encode_ltx2",
     # [text encoders: add new archs above this line]
 }
 
@@ -109,6 +112,7 @@ SAMPLERS: dict[str, str] = {
     "wan": "video_models.wan_sampling:sample",
     "ltxv": "ltx.sampling:sample",
     "cosmos": "cosmos.sampling:sample",  # [cosmos] EDM sigmas → t, then the shared loop
+    "ltx2": "ltx2.sampling:sample",
     # [samplers: add new families above this line]
 }
 
@@ -117,6 +121,7 @@ CUSTOM_SAMPLERS: dict[str, str] = {
     "wan": "video_models.wan_custom:sample_custom",
     "ltxv": "ltx.sampling:sample_custom",
     "cosmos": "cosmos.sampling:sample_custom",  # [cosmos] EDM sigmas → t, then the shared loop
+    "ltx2": "ltx2.sampling:sample_custom",
     # [custom samplers: add new families above this line]
 }
 

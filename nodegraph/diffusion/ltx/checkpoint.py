@@ -18,7 +18,7 @@ MARK = "model.diffusion_model.patchify_proj.weight"
 
 def is_ltx_checkpoint(header: Header) -> bool:
     """Whether a checkpoint's header holds an LTX-Video transformer under ``model.diffusion_model.``."""
-    return MARK in header.shapes
+    return MARK in header.shapes and "model.diffusion_model.audio_patchify_proj.weight" not in header.shapes  # LTX-2
 
 
 def ltx_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | None:

@@ -42,6 +42,8 @@ def shipped_config(name: str) -> dict[str, Any]:
 def ltx_layout(keys: Any) -> str | None:
     """"comfyui", "original" or "diffusers" when tensor names are an LTX-Video transformer's, else None."""
     keys = set(keys)
+    if any(k.endswith(("audio_patchify_proj.weight", "audio_proj_in.weight")) for k in keys):
+        return None  # LTX-2 (audio-video): ltx2.files
     if _COMFY + _ORIGINAL_MARK in keys and _COMFY + "adaln_single.linear.weight" in keys:
         return "comfyui"
     if _ORIGINAL_MARK in keys and "adaln_single.linear.weight" in keys:
