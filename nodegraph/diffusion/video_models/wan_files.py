@@ -6,7 +6,7 @@ single-file converter. The config is read from the tensor shapes (width, depth, 
 embedder); heads are ``width // 128`` as in every released Wan. ComfyUI's "scaled fp8" files are refused.
 
 Variants (``arch``): ``wan2.1-t2v`` (16 input channels), ``wan2.1-i2v`` (36 channels + CLIP-vision embedder),
-``wan2.2-i2v`` (36 channels, no embedder), ``wan2.2-ti2v-5b`` (48 channels; needs the Wan 2.2 VAE, not loaded yet).
+``wan2.2-i2v`` (36 channels, no embedder), ``wan2.2-ti2v-5b`` (48 channels, the Wan 2.2 VAE's latents; ``wan22``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ WAN_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "wan"
 #: The shipped configs (``configs/wan/<name>.json``).
 CONFIG_NAMES = ("transformer_wan2.1_t2v_1.3B", "transformer_wan2.1_t2v_14B", "transformer_wan2.1_i2v_14B",
                 "transformer_wan2.2_t2v_a14b", "transformer_wan2.2_i2v_a14b", "transformer_wan2.2_ti2v_5B",
-                "vae_wan2.1", "umt5_xxl")
+                "vae_wan2.1", "vae_wan2.2", "umt5_xxl")
 #: Wan 2.1's latent space: 16 channels, 8 pixels per cell, 4 frames per latent frame after the first.
 WAN21_LATENT = LatentFormat(channels=16, downscale=8, scaling_factor=1.0, shift_factor=0.0)
 #: ComfyUI's default noise shift for Wan models (ModelSamplingSD3 changes it).
