@@ -4,6 +4,7 @@ Formats read (``.safetensors``): kohya/ComfyUI (``lora_unet_…``, ``lora_te_…
 ``.lora_down.weight``, ``.lora_up.weight``, ``.alpha``; UNet names in diffusers or LDM spelling, the latter as SDXL
 LoRAs use), and diffusers/PEFT (``unet.<module>.lora_A.weight``/``lora_B.weight``, ``.lora.down/up.weight``,
 ``text_encoder[_2].…``). Linear and convolution (LoCon) layers; the delta is ``strength · alpha/rank · up @ down``.
+A transformer MODEL (Flux, SD3, Qwen-Image, Wan, LTX-Video, …) maps its LoRA names through ``transformer_lora``.
 
 Usage (the cached base model is never changed for longer than the ``with`` block)::
 
@@ -61,6 +62,9 @@ class LoraWeights:
     name: str
     pairs: dict[str, LoraPair]
     skipped: list[str] = field(default_factory=list)
+    #: the file's tensors as read (for converters of transformer LoRAs) and per-model conversions of them
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False)
 
 
 def parse_lora(state: dict[str, Any], name: str = "lora") -> LoraWeights:
@@ -78,7 +82,7 @@ def parse_lora(state: dict[str, Any], name: str = "lora") -> LoraWeights:
                 pairs[prefix] = LoraPair(state[key], state[up_key], None if alpha is None else float(alpha))
                 used.update({key, up_key, prefix + ".alpha"})
     skipped = [k for k in state if k not in used]
-    return LoraWeights(name=name, pairs=pairs, skipped=skipped)
+    return LoraWeights(name=name, pairs=pairs, skipped=skipped, state=dict(state))
 
 
 def load_lora(path: str | Path, allow_pickle: bool = False) -> LoraWeights:
@@ -125,8 +129,12 @@ def _flat(name: str) -> str:
 
 
 def unet_targets(unet: Any) -> dict[str, Any]:
-    """Every spelling of each UNet layer a LoRA may use → the module."""
+    """Every spelling of each UNet layer a LoRA may use → the module (a transformer: ``transformer_lora.Targets``)."""
+    from . import transformer_lora
     from .ldm import unet_module_names
+
+    if transformer_lora.is_transformer(unet):
+        return transformer_lora.Targets(unet)
 
     modules = dict(unet.named_modules())
     out: dict[str, Any] = {}
@@ -184,6 +192,10 @@ class Matched:
 
 def match(weights: LoraWeights, targets: dict[str, Any], kind: str) -> Matched:
     """Pair the LoRA's ``kind`` ("unet" or "text") updates with modules."""
+    from . import transformer_lora
+
+    if isinstance(targets, transformer_lora.Targets):
+        return transformer_lora.match(weights, targets)
     updates, unmatched = [], []
     for key, pair in weights.pairs.items():
         if not _is_for(key, kind):
@@ -233,7 +245,7 @@ def applied(target: DiffusionModel | TextEncoder, library: LoraLibrary | None = 
                     continue
                 if targets is None:
                     targets, kind = _targets_of(target)
-                _apply_lora(patch, targets, kind, library, saved)
+                _apply_lora(patch, targets, kind, library, saved, getattr(target, "family", "unet"))
             sources.clear()
         yield len(saved)
     finally:
@@ -243,10 +255,15 @@ def applied(target: DiffusionModel | TextEncoder, library: LoraLibrary | None = 
 
 
 def _apply_lora(patch: LoraPatch, targets: dict[str, Any], kind: str, library: LoraLibrary | None,
-                saved: dict[int, tuple[Any, Any]]) -> None:
+                saved: dict[int, tuple[Any, Any]], family: str = "unet") -> None:
     """Add one LoRA's deltas in place, saving each original weight first."""
+    from . import transformer_lora
+
     weights = (library.get(patch.path, _trusted(patch)) if library is not None
                else load_lora(patch.path, _trusted(patch)))
+    if isinstance(targets, transformer_lora.Targets):
+        transformer_lora.apply(weights, targets, patch.strength, saved, family)
+        return
     found = match(weights, targets, kind)
     if found.unmatched:
         log.warning("LoRA %s: %d of its %s layers match nothing in this model (e.g. %s)", patch.name,

@@ -45,7 +45,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     import torch
 
     from ..guiders import _resize_mask, draw_noise
-    from ..sampling import output_latent
+    from ..sampling import lora_applied, output_latent
     from ..preview import preview_jpeg
 
     model = model if model is not None else guider.model
@@ -55,8 +55,6 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     if own is not None:
         return own(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
                    lora_library=lora_library, preview_every=preview_every)
-    if model.loras:
-        raise ValueError("LoRAs on Flux models are not supported yet; remove the LoraLoader before this sampler")
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_latent(model, latent)
     fmt = model.latent
@@ -71,7 +69,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     def unscaled(x: Any) -> Any:
         return (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
 
-    with devices.use(model.unet), torch.no_grad():
+    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         start = start.to(device)

@@ -149,12 +149,15 @@ class LTXDenoiser:
 
 
 def _run(model: Any, positive: list, negative: list, cfg: float, samples: Any, noise: Any, sig: Any, fn: Any,
-         gen: Any, mask: Any, devices: Any, callback: Any, preview_every: int) -> tuple[Any, Any]:
+         gen: Any, mask: Any, devices: Any, callback: Any, preview_every: int,
+         lora_library: Any = None) -> tuple[Any, Any]:
     """(final latent, last x0 or None): ``fn`` from sigma[0] to sigma[-1] with ComfyUI's inverse noise scaling."""
     import torch
 
+    from ..sampling import lora_applied
+
     last: dict[str, Any] = {}
-    with devices.use(model.unet), torch.no_grad():
+    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean, noise = samples.to(device), noise.to(device)
         mask = None if mask is None else mask.to(device)
@@ -199,8 +202,6 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     from ..flow.sampling import sampler_fn, sigmas_for
     from ..sampling import make_noise, output_latent
 
-    if model.loras:
-        raise ValueError("LoRAs on LTX-Video models are not supported yet; remove the LoraLoader before this KSampler")
     samples = prepare_video_latent(model, latent)
     out = output_latent(latent, SPATIAL)
     total, s0, s1 = opts.step_range()
@@ -211,7 +212,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         else torch.zeros_like(samples)
     result, _ = _run(model, positive, negative, opts.cfg, samples, noise, sigmas_for(model, opts),
                      sampler_fn(opts.sampler_name, samplers), gen, _mask(latent, samples), devices, callback,
-                     preview_every)
+                     preview_every, lora_library)
     return dict(out, samples=result)
 
 
@@ -226,8 +227,6 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     from ..sampling import output_latent
 
     model = model if model is not None else guider.model
-    if model.loras:
-        raise ValueError("LoRAs on LTX-Video models are not supported yet; remove the LoraLoader before this sampler")
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_video_latent(model, latent)
     out = output_latent(latent, SPATIAL)
@@ -237,7 +236,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
         return done, done
     start, gen = draw_noise(noise, dict(latent, samples=samples))
     result, x0 = _run(model, positive, negative, cfg, samples, start, sig, sampler, gen, _mask(latent, samples),
-                      devices, callback, preview_every)
+                      devices, callback, preview_every, lora_library)
     done = dict(out, samples=result)
     return done, (dict(out, samples=x0) if x0 is not None else done)
 

@@ -21,14 +21,12 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
 
     from ..flow.custom import _conditionings
     from ..guiders import draw_noise
-    from ..sampling import output_latent
+    from ..sampling import lora_applied, output_latent
     from ..preview import preview_jpeg
     from .wan22 import denoise_mask
     from .wan_vae import latent_stats
 
     model = model if model is not None else guider.model
-    if model.loras:
-        raise ValueError("LoRAs on Wan models are not supported yet; remove the LoraLoader before this sampler")
     positive, negative, cfg = _conditionings(guider)
     samples = prepare_video_latent(model, latent)
     mask = denoise_mask(model, latent, samples)
@@ -40,7 +38,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     start, gen = draw_noise(noise, dict(latent, samples=samples))
     mean, std = latent_stats(samples.shape[1])
     last: dict[str, Any] = {}
-    with devices.use(model.unet), torch.no_grad():
+    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         mean, std = mean.to(device), std.to(device)
         clean = (samples.to(device) - mean) / std

@@ -140,12 +140,10 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
 
     from ..flow.sampling import sampler_fn, sigmas_for
     from ..preview import preview_jpeg
-    from ..sampling import make_noise, output_latent
+    from ..sampling import lora_applied, make_noise, output_latent
     from .wan22 import denoise_mask
     from .wan_vae import latent_stats
 
-    if model.loras:
-        raise ValueError("LoRAs on Wan models are not supported yet; remove the LoraLoader before this KSampler")
     samples = prepare_video_latent(model, latent)
     mask = denoise_mask(model, latent, samples)
     out_latent = output_latent(latent, model.latent.downscale)
@@ -158,7 +156,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
         else torch.zeros_like(samples)
     mean, std = latent_stats(samples.shape[1])
-    with devices.use(model.unet), torch.no_grad():
+    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         mean, std = mean.to(device), std.to(device)
         clean = ((samples.to(device) - mean) / std)
