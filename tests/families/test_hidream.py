@@ -221,3 +221,44 @@ def test_i1_examples_run_on_the_tiny_model(tiny, tmp_path, example):
     with Image.open(images[0]) as img:
         assert img.size == (SIZE, SIZE)
         assert float(np.asarray(img, dtype=np.float32).std()) > 0
+
+
+def test_token_input_equals_the_latent_input(engine, tiny):
+    """The unpadded patch-token path (large non-square latents, HiDream-E1's edit input) equals the pipeline's
+    latent input on a square latent, where neither pads: same patch order, positions and output layout."""
+    from nodegraph.diffusion.hidream.sampling import HiDreamDenoiser
+
+    cap = _run(engine, {"unet": graph()["unet"], "m": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}})
+    model = _get(cap["m"])
+    cond = [(torch.randn(1, 128, 40), {"pooled_output": torch.randn(1, 80),
+                                       "conditioning_llama3": torch.randn(1, 4, 128, 32)})]
+    den = HiDreamDenoiser(model, cond, [], 1.0, torch.float32, "cpu")
+    x = torch.randn(2, 16, 8, 8)
+    kwargs = dict(timesteps=torch.full((2,), 500.0), encoder_hidden_states_t5=cond[0][0].repeat(2, 1, 1),
+                  encoder_hidden_states_llama3=cond[0][1]["conditioning_llama3"].repeat(2, 1, 1, 1).movedim(1, 0),
+                  pooled_embeds=cond[0][1]["pooled_output"].repeat(2, 1), return_dict=False)
+    with torch.no_grad():
+        latent_in = model.unet(hidden_states=x, **kwargs)[0]
+        tokens_in = model.unet(**den._tokens(x), **kwargs)[0]
+        velocity = den._velocity(x, 0.5, den.conds[0])
+    assert torch.allclose(latent_in, tokens_in, atol=1e-5)
+    assert torch.allclose(velocity, -latent_in, atol=1e-6)  # model time sigma × 1000, velocity negated
+
+
+def test_non_square_and_edit_input_run(engine):
+    """A non-square image (padded to the model's maximum as the pipeline pads) and an InstructPixToPixConditioning
+    source latent beside the latent (HiDream-E1's input) sample to images of the requested size."""
+    wide = graph()
+    wide["empty"]["inputs"].update(width=SIZE, height=SIZE // 2)
+    assert tuple(_run(engine, wide)["img"].shape) == (1, SIZE // 2, SIZE, 3)
+    images = []
+    for color in (0x3080D0, 0xD08030):
+        wf = graph()
+        wf["pic"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
+                                                             "color": color}}
+        wf["ip2p"] = {"class_type": "InstructPixToPixConditioning", "inputs": {
+            "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "pixels": ["pic", 0]}}
+        wf["ks"]["inputs"].update(positive=["ip2p", 0], negative=["ip2p", 1], latent_image=["ip2p", 2])
+        images.append(_run(engine, wf)["img"])
+    assert images[0].shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(images[0]).all())
+    assert float((images[0] - images[1]).abs().max()) > 1e-4  # the source image steers the result
