@@ -80,6 +80,73 @@ class CLIPMergeSimple(Node):
         return (merge_models(clip1, clip2, ratio, 1.0 - ratio, name="CLIPMergeSimple"),)
 
 
+class CLIPMergeSubtract(Node):
+    """clip1 minus clip2, times a multiplier (a "difference" text encoder to add elsewhere)."""
+
+    CATEGORY = CATEGORY
+    INPUTS = {"clip1": Link("CLIP"), "clip2": Link("CLIP"),
+              "multiplier": Float(1.0, min=-10.0, max=10.0, step=0.01,
+                                  tooltip="the result is multiplier × (clip1 − clip2)")}
+    OUTPUTS = (Output("CLIP"),)
+
+    def execute(self, ctx: Any, clip1: Any, clip2: Any, multiplier: float) -> tuple[Any]:
+        return (merge_models(clip1, clip2, multiplier, -multiplier, name="CLIPMergeSubtract"),)
+
+
+class CLIPMergeAdd(Node):
+    """clip1 plus clip2, weight by weight (add a difference text encoder)."""
+
+    CATEGORY = CATEGORY
+    INPUTS = {"clip1": Link("CLIP"), "clip2": Link("CLIP")}
+    OUTPUTS = (Output("CLIP"),)
+
+    def execute(self, ctx: Any, clip1: Any, clip2: Any) -> tuple[Any]:
+        return (merge_models(clip1, clip2, 1.0, 1.0, name="CLIPMergeAdd"),)
+
+
+def _block_inputs(prefixes: list[str]) -> dict[str, Any]:
+    """model1, model2 and one ratio per LDM name prefix (ComfyUI's model-specific merge nodes)."""
+    ratio = Float(1.0, min=0.0, max=1.0, step=0.01)
+    return {"model1": Link("MODEL"), "model2": Link("MODEL"), **{p: ratio for p in prefixes}}
+
+
+class _BlockMerge(Node):
+    """A merge with one ratio per LDM name prefix: the longest matching prefix wins, the first is the default."""
+
+    CATEGORY = "advanced/model_merging/model_specific"
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx: Any, model1: Any, model2: Any, **ratios: float) -> tuple[Any]:
+        prefixes = [k for k in self.INPUTS if k not in ("model1", "model2")]
+        default = float(ratios[prefixes[0]])
+        blocks = tuple((prefix, float(ratios[prefix]), 1.0 - float(ratios[prefix])) for prefix in prefixes)
+        return (merge_models(model1, model2, default, 1.0 - default, blocks, name=type(self).__name__),)
+
+
+_SD1_BLOCKS = (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(12)]
+               + [f"middle_block.{i}." for i in range(3)] + [f"output_blocks.{i}." for i in range(12)] + ["out."])
+
+
+class ModelMergeSD1(_BlockMerge):
+    """Blend two SD1 UNets with a ratio per block (1 keeps model1)."""
+
+    INPUTS = _block_inputs(_SD1_BLOCKS)
+
+
+class ModelMergeSD2(_BlockMerge):
+    """Blend two SD2 UNets with a ratio per block (the same blocks as SD1; 1 keeps model1)."""
+
+    INPUTS = _block_inputs(_SD1_BLOCKS)
+
+
+class ModelMergeSDXL(_BlockMerge):
+    """Blend two SDXL UNets with a ratio per block (1 keeps model1)."""
+
+    INPUTS = _block_inputs(["time_embed.", "label_emb."] + [f"input_blocks.{i}" for i in range(9)]
+                           + [f"middle_block.{i}" for i in range(3)] + [f"output_blocks.{i}" for i in range(9)]
+                           + ["out."])
+
+
 class CheckpointSave(Node):
     """Save a model, CLIP and VAE as one checkpoint file (ComfyUI's layout) in the output folder."""
 
@@ -100,4 +167,5 @@ class CheckpointSave(Node):
 @hookimpl
 def nodegraph_nodes():
     """The model merging and saving nodes."""
-    return [ModelMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd, CLIPMergeSimple, CheckpointSave]
+    return [ModelMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd, CLIPMergeSimple, CLIPMergeSubtract,
+            CLIPMergeAdd, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, CheckpointSave]

@@ -19,6 +19,7 @@ from nodegraph.diffusion.detect import METADATA_KEY
 from nodegraph.diffusion.merging import merge_models
 from nodegraph.diffusion.text import encode_text
 from nodegraph.diffusion.types import DiffusionModel, TextEncoder
+from nodegraph.nodes.model_merging import ModelMergeSD1
 
 UNET = "model.diffusion_model."
 
@@ -258,3 +259,50 @@ def test_merge_nodes_record_patches_in_order_and_leave_inputs_alone(home):
         for n, p in clip.encoders[0].named_parameters():
             assert torch.equal(p, ta[n] * 0.4 + 0.6 * tb[n])
     assert all(torch.equal(p, ta[n]) for n, p in clip_a.encoders[0].named_parameters())
+
+
+def test_model_specific_merge_nodes_and_clip_add_subtract(home):
+    """ModelMergeSD1: one ratio per LDM prefix, the longest match wins, the first input is the default;
+    CLIPMergeAdd/Subtract as ComfyUI's (1, 1) and (m, -m)."""
+    from nodegraph.diffusion.merging import _unet_key
+    from nodegraph.models.handles import resolve
+
+    config, _, _ = home
+    engine = make_engine(config)
+    ratios = {"time_embed.": 0.1, "input_blocks.1.": 0.25, "middle_block.1.": 0.5, "out.": 0.6}
+    listed = [k for k in ModelMergeSD1.INPUTS if k not in ("model1", "model2")]
+    everything = {**{k: 1.0 for k in listed}, **ratios}
+    wf = {"a": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+          "b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "b.safetensors"}},
+          "sd1": {"class_type": "ModelMergeSD1", "inputs": {"model1": ["a", 0], "model2": ["b", 0], **everything}},
+          "sub": {"class_type": "CLIPMergeSubtract", "inputs": {"clip1": ["a", 1], "clip2": ["b", 1],
+                                                               "multiplier": 0.5}},
+          "add": {"class_type": "CLIPMergeAdd", "inputs": {"clip1": ["a", 1], "clip2": ["b", 1]}}}
+    for name, out in (("a", 0), ("b", 0), ("sd1", 0), ("sub", 0), ("add", 0), ("aclip", None), ("bclip", None)):
+        src = [name[0], 1] if out is None else [name, 0]
+        wf["c_" + name] = {"class_type": "Capture", "inputs": {"value": src}}
+    try:
+        result, cap = run(engine, wf)
+    except Exception as exc:
+        raise AssertionError(getattr(exc, "node_errors", exc)) from exc
+    result.raise_for_status()
+    a, b, merged = resolve(cap["c_a"]), resolve(cap["c_b"]), resolve(cap["c_sd1"])
+    wa = {n: p.detach().clone() for n, p in a.unet.named_parameters()}
+    wb = {n: p.detach().clone() for n, p in b.unet.named_parameters()}
+    key = _unet_key(a.unet)
+    seen = set()
+    with lora.applied(merged):
+        for n, p in a.unet.named_parameters():
+            ldm = key(n)
+            match = max((k for k in listed if ldm.startswith(k)), key=len, default=None)
+            r = everything[match] if match else everything["time_embed."]  # the first input is the default
+            seen.add(match)
+            assert torch.allclose(p, wa[n] * r + (1 - r) * wb[n], atol=1e-7), (n, ldm, r)
+    assert {"time_embed.", "input_blocks.1.", "middle_block.1.", "out."} <= seen
+    ca, cb = resolve(cap["c_aclip"]), resolve(cap["c_bclip"])
+    ta = {n: p.detach().clone() for n, p in ca.encoders[0].named_parameters()}
+    tb = dict(cb.encoders[0].named_parameters())
+    with lora.applied(resolve(cap["c_sub"])):
+        assert all(torch.allclose(p, 0.5 * (ta[n] - tb[n]), atol=1e-6) for n, p in ca.encoders[0].named_parameters())
+    with lora.applied(resolve(cap["c_add"])):
+        assert all(torch.allclose(p, ta[n] + tb[n], atol=1e-6) for n, p in ca.encoders[0].named_parameters())
