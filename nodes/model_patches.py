@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (DISCRETE_SAMPLINGS, Boolean, Combo, Float, Link, Node, Output, PerpNegGuider, derive,
-                           discrete_config, hookimpl, model_patches, with_patch)
+from nodegraph.api import (DISCRETE_SAMPLINGS, Boolean, Combo, Float, Int, Link, Node, Output, PerpNegGuider,
+                           derive, discrete_config, hookimpl, model_patches, with_patch)
 
 
 def _unet_only(ctx: Any, model: Any, node: str) -> Any:
@@ -156,8 +156,50 @@ class TomePatchModel(Node):
         return (with_patch(model, model_patches.TokenMerging(float(ratio))),)
 
 
+class FourierScale:
+    """FreSca's filter: the spatial frequencies within ``cutoff`` of the centre (after fftshift) of every spatial
+    axis scaled by ``low``, all others by ``high``."""
+
+    def __init__(self, low: float, high: float, cutoff: int) -> None:
+        self.low, self.high, self.cutoff = low, high, cutoff
+
+    def __call__(self, latent: Any, **_: Any) -> Any:
+        import torch
+
+        x = latent.float()
+        spatial = tuple(range(2, x.dim()))
+        freq = torch.fft.fftshift(torch.fft.fftn(x, dim=spatial), dim=spatial)
+        inside = torch.ones(x.shape[2:], dtype=torch.bool, device=x.device)
+        for axis, size in enumerate(x.shape[2:]):
+            centre, half = size // 2, min(self.cutoff, size // 2)
+            band = torch.zeros(size, dtype=torch.bool, device=x.device)
+            band[centre - half:centre + half] = True
+            inside &= band.view(*[-1 if i == axis else 1 for i in range(len(spatial))])
+        scale = torch.where(inside, torch.tensor(self.low), torch.tensor(self.high)).to(x.device)
+        out = torch.fft.ifftn(torch.fft.ifftshift(freq * scale, dim=spatial), dim=spatial).real
+        return out.to(latent.dtype)
+
+
+class FreSca(Node):
+    """Frequency-dependent scaling of the guidance (FreSca): its low and high spatial frequencies scaled apart."""
+
+    CATEGORY = "_for_testing"
+    INPUTS = {"model": Link("MODEL"),
+              "scale_low": Float(1.0, min=0.0, max=10.0, step=0.01,
+                                 tooltip="Scaling factor for low-frequency components"),
+              "scale_high": Float(1.25, min=0.0, max=10.0, step=0.01,
+                                  tooltip="Scaling factor for high-frequency components"),
+              "freq_cutoff": Int(20, min=1, max=10000, step=1,
+                                 tooltip="Number of frequency indices around center to consider as low-frequency")}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, scale_low: float, scale_high: float, freq_cutoff: int):
+        op = FourierScale(float(scale_low), float(scale_high), int(freq_cutoff))
+        return (with_patch(model, model_patches.LatentOperationCFG(op, guidance_only=True)),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The model patch nodes."""
     return [ModelSamplingDiscrete, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
-            DifferentialDiffusion, TomePatchModel]
+            DifferentialDiffusion, TomePatchModel, FreSca]

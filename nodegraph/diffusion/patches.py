@@ -90,6 +90,8 @@ class LatentOperationCFG:
     difference from the negative's (to the positive alone when cfg 1 skipped the negative)."""
 
     operation: Callable[..., Any]
+    #: FreSca: leave the positive alone when there is no negative (cfg 1)
+    guidance_only: bool = False
 
 
 PATCH_TYPES = (RescaleCFG, PerpNeg, SelfAttentionGuidance, FreeU, DifferentialDiffusion, TokenMerging, CFGNorm,
@@ -119,8 +121,9 @@ def with_patch(model: Any, patch: Any) -> Any:
 def pre_cfg(patches: tuple[Any, ...], cond: Any, uncond: Any) -> Any:
     """The positive x0 after the pre-cfg functions (LatentOperationCFG), in the order recorded."""
     for patch in patches:
-        if isinstance(patch, LatentOperationCFG):
-            cond = patch.operation(latent=cond) if uncond is None else patch.operation(latent=cond - uncond) + uncond
+        if not isinstance(patch, LatentOperationCFG) or (uncond is None and patch.guidance_only):
+            continue
+        cond = patch.operation(latent=cond) if uncond is None else patch.operation(latent=cond - uncond) + uncond
     return cond
 
 

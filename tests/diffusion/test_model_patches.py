@@ -277,6 +277,22 @@ def test_latent_operation_cfg_one_step_by_hand(model, devices):
     torch.testing.assert_close(P.pre_cfg((P.LatentOperationCFG(double),), torch.ones(2), None), torch.full((2,), 2.0))
 
 
+def test_fresca_filter_scales_low_and_high_frequencies_apart():
+    from nodegraph.nodes.model_patches import FourierScale
+
+    flat = torch.full((1, 4, 8, 8), 0.5)  # only the zero frequency (the centre after fftshift)
+    checker = (torch.arange(8).view(8, 1) + torch.arange(8).view(1, 8)) % 2 * 2.0 - 1.0  # only Nyquist
+    checker = checker.expand(1, 4, 8, 8)
+    op = FourierScale(0.5, 3.0, 2)
+    torch.testing.assert_close(op(latent=flat), flat * 0.5)
+    torch.testing.assert_close(op(latent=checker), checker * 3.0)
+    torch.testing.assert_close(op(latent=flat + checker), flat * 0.5 + checker * 3.0)
+    torch.testing.assert_close(FourierScale(2.0, 2.0, 3)(latent=checker + 0.1 * flat), 2 * (checker + 0.1 * flat))
+    patch = P.LatentOperationCFG(op, guidance_only=True)
+    assert P.pre_cfg((patch,), checker, None) is checker  # FreSca leaves a cfg-1 step alone
+    torch.testing.assert_close(P.pre_cfg((patch,), checker + flat, flat), checker * 3.0 + flat)
+
+
 def test_patches_act_in_the_diffusers_path(model, devices):
     """A no-op patch (RescaleCFG 0) gives plain CFG through the k-form round trip; a real one changes the image."""
     base = _run(model, devices, "dpmpp_2m")
@@ -379,6 +395,8 @@ def _image(engine, wf):
     {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "lcm", "zsnr": False}},
     {"class_type": "TomePatchModel", "inputs": {"model": ["ckpt", 0], "ratio": 0.5}},
     {"class_type": "LatentApplyOperationCFG", "inputs": {"model": ["ckpt", 0], "operation": ["op", 0]}},
+    {"class_type": "FreSca", "inputs": {"model": ["ckpt", 0], "scale_low": 1.0, "scale_high": 1.5,
+                                        "freq_cutoff": 2}},
 ], ids=lambda n: n["class_type"] + ("_" + n["inputs"].get("sampling", "") if "sampling" in n["inputs"] else ""))
 def test_nodes_change_the_image_and_leave_the_model(engine, node):
     base = _image(engine, txt2img(steps=2, width=64, height=64))
