@@ -51,17 +51,19 @@ def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tupl
         head_dim = int(shapes[p + "blocks.0.self_attn.q_norm.weight"][0])
         lora = int(shapes[p + "blocks.0.adaln_modulation_self_attn.1.weight"][0])
         extra = any(k.startswith(p + "extra_pos_embedder.") for k in shapes)
+        ff = int(shapes[p + "blocks.0.mlp.layer1.weight"][0])
     else:
         width, patch_in = shapes[p + "patch_embed.proj.weight"]
         blocks, text = p + "transformer_blocks.", int(shapes[p + "transformer_blocks.0.attn2.to_k.weight"][1])
         head_dim = int(shapes[p + "transformer_blocks.0.attn1.norm_q.weight"][0])
         lora = int(shapes[p + "transformer_blocks.0.norm1.linear_1.weight"][0])
         extra = any(k.startswith(p + "learnable_pos_embed.") for k in shapes)
+        ff = int(shapes[p + "transformer_blocks.0.ff.net.0.proj.weight"][0])
     in_channels = int(patch_in) // 4 - 1  # 1×2×2 patches of the latent and the padding mask
     size = "14B" if int(width) == 5120 else "2B"
     config = shipped_config(f"transformer_{'v2w' if in_channels == 17 else 't2i'}_{size}")
     config.update(in_channels=in_channels, attention_head_dim=head_dim, num_attention_heads=int(width) // head_dim,
-                  num_layers=_count(shapes, blocks), text_embed_dim=text, adaln_lora_dim=lora,
+                  num_layers=_count(shapes, blocks), text_embed_dim=text, mlp_ratio=ff / int(width), adaln_lora_dim=lora,
                   extra_pos_embed_type="learnable" if extra else None)
     kind = "video2world" if in_channels == 17 else "text-to-image"
     reasons = [f"Cosmos Predict2 tensor names ({layout}) under {p or 'the root'!r}",

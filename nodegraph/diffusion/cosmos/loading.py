@@ -58,12 +58,15 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     if layout == "original":
         state = {k: v for k, v in state.items() if not k.startswith(_DROPPED) and "_extra_state" not in k}
         state = convert_cosmos_transformer_checkpoint_to_diffusers(state)
+    variant = "cosmos-predict2-v2w" if config["in_channels"] == 17 else "cosmos-predict2-t2i"
+    if config.get("concat_padding_mask", True):  # the zero padding-mask channel is appended by CosmosDenoiser,
+        # so diffusers' resize of it (which needs torchvision) is not used: same weights, one more input channel
+        config = dict(config, concat_padding_mask=False, in_channels=int(config["in_channels"]) + 1)
     with quiet_libraries(), init_empty_weights():
         transformer = CosmosTransformer3DModel.from_config(config)
     fill(transformer, state, compute, name)
     if weight_dtype != "default":
         transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
-    variant = "cosmos-predict2-v2w" if config["in_channels"] == 17 else "cosmos-predict2-t2i"
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=variant, source=name, latent=COSMOS_LATENT,
                           family="cosmos", flow=CosmosFlow())
 

@@ -104,17 +104,23 @@ class CosmosDenoiser(FlowDenoiser):
         import torch
         import torch.nn.functional as F
 
-        video = x.dim() == 5
-        hidden = x if video else x[:, :, None]
-        b, _, _, h, w = hidden.shape
+        if x.dim() == 5:
+            raise ValueError("Cosmos Predict2 video latents (video2world) are not sampled here yet; use the "
+                             "text-to-image model with EmptySD3LatentImage")
+        hidden = x[:, :, None]
+        b, c, _, h, w = hidden.shape
+        extra = int(self.transformer.config.in_channels) - c
+        if extra != 1:
+            raise ValueError(f"this Cosmos transformer takes {extra} channels beside the latent (a video2world "
+                             "model's condition mask); only text-to-image models are sampled here yet")
         if h % 2 or w % 2:  # 1×2×2 patches: pad circularly as ComfyUI does
             hidden = F.pad(hidden, (0, w % 2, 0, h % 2, 0, 0), mode="circular")
+        # the padding-mask channel: all zeros, as ComfyUI and the diffusers pipelines pass it
+        hidden = torch.cat([hidden, hidden.new_zeros(b, 1, *hidden.shape[2:])], dim=1)
         t = torch.full((b,), float(sigma), device=x.device, dtype=self.dtype)
-        pad = hidden.new_zeros(1, 1, hidden.shape[-2], hidden.shape[-1], dtype=self.dtype)
         out = self.transformer(hidden_states=hidden.to(self.dtype), timestep=t,
-                               encoder_hidden_states=_batch(entry[0], b), padding_mask=pad, return_dict=False)[0]
-        out = out[..., :h, :w].float()
-        return out if video else out[:, :, 0]
+                               encoder_hidden_states=_batch(entry[0], b), return_dict=False)[0]
+        return out[:, :, 0, :h, :w].float()
 
 
 @dataclass(frozen=True)
