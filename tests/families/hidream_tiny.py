@@ -75,7 +75,14 @@ def llama_tokenizer_files(folder: Path) -> Any:
     """A tiny byte-level BPE with Llama-3's special tokens (start token prepended, <|eot_id|> as the end), saved as
     tokenizer.json + tokenizer_config.json in ``folder``."""
     from flux_tiny import WORDS
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -105,8 +112,14 @@ def build(home: Path, seed: int = 0) -> TinyHiDream:
     from diffusers import AutoencoderKL, HiDreamImageTransformer2DModel
     from flux_tiny import t5_tokenizer_files
     from safetensors.torch import save_file
-    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM, T5Config,
-                              T5EncoderModel)
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        LlamaConfig,
+        LlamaForCausalLM,
+        T5Config,
+        T5EncoderModel,
+    )
 
     from nodegraph.diffusion.hidream.detect import shipped_config
     from nodegraph.diffusion.ldm import vae_to_ldm

@@ -262,3 +262,39 @@ def test_non_square_and_edit_input_run(engine):
         images.append(_run(engine, wf)["img"])
     assert images[0].shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(images[0]).all())
     assert float((images[0] - images[1]).abs().max()) > 1e-4  # the source image steers the result
+
+
+def test_scaled_fp8_llama_loads_unscaled_and_comfy_quant_is_refused(tiny):
+    """A ComfyUI "fp8_scaled" Llama (float8 weights + scale_weight) loads as weights × scale; a per-layer quantised
+    (comfy_quant) file is refused naming the files that load."""
+    from safetensors.torch import load_file, save_file
+
+    from nodegraph.diffusion.detect import UnknownModelError
+    from nodegraph.diffusion.hidream.loading import load_hidream_clips
+
+    folder = tiny.home / "models" / "text_encoders"
+    state = load_file(str(folder / ENCODERS[3]))
+    scaled = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state.items():
+        if key.endswith("proj.weight"):
+            scale = value.abs().max() / 448.0
+            scaled[key] = (value / scale).to(torch.float8_e4m3fn)
+            scaled[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            scaled[key] = value
+    path = folder / "llama_tiny_fp8_scaled.safetensors"
+    save_file(scaled, str(path))
+    quant = folder / "llama_tiny_comfy_quant.safetensors"
+    save_file(dict(state, **{"model.layers.0.mlp.up_proj.comfy_quant": torch.zeros(1, dtype=torch.uint8)}),
+              str(quant))
+    try:
+        model = load_hidream_clips([path], [path.name]).encoders[3]
+        ours = model.state_dict()["layers.0.self_attn.q_proj.weight"]
+        ref = tiny.llama.model.state_dict()["layers.0.self_attn.q_proj.weight"]
+        assert ours.dtype == torch.float32
+        assert not torch.equal(ours, ref) and torch.allclose(ours, ref, atol=0.1 * float(ref.abs().max()))
+        with pytest.raises(UnknownModelError, match="comfy_quant"):
+            load_hidream_clips([quant], [quant.name])
+    finally:
+        path.unlink()
+        quant.unlink()

@@ -8,8 +8,13 @@ from pathlib import Path
 from accelerate import init_empty_weights
 
 from nodegraph.diffusion.detect import Header
-from nodegraph.diffusion.hidream.detect import (is_llama, llama_config, shipped_config, transformer_config,
-                                                transformer_prefix)
+from nodegraph.diffusion.hidream.detect import (
+    is_llama,
+    llama_config,
+    shipped_config,
+    transformer_config,
+    transformer_prefix,
+)
 
 #: HiDream-I1's transformer: "17B" published; Llama-3.1-8B-Instruct with its head: "8B" published.
 TRANSFORMER_PARAMS = 17_105_733_184

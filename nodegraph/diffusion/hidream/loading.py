@@ -30,6 +30,19 @@ LLAMA_TOKENIZER_FOLDERS = ("llama_tokenizer", "tokenizer")
 SLOTS = ("clip_l", "clip_g", "t5xxl", "llama")
 
 
+def dequantized(state: dict[str, Any], dtype: Any, name: str) -> dict[str, Any]:
+    """``state`` with ComfyUI's "fp8_scaled" weights (``X.scale_weight``) multiplied out in ``dtype``; the newer
+    per-layer quantisation (``comfy_quant``) is refused with what to use instead."""
+    import torch
+
+    from ..qwen.loading import unscale_fp8
+
+    if any(k.endswith((".comfy_quant", ".weight_scale")) for k in state):
+        raise UnknownModelError(f"{name} is quantised per layer (comfy_quant), which this version does not load; use "
+                                "the fp16/bf16 or fp8_scaled file")
+    return unscale_fp8(state, dtype or torch.float32)
+
+
 def is_hidream_transformer(header: Header) -> bool:
     """Whether a diffusion-model file holds a HiDream transformer."""
     return transformer_prefix(header.shapes) is not None
@@ -45,7 +58,6 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     from ..flow.loading import FLUX_LATENT, _float8, fill
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
 
     prefix = transformer_prefix(header.shapes)
     if prefix is None:
@@ -55,7 +67,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     if prefix:
         state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     compute = dtype or torch.float32
-    state = unscale_fp8(state, compute)
+    state = dequantized(state, compute, name)
     with quiet_libraries(), init_empty_weights():
         transformer = HiDreamImageTransformer2DModel.from_config(config)
     fill(transformer, state, compute, name)
@@ -95,16 +107,14 @@ def llama_tokenizer(encoder_path: Path) -> Any:
 
 def llama_from_state(state: dict[str, Any], header: Header, name: str, dtype: Any = None) -> Any:
     """transformers' ``LlamaModel`` from a Llama file's tensors (``model.*`` names; ``lm_head`` is dropped)."""
-    import torch
     from accelerate import init_empty_weights
     from transformers import LlamaConfig, LlamaModel
 
     from ..flow.loading import fill
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
 
     config = LlamaConfig(**llama_config(header.shapes))
-    state = unscale_fp8(state, dtype or torch.float32)
+    state = dequantized(state, dtype, name)
     state = {k[len("model."):]: state.pop(k) for k in list(state) if k.startswith("model.")}
     with quiet_libraries(), init_empty_weights():
         model = LlamaModel(config)
@@ -121,14 +131,11 @@ def clip_from_state(state: dict[str, Any], header: Header, name: str, kind: str,
     from ..flow.detect import encoder_prefix
     from ..flow.loading import _clip_config, _clip_g_config, fill
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
 
     prefix = encoder_prefix(header)
-    if prefix.endswith("text_model."):
-        prefix = prefix[:-len("text_model.")]
+    prefix = prefix.removesuffix("text_model.")
     shapes = {k[len(prefix):]: v for k, v in header.shapes.items() if k.startswith(prefix)}
-    state = unscale_fp8({k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)},
-                        dtype or torch.float32)
+    state = dequantized({k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}, dtype, name)
     if kind == "clip_g":
         values = _clip_g_config(shapes)
     else:
@@ -180,7 +187,8 @@ def load_hidream_clips(paths: list[Path], names: list[str], dtype: Any = None) -
             encoders[kind] = llama_from_state(load_file(str(path)), header, name, dtype)
         elif kind == "t5xxl":
             tokenizers[kind] = t5_tokenizer(path if (path.parent / "t5_tokenizer").is_dir() else None)
-            encoders[kind] = text_encoder_from_state(load_file(str(path)), header, name, dtype)[1]
+            state = dequantized(load_file(str(path)), dtype, name)
+            encoders[kind] = text_encoder_from_state(state, header, name, dtype)[1]
         else:
             model = clip_from_state(load_file(str(path)), header, name, kind, dtype)
             positions = int(model.config.max_position_embeddings)
@@ -190,6 +198,6 @@ def load_hidream_clips(paths: list[Path], names: list[str], dtype: Any = None) -
                        encoders=tuple(encoders.get(k) for k in SLOTS), arch="hidream")
 
 
-__all__ = ["DEFAULT_SHIFT", "LLAMA_TOKENIZER_FOLDERS", "SLOTS", "clip_from_state", "is_hidream_transformer",
+__all__ = ["DEFAULT_SHIFT", "LLAMA_TOKENIZER_FOLDERS", "SLOTS", "clip_from_state", "dequantized", "is_hidream_transformer",
            "llama_from_state", "llama_tokenizer", "load_hidream_clips", "load_hidream_transformer",
            "transformer_from_state"]

@@ -74,7 +74,7 @@ class HiDreamDenoiser(FlowDenoiser):
         import torch.nn.functional as F
 
         emb, pooled, llama, _, _, image, _ = entry
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         hidden = pad_even(x)
         if image is not None:  # HiDream-E1: the source latent to the right of the latent
             image = (image.float().to(x.device) - self.fmt.shift_factor) * self.fmt.scaling_factor
