@@ -188,9 +188,9 @@ def test_reference_latent_follows_the_pipeline_edit(engine, tiny):
                               width=SIZE, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=noise,
                               text_encoder_out_layers=TEXT_LAYERS, output_type="pt").images.permute(0, 2, 3, 1)
     diff = float((image - ref).abs().max())
-    print(f"Flux.2 edit parity: max |ours - Flux2Pipeline(image=)| = {diff:.2e}")
-    assert diff <= 1 / 255
-    assert float((image - _run(engine, graph())["img"]).abs().max()) > 1 / 255
+    effect = float((image - _run(engine, graph())["img"]).abs().max())  # what the reference changes
+    print(f"Flux.2 edit parity: max |ours - Flux2Pipeline(image=)| = {diff:.2e}; the reference changes {effect:.2e}")
+    assert diff <= 1 / 255 and diff < effect / 100
 
 
 def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):
