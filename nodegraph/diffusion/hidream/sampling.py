@@ -2,12 +2,12 @@
 
 ``HiDreamDenoiser`` is the ``FlowDenoiser`` for ``model.family == "hidream"``. As HiDreamImagePipeline calls it: the
 latent [B, 16, h, w] (the transformer patches it itself; a non-square latent is padded to the model's maximum of
-4096 patch tokens, 1024² pixels, with its keys masked, as the pipeline does), the model time sigma × 1000 (``flow.timestep``, ComfyUI's
-ModelSamplingSD3 multiplier), the T5 states, every Llama layer's states [layers, B, T, 4096] and the pooled
-CLIP-L ⊕ CLIP-G output; the velocity is the negated output. Latents larger than that maximum, and HiDream-E1's
-edit input (an entry's "concat_latent_image", InstructPixToPixConditioning: the source latent beside the latent,
-on the width, as ComfyUI's HiDream does), go in as patch tokens without padding. It returns x0 = x - sigma * v;
-cfg and the entry strengths combine as for Flux.
+4096 patch tokens, 1024² pixels, with its keys masked, as the pipeline does), the model time sigma × 1000
+(``flow.timestep``, ComfyUI's ModelSamplingSD3 multiplier), the T5 states, every Llama layer's states
+[layers, B, T, 4096] and the pooled CLIP-L ⊕ CLIP-G output; the velocity is the negated output. Latents larger than
+that maximum, and HiDream-E1's edit input (an entry's "concat_latent_image", InstructPixToPixConditioning: the source
+latent beside the latent, on the width, as ComfyUI's HiDream does), go in as patch tokens without padding. It
+returns x0 = x - sigma * v; cfg and the entry strengths combine as for Flux.
 """
 
 from __future__ import annotations
