@@ -198,6 +198,6 @@ def load_hidream_clips(paths: list[Path], names: list[str], dtype: Any = None) -
                        encoders=tuple(encoders.get(k) for k in SLOTS), arch="hidream")
 
 
-__all__ = ["DEFAULT_SHIFT", "LLAMA_TOKENIZER_FOLDERS", "SLOTS", "clip_from_state", "dequantized", "is_hidream_transformer",
-           "llama_from_state", "llama_tokenizer", "load_hidream_clips", "load_hidream_transformer",
-           "transformer_from_state"]
+__all__ = ["DEFAULT_SHIFT", "LLAMA_TOKENIZER_FOLDERS", "SLOTS", "clip_from_state", "dequantized",
+           "is_hidream_transformer", "llama_from_state", "llama_tokenizer", "load_hidream_clips",
+           "load_hidream_transformer", "transformer_from_state"]
