@@ -100,8 +100,11 @@ def transformer_from_state(state: dict[str, Any], found: Any, name: str, weight_
 
     from . import sd3
 
+    from ..fp8 import unscale_fp8
+
     log.info("%s: %s (%s layout): %s", name, found.arch, found.layout, "; ".join(found.reasons))
     compute = dtype or torch.float32
+    state = unscale_fp8(state, compute)  # ComfyUI's fp8_scaled files (flux1-dev-fp8-scaled, sd3.5 fp8)
     if found.prefix:
         state = {k[len(found.prefix):]: state.pop(k) for k in list(state) if k.startswith(found.prefix)}
     if found.family == "sd3":
@@ -204,8 +207,10 @@ def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype
     from accelerate import init_empty_weights
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+    from ..fp8 import unscale_fp8
     from ..loading import quiet_libraries
 
+    state = unscale_fp8(state, dtype)  # t5xxl_fp8_e4m3fn_scaled and friends
     found, prefix = text_encoder_kind(header), encoder_prefix(header)
     kind = kind if kind and found != "t5xxl" else found
     if kind == "clip_g" and prefix.endswith("text_model."):

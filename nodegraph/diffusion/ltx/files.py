@@ -108,6 +108,9 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
 
+    from ..fp8 import unscale_fp8
+
+    state = unscale_fp8(state, dtype or torch.float32)  # ComfyUI's fp8_scaled files
     layout = ltx_layout(state)
     if layout is None:
         raise UnknownModelError(f"{name} is not an LTX-Video transformer (no patchify_proj / proj_in tensors)")

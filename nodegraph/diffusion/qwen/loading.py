@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..fp8 import unscale_fp8  # the shared fp8_scaled reader (other families still import it from here)
 from ..types import DiffusionModel, LatentFormat, TextEncoder
 from .detect import (
     text_encoder_config,
@@ -28,19 +29,6 @@ QWEN_LATENT = LatentFormat(channels=16, downscale=8, scaling_factor=1.0, shift_f
 #: ComfyUI's Qwen-Image sampling without ModelSamplingAuraFlow: discrete flow, shift 1.15, multiplier 1.
 DEFAULT_SHIFT = 1.15
 TOKENIZER_FOLDERS = ("qwen_tokenizer", "tokenizer")
-
-
-def unscale_fp8(state: dict[str, Any], dtype: Any) -> dict[str, Any]:
-    """ComfyUI's "fp8_scaled" files (``X.weight`` in float8 with a ``X.scale_weight``): the weights times their
-    scales in ``dtype``; the markers (``scaled_fp8``, ``X.scale_input``) are dropped. Other files pass unchanged."""
-    for key in [k for k in state if k.endswith(".scale_weight")]:
-        scale = state.pop(key)
-        weight = key[: -len("scale_weight")] + "weight"
-        if weight in state:
-            state[weight] = state[weight].to(dtype) * scale.to(dtype)
-    for key in [k for k in state if k.endswith((".scale_input", "scaled_fp8"))]:
-        del state[key]
-    return state
 
 
 def is_qwen_transformer(header: Header) -> bool:

@@ -115,9 +115,9 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
 
-    if any(k.endswith(("scale_weight", "comfy_quant")) for k in state):
-        raise UnknownModelError(f"{name} is a 'scaled fp8' file (per-tensor scales), which this version does not "
-                                "load; use the fp16/bf16 file and weight_dtype fp8_e4m3fn to store it in 8 bits")
+    from ..fp8 import unscale_fp8
+
+    state = unscale_fp8(state, dtype or torch.float32)  # ComfyUI's wan2.x_*_fp8_scaled files
     layout = wan_layout({k: None for k in state})
     if layout is None:
         raise UnknownModelError(f"{name} is not a Wan transformer (no head.modulation / scale_shift_table tensor)")
