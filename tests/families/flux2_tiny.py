@@ -25,6 +25,10 @@ TEXT_LAYERS = (1, 2, 3)
 VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
               patch_size=16, head_dim=8)
 VAE = dict(block_out_channels=[32, 32, 32, 32], layers_per_block=1, latent_channels=32, norm_num_groups=32)
+KLEIN = dict(TRANSFORMER, guidance_embeds=False)
+QWEN3 = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+             head_dim=16, max_position_embeddings=1024, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True)
+KLEIN_FILE, QWEN3_FILE = "flux2_klein_tiny.safetensors", "qwen_3_4b.safetensors"
 LAYOUTS = {"comfyui": "flux2_dev_fp8mixed.safetensors", "prefixed": "flux2_dev_prefixed.safetensors",
            "diffusers": "flux2_dev_diffusers.safetensors"}
 TEXT_ENCODER, TEXT_ENCODER_HF = "mistral_3_small_flux2_fp8.safetensors", "mistral3_transformers.safetensors"
@@ -44,6 +48,14 @@ class TinyFlux2:
     tokenizer: Any
     vae: Any
     home: Path
+
+    def klein_pipeline(self) -> Any:
+        """Flux2KleinPipeline (not step-distilled: cfg with an empty negative prompt) over the same modules."""
+        from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+        return Flux2KleinPipeline(scheduler=scheduler, vae=self.vae, text_encoder=self.text_encoder,
+                                  tokenizer=self.tokenizer, transformer=self.transformer)
 
     def pipeline(self, dynamic: bool = True) -> Any:
         """Flux2Pipeline over the same modules; ``dynamic`` gives FLUX.2-dev's scheduler (its empirical mu),
@@ -119,13 +131,12 @@ def _randomise(module: Any, scale: float = 0.02) -> None:
 
 def build(home: Path, seed: int = 0) -> TinyFlux2:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
-    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from diffusers import Flux2Transformer2DModel
     from safetensors.torch import save_file
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
 
     from nodegraph.diffusion.flux2.loading import tekken_tokenizer
     from nodegraph.diffusion.flux2.text import MISTRAL_TEMPLATE
-    from nodegraph.diffusion.ldm import vae_to_ldm
 
     torch.manual_seed(seed)
     transformer = Flux2Transformer2DModel(**TRANSFORMER).eval()
@@ -138,10 +149,7 @@ def build(home: Path, seed: int = 0) -> TinyFlux2:
                             spatial_merge_size=1, vision_feature_layer=-1)
     text_encoder = Mistral3ForConditionalGeneration(config).eval()
     _randomise(text_encoder, 0.05)
-    vae = AutoencoderKLFlux2(**VAE).eval()
-    with torch.no_grad():
-        vae.bn.running_mean.copy_(torch.randn(128) * 0.1)
-        vae.bn.running_var.copy_(torch.rand(128) * 0.5 + 0.75)
+    vae = tiny_vae()
     models = home / "models"
     for sub in ("diffusion_models", "text_encoders", "vae"):
         (models / sub).mkdir(parents=True, exist_ok=True)
@@ -159,9 +167,59 @@ def build(home: Path, seed: int = 0) -> TinyFlux2:
     save_file({k: v.clone().contiguous() for k, v in text_encoder.state_dict().items()},
               str(models / "text_encoders" / TEXT_ENCODER_HF))
     tok.save_pretrained(str(models / "text_encoders" / "tokenizer"))
+    save_vae(vae, models / "vae")
+    return TinyFlux2(transformer, text_encoder, tok, vae, home)
+
+
+def tiny_vae() -> Any:
+    """The tiny Flux.2 VAE with non-trivial batch-norm statistics."""
+    from diffusers import AutoencoderKLFlux2
+
+    vae = AutoencoderKLFlux2(**VAE).eval()
+    with torch.no_grad():
+        vae.bn.running_mean.copy_(torch.randn(128) * 0.1)
+        vae.bn.running_var.copy_(torch.rand(128) * 0.5 + 0.75)
+    return vae
+
+
+def save_vae(vae: Any, folder: Path) -> None:
+    """The VAE in the original layout (``VAE_FILE``) and diffusers' (``VAE_DIFFUSERS``)."""
+    from safetensors.torch import save_file
+
+    from nodegraph.diffusion.ldm import vae_to_ldm
+
     vsd = {k: v.contiguous() for k, v in vae.state_dict().items()}
     original = vae_to_ldm(dict(vsd), 4, prefix="")
     original.update({k: v for k, v in vsd.items() if k.startswith("bn.")})
-    save_file({k: v.contiguous() for k, v in original.items()}, str(models / "vae" / VAE_FILE))
-    save_file(vsd, str(models / "vae" / VAE_DIFFUSERS))
+    save_file({k: v.contiguous() for k, v in original.items()}, str(folder / VAE_FILE))
+    save_file(vsd, str(folder / VAE_DIFFUSERS))
+
+
+def build_klein(home: Path, seed: int = 0) -> TinyFlux2:
+    """A tiny Flux.2 Klein (no guidance embedding; Qwen3 text encoder with a ``tokenizer/`` folder beside it)."""
+    from diffusers import Flux2Transformer2DModel
+    from qwen_tiny import tokenizer as qwen_tokenizer
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from nodegraph.diffusion.flux2.text import QWEN3_TEMPLATE
+
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(**KLEIN).eval()
+    _randomise(transformer)
+    models = home / "models"
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    folder = models / "text_encoders" / "tokenizer"
+    tok = qwen_tokenizer(folder)
+    tok.chat_template = QWEN3_TEMPLATE
+    tok.save_pretrained(str(folder))
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), **QWEN3)).eval()
+    _randomise(text_encoder, 0.05)
+    vae = tiny_vae()
+    save_file(to_comfyui({k: v.contiguous() for k, v in transformer.state_dict().items()}),
+              str(models / "diffusion_models" / KLEIN_FILE))
+    save_file({k: v.clone().contiguous() for k, v in text_encoder.state_dict().items()},
+              str(models / "text_encoders" / QWEN3_FILE))
+    save_vae(vae, models / "vae")
     return TinyFlux2(transformer, text_encoder, tok, vae, home)

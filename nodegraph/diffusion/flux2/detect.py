@@ -105,6 +105,9 @@ def text_encoder_config(shapes: dict[str, Any], prefix: str, arch: str) -> dict[
                   num_attention_heads=q_width // head_dim, head_dim=head_dim,
                   num_key_value_heads=int(shapes[p + "layers.0.self_attn.k_proj.weight"][0]) // head_dim,
                   intermediate_size=int(shapes[p + "layers.0.mlp.gate_proj.weight"][0]))
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # ids beyond a smaller vocabulary: unknown
+        if config.get(key) is not None and config[key] >= config["vocab_size"]:
+            config[key] = None
     return config
 
 
