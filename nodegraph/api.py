@@ -286,6 +286,10 @@ from .diffusion.ltx2 import public as ltx2_public  # noqa: E402
 
 __all__ += ["ltx2_public"]
 # [flow loras]
+from .diffusion.fp8 import is_scaled_fp8, unscale_fp8  # noqa: E402
+from .diffusion.transformer_lora import LORA_FORMATS  # noqa: E402
+
+__all__ += ["LORA_FORMATS", "is_scaled_fp8", "unscale_fp8"]
 # [wan22]
 from .diffusion.video_models.video_tiling import decode_tiled as decode_video_tiled  # noqa: E402
 from .diffusion.video_models.video_tiling import encode_tiled as encode_video_tiled  # noqa: E402
