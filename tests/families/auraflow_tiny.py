@@ -17,7 +17,7 @@ TRANSFORMER = dict(sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=
                    attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=64,
                    out_channels=4, pos_embed_max_size=64)
 TEXT = dict(vocab_size=64, d_model=32, d_kv=16, d_ff=48, num_layers=2, num_heads=2, relative_attention_num_buckets=8,
-            relative_attention_max_distance=16, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+            relative_attention_max_distance=128, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
             use_cache=False, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
            up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 32, 32, 32], layers_per_block=1,
@@ -105,6 +105,9 @@ def build(home: Path, seed: int = 0) -> TinyAura:
     with torch.no_grad():  # random register tokens, norms and modulation so every weight matters
         for p in transformer.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+        for block in transformer.joint_transformer_blocks:  # so the prompt visibly steers the tiny model
+            block.attn.add_v_proj.weight.mul_(30.0)
+            block.norm1.linear.weight.mul_(10.0)
     text_encoder = UMT5EncoderModel(UMT5Config(**TEXT)).eval()
     vae = AutoencoderKL(**VAE).eval()
     models = home / "models"

@@ -16,7 +16,7 @@ TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=2, atten
                    mlp_ratio=2.0, text_embed_dim=32, adaln_lora_dim=8, max_size=(4, 32, 32), patch_size=(1, 2, 2),
                    rope_scale=(1.0, 4.0, 4.0), concat_padding_mask=True, extra_pos_embed_type=None)
 T5 = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-          relative_attention_max_distance=16, feed_forward_proj="relu", is_encoder_decoder=False, use_cache=False,
+          relative_attention_max_distance=128, feed_forward_proj="relu", is_encoder_decoder=False, use_cache=False,
           tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 LAYOUTS = {"comfyui": "cosmos_predict2_2B_t2i.safetensors", "diffusers": "cosmos_predict2_tiny_diffusers.safetensors"}
 TEXT_ENCODER, VAE_FILE = "oldt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"
@@ -117,6 +117,8 @@ def build(home: Path, seed: int = 0) -> TinyCosmos:
     with torch.no_grad():  # random norms and modulation so every weight matters
         for p in transformer.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+        for block in transformer.transformer_blocks:  # so the prompt visibly steers the tiny model
+            block.attn2.to_v.weight.mul_(10.0)
     text_encoder = T5EncoderModel(T5Config(**T5)).eval()
     vae = AutoencoderKLWan(**VAE).eval()
     models = home / "models"

@@ -109,9 +109,13 @@ def test_graph_image_equals_auraflow_pipeline(engine, tiny_aura, cfg):
     assert diff <= 1 / 255
 
 
-def test_shift_changes_the_image(engine):
-    a, b = _run(engine, graph())["img"], _run(engine, graph(shift=3.0))["img"]
-    assert float((a - b).abs().max()) > 1 / 255
+def test_shift_and_prompt_change_the_image(engine):
+    """The parity above would not see a wrong shift or prompt encoding if they did not matter: they do."""
+    base = _run(engine, graph())["img"]
+    other = graph()
+    other["pos"]["inputs"]["text"] = "blue square"
+    for wf in (graph(shift=3.0), other):
+        assert float((_run(engine, wf)["img"] - base).abs().max()) > 1 / 255
 
 
 def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):

@@ -159,9 +159,12 @@ def test_custom_sampling_equals_ksampler(engine):
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
-def test_scheduler_and_cfg_change_the_image(engine):
+def test_scheduler_cfg_and_prompt_change_the_image(engine):
+    """The parity above would not see a wrong schedule, guidance or prompt encoding if they did not matter."""
     base = _run(engine, graph())["img"]
-    for wf in (graph(scheduler="simple"), graph(cfg=3.0)):
+    other = graph()
+    other["pos"]["inputs"]["text"] = "blue square"
+    for wf in (graph(scheduler="simple"), graph(cfg=3.0), other):
         assert float((_run(engine, wf)["img"] - base).abs().max()) > 1 / 255
 
 
