@@ -7,7 +7,7 @@ images from ReferenceLatent, as for Flux.1.
 
 from __future__ import annotations
 
-from nodegraph.api import Int, Node, Output, flux2_sigmas, hookimpl
+from nodegraph.api import Combo, Int, Link, Node, Output, flux2_sigmas, hookimpl
 
 MAX_RESOLUTION = 16384
 
@@ -43,7 +43,23 @@ class Flux2Scheduler(Node):
         return (flux2_sigmas(steps, width, height),)
 
 
+class FluxKontextMultiReferenceLatentMethod(Node):
+    """Choose how reference latents (ReferenceLatent) are placed: "index" (Flux.2's default: each its own time
+    index), "offset" (Flux Kontext's: side by side) or "uxo/uno" (beyond the image)."""
+
+    DISPLAY_NAME = "Edit Model Reference Method"
+    CATEGORY = "advanced/conditioning/flux"
+    INPUTS = {"conditioning": Link("CONDITIONING"),
+              "reference_latents_method": Combo(("offset", "index", "uxo/uno", "index_timestep_zero"))}
+    OUTPUTS = (Output("CONDITIONING"),)
+
+    def execute(self, ctx, conditioning: list, reference_latents_method: str):
+        method = "uxo" if "uxo" in reference_latents_method or "uso" in reference_latents_method \
+            else reference_latents_method
+        return ([(emb, dict(extras, reference_latents_method=method)) for emb, extras in conditioning],)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The Flux.2 (dev, Klein) nodes."""
-    return [EmptyFlux2LatentImage, Flux2Scheduler]
+    return [EmptyFlux2LatentImage, Flux2Scheduler, FluxKontextMultiReferenceLatentMethod]

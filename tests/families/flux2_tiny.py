@@ -133,7 +133,12 @@ def build(home: Path, seed: int = 0) -> TinyFlux2:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import Flux2Transformer2DModel
     from safetensors.torch import save_file
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralVisionConfig,
+    )
 
     from nodegraph.diffusion.flux2.loading import tekken_tokenizer
     from nodegraph.diffusion.flux2.text import MISTRAL_TEMPLATE

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from flux2_tiny import LAYOUTS, TEXT_ENCODER, TEXT_ENCODER_HF, TEXT_LAYERS, VAE_DIFFUSERS, VAE_FILE, TinyFlux2, build
+from flux2_tiny import (
+    LAYOUTS,
+    TEXT_ENCODER,
+    TEXT_ENCODER_HF,
+    TEXT_LAYERS,
+    VAE_DIFFUSERS,
+    VAE_FILE,
+    TinyFlux2,
+    build,
+)
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.flow.schedule import FlowSettings, flow_sigmas
@@ -241,3 +250,49 @@ def test_example_runs_on_the_tiny_model(tiny, tmp_path):
     with Image.open(images[0]) as img:
         assert img.size == (SIZE, SIZE)
         assert float(np.asarray(img, dtype=np.float32).std()) > 0
+
+
+def test_reference_method_node_places_the_references(engine):
+    """FluxKontextMultiReferenceLatentMethod: "offset" places the reference differently from Flux.2's "index";
+    "index_timestep_zero" is refused naming the methods that run."""
+    wf = graph()
+    wf["picture"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
+                                                             "color": 0x3080D0}}
+    wf["enc"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["picture", 0], "vae": ["vae", 0]}}
+    wf["ref"] = {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["guid", 0], "latent": ["enc", 0]}}
+    wf["method"] = {"class_type": "FluxKontextMultiReferenceLatentMethod",
+                    "inputs": {"conditioning": ["ref", 0], "reference_latents_method": "index"}}
+    wf["guider"]["inputs"]["conditioning"] = ["method", 0]
+    index = _run(engine, wf)["img"]
+    wf["method"]["inputs"]["reference_latents_method"] = "offset"
+    assert float((_run(engine, wf)["img"] - index).abs().max()) > 1e-4
+    wf["method"]["inputs"]["reference_latents_method"] = "index_timestep_zero"
+    with pytest.raises(Exception, match="index_timestep_zero"):
+        _run(engine, wf)
+
+
+def test_comfyui_fp8_file_loads_dequantised(engine, tiny):
+    """ComfyUI's fp8 files (float8 weights, a ``weight_scale`` each, ``comfy_quant`` markers) load dequantised."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tiny.home / "models" / "diffusion_models"
+    state = load_file(str(folder / LAYOUTS["comfyui"]))
+    quant = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.dim() == 2:
+            scale = value.abs().max() / 448.0
+            quant[key] = (value / scale).to(torch.float8_e4m3fn)
+            quant[key[: -len("weight")] + "weight_scale"] = scale.reshape(())
+            quant[key[: -len("weight")] + "comfy_quant"] = torch.tensor(list(b'{"format": "float8_e4m3fn"}'),
+                                                                        dtype=torch.uint8)
+        else:
+            quant[key] = value
+    path = folder / "flux2_tiny_fp8_scaled.safetensors"
+    save_file(quant, str(path))
+    try:
+        wf = dict(loaders(path.name), m={"class_type": "Capture", "inputs": {"value": ["unet", 0]}})
+        ours = _get(_run(engine, wf)["m"]).unet.state_dict()["x_embedder.weight"]
+        ref = tiny.transformer.state_dict()["x_embedder.weight"]
+        assert not torch.equal(ours, ref) and torch.allclose(ours, ref, atol=0.1 * float(ref.abs().max()))
+    finally:
+        path.unlink()

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flux2_tiny import KLEIN_FILE, QWEN3_FILE, TEXT_LAYERS, VAE_FILE, TinyFlux2, build_klein
+from flux2_tiny import (
+    KLEIN_FILE,
+    QWEN3_FILE,
+    TEXT_LAYERS,
+    VAE_FILE,
+    TinyFlux2,
+    build_klein,
+)
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.flow.schedule import FlowSettings, flow_sigmas

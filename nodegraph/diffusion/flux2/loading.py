@@ -19,7 +19,12 @@ from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
 from ..types import DiffusionModel, LatentFormat, TextEncoder
-from .detect import text_encoder_config, text_encoder_layout, transformer_config, transformer_layout
+from .detect import (
+    text_encoder_config,
+    text_encoder_layout,
+    transformer_config,
+    transformer_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,9 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     import torch
     from accelerate import init_empty_weights
     from diffusers import Flux2Transformer2DModel
-    from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_flux2_transformer_checkpoint_to_diffusers,
+    )
 
     from ..flow.loading import _float8, fill
     from ..flow.schedule import FlowSettings

@@ -133,4 +133,4 @@ class Flux2Denoiser(FlowDenoiser):
         return out[:, :count].float().transpose(1, 2).reshape(b, c, h, w)
 
 
-__all__ = ["Flux2Denoiser", "REF_INDEX_SCALE", "REF_METHODS", "empirical_mu", "flux2_sigmas", "reference_ids"]
+__all__ = ["REF_INDEX_SCALE", "REF_METHODS", "Flux2Denoiser", "empirical_mu", "flux2_sigmas", "reference_ids"]

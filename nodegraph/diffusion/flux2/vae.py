@@ -141,7 +141,7 @@ def flux2_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) ->
 
     if not is_flux2_vae_keys(state):
         return None
-    state = {k[4:] if k.startswith("vae.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("vae."): v for k, v in state.items()}
     config = _config(state, name)
     if not any(".down_blocks." in k for k in state):
         state = _original_to_diffusers(state, config)
