@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 Z_IMAGE = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=64, n_layers=2, n_refiner_layers=1,
-               n_heads=2, n_kv_heads=2, cap_feat_dim=32, axes_dims=[8, 12, 12], axes_lens=[1536, 512, 512],
+               n_heads=2, n_kv_heads=2, cap_feat_dim=40, axes_dims=[8, 12, 12], axes_lens=[1536, 512, 512],
                rope_theta=256.0, t_scale=1000.0)
 LUMINA2 = dict(patch_size=2, in_channels=16, hidden_size=48, num_layers=2, num_refiner_layers=1,
                num_attention_heads=2, num_kv_heads=1, multiple_of=16, ffn_dim_multiplier=None,
                axes_dim_rope=(8, 8, 8), axes_lens=(300, 512, 512), cap_feat_dim=32)
-QWEN3 = dict(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+QWEN3 = dict(vocab_size=384, hidden_size=40, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
              num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, rms_norm_eps=1e-6,
              tie_word_embeddings=True, rope_theta=1_000_000)  # Qwen3-4B's rotary base
 GEMMA2 = dict(vocab_size=304, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
