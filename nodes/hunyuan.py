@@ -67,6 +67,10 @@ class HunyuanImageToVideo(Node):
                 guidance_type: str, start_image: Any = None):
         import torch
 
+        if guidance_type == "v2 (replace)" and start_image is not None:
+            raise ValueError("HunyuanImageToVideo: guidance_type \"v2 (replace)\" (the first frames kept as the image "
+                             "while the rest is sampled) is not supported yet; use \"v1 (concat)\" with "
+                             "hunyuan_video_image_to_video_720p_bf16.safetensors")
         frames = _frames(length)
         latent = torch.zeros(batch_size, LATENT_CHANNELS, frames, height // SPATIAL, width // SPATIAL)
         out: dict[str, Any] = {"downscale": SPATIAL}
@@ -83,11 +87,7 @@ class HunyuanImageToVideo(Node):
             mask[:, :, :_frames(start.shape[0])] = 0.0
             if guidance_type == "v1 (concat)":
                 values = {"concat_latent_image": image, "concat_mask": mask}
-            elif guidance_type == "v2 (replace)":
-                values = {"guiding_frame_index": 0}
-                latent[:, :, :image.shape[2]] = image
-                out["noise_mask"] = mask
-            else:
+            else:  # "custom": a reference latent (refused by the sampler for now, with the reason)
                 values = {"ref_latent": image}
             positive = [(emb, dict(extras, **values)) for emb, extras in positive]
         out["samples"] = latent

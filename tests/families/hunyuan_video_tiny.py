@@ -4,7 +4,7 @@ ComfyUI expects.
 Files under a nodegraph home: ``diffusion_models/`` in ComfyUI's layout (its module names under
 ``model.diffusion_model.``), the original Tencent layout and diffusers'; ``text_encoders/clip_l.safetensors``,
 ``text_encoders/llava_llama3_tiny.safetensors`` (``model.*`` names, as ComfyUI's llava_llama3 files) with a tiny
-Llama-3-style tokenizer in ``text_encoders/tokenizer/``; ``vae/`` in ComfyUI's LDM-style layout and diffusers'.
+Llama-3-style tokenizer in ``text_encoders/tokenizer/``; ``vae/`` in ComfyUI's LDM-style layout and diffusers'; and a tiny "v1 (concat)" image-to-video transformer.
 ``HunyuanVideoPipeline`` over the same modules is the numerical oracle.
 """
 
@@ -28,6 +28,9 @@ CLIP = dict(vocab_size=49408, hidden_size=64, intermediate_size=96, num_hidden_l
             max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=64, bos_token_id=0, eos_token_id=2,
             pad_token_id=1)
 VAE = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8)
+#: the "v1 (concat)" image-to-video release: latent, image latent and mask in (33 channels), no embedded guidance
+I2V = dict(TRANSFORMER, in_channels=33, guidance_embeds=False, image_condition_type="latent_concat")
+I2V_FILE = "hunyuan-video-i2v-tiny-comfyui.safetensors"
 LAYOUTS = {"comfyui": "hunyuan-video-tiny-comfyui.safetensors", "original": "hunyuan-video-tiny-original.safetensors",
            "diffusers": "hunyuan-video-tiny-diffusers.safetensors"}
 VAE_FILES = {"comfyui": "hunyuan_video_vae_tiny.safetensors", "diffusers": "hunyuan-video-vae-diffusers.safetensors"}
@@ -186,6 +189,7 @@ class TinyHunyuanVideo:
     llama: Any
     tokenizer: Any
     home: Path
+    i2v: Any = None
 
     def pipeline(self, shift: float, steps: int) -> Any:
         """HunyuanVideoPipeline over the same modules, its Euler schedule on ComfyUI's "simple" sigmas."""
@@ -232,7 +236,15 @@ def build(home: Path) -> TinyHunyuanVideo:
                for k, v in clip.state_dict().items()}, str(models / "text_encoders" / "clip_l.safetensors"))
     save_file({"model." + k: v.contiguous() for k, v in llama.state_dict().items()},
               str(models / "text_encoders" / LLAMA_FILE))
+    torch.manual_seed(1)
+    i2v = HunyuanVideoTransformer3DModel(**I2V).eval()
+    with torch.no_grad():
+        for p in i2v.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    save_file({"model.diffusion_model." + k: v.contiguous() for k, v in to_comfyui(i2v.state_dict()).items()},
+              str(models / "diffusion_models" / I2V_FILE))
     vsd = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}
     save_file(vsd, str(models / "vae" / VAE_FILES["diffusers"]))
     save_file({k: v.contiguous() for k, v in vae_to_comfyui(vsd).items()}, str(models / "vae" / VAE_FILES["comfyui"]))
-    return TinyHunyuanVideo(transformer=transformer, vae=vae, clip=clip, llama=llama, tokenizer=tokenizer, home=home)
+    return TinyHunyuanVideo(transformer=transformer, vae=vae, clip=clip, llama=llama, tokenizer=tokenizer, home=home,
+                            i2v=i2v)

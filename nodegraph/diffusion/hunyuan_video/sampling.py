@@ -89,6 +89,9 @@ class HunyuanVideoDenoiser(FlowDenoiser):
         import torch
 
         emb, pooled, guidance, _, _, image, mask = entry
+        if x.dim() != 5:
+            raise ValueError(f"latent_image is an image latent {tuple(x.shape)}, but HunyuanVideo samples video "
+                             "latents [B, 16, T, h, w]; start from EmptyHunyuanLatentVideo (length 1 for a still)")
         b = x.shape[0]
         states = _batch(emb, b)
         t = torch.full((b,), float(self.flow.timestep(sigma)), device=x.device, dtype=self.dtype)
