@@ -1,0 +1,169 @@
+"""LTX-2 (audio-video) through our nodes equals diffusers: weights loaded from each layout, and the frames and the sound
+of ComfyUI's LTX-2 text-to-video graph (CheckpointLoaderSimple + LTXAVTextEncoderLoader + CLIPTextEncode ×2 +
+LTXVConditioning + EmptyLTXVLatentVideo + LTXVAudioVAELoader + LTXVEmptyLatentAudio + LTXVConcatAVLatent +
+LTXVScheduler + KSamplerSelect(euler) + SamplerCustom(cfg 3) + LTXVSeparateAVLatent + VAEDecode + LTXVAudioVAEDecode)
+against LTX2Pipeline with the same noise, ≤ 1/255; CreateVideo + SaveVideo make an mp4 with sound."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+import torch
+from ltx2_tiny import CHECKPOINT, DIFFUSERS_CHECKPOINT, LAYOUTS, TEXT, TinyLTX2, build
+
+from nodegraph.config import EngineConfig
+from nodegraph.diffusion import families
+from nodegraph.diffusion.detect import read_header
+from nodegraph.diffusion.ltx2.files import load_ltx2_transformer, parameter_counts
+from nodegraph.diffusion.sampling import make_noise
+from nodegraph.testing_graphs import capture_engine, run_captured
+
+PROMPT = "a red cat walking on the sky"
+NEGATIVE = "blue square"
+SEED, STEPS, WIDTH, HEIGHT, LENGTH, CFG, FPS = 7, 2, 96, 64, 9, 3.0, 25
+#: LTX2Pipeline adds spatio-temporal and modality-isolation guidance by default; ComfyUI's SamplerCustom/CFGGuider
+#: graph is plain CFG on both modalities, so the reference turns those off.
+PLAIN_CFG = dict(stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx2(tmp_path_factory: pytest.TempPathFactory) -> TinyLTX2:
+    return build(tmp_path_factory.mktemp("tiny-ltx2-home"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ltx2):
+    cfg = EngineConfig(home=tiny_ltx2.home)
+    cfg.ensure_dirs()
+    return capture_engine(cfg)
+
+
+def graph(ckpt: str = CHECKPOINT, extra: dict | None = None) -> dict:
+    """ComfyUI's LTX-2 text-to-video graph (frames captured as "img", the sound as "snd", the latent as "lat")."""
+    wf = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "clip": {"class_type": "LTXAVTextEncoderLoader", "inputs": {"text_encoder": TEXT, "ckpt_name": ckpt}},
+        "avae": {"class_type": "LTXVAudioVAELoader", "inputs": {"ckpt_name": ckpt}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["clip", 0]}},
+        "cond": {"class_type": "LTXVConditioning", "inputs": {"positive": ["pos", 0], "negative": ["neg", 0],
+                                                              "frame_rate": float(FPS)}},
+        "video": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": WIDTH, "height": HEIGHT, "length": LENGTH,
+                                                                   "batch_size": 1}},
+        "audio": {"class_type": "LTXVEmptyLatentAudio", "inputs": {"frames_number": LENGTH, "frame_rate": FPS,
+                                                                   "batch_size": 1, "audio_vae": ["avae", 0]}},
+        "av": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["video", 0],
+                                                              "audio_latent": ["audio", 0]}},
+        "sched": {"class_type": "LTXVScheduler", "inputs": {"steps": STEPS, "max_shift": 2.05, "base_shift": 0.95,
+                                                            "stretch": True, "terminal": 0.1,
+                                                            "latent": ["video", 0]}},
+        "sel": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sc": {"class_type": "SamplerCustom", "inputs": {
+            "model": ["ckpt", 0], "add_noise": True, "noise_seed": SEED, "cfg": CFG, "positive": ["cond", 0],
+            "negative": ["cond", 1], "sampler": ["sel", 0], "sigmas": ["sched", 0], "latent_image": ["av", 0]}},
+        "sep": {"class_type": "LTXVSeparateAVLatent", "inputs": {"av_latent": ["sc", 0]}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["sep", 0], "vae": ["ckpt", 2]}},
+        "adec": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["sep", 1], "audio_vae": ["avae", 0]}},
+        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "snd": {"class_type": "Capture", "inputs": {"value": ["adec", 0]}},
+        "lat": {"class_type": "Capture", "inputs": {"value": ["sc", 0]}},
+    }
+    wf.update(extra or {})
+    return wf
+
+
+def _run(engine, wf: dict) -> dict:
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    return cap
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_ltx2):
+    """LTX2Pipeline's frames [F, H, W, 3] and waveform [1, 2, S] with the noise our SamplerCustom draws for SEED:
+    the video's first, then the audio's, from one generator."""
+    frames = (LENGTH - 1) // 8 + 1
+    audio_frames = round(LENGTH / FPS * 25)
+    gen = torch.Generator("cpu").manual_seed(SEED)
+    noise = make_noise((1, 128, frames, HEIGHT // 32, WIDTH // 32), gen)
+    audio_noise = make_noise((1, 8, audio_frames, 4), gen)
+    packed = noise.flatten(2).transpose(1, 2)
+    vae = tiny_ltx2.audio_vae
+    # the pipeline normalises given audio latents: hand it the noise denormalised, so it starts from the same noise
+    audio_packed = audio_noise.transpose(1, 2).flatten(2) * vae.latents_std + vae.latents_mean
+    pipe = tiny_ltx2.pipeline()
+    with torch.no_grad():
+        video, audio = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, width=WIDTH, height=HEIGHT, num_frames=LENGTH,
+                            frame_rate=FPS, num_inference_steps=STEPS, guidance_scale=CFG, latents=packed,
+                            audio_latents=audio_packed, output_type="pt", return_dict=False, **PLAIN_CFG)
+    return video[0].permute(0, 2, 3, 1).float(), audio.float()
+
+
+@pytest.mark.slow
+def test_graph_frames_and_sound_equal_ltx2_pipeline(engine, reference):
+    want_frames, want_audio = reference
+    start = time.perf_counter()
+    cap = _run(engine, graph())
+    elapsed = time.perf_counter() - start
+    frames, sound = cap["img"], cap["snd"]
+    assert frames.shape == (LENGTH, HEIGHT, WIDTH, 3) == want_frames.shape
+    assert cap["lat"]["samples"].shape == (1, 128, 2, HEIGHT // 32, WIDTH // 32)
+    assert cap["lat"]["audio_samples"].shape == (1, 8, 9, 4)
+    assert sound["sample_rate"] == 24000 and sound["waveform"].shape == want_audio.shape
+    diff = float((frames - want_frames).abs().max())
+    audio_diff = float((sound["waveform"] - want_audio).abs().max())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"ltx2 tiny run: {elapsed:.2f} s, max |diff| frames {diff:.2e} audio {audio_diff:.2e}, "
+          f"peak RSS {peak:.0f} MiB")
+    assert diff <= 1 / 255 and audio_diff <= 1 / 255
+    assert float(frames.std()) > 0.01 and float(sound["waveform"].std()) > 0  # not blank
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_transformer_layouts_load_the_same_weights(tiny_ltx2, layout):
+    path = tiny_ltx2.home / "models" / "diffusion_models" / LAYOUTS[layout]
+    header = read_header(path)
+    assert families.transformer_loader(header) is load_ltx2_transformer  # not LTX-Video's loader
+    model = load_ltx2_transformer(path, header, path.name)
+    assert model.family == "ltx2" and model.latent.channels == 128
+    got, want = model.unet.state_dict(), tiny_ltx2.transformer.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("name", [CHECKPOINT, DIFFUSERS_CHECKPOINT])
+def test_checkpoint_layouts_load_the_same_weights(tiny_ltx2, name):
+    from nodegraph.diffusion.ltx2.public import _manager_and_dtype  # noqa: F401  (import check of the public module)
+
+    path = tiny_ltx2.home / "models" / "checkpoints" / name
+    ckpt = families.checkpoint(path, name, None)
+    assert ckpt is not None and ckpt.model.family == "ltx2" and ckpt.clip.arch == "ltx2"
+    got, want = ckpt.model.unet.state_dict(), tiny_ltx2.transformer.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    got, want = ckpt.vae.vae.inner.state_dict(), tiny_ltx2.vae.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert ckpt.vae.downscale == 32
+
+
+def test_shipped_configs_have_the_published_sizes():
+    counts = parameter_counts()
+    # LTX-2 is published as a 19B audio-video model; Gemma-3 12B's language model is 11.8B of its 12.2B
+    assert 18.5e9 < counts["transformer"] < 19.5e9
+    assert 11.5e9 < counts["gemma3_12b_text"] < 12.0e9
+    assert 1.0e9 < counts["video_vae"] < 1.5e9
+    assert counts["audio_vae"] < 0.1e9 and counts["vocoder"] < 0.1e9
+
+
+def test_missing_gemma_tokenizer_says_where_and_why(tmp_path):
+    from nodegraph.diffusion.ltx2.text import gemma_tokenizer
+
+    with pytest.raises(FileNotFoundError, match="Gemma's terms.*tokenizer/"):
+        gemma_tokenizer(tmp_path / "gemma_3_12B_it.safetensors")
+
+
+def test_video_only_latent_is_refused_clearly(engine):
+    wf = graph(extra={"sc": dict(graph()["sc"], inputs=dict(graph()["sc"]["inputs"], latent_image=["video", 0]))})
+    result, _ = run_captured(engine, wf)
+    assert result.status != "success"
+    assert "LTXVConcatAVLatent" in str(result.error)
