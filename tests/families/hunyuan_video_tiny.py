@@ -156,7 +156,15 @@ def vae_to_comfyui(state: dict[str, Any]) -> dict[str, Any]:
 def llama_tokenizer_files(folder: Path) -> Any:
     """A tiny Llama-3-style tokenizer (byte-level BPE, Llama 3's split, the header/eot special tokens, a start
     token prepended) in ``folder``; returns it as a transformers tokenizer."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     from nodegraph.diffusion.hunyuan_video.text import TEMPLATE

@@ -15,12 +15,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from hunyuan_video_tiny import I2V_FILE, LAYOUTS, LLAMA_FILE, VAE_FILES, TinyHunyuanVideo, build
+from hunyuan_video_tiny import (
+    I2V_FILE,
+    LAYOUTS,
+    LLAMA_FILE,
+    VAE_FILES,
+    TinyHunyuanVideo,
+    build,
+)
 from safetensors.torch import load_file
 
 from nodegraph.api import Node, Output
 from nodegraph.config import EngineConfig
-from nodegraph.diffusion.hunyuan_video.files import load_hunyuan_video_transformer, parameter_counts
+from nodegraph.diffusion.hunyuan_video.files import (
+    load_hunyuan_video_transformer,
+    parameter_counts,
+)
 from nodegraph.diffusion.hunyuan_video.text import TEMPLATE
 from nodegraph.diffusion.hunyuan_video.vae import hunyuan_video_vae_from_state
 from nodegraph.diffusion.sampling import make_noise
@@ -137,7 +147,10 @@ def test_sampling_equals_hunyuan_video_pipeline(tiny, reference):
     so no previews), against the pipeline."""
     from nodegraph.diffusion.devices import DeviceManager
     from nodegraph.diffusion.flow.sampling import sample
-    from nodegraph.diffusion.hunyuan_video.text import encode_hunyuan_video, load_hunyuan_clip
+    from nodegraph.diffusion.hunyuan_video.text import (
+        encode_hunyuan_video,
+        load_hunyuan_clip,
+    )
     from nodegraph.diffusion.sampling import SamplingOptions
 
     models = tiny.home / "models"
@@ -296,7 +309,10 @@ def test_image_to_video_v1_equals_pipeline(tiny):
     start noise (the pipeline mixes 0.1 % of the image into the noise, which ComfyUI does not: undone here); the
     pipeline drops the first 4 frames it decodes."""
     import numpy as np
-    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoImageToVideoPipeline
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoImageToVideoPipeline,
+    )
     from PIL import Image
     from transformers import CLIPImageProcessor
 

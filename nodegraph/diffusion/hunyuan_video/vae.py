@@ -38,6 +38,9 @@ def is_hunyuan_video_vae(keys: Any) -> bool:
 class HunyuanVideoVAE(WanVideoVAE):
     """An ``AutoencoderKLHunyuanVideo`` behind the image-VAE interface (raw latents; see the module docstring)."""
 
+    #: VAEEncode(Tiled) encodes an IMAGE batch as one clip (ComfyUI's video-VAE convention), not image by image
+    images_are_frames = True
+
     def __init__(self, inner: Any) -> None:
         torch.nn.Module.__init__(self)
         self.inner = inner
