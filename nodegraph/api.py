@@ -224,10 +224,11 @@ __all__ += ["CONCEPTS", "concept_dataset", "denoise_trajectory", "forward_noise"
 from .diffusion import patches as model_patches  # noqa: E402
 from .diffusion.guiders import PerpNegGuider  # noqa: E402
 from .diffusion.model_sampling import SAMPLINGS as DISCRETE_SAMPLINGS  # noqa: E402
-from .diffusion.model_sampling import discrete_config  # noqa: E402
+from .diffusion.model_sampling import CONTINUOUS_SAMPLINGS, continuous_config, discrete_config  # noqa: E402
 from .diffusion.patches import patches_of, with_patch  # noqa: E402
 
-__all__ += ["discrete_config", "DISCRETE_SAMPLINGS", "model_patches", "patches_of", "PerpNegGuider", "with_patch"]
+__all__ += ["CONTINUOUS_SAMPLINGS", "continuous_config", "discrete_config", "DISCRETE_SAMPLINGS", "model_patches",
+            "patches_of", "PerpNegGuider", "with_patch"]
 # [vision]
 from .diffusion.style_models import StyleModel, apply_style, load_style_model  # noqa: E402
 from .diffusion.unclip import UnclipCheckpoint, load_unclip_checkpoint  # noqa: E402

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (DISCRETE_SAMPLINGS, Boolean, Combo, Float, Int, Link, Node, Output, PerpNegGuider,
-                           derive, discrete_config, hookimpl, model_patches, with_patch)
+from nodegraph.api import (CONTINUOUS_SAMPLINGS, DISCRETE_SAMPLINGS, Boolean, Combo, Float, Int, Link, Node, Output,
+                           PerpNegGuider, continuous_config, derive, discrete_config, hookimpl, model_patches,
+                           with_patch)
 
 
 def _unet_only(ctx: Any, model: Any, node: str) -> Any:
@@ -36,6 +37,28 @@ class ModelSamplingDiscrete(Node):
     def execute(self, ctx, model, sampling, zsnr):
         loaded = _unet_only(ctx, model, "ModelSamplingDiscrete")
         return (derive(model, scheduler_config=discrete_config(loaded.scheduler_config, sampling, bool(zsnr))),)
+
+
+class ModelSamplingContinuousEDM(Node):
+    """Sample with continuous EDM noise levels between sigma_min and sigma_max (CosXL and other EDM-trained UNets)."""
+
+    CATEGORY = "advanced/model"
+    INPUTS = {
+        "model": Link("MODEL"),
+        "sampling": Combo(list(CONTINUOUS_SAMPLINGS), tooltip="how the model's output is read: v_prediction (CosXL), "
+                          "edm (sigma_data 0.5) or eps; edm_playground_v2.5 and cosmos_rflow are refused"),
+        "sigma_max": Float(120.0, min=0.0, max=1000.0, step=0.001, round=False),  # type: ignore[arg-type]
+        "sigma_min": Float(0.002, min=0.0, max=1000.0, step=0.001, round=False),  # type: ignore[arg-type]
+    }
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, sampling, sigma_max, sigma_min):
+        loaded = _unet_only(ctx, model, "ModelSamplingContinuousEDM")
+        try:
+            config = continuous_config(loaded.scheduler_config, sampling, float(sigma_min), float(sigma_max))
+        except ValueError as exc:
+            raise ValueError(f"ModelSamplingContinuousEDM: {exc}") from None
+        return (derive(model, scheduler_config=config),)
 
 
 class RescaleCFG(Node):
@@ -201,5 +224,5 @@ class FreSca(Node):
 @hookimpl
 def nodegraph_nodes():
     """The model patch nodes."""
-    return [ModelSamplingDiscrete, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
+    return [ModelSamplingDiscrete, ModelSamplingContinuousEDM, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
             DifferentialDiffusion, TomePatchModel, FreSca]

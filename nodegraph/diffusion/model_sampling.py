@@ -8,7 +8,12 @@ schedulers and the k-diffusion path (``custom.KDenoiser``, ``sampling._sigma_tab
   timestep ``index · skip + skip - 1`` of the nearest of them, and LCM's boundary condition on the output.
 - img_to_img: x0 prediction from the unscaled noisy latent (no 1/sqrt(sigma² + 1) input scaling).
 
-lcm, x0 and img_to_img models sample on the k-diffusion path (KSampler routes them there: ``needs_k_path``). The
+ModelSamplingContinuousEDM (``continuous_config``): sigmas log-spaced between sigma_min and sigma_max (1000 of
+them, ComfyUI's table), the UNet called at time 0.25·ln(sigma) on the input scaled by 1/sqrt(sigma² + sigma_data²),
+its output read as eps, v or EDM's F with ``sigma_data`` (CosXL: v_prediction, 120/0.002). Every ComfyUI scheduler
+over that table equals ComfyUI's: the table is log-linear, so its interpolated index is affine in 0.25·ln(sigma).
+
+lcm, x0, img_to_img and continuous models sample on the k-diffusion path (KSampler routes them there: ``needs_k_path``). The
 config keeps the checkpoint's original under a private key, so a second ModelSamplingDiscrete starts from it, as
 ComfyUI's does.
 """
@@ -74,6 +79,57 @@ def discrete_config(config: Mapping[str, Any], sampling: str, zsnr: bool) -> dic
     return out
 
 
+#: ModelSamplingContinuousEDM's ``sampling`` options: (how the output is read, sigma_data), or why not supported
+CONTINUOUS_SAMPLINGS: dict[str, tuple[str, float] | str] = {
+    "v_prediction": ("v", 1.0), "edm": ("edm", 0.5),
+    "edm_playground_v2.5": "it also changes the latent format to Playground v2.5's per-channel mean and std, which "
+                           "nodegraph's VAEs do not carry",
+    "eps": ("eps", 1.0),
+    "cosmos_rflow": "it is Cosmos' rectified-flow sampling, which applies to Cosmos models, not UNets",
+}
+CONTINUOUS_STEPS = 1000
+
+
+def continuous_config(config: Mapping[str, Any], sampling: str, sigma_min: float, sigma_max: float) -> dict[str, Any]:
+    """The scheduler config of a model patched by ModelSamplingContinuousEDM(``sampling``, sigma_max, sigma_min)."""
+    how = CONTINUOUS_SAMPLINGS.get(sampling)
+    if how is None:
+        raise ValueError(f"sampling {sampling!r} is not one of {', '.join(CONTINUOUS_SAMPLINGS)}")
+    if isinstance(how, str):
+        raise ValueError(f"sampling {sampling!r} is not supported: {how}; choose v_prediction, edm or eps")
+    if not 0.0 < sigma_min < sigma_max:
+        raise ValueError(f"sigma_min ({sigma_min}) must be above 0 and below sigma_max ({sigma_max})")
+    base = dict(config.get(_ORIGINAL) or config)
+    public = {k: v for k, v in base.items() if not k.startswith("_")}
+    out = dict(public, prediction_type="v_prediction" if how[0] == "v" else "epsilon",
+               trained_betas=_betas(1.0 / (continuous_sigmas(sigma_min, sigma_max) ** 2 + 1.0)),
+               rescale_betas_zero_snr=False, num_train_timesteps=CONTINUOUS_STEPS)
+    out.update({_KIND: "continuous", _KIND + "_output": how[0], _KIND + "_sigma_data": how[1],
+                _KIND + "_sigmas": [float(sigma_min), float(sigma_max)], _ORIGINAL: base})
+    return out
+
+
+def continuous_sigmas(sigma_min: float, sigma_max: float) -> Any:
+    """ComfyUI's continuous table: CONTINUOUS_STEPS sigmas evenly spaced in ln(sigma), ascending, float64 numpy."""
+    import numpy as np
+
+    return np.exp(np.linspace(math.log(sigma_min), math.log(sigma_max), CONTINUOUS_STEPS))
+
+
+def sigma_table(scheduler_config: Mapping[str, Any]) -> Any:
+    """The training sigmas (ascending in t) of a model's scheduler config, float64 numpy: ModelSamplingContinuousEDM's
+    exact log-spaced table, else the one its betas give."""
+    import diffusers
+
+    from .schedulers import training_sigmas
+
+    bounds = scheduler_config.get(_KIND + "_sigmas")
+    if bounds:
+        return continuous_sigmas(float(bounds[0]), float(bounds[1]))
+    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    return training_sigmas(diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy())
+
+
 def sampling_kind(config: Mapping[str, Any]) -> str | None:
     """The ModelSamplingDiscrete choice recorded in a scheduler config (None when never patched)."""
     kind = config.get(_KIND)
@@ -82,7 +138,7 @@ def sampling_kind(config: Mapping[str, Any]) -> str | None:
 
 def needs_k_path(config: Mapping[str, Any]) -> bool:
     """Whether the model must sample in k-diffusion form (lcm, x0, img_to_img have no diffusers scheduler form)."""
-    return sampling_kind(config) in ("lcm", "x0", "img_to_img")
+    return sampling_kind(config) in ("lcm", "x0", "img_to_img", "continuous")
 
 
 @dataclass(frozen=True)
@@ -91,9 +147,13 @@ class Special:
 
     kind: str
     skip: int = 1
+    output: str = ""  # continuous: "eps", "v" or "edm"
+    sigma_data: float = 1.0
 
     def timestep(self, sigma: float, table: Any) -> float | None:
         """The UNet timestep at ``sigma`` (None: the usual interpolated one)."""
+        if self.kind == "continuous":
+            return 0.25 * math.log(max(sigma, 1e-10))
         if self.kind != "lcm":
             return None
         from .patches import timestep_index
@@ -102,12 +162,20 @@ class Special:
 
     def c_in(self, sigma: float) -> float:
         """The input scaling at ``sigma``."""
+        if self.kind == "continuous":
+            return 1.0 / math.sqrt(sigma * sigma + self.sigma_data ** 2)
         return 1.0 if self.kind == "img_to_img" else 1.0 / math.sqrt(sigma * sigma + 1.0)
 
     def denoised(self, x: Any, out: Any, sigma: float, table: Any) -> Any:
         """x0 from the UNet output (LCM: the consistency boundary condition on the epsilon estimate)."""
         if self.kind == "img_to_img":
             return out
+        if self.kind == "continuous":
+            if self.output == "eps":
+                return x - out * sigma
+            sd2, s2 = self.sigma_data ** 2, sigma * sigma
+            sign = -1.0 if self.output == "v" else 1.0  # v: minus the output; EDM's F: plus
+            return x * (sd2 / (s2 + sd2)) + sign * out * (sigma * self.sigma_data / math.sqrt(s2 + sd2))
         from .patches import timestep_index
 
         t = float(timestep_index(sigma, table) * self.skip + self.skip - 1)
@@ -125,4 +193,7 @@ def special_of(config: Mapping[str, Any]) -> Special | None:
         return Special("lcm", int(config.get(_KIND + "_skip", 20)))
     if kind == "img_to_img":
         return Special("img_to_img")
+    if kind == "continuous":
+        return Special("continuous", output=str(config.get(_KIND + "_output", "eps")),
+                       sigma_data=float(config.get(_KIND + "_sigma_data", 1.0)))
     return None

@@ -34,6 +34,7 @@ from .gligen import batchable as gligen_batchable
 from .gligen import call as unet_call
 from .gligen import prepare as prepare_gligen
 from .model_sampling import needs_k_path
+from .model_sampling import sigma_table as _sigma_table  # noqa: F401  (imported from here by the other samplers)
 from .noise import make_noise  # noqa: F401  (imported from here by the other samplers)
 from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
@@ -247,16 +248,6 @@ def _resize_mask(mask: Any, batch: int, h: int, w: int) -> Any:
     if m.shape[-2:] != (h, w):
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
     return _expand(m, batch, "noise_mask").clamp(0.0, 1.0)
-
-
-def _sigma_table(scheduler_config: Any) -> Any:
-    """The training sigmas (ascending in t) of a checkpoint's scheduler config, float64 numpy."""
-    import diffusers
-
-    from .schedulers import training_sigmas
-
-    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
-    return training_sigmas(diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy())
 
 
 def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[str, Any], opts: SamplingOptions,

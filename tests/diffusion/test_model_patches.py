@@ -230,6 +230,52 @@ def test_x0_lcm_and_img_to_img_denoisers(model):
                                    atol=1e-4, rtol=1e-4)
 
 
+def test_continuous_edm_denoiser_and_schedules(model):
+    """ModelSamplingContinuousEDM: the UNet at 0.25·ln(sigma) on x/sqrt(sigma² + sd²), x0 read as v or EDM's F;
+    ComfyUI's schedules over the log-spaced table, written out from its formulas."""
+    from nodegraph.diffusion.model_sampling import continuous_config
+    from nodegraph.diffusion.sigmas import model_schedule
+
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    emb = POS[0][0]
+    conds = _conds(model, POS, 1, (64, 64), "cpu", torch.float32, "positive")
+    sigma = 3.7
+    with torch.no_grad():
+        for sampling, sd, sign in (("v_prediction", 1.0, -1.0), ("edm", 0.5, 1.0)):
+            patched = dataclasses.replace(model, scheduler_config=continuous_config(model.scheduler_config, sampling,
+                                                                                    0.002, 120.0))
+            out = model.unet(x / math.sqrt(sigma ** 2 + sd ** 2), torch.tensor(0.25 * math.log(sigma)),
+                             encoder_hidden_states=emb).sample
+            expected = x * sd ** 2 / (sigma ** 2 + sd ** 2) + sign * out * sigma * sd / math.sqrt(sigma ** 2 + sd ** 2)
+            torch.testing.assert_close(KDenoiser(patched, conds, [], POS, 1.0, torch.float32)(x, sigma), expected,
+                                       atol=1e-4, rtol=1e-4)
+    table = _sigma_table(patched.scheduler_config)
+    assert table[0] == pytest.approx(0.002) and table[-1] == pytest.approx(120.0) and len(table) == 1000
+    normal = model_schedule(patched, "normal", 5, 1.0, SamplerRegistry()).double().numpy()
+    np.testing.assert_allclose(normal[:-1], np.exp(np.linspace(math.log(120.0), math.log(0.002), 5)), rtol=1e-5)
+    karras = model_schedule(patched, "karras", 5, 1.0, SamplerRegistry()).double().numpy()
+    ramp = np.linspace(0, 1, 5)
+    np.testing.assert_allclose(karras[:-1], (120.0 ** (1 / 7) + ramp * (0.002 ** (1 / 7) - 120.0 ** (1 / 7))) ** 7,
+                               rtol=1e-5)
+    simple = model_schedule(patched, "simple", 4, 1.0, SamplerRegistry()).double().numpy()
+    np.testing.assert_allclose(simple[:-1], [table[-(1 + int(i * 250))] for i in range(4)], rtol=1e-5)
+    with pytest.raises(ValueError, match="Playground v2.5"):
+        continuous_config(model.scheduler_config, "edm_playground_v2.5", 0.002, 120.0)
+
+
+def test_continuous_edm_node_samples(engine):
+    wf = txt2img(steps=3, width=64, height=64)
+    wf["edm"] = {"class_type": "ModelSamplingContinuousEDM", "inputs": {"model": ["ckpt", 0], "sampling": "v_prediction",
+                                                                        "sigma_max": 120.0, "sigma_min": 0.002}}
+    wf["ks"]["inputs"]["model"] = ["edm", 0]
+    patched = _image(engine, wf)
+    base = _image(engine, txt2img(steps=3, width=64, height=64))
+    assert torch.isfinite(patched).all() and (patched - base).abs().max() > 1e-3
+    wf["edm"]["inputs"]["sampling"] = "cosmos_rflow"
+    result, _ = run(engine, wf)
+    assert result.status == "error" and "Cosmos" in str(result.error)
+
+
 # ---- guidance hooks in the three paths ---------------------------------------------------------------------------
 
 def _one_step_expected(model, guide):
