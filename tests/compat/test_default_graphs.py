@@ -94,3 +94,24 @@ def test_frontend_default_fails_only_for_missing_model_files(engine):
                 (node_id, error)
             missing.add(name)
     assert missing == {"vae_name", "unet_name", "clip_name"}
+
+
+@pytest.mark.slow
+def test_frontend_default_runs_on_tiny_z_image_files(tmp_path):
+    """With tiny random-weight Z-Image files saved under its three file names (and a Qwen3 tokenizer folder beside
+    the text encoder), the frontend's default graph runs as shipped: res_multistep/simple, cfg 1, shift 3."""
+    import importlib.util
+
+    helper = Path(__file__).resolve().parents[1] / "families" / "lumina_tiny.py"
+    spec = importlib.util.spec_from_file_location("lumina_tiny", helper)
+    lumina_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lumina_tiny)
+    tiny = lumina_tiny.build(tmp_path / "home")
+    engine = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
+    ui = load("frontend_1.58.1.json")
+    set_widgets(ui, "EmptySD3LatentImage", [64, 64, 1])  # small and quick; the graph is otherwise as shipped
+    set_widgets(ui, "KSampler", [42, "fixed", 2, 1, "res_multistep", "simple", 1])
+    result = engine.run(engine.prepare(ui))
+    assert not getattr(result, "error", None), result.error
+    (image,) = result.outputs["9"]["images"]
+    assert (engine.config.output_dir / image["filename"]).is_file()

@@ -36,6 +36,11 @@ GEMMA2 = dict(vocab_size=304, hidden_size=32, intermediate_size=64, num_hidden_l
               pad_token_id=0, eos_token_id=1, bos_token_id=2)
 Z_FILES = {"comfyui": "z_image_turbo_bf16.safetensors", "diffusers": "z_image_tiny_diffusers.safetensors"}
 L_FILES = {"comfyui": "lumina_2_model_bf16.safetensors", "diffusers": "lumina2_tiny_diffusers.safetensors"}
+#: Flux's 16-channel autoencoder, scaled down (its scale and shift as Flux's ae)
+VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+           up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 32, 32, 32], layers_per_block=1,
+           latent_channels=16, norm_num_groups=32, sample_size=64, scaling_factor=0.3611, shift_factor=0.1159,
+           use_quant_conv=False, use_post_quant_conv=False)
 QWEN3_FILE, GEMMA_FILE, VAE_FILE = "qwen_3_4b.safetensors", "gemma_2_2b_fp16.safetensors", "ae.safetensors"
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n"
@@ -183,7 +188,6 @@ def _randomised(module: Any) -> Any:
 def build(home: Path, seed: int = 0) -> TinyLumina:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import AutoencoderKL, Lumina2Transformer2DModel, ZImageTransformer2DModel
-    from flux_tiny import VAE
     from safetensors.torch import save_file
     from transformers import Gemma2Config, Gemma2Model, Qwen3Config, Qwen3Model
 
