@@ -296,3 +296,4 @@ from .diffusion.video_models.video_tiling import decode_tiled as decode_video_ti
 from .diffusion.video_models.video_tiling import encode_tiled as encode_video_tiled  # noqa: E402
 from .diffusion.video_models.video_tiling import temporal_compression  # noqa: E402
 __all__ += ["decode_video_tiled", "encode_video_tiled", "temporal_compression"]
+# [svd]
