@@ -163,3 +163,34 @@ def test_example_runs_on_the_tiny_checkpoint(tiny_aura, tmp_path):
     assert len(images) == 1
     with Image.open(images[0]) as img:
         assert img.size == (64, 64) and float(np.asarray(img, dtype=np.float32).std()) > 0
+
+
+def test_shipped_configs_have_the_published_sizes():
+    """AuraFlow's transformer is 6.8B parameters (fal's model card), Pile-T5-XL's encoder 1.29B; full-size tensor
+    names (original layout, on the meta device) are detected back to the shipped config."""
+    from accelerate import init_empty_weights
+    from auraflow_tiny import to_original
+    from diffusers import AuraFlowTransformer2DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from nodegraph.diffusion.auraflow.detect import (
+        shipped_config,
+        text_encoder_config,
+        text_encoder_prefix,
+        transformer_config,
+        transformer_layout,
+    )
+
+    with init_empty_weights():
+        transformer = AuraFlowTransformer2DModel.from_config(shipped_config("transformer"))
+        encoder = UMT5EncoderModel(UMT5Config(**shipped_config("text_encoder")))
+    counts = [sum(p.numel() for p in m.parameters()) for m in (transformer, encoder)]
+    assert counts == [6_858_605_568, 1_289_349_120]
+    shapes = {"model." + k: tuple(v.shape) for k, v in to_original(transformer.state_dict()).items()}
+    layout = transformer_layout(shapes)
+    assert layout == ("model.", "original")
+    assert transformer_config(shapes, *layout)[0] == shipped_config("transformer")
+    te = {"text_encoders.pile_t5xl.transformer." + k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+    prefix = text_encoder_prefix(te)
+    assert prefix == "text_encoders.pile_t5xl.transformer."
+    assert text_encoder_config(te, prefix) == shipped_config("text_encoder")

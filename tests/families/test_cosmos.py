@@ -220,3 +220,37 @@ def test_t2i_example_runs_on_the_tiny_model(tiny_cosmos, tmp_path):
     with Image.open(images[0]) as img:
         assert img.size == (64, 64) and float(np.asarray(img, dtype=np.float32).std()) > 0
 
+
+
+@pytest.mark.parametrize("variant,count", [("t2i_2B", 1_956_405_248), ("t2i_14B", 14_265_265_152),
+                                           ("v2w_2B", 1_956_413_440), ("v2w_14B", 14_265_285_632)])
+def test_shipped_configs_have_the_published_sizes(variant, count):
+    """Cosmos Predict2 2B and 14B (NVIDIA's model cards: 2B, 14B); full-size NVIDIA names (on the meta device)
+    are detected back to the shipped config of the variant."""
+    from accelerate import init_empty_weights
+    from cosmos_tiny import to_original
+    from diffusers import CosmosTransformer3DModel
+
+    from nodegraph.diffusion.cosmos.detect import shipped_config, transformer_config, transformer_layout
+
+    shipped = shipped_config(f"transformer_{variant}")
+    with init_empty_weights():
+        model = CosmosTransformer3DModel.from_config(shipped)
+    assert sum(p.numel() for p in model.parameters()) == count
+    shapes = {k: tuple(v.shape) for k, v in to_original(model.state_dict()).items()}
+    layout = transformer_layout(shapes)
+    assert layout == ("net.", "original")
+    config = transformer_config(shapes, *layout)[0]
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()} == shipped
+
+
+def test_old_t5_config_has_the_published_size():
+    """T5 v1.0 XXL's encoder (the 11B model's, Cosmos's text encoder): 4.9B parameters, ReLU feed-forward."""
+    from accelerate import init_empty_weights
+    from transformers import T5Config, T5EncoderModel
+
+    from nodegraph.diffusion.cosmos.detect import shipped_config
+
+    with init_empty_weights():
+        model = T5EncoderModel(T5Config(**shipped_config("t5_old_xxl")))
+    assert sum(p.numel() for p in model.parameters()) == 4_897_690_624
