@@ -134,6 +134,18 @@ def test_transformer_layouts_load_the_same_weights(tiny, layout):
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_vae_encodes_an_image_batch_as_one_clip(tiny):
+    path = tiny.home / "models" / "vae" / VAE_FILES["comfyui"]
+    vae = hunyuan_video_vae_from_state(load_file(str(path)), path.name).vae
+    frames = torch.rand(LENGTH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        got = vae.encode(frames).latent_dist.mean
+        want = tiny.vae.encode(frames.movedim(0, 1).unsqueeze(0)).latent_dist.mode()
+        decoded = vae.decode(got).sample
+    assert got.shape == (1, 16, (LENGTH - 1) // 4 + 1, SIZE // 8, SIZE // 8) and torch.equal(got, want)
+    assert decoded.shape == (LENGTH, 3, SIZE, SIZE)
+
+
 @pytest.mark.parametrize("layout", sorted(VAE_FILES))
 def test_vae_layouts_load_the_same_weights(tiny, layout):
     path = tiny.home / "models" / "vae" / VAE_FILES[layout]
