@@ -167,12 +167,29 @@ class DualCFGGuider(Guider):
         def conds(value: list, what: str) -> list:
             return _conds(model, value, batch, pixel_hw, device, dtype, what)
 
-        # ComfyUI skips the negative at cfg_cond2_negative 1, and then cond2 too at cfg_conds 1 (regular style only).
-        skip_neg = not self.nested and math.isclose(self.cfg_cond2_negative, 1.0)
-        skip_mid = skip_neg and math.isclose(self.cfg_conds, 1.0)
+        skip_mid, skip_neg = dual_skips(self.cfg_conds, self.cfg_cond2_negative, self.nested)
         return DualDenoiser(model, conds(self.cond1, "cond1"), [] if skip_mid else conds(self.cond2, "cond2"),
                             [] if skip_neg else conds(self.negative, "negative"), list(self.cond1),
                             self.cfg_conds, self.cfg_cond2_negative, self.nested, dtype, mask, clean)
+
+
+def dual_skips(cfg_conds: float, cfg_cond2_negative: float, nested: bool) -> tuple[bool, bool]:
+    """(skip cond2, skip the negative): ComfyUI skips the negative at cfg_cond2_negative 1, and then cond2 too at
+    cfg_conds 1 (regular style only)."""
+    skip_neg = not nested and math.isclose(cfg_cond2_negative, 1.0)
+    return skip_neg and math.isclose(cfg_conds, 1.0), skip_neg
+
+
+def dual_cfg(pos: Any, mid: Any, neg: Any, cfg1: float, cfg2: float, nested: bool) -> tuple[Any, Any]:
+    """DualCFGGuider's (guided x0, the unconditional x0 CFG++ samplers see) from the cond1, cond2 (None: skipped)
+    and negative (None: skipped) estimates."""
+    if mid is None:  # cond2 and the negative skipped (both scales 1)
+        return pos, None
+    if nested:
+        text = mid + cfg1 * (pos - mid)
+        return (text if neg is None else neg + cfg2 * (text - neg)), mid
+    guided_mid = mid if neg is None else neg + cfg2 * (mid - neg)
+    return guided_mid + (pos - mid) * cfg1, neg
 
 
 class DualDenoiser(KDenoiser):
@@ -191,14 +208,8 @@ class DualDenoiser(KDenoiser):
     def split(self, x: Any, sigma: float) -> Any:
         """(guided x0, the unconditional x0 CFG++ uses, or None) at noise level ``sigma``."""
         pos, mid = super().split(x, sigma)
-        if mid is None:  # cond2 and the negative skipped (both scales 1)
-            return pos, None
-        neg = self._neg(x, sigma) if self._neg is not None else None
-        if self.nested:
-            text = mid + self.cfg1 * (pos - mid)
-            return (text if neg is None else neg + self.cfg2 * (text - neg)), mid
-        guided_mid = mid if neg is None else neg + self.cfg2 * (mid - neg)
-        return guided_mid + (pos - mid) * self.cfg1, neg
+        neg = self._neg(x, sigma) if self._neg is not None and mid is not None else None
+        return dual_cfg(pos, mid, neg, self.cfg1, self.cfg2, self.nested)
 
     def __call__(self, x: Any, sigma: float) -> Any:
         return self.split(x, sigma)[0]

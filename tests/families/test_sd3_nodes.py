@@ -124,3 +124,31 @@ def test_custom_sampling_equals_ksampler(engine):
     out, _ = custom.sample_custom(CFGGuider(model, cap["p"], cap["n"], CFG), euler, sigmas, RandomNoise(SEED),
                                   cap["empty_lat"], DeviceManager(), model=model)
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
+
+
+def test_dual_cfg_guider_on_a_flow_model(engine):
+    """DualCFGGuider through ``flow.custom``: with cond2 = negative, the regular style is CFG at cfg_conds and the
+    nested style CFG at cfg_conds · cfg_cond2_negative (ComfyUI's formulas on x0), on an SD3 model."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow import custom
+    from nodegraph.diffusion.flow.sampling import euler
+    from nodegraph.diffusion.guiders import CFGGuider, DualCFGGuider, RandomNoise
+
+    wf = graph()
+    for name, src in (("p", "pos"), ("n", "neg"), ("shifted", "msd3"), ("empty_lat", "empty")):
+        wf[name] = {"class_type": "Capture", "inputs": {"value": [src, 0]}}
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    model = cap["shifted"].get() if hasattr(cap["shifted"], "get") else cap["shifted"]
+    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
+
+    def run(guider):
+        return custom.sample_custom(guider, euler, sigmas, RandomNoise(SEED), cap["empty_lat"], DeviceManager(),
+                                    model=model)[0]["samples"]
+
+    p, n = cap["p"], cap["n"]
+    regular = run(DualCFGGuider(model, p, n, n, 3.0, 2.0, False))
+    assert torch.allclose(regular, run(CFGGuider(model, p, n, 3.0)), atol=1e-4)
+    nested = run(DualCFGGuider(model, p, n, n, 3.0, 2.0, True))
+    assert torch.allclose(nested, run(CFGGuider(model, p, n, 6.0)), atol=1e-4)
+    assert float((nested - regular).abs().max()) > 1e-3

@@ -29,13 +29,49 @@ def model_schedule(model: Any, scheduler: str, steps: int, denoise: float) -> An
     return full[-(steps + 1):]
 
 
+class FlowDualDenoiser:
+    """DualCFGGuider on a flow model: cond1, cond2 and the negative each through a ``FlowDenoiser`` at cfg 1 (the
+    same skips as on UNets), combined by ``guiders.dual_cfg``."""
+
+    cfg = 1.0  # split() already gives the guided estimate, as DualDenoiser's does for CFG++ samplers
+
+    def __init__(self, model: Any, guider: Any, *args: Any) -> None:
+        from ..guiders import dual_skips
+
+        skip_mid, skip_neg = dual_skips(guider.cfg_conds, guider.cfg_cond2_negative, guider.nested)
+        self.pos = FlowDenoiser(model, list(guider.cond1), [], 1.0, *args)
+        self.mid = None if skip_mid else FlowDenoiser(model, list(guider.cond2), [], 1.0, *args)
+        self.neg = None if skip_neg else FlowDenoiser(model, list(guider.negative), [], 1.0, *args)
+        self.scales = (float(guider.cfg_conds), float(guider.cfg_cond2_negative), bool(guider.nested))
+
+    def split(self, x: Any, sigma: Any) -> tuple[Any, Any]:
+        """(guided x0, the unconditional x0 CFG++ samplers see, or None) at noise level ``sigma``."""
+        from ..guiders import dual_cfg
+
+        pos = self.pos(x, sigma)
+        mid = self.mid(x, sigma) if self.mid is not None else None
+        neg = self.neg(x, sigma) if self.neg is not None and mid is not None else None
+        return dual_cfg(pos, mid, neg, *self.scales)
+
+    def __call__(self, x: Any, sigma: Any) -> Any:
+        return self.split(x, sigma)[0]
+
+
+def _denoiser(guider: Any, model: Any, *args: Any) -> Any:
+    """The flow denoiser a guider asks for (DualCFGGuider: ``FlowDualDenoiser``)."""
+    if hasattr(guider, "cond1"):
+        return FlowDualDenoiser(model, guider, *args)
+    positive, negative, cfg = _conditionings(guider)
+    return FlowDenoiser(model, positive, negative, cfg, *args)
+
+
 def _conditionings(guider: Any) -> tuple[list, list, float]:
     if hasattr(guider, "positive"):
         return list(guider.positive), list(guider.negative), float(guider.cfg)
     if hasattr(guider, "conditioning"):
         return list(guider.conditioning), [], 1.0
-    raise ValueError(f"{type(guider).__name__} does not apply to flow-matching models (Flux) yet; use CFGGuider or "
-                     "BasicGuider")
+    raise ValueError(f"{type(guider).__name__} does not apply to flow-matching models yet; use CFGGuider, "
+                     "DualCFGGuider or BasicGuider")
 
 
 def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: dict[str, Any], devices: Any,
@@ -55,7 +91,8 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     if own is not None:
         return own(guider, sampler, sigmas, noise, latent, devices, callback, model=model,
                    lora_library=lora_library, preview_every=preview_every)
-    positive, negative, cfg = _conditionings(guider)
+    if not hasattr(guider, "cond1"):
+        _conditionings(guider)  # an unsupported guider fails before any work
     samples = prepare_latent(model, latent)
     fmt = model.latent
     out = output_latent(latent, fmt.downscale)
@@ -76,7 +113,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
         mask = None
         if latent.get("noise_mask") is not None:
             mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
-        denoiser = FlowDenoiser(model, positive, negative, cfg, dtype, device, mask, clean, start)
+        denoiser = _denoiser(guider, model, dtype, device, mask, clean, start)
         s0 = float(sig[0])
         x = s0 * start + (1.0 - s0) * clean
 
