@@ -49,6 +49,7 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "ltx.checkpoint:ltx_checkpoint",  # [ltx]
     "auraflow.checkpoint:auraflow_checkpoint",  # [auraflow]
     "ltx2.checkpoint:ltx2_checkpoint",  # [ltx2]
+    "lumina.checkpoint:lumina_checkpoint",  # [lumina] lumina_2.safetensors-style all-in-one files
     # [checkpoint files: add new families above this line]
 )
 

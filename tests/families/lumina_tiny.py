@@ -7,7 +7,9 @@ Flux's 16-channel VAE), saved under the file names of ComfyUI's default graph an
 - ``text_encoders/qwen_3_4b.safetensors`` (``model.*`` names) + ``qwen3_tokenizer/`` (a tiny byte-level BPE with
   Qwen's special tokens and a Qwen3-style chat template); ``gemma_2_2b_fp16.safetensors`` (``model.*`` names and
   the ``spiece_model`` tensor, a tiny SentencePiece model, as ComfyUI's repackaged file);
-- ``vae/ae.safetensors`` (Flux's LDM names).
+- ``vae/ae.safetensors`` (Flux's LDM names);
+- ``checkpoints/lumina_2.safetensors``: all of Lumina 2 in one file, as ComfyUI's (``model.diffusion_model.``,
+  ``text_encoders.gemma2_2b.transformer.`` + ``…spiece_model``, ``vae.``).
 
 ``ZImagePipeline``/``Lumina2Pipeline`` over the same modules are the numerical oracles.
 """
@@ -42,6 +44,7 @@ VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"
            latent_channels=16, norm_num_groups=32, sample_size=64, scaling_factor=0.3611, shift_factor=0.1159,
            use_quant_conv=False, use_post_quant_conv=False)
 QWEN3_FILE, GEMMA_FILE, VAE_FILE = "qwen_3_4b.safetensors", "gemma_2_2b_fp16.safetensors", "ae.safetensors"
+CHECKPOINT = "lumina_2.safetensors"  # ComfyUI's all-in-one Lumina 2 file name
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n"
                  "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
@@ -217,6 +220,12 @@ def build(home: Path, seed: int = 0) -> TinyLumina:
     gemma = {"model." + k: v.contiguous() for k, v in gemma2.state_dict().items()}
     gemma["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
     save_file(gemma, str(models / "text_encoders" / GEMMA_FILE))
-    save_file({k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), 4, prefix="").items()},
-              str(models / "vae" / VAE_FILE))
+    ldm_vae = {k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), 4, prefix="").items()}
+    save_file(ldm_vae, str(models / "vae" / VAE_FILE))
+    whole = {"model.diffusion_model." + k: v for k, v in lumina2_to_comfyui(l_sd).items()}
+    whole.update({"text_encoders.gemma2_2b.transformer." + k: v for k, v in gemma.items() if k != "spiece_model"})
+    whole["text_encoders.gemma2_2b.spiece_model"] = gemma["spiece_model"]
+    whole.update({"vae." + k: v for k, v in ldm_vae.items()})
+    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_file(whole, str(models / "checkpoints" / CHECKPOINT))
     return TinyLumina(z_image, lumina2, qwen3, gemma2, tok, spiece, vae, home)

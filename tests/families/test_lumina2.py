@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lumina_tiny import GEMMA_FILE, L_FILES, QWEN3_FILE, VAE_FILE, TinyLumina, build, lumina2_to_comfyui
+from lumina_tiny import CHECKPOINT, GEMMA_FILE, L_FILES, QWEN3_FILE, VAE_FILE, TinyLumina, build, lumina2_to_comfyui
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.flow.schedule import FlowSettings, flow_sigmas
@@ -197,3 +197,30 @@ def test_example_validates_but_for_its_checkpoint(tmp_path):
     errors = [e for entry in info.value.node_errors.values() for e in entry["errors"]]
     assert errors and all(e["type"] == "value_not_in_list" and e["extra_info"].get("input_name") == "ckpt_name"
                           for e in errors), errors
+
+
+def test_checkpoint_loads_the_same_weights_and_the_example_runs(engine, tiny, tmp_path):
+    """CheckpointLoaderSimple reads the all-in-one file (transformer, Gemma 2 + its SentencePiece model, ae) into the
+    tiny modules' weights; ComfyUI_examples' lumina2 graph then runs on it as shipped but for size and steps."""
+    cap = _run(engine, {"ck": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+                        "m": {"class_type": "Capture", "inputs": {"value": ["ck", 0]}},
+                        "c": {"class_type": "Capture", "inputs": {"value": ["ck", 1]}},
+                        "v": {"class_type": "Capture", "inputs": {"value": ["ck", 2]}}})
+    model, clip, vae = _get(cap["m"]), _get(cap["c"]), _get(cap["v"])
+    assert model.family == "lumina2" and clip.arch == "lumina2"
+    for ours, ref in ((model.unet, tiny.lumina2), (clip.encoders[0], tiny.gemma2), (vae.vae, tiny.vae)):
+        a, b = ours.state_dict(), ref.state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
+    prompt = json.loads(EXAMPLE.read_text(encoding="utf-8"))["prompt"]
+    for node in prompt.values():
+        if node["class_type"] == "EmptySD3LatentImage":
+            node["inputs"].update(width=48, height=40)
+        if node["class_type"] == "KSampler":
+            node["inputs"].update(steps=2)
+    run = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
+    run.run(run.prepare(prompt)).raise_for_status()
+    (image,) = list((tmp_path / "out").rglob("*.png"))
+    from PIL import Image
+
+    with Image.open(image) as img:
+        assert img.size == (48, 40)

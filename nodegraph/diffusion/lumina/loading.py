@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: ComfyUI's sampling defaults (supported_models.ZImage/Lumina2): discrete flow, multiplier 1.
 DEFAULT_SHIFT = {"z_image": 3.0, "lumina2": 6.0}
 ARCH = {"z_image": "z-image", "lumina2": "lumina2"}
+#: Text positions the rotary tables cover (the released configs: 300 for Lumina 2, 1536 for Z-Image; the
+#: frequencies of a position do not depend on the table length, so a longer table only admits longer prompts).
+CAPTION_POSITIONS = 4096
 QWEN3_TOKENIZER_FOLDERS = ("qwen3_tokenizer", "qwen_tokenizer", "tokenizer")
 GEMMA_TOKENIZER_FOLDERS = ("gemma_tokenizer", "tokenizer")
 #: Language-model prefixes of a text-encoder file: ComfyUI's/transformers' CausalLM names, or the bare model's.
@@ -52,6 +55,9 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
 
     log.info("%s: %s: %s", name, found.family, "; ".join(found.reasons))
     p = found.prefix
+    if p + "clip_text_pooled_proj.0.weight" in state:
+        raise UnknownModelError(f"{name} is a NewBie model (Lumina 2 with a pooled CLIP input), which this version "
+                                "does not run yet; use a Lumina-Image 2.0 or Z-Image file")
     if p:
         state = {k[len(p):]: state.pop(k) for k in list(state) if k.startswith(p)}
     compute = dtype or torch.float32
@@ -59,8 +65,11 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
     if found.layout == "comfyui":
         state = (z_image_to_diffusers if found.family == "z_image" else lumina2_to_diffusers)(state, found.config)
     cls = ZImageTransformer2DModel if found.family == "z_image" else Lumina2Transformer2DModel
+    key = "axes_lens"
+    lens = list(found.config[key])  # rotary tables longer on the text axis: ComfyUI's prompts have no length limit
+    config = dict(found.config, **{key: [max(int(lens[0]), CAPTION_POSITIONS), *lens[1:]]})
     with quiet_libraries(), init_empty_weights():
-        transformer = cls.from_config(found.config)
+        transformer = cls.from_config(config)
     fill(transformer, state, compute, name)
     if weight_dtype != "default":
         transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)

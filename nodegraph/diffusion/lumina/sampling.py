@@ -60,6 +60,10 @@ class _NextDiTDenoiser(FlowDenoiser):
                 raise ValueError(f"{what}: the text states are {tuple(emb.shape)}, not [1, T, {width}] as "
                                  f"{self.family_name} takes; encode the prompt with a CLIPLoader type lumina2 "
                                  f"loading {encoder}")
+            limit = int(self.transformer.config.axes_lens[0]) - 64
+            if emb.shape[1] > limit:
+                raise ValueError(f"{what}: the prompt is {emb.shape[1]:,} tokens long, more than the {limit:,} "
+                                 f"{self.family_name} takes here; shorten it")
             out.append((emb.to(self.device, self.dtype), None, None, [], float(extras.get("strength", 1.0)),
                         None, None))
         return out
