@@ -167,3 +167,40 @@ def test_video_only_latent_is_refused_clearly(engine):
     result, _ = run_captured(engine, wf)
     assert result.status != "success"
     assert "LTXVConcatAVLatent" in str(result.error)
+
+
+@pytest.mark.slow
+def test_ksampler_and_create_video_save_an_mp4_with_sound(engine):
+    """KSampler samples the audio-video latent (its own loop: same frames for the same sigmas as SamplerCustom's
+    euler); CreateVideo + SaveVideo write the frames with the decoded sound."""
+    import av
+
+    ks = {"class_type": "KSampler", "inputs": {
+        "model": ["ckpt", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
+        "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["av", 0],
+        "denoise": 1.0}}
+    extra = {"ks": ks, "sep": {"class_type": "LTXVSeparateAVLatent", "inputs": {"av_latent": ["ks", 0]}},
+             "vid": {"class_type": "CreateVideo", "inputs": {"images": ["dec", 0], "fps": float(FPS),
+                                                             "audio": ["adec", 0]}},
+             "save": {"class_type": "SaveVideo", "inputs": {"video": ["vid", 0], "filename_prefix": "ltx2/av",
+                                                            "format": "mp4", "codec": "h264"}}}
+    wf = graph(extra=extra)
+    for unused in ("sc", "sched", "sel", "lat"):
+        wf.pop(unused)
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    assert cap["img"].shape == (LENGTH, HEIGHT, WIDTH, 3) and float(cap["img"].std()) > 0.01
+    path = engine.config.outputs_dir / "ltx2" / "av_00001_.mp4"
+    with av.open(str(path)) as container:
+        assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
+        assert container.streams.audio[0].rate in (24000, 48000, 44100)
+
+
+def test_audio_vae_decode_refuses_a_video_latent(engine):
+    wf = graph(extra={"adec": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["video", 0],
+                                                                           "audio_vae": ["avae", 0]}}})
+    for unused in ("sc", "sched", "sel", "lat", "sep", "dec", "img"):
+        wf.pop(unused)
+    result, _ = run_captured(engine, wf)
+    assert result.status != "success"
+    assert "LTXVSeparateAVLatent" in str(result.error)
