@@ -131,4 +131,4 @@ def _ffn(width: int, hidden: int) -> dict[str, Any]:
     return {"multiple_of": hidden, "ffn_dim_multiplier": hidden / (4 * width)}
 
 
-__all__ = ["Found", "LUMINA_CONFIGS", "detect_transformer", "rope_axes", "shipped_config"]
+__all__ = ["LUMINA_CONFIGS", "Found", "detect_transformer", "rope_axes", "shipped_config"]

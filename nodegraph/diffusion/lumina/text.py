@@ -31,11 +31,19 @@ def lumina2_prompt(system_prompt: str, user_prompt: str) -> str:
     return f"{SYSTEM_PROMPTS[system_prompt]} <Prompt Start> {user_prompt}"
 
 
-def _states(clip: Any, text: str, device: Any) -> Any:
+#: Tokens per "chunk" of the engine's ``limits.max_text_chunks`` (a CLIP window, without its start and end).
+CHUNK_TOKENS = 75
+
+
+def _states(clip: Any, text: str, device: Any, max_chunks: int = 0) -> Any:
     import torch
 
     tokenizer, encoder = clip.tokenizers[0], clip.encoders[0]
     ids = tokenizer(text).input_ids
+    if max_chunks > 0 and len(ids) > max_chunks * CHUNK_TOKENS:
+        raise ValueError(f"the prompt is {len(ids):,} tokens long, more than this engine's limit of "
+                         f"{max_chunks * CHUNK_TOKENS:,} ({max_chunks} × {CHUNK_TOKENS}, limits.max_text_chunks); "
+                         "shorten it or raise the limit")
     ids_t = torch.tensor([ids], dtype=torch.long, device=device)
     with torch.no_grad():
         out = encoder(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), output_hidden_states=True)
@@ -44,12 +52,12 @@ def _states(clip: Any, text: str, device: Any) -> Any:
 
 def encode_z_image(clip: Any, text: str, device: Any, max_chunks: int = 0) -> list[tuple[Any, dict]]:
     """``families.TEXT_ENCODERS`` entry for Qwen3 (Z-Image): a one-entry CONDITIONING."""
-    return [(_states(clip, Z_IMAGE_TEMPLATE.format(text), device), {})]
+    return [(_states(clip, Z_IMAGE_TEMPLATE.format(text), device, max_chunks), {})]
 
 
 def encode_lumina2(clip: Any, text: str, device: Any, max_chunks: int = 0) -> list[tuple[Any, dict]]:
     """``families.TEXT_ENCODERS`` entry for Gemma 2 (Lumina 2): a one-entry CONDITIONING."""
-    return [(_states(clip, text, device), {})]
+    return [(_states(clip, text, device, max_chunks), {})]
 
 
 __all__ = ["SYSTEM_PROMPTS", "Z_IMAGE_TEMPLATE", "encode_lumina2", "encode_z_image", "lumina2_prompt"]
