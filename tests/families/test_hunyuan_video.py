@@ -154,16 +154,14 @@ def test_vae_layouts_load_the_same_weights(tiny, layout):
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
-def test_sampling_equals_hunyuan_video_pipeline(tiny, reference):
-    """The loaders, prompt encoding, shared flow loop (HunyuanVideoDenoiser) and VAE called directly (no engine,
-    so no previews), against the pipeline."""
-    from nodegraph.diffusion.devices import DeviceManager
-    from nodegraph.diffusion.flow.sampling import sample
+@pytest.fixture(scope="module")
+def direct(tiny):
+    """(MODEL, positive with FluxGuidance's value, empty video LATENT, decode: latent -> frames [F, H, W, 3]) from
+    the loaders and prompt encoder called directly (no engine, so no previews)."""
     from nodegraph.diffusion.hunyuan_video.text import (
         encode_hunyuan_video,
         load_hunyuan_clip,
     )
-    from nodegraph.diffusion.sampling import SamplingOptions
 
     models = tiny.home / "models"
     model = load_hunyuan_video_transformer(models / "diffusion_models" / LAYOUTS["comfyui"], None, "tiny")
@@ -171,14 +169,81 @@ def test_sampling_equals_hunyuan_video_pipeline(tiny, reference):
     clip = load_hunyuan_clip([te / LLAMA_FILE, te / "clip_l.safetensors"], [LLAMA_FILE, "clip_l.safetensors"])
     positive = [(emb, dict(extras, guidance=GUIDANCE)) for emb, extras in encode_hunyuan_video(clip, PROMPT, "cpu")]
     latent = {"samples": torch.zeros(1, 16, (LENGTH - 1) // 4 + 1, SIZE // 8, SIZE // 8), "downscale": 8}
-    opts = SamplingOptions("euler", "simple", STEPS, 1.0, SEED)
-    out = sample(model, positive, [], latent, opts, DeviceManager(force_cpu=True))
     vae = hunyuan_video_vae_from_state(load_file(str(models / "vae" / VAE_FILES["comfyui"])), "vae")
-    with torch.no_grad():
-        frames = vae.vae.decode(out["samples"]).sample
-    frames = (frames / 2 + 0.5).clamp(0, 1).movedim(1, -1)
+
+    def decode(samples: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return (vae.vae.decode(samples).sample / 2 + 0.5).clamp(0, 1).movedim(1, -1)
+
+    return model, positive, latent, decode
+
+
+def test_sampling_equals_hunyuan_video_pipeline(direct, reference):
+    """KSampler's loop (the shared flow loop with HunyuanVideoDenoiser) against the pipeline."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow.sampling import sample
+    from nodegraph.diffusion.sampling import SamplingOptions
+
+    model, positive, latent, decode = direct
+    out = sample(model, positive, [], latent, SamplingOptions("euler", "simple", STEPS, 1.0, SEED),
+                 DeviceManager(force_cpu=True))
+    frames = decode(out["samples"])
     assert frames.shape == reference.shape
     assert float((frames - reference).abs().max()) <= 1 / 255
+
+
+def test_custom_sampling_equals_hunyuan_video_pipeline(direct, reference):
+    """SamplerCustomAdvanced's loop (BasicGuider, BasicScheduler simple, euler, RandomNoise), as the example."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow.custom import model_schedule, sample_custom
+    from nodegraph.diffusion.flow.sampling import euler
+    from nodegraph.diffusion.guiders import BasicGuider, RandomNoise
+
+    model, positive, latent, decode = direct
+    out, denoised = sample_custom(BasicGuider(model, positive), euler, model_schedule(model, "simple", STEPS, 1.0),
+                                  RandomNoise(SEED), latent, DeviceManager(force_cpu=True), model=model)
+    assert denoised["samples"].shape == out["samples"].shape
+    assert float((decode(out["samples"]) - reference).abs().max()) <= 1 / 255
+
+
+def test_fp8_storage_samples(direct, tiny):
+    """UNETLoader's weight_dtype fp8_e4m3fn: float8 weights, computed in float32 (close to the full weights)."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow.sampling import sample
+    from nodegraph.diffusion.sampling import SamplingOptions
+
+    model, positive, latent, _ = direct
+    path = tiny.home / "models" / "diffusion_models" / LAYOUTS["comfyui"]
+    fp8 = load_hunyuan_video_transformer(path, None, path.name, "fp8_e4m3fn")
+    assert fp8.unet.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn
+    opts = SamplingOptions("euler", "simple", 2, 1.0, SEED)
+    got = sample(fp8, positive, [], latent, opts, DeviceManager(force_cpu=True))["samples"]
+    want = sample(model, positive, [], latent, opts, DeviceManager(force_cpu=True))["samples"]
+    assert 0 < float((got - want).abs().max()) < 0.2 * float(want.abs().max())
+
+
+def test_fp8_scaled_llama_loads_unscaled(tiny, tmp_path):
+    """ComfyUI's llava_llama3_fp8_scaled layout: float8 weights with per-tensor scale_weight, and the marker."""
+    from nodegraph.diffusion.detect import read_header
+    from nodegraph.diffusion.hunyuan_video.text import llama_from_state
+
+    state = {"model." + k: v.clone() for k, v in tiny.llama.state_dict().items()}
+    want = {}
+    for key in [k for k in state if ".layers." in k and k.endswith("proj.weight")]:
+        w = state[key]
+        scale = w.abs().max() / 448.0
+        state[key] = (w / scale).to(torch.float8_e4m3fn)
+        state[key[: -len("weight")] + "scale_weight"] = scale.reshape(1)
+        want[key[len("model."):]] = state[key].float() * scale
+    state["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "llava_llama3_fp8_scaled.safetensors"))
+    model = llama_from_state(load_file(str(tmp_path / "llava_llama3_fp8_scaled.safetensors")),
+                             read_header(tmp_path / "llava_llama3_fp8_scaled.safetensors"), "fp8")
+    got = model.state_dict()
+    assert want and all(torch.equal(got[k], want[k]) for k in want)
+    assert torch.equal(got["norm.weight"], tiny.llama.state_dict()["norm.weight"])
 
 
 @needs_video_preview
