@@ -296,3 +296,33 @@ def test_comfyui_fp8_file_loads_dequantised(engine, tiny):
         assert not torch.equal(ours, ref) and torch.allclose(ours, ref, atol=0.1 * float(ref.abs().max()))
     finally:
         path.unlink()
+
+
+def test_tiled_decode_is_diffusers_tiling_of_the_inner_vae(engine, tiny):
+    """VAEDecodeTiled on the Flux.2 VAE = AutoencoderKLFlux2's own tiled decode (64-pixel tiles = 8 of its latent
+    cells, a quarter overlap) of the un-normalised, un-patchified latent."""
+    from nodegraph.diffusion.flux2.vae import unpatchify
+
+    wf = {"vae": loaders()["vae"],
+          "pic": {"class_type": "EmptyImage", "inputs": {"width": 128, "height": 128, "batch_size": 1,
+                                                          "color": 0x3080D0}},
+          "enc": {"class_type": "VAEEncode", "inputs": {"pixels": ["pic", 0], "vae": ["vae", 0]}},
+          "tiled": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["enc", 0], "vae": ["vae", 0],
+                                                                "tile_size": 64, "overlap": 16,
+                                                                "temporal_size": 64, "temporal_overlap": 8}},
+          "z": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}},
+          "b": {"class_type": "Capture", "inputs": {"value": ["tiled", 0]}}}
+    cap = _run(engine, wf)
+    vae = tiny.vae
+    bn = vae.bn
+    z = cap["z"]["samples"] * torch.sqrt(bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps) \
+        + bn.running_mean.view(1, -1, 1, 1)
+    vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = True, 64, 8, 0.25
+    try:
+        with torch.no_grad():
+            ref = vae.decode(unpatchify(z)).sample
+    finally:
+        vae.use_tiling = False
+    ref = (ref / 2 + 0.5).clamp(0, 1).movedim(1, -1)
+    assert cap["b"].shape == ref.shape == (1, 128, 128, 3)
+    assert float((cap["b"] - ref).abs().max()) < 1e-5

@@ -76,6 +76,36 @@ class Flux2VAE(torch.nn.Module):
     def use_tiling(self, value: bool) -> None:
         self.inner.use_tiling = bool(value)
 
+    # diffusers' AutoencoderKL tiling attributes (what VAEDecodeTiled/VAEEncodeTiled set), mapped onto the inner
+    # VAE, whose latent cells are 8 pixels (the 2×2 patches are folded in around it)
+    @property
+    def tile_sample_min_size(self) -> int:
+        """Tile size in pixels."""
+        return int(self.inner.tile_sample_min_size)
+
+    @tile_sample_min_size.setter
+    def tile_sample_min_size(self, value: int) -> None:
+        self.inner.tile_sample_min_size = int(value)
+        self.inner.tile_latent_min_size = max(1, int(value) // 8)
+
+    @property
+    def tile_latent_min_size(self) -> int:
+        """Tile size in the inner VAE's latent cells (follows from the pixel size)."""
+        return int(self.inner.tile_latent_min_size)
+
+    @tile_latent_min_size.setter
+    def tile_latent_min_size(self, value: int) -> None:
+        pass
+
+    @property
+    def tile_overlap_factor(self) -> float:
+        """Overlap of neighbouring tiles as a fraction of the tile."""
+        return float(self.inner.tile_overlap_factor)
+
+    @tile_overlap_factor.setter
+    def tile_overlap_factor(self, value: float) -> None:
+        self.inner.tile_overlap_factor = float(value)
+
 
 def _original_to_diffusers(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """diffusers' names for an original-layout (``encoder.down.N``) Flux.2 VAE state (``state`` is emptied)."""
