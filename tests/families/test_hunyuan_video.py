@@ -437,6 +437,20 @@ def test_image_to_video_v1_equals_pipeline(tiny):
     assert diff <= 1 / 255 and float(ref.std()) > 0.01
 
 
+@pytest.mark.parametrize(("extra", "patch", "message"), [
+    ({"cond_type_embedding.weight": (3, 128)}, (128, 32, 1, 1, 1), "HunyuanVideo 1.5"),
+    ({}, (128, 64, 1, 1), "HunyuanImage")])
+def test_other_hunyuan_versions_are_refused_with_the_reason(extra, patch, message):
+    from nodegraph.diffusion.detect import UnknownModelError
+    from nodegraph.diffusion.hunyuan_video.files import transformer_from_state
+
+    state = {"model.diffusion_model.txt_in.individual_token_refiner.blocks.0.norm1.weight": torch.zeros(128),
+             "model.diffusion_model.img_in.proj.weight": torch.zeros(patch)}
+    state.update({"model.diffusion_model." + k: torch.zeros(v) for k, v in extra.items()})
+    with pytest.raises(UnknownModelError, match=message):
+        transformer_from_state(state, "other.safetensors")
+
+
 def test_configs_match_the_published_sizes():
     counts = parameter_counts()
     print(f"\nhunyuan video configs: {counts}")

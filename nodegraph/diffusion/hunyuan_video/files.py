@@ -164,11 +164,19 @@ def to_diffusers(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def refuse_other_versions(state: dict[str, Any], prefix: str, name: str) -> None:
+    """UnknownModelError with the reason for HunyuanVideo 1.5 and HunyuanImage files (ComfyUI's layout)."""
+    newer = ("cond_type_embedding.", "byt5_in.", "vision_in.", "time_r_in.")
+    if any(k.startswith(tuple(prefix + n for n in newer)) for k in state):
+        raise UnknownModelError(f"{name} is a HunyuanVideo 1.5 (or HunyuanImage 2.1) transformer, which this version "
+                                "does not load; use HunyuanVideo 1.0 (hunyuan_video_t2v_720p_bf16.safetensors)")
+    patch = state.get(prefix + "img_in.proj.weight")
+    if patch is not None and patch.dim() != 5:
+        raise UnknownModelError(f"{name} is a HunyuanImage (2-D) transformer, not HunyuanVideo; it is not supported")
+
+
 def config_from_state(state: dict[str, Any], name: str) -> dict[str, Any]:
     """``HunyuanVideoTransformer3DModel`` config from diffusers-named tensors (sizes from the shapes)."""
-    if "cond_type_embedding.weight" in state or any(k.startswith(("byt5_in.", "vision_in.")) for k in state):
-        raise UnknownModelError(f"{name} is a HunyuanVideo 1.5 transformer, which this version does not load; use "
-                                "HunyuanVideo 1.0 (hunyuan_video_t2v_720p_bf16.safetensors)")
     patch = state["x_embedder.proj.weight"]
     if patch.dim() != 5:
         raise UnknownModelError(f"{name} is a HunyuanImage (2-D) transformer, not HunyuanVideo; it is not supported")
@@ -227,6 +235,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     compute = dtype or torch.float32
     state = unscale_fp8(state, compute)
     if kind != "diffusers":
+        refuse_other_versions(state, prefix, name)
         state = to_diffusers(state, prefix)
     config = config_from_state(state, name)
     arch = variant(config)
@@ -267,5 +276,5 @@ def parameter_counts() -> dict[str, int]:
 
 
 __all__ = ["CONFIGS", "DEFAULT_SHIFT", "HUNYUAN_LATENT", "config_from_state", "is_hunyuan_video_transformer",
-           "layout", "load_hunyuan_video_transformer", "parameter_counts", "shipped_config", "to_diffusers",
-           "transformer_from_state", "variant"]
+           "layout", "load_hunyuan_video_transformer", "parameter_counts", "refuse_other_versions", "shipped_config",
+           "to_diffusers", "transformer_from_state", "variant"]
