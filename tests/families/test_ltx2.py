@@ -204,3 +204,42 @@ def test_audio_vae_decode_refuses_a_video_latent(engine):
     result, _ = run_captured(engine, wf)
     assert result.status != "success"
     assert "LTXVSeparateAVLatent" in str(result.error)
+
+
+@pytest.mark.slow
+def test_image_to_video_equals_ltx2_image_to_video_pipeline(engine, tiny_ltx2):
+    """LTXVImgToVideo on LTX-2: the first latent frame is the image's and stays (timestep 0 on its tokens), as in
+    LTX2ImageToVideoPipeline started from the same latents."""
+    from diffusers import LTX2ImageToVideoPipeline
+
+    i2v = {"image": {"class_type": "EmptyImage", "inputs": {"width": WIDTH, "height": HEIGHT, "batch_size": 1,
+                                                            "color": 0x3366CC}},
+           "i2v": {"class_type": "LTXVImgToVideo", "inputs": {
+               "positive": ["cond", 0], "negative": ["cond", 1], "vae": ["ckpt", 2], "image": ["image", 0],
+               "width": WIDTH, "height": HEIGHT, "length": LENGTH, "batch_size": 1, "strength": 1.0}},
+           "av": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["i2v", 2],
+                                                                 "audio_latent": ["audio", 0]}},
+           "ilat": {"class_type": "Capture", "inputs": {"value": ["i2v", 2]}},
+           "image_out": {"class_type": "Capture", "inputs": {"value": ["image", 0]}}}
+    wf = graph(extra=i2v)
+    wf["sc"]["inputs"].update(positive=["i2v", 0], negative=["i2v", 1])
+    cap = _run(engine, wf)
+    start = cap["ilat"]
+    assert float(start["noise_mask"][0, 0, 0]) == 0.0 and float(start["noise_mask"][0, 0, 1]) == 1.0
+    gen = torch.Generator("cpu").manual_seed(SEED)
+    noise = make_noise(tuple(start["samples"].shape), gen)
+    audio_noise = make_noise((1, 8, 9, 4), gen)
+    first = torch.cat([start["samples"][:, :, :1], noise[:, :, 1:]], dim=2)
+    vae = tiny_ltx2.audio_vae
+    audio_packed = audio_noise.transpose(1, 2).flatten(2) * vae.latents_std + vae.latents_mean
+    pipe = LTX2ImageToVideoPipeline(**tiny_ltx2.pipeline().components)
+    # the pipeline normalises given 5D latents with the VAE's statistics: hand them over denormalised
+    mean, std = (s.view(1, -1, 1, 1, 1) for s in (tiny_ltx2.vae.latents_mean, tiny_ltx2.vae.latents_std))
+    with torch.no_grad():
+        video, audio = pipe(image=cap["image_out"].movedim(-1, 1), prompt=PROMPT, negative_prompt=NEGATIVE,
+                            width=WIDTH, height=HEIGHT, num_frames=LENGTH, frame_rate=FPS, num_inference_steps=STEPS,
+                            guidance_scale=CFG, latents=first * std + mean, audio_latents=audio_packed,
+                            output_type="pt", return_dict=False, **PLAIN_CFG)
+    want = video[0].permute(0, 2, 3, 1).float()
+    assert float((cap["img"] - want).abs().max()) <= 1 / 255
+    assert float((cap["snd"]["waveform"] - audio.float()).abs().max()) <= 1 / 255

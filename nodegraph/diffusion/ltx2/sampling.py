@@ -4,7 +4,8 @@
   ``audio_samples`` [B, 8, L, 16], both normalised. The samplers see one flat tensor [B, N_video + N_audio] (any
   ComfyUI sampler works unchanged); the denoiser splits it, runs the transformer on the video tokens [B, T·h·w, 128]
   and the audio tokens [B, L, 8·16] at once, and joins the two x0 estimates again.
-- The transformer gets the timestep ``sigma · 1000`` (a video ``noise_mask`` gives kept frames sigma · mask), the
+- The transformer gets the timestep ``sigma · 1000`` (a video ``noise_mask`` gives kept frames sigma · mask, as
+  ``LTX2ImageToVideoPipeline`` does; the audio-video cross-attention keeps the unmasked sigma), the
   connector states of the prompt (video half and audio half of the CONDITIONING's width, LTXAVTextEncoderLoader),
   rotary positions at the entry's ``frame_rate`` (LTXVConditioning; 25 without it); it predicts both velocities,
   x0 = x - sigma · v, and cfg mixes positive and negative x0 of each modality, as ``LTX2Pipeline`` does.
@@ -113,7 +114,7 @@ class LTX2Denoiser:
         out_v, out_a = self.transformer(
             hidden_states=tokens.to(self.dtype), audio_hidden_states=audio_tokens.to(self.dtype),
             encoder_hidden_states=emb_v, audio_encoder_hidden_states=emb_a, timestep=video_timestep,
-            audio_timestep=timestep, sigma=video_timestep, audio_sigma=timestep, encoder_attention_mask=mask,
+            audio_timestep=timestep, sigma=timestep, audio_sigma=timestep, encoder_attention_mask=mask,
             audio_encoder_attention_mask=mask, num_frames=t, height=h, width=w, fps=rate,
             audio_num_frames=audio.shape[2], return_dict=False)
         out_v = out_v.float().transpose(1, 2).reshape(video.shape)
