@@ -182,3 +182,37 @@ def test_example_runs_on_the_tiny_model(tiny, tmp_path):
     with Image.open(images[0]) as img:
         assert img.size == (48, 32)
         assert float(np.asarray(img, dtype=np.float32).std()) > 0
+
+
+def test_sampler_custom_advanced_equals_ksampler(engine):
+    """RandomNoise + BasicGuider + KSamplerSelect(euler) + BasicScheduler(simple) through SamplerCustomAdvanced (the
+    shared custom loop with ZImageDenoiser) gives KSampler's latent."""
+    wf = graph()
+    wf.update({
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": SEED}},
+        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["aura", 0], "conditioning": ["pos", 0]}},
+        "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sched": {"class_type": "BasicScheduler", "inputs": {"model": ["aura", 0], "scheduler": "simple",
+                                                             "steps": STEPS, "denoise": 1.0}},
+        "custom": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sched", 0],
+            "latent_image": ["empty", 0]}},
+        "a": {"class_type": "Capture", "inputs": {"value": ["custom", 0]}},
+        "b": {"class_type": "Capture", "inputs": {"value": ["ks", 0]}},
+    })
+    cap = _run(engine, wf)
+    assert torch.allclose(cap["a"]["samples"], cap["b"]["samples"], atol=1e-5)
+
+
+def test_fp8_storage_runs_close_to_full_precision(engine):
+    """UNETLoader weight_dtype fp8_e4m3fn keeps the weights in 8 bits (diffusers' layerwise casting)."""
+    full = _run(engine, graph())["img"]
+    wf = graph()
+    wf["unet"]["inputs"]["weight_dtype"] = "fp8_e4m3fn"
+    wf["m"] = {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}
+    cap = _run(engine, wf)
+    weight = _get(cap["m"]).unet.layers[0].attention.to_q.weight
+    assert weight.dtype == torch.float8_e4m3fn
+    diff = float((cap["img"] - full).abs().max())
+    print(f"Z-Image fp8 storage: max |fp8 - full| = {diff:.2e}")
+    assert 0 < diff < 0.1
