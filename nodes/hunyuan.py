@@ -38,13 +38,10 @@ class TextEncodeHunyuanVideo_ImageToVideo(Node):
     OUTPUTS = (Output("CONDITIONING"),)
 
     def execute(self, ctx, clip: Any, clip_vision_output: Any, prompt: str, image_interleave: int):
-        if getattr(clip_vision_output, "mm_projected", None) is None:
-            raise ValueError("TextEncodeHunyuanVideo_ImageToVideo needs the llava_llama3_vision CLIP vision model's "
-                             "projected image tokens, which this version does not load yet; encode the prompt with "
-                             "CLIPTextEncode (the start image still conditions the model through "
-                             "HunyuanImageToVideo)")
-        raise ValueError("TextEncodeHunyuanVideo_ImageToVideo: image tokens in the Llama prompt are not supported "
-                         "yet; encode the prompt with CLIPTextEncode")
+        raise ValueError("TextEncodeHunyuanVideo_ImageToVideo: the llava_llama3_vision image tokens in the Llama "
+                         "prompt are not supported yet (CLIPVisionLoader does not load the llava projector); encode "
+                         "the prompt with CLIPTextEncode on the hunyuan_video CLIP — the start image still "
+                         "conditions the model through HunyuanImageToVideo (v1 concat)")
 
 
 class HunyuanImageToVideo(Node):

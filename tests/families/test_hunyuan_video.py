@@ -354,6 +354,25 @@ class OneCond(Node):
         return ([(torch.zeros(1, 4, 128), {"pooled_output": torch.zeros(1, 64)})],)
 
 
+class FakeVisionOutput(Node):
+    """A CLIP_VISION_OUTPUT without llava's projected tokens (what CLIPVisionEncode gives today)."""
+
+    OUTPUTS = (Output("CLIP_VISION_OUTPUT"),)
+
+    def execute(self, ctx):
+        return (object(),)
+
+
+def test_image_to_video_text_encoder_refuses_with_the_fix(tiny):
+    engine = capture_engine(EngineConfig(home=tiny.home), (FakeVisionOutput,))
+    wf = {"clip": graph()["clip"], "vision": {"class_type": "FakeVisionOutput", "inputs": {}},
+          "enc": {"class_type": "TextEncodeHunyuanVideo_ImageToVideo", "inputs": {
+              "clip": ["clip", 0], "clip_vision_output": ["vision", 0], "prompt": PROMPT, "image_interleave": 2}},
+          "out": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
+    with pytest.raises(NodeExecutionError, match="CLIPTextEncode"):
+        _run(engine, wf)
+
+
 @pytest.mark.parametrize("kind", ["v1 (concat)", "v2 (replace)", "custom"])
 def test_image_to_video_node_conditions_and_latent(tiny, kind):
     cfg = EngineConfig(home=tiny.home)
