@@ -297,3 +297,8 @@ from .diffusion.video_models.video_tiling import encode_tiled as encode_video_ti
 from .diffusion.video_models.video_tiling import temporal_compression  # noqa: E402
 __all__ += ["decode_video_tiled", "encode_video_tiled", "temporal_compression"]
 # [svd]
+from .diffusion.svd.files import SVDCheckpoint, load_svd_checkpoint  # noqa: E402
+from .diffusion.svd.files import parts as svd_parts  # noqa: E402
+from .diffusion.svd.guidance import with_video_cfg  # noqa: E402
+
+__all__ += ["load_svd_checkpoint", "SVDCheckpoint", "svd_parts", "with_video_cfg"]
