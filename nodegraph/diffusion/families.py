@@ -114,6 +114,7 @@ SAMPLERS: dict[str, str] = {
     "ltxv": "ltx.sampling:sample",
     "cosmos": "cosmos.sampling:sample",  # [cosmos] EDM sigmas → t, then the shared loop
     "ltx2": "ltx2.sampling:sample",
+    "svd": "svd.sampling:sample",  # [svd] clips [F, 4, h, w] on the k-diffusion samplers
     # [samplers: add new families above this line]
 }
 
@@ -123,6 +124,7 @@ CUSTOM_SAMPLERS: dict[str, str] = {
     "ltxv": "ltx.sampling:sample_custom",
     "cosmos": "cosmos.sampling:sample_custom",  # [cosmos] EDM sigmas → t, then the shared loop
     "ltx2": "ltx2.sampling:sample_custom",
+    "svd": "svd.sampling:sample_custom",  # [svd]
     # [custom samplers: add new families above this line]
 }
 
