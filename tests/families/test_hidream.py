@@ -203,23 +203,38 @@ def test_examples_validate_but_for_missing_files(tmp_path):
         set(checked)
 
 
-@pytest.mark.parametrize("example", ["hidream_dev_example", "hidream_full_example"])
-def test_i1_examples_run_on_the_tiny_model(tiny, tmp_path, example):
+@pytest.mark.parametrize("example", ["hidream_dev_example", "hidream_full_example", "hidream_e1.1_example"])
+def test_examples_run_on_the_tiny_model(tiny, tmp_path, example):
+    """I1 dev/full (KSampler) and E1.1 (InstructPixToPix + DualCFGGuider nested + CFGNorm on a flow model)."""
+    from PIL import Image
+
     prompt = _prompt(Path(__file__).parent / "hidream_examples" / f"{example}.json")
     for node in prompt.values():
         if node["class_type"] == "EmptySD3LatentImage":
             node["inputs"].update(width=SIZE, height=SIZE)
-        if node["class_type"] == "KSampler":
+        if node["class_type"] in ("KSampler", "BasicScheduler"):
             node["inputs"].update(steps=2)
+        if node["class_type"] == "ImageScaleToTotalPixels":
+            node["inputs"].update(megapixels=0.01)  # the minimum: 96×96 from the 64×64 input
+        if node["class_type"] == "UNETLoader":  # E1.1: the same architecture under the example's file name
+            folder = tiny.home / "models" / "diffusion_models"
+            target = folder / node["inputs"]["unet_name"]
+            if not target.exists():
+                target.write_bytes((folder / "hidream_i1_dev_bf16.safetensors").read_bytes())
+        if node["class_type"] == "LoadImage":
+            (tiny.home / "input").mkdir(exist_ok=True)
+            Image.new("RGB", (SIZE, SIZE), (200, 40, 40)).save(tiny.home / "input" / node["inputs"]["image"])
     engine = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
-    result = engine.run(engine.prepare(prompt))
+    try:
+        prepared = engine.prepare(prompt)
+    except ValidationReport as exc:
+        raise AssertionError(exc.node_errors) from None
+    result = engine.run(prepared)
     result.raise_for_status()
     images = list((tmp_path / "out").rglob("*.png"))
     assert len(images) == 1
-    from PIL import Image
-
     with Image.open(images[0]) as img:
-        assert img.size == (SIZE, SIZE)
+        assert img.size == ((96, 96) if example == "hidream_e1.1_example" else (SIZE, SIZE))
         assert float(np.asarray(img, dtype=np.float32).std()) > 0
 
 
