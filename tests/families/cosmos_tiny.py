@@ -18,6 +18,9 @@ TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=2, atten
 T5 = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
           relative_attention_max_distance=128, feed_forward_proj="relu", is_encoder_decoder=False, use_cache=False,
           tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+#: the video2world transformer: the condition mask as a 17th input channel, rope scales (1, 3, 3)
+VIDEO_TRANSFORMER = dict(TRANSFORMER, in_channels=17, rope_scale=(1.0, 3.0, 3.0))
+VIDEO_FILE = "cosmos_predict2_2B_video2world_480p_16fps.safetensors"
 LAYOUTS = {"comfyui": "cosmos_predict2_2B_t2i.safetensors", "diffusers": "cosmos_predict2_tiny_diffusers.safetensors"}
 TEXT_ENCODER, VAE_FILE = "oldt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"
 
@@ -43,6 +46,7 @@ class TinyCosmos:
     tokenizer: Any
     vae: Any
     home: Path
+    video_transformer: Any = None
 
     def pipeline(self) -> Any:
         """Cosmos2TextToImagePipeline over the same modules: Karras sigmas ending at 0 (ComfyUI's karras); a
@@ -53,6 +57,18 @@ class TinyCosmos:
         pipe = Cosmos2TextToImagePipeline(text_encoder=self.text_encoder, tokenizer=self.tokenizer,
                                           transformer=self.transformer, vae=self.vae, scheduler=scheduler,
                                           safety_checker=PassThrough())
+        pipe.scheduler.register_to_config(final_sigmas_type="zero")
+        return pipe
+
+    def video_pipeline(self) -> Any:
+        """Cosmos2VideoToWorldPipeline over the same modules and the video2world transformer, set up like
+        ``pipeline``."""
+        from diffusers import Cosmos2VideoToWorldPipeline
+
+        base = self.pipeline()
+        pipe = Cosmos2VideoToWorldPipeline(text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                                           transformer=self.video_transformer, vae=self.vae,
+                                           scheduler=base.scheduler, safety_checker=PassThrough())
         pipe.scheduler.register_to_config(final_sigmas_type="zero")
         return pipe
 
@@ -84,13 +100,13 @@ class PassThrough(torch.nn.Module):
 
 
 def decode(vae: Any, latents: Any) -> Any:
-    """Images [B, H, W, 3] in 0..1 of Cosmos2TextToImagePipeline's normalised latents [B, 16, 1, h, w], decoded as
-    the pipeline does (latents × std + mean, the VAE, then x / 2 + 0.5)."""
+    """Frames [B·F, H, W, 3] in 0..1 of the Cosmos pipelines' normalised latents [B, 16, T, h, w], decoded as the
+    pipelines do (latents × std + mean, the VAE, then x / 2 + 0.5)."""
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     with torch.no_grad():
         video = vae.decode(latents * std + mean, return_dict=False)[0]
-    return (video[:, :, 0] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
+    return (video / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).flatten(0, 1).float()
 
 
 def to_original(state: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +135,12 @@ def build(home: Path, seed: int = 0) -> TinyCosmos:
             p.add_(torch.randn_like(p) * 0.02)
         for block in transformer.transformer_blocks:  # so the prompt visibly steers the tiny model
             block.attn2.to_v.weight.mul_(10.0)
+    video = CosmosTransformer3DModel(**VIDEO_TRANSFORMER).eval()
+    with torch.no_grad():
+        for p in video.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for block in video.transformer_blocks:
+            block.attn2.to_v.weight.mul_(10.0)
     text_encoder = T5EncoderModel(T5Config(**T5)).eval()
     vae = AutoencoderKLWan(**VAE).eval()
     models = home / "models"
@@ -129,8 +151,10 @@ def build(home: Path, seed: int = 0) -> TinyCosmos:
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
     save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     save_file(to_original(sd), str(models / "diffusion_models" / LAYOUTS["comfyui"]))
+    save_file(to_original({k: v.contiguous() for k, v in video.state_dict().items()}),
+              str(models / "diffusion_models" / VIDEO_FILE))
     te = {k: v.contiguous() for k, v in text_encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
     save_file(te, str(models / "text_encoders" / TEXT_ENCODER))
     save_file(vae_to_original({k: v.contiguous().clone() for k, v in vae.state_dict().items()}),
               str(models / "vae" / VAE_FILE))
-    return TinyCosmos(transformer, text_encoder, tokenizer, vae, home)
+    return TinyCosmos(transformer, text_encoder, tokenizer, vae, home, video)

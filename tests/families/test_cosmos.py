@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cosmos_tiny import LAYOUTS, TEXT_ENCODER, VAE_FILE, TinyCosmos, build, decode
+from cosmos_tiny import LAYOUTS, TEXT_ENCODER, VAE_FILE, VIDEO_FILE, TinyCosmos, build, decode
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
@@ -93,7 +93,7 @@ def _reference(tiny: TinyCosmos, cfg: float) -> torch.Tensor:
         latents = tiny.pipeline()(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE,
                                   num_inference_steps=STEPS, guidance_scale=cfg - 1.0, latents=noise[:, :, None],
                                   output_type="latent").images
-    return decode(tiny.vae, latents[:, :, None])
+    return decode(tiny.vae, latents[:, :, None])[:1]
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -176,8 +176,8 @@ def test_foreign_conditioning_and_wrong_text_encoder_are_clear(engine, tiny_cosm
     with pytest.raises(ValueError, match="type cosmos"):  # e.g. a CLIP-L conditioning
         CosmosDenoiser(rf_view(model), [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu")
     denoiser = CosmosDenoiser(rf_view(model), [(torch.zeros(1, 512, 32), {})], [], 1.0, torch.float32, "cpu")
-    with pytest.raises(ValueError, match="video2world"):
-        denoiser(torch.zeros(1, 16, 2, 8, 8), 0.5)
+    with pytest.raises(ValueError, match="16-channel"):  # e.g. an SD latent
+        denoiser(torch.zeros(1, 4, 8, 8), 0.5)
 
 
 def test_empty_cosmos_latent_video_shape(engine):
@@ -254,3 +254,59 @@ def test_old_t5_config_has_the_published_size():
     with init_empty_weights():
         model = T5EncoderModel(T5Config(**shipped_config("t5_old_xxl")))
     assert sum(p.numel() for p in model.parameters()) == 4_897_690_624
+
+
+LENGTH, COLOR = 9, 0x3080D0
+
+
+def video_graph(cfg: float = 1.0) -> dict:
+    """ComfyUI's cosmos_predict2 image-to-video graph on an EmptyImage start, frames captured as "img"."""
+    wf = graph(VIDEO_FILE, cfg=cfg)
+    wf["picture"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
+                                                             "color": COLOR}}
+    wf["empty"] = {"class_type": "CosmosPredict2ImageToVideoLatent", "inputs": {
+        "vae": ["vae", 0], "width": SIZE, "height": SIZE, "length": LENGTH, "batch_size": 1,
+        "start_image": ["picture", 0]}}
+    wf["pic"] = {"class_type": "Capture", "inputs": {"value": ["picture", 0]}}
+    wf["lat"] = {"class_type": "Capture", "inputs": {"value": ["empty", 0]}}
+    return wf
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_video2world_graph_equals_cosmos2_video_pipeline(engine, tiny_cosmos, cfg, monkeypatch):
+    """CosmosPredict2ImageToVideoLatent + KSampler on the video2world model equals Cosmos2VideoToWorldPipeline:
+    the start frame given (its posterior mean; the pipeline's draw is pinned to the mean here), sigma_conditioning
+    0 (ComfyUI feeds the given frame clean at time 0), fps 24 = the rope's base fps (ComfyUI does not modulate)."""
+    import diffusers.pipelines.cosmos.pipeline_cosmos2_video2world as v2w
+    from PIL import Image
+
+    cap = _run(engine, video_graph(cfg))
+    latent = cap["lat"]
+    assert tuple(latent["samples"].shape) == (1, 16, 3, SIZE // 8, SIZE // 8)
+    assert latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0.0, 1.0, 1.0]
+    _nearest_resize_shim()
+    monkeypatch.setattr(v2w, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
+                        out.latent_dist.mode())
+    noise = make_noise((1, 16, 3, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    picture = Image.fromarray((cap["pic"][0].numpy() * 255).round().astype("uint8"))
+    with torch.no_grad():
+        latents = tiny_cosmos.video_pipeline()(
+            image=picture, prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=LENGTH,
+            num_inference_steps=STEPS, guidance_scale=cfg - 1.0, fps=24, latents=noise, sigma_conditioning=0.0,
+            output_type="latent").frames
+    reference = decode(tiny_cosmos.vae, latents)
+    assert cap["img"].shape == reference.shape
+    diff = float((cap["img"] - reference).abs().max())
+    print(f"Cosmos Predict2 video2world parity (cfg {cfg}): max |ours - Cosmos2VideoToWorldPipeline| = {diff:.2e}")
+    assert diff <= 1 / 255
+
+
+def test_video2world_start_image_steers_the_generated_frames(engine):
+    """The given frame is kept, and the frames generated after it depend on it (so the parity above is a test of
+    the conditioning, not only of the kept frame)."""
+    a = _run(engine, video_graph())
+    other = video_graph()
+    other["picture"]["inputs"]["color"] = 0xD08030
+    b = _run(engine, other)
+    assert float((a["img"][1:] - b["img"][1:]).abs().max()) > 1 / 255
