@@ -224,3 +224,19 @@ def test_checkpoint_loads_the_same_weights_and_the_example_runs(engine, tiny, tm
 
     with Image.open(image) as img:
         assert img.size == (48, 40)
+
+
+def test_clip_set_last_layer_goes_deeper(engine, tiny):
+    """CLIPSetLastLayer -3 encodes with the third-to-last hidden states (ComfyUI's clip_layer); -1 keeps -2."""
+    wf = {"clip": graph()["clip"],
+          "deep": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["clip", 0], "stop_at_clip_layer": -3}},
+          "a": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["deep", 0]}},
+          "b": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
+          "ca": {"class_type": "Capture", "inputs": {"value": ["a", 0]}},
+          "cb": {"class_type": "Capture", "inputs": {"value": ["b", 0]}}}
+    cap = _run(engine, wf)
+    ids = torch.tensor([tiny.gemma_tokenizer()(PROMPT).input_ids])
+    with torch.no_grad():
+        states = tiny.gemma2(input_ids=ids, output_hidden_states=True).hidden_states
+    assert torch.allclose(cap["ca"][0][0], states[-3], atol=1e-5)
+    assert torch.allclose(cap["cb"][0][0], states[-2], atol=1e-5)

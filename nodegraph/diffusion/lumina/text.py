@@ -8,6 +8,8 @@ diffusers' ``ZImagePipeline``/``Lumina2Pipeline`` do it: the second-to-last hidd
   text (CLIPTextEncodeLumina2 prepends it; the pipeline does the same for the positive prompt).
 
 Prompt weights are not parsed (ComfyUI disables them for Z-Image; for Lumina 2 the text is taken as written).
+CLIPSetLastLayer -3, -4, … takes an earlier layer's states, as ComfyUI's ``clip_layer`` does (-1, the default, keeps
+the second-to-last layer these models were trained with).
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ def _states(clip: Any, text: str, device: Any, max_chunks: int = 0) -> Any:
     ids_t = torch.tensor([ids], dtype=torch.long, device=device)
     with torch.no_grad():
         out = encoder(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), output_hidden_states=True)
-    return out.hidden_states[-2].float().cpu()
+    layer = clip.stop_at_layer if clip.stop_at_layer < -1 else -2  # CLIPSetLastLayer -3, -4 … go deeper
+    if -layer >= len(out.hidden_states):
+        raise ValueError(f"CLIPSetLastLayer {layer} is deeper than this text encoder's "
+                         f"{len(out.hidden_states) - 1} layers; use a value from -2 to -{len(out.hidden_states) - 1}")
+    return out.hidden_states[layer].float().cpu()
 
 
 def encode_z_image(clip: Any, text: str, device: Any, max_chunks: int = 0) -> list[tuple[Any, dict]]:
