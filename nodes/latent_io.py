@@ -4,8 +4,12 @@ VAEEncodeTiled, and InpaintModelConditioning.
 - ``.latent`` files are ComfyUI's: safetensors with ``latent_tensor`` (unscaled samples) and an empty
   ``latent_format_version_0`` marker; files without the marker are from before ComfyUI stored unscaled latents and
   are divided by SD's 0.18215, as ComfyUI does. The prompt and workflow go in the safetensors metadata.
-- Tiled passes run diffusers' own tiling (``AutoencoderKL``'s tiled encode/decode with blended overlaps) with the
-  node's tile size and overlap; an image that fits in one tile is encoded or decoded exactly as by VAEEncode/VAEDecode.
+- Tiled passes on images run diffusers' own tiling (``AutoencoderKL``'s tiled encode/decode with blended overlaps)
+  with the node's tile size and overlap; an image that fits in one tile is encoded or decoded exactly as by
+  VAEEncode/VAEDecode.
+- Tiled passes on videos (Wan 2.1/2.2 and LTX-Video VAEs) cut the clip into boxes in time and space as ComfyUI does
+  (``temporal_size``/``temporal_overlap`` in frames, ``decode_video_tiled``), so a long clip decodes in memory
+  bounded by the box; a clip that fits in one box is decoded exactly as by VAEDecode.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import hashlib
 import json
 from typing import Any, Iterator
 
-from nodegraph.api import Boolean, Combo, Int, Link, Node, NodeOutput, Output, String, hookimpl, safe_join
+from nodegraph.api import (Boolean, Combo, Int, Link, Node, NodeOutput, Output, String, decode_video_tiled,
+                           encode_video_tiled, hookimpl, safe_join, temporal_compression)
 
 from .latent import _crop_to, _param_dtype, _vae_on_device
 
@@ -129,8 +134,20 @@ class VAEDecodeTiled(Node):
             if z.shape[1] != channels:
                 raise ValueError(f"VAEDecodeTiled: the latent has {z.shape[1]} channels but this VAE decodes "
                                  f"{channels}; use the VAE of the checkpoint that made the latent")
-            with _vae_on_device(ctx, vae) as device, _tiling(vae.vae, tile_size, overlap, vae.downscale):
-                img = vae.vae.decode(z.to(device, _param_dtype(vae.vae))).sample.float().cpu()
+            frames = temporal_compression(vae.vae) if z.dim() == 5 else None
+            if frames is not None:
+                with _vae_on_device(ctx, vae) as device:
+                    dtype = _param_dtype(vae.vae)
+
+                    def decode(box: Any) -> Any:
+                        return vae.vae.decode(box.to(device, dtype)).sample.movedim(0, 1).unsqueeze(0)
+
+                    video = decode_video_tiled(decode, z, frames, vae.downscale, tile_size, overlap, temporal_size,
+                                               temporal_overlap)
+                img = video.movedim(1, 2).flatten(0, 1)
+            else:
+                with _vae_on_device(ctx, vae) as device, _tiling(vae.vae, tile_size, overlap, vae.downscale):
+                    img = vae.vae.decode(z.to(device, _param_dtype(vae.vae))).sample.float().cpu()
         return ((img / 2.0 + 0.5).clamp(0.0, 1.0).movedim(1, -1).contiguous(),)
 
 
@@ -149,6 +166,21 @@ class VAEEncodeTiled(Node):
                 temporal_overlap: int = 8):
         with ctx.models.use(vae) as (vae,):
             px = _crop_to(pixels, vae.downscale)[..., :3]
+            # VAEEncode's convention: a video VAE whose image batch is one clip (LTX-Video) tiles in time too;
+            # the Wan VAE encodes images one by one (Qwen-Image's latents)
+            frames = temporal_compression(vae.vae)
+            if frames is not None and getattr(vae.vae, "images_are_frames", True):
+                with _vae_on_device(ctx, vae) as device:
+                    dtype = _param_dtype(vae.vae)
+
+                    def encode(box: Any) -> Any:
+                        return vae.vae.encode(box.to(device, dtype)).latent_dist.mean
+
+                    video = px.movedim(-1, 0).unsqueeze(0) * 2.0 - 1.0  # the IMAGE batch as one clip
+                    z = encode_video_tiled(encode, video, frames, vae.downscale,
+                                           int(vae.vae.config.latent_channels), tile_size, overlap, temporal_size,
+                                           temporal_overlap)
+                return ({"samples": z, "downscale": vae.downscale},)
             with _vae_on_device(ctx, vae) as device, _tiling(vae.vae, tile_size, overlap, vae.downscale):
                 x = px.movedim(-1, 1).to(device, _param_dtype(vae.vae)) * 2.0 - 1.0
                 z = vae.vae.encode(x).latent_dist.mean.float().cpu()

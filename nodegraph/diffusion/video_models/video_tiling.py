@@ -24,8 +24,8 @@ SizeFn = Callable[[int], float]
 def temporal_compression(vae: Any) -> int | None:
     """Frames per latent frame of a video VAE wrapper (Wan: 4, LTX-Video: 8); None for an image VAE."""
     found = getattr(vae, "temporal_compression", None)
-    if found is None:
-        found = getattr(getattr(getattr(vae, "inner", None), "config", None), "temporal_compression_ratio", None)
+    if found is None:  # an AutoencoderKLLTXVideo inside (its ratio is a module attribute, not a config entry)
+        found = getattr(getattr(vae, "inner", None), "temporal_compression_ratio", None)
     return None if found is None else int(found)
 
 

@@ -37,6 +37,9 @@ def is_wan_vae(keys: Any) -> bool:
 class WanVideoVAE(torch.nn.Module):
     """An ``AutoencoderKLWan`` behind the image-VAE interface: video latents raw, image latents normalised."""
 
+    #: VAEEncode(Tiled) encodes an IMAGE batch image by image (Qwen-Image's latents), not as one clip
+    images_are_frames = False
+
     def __init__(self, inner: Any) -> None:
         super().__init__()
         self.inner = inner
@@ -77,9 +80,8 @@ class WanVideoVAE(torch.nn.Module):
         """Reconstruction of images [B, 3, H, W]."""
         return self.decode(self.encode(x).latent_dist.mean).sample
 
-    # diffusers' AutoencoderKL tiling attributes (what VAEDecodeTiled/VAEEncodeTiled set), mapped onto the Wan
-    # VAE's spatial tiles; frames are always decoded one latent frame at a time (its causal cache), so the
-    # temporal_size/temporal_overlap inputs need no counterpart.
+    # diffusers' AutoencoderKL tiling attributes (what VAEDecodeTiled/VAEEncodeTiled set for image latents),
+    # mapped onto the Wan VAE's spatial tiles; video latents are tiled in time and space by video_tiling.
     @property
     def use_tiling(self) -> bool:
         """Whether the inner VAE tiles spatially."""
