@@ -302,3 +302,4 @@ from .diffusion.svd.files import parts as svd_parts  # noqa: E402
 from .diffusion.svd.guidance import with_video_cfg  # noqa: E402
 
 __all__ += ["load_svd_checkpoint", "SVDCheckpoint", "svd_parts", "with_video_cfg"]
+# [stable cascade]
