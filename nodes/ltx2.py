@@ -116,7 +116,7 @@ class LTXVAudioVAELoader(_FilesNode):
 
 
 class LTXVAudioVAEEncode(Node):
-    """Encode AUDIO into LTX-2 audio latents (not available yet: refused with the reason)."""
+    """Encode AUDIO into LTX-2 audio latents (its log-mel spectrogram through the audio VAE's encoder)."""
 
     DISPLAY_NAME = "LTXV Audio VAE Encode"
     CATEGORY = "audio"
@@ -125,8 +125,7 @@ class LTXVAudioVAEEncode(Node):
     OUTPUTS = (Output("LATENT", "Audio Latent"),)
 
     def execute(self, ctx, audio: Any, audio_vae: Any):
-        raise ValueError("LTXVAudioVAEEncode is not supported in this version (it needs a mel spectrogram of the "
-                         "audio, which ComfyUI makes with torchaudio); start from LTXVEmptyLatentAudio instead")
+        return (ltx2_public.encode_audio(ctx, audio_vae, audio),)
 
 
 class LTXVAudioVAEDecode(Node):

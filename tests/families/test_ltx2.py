@@ -243,3 +243,52 @@ def test_image_to_video_equals_ltx2_image_to_video_pipeline(engine, tiny_ltx2):
     want = video[0].permute(0, 2, 3, 1).float()
     assert float((cap["img"] - want).abs().max()) <= 1 / 255
     assert float((cap["snd"]["waveform"] - audio.float()).abs().max()) <= 1 / 255
+
+
+def test_log_mel_puts_a_tone_in_its_mel_band():
+    """A 1 kHz tone at 24 kHz lands, after resampling to 16 kHz, in the Slaney mel band that holds 1 kHz; the filters
+    have unit area (Slaney normalisation) and the frames follow the hop."""
+    from nodegraph.diffusion.ltx2.mel import hz_to_mel, log_mel, mel_filters
+
+    rate, seconds = 24000, 0.5
+    t = torch.arange(int(rate * seconds)) / rate
+    wave = torch.sin(2 * torch.pi * 1000.0 * t).expand(1, 2, -1).clone()
+    mel = log_mel(wave, rate, 16000, 64, 160)
+    assert mel.shape == (1, 2, 16000 * seconds // 160 + 1, 64)
+    band = int(torch.argmax(mel[0, 0].mean(0)))
+    edges = torch.linspace(0.0, float(hz_to_mel(torch.tensor(8000.0))), 66)
+    assert float(edges[band]) <= float(hz_to_mel(torch.tensor(1000.0))) <= float(edges[band + 2])
+    filters = mel_filters(513, 64, 16000)
+    area = (filters * (8000.0 / 512)).sum(0)  # Hz-weighted area of each triangle: 1 with Slaney's norm
+    assert torch.allclose(area[4:], torch.ones(60), atol=0.06)
+
+
+@pytest.mark.slow
+def test_audio_encode_gives_latents_the_decoder_reads(engine, tiny_ltx2):
+    """LoadAudio → LTXVAudioVAEEncode: normalised latents [1, 8, L, 4] (25 per second), the audio VAE's own encoding
+    of the log-mel; LTXVAudioVAEDecode reads them back to 24 kHz sound."""
+    from nodegraph.diffusion.ltx2.mel import log_mel
+    from nodegraph.media import save_audio
+
+    rate = 16000
+    t = torch.arange(rate) / rate
+    wave = torch.stack([torch.sin(2 * torch.pi * 440.0 * t), torch.sin(2 * torch.pi * 660.0 * t)])[None] * 0.3
+    engine.config.input_dir.mkdir(parents=True, exist_ok=True)
+    save_audio(engine.config.input_dir / "tone.flac", {"waveform": wave, "sample_rate": rate}, "flac")
+    wf = {"avae": {"class_type": "LTXVAudioVAELoader", "inputs": {"ckpt_name": CHECKPOINT}},
+          "load": {"class_type": "LoadAudio", "inputs": {"audio": "tone.flac"}},
+          "enc": {"class_type": "LTXVAudioVAEEncode", "inputs": {"audio": ["load", 0], "audio_vae": ["avae", 0]}},
+          "dec": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["enc", 0], "audio_vae": ["avae", 0]}},
+          "wav": {"class_type": "Capture", "inputs": {"value": ["load", 0]}},
+          "lat": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}},
+          "snd": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}}}
+    cap = _run(engine, wf)
+    loaded = cap["wav"]
+    vae = tiny_ltx2.audio_vae
+    with torch.no_grad():
+        raw = vae.encode(log_mel(loaded["waveform"], loaded["sample_rate"], 16000, 16, 160)).latent_dist.mode()
+    want = ((raw.transpose(1, 2).flatten(2) - vae.latents_mean) / vae.latents_std).unflatten(2, (8, 4)).transpose(1, 2)
+    got = cap["lat"]["samples"]
+    assert got.shape == want.shape and got.shape[:2] == (1, 8) and abs(got.shape[2] - 25) <= 1
+    assert float((got - want).abs().max()) < 1e-4
+    assert cap["snd"]["sample_rate"] == 24000 and cap["snd"]["waveform"].shape[:2] == (1, 2)

@@ -76,6 +76,23 @@ class LTX2AudioVAE(torch.nn.Module):
         mel = self.inner.decode(raw).sample
         return self.vocoder(mel)
 
+    def encode_audio(self, waveform: Any, rate: int) -> Any:
+        """Normalised audio latents ``[B, C, L, M]`` of waveforms ``[B, 2, T]`` at ``rate`` (ComfyUI's log-mel)."""
+        from .mel import log_mel
+
+        channels = int(self.inner.config.in_channels)
+        if waveform.shape[1] != channels:
+            raise ValueError(f"LTXVAudioVAEEncode: the audio has {waveform.shape[1]} channels but LTX-2's audio VAE "
+                             f"encodes {channels} (stereo); convert the audio to stereo first")
+        config = self.inner.config
+        mel = log_mel(waveform, rate, self.sample_rate, int(config.mel_bins), int(config.mel_hop_length))
+        param = next(self.inner.parameters())
+        raw = self.inner.encode(mel.to(param.device, param.dtype)).latent_dist.mode()
+        c, bins = raw.shape[1], raw.shape[3]
+        packed = raw.transpose(1, 2).flatten(2)
+        mean, std = self._stats(packed)
+        return ((packed - mean) / std).unflatten(2, (c, bins)).transpose(1, 2)
+
     def decode(self, z: Any, return_dict: bool = True) -> Any:
         """Refused: VAEDecode makes images; audio latents decode with LTXVAudioVAEDecode."""
         raise ValueError("this VAE is LTX-2's audio VAE; decode audio latents with LTXVAudioVAEDecode, and video "

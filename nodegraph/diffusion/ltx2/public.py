@@ -85,6 +85,20 @@ def decode_audio(ctx: Any, vae: Any, latent: dict[str, Any]) -> dict[str, Any]:
         return {"waveform": wave.float().cpu(), "sample_rate": audio_vae.output_sample_rate}
 
 
+def encode_audio(ctx: Any, vae: Any, audio: Any) -> dict[str, Any]:
+    """LTXVAudioVAEEncode: the normalised audio LATENT [B, 8, L, 16] of an AUDIO value."""
+    import torch
+
+    from nodegraph.media import check_audio
+
+    waveform, rate = check_audio(audio, "LTXVAudioVAEEncode audio")
+    with ctx.models.use(vae) as (loaded,):
+        audio_vae = audio_vae_of(loaded, "LTXVAudioVAEEncode")
+        with ctx.devices.use(audio_vae), torch.no_grad():
+            latent = audio_vae.encode_audio(waveform, rate)
+        return {"samples": latent.float().cpu(), "sample_rate": audio_vae.sample_rate, "type": "audio"}
+
+
 def empty_audio_latent(ctx: Any, vae: Any, frames: int, frame_rate: int, batch_size: int) -> dict[str, Any]:
     """LTXVEmptyLatentAudio: zeros [B, 8, L, 16] for ``frames`` video frames at ``frame_rate``."""
     import torch
@@ -130,5 +144,5 @@ def separate_av(latent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return video, audio
 
 
-__all__ = ["audio_vae_of", "concat_av", "decode_audio", "empty_audio_latent", "load_audio_vae",
+__all__ = ["audio_vae_of", "concat_av", "decode_audio", "empty_audio_latent", "encode_audio", "load_audio_vae",
            "load_ltxav_text_encoder", "separate_av"]
