@@ -3,8 +3,9 @@
 AuraFlow needs no nodes of its own: CheckpointLoaderSimple reads ComfyUI's ``aura_flow_0.x.safetensors`` (the
 Pile-T5 tokenizer from a ``pile_t5_tokenizer/`` folder beside it), ModelSamplingAuraFlow sets its shift, KSampler
 samples it. Cosmos Predict2 text-to-image: UNETLoader, CLIPLoader type ``cosmos`` (old T5-XXL), VAELoader (Wan 2.1),
-EmptySD3LatentImage, KSampler. The video latents here are ``[B, 16, T, h, w]`` (Wan 2.1's VAE: 4× in time, 8× in
-space); ``CosmosPredict2ImageToVideoLatent`` encodes a start/end image into it with a noise mask, as ComfyUI does.
+EmptySD3LatentImage, KSampler. Video2world: the video latents are ``[B, 16, T, h, w]`` (Wan 2.1's VAE: 4× in time,
+8× in space); ``CosmosPredict2ImageToVideoLatent`` encodes a start/end image into it with a noise mask, as ComfyUI
+does, and KSampler keeps those frames (the video2world UNETLoader file).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ PROMPT = "a photo of the red cat on the sky"
 NEGATIVE = "the green tree"
 SEED, STEPS, SIZE = 7, 3, 64
 EXAMPLES = sorted((Path(__file__).parent / "cosmos_examples").glob("*.json"))
-FILE_INPUTS = {"unet_name", "clip_name", "vae_name"}
+FILE_INPUTS = {"unet_name", "clip_name", "vae_name", "image"}
 
 
 def _nearest_resize_shim() -> None:
@@ -187,8 +187,14 @@ def test_empty_cosmos_latent_video_shape(engine):
     assert tuple(_run(engine, wf)["l"]["samples"].shape) == (2, 16, 3, 6, 8)
 
 
-def _prompt(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))["prompt"]
+def _prompt(path: Path, registry=None) -> dict:
+    """The API prompt of an example: its "prompt", or its editor "workflow" converted with the catalogue."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "prompt" in data:
+        return data["prompt"]
+    from nodegraph.ui_format import ui_to_api
+
+    return ui_to_api(data["workflow"], registry)
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
@@ -196,7 +202,7 @@ def test_examples_validate_but_for_missing_files(tmp_path):
     assert EXAMPLES
     for path in EXAMPLES:
         with pytest.raises(ValidationReport) as info:  # the model files are missing here
-            engine.prepare(_prompt(path))
+            engine.prepare(_prompt(path, engine.registry))
         for node_id, entry in info.value.node_errors.items():
             for error in entry["errors"]:
                 assert error["type"] == "value_not_in_list" and \
@@ -310,3 +316,25 @@ def test_video2world_start_image_steers_the_generated_frames(engine):
     other["picture"]["inputs"]["color"] = 0xD08030
     b = _run(engine, other)
     assert float((a["img"][1:] - b["img"][1:]).abs().max()) > 1 / 255
+
+
+@pytest.mark.slow
+def test_i2v_example_runs_on_the_tiny_model(tiny_cosmos, tmp_path):
+    """ComfyUI_examples' image-to-video graph (editor format) on the tiny video2world model: 9 frames at 64²."""
+    from PIL import Image
+
+    config = EngineConfig(home=tiny_cosmos.home, output_dir=tmp_path / "out")
+    engine = Engine(config)
+    prompt = _prompt(Path(__file__).parent / "cosmos_examples" / "cosmos_predict2_2b_i2v_example.json",
+                     engine.registry)
+    for node in prompt.values():
+        if node["class_type"] == "CosmosPredict2ImageToVideoLatent":
+            node["inputs"].update(width=64, height=64, length=9)
+        if node["class_type"] == "KSampler":
+            node["inputs"].update(steps=2)
+        if node["class_type"] == "LoadImage":
+            config.input_dir.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (80, 64), (40, 120, 200)).save(config.input_dir / node["inputs"]["image"])
+    engine.run(engine.prepare(prompt)).raise_for_status()
+    outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert outputs, "the example saves its video"
