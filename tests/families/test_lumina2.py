@@ -240,3 +240,22 @@ def test_clip_set_last_layer_goes_deeper(engine, tiny):
         states = tiny.gemma2(input_ids=ids, output_hidden_states=True).hidden_states
     assert torch.allclose(cap["ca"][0][0], states[-3], atol=1e-5)
     assert torch.allclose(cap["cb"][0][0], states[-2], atol=1e-5)
+
+
+def test_prompt_weights_as_comfyui(engine, tiny):
+    """"a (red:1.5) cat": the pieces tokenized apart after the start token, and the weighted token's states moved
+    away from an empty prompt's (start token, then padding masked out) by 1.5, as ComfyUI's token-weight encoder."""
+    wf = {"clip": graph()["clip"],
+          "a": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (red:1.5) cat", "clip": ["clip", 0]}},
+          "ca": {"class_type": "Capture", "inputs": {"value": ["a", 0]}}}
+    got = _run(engine, wf)["ca"][0][0]
+    tok = tiny.gemma_tokenizer()
+    pieces = [tok(p, add_special_tokens=False).input_ids for p in ("a ", "red", " cat")]
+    ids = torch.tensor([[2] + pieces[0] + pieces[1] + pieces[2]])
+    empty, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    empty[0, 0], mask[0, 0] = 2, 1
+    with torch.no_grad():
+        z = tiny.gemma2(input_ids=ids, output_hidden_states=True).hidden_states[-2]
+        z0 = tiny.gemma2(input_ids=empty, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+    weights = torch.tensor([1.0] * (1 + len(pieces[0])) + [1.5] * len(pieces[1]) + [1.0] * len(pieces[2]))
+    assert torch.allclose(got, (z - z0) * weights[None, :, None] + z0, atol=1e-5)
