@@ -26,15 +26,13 @@ def is_ltx2_checkpoint(header: Header) -> bool:
 
 def ltx2_checkpoint(path: Path, name: str, dtype: Any = None) -> Checkpoint | None:
     """MODEL, (empty) CLIP and video VAE of an all-in-one LTX-2 file; None when it holds no LTX-2 transformer."""
-    from safetensors.torch import load_file
-
-    from .files import transformer_from_state
+    from .files import read_tensors, transformer_from_state
     from .vae import ltx2_vae_from_state
 
     header = read_header(Path(path))
     if not is_ltx2_checkpoint(header):
         return None
-    state = load_file(str(path))
+    state = read_tensors(Path(path), ("model.diffusion_model.", "transformer.", "vae."))
     vae_state = {k[len("vae."):]: state.pop(k) for k in list(state) if k.startswith("vae.")}
     if not vae_state:
         raise ValueError(f"{name} holds an LTX-2 transformer but no video VAE; load it with UNETLoader "

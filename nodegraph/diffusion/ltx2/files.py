@@ -125,6 +125,15 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
                           family="ltx2", flow=FlowSettings("flux", DEFAULT_SHIFT, 1000.0))
 
 
+def read_tensors(path: Path, prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """The tensors of a safetensors file whose names start with one of ``prefixes`` (the rest stay on disk: an
+    all-in-one LTX-2 file is ~40 GB, and each loader needs only its part)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefixes)}
+
+
 def load_ltx2_transformer(path: Path, header: Any, name: str, weight_dtype: str = "default",
                           dtype: Any = None) -> DiffusionModel:
     """MODEL from an LTX-2 transformer file (UNETLoader; an all-in-one file's transformer too)."""
@@ -158,5 +167,6 @@ def parameter_counts() -> dict[str, int]:
 
 
 __all__ = ["AUDIO_HEAD", "CONFIG_CLASSES", "LTX2_CONFIGS", "LTX2_LATENT", "VIDEO_HEAD", "config_from_state",
-           "is_ltx2_transformer", "load_ltx2_transformer", "ltx2_layout", "parameter_counts", "shipped_config",
+           "is_ltx2_transformer", "load_ltx2_transformer", "ltx2_layout", "parameter_counts", "read_tensors",
+           "shipped_config",
            "to_diffusers", "transformer_from_state"]

@@ -41,6 +41,7 @@ def load_audio_vae(ctx: Any, ckpt_name: str) -> Any:
 
     from ..loading import resolve_model
     from .audio import audio_vae_from_state
+    from .files import read_tensors
 
     path = resolve_model(ctx.config, "checkpoints", ckpt_name)
     ctx.models.check_loadable(path)
@@ -48,12 +49,7 @@ def load_audio_vae(ctx: Any, ckpt_name: str) -> Any:
     key = ("ltx2_audio_vae", fingerprint(path), str(dtype))
 
     def load() -> Any:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            wanted = [k for k in handle.keys() if k.startswith(("audio_vae.", "vocoder."))]
-            state = {k: handle.get_tensor(k) for k in wanted}
-        return audio_vae_from_state(state, ckpt_name, dtype)
+        return audio_vae_from_state(read_tensors(path, ("audio_vae.", "vocoder.")), ckpt_name, dtype)
 
     return manager.load("vae", path, load, name=ckpt_name, key=key)
 

@@ -44,8 +44,11 @@ def gemma_tokenizer(encoder_path: Path) -> Any:
                             f"release (tokenizer.json or tokenizer.model) in {folder} as {TOKENIZER_FOLDERS[0]}/")
 
 
-def gemma_state(state: dict[str, Any]) -> dict[str, Any]:
+def gemma_state(state: dict[str, Any], name: str = "this file") -> dict[str, Any]:
     """``Gemma3TextModel`` names for a Gemma-3 file's text tensors (ComfyUI's, transformers' names; vision dropped)."""
+    if any(k.endswith(("scale_weight", "weight_scale", "scale_input")) for k in state):
+        raise UnknownModelError(f"{name} is an fp8-scaled Gemma-3 file, which this version does not read; use the "
+                                "bf16 gemma_3_12B_it.safetensors")
     out = {}
     for key in list(state):
         for prefix in _GEMMA_PREFIXES:
@@ -113,20 +116,21 @@ def load_ltxav_clip(encoder_path: Path, checkpoint_path: Path, names: tuple[str,
     import torch
     from accelerate import init_empty_weights
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from safetensors.torch import load_file
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     from ..flow.loading import fill
     from ..loading import quiet_libraries
+    from .files import read_tensors
 
     tokenizer = gemma_tokenizer(encoder_path)
-    state = gemma_state(load_file(str(encoder_path)))
+    state = gemma_state(read_tensors(Path(encoder_path), _GEMMA_PREFIXES), names[0])
     config = Gemma3TextConfig(**gemma_config(state, names[0]))
     compute = dtype or torch.float32
     with quiet_libraries(), init_empty_weights():
         gemma = Gemma3TextModel(config)
     fill(gemma, state, compute, names[0])
-    conn_state = connector_state(load_file(str(checkpoint_path)))
+    conn_state = connector_state(read_tensors(Path(checkpoint_path), tuple(old for old, _ in _CONNECTOR_NAMES)
+                                              + ("text_proj_in.", "video_connector.", "audio_connector.")))
     with quiet_libraries(), init_empty_weights():
         connectors = LTX2TextConnectors.from_config(connector_config(conn_state, names[1]))
     fill(connectors, conn_state, compute, names[1])
