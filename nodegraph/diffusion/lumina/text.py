@@ -70,9 +70,10 @@ def _states(clip: Any, text: str, device: Any, max_chunks: int = 0, weighted: bo
     ids_t = torch.tensor([ids], dtype=torch.long, device=device)
     with torch.no_grad():
         out = encoder(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), output_hidden_states=True)
-        if -layer >= len(out.hidden_states):
-            raise ValueError(f"CLIPSetLastLayer {layer} is deeper than this text encoder's "
-                             f"{len(out.hidden_states) - 1} layers; use a value from -2 to -{len(out.hidden_states) - 1}")
+        deepest = len(out.hidden_states) - 1
+        if -layer > deepest:
+            raise ValueError(f"CLIPSetLastLayer {layer} is deeper than this text encoder's {deepest} layers; use a "
+                             f"value from -2 to -{deepest}")
         states = out.hidden_states[layer]
         if any(w != 1.0 for w in weights):  # ComfyUI: weighted tokens move away from an "empty" prompt's states
             empty = torch.full_like(ids_t, int(tokenizer.pad_token_id or 0))
