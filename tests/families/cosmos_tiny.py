@@ -51,7 +51,10 @@ class TinyCosmos:
     def pipeline(self) -> Any:
         """Cosmos2TextToImagePipeline over the same modules: Karras sigmas ending at 0 (ComfyUI's karras); a
         pass-through stands in for the guardrail model (prompts and outputs here are random tiny-model noise)."""
-        from diffusers import Cosmos2TextToImagePipeline, FlowMatchEulerDiscreteScheduler
+        from diffusers import (
+            Cosmos2TextToImagePipeline,
+            FlowMatchEulerDiscreteScheduler,
+        )
 
         scheduler = FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True, shift=1.0, use_dynamic_shifting=False)
         pipe = Cosmos2TextToImagePipeline(text_encoder=self.text_encoder, tokenizer=self.tokenizer,

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cosmos_tiny import LAYOUTS, TEXT_ENCODER, VAE_FILE, VIDEO_FILE, TinyCosmos, build, decode
+from cosmos_tiny import (
+    LAYOUTS,
+    TEXT_ENCODER,
+    VAE_FILE,
+    VIDEO_FILE,
+    TinyCosmos,
+    build,
+    decode,
+)
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
@@ -237,7 +245,11 @@ def test_shipped_configs_have_the_published_sizes(variant, count):
     from cosmos_tiny import to_original
     from diffusers import CosmosTransformer3DModel
 
-    from nodegraph.diffusion.cosmos.detect import shipped_config, transformer_config, transformer_layout
+    from nodegraph.diffusion.cosmos.detect import (
+        shipped_config,
+        transformer_config,
+        transformer_layout,
+    )
 
     shipped = shipped_config(f"transformer_{variant}")
     with init_empty_weights():

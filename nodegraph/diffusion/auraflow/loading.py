@@ -17,7 +17,12 @@ from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
 from ..types import DiffusionModel, LatentFormat, TextEncoder
-from .detect import text_encoder_config, text_encoder_prefix, transformer_config, transformer_layout
+from .detect import (
+    text_encoder_config,
+    text_encoder_prefix,
+    transformer_config,
+    transformer_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,9 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     import torch
     from accelerate import init_empty_weights
     from diffusers import AuraFlowTransformer2DModel
-    from diffusers.loaders.single_file_utils import convert_auraflow_transformer_checkpoint_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_auraflow_transformer_checkpoint_to_diffusers,
+    )
 
     from ..flow.loading import _float8, fill
     from ..flow.schedule import FlowSettings

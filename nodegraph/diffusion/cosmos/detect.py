@@ -63,12 +63,13 @@ def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tupl
     size = "14B" if int(width) == 5120 else "2B"
     config = shipped_config(f"transformer_{'v2w' if in_channels == 17 else 't2i'}_{size}")
     config.update(in_channels=in_channels, attention_head_dim=head_dim, num_attention_heads=int(width) // head_dim,
-                  num_layers=_count(shapes, blocks), text_embed_dim=text, mlp_ratio=ff / int(width), adaln_lora_dim=lora,
-                  extra_pos_embed_type="learnable" if extra else None)
+                  num_layers=_count(shapes, blocks), text_embed_dim=text, mlp_ratio=ff / int(width),
+                  adaln_lora_dim=lora, extra_pos_embed_type="learnable" if extra else None)
     kind = "video2world" if in_channels == 17 else "text-to-image"
     reasons = [f"Cosmos Predict2 tensor names ({layout}) under {p or 'the root'!r}",
-               f"{kind}: {in_channels} input channels", f"{config['num_layers']} blocks, "
-               f"{config['num_attention_heads']}×{head_dim} wide (the {size} rope scales)", f"text width {text}"]
+               f"{kind}: {in_channels} input channels",
+               f"{config['num_layers']} blocks, {config['num_attention_heads']}×{head_dim} wide ({size})",
+               f"text width {text}"]
     return config, reasons
 
 

@@ -40,7 +40,9 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     import torch
     from accelerate import init_empty_weights
     from diffusers import CosmosTransformer3DModel
-    from diffusers.loaders.single_file_utils import convert_cosmos_transformer_checkpoint_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_cosmos_transformer_checkpoint_to_diffusers,
+    )
 
     from ..flow.loading import _float8, fill
     from ..loading import quiet_libraries

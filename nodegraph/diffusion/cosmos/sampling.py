@@ -8,6 +8,11 @@ it), and the run maps them to t and goes through the shared loop (``flow.custom.
 rectified-flow view (family ``cosmos_rf``, denoiser ``CosmosDenoiser``). The loop's start t·noise + (1 - t)·x0 and
 its end x / (1 - t) are exactly ComfyUI's EDM start and (identity) inverse noise scaling. Euler steps are the same
 in either variable; other samplers step in t (ComfyUI's step in sigma), which is the one difference.
+
+Video latents ``[B, 16, T, h, w]`` hold raw Wan 2.1 values (as the video nodes make them): they are normalised
+around the loop. Video2world's noise mask (CosmosPredict2ImageToVideoLatent) rides in the conditioning (``FRAMES``)
+rather than the loop's image mask: the given frames enter the model clean at time 0 (ComfyUI's process_timestep and
+scale_latent_inpaint), the condition-mask channel is 1 on them, and their estimate is the given latent.
 """
 
 from __future__ import annotations
@@ -256,5 +261,15 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
                 latent, devices, callback, lora_library, preview_every)
 
 
-__all__ = ["CosmosDenoiser", "CosmosFlow", "FRAMES", "RF_FAMILY", "SIGMA_MAX", "SIGMA_MIN", "rf_view", "sample",
-           "sample_custom", "to_t"]
+__all__ = [
+    "FRAMES",
+    "RF_FAMILY",
+    "SIGMA_MAX",
+    "SIGMA_MIN",
+    "CosmosDenoiser",
+    "CosmosFlow",
+    "rf_view",
+    "sample",
+    "sample_custom",
+    "to_t",
+]
