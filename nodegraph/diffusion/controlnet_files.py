@@ -213,6 +213,10 @@ def from_state_dict(state: dict[str, Any], name: str, base_unet: Any = None) -> 
     state = dict(state)
     diff = state.pop("difference", None) is not None
     state = _strip(state, "control_model.")
+    from .flow.sd3_controlnet import is_sd3_controlnet, sd3_controlnet_from_state
+
+    if is_sd3_controlnet(state):  # SD3/SD3.5 (MMDiT) ControlNets
+        return sd3_controlnet_from_state(state, name)
     if "adapter.conv_in.weight" in state or ("conv_in.weight" in state and "body.0.block1.weight" in state):
         if "adapter.conv_in.weight" not in state:
             state = _adapter_from_original(state)
@@ -253,7 +257,8 @@ def load_control_model(path: Path, allow_pickle: bool = False, base_unet: Any = 
         import diffusers
 
         classes = {"ControlNetModel": ("controlnet", diffusers.ControlNetModel),
-                   "T2IAdapter": ("t2i_adapter", diffusers.T2IAdapter)}
+                   "T2IAdapter": ("t2i_adapter", diffusers.T2IAdapter),
+                   "SD3ControlNetModel": ("sd3_controlnet", diffusers.SD3ControlNetModel)}
         if cls_name not in classes:
             raise UnknownModelError(f"{name}/config.json names {cls_name!r}; this loader reads ControlNetModel and "
                                     "T2IAdapter folders")
@@ -269,7 +274,7 @@ def load_control_model(path: Path, allow_pickle: bool = False, base_unet: Any = 
         family = _FAMILIES.get(int(cross), "custom") if cross else (
             ("sdxl" if module.config.adapter_type == "full_adapter_xl" else "sd1")
             if list(channels or []) == [320, 640, 1280, 1280] else "custom")
-        return ControlModel(module, kind, family, name)
+        return ControlModel(module, kind, "sd3" if kind == "sd3_controlnet" else family, name)
     check_loadable(path, allow_pickle)
     return from_state_dict(load_state_dict(path, allow_pickle), name, base_unet)
 

@@ -106,7 +106,12 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     def unscaled(x: Any) -> Any:
         return (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
 
-    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
+    from ..controlnet import control_modules
+
+    conds = [c for c in (getattr(guider, a, None) for a in ("positive", "negative", "conditioning", "cond1", "cond2"))
+             if isinstance(c, list)]
+    with control_modules(*conds) as controls, devices.use(model.unet, *controls), \
+            lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         start = start.to(device)

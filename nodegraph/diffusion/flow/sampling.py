@@ -94,6 +94,7 @@ class FlowDenoiser:
                  mask: Any = None, clean: Any = None, noise: Any = None) -> None:
         self.transformer, self.dtype, self.device, self.fmt = model.unet, dtype, device, model.latent
         self.family, self.multiplier = getattr(model, "family", "flux"), float(model.flow.multiplier)
+        self.flow = model.flow
         self.skip_layers: tuple[int, ...] = ()
         slg = getattr(model.flow, "skip_layer_guidance", ())
         #: (blocks, scale, sigma_start, sigma_end) of SkipLayerGuidanceSD3, or ()
@@ -115,7 +116,12 @@ class FlowDenoiser:
             if any(extras.get(k) is not None for k in _REGION_KEYS):
                 raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Flux models "
                                  "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
-            if extras.get("control") is not None:
+            controls: tuple = ()
+            if extras.get("control") is not None and self.family == "sd3":
+                from .sd3_controlnet import prepare as prepare_controls
+
+                controls = prepare_controls(extras["control"], self.flow, what, self.transformer)
+            elif extras.get("control") is not None:
                 raise ValueError(f"{what}: ControlNets on {self.family} transformers are not supported yet (they "
                                  "would be ignored); remove the Apply ControlNet node for this model")
             pooled = extras.get("pooled_output")
@@ -131,7 +137,7 @@ class FlowDenoiser:
             out.append((emb.to(self.device, self.dtype), pooled.to(self.device, self.dtype),
                         DEFAULT_GUIDANCE if guidance is None else float(guidance), refs,
                         float(extras.get("strength", 1.0)), extras.get("concat_latent_image"),
-                        extras.get("concat_mask")))
+                        extras.get("concat_mask"), controls))
         return out
 
     def _concat(self, x: Any, image: Any, mask: Any) -> Any:
@@ -167,13 +173,13 @@ class FlowDenoiser:
     def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
         import torch
 
-        emb, pooled, guidance, refs, _, image, mask = entry
+        emb, pooled, guidance, refs, _, image, mask = entry[:7]
         b, c, h, w = x.shape
         if self.family == "sd3":
             from .sd3 import velocity
 
             return velocity(self.transformer, x, sigma, self.multiplier, _batch(emb, b), _batch(pooled, b),
-                            self.dtype, self.skip_layers)
+                            self.dtype, self.skip_layers, entry[7] if len(entry) > 7 else ())
         if self.family == "chroma":
             from .chroma import velocity as chroma_velocity
 
@@ -285,7 +291,10 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     gen = torch.Generator("cpu").manual_seed(int(opts.seed))
     noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
         else torch.zeros_like(samples)
-    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
+    from ..controlnet import control_modules
+
+    with control_modules(positive, negative) as controls, devices.use(model.unet, *controls), \
+            lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         noise = noise.to(device)

@@ -104,8 +104,9 @@ def build_transformer(config: dict[str, Any]) -> Any:
 
 
 def velocity(transformer: Any, x: Any, sigma: float, multiplier: float, emb: Any, pooled: Any,
-             dtype: Any, skip_layers: tuple[int, ...] = ()) -> Any:
-    """The transformer's velocity for latent ``x`` [B, 16, h, w] (scaled) at noise level ``sigma`` (float32)."""
+             dtype: Any, skip_layers: tuple[int, ...] = (), controls: tuple = ()) -> Any:
+    """The transformer's velocity for latent ``x`` [B, 16, h, w] (scaled) at noise level ``sigma`` (float32);
+    ``controls``: the entry's SD3 ControlNets (``sd3_controlnet.Control``), their block outputs added."""
     import torch
     import torch.nn.functional as F
 
@@ -114,7 +115,13 @@ def velocity(transformer: Any, x: Any, sigma: float, multiplier: float, emb: Any
     ph, pw = (-h) % patch, (-w) % patch
     inp = F.pad(x, (0, pw, 0, ph), mode="circular") if ph or pw else x
     t = torch.full((b,), float(sigma) * multiplier, device=x.device, dtype=dtype)
-    kwargs = {"skip_layers": list(skip_layers)} if skip_layers else {}
+    kwargs: dict[str, Any] = {"skip_layers": list(skip_layers)} if skip_layers else {}
+    if controls:
+        from .sd3_controlnet import block_states
+
+        states = block_states(controls, inp.to(dtype), float(sigma), t, emb, pooled, dtype)
+        if states is not None:
+            kwargs["block_controlnet_hidden_states"] = states
     out = transformer(hidden_states=inp.to(dtype), timestep=t, encoder_hidden_states=emb, pooled_projections=pooled,
                       return_dict=False, **kwargs)[0]
     return out[:, :, :h, :w].float()

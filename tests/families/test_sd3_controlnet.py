@@ -1,0 +1,131 @@
+"""SD3 ControlNets: ControlNetLoader reads an SD3ControlNetModel file (diffusers' layout, at the root or under
+``controlnet.``), ControlNetApplySD3 feeds its block outputs into the SD3 transformer, and the graph's image equals
+StableDiffusion3ControlNetPipeline's (≤ 1/255); strength 0 is no control; a UNet ControlNet on SD3 is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sd3_tiny import LAYOUTS, build
+from test_sd3_parity import CFG, PROMPT, SEED, SHIFT, SIZE, STEPS, graph
+
+from nodegraph.config import EngineConfig
+from nodegraph.diffusion.sampling import make_noise
+from nodegraph.testing_graphs import capture_engine, run_captured
+
+CONTROLNET = "sd3-tiny-controlnet.safetensors"
+STRENGTH = 0.8
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny SD3.5, a 2-block SD3 ControlNet made from it (random, so every weight matters) and a hint PNG."""
+    from diffusers import SD3ControlNetModel
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    sd3 = build(tmp_path_factory.mktemp("tiny-sd3-cn-home"))
+    torch.manual_seed(3)
+    cn = SD3ControlNetModel.from_transformer(sd3.transformer, num_layers=2,
+                                                 num_extra_conditioning_channels=0).eval()
+    with torch.no_grad():
+        for p in cn.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folder = sd3.home / "models" / "controlnet"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in cn.state_dict().items()}
+    save_file(state, str(folder / CONTROLNET))
+    save_file({"controlnet." + k: v for k, v in state.items()}, str(folder / ("prefixed-" + CONTROLNET)))
+    cfg = EngineConfig(home=sd3.home)
+    cfg.ensure_dirs()
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((SIZE // 8, SIZE // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    Image.fromarray(pixels).save(cfg.input_dir / "hint.png")
+    return sd3, cn, cfg, Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    return capture_engine(tiny[2])
+
+
+def controlled(strength: float = STRENGTH, controlnet: str = CONTROLNET, apply: str = "ControlNetApplySD3") -> dict:
+    wf = graph(LAYOUTS["comfyui"])
+    wf["hint"] = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
+    wf["cn"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet}}
+    wf["apply"] = {"class_type": apply, "inputs": {
+        "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cn", 0], "vae": ["vae", 0],
+        "image": ["hint", 0], "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
+    wf["ks"]["inputs"].update(positive=["apply", 0], negative=["apply", 1])
+    wf["ctl"] = {"class_type": "Capture", "inputs": {"value": ["cn", 0]}}
+    return wf
+
+
+def _run(engine, wf: dict) -> dict:
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    return cap
+
+
+def _reference(tiny, monkeypatch) -> torch.Tensor:
+    """StableDiffusion3ControlNetPipeline's image with the VAE's posterior mode for the hint (ComfyUI's encode)."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        StableDiffusion3ControlNetPipeline,
+    )
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    sd3, cn, _, image = tiny
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())
+    base = sd3.pipeline(SHIFT)
+    pipe = StableDiffusion3ControlNetPipeline(
+        transformer=sd3.transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=SHIFT), vae=sd3.vae,
+        text_encoder=sd3.clip_l, tokenizer=base.tokenizer, text_encoder_2=sd3.clip_g, tokenizer_2=base.tokenizer_2,
+        text_encoder_3=sd3.t5, tokenizer_3=base.tokenizer_3, controlnet=cn)
+    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    with torch.no_grad():
+        out = pipe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=CFG,
+                   sigmas=list(np.linspace(1.0, 1.0 / STEPS, STEPS)), latents=noise, max_sequence_length=77,
+                   control_image=image, controlnet_conditioning_scale=STRENGTH, output_type="pt").images
+    return out.permute(0, 2, 3, 1).float()
+
+
+def test_loader_reads_both_layouts_with_the_same_weights(engine, tiny):
+    _, cn, _, _ = tiny
+    for name in (CONTROLNET, "prefixed-" + CONTROLNET):
+        model = _run(engine, {"cn": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}},
+                              "ctl": {"class_type": "Capture", "inputs": {"value": ["cn", 0]}}})["ctl"]
+        from nodegraph.models.handles import resolve
+
+        loaded = resolve(model.model)
+        assert loaded.kind == "sd3_controlnet" and loaded.family == "sd3"
+        ours, ref = loaded.module.state_dict(), cn.state_dict()
+        assert set(ours) == set(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)
+        assert loaded.module.config.num_layers == 2 and loaded.module.config.force_zeros_for_pooled_projection
+
+
+def test_graph_image_equals_sd3_controlnet_pipeline(engine, tiny, monkeypatch):
+    """UNETLoader + ControlNetLoader + ControlNetApplySD3 (VAE) + KSampler (cfg) = the diffusers pipeline; the
+    control changes the image, and strength 0 gives the image without it."""
+    image = _run(engine, controlled())["img"]
+    reference = _reference(tiny, monkeypatch)
+    diff = float((image - reference).abs().max())
+    print(f"SD3 ControlNet parity: max |ours - StableDiffusion3ControlNetPipeline| = {diff:.2e}")
+    assert diff <= 1 / 255
+    plain = _run(engine, graph(LAYOUTS["comfyui"]))["img"]
+    assert float((image - plain).abs().max()) > 2 / 255
+    assert float((_run(engine, controlled(0.0))["img"] - plain).abs().max()) == 0.0
+
+
+def test_controlnet_apply_advanced_with_the_vae_is_the_same(engine):
+    a = _run(engine, controlled())["img"]
+    b = _run(engine, controlled(apply="ControlNetApplyAdvanced"))["img"]
+    assert float((a - b).abs().max()) == 0.0
+
+
+def test_unet_controlnet_on_sd3_is_refused(engine):
+    result, _ = run_captured(engine, controlled(controlnet="nodegraph-shapes-canny-v1"))
+    with pytest.raises(Exception) as failed:
+        result.raise_for_status()
+    assert "not SD3" in str(failed.value) and "SD3 ControlNet" in str(failed.value)
