@@ -65,9 +65,8 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
     if found.layout == "comfyui":
         state = (z_image_to_diffusers if found.family == "z_image" else lumina2_to_diffusers)(state, found.config)
     cls = ZImageTransformer2DModel if found.family == "z_image" else Lumina2Transformer2DModel
-    key = "axes_lens"
-    lens = list(found.config[key])  # rotary tables longer on the text axis: ComfyUI's prompts have no length limit
-    config = dict(found.config, **{key: [max(int(lens[0]), CAPTION_POSITIONS), *lens[1:]]})
+    lens = list(found.config["axes_lens"])  # a longer rotary table on the text axis: ComfyUI has no prompt limit
+    config = dict(found.config, axes_lens=[max(int(lens[0]), CAPTION_POSITIONS), *lens[1:]])
     with quiet_libraries(), init_empty_weights():
         transformer = cls.from_config(config)
     fill(transformer, state, compute, name)
