@@ -350,3 +350,18 @@ def test_i2v_example_runs_on_the_tiny_model(tiny_cosmos, tmp_path):
     engine.run(engine.prepare(prompt)).raise_for_status()
     outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert outputs, "the example saves its video"
+
+
+def test_image_to_video_latent_start_and_end_frames(engine):
+    """CosmosPredict2ImageToVideoLatent with a start and an end image: both latent frames given (mask 0), the frame
+    between them to generate at the Wan latent mean (ComfyUI's process_out of zero)."""
+    from nodegraph.diffusion.video_models.wan_vae import latent_stats
+
+    wf = video_graph()
+    wf["empty"]["inputs"]["end_image"] = ["picture", 0]
+    cap = _run(engine, {k: wf[k] for k in ("vae", "picture", "empty", "lat")})
+    latent = cap["lat"]
+    assert latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0.0, 1.0, 0.0]
+    mean = latent_stats(16)[0]
+    assert torch.allclose(latent["samples"][:, :, 1:2], mean.expand(1, 16, 1, SIZE // 8, SIZE // 8))
+    assert torch.allclose(latent["samples"][:, :, 0], latent["samples"][:, :, 2], atol=1e-5)  # the same image
