@@ -56,7 +56,9 @@ _VAE_ORIGINAL = (("encoder.down_blocks.0.downsamplers.0.", "encoder.down_blocks.
 def transformer_to_original(state: dict[str, Any]) -> dict[str, Any]:
     """ComfyUI's names (under ``model.diffusion_model.``) for a diffusers LTX-2 transformer; checked with diffusers'
     converter."""
-    from diffusers.loaders.single_file_utils import convert_ltx2_transformer_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_ltx2_transformer_to_diffusers,
+    )
 
     out = {}
     for key, value in state.items():
@@ -125,7 +127,14 @@ def audio_to_comfy(vae: dict[str, Any], vocoder: dict[str, Any]) -> dict[str, An
 
 def tokenizer(folder: Path) -> Any:
     """A tiny SentencePiece-style BPE with Gemma's special tokens (pad 0, eos 1, bos 2), saved in ``folder``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import GemmaTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -173,7 +182,11 @@ def _state(module: Any) -> dict[str, Any]:
 
 def build(home: Path) -> TinyLTX2:
     """Build the tiny LTX-2 and write its files under ``home/models``."""
-    from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        LTX2VideoTransformer3DModel,
+    )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
     from safetensors.torch import save_file
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig

@@ -292,3 +292,23 @@ def test_audio_encode_gives_latents_the_decoder_reads(engine, tiny_ltx2):
     assert got.shape == want.shape and got.shape[:2] == (1, 8) and abs(got.shape[2] - 25) <= 1
     assert float((got - want).abs().max()) < 1e-4
     assert cap["snd"]["sample_rate"] == 24000 and cap["snd"]["waveform"].shape[:2] == (1, 2)
+
+
+def test_checkpoint_clip_says_to_use_the_gemma_loader(engine):
+    wf = graph()
+    wf["pos"]["inputs"]["clip"] = ["ckpt", 1]  # the all-in-one file holds no Gemma-3
+    result, _ = run_captured(engine, wf)
+    assert result.status != "success"
+    assert "LTXAVTextEncoderLoader" in str(result.error)
+
+
+def test_text_encoder_loader_refuses_a_checkpoint_without_connectors(engine, tiny_ltx2):
+    import shutil
+
+    models = tiny_ltx2.home / "models"
+    shutil.copy(models / "text_encoders" / TEXT, models / "checkpoints" / "not-ltx2.safetensors")
+    wf = graph()
+    wf["clip"]["inputs"]["ckpt_name"] = "not-ltx2.safetensors"  # a file without LTX-2's text connectors
+    result, _ = run_captured(engine, wf)
+    assert result.status != "success"
+    assert "holds no LTX-2 text connectors" in str(result.error)

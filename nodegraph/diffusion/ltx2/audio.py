@@ -69,7 +69,7 @@ class LTX2AudioVAE(torch.nn.Module):
 
     def decode_audio(self, latents: Any) -> Any:
         """Waveforms ``[B, 2, samples]`` at ``output_sample_rate`` of normalised audio latents ``[B, C, L, M]``."""
-        b, c, length, bins = latents.shape
+        c, bins = latents.shape[1], latents.shape[3]
         packed = latents.transpose(1, 2).flatten(2)
         mean, std = self._stats(packed)
         raw = (packed * std + mean).unflatten(2, (c, bins)).transpose(1, 2)

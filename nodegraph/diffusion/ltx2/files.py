@@ -64,7 +64,9 @@ def to_diffusers(state: dict[str, Any], layout: str) -> dict[str, Any]:
     """Diffusers names for an LTX-2 transformer state dict of ``layout`` (original names via diffusers)."""
     if layout == "diffusers":
         return state
-    from diffusers.loaders.single_file_utils import convert_ltx2_transformer_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_ltx2_transformer_to_diffusers,
+    )
 
     return convert_ltx2_transformer_to_diffusers(state)
 
