@@ -96,6 +96,8 @@ def preview_jpeg(samples: Any, fmt: LatentFormat, quality: int = 80, decoder: An
     import numpy as np
     from PIL import Image
 
+    if samples.dim() == 5:  # a video latent [B, C, T, h, w]: its first frame
+        samples = samples[:, :, 0]
     decoder = decoder if decoder is not None else taesd_decoder(fmt)
     if decoder is not None and samples.shape[1] == decoder.config.latent_channels:
         rgb = taesd_to_rgb(samples[:1], decoder)[0].numpy()

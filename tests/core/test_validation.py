@@ -221,8 +221,7 @@ def test_validation_is_linear_in_the_node_count(engine):
     """Unknown types, every node an output and in a chain: was 6 s for 1,000 nodes and 27 s for 2,000."""
     _seconds(engine, _unknown(200))  # warm up
     small, big = _seconds(engine, _unknown(1000)), _seconds(engine, _unknown(8000))
-    assert big < 3.0, big
-    assert big < 8 * small * 3 + 0.3, (small, big)  # ×8 nodes costs about ×8, not ×64
+    assert big < 8 * small * 3 + 0.3, (small, big)  # ×8 nodes costs about ×8, not ×64 (a ratio: load-independent)
 
 
 def test_dependent_outputs_through_a_chain_and_a_cycle(engine):
