@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,31 @@ def _module_name(key: str, targets: Targets) -> str | None:
     return key if key in targets else None
 
 
-def converted(weights: Any, targets: Targets) -> tuple[list[tuple[str, Any]], list[str]]:
-    """([(module name, LoraPair)], unmatched keys) of a parsed LoRA file on ``targets``' transformer (memoised)."""
+@dataclass(frozen=True)
+class Update:
+    """One change to a transformer parameter: ``scale · up @ down`` (a LoRA pair) or ``scale · diff`` (a full
+    difference: ``.diff``/``.diff_b`` tensors, PEFT's ``lora_B.bias``)."""
+
+    module: str
+    param: str  # "weight" | "bias"
+    pair: Any = None
+    diff: Any = None
+    scale: float = 1.0
+
+    def delta(self, shape: Any) -> Any:
+        """The float32 change, shaped like the parameter (ValueError when the sizes differ)."""
+        full = self.pair.delta(shape) if self.pair is not None else self.diff.float()
+        if full.numel() != math.prod(shape):
+            raise ValueError(f"{self.module}.{self.param} is {tuple(shape)} but the update has {full.numel()} values")
+        return full.reshape(shape) * self.scale
+
+
+_DIFFS = {".lora_B.bias": "bias", ".diff_b": "bias", ".diff": "weight"}
+
+
+def converted(weights: Any, targets: Targets) -> tuple[list[Update], list[str], list[str]]:
+    """(updates, unmatched keys, ignored tensor names) of a parsed LoRA file on ``targets``' transformer
+    (memoised per file and transformer class)."""
     from .lora import parse_lora
 
     memo = weights.derived.get(("transformer", targets.kind))
@@ -115,12 +140,13 @@ def converted(weights: Any, targets: Targets) -> tuple[list[tuple[str, Any]], li
         state = {k: v.clone() for k, v in state.items()}
         try:
             state = convert(state, targets.transformer)
-        except (ValueError, KeyError, RuntimeError, IndexError) as exc:
+        except (ValueError, KeyError, RuntimeError, IndexError, AssertionError) as exc:
             raise ValueError(f"LoRA {weights.name}: its tensor names are not a format known for "
                              f"{targets.kind} ({type(exc).__name__}: {exc}); it was probably made for another "
                              "model family or by a trainer whose format is not supported") from exc
     parsed = parse_lora(state, weights.name)
-    found, unmatched = [], []
+    updates: list[Update] = []
+    unmatched: list[str] = []
     for key, pair in parsed.pairs.items():
         if key.startswith(_NOT_MODEL):
             continue  # the CLIP's part of the file
@@ -128,42 +154,61 @@ def converted(weights: Any, targets: Targets) -> tuple[list[tuple[str, Any]], li
         if name is None:
             unmatched.append(key)
         else:
-            found.append((name, pair))
-    weights.derived[("transformer", targets.kind)] = (found, unmatched)
-    return found, unmatched
+            updates.append(Update(name, "weight", pair=pair, scale=pair.scale))
+    ignored = []
+    for key in parsed.skipped:
+        suffix = next((s for s in _DIFFS if key.endswith(s)), None)
+        if suffix is None:
+            if not key.endswith(".alpha") and not key.startswith(_NOT_MODEL):
+                ignored.append(key)
+            continue
+        prefix = key[: -len(suffix)]
+        name = _module_name(prefix, targets)
+        if name is None:
+            unmatched.append(prefix)
+            continue
+        pair = parsed.pairs.get(prefix)
+        updates.append(Update(name, _DIFFS[suffix], diff=state[key], scale=pair.scale if pair is not None else 1.0))
+    weights.derived[("transformer", targets.kind)] = (updates, unmatched, ignored)
+    return updates, unmatched, ignored
 
 
 def match(weights: Any, targets: Targets) -> Any:
-    """``lora.Matched`` (module, pair) updates of a parsed LoRA file on a transformer."""
+    """``lora.Matched`` (module, pair) updates of a parsed LoRA file on a transformer (pair None: a difference)."""
     from .lora import Matched
 
-    found, unmatched = converted(weights, targets)
-    return Matched([(targets[name], pair) for name, pair in found], list(unmatched))
+    updates, unmatched, _ = converted(weights, targets)
+    return Matched([(targets[u.module], u.pair) for u in updates], list(unmatched))
 
 
 def apply(weights: Any, targets: Targets, strength: float, saved: dict[int, tuple[Any, Any]], family: str) -> int:
     """Add ``weights``' deltas times ``strength`` to the transformer in place (originals saved first); the number
-    of weights changed. ValueError naming the file and family when nothing matches or a shape differs."""
-    found, unmatched = converted(weights, targets)
-    if not found:
+    of updates applied. ValueError naming the file and family when nothing matches or a shape differs."""
+    updates, unmatched, ignored = converted(weights, targets)
+    if not updates:
         raise ValueError(f"LoRA {weights.name}: 0 of its {len(unmatched)} layers match this {family} model "
                          f"({targets.kind}; e.g. {unmatched[0] if unmatched else '-'}); it was probably made for "
                          "another model family — use a LoRA trained for this model")
     if unmatched:
         log.warning("LoRA %s: %d of its %d layers match nothing in this %s model (e.g. %s)", weights.name,
-                    len(unmatched), len(found) + len(unmatched), family, unmatched[0])
-    for name, pair in found:
-        param = targets[name].weight
-        rows = pair.up.shape[0]
-        if rows * pair.down.flatten(1).shape[1] != param.numel():
-            raise ValueError(f"LoRA {weights.name}: {name} is {tuple(param.shape)} in this {family} model but the "
-                             f"LoRA's update is {rows}×{pair.down.flatten(1).shape[1]}; it was made for another "
-                             "size of this family")
+                    len(unmatched), len(updates) + len(unmatched), family, unmatched[0])
+    if ignored:
+        log.warning("LoRA %s: %d tensors of a kind not applied here were ignored (e.g. %s)", weights.name,
+                    len(ignored), ignored[0])
+    for update in updates:
+        param = getattr(targets[update.module], update.param, None)
+        if param is None:
+            raise ValueError(f"LoRA {weights.name}: it changes {update.module}.{update.param}, which this {family} "
+                             "model does not have")
+        try:
+            delta = update.delta(param.shape).to(param.device) * strength
+        except ValueError as exc:
+            raise ValueError(f"LoRA {weights.name}: {exc} in this {family} model; it was made for another size of "
+                             "this family") from None
         if id(param) not in saved:
             saved[id(param)] = (param, param.detach().clone())
-        delta = pair.delta(param.shape).to(param.device) * (strength * pair.scale)
         param.data.copy_((param.detach().float() + delta).to(param.dtype))
-    return len(found)
+    return len(updates)
 
 
-__all__ = ["LORA_FORMATS", "Targets", "apply", "converted", "is_transformer", "match"]
+__all__ = ["LORA_FORMATS", "Targets", "Update", "apply", "converted", "is_transformer", "match"]

@@ -324,3 +324,20 @@ def test_lora_loader_model_only_on_flux_in_a_graph(flux_config, tiny_flux):
     base = run_captured(engine, graph(LAYOUTS["comfyui"]))
     base[0].raise_for_status()
     assert float((plain - base[1]["img"]).abs().max()) == 0.0
+
+
+def test_wan_bias_differences_equal_diffusers(wan):
+    """``diff_b`` tensors (LightX2V/CausVid-style Wan LoRAs) change the biases as diffusers' lora_bias does."""
+    gen, state = torch.Generator().manual_seed(10), {}
+    for module, (out, inp) in {"blocks.0.self_attn.q": (256, 256), "blocks.1.ffn.0": (64, 256)}.items():
+        _pair(state, "diffusion_model." + module, out, inp, "kohya", gen=gen)
+        state[f"diffusion_model.{module}.diff_b"] = torch.randn(out, generator=gen) * 0.1
+    assert_same(ours(wan, state, family="wan"), theirs(wan, "WanPipeline", state), wan, 4)
+
+
+def test_full_weight_differences_are_added(flux):
+    """A ``.diff`` tensor (a full weight difference, as ComfyUI reads them) adds strength × diff."""
+    name = "transformer_blocks.0.attn.to_k"
+    diff = torch.randn(_shape(flux, name)) * 0.1
+    got = ours(flux, {f"transformer.{name}.diff": diff, **peft_lora(flux, FLUX_PEFT[:1])}, 0.5, family="flux")
+    assert torch.allclose(got.state_dict()[name + ".weight"], flux.state_dict()[name + ".weight"] + 0.5 * diff)
