@@ -194,3 +194,29 @@ def test_shipped_configs_have_the_published_sizes():
     prefix = text_encoder_prefix(te)
     assert prefix == "text_encoders.pile_t5xl.transformer."
     assert text_encoder_config(te, prefix) == shipped_config("text_encoder")
+
+
+def test_t5_ids_have_no_start_token_and_one_end_token():
+    """ComfyUI's Pile-T5 tokens: no start token, the end token last, whatever the tokenizer folder's settings."""
+    from nodegraph.diffusion.auraflow.text import masked_t5_states
+
+    seen = []
+
+    class Tok:
+        bos_token_id, eos_token_id, pad_token_id = 1, 2, 1
+
+        def __init__(self, ids):
+            self.ids = ids
+
+        def __call__(self, text, **kwargs):
+            return type("Enc", (), {"input_ids": list(self.ids)})()
+
+    class Enc:
+        def __call__(self, tokens, attention_mask):
+            seen.append((tokens[0, :6].tolist(), int(attention_mask.sum())))
+            return type("Out", (), {"last_hidden_state": torch.ones(1, tokens.shape[1], 4)})()
+
+    for ids in ([1, 7, 8, 2], [7, 8, 2], [7, 8]):
+        states = masked_t5_states(Tok(ids), Enc(), "x", "cpu", 8)
+        assert states.shape == (1, 8, 4) and float(states[0, 3:].abs().sum()) == 0
+    assert seen == [([7, 8, 2, 1, 1, 1], 3)] * 3

@@ -15,11 +15,17 @@ AURA_MIN_LENGTH = 256
 
 def masked_t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, min_length: int,
                      max_chunks: int = 8) -> Any:
-    """T5 last hidden states [1, max(min_length, tokens), D] (float32, CPU) of ``text`` with its end token, run with
-    the attention mask and the padding positions zeroed; over ``max_chunks`` × ``min_length`` tokens raises."""
+    """T5 last hidden states [1, max(min_length, tokens), D] (float32, CPU) of ``text`` with its end token (and no
+    start token, whatever the tokenizer's settings: a Llama-style Pile-T5 tokenizer may add one), run with the
+    attention mask and the padding positions zeroed; over ``max_chunks`` × ``min_length`` tokens raises."""
     import torch
 
-    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
+    ids = list(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
+    bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
+    if bos is not None and ids[:1] == [bos] and bos != eos:  # ComfyUI's T5 tokenizers have no start token
+        ids = ids[1:]
+    if eos is not None and ids[-1:] != [eos]:  # … and always end with the end token
+        ids.append(eos)
     limit = max(1, int(max_chunks)) * min_length
     if len(ids) > limit:
         raise ValueError(f"the prompt is {len(ids):,} T5 tokens long, more than {limit:,}; shorten it, or raise "
