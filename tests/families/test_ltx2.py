@@ -312,3 +312,30 @@ def test_text_encoder_loader_refuses_a_checkpoint_without_connectors(engine, tin
     result, _ = run_captured(engine, wf)
     assert result.status != "success"
     assert "holds no LTX-2 text connectors" in str(result.error)
+
+
+def test_gemma_tokenizer_from_the_files_spiece_model(tiny_ltx2):
+    """ComfyUI's Gemma-3 files carry the SentencePiece model as a ``spiece_model`` byte tensor: it is the tokenizer
+    (BOS + its pieces), before any tokenizer/ folder."""
+    import io
+
+    import sentencepiece as spm
+    from ltx2_tiny import CORPUS
+    from safetensors.torch import load_file, save_file
+
+    from nodegraph.diffusion.ltx2.text import encode_ltx2, load_ltxav_clip
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter([CORPUS] * 8), model_writer=buf, vocab_size=48,
+                                   pad_id=0, eos_id=1, bos_id=2, unk_id=3, model_type="bpe", hard_vocab_limit=False,
+                                   add_dummy_prefix=False, minloglevel=2)  # as Gemma's
+    models = tiny_ltx2.home / "models"
+    state = load_file(str(models / "text_encoders" / TEXT))
+    state["spiece_model"] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+    path = models / "text_encoders" / "gemma_with_spiece.safetensors"
+    save_file(state, str(path))
+    clip = load_ltxav_clip(path, models / "checkpoints" / CHECKPOINT, (path.name, CHECKPOINT))
+    want = [2] + spm.SentencePieceProcessor(model_proto=buf.getvalue()).encode("a red cat walking")
+    assert clip.tokenizers[0]("a red cat walking").input_ids == want
+    emb, extras = encode_ltx2(clip, "a red cat walking", "cpu")[0]
+    assert emb.shape == (1, 1024, 256) and int(extras["attention_mask"].sum()) == 1024

@@ -6,8 +6,9 @@ checkpoint (``LTX2TextConnectors``), which fill the sequence up to 1024 tokens (
 registers) with learned registers, as ``LTX2Pipeline`` and ComfyUI do. A CONDITIONING entry holds the video and the
 audio connector states side by side [1, T, 2 · 3840] with their ``attention_mask``.
 
-Gemma's tokenizer is under Gemma's terms of use, so it is not shipped: put the ``tokenizer/`` folder of the Gemma-3
-release (``tokenizer.json`` or ``tokenizer.model``) beside the text-encoder file.
+Gemma's tokenizer is under Gemma's terms of use, so it is not shipped: it is read from the ``spiece_model`` tensor
+that ComfyUI's ``gemma_3_12B_it.safetensors`` carries, else from the ``tokenizer/`` folder of the Gemma-3 release
+(``tokenizer.json`` or ``tokenizer.model``) put beside the text-encoder file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..types import TextEncoder
 from .files import shipped_config
 
 TOKENIZER_FOLDERS = ("tokenizer", "gemma_tokenizer", "gemma3_tokenizer")
+SPIECE_KEY = "spiece_model"  # ComfyUI's Gemma files carry the SentencePiece model as a byte tensor
 MIN_LENGTH = 1024
 #: Longest prompt accepted, in tokens per allowed text chunk (``limits.max_text_chunks``).
 TOKENS_PER_CHUNK = 1024
@@ -31,17 +33,40 @@ _CONNECTOR_NAMES = (("text_embedding_projection.aggregate_embed.", "text_proj_in
                     ("connectors.", ""))
 
 
-def gemma_tokenizer(encoder_path: Path) -> Any:
-    """Gemma-3's tokenizer from a ``tokenizer/`` folder beside the text-encoder file (not shipped: Gemma's terms)."""
+class SpieceTokenizer:
+    """Gemma's SentencePiece model read as ComfyUI reads it: BOS, then the pieces (no EOS, no padding)."""
+
+    def __init__(self, model: bytes) -> None:
+        import sentencepiece
+
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=model)
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> Any:
+        """``.input_ids`` of ``text`` (with BOS when ``add_special_tokens``)."""
+        from types import SimpleNamespace
+
+        ids = list(self.processor.encode(text))
+        bos = self.processor.bos_id()
+        return SimpleNamespace(input_ids=([bos] if add_special_tokens and bos >= 0 else []) + ids)
+
+
+def gemma_tokenizer(encoder_path: Path, spiece: bytes | None = None) -> Any:
+    """Gemma-3's tokenizer (not shipped: Gemma's terms): the ``spiece_model`` bytes ComfyUI's Gemma files carry, else
+    a ``tokenizer/`` folder beside the text-encoder file."""
     from transformers import GemmaTokenizerFast
 
+    if spiece:
+        return SpieceTokenizer(spiece)
     folder = Path(encoder_path).parent
     for cand in (folder / n for n in TOKENIZER_FOLDERS):
-        if (cand / "tokenizer.json").is_file() or (cand / "tokenizer.model").is_file():
+        if (cand / "tokenizer.json").is_file():
             return GemmaTokenizerFast.from_pretrained(str(cand), local_files_only=True)
-    raise FileNotFoundError(f"no Gemma-3 tokenizer beside {Path(encoder_path).name}: Gemma's tokenizer is under "
-                            "Gemma's terms of use and is not shipped; put the tokenizer/ folder of the Gemma-3 12B "
-                            f"release (tokenizer.json or tokenizer.model) in {folder} as {TOKENIZER_FOLDERS[0]}/")
+        if (cand / "tokenizer.model").is_file():
+            return SpieceTokenizer((cand / "tokenizer.model").read_bytes())
+    raise FileNotFoundError(f"no Gemma-3 tokenizer in or beside {Path(encoder_path).name}: Gemma's tokenizer is under "
+                            "Gemma's terms of use and is not shipped; use ComfyUI's gemma_3_12B_it.safetensors (it "
+                            "carries the tokenizer) or put the tokenizer/ folder of the Gemma-3 12B release "
+                            f"(tokenizer.json or tokenizer.model) in {folder} as {TOKENIZER_FOLDERS[0]}/")
 
 
 def gemma_state(state: dict[str, Any], name: str = "this file") -> dict[str, Any]:
@@ -122,8 +147,10 @@ def load_ltxav_clip(encoder_path: Path, checkpoint_path: Path, names: tuple[str,
     from ..loading import quiet_libraries
     from .files import read_tensors
 
-    tokenizer = gemma_tokenizer(encoder_path)
-    state = gemma_state(read_tensors(Path(encoder_path), _GEMMA_PREFIXES), names[0])
+    state = read_tensors(Path(encoder_path), _GEMMA_PREFIXES + (SPIECE_KEY,))
+    spiece = state.pop(SPIECE_KEY, None)
+    tokenizer = gemma_tokenizer(encoder_path, None if spiece is None else spiece.numpy().tobytes())
+    state = gemma_state(state, names[0])
     config = Gemma3TextConfig(**gemma_config(state, names[0]))
     compute = dtype or torch.float32
     with quiet_libraries(), init_empty_weights():
@@ -168,5 +195,5 @@ def encode_ltx2(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) 
     return [(emb, {"attention_mask": out_mask.long().cpu()})]
 
 
-__all__ = ["MIN_LENGTH", "TOKENIZER_FOLDERS", "connector_config", "connector_state", "encode_ltx2", "gemma_config",
+__all__ = ["MIN_LENGTH", "SPIECE_KEY", "TOKENIZER_FOLDERS", "SpieceTokenizer", "connector_config", "connector_state", "encode_ltx2", "gemma_config",
            "gemma_state", "gemma_tokenizer", "load_ltxav_clip"]
