@@ -129,3 +129,46 @@ def test_unet_controlnet_on_sd3_is_refused(engine):
     with pytest.raises(Exception) as failed:
         result.raise_for_status()
     assert "not SD3" in str(failed.value) and "SD3 ControlNet" in str(failed.value)
+
+
+def _stability_layout(state: dict) -> dict:
+    """Stability's SD3.5 ControlNet names for a diffusers SD3ControlNetModel state (single-stream blocks)."""
+    names = {"attn.to_out.0": "attn.proj", "ff.net.0.proj": "mlp.fc1", "ff.net.2": "mlp.fc2",
+             "norm1.linear": "adaLN_modulation.1"}
+    out = {"control_type": torch.tensor(0.0)}  # blur: the hint as is
+    for key, value in state.items():
+        for a, b in names.items():
+            key = key.replace(f".{a}.", f".{b}.")
+        if ".attn.to_q." in key:
+            out[key.replace("to_q", "qkv")] = torch.cat([state[key.replace("to_q", f"to_{c}")] for c in "qkv"])
+        elif ".attn.to_k." not in key and ".attn.to_v." not in key:
+            out[key] = value.contiguous()
+    return out
+
+
+def test_sd35_controlnet_in_stability_format_equals_the_pipeline(engine, tiny, monkeypatch):
+    """Stability's sd3.5_large_controlnet_* layout (single-stream blocks, the transformer's position embedding, the
+    VAE's shift kept) loads as diffusers' conversion script makes it and gives the pipeline's image."""
+    from diffusers import SD3ControlNetModel
+    from safetensors.torch import save_file
+
+    from nodegraph.models.handles import resolve
+
+    sd3, _, cfg, _ = tiny
+    torch.manual_seed(4)
+    cn = SD3ControlNetModel(patch_size=2, in_channels=16, num_layers=2, attention_head_dim=32, num_attention_heads=1,
+                            joint_attention_dim=None, caption_projection_dim=32, pooled_projection_dim=80,
+                            out_channels=16, pos_embed_max_size=None, pos_embed_type=None, use_pos_embed=False,
+                            force_zeros_for_pooled_projection=False).eval()
+    with torch.no_grad():
+        for p in cn.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    name = "sd3.5-tiny-controlnet-blur.safetensors"
+    save_file(_stability_layout(cn.state_dict()), str(cfg.model_dir("controlnet") / name))
+    cap = _run(engine, controlled(controlnet=name))
+    loaded = resolve(cap["ctl"].model).module
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in cn.state_dict().items())
+    reference = _reference((sd3, cn, cfg, tiny[3]), monkeypatch)
+    diff = float((cap["img"] - reference).abs().max())
+    print(f"SD3.5 ControlNet (Stability format) parity: max |ours - pipeline| = {diff:.2e}")
+    assert diff <= 1 / 255

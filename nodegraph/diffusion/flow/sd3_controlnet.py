@@ -3,8 +3,11 @@ ComfyUI's ControlNetLoader reads with ``load_controlnet_mmdit``) — loading and
 
 - Files: diffusers' layout (``pos_embed_input.proj.*``, ``controlnet_blocks.N.*``, ``transformer_blocks.N.*``), at the
   root or under ``controlnet.``; the config (width, depth, heads, extra hint channels, SD3.5's q/k norms and dual
-  attention, a missing text stream or position embedding) is read from the shapes. Stability's own SD3.5 format
-  (``transformer_blocks.N.adaLN_modulation.*``) is refused with the reason.
+  attention, a missing text stream or position embedding) is read from the shapes. Stability's SD3.5 format
+  (``sd3.5_large_controlnet_{blur,canny,depth}``: ``transformer_blocks.N.attn.qkv``/``mlp``/``adaLN_modulation``,
+  a ``control_type``) is converted as diffusers' conversion script does (single-stream blocks, no text states, the
+  transformer's position embedding, heads of 64 channels); its hint is preprocessed as ComfyUI does by type
+  (canny: a · 127.5 + 0.5, depth: 1 - a, blur: as is).
 - Sampling: the hint image (resized to the latent's pixel size, nearest-exact after a centre crop, as ComfyUI) is
   encoded by the VAE given to ControlNetApplySD3 and scaled as SD3 latents but without the shift (ComfyUI's "SD3
   controlnet weirdness", diffusers' InstantX path); each ControlNet of the chain active at the step's sigma runs on the same
@@ -74,17 +77,58 @@ def sd3_controlnet_from_state(state: dict[str, Any], name: str) -> Any:
 
     if any(k.startswith("controlnet.") for k in state):
         state = {k[len("controlnet."):]: v for k, v in state.items() if k.startswith("controlnet.")}
-    if "transformer_blocks.0.adaLN_modulation.1.bias" in state:
-        raise UnknownModelError(f"{name} is a ControlNet in Stability's SD3.5 format, which this engine does not "
-                                "load yet; use the diffusers-format copy of it (SD3ControlNetModel, as published "
-                                "by InstantX or converted with diffusers' convert_sd3_controlnet_to_diffusers)")
+    preprocess = None
     try:
-        config = config_from_state(state)
+        if "transformer_blocks.0.adaLN_modulation.1.weight" in state:  # Stability's SD3.5 format
+            state, config, preprocess = _from_stability(state)
+        else:
+            config = config_from_state(state)
     except KeyError as exc:
         raise UnknownModelError(f"{name} looks like an SD3 ControlNet but lacks {exc}; the file is incomplete") \
             from None
     module = materialise(SD3ControlNetModel.from_config, config, state, None, f"{name}: SD3 ControlNet")
+    module.hint_preprocess = preprocess  # read by ``prepare``
     return ControlModel(module, "sd3_controlnet", "sd3", name)
+
+
+#: ComfyUI's hint preprocessing of Stability's SD3.5 ControlNets by their ``control_type`` (0 blur, 1 canny, 2 depth).
+_PREPROCESS = {1: "canny", 2: "depth"}
+_BLOCK_NAMES = {"attn.proj": "attn.to_out.0", "mlp.fc1": "ff.net.0.proj", "mlp.fc2": "ff.net.2",
+                "adaLN_modulation.1": "norm1.linear", "attn.ln_q": "attn.norm_q", "attn.ln_k": "attn.norm_k"}
+
+
+def _from_stability(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(diffusers state, config, hint preprocessing) of a ControlNet in Stability's SD3.5 format."""
+    import re
+
+    import torch
+
+    state = dict(state)
+    kind = state.pop("control_type", None)
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"transformer_blocks\.(\d+)\.(.+)\.(weight|bias)", key)
+        if m and m.group(2) == "attn.qkv":
+            for part, t in zip("qkv", torch.chunk(value, 3, dim=0)):
+                out[f"transformer_blocks.{m.group(1)}.attn.to_{part}.{m.group(3)}"] = t.contiguous()
+        elif m and m.group(2) in _BLOCK_NAMES:
+            out[f"transformer_blocks.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"] = value
+        else:
+            out[key] = value
+    proj = out["pos_embed_input.proj.weight"].shape
+    hidden = int(proj[0])
+    head = next(d for d in (64, 32, 16, 8, 4, 2, 1) if hidden % d == 0)
+    norm = out.get("transformer_blocks.0.attn.norm_q.weight")
+    if norm is not None:
+        head = int(norm.shape[0])
+    config = {"sample_size": 128, "patch_size": int(proj[2]), "in_channels": int(proj[1]),
+              "out_channels": int(proj[1]), "num_layers": len(_indices(out, "transformer_blocks.")),
+              "attention_head_dim": head, "num_attention_heads": hidden // head, "joint_attention_dim": None,
+              "caption_projection_dim": hidden,
+              "pooled_projection_dim": int(out["time_text_embed.text_embedder.linear_1.weight"].shape[1]),
+              "pos_embed_max_size": None, "pos_embed_type": None, "use_pos_embed": False,
+              "qk_norm": "rms_norm" if norm is not None else None, "force_zeros_for_pooled_projection": False}
+    return out, config, _PREPROCESS.get(round(float(kind))) if kind is not None else None
 
 
 @dataclass
@@ -112,10 +156,14 @@ class Control:
             hint = self.hint[..., :3].float()
             if tuple(hint.shape[1:3]) != (h * down, w * down):
                 hint = resample(hint.movedim(-1, 1), w * down, h * down, "nearest-exact", "center").movedim(1, -1)
+            kind = getattr(self.module, "hint_preprocess", None)
+            hint = hint * 127.5 + 0.5 if kind == "canny" else 1.0 - hint if kind == "depth" else hint
             param = next(vae.vae.parameters())
             with torch.no_grad():
                 z = vae.vae.encode(hint.movedim(-1, 1).to(param.device, param.dtype) * 2.0 - 1.0).latent_dist.mean
-            z = z.float() * SD3_LATENT.scaling_factor  # the ControlNet's latent format, not the VAE file's
+            # the ControlNet's latent format, not the VAE file's: SD3's scale; InstantX's without the shift
+            shift = 0.0 if self.module.config.force_zeros_for_pooled_projection else SD3_LATENT.shift_factor
+            z = (z.float() - shift) * SD3_LATENT.scaling_factor
             if z.shape[0] != batch:
                 z = z.repeat(-(-batch // z.shape[0]), 1, 1, 1)[:batch]
             self._latents[key] = z
@@ -149,7 +197,9 @@ def prepare(control: Any, flow: Any, what: str, transformer: Any = None) -> tupl
                              "ControlNetApplySD3 (Apply Controlnet with VAE) or ControlNetApplyAdvanced's vae input")
         if not model.module.config.use_pos_embed and getattr(model.module, "pos_embed", None) is None \
                 and transformer is not None:
-            model.module.pos_embed = model.module._get_pos_embed_from_transformer(transformer)
+            param = next(model.module.parameters())
+            model.module.pos_embed = model.module._get_pos_embed_from_transformer(transformer).to(param.device,
+                                                                                                 param.dtype)
         hint = c.hint if c.hint.dim() == 4 else c.hint[None]
         out.append(Control(model.module, hint, resolve(c.vae), float(c.strength),
                            flow.percent_to_sigma(c.start_percent), flow.percent_to_sigma(c.end_percent)))
