@@ -172,3 +172,49 @@ def test_sd35_controlnet_in_stability_format_equals_the_pipeline(engine, tiny, m
     diff = float((cap["img"] - reference).abs().max())
     print(f"SD3.5 ControlNet (Stability format) parity: max |ours - pipeline| = {diff:.2e}")
     assert diff <= 1 / 255
+
+
+@pytest.mark.parametrize("example, controlnet", [
+    ("sd3.5_large_canny_controlnet_example", "sd3.5_large_controlnet_canny.safetensors"),
+    ("sd3_controlnet_example", "sd3_controlnet_canny.safetensors")])
+def test_comfyui_controlnet_examples_run_on_the_tiny_model(tmp_path, tiny, example, controlnet):
+    """ComfyUI_examples' SD3 and SD3.5 ControlNet graphs (Canny, ControlNetApplySD3/Advanced) run unchanged but for
+    sizes and steps, on the tiny files saved under the examples' names."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from diffusers import SD3ControlNetModel
+    from PIL import Image
+    from safetensors.torch import save_file
+    from sd3_tiny import CHECKPOINT
+
+    from nodegraph.engine import Engine
+
+    sd3, cn, cfg, image = tiny
+    models = sd3.home / "models"
+    for name in ("sd3.5_large_fp8_scaled.safetensors", "sd3_medium_incl_clips_t5xxlfp8.safetensors"):
+        if not (models / "checkpoints" / name).exists():
+            shutil.copy(models / "checkpoints" / CHECKPOINT, models / "checkpoints" / name)
+    if "sd3.5" in controlnet:
+        sd35 = SD3ControlNetModel(patch_size=2, in_channels=16, num_layers=2, attention_head_dim=32,
+                                  num_attention_heads=1, joint_attention_dim=None, caption_projection_dim=32,
+                                  pooled_projection_dim=80, out_channels=16, pos_embed_max_size=None,
+                                  pos_embed_type=None, use_pos_embed=False, force_zeros_for_pooled_projection=False)
+        state = dict(_stability_layout(sd35.state_dict()), control_type=torch.tensor(1.0))  # canny
+    else:
+        state = {k: v.contiguous() for k, v in cn.state_dict().items()}
+    save_file(state, str(models / "controlnet" / controlnet))
+    prompt = json.loads((Path(__file__).parent / "sd3_examples" / f"{example}.json").read_text())["prompt"]
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] in ("EmptySD3LatentImage", "ImageScale"):
+            inputs.update(width=64, height=64)
+        if node["class_type"] == "KSampler":
+            inputs.update(steps=2)
+        if node["class_type"] == "LoadImage":
+            image.save(cfg.input_dir / inputs["image"])
+    engine = Engine(EngineConfig(home=sd3.home, output_dir=tmp_path / "out"))
+    engine.run(engine.prepare(prompt)).raise_for_status()
+    saved = [p for p in (tmp_path / "out").rglob("*.png")]
+    assert saved and Image.open(saved[0]).size == (64, 64)
