@@ -39,6 +39,7 @@ SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltx
                             "cosmos"),  # [cosmos]
              "DualCLIPLoader": ("sdxl", "flux", "sd3",
                                 "hunyuan_video",  # [hunyuan video]
+                                "ltxv",  # [ltx2] Gemma-3 + the LTX-2 checkpoint (as LTXAVTextEncoderLoader)
                                 "hidream")}  # [hidream]
 DEVICES = ("default", "cpu")
 
