@@ -339,3 +339,21 @@ def test_gemma_tokenizer_from_the_files_spiece_model(tiny_ltx2):
     assert clip.tokenizers[0]("a red cat walking").input_ids == want
     emb, extras = encode_ltx2(clip, "a red cat walking", "cpu")[0]
     assert emb.shape == (1, 1024, 256) and int(extras["attention_mask"].sum()) == 1024
+
+
+def test_dual_clip_loader_ltxv_takes_gemma_and_the_checkpoint(engine, tiny_ltx2):
+    """DualCLIPLoader type ltxv with the LTX-2 checkpoint and Gemma-3 (either order, as ComfyUI loads that pair)
+    encodes as LTXAVTextEncoderLoader does."""
+    import shutil
+
+    models = tiny_ltx2.home / "models"
+    shutil.copy(models / "checkpoints" / CHECKPOINT, models / "text_encoders" / CHECKPOINT)
+    wf = {"dual": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": CHECKPOINT, "clip_name2": TEXT,
+                                                              "type": "ltxv"}},
+          "clip": {"class_type": "LTXAVTextEncoderLoader", "inputs": {"text_encoder": TEXT, "ckpt_name": CHECKPOINT}},
+          "a": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["dual", 0]}},
+          "b": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
+          "ca": {"class_type": "Capture", "inputs": {"value": ["a", 0]}},
+          "cb": {"class_type": "Capture", "inputs": {"value": ["b", 0]}}}
+    cap = _run(engine, wf)
+    assert torch.equal(cap["ca"][0][0], cap["cb"][0][0]) and cap["ca"][0][0].shape[-1] == 256

@@ -23,6 +23,10 @@ def load_ltxv_clip(paths: list[Path], names: list[str], dtype: Any = None) -> Te
     from ..detect import UnknownModelError
     from ..flow.loading import load_text_encoder, t5_tokenizer
 
+    if len(paths) == 2:  # DualCLIPLoader type ltxv: LTX-2's Gemma-3 and the LTX-2 checkpoint
+        from ..ltx2.text import load_ltxav_pair
+
+        return load_ltxav_pair(paths, names, dtype)
     if len(paths) != 1:
         raise ValueError("type ltxv takes one text encoder file (T5-XXL, e.g. t5xxl_fp16.safetensors); use "
                          "CLIPLoader")

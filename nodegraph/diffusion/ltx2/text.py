@@ -164,6 +164,20 @@ def load_ltxav_clip(encoder_path: Path, checkpoint_path: Path, names: tuple[str,
     return TextEncoder(tokenizers=(tokenizer,), encoders=(gemma.eval(), connectors.eval()), arch="ltx2")
 
 
+def load_ltxav_pair(paths: list[Path], names: list[str], dtype: Any = None) -> TextEncoder:
+    """DualCLIPLoader type ltxv with LTX-2's pair: the Gemma-3 file and the LTX-2 checkpoint, in either order."""
+    from ..detect import read_header
+
+    gemma = [i for i, p in enumerate(paths) if any(k.endswith("layers.0.self_attn.q_norm.weight")
+                                                   for k in read_header(Path(p)).shapes)]
+    if len(gemma) != 1:
+        raise UnknownModelError(f"DualCLIPLoader type ltxv takes LTX-2's Gemma-3 file and the LTX-2 checkpoint; "
+                                f"{' and '.join(names)} are not that pair (or use CLIPLoader type ltxv with T5-XXL "
+                                "for LTX-Video)")
+    g = gemma[0]
+    return load_ltxav_clip(Path(paths[g]), Path(paths[1 - g]), (names[g], names[1 - g]), dtype)
+
+
 def encode_ltx2(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
     """A one-entry CONDITIONING for an LTX-2 CLIP: video ‖ audio connector states [1, T, 2·C] and their mask."""
     import torch
@@ -195,5 +209,5 @@ def encode_ltx2(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) 
     return [(emb, {"attention_mask": out_mask.long().cpu()})]
 
 
-__all__ = ["MIN_LENGTH", "SPIECE_KEY", "TOKENIZER_FOLDERS", "SpieceTokenizer", "connector_config", "connector_state", "encode_ltx2", "gemma_config",
-           "gemma_state", "gemma_tokenizer", "load_ltxav_clip"]
+__all__ = ["MIN_LENGTH", "SPIECE_KEY", "TOKENIZER_FOLDERS", "SpieceTokenizer", "connector_config", "connector_state",
+           "encode_ltx2", "gemma_config", "gemma_state", "gemma_tokenizer", "load_ltxav_clip", "load_ltxav_pair"]
