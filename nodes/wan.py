@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Int, Link, Node, Output, hookimpl, resample
+from nodegraph.api import ClipVisionOutput, Int, Link, Node, Output, hookimpl, resample
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 16
@@ -108,6 +108,91 @@ class WanImageToVideo(Node):
         return (positive, negative, {"samples": latent, "downscale": SPATIAL})
 
 
+def _encode_clip(ctx: Any, vae: Any, video: Any, node: str) -> tuple[Any, int, int]:
+    """(raw latent ``[1, C, T, h, w]`` of frames ``[N, 3, H, W]`` in 0..1, latent channels, pixels per cell)."""
+    import torch
+
+    with ctx.models.use(vae) as (loaded,):
+        if not hasattr(loaded.vae, "encode_video"):
+            raise ValueError(f"{node}: this VAE is not a Wan video VAE; load wan_2.1_vae (or wan2.2_vae for the "
+                             "5B model) with VAELoader")
+        with ctx.devices.use(loaded.vae), torch.no_grad():
+            param = next(loaded.vae.parameters())
+            image = loaded.vae.encode_video(video.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+        return image, int(loaded.vae.config.latent_channels), int(loaded.downscale)
+
+
+class WanFirstLastFrameToVideo(Node):
+    """Condition a Wan image-to-video model on a first and/or last frame (Wan 2.1 FLF2V: with both images'
+    CLIP vision outputs)."""
+
+    DISPLAY_NAME = "WanFirstLastFrameToVideo"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
+              "width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
+              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
+              "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
+              "batch_size": Int(1, min=1, max=4096),
+              "clip_vision_start_image": Link("CLIP_VISION_OUTPUT", optional=True),
+              "clip_vision_end_image": Link("CLIP_VISION_OUTPUT", optional=True),
+              "start_image": Link("IMAGE", optional=True), "end_image": Link("IMAGE", optional=True)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, width: int, height: int, length: int,
+                batch_size: int, clip_vision_start_image: Any = None, clip_vision_end_image: Any = None,
+                start_image: Any = None, end_image: Any = None):
+        import torch
+
+        frames = _frames(length)
+        video = torch.full((length, 3, height, width), 0.5)
+        # one mask entry per pixel frame, the first frame padded to 4 (0 = given, as ComfyUI's concat_mask)
+        keep = torch.ones(frames * TEMPORAL)
+        if start_image is not None:
+            start = resample(start_image[:length].movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+            video[:start.shape[0]] = start
+            keep[:start.shape[0] + TEMPORAL - 1] = 0.0
+        if end_image is not None:
+            end = resample(end_image[-length:].movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+            video[length - end.shape[0]:] = end
+            keep[keep.shape[0] - end.shape[0]:] = 0.0
+        image, channels, spatial = _encode_clip(ctx, vae, video, "WanFirstLastFrameToVideo")
+        h, w = height // spatial, width // spatial
+        mask = keep.view(1, frames, TEMPORAL, 1, 1).transpose(1, 2).expand(1, TEMPORAL, frames, h, w).contiguous()
+        positive = _with_extras(positive, concat_latent_image=image, concat_mask=mask)
+        negative = _with_extras(negative, concat_latent_image=image, concat_mask=mask)
+        vision = clip_vision_start_image
+        if clip_vision_end_image is not None:
+            if vision is None:
+                vision = clip_vision_end_image
+            else:  # both images' states, one after the other (FLF2V's image embedder takes 2 × 257 tokens)
+                states = torch.cat([vision.penultimate_hidden_states,
+                                    clip_vision_end_image.penultimate_hidden_states], dim=-2)
+                vision = ClipVisionOutput(last_hidden_state=None, image_embeds=None,
+                                          penultimate_hidden_states=states)
+        if vision is not None:
+            positive = _with_extras(positive, clip_vision_output=vision)
+            negative = _with_extras(negative, clip_vision_output=vision)
+        latent = torch.zeros(batch_size, channels, frames, h, w)
+        return (positive, negative, {"samples": latent, "downscale": spatial})
+
+
+class WanFunInpaintToVideo(WanFirstLastFrameToVideo):
+    """Condition a Wan Fun InP model on a start and/or end image (WanFirstLastFrameToVideo with one CLIP vision
+    output)."""
+
+    DISPLAY_NAME = "WanFunInpaintToVideo"
+    INPUTS = {k: v for k, v in WanFirstLastFrameToVideo.INPUTS.items()
+              if k not in ("clip_vision_start_image", "clip_vision_end_image", "start_image", "end_image")}
+    INPUTS.update({"clip_vision_output": Link("CLIP_VISION_OUTPUT", optional=True),
+                   "start_image": Link("IMAGE", optional=True), "end_image": Link("IMAGE", optional=True)})
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, width: int, height: int, length: int,
+                batch_size: int, clip_vision_output: Any = None, start_image: Any = None, end_image: Any = None):
+        return super().execute(ctx, positive, negative, vae, width, height, length, batch_size,
+                               clip_vision_start_image=clip_vision_output, start_image=start_image,
+                               end_image=end_image)
+
+
 class Wan22ImageToVideoLatent(Node):
     """An empty Wan 2.2 TI2V-5B video latent (48 channels, 16× spatial), optionally starting from an image."""
 
@@ -152,4 +237,5 @@ class Wan22ImageToVideoLatent(Node):
 @hookimpl
 def nodegraph_nodes():
     """The Wan video nodes."""
-    return [EmptyHunyuanLatentVideo, TrimVideoLatent, WanImageToVideo, Wan22ImageToVideoLatent]
+    return [EmptyHunyuanLatentVideo, TrimVideoLatent, WanImageToVideo, WanFirstLastFrameToVideo, WanFunInpaintToVideo,
+            Wan22ImageToVideoLatent]

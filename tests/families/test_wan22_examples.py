@@ -1,7 +1,8 @@
-"""ComfyUI_examples' Wan 2.2 TI2V-5B workflow (``wan_examples/text_to_video_wan22_5B.json``, from
-comfyanonymous/ComfyUI_examples at f9431bb0) validates with only the model files missing, and runs on the tiny 5B
-saved under the example's file names (64×64, 5 frames, 2 uni_pc steps) to its SaveAnimatedWEBP and SaveWEBM
-outputs; with a start image wired into Wan22ImageToVideoLatent it runs as text-image to video."""
+"""ComfyUI_examples' Wan 2.2 TI2V-5B workflows (``wan_examples/text_to_video_wan22_5B.json`` and
+``wan22_examples/image_to_video_wan22_5B.json``, from comfyanonymous/ComfyUI_examples at f9431bb) validate with
+only the model files (and the start image) missing, and run on the tiny 5B saved under the examples' file names
+(64×64, 5 frames, 2 uni_pc steps) to their SaveAnimatedWEBP and SaveWEBM outputs: text to video, and text-image to
+video from the example's LoadImage."""
 
 from __future__ import annotations
 
@@ -20,18 +21,22 @@ from nodegraph.engine import Engine
 from nodegraph.ui_format import ui_to_api
 from nodegraph.validation import ValidationReport
 
-EXAMPLE = Path(__file__).parent / "wan_examples" / "text_to_video_wan22_5B.json"
+HERE = Path(__file__).parent
+EXAMPLES = {"t2v": HERE / "wan_examples" / "text_to_video_wan22_5B.json",
+            "i2v": HERE / "wan22_examples" / "image_to_video_wan22_5B.json"}
+START = "fennec_girl_hug.png"
 FILES = {"unet_name": "wan2.2_ti2v_5B_fp16.safetensors", "vae_name": "wan2.2_vae.safetensors",
          "clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors"}
 
 
-def _api(engine: Engine) -> dict:
-    return ui_to_api(json.loads(EXAMPLE.read_text(encoding="utf-8")), engine.registry)
+def _api(engine: Engine, name: str) -> dict:
+    return ui_to_api(json.loads(EXAMPLES[name].read_text(encoding="utf-8")), engine.registry)
 
 
-def test_example_names_the_files_and_validates_but_for_them(tmp_path):
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_names_the_files_and_validates_but_for_them(tmp_path, name):
     engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    prompt = _api(engine)
+    prompt = _api(engine, name)
     named = {k: v for node in prompt.values() for k, v in node["inputs"].items() if k in FILES}
     assert named == FILES
     with pytest.raises(ValidationReport) as info:
@@ -41,7 +46,7 @@ def test_example_names_the_files_and_validates_but_for_them(tmp_path):
         for error in entry["errors"]:
             assert error["type"] == "value_not_in_list", error
             missing.add(error["extra_info"]["input_name"])
-    assert missing == set(FILES)
+    assert missing == set(FILES) | ({"image"} if name == "i2v" else set())
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,7 @@ def home(tmp_path_factory):
     assert VAE22_FILES["comfyui"] == FILES["vae_name"]
     (tiny.home / "input").mkdir(exist_ok=True)
     image = (np.random.default_rng(8).random((80, 96, 3)) * 255).astype(np.uint8)
-    Image.fromarray(image).save(tiny.home / "input" / "start.png")
+    Image.fromarray(image).save(tiny.home / "input" / START)
     return tiny.home
 
 
@@ -67,14 +72,12 @@ def _shrink(prompt: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("start_image", [False, True])
-def test_example_runs_on_the_tiny_5b(home, tmp_path, start_image):
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_runs_on_the_tiny_5b(home, tmp_path, name):
     engine = Engine(EngineConfig(home=home, output_dir=tmp_path / "out"))
-    prompt = _shrink(_api(engine))
-    if start_image:
-        prompt["load"] = {"class_type": "LoadImage", "inputs": {"image": "start.png"}}
-        latent = next(n for n in prompt.values() if n["class_type"] == "Wan22ImageToVideoLatent")
-        latent["inputs"]["start_image"] = ["load", 0]
+    prompt = _shrink(_api(engine, name))
+    latent = next(n for n in prompt.values() if n["class_type"] == "Wan22ImageToVideoLatent")
+    assert ("start_image" in latent["inputs"]) == (name == "i2v")
     engine.run(engine.prepare(prompt)).raise_for_status()
     outputs = sorted(p.suffix for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert outputs == [".webm", ".webp"], outputs

@@ -65,10 +65,14 @@ class WanDenoiser:
                 mean, std = latent_stats(image.shape[1])
                 image = (image.float() - mean) / std
                 mask = extras.get("concat_mask")
-                # the model sees 1 where a frame is given (ComfyUI's 1 - concat_mask; zeros without a mask)
-                mask = image.new_zeros(1, 1, *image.shape[2:]) if mask is None else \
-                    1.0 - mask.float().mean(dim=1, keepdim=True)
-                concat = (image, mask.expand(image.shape[0], 1, *image.shape[2:]))
+                # the model sees 1 where a frame is given (ComfyUI's 1 - concat_mask; zeros without a mask); a
+                # 4-channel mask (one per pixel frame, WanFirstLastFrameToVideo) is kept, others are averaged
+                if mask is None:
+                    mask = image.new_zeros(1, 1, *image.shape[2:])
+                else:
+                    mask = mask.float()
+                    mask = 1.0 - (mask if mask.shape[1] == 4 else mask.mean(dim=1, keepdim=True))
+                concat = (image, mask.expand(image.shape[0], mask.shape[1], *image.shape[2:]))
             image_states = None
             if self.transformer.config.image_dim:
                 vision = extras.get("clip_vision_output")
@@ -85,7 +89,8 @@ class WanDenoiser:
         if concat is None:
             return x
         image, mask = concat
-        mask = mask.to(x.device).repeat(1, 4, 1, 1, 1)
+        mask = mask.to(x.device)
+        mask = mask.repeat(1, 4, 1, 1, 1) if mask.shape[1] == 1 else mask
         if image.shape[0] != x.shape[0]:
             image, mask = image.repeat(x.shape[0], 1, 1, 1, 1), mask.repeat(x.shape[0], 1, 1, 1, 1)
         return torch.cat([x, mask, image.to(x.device)], dim=1)
