@@ -75,6 +75,7 @@ class _FilesNode(Node):
 
     @classmethod
     def fingerprint(cls, config, **constants):
+        """The files' (path, size, mtime): replacing one on disk reloads it."""
         try:
             return tuple(file_fingerprint(p) for p in cls._paths(config, constants))
         except (OSError, ValueError):
@@ -82,6 +83,7 @@ class _FilesNode(Node):
 
     @classmethod
     def model_files(cls, config, **constants):
+        """The files' paths, for provenance."""
         return [str(p) for p in cls._paths(config, constants)]
 
 
