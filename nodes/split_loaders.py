@@ -36,6 +36,7 @@ SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltx
                             "hidream",  # [hidream]
                             "lumina2",  # [lumina] Z-Image's Qwen3-4B or Lumina 2's Gemma-2-2B
                             "flux2",  # [flux2]
+                            "stable_cascade",  # [stable cascade] CLIP-G
                             "cosmos"),  # [cosmos]
              "DualCLIPLoader": ("sdxl", "flux", "sd3",
                                 "hunyuan_video",  # [hunyuan video]

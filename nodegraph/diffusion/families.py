@@ -40,6 +40,7 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
     ("flux2.loading:is_flux2_transformer", "flux2.loading:load_flux2_transformer"),  # [flux2]
     ("lumina.loading:is_lumina_transformer", "lumina.loading:load_lumina_transformer"),  # [lumina] Z-Image, Lumina 2
     ("ltx2.files:is_ltx2_transformer", "ltx2.files:load_ltx2_transformer"),  # [ltx2]
+    ("stable_cascade.files:is_cascade_unet", "stable_cascade.files:load_cascade_unet"),  # [stable cascade]
     # [transformer files: add new families above this line]
 )
 
@@ -50,6 +51,7 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "auraflow.checkpoint:auraflow_checkpoint",  # [auraflow]
     "ltx2.checkpoint:ltx2_checkpoint",  # [ltx2]
     "lumina.checkpoint:lumina_checkpoint",  # [lumina] lumina_2.safetensors-style all-in-one files
+    "stable_cascade.files:cascade_checkpoint",  # [stable cascade] stage C/B all-in-one files
     # [checkpoint files: add new families above this line]
 )
 
@@ -59,6 +61,7 @@ VAE_FILES: tuple[tuple[str, str], ...] = (
     ("ltx.vae:is_ltx_vae", "ltx.vae:ltx_vae_from_state"),  # [ltx]
     ("hunyuan_video.vae:is_hunyuan_video_vae", "hunyuan_video.vae:hunyuan_video_vae_from_state"),  # [hunyuan video]
     ("flux2.vae:is_flux2_vae", "flux2.vae:flux2_vae_from_state"),  # [flux2]
+    ("stable_cascade.files:is_stage_a", "stable_cascade.files:stage_a_from_state"),  # [stable cascade] stage A
     # [vae files: add new families above this line]
 )
 
@@ -73,6 +76,7 @@ CLIP_LOADERS: dict[str, str] = {
     "cosmos": "cosmos.loading:load_cosmos_clip",  # [cosmos] (also AuraFlow's Pile-T5-XL, as ComfyUI)
     "flux2": "flux2.loading:load_flux2_clips",
     "lumina2": "lumina.loading:load_lumina_clips",
+    "stable_cascade": "stable_cascade.files:load_cascade_clips",  # [stable cascade] CLIP-G
     # [clip loaders: add new types above this line]
 }
 
@@ -92,6 +96,7 @@ TEXT_ENCODERS: dict[str, str] = {
     "z_image": "lumina.text:encode_z_image",
     "lumina2": "lumina.text:encode_lumina2",
     "ltx2": "ltx2.text:encode_ltx2",
+    "stable_cascade": "stable_cascade.text:encode_cascade",  # [stable cascade]
     # [text encoders: add new archs above this line]
 }
 
@@ -115,6 +120,7 @@ SAMPLERS: dict[str, str] = {
     "cosmos": "cosmos.sampling:sample",  # [cosmos] EDM sigmas → t, then the shared loop
     "ltx2": "ltx2.sampling:sample",
     "svd": "svd.sampling:sample",  # [svd] clips [F, 4, h, w] on the k-diffusion samplers
+    "stable_cascade": "stable_cascade.sampling:sample",  # [stable cascade] EPS + cosine schedule, k-samplers
     # [samplers: add new families above this line]
 }
 
@@ -125,6 +131,7 @@ CUSTOM_SAMPLERS: dict[str, str] = {
     "cosmos": "cosmos.sampling:sample_custom",  # [cosmos] EDM sigmas → t, then the shared loop
     "ltx2": "ltx2.sampling:sample_custom",
     "svd": "svd.sampling:sample_custom",  # [svd]
+    "stable_cascade": "stable_cascade.sampling:sample_custom",  # [stable cascade]
     # [custom samplers: add new families above this line]
 }
 
