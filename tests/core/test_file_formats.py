@@ -107,7 +107,7 @@ def test_png_chunks_and_json_say_what_was_read(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("class_type, provider", [
-    ("StableCascade_StageB_Conditioning", "a model family not yet supported (Stable Cascade"),
+    ("StableZero123_Conditioning", "a model family not yet supported (Stable Zero123"),
     ("EmptyMochiLatentVideo", "video model family not yet supported (Mochi"),
     ("VHS_VideoCombine", "ComfyUI-VideoHelperSuite"),
     ("FaceDetailer", "ComfyUI-Impact-Pack"),
