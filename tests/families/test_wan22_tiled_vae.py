@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import ctypes
 import re
-import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
+from ltx_tiny import VAE as LTX_VAE
 from safetensors.torch import save_file
+from wan_tiny import VAE as WAN_VAE
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.video_models.video_tiling import decode_tiled, temporal_compression, tiled_multidim
 from nodegraph.testing_graphs import capture_engine, run_captured
-
-sys.path.insert(0, str(Path(__file__).parent))
-from ltx_tiny import VAE as LTX_VAE  # noqa: E402
-from wan_tiny import VAE as WAN_VAE  # noqa: E402
 
 WAN_FILE, LTX_FILE = "wan-tiling-vae.safetensors", "ltx-tiling-vae.safetensors"
 #: Largest mean per-pixel difference (0..1 scale) allowed between a clip decoded in 2-latent-frame boxes and in one
@@ -163,7 +161,7 @@ def test_encode_tiled_in_one_box_equals_vae_encode(engine):
     class Frames(Node):
         """The fixed test clip as an IMAGE batch."""
 
-        INPUTS: dict = {}
+        INPUTS: ClassVar[dict] = {}
         OUTPUTS = (Output("IMAGE"),)
 
         def execute(self, ctx):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 #: ``length -> length`` on one dimension (input size to output size).
 SizeFn = Callable[[int], float]
