@@ -357,3 +357,19 @@ def test_dual_clip_loader_ltxv_takes_gemma_and_the_checkpoint(engine, tiny_ltx2)
           "cb": {"class_type": "Capture", "inputs": {"value": ["b", 0]}}}
     cap = _run(engine, wf)
     assert torch.equal(cap["ca"][0][0], cap["cb"][0][0]) and cap["ca"][0][0].shape[-1] == 256
+
+
+@pytest.mark.slow
+def test_sampler_custom_advanced_with_cfg_guider_equals_sampler_custom(engine):
+    """RandomNoise + CFGGuider + SamplerCustomAdvanced (the shape of ComfyUI's LTX-2 templates) samples the same
+    audio-video latent as SamplerCustom for the same seed, cfg and sigmas."""
+    extra = {"noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": SEED}},
+             "guider": {"class_type": "CFGGuider", "inputs": {"model": ["ckpt", 0], "positive": ["cond", 0],
+                                                              "negative": ["cond", 1], "cfg": CFG}},
+             "adv": {"class_type": "SamplerCustomAdvanced", "inputs": {
+                 "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sel", 0], "sigmas": ["sched", 0],
+                 "latent_image": ["av", 0]}},
+             "alat": {"class_type": "Capture", "inputs": {"value": ["adv", 0]}}}
+    cap = _run(engine, graph(extra=extra))
+    assert torch.equal(cap["alat"]["samples"], cap["lat"]["samples"])
+    assert torch.equal(cap["alat"]["audio_samples"], cap["lat"]["audio_samples"])
