@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from nodegraph.api import (
+    Boolean,
+    Float,
     Int,
     Link,
     ModelCombo,
@@ -159,6 +161,22 @@ class LTXVEmptyLatentAudio(Node):
         return (ltx2_public.empty_audio_latent(ctx, audio_vae, frames_number, frame_rate, batch_size),)
 
 
+class LTXVImgToVideoInplace(Node):
+    """Put an image into the first frames of a video latent, kept (``strength`` 1) while the rest is generated."""
+
+    DISPLAY_NAME = "LTXVImgToVideoInplace"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"vae": Link("VAE"), "image": Link("IMAGE"), "latent": Link("LATENT"),
+              "strength": Float(1.0, min=0.0, max=1.0, step=None),
+              "bypass": Boolean(False, tooltip="Bypass the conditioning.")}
+    OUTPUTS = (Output("LATENT", "latent"),)
+
+    def execute(self, ctx, vae: Any, image: Any, latent: dict, strength: float, bypass: bool = False):
+        if bypass:
+            return (latent,)
+        return (ltx2_public.img_to_video_inplace(ctx, vae, image, latent, strength),)
+
+
 class LTXVConcatAVLatent(Node):
     """Join a video latent and an audio latent into one LATENT that LTX-2 samples together."""
 
@@ -187,4 +205,4 @@ class LTXVSeparateAVLatent(Node):
 def nodegraph_nodes():
     """The LTX-2 (audio-video) nodes."""
     return [LTXAVTextEncoderLoader, LTXVAudioVAELoader, LTXVAudioVAEEncode, LTXVAudioVAEDecode, LTXVEmptyLatentAudio,
-            LTXVConcatAVLatent, LTXVSeparateAVLatent]
+            LTXVImgToVideoInplace, LTXVConcatAVLatent, LTXVSeparateAVLatent]

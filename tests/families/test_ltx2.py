@@ -373,3 +373,31 @@ def test_sampler_custom_advanced_with_cfg_guider_equals_sampler_custom(engine):
     cap = _run(engine, graph(extra=extra))
     assert torch.equal(cap["alat"]["samples"], cap["lat"]["samples"])
     assert torch.equal(cap["alat"]["audio_samples"], cap["lat"]["audio_samples"])
+
+
+def test_img_to_video_inplace_equals_img_to_video(engine):
+    """LTXVImgToVideoInplace on an empty video latent gives LTXVImgToVideo's latent and noise mask; bypass passes
+    the latent through."""
+    wf = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+          "video": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": WIDTH, "height": HEIGHT,
+                                                                     "length": LENGTH, "batch_size": 1}},
+          "image": {"class_type": "EmptyImage", "inputs": {"width": 80, "height": 48, "batch_size": 1,
+                                                           "color": 0xCC6633}},
+          "inplace": {"class_type": "LTXVImgToVideoInplace", "inputs": {
+              "vae": ["ckpt", 2], "image": ["image", 0], "latent": ["video", 0], "strength": 0.8, "bypass": False}},
+          "bypass": {"class_type": "LTXVImgToVideoInplace", "inputs": {
+              "vae": ["ckpt", 2], "image": ["image", 0], "latent": ["video", 0], "strength": 0.8, "bypass": True}},
+          "a": {"class_type": "Capture", "inputs": {"value": ["inplace", 0]}},
+          "c": {"class_type": "Capture", "inputs": {"value": ["bypass", 0]}}}
+    cap = _run(engine, wf)
+    clip = {"clip": {"class_type": "LTXAVTextEncoderLoader", "inputs": {"text_encoder": TEXT, "ckpt_name": CHECKPOINT}},
+            "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
+            "i2v": {"class_type": "LTXVImgToVideo", "inputs": {
+                "positive": ["pos", 0], "negative": ["pos", 0], "vae": ["ckpt", 2], "image": ["image", 0],
+                "width": WIDTH, "height": HEIGHT, "length": LENGTH, "batch_size": 1, "strength": 0.8}},
+            "b": {"class_type": "Capture", "inputs": {"value": ["i2v", 2]}}}
+    ref = _run(engine, dict(wf, **clip))
+    assert torch.allclose(cap["a"]["samples"], ref["b"]["samples"], atol=1e-6)
+    assert torch.equal(cap["a"]["noise_mask"], ref["b"]["noise_mask"])
+    assert float(cap["a"]["noise_mask"][0, 0, 0]) == pytest.approx(0.2)
+    assert not cap["c"]["samples"].any() and "noise_mask" not in cap["c"]

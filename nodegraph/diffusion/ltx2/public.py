@@ -106,6 +106,38 @@ def empty_audio_latent(ctx: Any, vae: Any, frames: int, frame_rate: int, batch_s
         return {"samples": torch.zeros(shape), "sample_rate": audio_vae.sample_rate, "type": "audio"}
 
 
+def img_to_video_inplace(ctx: Any, vae: Any, image: Any, latent: dict[str, Any], strength: float) -> dict[str, Any]:
+    """LTXVImgToVideoInplace: ``latent``'s first frames replaced by the image's (resized to fit, bilinear, centre
+    crop), kept by a noise mask of ``1 - strength``, as ComfyUI does."""
+    import torch
+
+    from nodegraph.imaging import resample
+
+    samples = latent["samples"]
+    if samples.dim() != 5:
+        raise ValueError(f"LTXVImgToVideoInplace: latent is {tuple(samples.shape)}, not a video latent "
+                         "[B, 128, T, h, w]; connect EmptyLTXVLatentVideo (before LTXVConcatAVLatent)")
+    batch, channels, frames, height, width = samples.shape
+    with ctx.models.use(vae) as (loaded,):
+        scale = loaded.downscale
+        if getattr(loaded.vae.config, "latent_channels", None) != channels:
+            raise ValueError("LTXVImgToVideoInplace: this VAE's latents do not fit the video latent; connect the "
+                             "VAE of the LTX checkpoint")
+        pixels = image.movedim(-1, 1)
+        if pixels.shape[2] != height * scale or pixels.shape[3] != width * scale:
+            pixels = resample(pixels, width * scale, height * scale, "bilinear", "center")
+        with ctx.devices.use(loaded.vae), torch.no_grad():
+            param = next(loaded.vae.parameters())
+            encoded = loaded.vae.encode(pixels[:, :3].to(param.device, param.dtype) * 2.0 - 1.0).latent_dist.mean
+    encoded = encoded.float().cpu()
+    out = samples.clone()
+    count = min(encoded.shape[2], frames)
+    out[:, :, :count] = encoded[:, :, :count]
+    mask = torch.ones(batch, 1, frames, 1, 1)
+    mask[:, :, :count] = 1.0 - strength
+    return {"samples": out, "noise_mask": mask}
+
+
 def concat_av(video: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
     """LTXVConcatAVLatent: one audio-video LATENT (video ``samples`` + ``audio_samples``, masks likewise)."""
     import torch
@@ -140,5 +172,5 @@ def separate_av(latent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return video, audio
 
 
-__all__ = ["audio_vae_of", "concat_av", "decode_audio", "empty_audio_latent", "encode_audio", "load_audio_vae",
+__all__ = ["audio_vae_of", "concat_av", "decode_audio", "empty_audio_latent", "encode_audio", "img_to_video_inplace", "load_audio_vae",
            "load_ltxav_text_encoder", "separate_av"]
