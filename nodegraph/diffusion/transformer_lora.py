@@ -185,6 +185,9 @@ def apply(weights: Any, targets: Targets, strength: float, saved: dict[int, tupl
     """Add ``weights``' deltas times ``strength`` to the transformer in place (originals saved first); the number
     of updates applied. ValueError naming the file and family when nothing matches or a shape differs."""
     updates, unmatched, ignored = converted(weights, targets)
+    if not updates and not unmatched:  # a LoRA for the text encoders only: nothing for the MODEL
+        log.info("LoRA %s has no layers for the diffusion model; only its CLIP part applies", weights.name)
+        return 0
     if not updates:
         raise ValueError(f"LoRA {weights.name}: 0 of its {len(unmatched)} layers match this {family} model "
                          f"({targets.kind}; e.g. {unmatched[0] if unmatched else '-'}); it was probably made for "

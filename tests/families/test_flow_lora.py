@@ -341,3 +341,10 @@ def test_full_weight_differences_are_added(flux):
     diff = torch.randn(_shape(flux, name)) * 0.1
     got = ours(flux, {f"transformer.{name}.diff": diff, **peft_lora(flux, FLUX_PEFT[:1])}, 0.5, family="flux")
     assert torch.allclose(got.state_dict()[name + ".weight"], flux.state_dict()[name + ".weight"] + 0.5 * diff)
+
+
+def test_a_text_encoder_only_lora_leaves_the_transformer(flux):
+    """A LoRA with only CLIP layers (lora_te1_…) changes nothing in the MODEL and raises nothing."""
+    state = {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": torch.randn(RANK, 64),
+             "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.randn(64, RANK)}
+    assert_same(ours(flux, state, family="flux"), flux, flux, 0)
