@@ -18,6 +18,7 @@ from nodegraph.api import (
     Int,
     Link,
     ModelCombo,
+    Node,
     Output,
     encode_clip_vision,
     hookimpl,
@@ -27,7 +28,6 @@ from nodegraph.api import (
     svd_parts,
     with_video_cfg,
 )
-from nodegraph.api import Node
 
 from .image_ops import MAX_SIZE
 from .latent import encode as vae_encode
@@ -60,7 +60,7 @@ class ImageOnlyCheckpointLoader(ModelFileNode):
         return svd_parts(handle)
 
 
-class SVD_img2vid_Conditioning(Node):  # noqa: N801 - ComfyUI's class name
+class SVD_img2vid_Conditioning(Node):
     """Conditioning for Stable Video Diffusion from a start image, and the empty clip latent to sample."""
 
     DISPLAY_NAME = "SVD_img2vid_Conditioning"  # ComfyUI gives it no display name

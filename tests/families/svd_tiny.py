@@ -16,14 +16,15 @@ from typing import Any
 import torch
 
 FRAMES, SIZE = 3, 224
-UNET = dict(block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(1, 1), cross_attention_dim=32,
-            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-            addition_time_embed_dim=8, projection_class_embeddings_input_dim=24, num_frames=FRAMES, sample_size=28)
-VAE = dict(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=1,
-           latent_channels=4, sample_size=SIZE)
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1, image_size=SIZE,
-              patch_size=32, projection_dim=32, hidden_act="gelu")  # OpenCLIP ViT-H uses gelu
+UNET = {"block_out_channels": (32, 64), "layers_per_block": 1, "num_attention_heads": (1, 1),
+        "cross_attention_dim": 32, "down_block_types": ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        "up_block_types": ("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 24, "num_frames": FRAMES, "sample_size": 28}
+VAE = {"block_out_channels": (32, 32, 32, 32), "down_block_types": ("DownEncoderBlock2D",) * 4, "layers_per_block": 1,
+       "latent_channels": 4, "sample_size": SIZE}
+#: heads = width / 64 (at least 1) and gelu, as ComfyUI reads OpenCLIP ViT-H towers
+VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 1,
+          "image_size": SIZE, "patch_size": 32, "projection_dim": 32, "hidden_act": "gelu"}
 FILES = ("svd.safetensors", "svd_xt.safetensors")
 IMAGE = "init.png"
 

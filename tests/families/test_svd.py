@@ -85,6 +85,16 @@ def test_file_loads_the_diffusers_weights(engine, tiny):
     assert list(model.unet.config.block_out_channels) == list(tiny.unet.config.block_out_channels)
 
 
+def test_checkpoint_loader_simple_reads_model_and_vae(engine, tiny):
+    """As ComfyUI's CheckpointLoaderSimple: the file's MODEL and VAE, and a CLIP with no text encoder."""
+    wf = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": FILES[1]}},
+          **{k: {"class_type": "Capture", "inputs": {"value": ["ckpt", i]}} for i, k in enumerate(("m", "c", "v"))}}
+    cap = _run(engine, wf)
+    model, clip, vae = _get(cap["m"]), _get(cap["c"]), _get(cap["v"])
+    assert model.family == "svd" and clip.encoders == () and vae.vae.inner.config.latent_channels == 4
+    assert torch.equal(model.unet.conv_in.weight, tiny.unet.conv_in.weight)
+
+
 def test_graph_frames_equal_svd_pipeline(engine, tiny):
     start = time.perf_counter()
     frames = _run(engine, graph())["frames"]
@@ -115,7 +125,7 @@ def test_per_frame_guidance_is_comfyuis():
 
 def test_guidance_and_conditioning_change_the_frames(engine):
     """The parity above would not see a wrong guidance shape or a dropped motion bucket if they did not matter."""
-    small = dict(size=64, steps=2)
+    small = {"size": 64, "steps": 2}
     base = _run(engine, graph(**small))["lat"]["samples"]
     assert base.shape == (FRAMES, 4, 8, 8)
     for wf in (graph(guidance="VideoTriangleCFGGuidance", **small), graph(guidance=None, **small),
@@ -167,7 +177,8 @@ def test_wrong_inputs_are_clear(engine, tiny):
 
     from nodegraph.diffusion.svd.sampling import SVDDenoiser
 
-    save_file({"foo.weight": torch.zeros(2)}, str(EngineConfig(home=tiny.home).model_dir("checkpoints") / "junk.safetensors"))
+    checkpoints = EngineConfig(home=tiny.home).model_dir("checkpoints")
+    save_file({"foo.weight": torch.zeros(2)}, str(checkpoints / "junk.safetensors"))
     wf = {"ckpt": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": "junk.safetensors"}},
           "m": {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}}
     result, _ = run_captured(engine, wf)

@@ -270,5 +270,34 @@ def load_svd_checkpoint(path: Path, config: Any = None, *, name: str | None = No
     return SVDCheckpoint(model=model, clip_vision=vision, vae=vae)
 
 
-__all__ = ["MARKER", "SVDCheckpoint", "UNET_PREFIX", "VAE_PREFIX", "VISION_PREFIX", "convert_unet", "convert_vae",
-           "is_svd_checkpoint", "load_svd_checkpoint", "parts", "shipped_config", "unet_config", "vae_config"]
+def svd_checkpoint(path: Path, name: str, dtype: Any = None) -> Any:
+    """``families.CHECKPOINT_FILES`` entry: CheckpointLoaderSimple on an SVD file gives its MODEL and VAE and an empty
+    CLIP (the file has no text encoder, as ComfyUI's); None for a file that is not SVD's."""
+    from ..detect import read_header
+    from ..types import Checkpoint, TextEncoder
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors" or not is_svd_checkpoint(read_header(path).shapes):
+        return None
+    ckpt = load_svd_checkpoint(path, name=name, dtype=dtype)
+    return Checkpoint(model=ckpt.model, clip=TextEncoder(tokenizers=(), encoders=(), arch="svd"), vae=ckpt.vae,
+                      extras={"format": "single_file", "reasons": ["Stable Video Diffusion UNet + VAE"],
+                              "clip_vision": ckpt.clip_vision})
+
+
+__all__ = [
+    "MARKER",
+    "UNET_PREFIX",
+    "VAE_PREFIX",
+    "VISION_PREFIX",
+    "SVDCheckpoint",
+    "convert_unet",
+    "convert_vae",
+    "is_svd_checkpoint",
+    "load_svd_checkpoint",
+    "parts",
+    "shipped_config",
+    "svd_checkpoint",
+    "unet_config",
+    "vae_config",
+]

@@ -3,8 +3,8 @@
 ComfyUI sets them as the model's cfg function (``set_model_sampler_cfg_function``): the last cfg function recorded
 on a MODEL (these, RescaleCFG, PerpNeg) replaces plain guidance. Per frame f of F the scale is
 - linear: ``linspace(min_cfg, cfg, F)[f]`` (the first frame at min_cfg, the last at cfg);
-- triangle: ``min_cfg + (cfg - min_cfg) · 2|v - floor(v + 0.5)|`` with ``v = linspace(0, 1, F)[f]`` (cfg at both
-  ends, min_cfg in the middle).
+- triangle: ``min_cfg + (cfg - min_cfg) · 2|v - floor(v + 0.5)|`` with ``v = linspace(0, 1, F)[f]`` (min_cfg at
+  both ends, cfg mid-clip).
 The patch is recorded on the MODEL like ``patches``' (weights shared) and applied by ``sampling.SVDDenoiser``.
 """
 
