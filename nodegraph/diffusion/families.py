@@ -52,6 +52,7 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "ltx2.checkpoint:ltx2_checkpoint",  # [ltx2]
     "lumina.checkpoint:lumina_checkpoint",  # [lumina] lumina_2.safetensors-style all-in-one files
     "stable_cascade.files:cascade_checkpoint",  # [stable cascade] stage C/B all-in-one files
+    "svd.files:svd_checkpoint",  # [svd] MODEL + VAE, no text encoder (ImageOnlyCheckpointLoader adds CLIP_VISION)
     # [checkpoint files: add new families above this line]
 )
 
