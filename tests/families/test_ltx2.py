@@ -401,3 +401,13 @@ def test_img_to_video_inplace_equals_img_to_video(engine):
     assert torch.equal(cap["a"]["noise_mask"], ref["b"]["noise_mask"])
     assert float(cap["a"]["noise_mask"][0, 0, 0]) == pytest.approx(0.2)
     assert not cap["c"]["samples"].any() and "noise_mask" not in cap["c"]
+
+
+def test_scaled_fp8_transformer_is_refused_clearly(tiny_ltx2):
+    from nodegraph.diffusion.detect import UnknownModelError
+    from nodegraph.diffusion.ltx2.files import transformer_from_state
+
+    state = dict(tiny_ltx2.transformer.state_dict())
+    state["transformer_blocks.0.attn1.to_q.weight_scale"] = torch.ones(())
+    with pytest.raises(UnknownModelError, match="scaled fp8.*bf16"):
+        transformer_from_state(state, "ltx-2-19b-dev-fp8.safetensors")

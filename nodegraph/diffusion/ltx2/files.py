@@ -107,6 +107,9 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     layout = ltx2_layout(state)
     if layout is None:
         raise UnknownModelError(f"{name} is not an LTX-2 transformer (no audio_patchify_proj / audio_proj_in tensors)")
+    if any(k.endswith(("weight_scale", "scale_weight", "input_scale")) for k in state):
+        raise UnknownModelError(f"{name} holds scaled fp8 weights (weight_scale tensors), which this version does not "
+                                "read; use the bf16 file (ltx-2-19b-dev.safetensors) or UNETLoader's fp8 weight_dtype")
     if layout == "comfyui":
         for k in [k for k in state if not k.startswith(_COMFY)]:
             state.pop(k)  # VAEs, vocoder, text projection of an all-in-one file: loaded by their own loaders
