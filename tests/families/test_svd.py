@@ -232,13 +232,24 @@ def test_examples_run_on_tiny_files(tiny, tmp_path, example):
         shutil.copy(checkpoints / "tiny-sdxl.safetensors", checkpoints / "sd_xl_1.0.safetensors")
     else:
         home = tiny.home
+    prompt = _small(_prompt(Path(__file__).parent / "svd_examples" / f"{example}.json"))
+    decoded = next(k for k, n in prompt.items() if n["class_type"] == "VAEDecode" and n["inputs"]["samples"][0] == "3")
+    prompt["cv"] = {"class_type": "CreateVideo", "inputs": {"images": [decoded, 0], "fps": 6.0}}
+    prompt["sv"] = {"class_type": "SaveVideo", "inputs": {"video": ["cv", 0], "filename_prefix": "svd",
+                                                          "format": "auto", "codec": "auto"}}
     engine = Engine(EngineConfig(home=home, output_dir=tmp_path / "out"))
-    engine.run(engine.prepare(_small(_prompt(Path(__file__).parent / "svd_examples" / f"{example}.json")))) \
-        .raise_for_status()
+    engine.run(engine.prepare(prompt)).raise_for_status()
     clips = list((tmp_path / "out").rglob("*.webp"))
     assert len(clips) == 1
     with Image.open(clips[0]) as clip:
         assert clip.size == (64, 64) and clip.n_frames == 2
+    import av
+
+    videos = list((tmp_path / "out").rglob("*.mp4"))
+    assert len(videos) == 1
+    with av.open(str(videos[0])) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 2 and (frames[0].width, frames[0].height) == (64, 64)
 
 
 @pytest.mark.parametrize("part,count", [("unet", 1_524_623_082), ("vae", 97_742_847)])

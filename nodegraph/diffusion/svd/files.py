@@ -108,9 +108,9 @@ def convert_vae(state: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tensors.items():
         side, _, rest = key.partition(".")
-        if side in ("quant_conv", "post_quant_conv"):
-            if side == "quant_conv":
-                out[key] = value
+        if side == "quant_conv":
+            out[key] = value
+        if side not in ("encoder", "decoder"):  # quant_conv (kept above), training-only extras
             continue
         new = _vae_key(side, rest, ups)
         if new is None:
@@ -253,6 +253,8 @@ def load_svd_checkpoint(path: Path, config: Any = None, *, name: str | None = No
                                 "here")
     with quiet_libraries():
         unet_state = convert_unet(state)
+        for key in [k for k in state if k.startswith(UNET_PREFIX)]:
+            del state[key]  # the UNet's tensors now live in unet_state only
         unet = _build(UNetSpatioTemporalConditionModel, unet_config(unet_state), unet_state, dtype,
                       f"{name}: its UNet")
         vae_state = convert_vae(state)
