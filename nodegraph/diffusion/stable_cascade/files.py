@@ -219,8 +219,16 @@ def _clip_from_state(state: dict[str, Any], path: Path, name: str, dtype: Any) -
     from ..flow.loading import text_encoder_from_state
     from ..loading import clip_tokenizer
 
-    for old in [k for k in state if k.endswith("text_projection") and not k.endswith(".weight")]:
-        state[old[: -len("text_projection")] + "transformer.text_projection.weight"] = state.pop(old).t().contiguous()
+    names: dict[str, Any] = {}
+    for key in list(state):
+        value = state.pop(key)
+        if "text_model." in key:
+            names[key[key.index("text_model."):]] = value
+        elif key.endswith("text_projection.weight"):
+            names["text_projection.weight"] = value
+        elif key.endswith("text_projection"):  # OpenCLIP's [width, projection] matrix
+            names["text_projection.weight"] = value.t().contiguous()
+    state = names
     header = Header(path, {k: tuple(v.shape) for k, v in state.items()}, {})
     _, model = text_encoder_from_state(state, header, name, dtype, "clip_g")
     return TextEncoder(tokenizers=(clip_tokenizer(),), encoders=(model,), arch="stable_cascade")

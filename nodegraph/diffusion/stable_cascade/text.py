@@ -22,16 +22,10 @@ def _mask(ids: Any, eos: int) -> Any:
     return mask
 
 
-def _run(encoder: Any, ids: Any, layer: int, device: Any, vectors: dict | None = None) -> tuple[Any, Any]:
+def _run(encoder: Any, ids: Any, layer: int, device: Any, eos: int, vectors: dict | None = None) -> tuple[Any, Any]:
     from ..text import _forward
 
-    eos = int(encoder.config.eos_token_id) if encoder.config.eos_token_id is not None else int(ids.max())
-    mask = _mask(ids, eos).to(device)
-    if vectors:
-        hook_ids = ids
-        out = _forward(_Masked(encoder, mask), hook_ids, vectors, 0, device)
-    else:
-        out = encoder(ids.to(device), attention_mask=mask, output_hidden_states=True)
+    out = _forward(_Masked(encoder, _mask(ids, eos).to(device)), ids, vectors or {}, 0, device)
     return out.hidden_states[layer].float().cpu(), out.text_embeds.float().cpu()
 
 
@@ -60,10 +54,10 @@ def encode_cascade(clip: Any, text: str, device: Any, max_chunks: int = 8) -> li
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     ids, vectors = _ids(windows, int(encoder.config.hidden_size), pad, eos)
     with torch.no_grad():
-        hidden, pooled = _run(encoder, ids, layer, device, vectors)
+        hidden, pooled = _run(encoder, ids, layer, device, eos, vectors)
         weights = torch.tensor([[w for _t, w in window] for window in windows], dtype=torch.float32)
         if bool((weights != 1.0).any()):
-            empty, _ = _run(encoder, _empty_ids(tokenizer, ids.shape[1]), layer, device)
+            empty, _ = _run(encoder, _empty_ids(tokenizer, ids.shape[1]), layer, device, eos)
             w = weights[..., None]
             hidden = torch.where(w != 1.0, (hidden - empty) * w + empty, hidden)
     return [(hidden.reshape(1, -1, hidden.shape[-1]), {"pooled_output": pooled[:1]})]

@@ -1,0 +1,281 @@
+"""Stable Cascade through our nodes equals diffusers: each file (split UNets in both layouts, the all-in-one
+checkpoints, CLIP-G, stage A) loads with the diffusers modules' weights; the two-stage graph
+CheckpointLoaderSimple ×2 + CLIPTextEncode + StableCascade_EmptyLatentImage + KSampler (stage C, ddpm/simple, cfg 4)
++ StableCascade_StageB_Conditioning + KSampler (stage B) + VAEDecode gives StableCascadePriorPipeline →
+StableCascadeDecoderPipeline's image for the same seeds, ≤ 1/255 (the diffusers schedulers given ComfyUI's model
+times: DDPMWuerstchenScheduler's step is ComfyUI's ddpm step). ComfyUI_examples' stable_cascade graphs (prompt and
+editor chunks: 12 graphs) validate with only the model files missing; the text-to-image one runs on the tiny files."""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import torch
+from stable_cascade_tiny import (
+    CKPT_B,
+    CKPT_C,
+    STAGE_B,
+    STAGE_C,
+    TEXT_ENCODER,
+    UNET_B,
+    UNET_C,
+    VAE_FILE,
+    TinyCascade,
+    build,
+)
+
+from nodegraph.config import EngineConfig
+from nodegraph.diffusion.flow.schedule import flow_sigmas
+from nodegraph.diffusion.stable_cascade.schedule import CascadeSigmas
+from nodegraph.engine import Engine
+from nodegraph.testing_graphs import capture_engine, run_captured
+from nodegraph.validation import ValidationReport
+
+PROMPT, NEGATIVE = "a photo of the red cat on the sky", "text, watermark"
+SEED_C, SEED_B, STEPS_C, STEPS_B, SIZE, COMPRESSION = 7, 11, 3, 2, 256, 32
+EXAMPLES = sorted((Path(__file__).parent / "stable_cascade_examples").glob("*.json"))
+#: inputs ComfyUI added after the examples were saved (their prompt chunks lack them)
+STALE_INPUTS = {("CLIPVisionEncode", "crop")}
+FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "vae_name", "image", "control_net_name"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyCascade:
+    return build(tmp_path_factory.mktemp("tiny-cascade-home"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    cfg = EngineConfig(home=tiny.home)
+    cfg.ensure_dirs()
+    return capture_engine(cfg)
+
+
+def _run(engine, wf: dict) -> dict:
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    return {k: (v.get() if hasattr(v, "get") else v) for k, v in cap.items()}
+
+
+def graph(split: bool = False, cfg_c: float = 4.0, shift: float | None = None, sampler: str = "ddpm") -> dict:
+    """The two-stage text-to-image graph (stage C latent captured as "c", the image as "img")."""
+    if split:
+        loaders = {
+            "unet_c": {"class_type": "UNETLoader", "inputs": {"unet_name": UNET_C, "weight_dtype": "default"}},
+            "unet_b": {"class_type": "UNETLoader", "inputs": {"unet_name": UNET_B, "weight_dtype": "default"}},
+            "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "stable_cascade",
+                                                             "device": "default"}},
+            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}},
+        }
+        model_c, model_b, clip, vae = ["unet_c", 0], ["unet_b", 0], ["clip", 0], ["vae", 0]
+    else:
+        loaders = {"ckpt_c": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_C}},
+                   "ckpt_b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_B}}}
+        model_c, model_b, clip, vae = ["ckpt_c", 0], ["ckpt_b", 0], ["ckpt_c", 1], ["ckpt_b", 2]
+    if shift is not None:
+        loaders["shift"] = {"class_type": "ModelSamplingStableCascade", "inputs": {"model": model_c, "shift": shift}}
+        model_c = ["shift", 0]
+    return {
+        **loaders,
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": clip}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": clip}},
+        "empty": {"class_type": "StableCascade_EmptyLatentImage", "inputs": {
+            "width": SIZE, "height": SIZE, "compression": COMPRESSION, "batch_size": 1}},
+        "ks_c": {"class_type": "KSampler", "inputs": {
+            "model": model_c, "seed": SEED_C, "steps": STEPS_C, "cfg": cfg_c, "sampler_name": sampler,
+            "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
+            "denoise": 1.0}},
+        "cond_b": {"class_type": "StableCascade_StageB_Conditioning", "inputs": {
+            "conditioning": ["pos", 0], "stage_c": ["ks_c", 0]}},
+        "ks_b": {"class_type": "KSampler", "inputs": {
+            "model": model_b, "seed": SEED_B, "steps": STEPS_B, "cfg": 1.0, "sampler_name": sampler,
+            "scheduler": "simple", "positive": ["cond_b", 0], "negative": ["neg", 0], "latent_image": ["empty", 1],
+            "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks_b", 0], "vae": vae}},
+        "c": {"class_type": "Capture", "inputs": {"value": ["ks_c", 0]}},
+        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+    }
+
+
+def _fixed_scheduler(times: list[float]):
+    """A DDPMWuerstchenScheduler stepping through ``times`` (ComfyUI's model times of the KSampler sigmas, then 0)."""
+    from diffusers import DDPMWuerstchenScheduler
+
+    class Fixed(DDPMWuerstchenScheduler):
+        def set_timesteps(self, num_inference_steps=None, timesteps=None, device=None):
+            super().set_timesteps(timesteps=torch.tensor(times, dtype=torch.float32), device=device)
+
+    return Fixed()
+
+
+def _model_times(shift: float, steps: int) -> list[float]:
+    flow = CascadeSigmas(shift=shift)
+    sigmas = flow_sigmas("simple", steps, flow)[:-1]
+    return [float(t) for t in flow.timestep(sigmas)] + [0.0]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    """(stage C latent, image [1, H, W, 3]) of the two diffusers pipelines with ComfyUI's model times."""
+    prior, decoder = tiny.pipelines(resolution_multiple=float(COMPRESSION), latent_dim_scale=COMPRESSION / 4)
+    prior.scheduler = _fixed_scheduler(_model_times(2.0, STEPS_C))
+    decoder.scheduler = _fixed_scheduler(_model_times(1.0, STEPS_B))
+    with torch.no_grad():
+        c = prior(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_inference_steps=STEPS_C,
+                  guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(SEED_C),
+                  output_type="pt").image_embeddings
+        img = decoder(image_embeddings=c, prompt=PROMPT, num_inference_steps=STEPS_B, guidance_scale=0.0,
+                      generator=torch.Generator("cpu").manual_seed(SEED_B), output_type="pt").images
+    return c.float(), img.permute(0, 2, 3, 1).float()
+
+
+@pytest.mark.parametrize("name, ref", [(UNET_C, "prior"), (UNET_B, "decoder")])
+def test_split_unets_load_the_diffusers_weights(tiny, name, ref):
+    from nodegraph.diffusion.detect import read_header
+    from nodegraph.diffusion.stable_cascade.files import load_cascade_unet
+
+    path = tiny.home / "models" / "diffusion_models" / name
+    model = load_cascade_unet(path, read_header(path), name)
+    want = getattr(tiny, ref)
+    config = STAGE_C if ref == "prior" else STAGE_B
+    assert {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in model.unet.config.items()
+            if k in config} == {k: v for k, v in config.items() if k != "dropout"} | {"dropout": model.unet.config.dropout}
+    got = model.unet.state_dict()
+    assert set(got) == set(want.state_dict())
+    assert all(torch.equal(got[k], v) for k, v in want.state_dict().items())
+    assert model.family == "stable_cascade" and model.flow.shift == (2.0 if ref == "prior" else 1.0)
+
+
+def test_checkpoints_load_unet_clip_and_stage_a(tiny):
+    from nodegraph.diffusion.stable_cascade.files import cascade_checkpoint
+
+    ckpt_b = cascade_checkpoint(tiny.home / "models" / "checkpoints" / CKPT_B, CKPT_B)
+    got = ckpt_b.model.unet.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in tiny.decoder.state_dict().items())
+    clip = ckpt_b.clip.encoders[0].state_dict()
+    assert all(torch.equal(clip[k], v) for k, v in tiny.clip_g.state_dict().items())
+    vq = ckpt_b.vae.vae.inner.state_dict()
+    assert all(torch.equal(vq[k], v) for k, v in tiny.vqgan.state_dict().items())
+    assert ckpt_b.vae.downscale == 4 and ckpt_b.vae.scaling_factor == pytest.approx(1 / 0.43)
+    ckpt_c = cascade_checkpoint(tiny.home / "models" / "checkpoints" / CKPT_C, CKPT_C)
+    assert ckpt_c.model.arch == "stable_cascade_c"
+    with pytest.raises(ValueError, match="EfficientNet|no VAE"):
+        ckpt_c.vae.vae.decode(torch.zeros(1, 16, 2, 2))
+
+
+def test_text_encoding_equals_the_prior_pipeline(tiny, engine):
+    from nodegraph.diffusion.stable_cascade.files import load_cascade_clip
+    from nodegraph.diffusion.stable_cascade.text import encode_cascade
+
+    clip = load_cascade_clip(tiny.home / "models" / "text_encoders" / TEXT_ENCODER, TEXT_ENCODER)
+    [(hidden, extras)] = encode_cascade(clip, PROMPT, "cpu")
+    prior, _ = tiny.pipelines(32.0, 8.0)
+    with torch.no_grad():
+        embeds, pooled, _, _ = prior.encode_prompt("cpu", 1, 1, False, prompt=PROMPT)
+    assert torch.allclose(hidden, embeds, atol=1e-5) and torch.allclose(extras["pooled_output"], pooled[:, 0],
+                                                                         atol=1e-5)
+
+
+#: UNETLoader and VAELoader ask generic detectors first: split_unet.unet_layout claims any file with down_blocks.*
+#: and loading.load_vae refuses files without encoder./decoder. names before families.VAE_FILES is asked.
+_SPLIT_BLOCKED = pytest.mark.xfail(strict=True, reason="needs split_unet.unet_layout to leave files with clf.1.weight "
+                                   "alone and load_vae to ask families.vae_reader before its encoder./decoder. check")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [False, pytest.param(True, marks=_SPLIT_BLOCKED)], ids=["checkpoints", "split-files"])
+def test_two_stage_graph_equals_the_diffusers_pipelines(engine, reference, split):
+    tracemalloc.start()
+    start = time.perf_counter()
+    cap = _run(engine, graph(split=split))
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"\ntiny two-stage run ({'split' if split else 'checkpoints'}): {seconds:.2f} s, "
+          f"peak Python allocations {peak / 2**20:.1f} MiB")
+    c, img = reference
+    assert cap["c"]["samples"].shape == c.shape == (1, 16, SIZE // COMPRESSION, SIZE // COMPRESSION)
+    assert (cap["c"]["samples"] - c).abs().max().item() < 1e-3
+    assert cap["img"].shape == img.shape == (1, SIZE, SIZE, 3)
+    diff = (cap["img"] - img).abs().max().item()
+    assert diff <= 1 / 255, diff
+    assert img.std() > 0.01
+
+
+@pytest.mark.slow
+def test_shift_and_sampler_change_the_result(engine):
+    base = _run(engine, graph(sampler="euler"))["c"]["samples"]
+    shifted = _run(engine, graph(sampler="euler", shift=1.0))["c"]["samples"]
+    assert (base - shifted).abs().max() > 1e-3
+
+
+def test_wrong_latent_and_model_are_clear(engine):
+    wf = graph()
+    wf["ks_c"]["inputs"]["latent_image"] = ["empty", 1]  # stage B's latent into stage C
+    result, _ = run_captured(engine, wf)
+    assert result.error is not None and "StableCascade_EmptyLatentImage" in str(result.error)
+    wf = graph()
+    wf["ks_b"]["inputs"]["positive"] = ["pos", 0]  # stage C's text conditioning is fine for stage B (zero prior)
+    wf["ks_c"]["inputs"]["positive"] = ["cond_b_src", 0]
+    wf["cond_b_src"] = {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["pos", 0]}}
+    result, _ = run_captured(engine, wf)
+    assert result.error is None or "pooled" not in str(result.error)
+
+
+def _graphs() -> list[tuple[str, dict]]:
+    out = []
+    for path in EXAMPLES:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        out.append((path.stem, data["prompt"]))
+        out.append((path.stem + " (editor)", data["workflow"]))
+    return out
+
+
+def test_examples_validate_but_for_missing_files(tmp_path):
+    from nodegraph.ui_format import ui_to_api
+
+    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
+    checked, skipped = [], []
+    for name, data in _graphs():
+        prompt = ui_to_api(data, engine.registry) if "nodes" in data else data
+        absent = sorted({n["class_type"] for n in prompt.values() if engine.registry.get(n["class_type"]) is None})
+        if absent:
+            skipped.append((name, absent))
+            continue
+        checked.append(name)
+        with pytest.raises(ValidationReport) as info:  # the model files are missing here
+            engine.prepare(prompt)
+        for node_id, entry in info.value.node_errors.items():
+            for error in entry["errors"]:
+                where = (prompt[node_id]["class_type"], error["extra_info"].get("input_name"))
+                if error["type"] == "required_input_missing" and where in STALE_INPUTS:
+                    continue  # the prompt predates this input; ComfyUI refuses it as well, the editor fills it
+                assert error["type"] == "value_not_in_list" and where[1] in FILE_INPUTS, (name, node_id, error)
+    print(f"\nstable cascade examples validated: {len(checked)} {checked}; skipped for classes we lack: {skipped}")
+    assert len(checked) == 12
+
+
+@pytest.mark.slow
+def test_text_to_image_example_runs_on_the_tiny_files(tiny, tmp_path):
+    prompt = json.loads((Path(__file__).parent / "stable_cascade_examples" /
+                         "stable_cascade__text_to_image.json").read_text(encoding="utf-8"))["prompt"]
+    for node in prompt.values():
+        if node["class_type"] == "StableCascade_EmptyLatentImage":
+            node["inputs"].update(width=SIZE, height=SIZE, compression=COMPRESSION)
+        if node["class_type"] == "KSampler":
+            node["inputs"].update(steps=2)
+    engine = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
+    result = engine.run(engine.prepare(prompt))
+    result.raise_for_status()
+    images = list((tmp_path / "out").rglob("*.png"))
+    assert len(images) == 1
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(images[0]) as img:
+        assert img.size == (SIZE, SIZE)
+        assert float(np.asarray(img, dtype=np.float32).std()) > 0
