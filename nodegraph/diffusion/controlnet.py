@@ -137,6 +137,9 @@ class Active:
 
 def _check_fits(model: ControlModel, unet_config: Any, what: str) -> None:
     """A clear error when a ControlNet was made for another model family than the UNet it would steer."""
+    if model.kind == "sd3_controlnet":
+        raise ValueError(f"{what}: ControlNet {model.source!r} is an SD3 ControlNet; use it with an SD3/SD3.5 model "
+                         "(ControlNetApplySD3), or load a ControlNet made for this UNet's family")
     if unet_config is None or model.kind != "controlnet":
         return
     cfg = model.module.config

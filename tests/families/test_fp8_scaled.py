@@ -142,3 +142,23 @@ def test_t5_fp8_scaled_text_encoder_loads_within_fp8_rounding(tmp_path):
     kind, model = load_text_encoder(path, path.name)
     assert kind == "t5xxl"
     assert_within_fp8(model.state_dict(), t5.state_dict())
+
+
+def test_umt5_fp8_scaled_text_encoder_loads_within_fp8_rounding(tmp_path):
+    """umt5_xxl_fp8_e4m3fn_scaled (the text encoder of ComfyUI's Wan examples), vocabulary tensor kept."""
+    from safetensors.torch import save_file
+    from transformers import UMT5Config, UMT5EncoderModel
+    from wan_tiny import UMT5, spiece_model
+
+    from nodegraph.diffusion.video_models.wan_text import SPIECE_KEY, load_umt5, tokenizer_from
+
+    spiece = spiece_model()
+    torch.manual_seed(0)
+    umt5 = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer_from(spiece, None, "tiny")), **UMT5)).eval()
+    state = {k: v.contiguous().clone() for k, v in umt5.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    state = quantise(state)
+    state[SPIECE_KEY] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    path = tmp_path / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    save_file(state, str(path))
+    _, model = load_umt5(path, path.name)
+    assert_within_fp8(model.state_dict(), umt5.state_dict())

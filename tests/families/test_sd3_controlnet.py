@@ -218,3 +218,13 @@ def test_comfyui_controlnet_examples_run_on_the_tiny_model(tmp_path, tiny, examp
     engine.run(engine.prepare(prompt)).raise_for_status()
     saved = [p for p in (tmp_path / "out").rglob("*.png")]
     assert saved and Image.open(saved[0]).size == (64, 64)
+
+
+def test_an_sd3_controlnet_on_a_unet_fails_clearly():
+    from types import SimpleNamespace
+
+    from nodegraph.diffusion.controlnet import _check_fits
+
+    model = SimpleNamespace(kind="sd3_controlnet", source="sd3.5_large_controlnet_canny.safetensors")
+    with pytest.raises(ValueError, match="is an SD3 ControlNet; use it with an SD3"):
+        _check_fits(model, SimpleNamespace(block_out_channels=[32, 64], cross_attention_dim=32), "positive")

@@ -46,7 +46,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
 
     from ..flow.loading import _float8, fill
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
 
     found = transformer_layout(shapes)
     if found is None:
@@ -87,7 +87,7 @@ def load_old_t5(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     from safetensors.torch import load_file
 
     from ..flow.loading import t5_tokenizer, text_encoder_from_state
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
 
     header = read_header(path)
     state = unscale_fp8(load_file(str(path)), dtype or torch.float32)

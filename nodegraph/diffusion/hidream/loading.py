@@ -35,7 +35,7 @@ def dequantized(state: dict[str, Any], dtype: Any, name: str) -> dict[str, Any]:
     per-layer quantisation (``comfy_quant``) is refused with what to use instead."""
     import torch
 
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
 
     if any(k.endswith((".comfy_quant", ".weight_scale")) for k in state):
         raise UnknownModelError(f"{name} is quantised per layer (comfy_quant), which this version does not load; use "

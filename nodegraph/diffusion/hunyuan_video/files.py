@@ -226,7 +226,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     from ..flow.loading import _float8, fill
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
 
     found = layout(state)
     if found is None:

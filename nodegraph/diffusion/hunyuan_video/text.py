@@ -67,7 +67,7 @@ def llama_from_state(state: dict[str, Any], header: Header, name: str, dtype: An
 
     from ..flow.loading import fill
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
 
     prefix = llama_prefix(header.shapes)
     if prefix is None:

@@ -50,7 +50,7 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
     from ..flow.loading import FLUX_LATENT, _float8, fill
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
     from .convert import lumina2_to_diffusers, z_image_to_diffusers
 
     log.info("%s: %s: %s", name, found.family, "; ".join(found.reasons))
@@ -173,7 +173,7 @@ def text_encoder_from_state(state: dict[str, Any], kind: str, prefix: str, shape
 
     from ..flow.loading import fill
     from ..loading import quiet_libraries
-    from ..qwen.loading import unscale_fp8
+    from ..fp8 import unscale_fp8
 
     config = text_encoder_config(shapes, kind, prefix)
     state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}

@@ -88,7 +88,9 @@ def load_umt5(path: Path, name: str, dtype: Any = None) -> tuple[Any, Any]:
     header = read_header(path)
     if not is_umt5(header.shapes):
         raise UnknownModelError(f"{name} is not a UMT5-XXL text encoder (type wan takes umt5_xxl_*.safetensors)")
-    state = load_file(str(path))
+    from ..fp8 import unscale_fp8
+
+    state = unscale_fp8(load_file(str(path)), dtype)  # umt5_xxl_fp8_e4m3fn_scaled: weights times their scales
     spiece = state.pop(SPIECE_KEY, None)
     prefix = _prefix(state)
     state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
