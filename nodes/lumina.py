@@ -17,10 +17,9 @@ from nodegraph.api import (
     Output,
     RenormCFGPatch,
     String,
-    derive,
     hookimpl,
     lumina2_prompt,
-    patches_of,
+    with_patch,
 )
 
 _SYSTEM_TIP = ("Lumina2 provide two types of system prompts:Superior: " + LUMINA2_SYSTEM_PROMPTS["superior"]
@@ -65,7 +64,7 @@ class RenormCFG(Node):
             raise ValueError(f"RenormCFG applies to Lumina 2 and Z-Image models here; this MODEL is {family}. "
                              "Remove the node, or load such a model with UNETLoader")
         patch = RenormCFGPatch(float(cfg_trunc), float(renorm_cfg))
-        return (derive(model, patches=patches_of(model) + (patch,)),)
+        return (with_patch(model, patch),)
 
 
 @hookimpl

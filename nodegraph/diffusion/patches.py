@@ -25,6 +25,11 @@ from typing import Any, Callable, Iterator
 from .hypernetwork import Hypernetwork
 
 
+class ModelPatch:
+    """Base of the patch types a model family defines in its own module (e.g. Lumina 2's RenormCFG), which its
+    denoiser applies; ``with_patch`` records them like the types here. Subclasses are frozen dataclasses."""
+
+
 @dataclass(frozen=True)
 class RescaleCFG:
     """ComfyUI's RescaleCFG: classifier-free guidance rescaled towards the positive's std (on v-prediction)."""
@@ -112,7 +117,7 @@ def with_patch(model: Any, patch: Any) -> Any:
     """A copy of the MODEL (handle or DiffusionModel, weights shared) with one more patch."""
     from ..models.handles import derive
 
-    if not isinstance(patch, PATCH_TYPES):
+    if not isinstance(patch, PATCH_TYPES + (ModelPatch,)):
         raise TypeError(f"{type(patch).__name__} is not a model patch; use one of "
                         f"{', '.join(t.__name__ for t in PATCH_TYPES)}")
     return derive(model, patches=patches_of(model) + (patch,))

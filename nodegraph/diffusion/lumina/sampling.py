@@ -15,13 +15,13 @@ from typing import Any
 
 from ..flow.latents import pad_even
 from ..flow.sampling import FlowDenoiser, _batch
-from ..patches import cfg_norm, patches_of
+from ..patches import ModelPatch, cfg_norm, patches_of
 
 _REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 
 
 @dataclass(frozen=True)
-class RenormCFG:
+class RenormCFG(ModelPatch):
     """ComfyUI's RenormCFG: below noise level ``cfg_trunc`` the cfg result is capped at ``renorm_cfg`` times the
     positive's norm (over all of a sample's values; 0 = no cap); at or above it only the positive is used."""
 
