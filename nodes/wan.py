@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import ClipVisionOutput, Int, Link, Node, Output, hookimpl, resample
+from nodegraph.api import ClipVisionOutput, Float, Int, Link, Node, Output, hookimpl, resample
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 16
@@ -108,8 +108,9 @@ class WanImageToVideo(Node):
         return (positive, negative, {"samples": latent, "downscale": SPATIAL})
 
 
-def _encode_clip(ctx: Any, vae: Any, video: Any, node: str) -> tuple[Any, int, int]:
-    """(raw latent ``[1, C, T, h, w]`` of frames ``[N, 3, H, W]`` in 0..1, latent channels, pixels per cell)."""
+def _encode_clip(ctx: Any, vae: Any, video: Any, node: str) -> tuple[Any, int, int, Any]:
+    """(raw latent ``[1, C, T, h, w]`` of frames ``[N, 3, H, W]`` in 0..1, latent channels, pixels per cell, the
+    latent mean ``[1, C, 1, 1, 1]``)."""
     import torch
 
     with ctx.models.use(vae) as (loaded,):
@@ -119,7 +120,8 @@ def _encode_clip(ctx: Any, vae: Any, video: Any, node: str) -> tuple[Any, int, i
         with ctx.devices.use(loaded.vae), torch.no_grad():
             param = next(loaded.vae.parameters())
             image = loaded.vae.encode_video(video.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
-        return image, int(loaded.vae.config.latent_channels), int(loaded.downscale)
+        mean = loaded.vae.latents_mean.float().cpu().view(1, -1, 1, 1, 1)
+        return image, int(loaded.vae.config.latent_channels), int(loaded.downscale), mean
 
 
 class WanFirstLastFrameToVideo(Node):
@@ -155,7 +157,7 @@ class WanFirstLastFrameToVideo(Node):
             end = resample(end_image[-length:].movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
             video[length - end.shape[0]:] = end
             keep[keep.shape[0] - end.shape[0]:] = 0.0
-        image, channels, spatial = _encode_clip(ctx, vae, video, "WanFirstLastFrameToVideo")
+        image, channels, spatial, _ = _encode_clip(ctx, vae, video, "WanFirstLastFrameToVideo")
         h, w = height // spatial, width // spatial
         mask = keep.view(1, frames, TEMPORAL, 1, 1).transpose(1, 2).expand(1, TEMPORAL, frames, h, w).contiguous()
         positive = _with_extras(positive, concat_latent_image=image, concat_mask=mask)
@@ -191,6 +193,73 @@ class WanFunInpaintToVideo(WanFirstLastFrameToVideo):
         return super().execute(ctx, positive, negative, vae, width, height, length, batch_size,
                                clip_vision_start_image=clip_vision_output, start_image=start_image,
                                end_image=end_image)
+
+
+class WanVaceToVideo(Node):
+    """Condition a Wan VACE model on a control video (with masks) and/or a reference image; ``trim_latent`` is the
+    number of reference latent frames to cut from the sampled latent with TrimVideoLatent."""
+
+    DISPLAY_NAME = "WanVaceToVideo"
+    CATEGORY = "conditioning/video_models"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
+              "width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
+              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
+              "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
+              "batch_size": Int(1, min=1, max=4096),
+              "strength": Float(1.0, min=0.0, max=1000.0, step=0.01),
+              "control_video": Link("IMAGE", optional=True), "control_masks": Link("MASK", optional=True),
+              "reference_image": Link("IMAGE", optional=True)}
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"),
+               Output("INT", "trim_latent"))
+
+    def execute(self, ctx, positive: list, negative: list, vae: Any, width: int, height: int, length: int,
+                batch_size: int, strength: float, control_video: Any = None, control_masks: Any = None,
+                reference_image: Any = None):
+        import torch
+        import torch.nn.functional as F
+
+        frames = _frames(length)
+        if control_video is None:
+            video = torch.full((length, 3, height, width), 0.5)
+        else:
+            video = resample(control_video[:length].movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+            if video.shape[0] < length:
+                video = F.pad(video, (0, 0, 0, 0, 0, 0, 0, length - video.shape[0]), value=0.5)
+        if control_masks is None:
+            mask = torch.ones(length, 1, height, width)
+        else:
+            mask = control_masks.reshape(-1, 1, *control_masks.shape[-2:])[:length].float()
+            mask = resample(mask, width, height, "bilinear", "center")
+            if mask.shape[0] < length:
+                mask = F.pad(mask, (0, 0, 0, 0, 0, 0, 0, length - mask.shape[0]), value=1.0)
+        video = video - 0.5
+        inactive, _, _, mean = _encode_clip(ctx, vae, video * (1.0 - mask) + 0.5, "WanVaceToVideo")
+        reactive = _encode_clip(ctx, vae, video * mask + 0.5, "WanVaceToVideo")[0]
+        control = torch.cat([inactive, reactive], dim=1)
+        trim = 0
+        if reference_image is not None:
+            ref = resample(reference_image[:1].movedim(-1, 1), width, height, "bilinear", "center")[:, :3]
+            ref = _encode_clip(ctx, vae, ref, "WanVaceToVideo")[0]
+            ref = torch.cat([ref, mean.expand_as(ref)], dim=1)  # the second half: a zero latent (its raw mean)
+            control = torch.cat([ref, control], dim=2)
+            trim = ref.shape[2]
+        # one mask channel per pixel of each 8 × 8 cell, resampled to the latent frames (ComfyUI's layout)
+        h, w = height // SPATIAL, width // SPATIAL
+        cells = mask[:, 0].reshape(length, h, SPATIAL, w, SPATIAL).permute(2, 4, 0, 1, 3)
+        cells = cells.reshape(SPATIAL * SPATIAL, length, h, w)
+        cells = F.interpolate(cells.unsqueeze(0), size=(frames, h, w), mode="nearest-exact")
+        if trim:
+            cells = torch.cat([cells.new_zeros(1, SPATIAL * SPATIAL, trim, h, w), cells], dim=2)
+        values = {"vace_frames": [control], "vace_mask": [cells], "vace_strength": [float(strength)]}
+        positive, negative = (_append_extras(cond, values) for cond in (positive, negative))
+        latent = torch.zeros(batch_size, LATENT_CHANNELS, frames + trim, h, w)
+        return (positive, negative, {"samples": latent, "downscale": SPATIAL}, trim)
+
+
+def _append_extras(conditioning: list, values: dict[str, list]) -> list:
+    """A copy of ``conditioning`` with each list in ``values`` appended to the entry's list of that name."""
+    return [(emb, dict(extras, **{k: list(extras.get(k) or []) + v for k, v in values.items()}))
+            for emb, extras in conditioning]
 
 
 class Wan22ImageToVideoLatent(Node):
@@ -238,4 +307,4 @@ class Wan22ImageToVideoLatent(Node):
 def nodegraph_nodes():
     """The Wan video nodes."""
     return [EmptyHunyuanLatentVideo, TrimVideoLatent, WanImageToVideo, WanFirstLastFrameToVideo, WanFunInpaintToVideo,
-            Wan22ImageToVideoLatent]
+            WanVaceToVideo, Wan22ImageToVideoLatent]

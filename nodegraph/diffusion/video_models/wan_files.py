@@ -6,7 +6,8 @@ single-file converter. The config is read from the tensor shapes (width, depth, 
 embedder); heads are ``width // 128`` as in every released Wan. ComfyUI's "scaled fp8" files are refused.
 
 Variants (``arch``): ``wan2.1-t2v`` (16 input channels), ``wan2.1-i2v`` (36 channels + CLIP-vision embedder),
-``wan2.2-i2v`` (36 channels, no embedder), ``wan2.2-ti2v-5b`` (48 channels, the Wan 2.2 VAE's latents; ``wan22``).
+``wan2.2-i2v`` (36 channels, no embedder), ``wan2.2-ti2v-5b`` (48 channels, the Wan 2.2 VAE's latents; ``wan22``),
+``wan2.1-vace`` (``vace_blocks``: ``WanVACETransformer3DModel``, controlled by WanVaceToVideo).
 """
 
 from __future__ import annotations
@@ -81,7 +82,13 @@ def config_from_state(state: dict[str, Any]) -> dict[str, Any]:
     layers = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
     image = state.get("condition_embedder.image_embedder.norm1.weight")
     pos = state.get("condition_embedder.image_embedder.pos_embed")
-    return dict(shipped_config("transformer_wan2.1_t2v_1.3B"), patch_size=list(p), in_channels=in_channels,
+    vace = state.get("vace_patch_embedding.weight")
+    extra = {}
+    if vace is not None:  # Wan VACE: control blocks beside every (layers // control blocks)-th block, as ComfyUI
+        controls = len({int(k.split(".")[1]) for k in state if k.startswith("vace_blocks.")})
+        extra = dict(vace_in_channels=int(vace.shape[1]),
+                     vace_layers=list(range(0, len(layers), max(1, len(layers) // max(1, controls))))[:controls])
+    return dict(shipped_config("transformer_wan2.1_t2v_1.3B"), **extra, patch_size=list(p), in_channels=in_channels,
                 num_attention_heads=dim // HEAD_DIM, attention_head_dim=HEAD_DIM,
                 out_channels=int(state["proj_out.weight"].shape[0]) // (p[0] * p[1] * p[2]),
                 text_dim=int(state["condition_embedder.text_embedder.linear_1.weight"].shape[1]),
@@ -97,6 +104,8 @@ def config_from_state(state: dict[str, Any]) -> dict[str, Any]:
 def variant(config: dict[str, Any]) -> str:
     """The Wan variant a config describes (see the module docstring)."""
     channels = int(config["in_channels"])
+    if config.get("vace_layers"):
+        return "wan2.1-vace"
     if channels == 48 or int(config["out_channels"]) == 48:
         return "wan2.2-ti2v-5b"
     if channels > 16:
@@ -127,7 +136,12 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     log.info("%s: Wan transformer %s (%s layout), %d layers, %d wide", name, arch, layout, config["num_layers"],
              config["num_attention_heads"] * HEAD_DIM)
     with quiet_libraries(), init_empty_weights():
-        transformer = WanTransformer3DModel.from_config(config)
+        if "vace_layers" in config:
+            from diffusers import WanVACETransformer3DModel
+
+            transformer = WanVACETransformer3DModel.from_config(config)
+        else:
+            transformer = WanTransformer3DModel.from_config(config)
     compute = dtype or torch.float32
     fill(transformer, state, compute, name)
     if weight_dtype != "default":

@@ -80,8 +80,47 @@ class WanDenoiser:
                     raise ValueError(f"{what}: this Wan 2.1 image-to-video model needs the start image's CLIP vision "
                                      "output; connect CLIPVisionEncode (crop none) to WanImageToVideo")
                 image_states = vision.penultimate_hidden_states.to(self.device, self.dtype)
-            out.append((emb.to(self.device, self.dtype), float(extras.get("strength", 1.0)), concat, image_states))
+            out.append((emb.to(self.device, self.dtype), float(extras.get("strength", 1.0)), concat, image_states,
+                        self._vace(extras, what)))
         return out
+
+    def _vace(self, extras: dict, what: str) -> Any:
+        """(normalised control frames + mask [1, 96, T, h, w], strength) of WanVaceToVideo, None without it."""
+        import torch
+
+        from .wan_vae import latent_stats
+
+        if "vace_layers" not in self.transformer.config or not extras.get("vace_frames"):
+            return None
+        frames, masks = extras["vace_frames"], extras.get("vace_mask") or [None]
+        if len(frames) > 1:
+            raise ValueError(f"{what}: {len(frames)} WanVaceToVideo controls on one conditioning; this version "
+                             "takes one (use a single WanVaceToVideo per prompt)")
+        video = frames[0].float()
+        mean, std = latent_stats(16)
+        video = torch.cat([(video[:, i:i + 16] - mean) / std for i in range(0, video.shape[1], 16)], dim=1)
+        mask = masks[0] if masks[0] is not None else video.new_ones(video.shape[0], 64, *video.shape[2:])
+        strength = float((extras.get("vace_strength") or [1.0])[0])
+        return torch.cat([video, mask.float()], dim=1).to(self.device, self.dtype), strength
+
+    def _control(self, x: Any, control: Any) -> dict[str, Any]:
+        """The VACE transformer's control inputs (ComfyUI's zero frames and full mask without WanVaceToVideo)."""
+        import torch
+
+        from .wan_vae import latent_stats
+
+        layers = self.transformer.config.get("vace_layers")
+        if not layers:
+            return {}
+        if control is None:
+            mean, std = latent_stats(16)
+            empty = (-mean / std).to(x.device).expand(x.shape[0], 16, *x.shape[2:])
+            control = (torch.cat([empty, empty, torch.ones_like(x[:, :1]).expand(-1, 64, -1, -1, -1)], dim=1), 1.0)
+        states, strength = control
+        if states.shape[0] != x.shape[0]:
+            states = states.repeat(x.shape[0] // states.shape[0], 1, 1, 1, 1)
+        return {"control_hidden_states": states.to(x.device, self.dtype),
+                "control_hidden_states_scale": torch.full((len(layers),), strength, device=x.device)}
 
     def _inputs(self, x: Any, concat: Any) -> Any:
         import torch
@@ -98,7 +137,7 @@ class WanDenoiser:
     def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
         import torch
 
-        emb, _, concat, image_states = entry
+        emb, _, concat, image_states, control = entry
         b = x.shape[0]
         if emb.shape[0] != b:
             if b % emb.shape[0]:
@@ -113,7 +152,7 @@ class WanDenoiser:
             t = torch.full((b,), float(self.flow.timestep(sigma)), device=x.device, dtype=torch.float32)
         out = self.transformer(hidden_states=self._inputs(x, concat).to(self.dtype), timestep=t,
                                encoder_hidden_states=emb, encoder_hidden_states_image=image_states,
-                               return_dict=False)[0]
+                               return_dict=False, **self._control(x, control))[0]
         return out.float()
 
     def _side(self, x: Any, sigma: float, entries: list) -> Any:
