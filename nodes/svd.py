@@ -99,6 +99,15 @@ class SVD_img2vid_Conditioning(Node):
         return positive, negative, {"samples": empty, "downscale": 8}
 
 
+def _video_cfg(ctx: ExecutionContext, model: Any, min_cfg: float, shape: str, node: str) -> tuple[Any]:
+    """The MODEL with per-frame guidance; refused for models whose sampler would ignore it."""
+    family = getattr(ctx.models.get(model), "family", "unet")
+    if family != "svd":
+        raise ValueError(f"{node}: this MODEL is a {family} model; per-frame guidance applies to Stable Video "
+                         "Diffusion models (ImageOnlyCheckpointLoader) only here: remove the node for this model")
+    return (with_video_cfg(model, min_cfg, shape),)
+
+
 class VideoLinearCFGGuidance(Node):
     """Classifier-free guidance rising linearly along the clip: min_cfg on the first frame, the sampler's cfg on the
     last."""
@@ -108,7 +117,7 @@ class VideoLinearCFGGuidance(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx: ExecutionContext, model: Any, min_cfg: float) -> tuple[Any]:
-        return (with_video_cfg(model, min_cfg, "linear"),)
+        return _video_cfg(ctx, model, min_cfg, "linear", "VideoLinearCFGGuidance")
 
 
 class VideoTriangleCFGGuidance(Node):
@@ -119,7 +128,7 @@ class VideoTriangleCFGGuidance(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx: ExecutionContext, model: Any, min_cfg: float) -> tuple[Any]:
-        return (with_video_cfg(model, min_cfg, "triangle"),)
+        return _video_cfg(ctx, model, min_cfg, "triangle", "VideoTriangleCFGGuidance")
 
 
 @hookimpl

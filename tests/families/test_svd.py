@@ -188,6 +188,15 @@ def test_wrong_inputs_are_clear(engine, tiny):
                                "m": {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}})["m"])
     with pytest.raises(ValueError, match="SVD_img2vid_Conditioning"):  # e.g. a CLIPTextEncode output
         SVDDenoiser(model, [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu", FRAMES, (8, 8))
+    from nodegraph._tiny import build_tiny_sd
+
+    build_tiny_sd(tiny.home)  # per-frame guidance on an image model would be ignored: refused with the fix
+    wf = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
+          "guide": {"class_type": "VideoTriangleCFGGuidance", "inputs": {"model": ["ckpt", 0], "min_cfg": 1.0}},
+          "m": {"class_type": "Capture", "inputs": {"value": ["guide", 0]}}}
+    result, _ = run_captured(engine, wf)
+    with pytest.raises(Exception, match="Stable Video Diffusion models"):
+        result.raise_for_status()
 
 
 def _prompt(path: Path) -> dict:
