@@ -14,6 +14,8 @@ Signatures each entry's attribute has:
   checkpoint (CheckpointLoaderSimple), asked in order before the SD detector.
 - ``VAE_FILES``: ``(is_fn(keys) -> bool, from_state_fn(state, name) -> VAE)``, asked in order for a VAE file.
 - ``CLIP_LOADERS``: ``clip_type -> fn(paths, names, dtype) -> TextEncoder`` (CLIPLoader/Dual/Triple/Quadruple).
+- ``CLIP_FILES``: ``(is_fn(shapes) -> bool, load_fn(path, name, dtype) -> TextEncoder)``, asked in order for one
+  file loaded with CLIPLoader's default type ``stable_diffusion`` (ComfyUI picks such encoders by their content).
 - ``TEXT_ENCODERS``: ``TextEncoder.arch -> fn(clip, text, device, max_chunks) -> CONDITIONING``.
 - ``DENOISERS``: ``model.family -> FlowDenoiser subclass`` for a transformer sampled by the shared flow loop
   (``flow.sampling.sample``/``flow.custom.sample_custom``).
@@ -80,6 +82,12 @@ CLIP_LOADERS: dict[str, str] = {
     "stable_cascade": "stable_cascade.files:load_cascade_clips",  # [stable cascade] CLIP-G
     # [clip loaders: add new types above this line]
 }
+
+#: (detector, loader) of single text-encoder files that CLIPLoader type stable_diffusion loads by content.
+CLIP_FILES: tuple[tuple[str, str], ...] = (
+    ("auraflow.loading:is_pile_t5", "auraflow.loading:load_pile_t5_clip"),  # [auraflow] Pile-T5-XL
+    # [clip files: add new families above this line]
+)
 
 #: TextEncoder.arch -> its prompt encoder (archs not here: SD's CLIP path in text.py).
 TEXT_ENCODERS: dict[str, str] = {
@@ -157,6 +165,14 @@ def transformer_loader(header: Any) -> Callable[..., Any] | None:
     return None
 
 
+def clip_file_loader(shapes: dict[str, Any]) -> Callable[..., Any] | None:
+    """The loader of the first family in ``CLIP_FILES`` whose detector accepts the tensor shapes, else None."""
+    for is_ref, load_ref in CLIP_FILES:
+        if resolve(is_ref)(shapes):
+            return resolve(load_ref)
+    return None
+
+
 def vae_reader(keys: list[str]) -> Callable[..., Any] | None:
     """The reader of the first family in ``VAE_FILES`` whose detector accepts the tensor names, else None."""
     for is_ref, read_ref in VAE_FILES:
@@ -174,5 +190,5 @@ def checkpoint(path: Any, name: str, dtype: Any) -> Any:
     return None
 
 
-__all__ = ["CHECKPOINT_FILES", "CLIP_LOADERS", "CUSTOM_SAMPLERS", "DENOISERS", "SAMPLERS", "TEXT_ENCODERS",
+__all__ = ["CHECKPOINT_FILES", "CLIP_FILES", "CLIP_LOADERS", "clip_file_loader", "CUSTOM_SAMPLERS", "DENOISERS", "SAMPLERS", "TEXT_ENCODERS",
            "TRANSFORMER_FILES", "VAE_FILES", "checkpoint", "lookup", "resolve", "transformer_loader", "vae_reader"]

@@ -11,7 +11,7 @@ from nodegraph.diffusion.flow.sampling import FlowDenoiser
 
 
 def _refs() -> list[str]:
-    refs = [r for pair in families.TRANSFORMER_FILES + families.VAE_FILES for r in pair]
+    refs = [r for pair in families.TRANSFORMER_FILES + families.VAE_FILES + families.CLIP_FILES for r in pair]
     refs += list(families.CHECKPOINT_FILES)
     for table in (families.CLIP_LOADERS, families.TEXT_ENCODERS, families.DENOISERS, families.SAMPLERS,
                   families.CUSTOM_SAMPLERS):

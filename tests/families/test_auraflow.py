@@ -82,15 +82,17 @@ def test_checkpoint_and_split_files_load_the_diffusers_weights(engine, tiny_aura
           "u1": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["original"], "weight_dtype": "default"}},
           "u2": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["diffusers"], "weight_dtype": "default"}},
           "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "cosmos",
-                                                           "device": "default"}}}
+                                                           "device": "default"}},
+          "sd": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "stable_diffusion",
+                                                         "device": "default"}}}  # by content, as ComfyUI
     for name, src in (("m", ["ckpt", 0]), ("c", ["ckpt", 1]), ("v", ["ckpt", 2]), ("m1", ["u1", 0]),
-                      ("m2", ["u2", 0]), ("c2", ["clip", 0])):
+                      ("m2", ["u2", 0]), ("c2", ["clip", 0]), ("c3", ["sd", 0])):
         wf[name] = {"class_type": "Capture", "inputs": {"value": src}}
     cap = _run(engine, wf)
     model = _get(cap["m"])
     assert model.family == "auraflow" and model.flow.kind == "discrete" and model.flow.shift == 1.73
     pairs = [(_get(cap[k]).unet, tiny_aura.transformer) for k in ("m", "m1", "m2")]
-    pairs += [(_get(cap[k]).encoders[0], tiny_aura.text_encoder) for k in ("c", "c2")]
+    pairs += [(_get(cap[k]).encoders[0], tiny_aura.text_encoder) for k in ("c", "c2", "c3")]
     pairs.append((_get(cap["v"]).vae, tiny_aura.vae))
     for ours, ref in pairs:
         a, b = ours.state_dict(), ref.state_dict()

@@ -257,11 +257,15 @@ def load_clip(paths: list[Path], names: list[str], clip_type: str, dtype: Any = 
     from ..loading import clip_tokenizer
     from .sd3_text import sd3_clip
 
-    from ..families import CLIP_LOADERS, lookup
+    from ..families import CLIP_LOADERS, clip_file_loader, lookup
 
     family_loader = lookup(CLIP_LOADERS, clip_type)  # SDXL, Wan, LTX, Qwen-Image, …: families.CLIP_LOADERS
     if family_loader is not None:
         return family_loader(paths, names, dtype)
+    if clip_type == "stable_diffusion" and len(paths) == 1 and Path(paths[0]).suffix.lower() == ".safetensors":
+        by_content = clip_file_loader(read_header(Path(paths[0])).shapes)  # e.g. AuraFlow's Pile-T5-XL
+        if by_content is not None:
+            return by_content(paths[0], names[0], dtype)
     loaded = {}
     kinds = clip_kinds(paths, names) if clip_type == "sd3" else [None] * len(paths)
     for path, name, wanted in zip(paths, names, kinds):
