@@ -1,11 +1,13 @@
 """Wan VACE: a VACE transformer file in ComfyUI's layout (``vace_blocks``, ``vace_patch_embedding``) loads as
 ``WanVACETransformer3DModel`` with ComfyUI's control-layer spacing, and the reference-image graph of
 ComfyUI_examples (WanVaceToVideo + KSampler + TrimVideoLatent by ``trim_latent``) equals ``WanVACEPipeline`` with the
-same reference image and noise (≤ 1/255); the strength input scales the control."""
+same reference image and noise (≤ 1/255), as does a control video with per-pixel masks; the strength input scales
+the control."""
 
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from wan_tiny import TEXT, TRANSFORMER, VAE_FILES, build, to_original
 
+from nodegraph.api import Node, Output
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.diffusion.video_models.wan_files import load_wan_transformer
@@ -178,3 +181,51 @@ def test_example_runs_on_the_tiny_vace(tiny, tmp_path):
     with Image.open(webp) as im:  # the reference frame is trimmed: LENGTH frames remain
         assert im.size == (SIZE, SIZE) and getattr(im, "n_frames", 1) == LENGTH
     assert sorted(p.suffix for p in (tmp_path / "out").rglob("*") if p.is_file()) == [".webm", ".webp"]
+
+
+CONTROL = np.random.default_rng(21).integers(0, 256, (LENGTH, SIZE, SIZE, 3), dtype=np.uint8)
+MASK = (np.random.default_rng(22).random((LENGTH, SIZE, SIZE)) > 0.5).astype(np.uint8) * 255
+
+
+class ControlClip(Node):
+    """The fixed control video (IMAGE) and its binary mask (MASK)."""
+
+    INPUTS: ClassVar[dict] = {}
+    OUTPUTS = (Output("IMAGE"), Output("MASK"))
+
+    def execute(self, ctx):
+        return (torch.from_numpy(CONTROL).float() / 255.0, torch.from_numpy(MASK).float() / 255.0)
+
+
+@pytest.mark.slow
+def test_control_video_with_masks_equals_wan_vace_pipeline(tiny):
+    """Control video and per-pixel masks (the 64 mask channels of each 8 × 8 cell) as WanVACEPipeline reads them."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanVACEPipeline
+
+    wan, vace, _ = tiny
+    engine = capture_engine(EngineConfig(home=wan.home), (ControlClip,))
+    wf = graph()
+    wf["clip_in"] = {"class_type": "ControlClip", "inputs": {}}
+    wf["vace"]["inputs"].update(control_video=["clip_in", 0], control_masks=["clip_in", 1])
+    del wf["vace"]["inputs"]["reference_image"]
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    scheduler.set_timesteps = functools.partial(scheduler.set_timesteps, sigmas=np.linspace(1.0, 1.0 / STEPS, STEPS))
+    pipe = WanVACEPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=vace, vae=wan.vae,
+                           scheduler=scheduler)
+    text = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=vace, vae=wan.vae,
+                       scheduler=None)
+    frames = (LENGTH - 1) // 4 + 1
+    noise = make_noise((1, 16, frames, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    video = [Image.fromarray(f) for f in CONTROL]
+    masks = [Image.fromarray(m).convert("RGB") for m in MASK]
+    with torch.no_grad():
+        embeds, negative = text.encode_prompt(PROMPT, "", do_classifier_free_guidance=True, max_sequence_length=512)
+        ref = pipe(video=video, mask=masks, prompt_embeds=embeds, negative_prompt_embeds=negative, height=SIZE,
+                   width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS, guidance_scale=CFG, latents=noise,
+                   output_type="pt").frames
+    ref = ref[0].permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"wan VACE control video + masks: max |diff| {diff:.2e}")
+    assert cap["img"].shape == ref.shape and diff <= 1 / 255
