@@ -190,5 +190,6 @@ def checkpoint(path: Any, name: str, dtype: Any) -> Any:
     return None
 
 
-__all__ = ["CHECKPOINT_FILES", "CLIP_FILES", "CLIP_LOADERS", "clip_file_loader", "CUSTOM_SAMPLERS", "DENOISERS", "SAMPLERS", "TEXT_ENCODERS",
-           "TRANSFORMER_FILES", "VAE_FILES", "checkpoint", "lookup", "resolve", "transformer_loader", "vae_reader"]
+__all__ = ["checkpoint", "CHECKPOINT_FILES", "clip_file_loader", "CLIP_FILES", "CLIP_LOADERS", "CUSTOM_SAMPLERS",
+           "DENOISERS", "lookup", "resolve", "SAMPLERS", "TEXT_ENCODERS", "TRANSFORMER_FILES", "transformer_loader",
+           "VAE_FILES", "vae_reader"]
