@@ -300,6 +300,9 @@ __all__ += ["decode_video_tiled", "encode_video_tiled", "temporal_compression"]
 from .diffusion.svd.files import SVDCheckpoint, load_svd_checkpoint  # noqa: E402
 from .diffusion.svd.files import parts as svd_parts  # noqa: E402
 from .diffusion.svd.guidance import with_video_cfg  # noqa: E402
+from .diffusion.svd.save import save_svd_checkpoint  # noqa: E402
 
-__all__ += ["load_svd_checkpoint", "SVDCheckpoint", "svd_parts", "with_video_cfg"]
+__all__ += ["load_svd_checkpoint", "save_svd_checkpoint", "SVDCheckpoint", "svd_parts", "with_video_cfg"]
 # [stable cascade]
+# [mochi]
+# [hunyuan dit]

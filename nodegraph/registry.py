@@ -41,6 +41,7 @@ BUILTIN_PACKS += ("nodes.model_patches", "nodes.vision")
 BUILTIN_PACKS += ("nodes.sd3", "nodes.wan", "nodes.qwen", "nodes.ltx")  # issue #15/#16 model families
 BUILTIN_PACKS += ("nodes.flux2", "nodes.lumina", "nodes.hidream", "nodes.cosmos", "nodes.hunyuan", "nodes.ltx2")
 BUILTIN_PACKS += ("nodes.svd", "nodes.stable_cascade")  # Stable Video Diffusion, Stable Cascade
+BUILTIN_PACKS += ("nodes.mochi",)
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"
