@@ -58,7 +58,7 @@ def engine(tiny):
 def _run(engine, wf: dict) -> dict:
     result, cap = run_captured(engine, wf)
     result.raise_for_status()
-    return {k: (v.get() if hasattr(v, "get") else v) for k, v in cap.items()}
+    return {k: (v.get() if hasattr(v, "get") and not isinstance(v, dict) else v) for k, v in cap.items()}
 
 
 def graph(split: bool = False, cfg_c: float = 4.0, shift: float | None = None, sampler: str = "ddpm") -> dict:
@@ -199,9 +199,11 @@ def test_two_stage_graph_equals_the_diffusers_pipelines(engine, reference, split
           f"peak Python allocations {peak / 2**20:.1f} MiB")
     c, img = reference
     assert cap["c"]["samples"].shape == c.shape == (1, 16, SIZE // COMPRESSION, SIZE // COMPRESSION)
-    assert (cap["c"]["samples"] - c).abs().max().item() < 1e-3
+    # the last ddpm step: ComfyUI's ends at sigma 0 (alpha_bar 1), DDPMWuerstchenScheduler at its clamp 0.9999
+    assert (cap["c"]["samples"] - c).abs().max().item() <= 1e-4 * c.abs().max().item()
     assert cap["img"].shape == img.shape == (1, SIZE, SIZE, 3)
     diff = (cap["img"] - img).abs().max().item()
+    print(f"image max difference to the diffusers pipelines: {diff:.2e} (1/255 = {1 / 255:.2e})")
     assert diff <= 1 / 255, diff
     assert img.std() > 0.01
 
