@@ -3,8 +3,9 @@ audio-video latents, as ComfyUI's LTX-2 graphs use them.
 
 Text-to-video with sound: CheckpointLoaderSimple (the LTX-2 file: MODEL + video VAE), LTXAVTextEncoderLoader (Gemma-3
 12B + the same file) → CLIPTextEncode ×2 → LTXVConditioning; EmptyLTXVLatentVideo + LTXVEmptyLatentAudio (from
-LTXVAudioVAELoader on the same file) → LTXVConcatAVLatent → KSampler or SamplerCustom(Advanced) with LTXVScheduler →
-LTXVSeparateAVLatent → VAEDecode (frames) and LTXVAudioVAEDecode (AUDIO) → CreateVideo → SaveVideo (an mp4 with sound).
+LTXVAudioVAELoader on the same file) → LTXVConcatAVLatent → KSampler or SamplerCustom(Advanced) with
+LTXVScheduler → LTXVSeparateAVLatent → VAEDecode (frames) and LTXVAudioVAEDecode (AUDIO) → CreateVideo →
+SaveVideo (an mp4 with sound).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def read_tensors(path: Path, prefixes: tuple[str, ...]) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefixes)}
+        return {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefixes)}  # noqa: SIM118
 
 
 def load_ltx2_transformer(path: Path, header: Any, name: str, weight_dtype: str = "default",

@@ -172,5 +172,6 @@ def separate_av(latent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return video, audio
 
 
-__all__ = ["audio_vae_of", "concat_av", "decode_audio", "empty_audio_latent", "encode_audio", "img_to_video_inplace", "load_audio_vae",
+__all__ = ["audio_vae_of", "concat_av", "decode_audio", "empty_audio_latent", "encode_audio", "img_to_video_inplace",
+           "load_audio_vae",
            "load_ltxav_text_encoder", "separate_av"]

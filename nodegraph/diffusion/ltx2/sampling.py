@@ -1,4 +1,4 @@
-"""Sampling an LTX-2 model (``family == "ltx2"``): video and audio denoised together, KSampler and SamplerCustom(Advanced).
+"""Sampling an LTX-2 model (``family == "ltx2"``): video and audio denoised together (KSampler, SamplerCustom*).
 
 - Latents: an audio-video LATENT (LTXVConcatAVLatent) holds the video ``samples`` [B, 128, T, h, w] and the
   ``audio_samples`` [B, 8, L, 16], both normalised. The samplers see one flat tensor [B, N_video + N_audio] (any

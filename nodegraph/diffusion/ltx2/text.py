@@ -129,14 +129,17 @@ def connector_config(state: dict[str, Any], name: str) -> dict[str, Any]:
     def blocks(prefix: str) -> int:
         return len({k.split(".")[2] for k in state if k.startswith(prefix + ".transformer_blocks.")})
 
-    return dict(base, caption_channels=caption, text_proj_in_factor=packed // caption,
-                video_connector_num_attention_heads=caption // head, audio_connector_num_attention_heads=caption // head,
-                video_connector_num_layers=blocks("video_connector"), audio_connector_num_layers=blocks("audio_connector"),
-                video_connector_num_learnable_registers=int(state["video_connector.learnable_registers"].shape[0]),
-                audio_connector_num_learnable_registers=int(state["audio_connector.learnable_registers"].shape[0]))
+    out = dict(base, caption_channels=caption, text_proj_in_factor=packed // caption)
+    for side in ("video", "audio"):
+        out.update({f"{side}_connector_num_attention_heads": caption // head,
+                    f"{side}_connector_num_layers": blocks(f"{side}_connector"),
+                    f"{side}_connector_num_learnable_registers":
+                        int(state[f"{side}_connector.learnable_registers"].shape[0])})
+    return out
 
 
-def load_ltxav_clip(encoder_path: Path, checkpoint_path: Path, names: tuple[str, str], dtype: Any = None) -> TextEncoder:
+def load_ltxav_clip(encoder_path: Path, checkpoint_path: Path, names: tuple[str, str],
+                    dtype: Any = None) -> TextEncoder:
     """CLIP of LTXAVTextEncoderLoader: Gemma-3 (``encoder_path``), its tokenizer, the checkpoint's connectors."""
     import torch
     from accelerate import init_empty_weights
