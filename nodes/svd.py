@@ -3,7 +3,8 @@
 ``ImageOnlyCheckpointLoader`` reads svd.safetensors / svd_xt.safetensors (UNet, CLIP vision and VAE in one file);
 ``SVD_img2vid_Conditioning`` turns a start image into the positive/negative conditionings (image embedding, the
 image's latent, fps, motion bucket, augmentation) and an empty clip LATENT of ``video_frames`` frames;
-``VideoLinearCFGGuidance``/``VideoTriangleCFGGuidance`` make the cfg scale change along the clip. KSampler samples the
+``VideoLinearCFGGuidance``/``VideoTriangleCFGGuidance`` make the cfg scale change along the clip;
+``ImageOnlyCheckpointSave`` writes the three models back as one file. KSampler samples the
 clip, VAEDecode gives its frames as an IMAGE batch (SaveAnimatedWEBP, CreateVideo + SaveVideo).
 """
 
@@ -19,12 +20,15 @@ from nodegraph.api import (
     Link,
     ModelCombo,
     Node,
+    NodeOutput,
     Output,
+    String,
     encode_clip_vision,
     hookimpl,
     list_models,
     load_svd_checkpoint,
     resample,
+    save_svd_checkpoint,
     svd_parts,
     with_video_cfg,
 )
@@ -131,7 +135,25 @@ class VideoTriangleCFGGuidance(Node):
         return _video_cfg(ctx, model, min_cfg, "triangle", "VideoTriangleCFGGuidance")
 
 
+class ImageOnlyCheckpointSave(Node):
+    """Save an image-to-video model (MODEL, CLIP vision, VAE; merges and LoRAs applied) as one checkpoint file in
+    the output folder, in ComfyUI's layout."""
+
+    DISPLAY_NAME = "ImageOnlyCheckpointSave"  # ComfyUI gives it no display name
+    CATEGORY = "advanced/model_merging"
+    OUTPUT_NODE = True
+    INPUTS = {"model": Link("MODEL"), "clip_vision": Link(CLIP_VISION), "vae": Link("VAE"),
+              "filename_prefix": String("checkpoints/ComfyUI",
+                                        tooltip="file name prefix in the output folder; may include a subfolder")}
+    OUTPUTS = ()
+
+    def execute(self, ctx: ExecutionContext, model: Any, clip_vision: Any, vae: Any,
+                filename_prefix: str = "checkpoints/ComfyUI") -> NodeOutput:
+        return NodeOutput((), {"checkpoints": [save_svd_checkpoint(ctx, model, clip_vision, vae, filename_prefix)]})
+
+
 @hookimpl
 def nodegraph_nodes():
     """The Stable Video Diffusion nodes."""
-    return [ImageOnlyCheckpointLoader, SVD_img2vid_Conditioning, VideoLinearCFGGuidance, VideoTriangleCFGGuidance]
+    return [ImageOnlyCheckpointLoader, SVD_img2vid_Conditioning, VideoLinearCFGGuidance, VideoTriangleCFGGuidance,
+            ImageOnlyCheckpointSave]

@@ -95,6 +95,37 @@ def test_checkpoint_loader_simple_reads_model_and_vae(engine, tiny):
     assert torch.equal(model.unet.conv_in.weight, tiny.unet.conv_in.weight)
 
 
+def test_image_only_checkpoint_save_writes_comfyuis_layout(tiny, tmp_path):
+    """The saved file holds the UNet and VAE under the names written by hand in svd_tiny (Stability's), the CLIP
+    vision tower in transformers' names under the embedder prefix (as ComfyUI saves it), and loads back."""
+    from safetensors import safe_open
+    from svd_tiny import single_file
+
+    from nodegraph.diffusion.svd.files import VISION_PREFIX
+
+    engine = capture_engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
+    _run(engine, {"ckpt": graph()["ckpt"], "save": {"class_type": "ImageOnlyCheckpointSave", "inputs": {
+        "model": ["ckpt", 0], "clip_vision": ["ckpt", 1], "vae": ["ckpt", 2], "filename_prefix": "checkpoints/svd"}}})
+    saved = list((tmp_path / "out").rglob("*.safetensors"))
+    assert [p.name for p in saved] == ["svd_00001_.safetensors"]
+    expected = {k: v for k, v in single_file(tiny.unet, tiny.vae, tiny.image_encoder).items()
+                if not k.startswith(VISION_PREFIX)}
+    with safe_open(str(saved[0]), framework="pt") as f:
+        keys = set(f.keys())
+        assert {k for k in keys if not k.startswith(VISION_PREFIX)} == set(expected) | {"v_pred"}
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in expected.items())
+        assert f"{VISION_PREFIX}vision_model.embeddings.patch_embedding.weight" in keys
+        assert json.loads(f.metadata()["prompt"])["save"]["class_type"] == "ImageOnlyCheckpointSave"
+    shutil.copy(saved[0], EngineConfig(home=tiny.home).model_dir("checkpoints") / "resaved.safetensors")
+    wf = {"ckpt": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": "resaved.safetensors"}},
+          **{k: {"class_type": "Capture", "inputs": {"value": ["ckpt", i]}} for i, k in enumerate(("m", "cv", "v"))}}
+    cap = _run(engine, wf)
+    for ours, ref in ((_get(cap["m"]).unet, tiny.unet), (_get(cap["v"]).vae.inner, tiny.vae),
+                      (_get(cap["cv"]).model, tiny.image_encoder)):
+        a, b = ours.state_dict(), ref.state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_graph_frames_equal_svd_pipeline(engine, tiny):
     start = time.perf_counter()
     frames = _run(engine, graph())["frames"]

@@ -199,6 +199,17 @@ def vae_config(state: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def vision_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """transformers-named CLIP vision tensors under ``VISION_PREFIX``: OpenCLIP's names (Stability's files) or
+    transformers' (what ComfyUI's ImageOnlyCheckpointSave writes there)."""
+    from ..vision import from_open_clip
+
+    if f"{VISION_PREFIX}transformer.resblocks.0.attn.in_proj_weight" in state:
+        return from_open_clip(state, VISION_PREFIX)
+    return {k[len(VISION_PREFIX):]: v for k, v in state.items()
+            if k.startswith(VISION_PREFIX + "vision_model.") or k == VISION_PREFIX + "visual_projection.weight"}
+
+
 @dataclass(frozen=True, eq=False)
 class SVDCheckpoint:
     """What ImageOnlyCheckpointLoader reads: the MODEL, the CLIP_VISION and the VAE of one file."""
@@ -239,7 +250,6 @@ def load_svd_checkpoint(path: Path, config: Any = None, *, name: str | None = No
     from ..loading import load_state_dict, quiet_libraries
     from ..types import DiffusionModel, LatentFormat, VAEModel
     from ..vision import build as build_vision
-    from ..vision import from_open_clip
     from .sampling import svd_model_fields
     from .vae import SVDVideoVAE
 
@@ -261,7 +271,7 @@ def load_svd_checkpoint(path: Path, config: Any = None, *, name: str | None = No
         if "decoder.conv_in.weight" not in vae_state:
             raise UnknownModelError(f"{name} has an SVD UNet but no VAE ({VAE_PREFIX}*); the file is incomplete")
         inner = _build(AutoencoderKLTemporalDecoder, vae_config(vae_state), vae_state, None, f"{name}: its VAE")
-        vision_state = from_open_clip(state, VISION_PREFIX)
+        vision_state = vision_tensors(state)
         if not vision_state:
             raise UnknownModelError(f"{name} has an SVD UNet but no CLIP vision tower ({VISION_PREFIX}*); the file "
                                     "is incomplete")
@@ -302,4 +312,5 @@ __all__ = [
     "svd_checkpoint",
     "unet_config",
     "vae_config",
+    "vision_tensors",
 ]
