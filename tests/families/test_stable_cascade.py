@@ -283,3 +283,50 @@ def test_text_to_image_example_runs_on_the_tiny_files(tiny, tmp_path):
     with Image.open(images[0]) as img:
         assert img.size == (SIZE, SIZE)
         assert float(np.asarray(img, dtype=np.float32).std()) > 0
+
+
+@pytest.mark.slow
+def test_custom_sampling_equals_ksampler(engine):
+    wf = graph()
+    wf.update({
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": SEED_C}},
+        "guider": {"class_type": "CFGGuider", "inputs": {"model": ["ckpt_c", 0], "positive": ["pos", 0],
+                                                         "negative": ["neg", 0], "cfg": 4.0}},
+        "select": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "ddpm"}},
+        "sched": {"class_type": "BasicScheduler", "inputs": {"model": ["ckpt_c", 0], "scheduler": "simple",
+                                                             "steps": STEPS_C, "denoise": 1.0}},
+        "custom": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["select", 0], "sigmas": ["sched", 0],
+            "latent_image": ["empty", 0]}},
+        "cc": {"class_type": "Capture", "inputs": {"value": ["custom", 0]}},
+    })
+    cap = _run(engine, wf)
+    assert torch.allclose(cap["cc"]["samples"], cap["c"]["samples"], rtol=1e-5, atol=1e-4)
+
+
+def test_image_embeddings_reach_clip_img_as_the_prior_pipeline(tiny):
+    """unCLIPConditioning's image embeddings (× strength) are stage C's clip_img, as the prior pipeline's
+    ``image_embeds`` (negative: zeros)."""
+    from types import SimpleNamespace
+
+    from nodegraph.diffusion.stable_cascade.files import cascade_checkpoint
+    from nodegraph.diffusion.stable_cascade.sampling import CascadeDenoiser
+    from nodegraph.diffusion.stable_cascade.text import encode_cascade
+
+    ckpt = cascade_checkpoint(tiny.home / "models" / "checkpoints" / CKPT_C, CKPT_C)
+    [(emb, extras)] = encode_cascade(ckpt.clip, PROMPT, "cpu")
+    image = torch.randn(1, STAGE_C["clip_image_in_channels"], generator=torch.Generator().manual_seed(3))
+    item = {"clip_vision_output": SimpleNamespace(image_embeds=image), "strength": 0.5}
+    positive = [(emb, {**extras, "unclip_conditioning": [item]})]
+    denoiser = CascadeDenoiser(ckpt.model, positive, [], 1.0, torch.float32, torch.device("cpu"))
+    x = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(4))
+    sigma = 2.0
+    got = denoiser(x, sigma)
+    ratio = torch.tensor([float(ckpt.model.flow.timestep(sigma))])
+    with torch.no_grad():
+        eps = tiny.prior(sample=x / (sigma ** 2 + 1) ** 0.5, timestep_ratio=ratio,
+                         clip_text_pooled=extras["pooled_output"][:, None], clip_text=emb,
+                         clip_img=image[:, None] * 0.5, return_dict=False)[0]
+    assert torch.allclose(got, x - eps * sigma, atol=1e-5)
+    plain = CascadeDenoiser(ckpt.model, [(emb, extras)], [], 1.0, torch.float32, torch.device("cpu"))(x, sigma)
+    assert (plain - got).abs().max() > 1e-4
