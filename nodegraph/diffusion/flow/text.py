@@ -5,6 +5,9 @@ end token, padded with ``<pad>`` to at least ``T5_MIN_LENGTH`` (256) tokens and 
 changes the padding: ``t5_padded``) — what ComfyUI's
 Flux tokenizer does, and what ``FluxPipeline(max_sequence_length=256)`` does for prompts up to that length.
 The CONDITIONING entry is (T5 states [1, T, 4096], {"pooled_output": CLIP-L pooled [1, 768]}).
+Prompt weights (``(word:1.2)``) apply to T5 as ComfyUI applies them: the weighted pieces are tokenized apart, the
+"empty" prompt (end token, padding) is encoded too, and a weighted token's state becomes (z - z_empty)·w + z_empty;
+a prompt without weights is tokenized whole, as the pipelines do.
 """
 
 from __future__ import annotations
@@ -37,15 +40,32 @@ def t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: 
     (``min_length``: the family's default length); a prompt over ``max_chunks`` windows raises ValueError."""
     import torch
 
-    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
+    from ..prompt_syntax import parse
+
+    pieces = parse(text)
+    weighted = any(w != 1.0 for _, w in pieces)
+    if weighted:  # each piece on its own, then the end token (ComfyUI's tokenize_with_weights)
+        ids, weights = [], []
+        for piece, w in pieces:
+            piece_ids = tokenizer(piece, add_special_tokens=False, truncation=False).input_ids
+            ids += piece_ids
+            weights += [w] * len(piece_ids)
+        ids.append(tokenizer.eos_token_id)
+    else:
+        ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
     limit = max(1, int(max_chunks)) * T5_TOKENS_PER_CHUNK
     if len(ids) > limit:
         raise ValueError(f"the T5 prompt is {len(ids):,} tokens long, more than {limit:,}; shorten it, or raise "
                          "EngineConfig.limits.max_text_chunks")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = t5_padded(ids, pad, options, min_length)
-    out = encoder(torch.tensor([ids], dtype=torch.long, device=device))
-    return out.last_hidden_state.float().cpu()
+    states = encoder(torch.tensor([ids], dtype=torch.long, device=device)).last_hidden_state.float().cpu()
+    if not weighted:
+        return states
+    empty = [tokenizer.eos_token_id] + [pad] * (len(ids) - 1)
+    z_empty = encoder(torch.tensor([empty], dtype=torch.long, device=device)).last_hidden_state.float().cpu()
+    w = torch.tensor(weights + [1.0] * (len(ids) - len(weights))).view(1, -1, 1)
+    return torch.where(w != 1.0, (states - z_empty) * w + z_empty, states)
 
 
 def encode_flux(clip: Any, clip_l: str, t5xxl: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
