@@ -185,9 +185,9 @@ def percent_to_sigma(model: DiffusionModel, percent: float, actual: bool = False
 
     flow = getattr(model, "flow", None)
     if getattr(model, "family", "unet") != "unet" and flow is not None:
-        if actual and percent in (0.0, 1.0):
-            end = flow.multiplier if flow.kind != "flux" else 1.0
-            return float(flow.sigma(end if percent == 0.0 else end / (10000 if flow.kind == "flux" else 1000)))
+        if actual and percent in (0.0, 1.0):  # the ends of the model's own table (flow, SVD's EDM, Cosmos)
+            table = flow.table()
+            return float(table[-1] if percent == 0.0 else table[0])
         return flow.percent_to_sigma(percent)
     train = np.asarray(training_sigmas(model), dtype=np.float64)
     if actual and percent == 0.0:

@@ -201,6 +201,17 @@ def test_sigma_settings_are_comfyuis():
     assert simple[0] == pytest.approx(700.0) and simple[-1] == 0.0
     normal = flow_sigmas("normal", 3, flow)  # linear in ComfyUI's timestep 0.25·ln(sigma)
     assert normal[1] == pytest.approx((0.002 * 700.0) ** 0.5, rel=1e-6)
+    from types import SimpleNamespace
+
+    from nodegraph.diffusion.flow.schedule import FlowSettings
+    from nodegraph.diffusion.sigmas import percent_to_sigma
+
+    svd = SimpleNamespace(family="svd", flow=flow)  # SamplingPercentToSigma's return_actual_sigma
+    assert percent_to_sigma(svd, 0.0, actual=True) == pytest.approx(700.0)
+    assert percent_to_sigma(svd, 1.0, actual=True) == pytest.approx(0.002)
+    flux = SimpleNamespace(family="flux", flow=FlowSettings("flux", 1.15, 1.0))
+    assert percent_to_sigma(flux, 0.0, actual=True) == pytest.approx(1.0)
+    assert percent_to_sigma(flux, 1.0, actual=True) == pytest.approx(float(flux.flow.sigma(1e-4)), rel=1e-6)
 
 
 def test_wrong_inputs_are_clear(engine, tiny):
