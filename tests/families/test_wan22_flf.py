@@ -1,11 +1,13 @@
 """WanFirstLastFrameToVideo / WanFunInpaintToVideo: the first and last frames of a 36-channel Wan image-to-video
 model through our nodes equal ``WanImageToVideoPipeline(image, last_image)`` (≤ 1/255, same noise); the mask keeps
 one channel per pixel frame (the last frame given only in the last latent frame's fourth channel, as ComfyUI); the
-Fun-inpaint node gives the same conditioning."""
+Fun-inpaint node gives the same conditioning; a Wan 2.1 FLF2V model (image positions for two images) takes both
+images' CLIP vision states as the pipeline's two-image embeds."""
 
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from wan_tiny import TEXT, TRANSFORMER, VAE_FILES, build, to_original
 
+from nodegraph.api import Node, Output
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.testing_graphs import capture_engine, run_captured
@@ -120,3 +123,70 @@ def test_fun_inpaint_gives_the_first_last_frame_conditioning(engine):
         caps.append(cap["cond"][0][1])
     for key in ("concat_latent_image", "concat_mask"):
         assert torch.equal(caps[0][key], caps[1][key])
+
+
+IMAGE_DIM, IMAGE_TOKENS = 24, 5
+FLF2V = "wan-tiny-flf2v.safetensors"
+
+
+def _states(seed: int) -> torch.Tensor:
+    return torch.randn((1, IMAGE_TOKENS, IMAGE_DIM), generator=torch.Generator().manual_seed(seed))
+
+
+class StartEndVision(Node):
+    """Fixed CLIP_VISION_OUTPUTs of the first and last frames (random penultimate states)."""
+
+    INPUTS: ClassVar[dict] = {}
+    OUTPUTS = (Output("CLIP_VISION_OUTPUT"), Output("CLIP_VISION_OUTPUT"))
+
+    def execute(self, ctx):
+        from nodegraph.diffusion.vision import ClipVisionOutput
+
+        return tuple(ClipVisionOutput(last_hidden_state=s, image_embeds=s[:, 0], penultimate_hidden_states=s)
+                     for s in (_states(31), _states(32)))
+
+
+@pytest.mark.slow
+def test_flf2v_with_both_clip_vision_outputs_equals_the_pipeline(tiny):
+    """Wan 2.1 FLF2V (image embedder with positions for 2 images): both images' CLIP vision states, one after the
+    other, reach the image cross-attention as WanImageToVideoPipeline's two-image embeds."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
+
+    wan, _, (first, last) = tiny
+    torch.manual_seed(10)
+    flf = WanTransformer3DModel(**dict(TRANSFORMER, in_channels=36, image_dim=IMAGE_DIM, added_kv_proj_dim=256,
+                                       pos_embed_seq_len=2 * IMAGE_TOKENS)).eval()
+    with torch.no_grad():
+        flf.condition_embedder.image_embedder.pos_embed.copy_(torch.randn_like(
+            flf.condition_embedder.image_embedder.pos_embed))
+    state = {k: v.contiguous().clone() for k, v in flf.state_dict().items()}
+    save_file({"model.diffusion_model." + k: v for k, v in to_original(state).items()},
+              str(wan.home / "models" / "diffusion_models" / FLF2V))
+    engine = capture_engine(EngineConfig(home=wan.home), (StartEndVision,))
+    wf = graph()
+    wf["unet"]["inputs"]["unet_name"] = FLF2V
+    wf["vision"] = {"class_type": "StartEndVision", "inputs": {}}
+    wf["flf"]["inputs"].update(clip_vision_start_image=["vision", 0], clip_vision_end_image=["vision", 1])
+    result, cap = run_captured(engine, wf)
+    result.raise_for_status()
+    states = cap["cond"][0][1]["clip_vision_output"].penultimate_hidden_states
+    assert torch.equal(states, torch.cat([_states(31), _states(32)], dim=1))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    scheduler.set_timesteps = functools.partial(scheduler.set_timesteps, sigmas=np.linspace(1.0, 1.0 / STEPS, STEPS))
+    pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
+                                   scheduler=scheduler, transformer=flf, image_encoder=None, image_processor=None)
+    pipe.check_inputs = lambda *args, **kwargs: None  # it refuses image_embeds beside the images the latents need
+    text = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=flf, vae=wan.vae,
+                       scheduler=None)
+    frames = (LENGTH - 1) // 4 + 1
+    noise = make_noise((1, 16, frames, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    with torch.no_grad():
+        embeds, negative = text.encode_prompt(PROMPT, "", do_classifier_free_guidance=True, max_sequence_length=512)
+        ref = pipe(image=first, last_image=last, prompt_embeds=embeds, negative_prompt_embeds=negative,
+                   image_embeds=states.reshape(2, IMAGE_TOKENS, IMAGE_DIM), height=SIZE, width=SIZE, num_frames=LENGTH,
+                   num_inference_steps=STEPS,
+                   guidance_scale=CFG, latents=noise, output_type="pt").frames
+    ref = ref[0].permute(0, 2, 3, 1).float()
+    diff = float((cap["img"] - ref).abs().max())
+    print(f"wan 2.1 FLF2V with two CLIP vision outputs: max |diff| {diff:.2e}")
+    assert diff <= 1 / 255

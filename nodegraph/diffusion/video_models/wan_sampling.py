@@ -80,6 +80,14 @@ class WanDenoiser:
                     raise ValueError(f"{what}: this Wan 2.1 image-to-video model needs the start image's CLIP vision "
                                      "output; connect CLIPVisionEncode (crop none) to WanImageToVideo")
                 image_states = vision.penultimate_hidden_states.to(self.device, self.dtype)
+                pairs = self.transformer.config.get("pos_embed_seq_len")
+                if pairs:  # FLF2V: both images' states one after the other; diffusers takes them as a batch of 2
+                    if image_states.shape[1] != pairs:
+                        raise ValueError(f"{what}: this Wan first-last-frame model needs the CLIP vision outputs of "
+                                         f"both images ({pairs} tokens, not {image_states.shape[1]}); connect "
+                                         "clip_vision_start_image and clip_vision_end_image of "
+                                         "WanFirstLastFrameToVideo")
+                    image_states = image_states.reshape(-1, pairs // 2, image_states.shape[-1])
             out.append((emb.to(self.device, self.dtype), float(extras.get("strength", 1.0)), concat, image_states,
                         self._vace(extras, what)))
         return out
