@@ -86,6 +86,7 @@ def _frames(out) -> torch.Tensor:
     return out[0].permute(0, 2, 3, 1).float()
 
 
+@pytest.mark.slow
 def test_comfyui_vae_names_convert_to_diffusers_names():
     """The original names (those of ComfyUI's Wan 2.2 VAE module, full size) map onto AutoencoderKLWan's."""
     from accelerate import init_empty_weights
