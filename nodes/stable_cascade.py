@@ -40,11 +40,11 @@ def _encode(ctx: Any, vae: Any, pixels: Any) -> Any:
     """IMAGE [B, H, W, 3] → the VAE's unscaled latents."""
     import torch
 
-    with ctx.models.use(vae) as (vae,), ctx.devices.use(vae.vae), torch.no_grad():
-        param = next(vae.vae.parameters(), None)
+    with ctx.models.use(vae) as (loaded,), ctx.devices.use(loaded.vae), torch.no_grad():
+        param = next(loaded.vae.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
         x = pixels[..., :3].movedim(-1, 1).to(ctx.devices.device, dtype) * 2.0 - 1.0
-        return vae.vae.encode(x).latent_dist.mean.float().cpu()
+        return loaded.vae.encode(x).latent_dist.mean.float().cpu()
 
 
 class StableCascade_StageC_VAEEncode(Node):

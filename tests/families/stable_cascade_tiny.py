@@ -1,7 +1,7 @@
 """Tiny random-weight Stable Cascade (stage C, stage B, stage A, CLIP-G) saved as ComfyUI's files under a home:
 
 - ``checkpoints/stable_cascade_stage_c.safetensors``: stage C (original names) + CLIP-G (ComfyUI's ``clip_g.`` names,
-  the projection as OpenCLIP stores it), no VAE (the real file's is the EfficientNet encoder);
+  the projection as OpenCLIP stores it) and one tensor standing for its EfficientNet encoder (``vae.``);
 - ``checkpoints/stable_cascade_stage_b.safetensors``: stage B (original names, ``clip_mapper``) + CLIP-G + stage A;
 - ``diffusion_models/stage_c_bf16.safetensors`` (original names), ``stage_b_bf16.safetensors`` (diffusers' names),
   ``text_encoders/clip_g_cascade.safetensors`` (transformers' names), ``vae/stage_a.safetensors`` (ComfyUI's names).
@@ -84,7 +84,11 @@ class TinyCascade:
 
     def pipelines(self, resolution_multiple: float, latent_dim_scale: float) -> tuple[Any, Any]:
         """StableCascadePriorPipeline and StableCascadeDecoderPipeline over the same modules."""
-        from diffusers import DDPMWuerstchenScheduler, StableCascadeDecoderPipeline, StableCascadePriorPipeline
+        from diffusers import (
+            DDPMWuerstchenScheduler,
+            StableCascadeDecoderPipeline,
+            StableCascadePriorPipeline,
+        )
 
         from nodegraph.diffusion.loading import clip_tokenizer
 
@@ -131,7 +135,8 @@ def build(home: Path, seed: int = 0) -> TinyCascade:
     save_file(g_sd, str(models / "text_encoders" / TEXT_ENCODER))
     save_file(a_sd, str(models / "vae" / VAE_FILE))
     whole_c = {"model.diffusion_model." + k: v for k, v in unet_to_original(c_sd).items()}
-    save_file({**whole_c, **comfy_clip}, str(models / "checkpoints" / CKPT_C))
+    effnet = {"vae.encoder.backbone.1.0.block.0.1.num_batches_tracked": torch.tensor(0)}  # stands for the encoder
+    save_file({**whole_c, **comfy_clip, **effnet}, str(models / "checkpoints" / CKPT_C))
     whole_b = {"model.diffusion_model." + k: v for k, v in unet_to_original(b_sd).items()}
     save_file({**whole_b, **comfy_clip, **{"vae." + k: v for k, v in a_sd.items()}},
               str(models / "checkpoints" / CKPT_B))

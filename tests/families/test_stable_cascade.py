@@ -330,3 +330,30 @@ def test_image_embeddings_reach_clip_img_as_the_prior_pipeline(tiny):
     assert torch.allclose(got, x - eps * sigma, atol=1e-5)
     plain = CascadeDenoiser(ckpt.model, [(emb, extras)], [], 1.0, torch.float32, torch.device("cpu"))(x, sigma)
     assert (plain - got).abs().max() > 1e-4
+
+
+def test_latent_nodes_shapes_and_the_unsupported_stage_c_encoder(engine):
+    image = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 96, "batch_size": 2, "color": 0x808080}}
+    wf = {
+        "ckpt_b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_B}},
+        "img": image,
+        "sr": {"class_type": "StableCascade_SuperResolutionControlnet", "inputs": {"image": ["img", 0],
+                                                                                  "vae": ["ckpt_b", 2]}},
+        "empty": {"class_type": "StableCascade_EmptyLatentImage", "inputs": {
+            "width": 1024, "height": 768, "compression": 42, "batch_size": 3}},
+        "ctl": {"class_type": "Capture", "inputs": {"value": ["sr", 0]}},
+        "sr_c": {"class_type": "Capture", "inputs": {"value": ["sr", 1]}},
+        "sr_b": {"class_type": "Capture", "inputs": {"value": ["sr", 2]}},
+        "ec": {"class_type": "Capture", "inputs": {"value": ["empty", 0]}},
+        "eb": {"class_type": "Capture", "inputs": {"value": ["empty", 1]}},
+    }
+    cap = _run(engine, wf)
+    assert tuple(cap["ctl"].shape) == (2, 24, 16, 4)
+    assert tuple(cap["sr_c"]["samples"].shape) == (2, 16, 6, 4) and tuple(cap["sr_b"]["samples"].shape) == (2, 4, 48, 32)
+    assert tuple(cap["ec"]["samples"].shape) == (3, 16, 18, 24) and tuple(cap["eb"]["samples"].shape) == (3, 4, 192, 256)
+    enc = {"ckpt_c": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_C}}, "img": image,
+           "enc": {"class_type": "StableCascade_StageC_VAEEncode", "inputs": {"image": ["img", 0],
+                                                                             "vae": ["ckpt_c", 2], "compression": 32}},
+           "cap": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
+    result, _ = run_captured(engine, enc)
+    assert result.error is not None and "EfficientNet" in str(result.error)

@@ -120,7 +120,9 @@ def to_diffusers(state: dict[str, Any]) -> dict[str, Any]:
     """A UNet state dict in diffusers' names (the original/ComfyUI layout converted by diffusers' own helper)."""
     if not any(k.endswith("in_proj_weight") or k.startswith("clip_mapper.") for k in state):
         return state
-    from diffusers.loaders.single_file_utils import convert_stable_cascade_unet_single_file_to_diffusers
+    from diffusers.loaders.single_file_utils import (
+        convert_stable_cascade_unet_single_file_to_diffusers,
+    )
 
     return convert_stable_cascade_unet_single_file_to_diffusers(state)
 
@@ -203,7 +205,7 @@ def load_cascade_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     from ..flow.loading import load_text_encoder
     from ..loading import clip_tokenizer
 
-    kind, model = load_text_encoder(Path(path), name, dtype, "clip_g")
+    _kind, model = load_text_encoder(Path(path), name, dtype, "clip_g")
     return TextEncoder(tokenizers=(clip_tokenizer(),), encoders=(model,), arch="stable_cascade")
 
 

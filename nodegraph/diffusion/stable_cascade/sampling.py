@@ -46,7 +46,6 @@ class CascadeDenoiser:
 
     def encode(self, conditioning: list, what: str = "conditioning") -> list[dict[str, Any]]:
         """The UNet inputs of each CONDITIONING entry (on the device) and its strength."""
-        import torch
 
         if not conditioning:
             raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
@@ -271,4 +270,4 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     return done, (dict(out, samples=x0) if x0 is not None else done)
 
 
-__all__ = ["CascadeDenoiser", "FAMILY", "prepare_latent", "run", "sample", "sample_custom", "schedule", "stage_of"]
+__all__ = ["FAMILY", "CascadeDenoiser", "prepare_latent", "run", "sample", "sample_custom", "schedule", "stage_of"]

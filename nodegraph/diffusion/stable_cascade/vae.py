@@ -14,7 +14,9 @@ from ..types import VAEModel
 
 def paella_class() -> Any:
     """diffusers' PaellaVQModel (kept under its deprecated Würstchen pipeline)."""
-    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import (
+        PaellaVQModel,
+    )
 
     return PaellaVQModel
 
