@@ -42,6 +42,7 @@ BUILTIN_PACKS += ("nodes.sd3", "nodes.wan", "nodes.qwen", "nodes.ltx")  # issue 
 BUILTIN_PACKS += ("nodes.flux2", "nodes.lumina", "nodes.hidream", "nodes.cosmos", "nodes.hunyuan", "nodes.ltx2")
 BUILTIN_PACKS += ("nodes.svd", "nodes.stable_cascade")  # Stable Video Diffusion, Stable Cascade
 BUILTIN_PACKS += ("nodes.mochi",)
+BUILTIN_PACKS += ("nodes.strings", "nodes.numbers")  # utility nodes of the official templates
 BUILTIN_PARENT = "nodegraph"
 #: The folder of drop-in plugins in nodegraph's home (``HOME/plugins``).
 HOME_PLUGINS = "plugins"
