@@ -189,3 +189,36 @@ def test_encode_tiled_in_one_box_equals_vae_encode(engine):
     # 2 × 2 spatial boxes of 64 px and 2 temporal boxes of 9 frames (1 frame overlap) give another latent
     boxes = cap["c"]["samples"]
     assert bool(torch.isfinite(boxes).all()) and float((boxes - want).abs().max()) > 1e-3
+
+
+def test_wan22_vae_tiles_in_time_and_space(tmp_path):
+    """The Wan 2.2 VAE (16 px cells, 2×2 patches): one box equals VAEDecode; boxes of 2 latent frames keep the
+    frames before the first temporal overlap exact (causal decoder)."""
+    from diffusers import AutoencoderKLWan
+    from wan22_tiny import vae22_config
+
+    root = tmp_path / "home"
+    (root / "models" / "vae").mkdir(parents=True)
+    (root / "input").mkdir()
+    torch.manual_seed(4)
+    vae = AutoencoderKLWan(**vae22_config()).eval()
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(root / "models" / "vae" / "w22.safetensors"))
+    _latent_file(root / "input" / "wan.latent", torch.randn(1, 48, 3, 2, 2, generator=torch.Generator().manual_seed(6)))
+    engine = capture_engine(EngineConfig(home=root))
+
+    def run(tiled: dict | None) -> torch.Tensor:
+        wf = {"vae": {"class_type": "VAELoader", "inputs": {"vae_name": "w22.safetensors"}},
+              "lat": {"class_type": "LoadLatent", "inputs": {"latent": "wan.latent"}},
+              "dec": {"class_type": "VAEDecode" if tiled is None else "VAEDecodeTiled",
+                      "inputs": dict({"samples": ["lat", 0], "vae": ["vae", 0]}, **(tiled or {}))},
+              "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}}}
+        result, cap = run_captured(engine, wf)
+        result.raise_for_status()
+        return cap["img"]
+
+    whole = run(None)
+    assert whole.shape == (9, 32, 32, 3)
+    one = run({"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8})
+    assert torch.allclose(one, whole, atol=1e-6)
+    boxes = run({"tile_size": 64, "overlap": 0, "temporal_size": 8, "temporal_overlap": 4})
+    assert boxes.shape == whole.shape and torch.allclose(boxes[:4], whole[:4], atol=1e-5)
