@@ -61,7 +61,8 @@ def _run(engine, wf: dict) -> dict:
     return {k: (v.get() if hasattr(v, "get") and not isinstance(v, dict) else v) for k, v in cap.items()}
 
 
-def graph(split: bool = False, cfg_c: float = 4.0, shift: float | None = None, sampler: str = "ddpm") -> dict:
+def graph(split: bool = False, cfg_c: float = 4.0, shift: float | None = None, sampler: str = "ddpm",
+          clip_loader: bool = False) -> dict:
     """The two-stage text-to-image graph (stage C latent captured as "c", the image as "img")."""
     if split:
         loaders = {
@@ -76,6 +77,10 @@ def graph(split: bool = False, cfg_c: float = 4.0, shift: float | None = None, s
         loaders = {"ckpt_c": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_C}},
                    "ckpt_b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_B}}}
         model_c, model_b, clip, vae = ["ckpt_c", 0], ["ckpt_b", 0], ["ckpt_c", 1], ["ckpt_b", 2]
+    if clip_loader:
+        loaders["clip"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "stable_cascade",
+                                                                   "device": "default"}}
+        clip = ["clip", 0]
     if shift is not None:
         loaders["shift"] = {"class_type": "ModelSamplingStableCascade", "inputs": {"model": model_c, "shift": shift}}
         model_c = ["shift", 0]
@@ -187,17 +192,20 @@ _SPLIT_BLOCKED = pytest.mark.xfail(strict=True, reason="needs split_unet.unet_la
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("split", [False, pytest.param(True, marks=_SPLIT_BLOCKED)], ids=["checkpoints", "split-files"])
-def test_two_stage_graph_equals_the_diffusers_pipelines(engine, reference, split):
+@pytest.mark.parametrize("split, clip_loader", [(False, False), (False, True),
+                                               pytest.param(True, False, marks=_SPLIT_BLOCKED)],
+                         ids=["checkpoints", "clip-loader", "split-files"])
+def test_two_stage_graph_equals_the_diffusers_pipelines(engine, reference, split, clip_loader):
     import psutil
 
     before = psutil.Process().memory_info().rss
     start = time.perf_counter()
-    cap = _run(engine, graph(split=split))
+    cap = _run(engine, graph(split=split, clip_loader=clip_loader))
     seconds = time.perf_counter() - start
     after = psutil.Process().memory_info().rss
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"\ntiny two-stage run ({'split' if split else 'checkpoints'}, loading included): {seconds:.2f} s, "
+    kind = "split files" if split else "checkpoints + CLIPLoader" if clip_loader else "checkpoints"
+    print(f"\ntiny two-stage run ({kind}, loading included): {seconds:.2f} s, "
           f"RSS {before / 2**20:.0f} → {after / 2**20:.0f} MiB, process peak {peak / 2**20:.0f} MiB")
     c, img = reference
     assert cap["c"]["samples"].shape == c.shape == (1, 16, SIZE // COMPRESSION, SIZE // COMPRESSION)
