@@ -306,3 +306,6 @@ __all__ += ["load_svd_checkpoint", "save_svd_checkpoint", "SVDCheckpoint", "svd_
 # [stable cascade]
 # [mochi]
 # [hunyuan dit]
+from .diffusion.hunyuan_dit.text import encode_hunyuan_dit_text  # noqa: E402
+
+__all__ += ["encode_hunyuan_dit_text"]
