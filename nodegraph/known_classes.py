@@ -5,15 +5,15 @@ Used by validation to say, for an unknown ``class_type``, which plugin or model 
 
 from __future__ import annotations
 
-_FAMILIES = ("a model family not yet supported (Stable Zero123/SV3D, Hunyuan Image, HunyuanDiT, "
+_FAMILIES = ("a model family not yet supported (Stable Zero123/SV3D, Hunyuan Image, "
              "Kandinsky 5)")
-_VIDEO_MODELS = "a video model family not yet supported (Mochi, HunyuanVideo 1.5, CogVideoX)"
+_VIDEO_MODELS = "a video model family not yet supported (HunyuanVideo 1.5, CogVideoX)"
 
 #: class_type → who provides it (none of these may be a registered node: tests/core/test_file_formats.py).
 KNOWN_CLASSES: dict[str, str] = {
     **dict.fromkeys(("StableZero123_Conditioning", "StableZero123_Conditioning_Batched", "SV3D_Conditioning",
-                     "EmptyHunyuanImageLatent", "CLIPTextEncodeHunyuanDiT"), _FAMILIES),
-    **dict.fromkeys(("EmptyMochiLatentVideo", "HunyuanVideo15ImageToVideo", "EmptyHunyuanVideo15Latent"),
+                     "EmptyHunyuanImageLatent"), _FAMILIES),
+    **dict.fromkeys(("HunyuanVideo15ImageToVideo", "EmptyHunyuanVideo15Latent"),
                     _VIDEO_MODELS),
     **dict.fromkeys(("FaceDetailer", "DetailerForEach", "UltralyticsDetectorProvider", "SAMLoader",
                      "ImpactWildcardProcessor", "BboxDetectorSEGS", "SEGSDetailer"),

@@ -37,7 +37,8 @@ SUPPORTED = {"CLIPLoader": ("stable_diffusion", "sd3", "qwen_image", "wan", "ltx
                             "lumina2",  # [lumina] Z-Image's Qwen3-4B or Lumina 2's Gemma-2-2B
                             "flux2",  # [flux2]
                             "stable_cascade",  # [stable cascade] CLIP-G
-                            "cosmos"),  # [cosmos]
+                            "cosmos",  # [cosmos]
+                            "mochi"),  # [mochi] T5-XXL
              "DualCLIPLoader": ("sdxl", "flux", "sd3",
                                 "hunyuan_video",  # [hunyuan video]
                                 "ltxv",  # [ltx2] Gemma-3 + the LTX-2 checkpoint (as LTXAVTextEncoderLoader)

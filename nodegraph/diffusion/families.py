@@ -43,6 +43,7 @@ TRANSFORMER_FILES: tuple[tuple[str, str], ...] = (
     ("lumina.loading:is_lumina_transformer", "lumina.loading:load_lumina_transformer"),  # [lumina] Z-Image, Lumina 2
     ("ltx2.files:is_ltx2_transformer", "ltx2.files:load_ltx2_transformer"),  # [ltx2]
     ("stable_cascade.files:is_cascade_unet", "stable_cascade.files:load_cascade_unet"),  # [stable cascade]
+    ("mochi.files:is_mochi_transformer", "mochi.files:load_mochi_transformer"),  # [mochi]
     # [transformer files: add new families above this line]
 )
 
@@ -55,6 +56,8 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "lumina.checkpoint:lumina_checkpoint",  # [lumina] lumina_2.safetensors-style all-in-one files
     "stable_cascade.files:cascade_checkpoint",  # [stable cascade] stage C/B all-in-one files
     "svd.files:svd_checkpoint",  # [svd] MODEL + VAE, no text encoder (ImageOnlyCheckpointLoader adds CLIP_VISION)
+    "mochi.checkpoint:mochi_checkpoint",  # [mochi] transformer + T5-XXL + VAE
+    "hunyuan_dit.checkpoint:hunyuan_dit_checkpoint",  # [hunyuan dit] DiT + BERT + mT5-XL + VAE
     # [checkpoint files: add new families above this line]
 )
 
@@ -65,6 +68,7 @@ VAE_FILES: tuple[tuple[str, str], ...] = (
     ("hunyuan_video.vae:is_hunyuan_video_vae", "hunyuan_video.vae:hunyuan_video_vae_from_state"),  # [hunyuan video]
     ("flux2.vae:is_flux2_vae", "flux2.vae:flux2_vae_from_state"),  # [flux2]
     ("stable_cascade.files:is_stage_a", "stable_cascade.files:stage_a_from_state"),  # [stable cascade] stage A
+    ("mochi.vae:is_mochi_vae", "mochi.vae:mochi_vae_from_state"),  # [mochi]
     # [vae files: add new families above this line]
 )
 
@@ -80,6 +84,7 @@ CLIP_LOADERS: dict[str, str] = {
     "flux2": "flux2.loading:load_flux2_clips",
     "lumina2": "lumina.loading:load_lumina_clips",
     "stable_cascade": "stable_cascade.files:load_cascade_clips",  # [stable cascade] CLIP-G
+    "mochi": "mochi.text:load_mochi_clip",  # [mochi] T5-XXL
     # [clip loaders: add new types above this line]
 }
 
@@ -106,6 +111,8 @@ TEXT_ENCODERS: dict[str, str] = {
     "lumina2": "lumina.text:encode_lumina2",
     "ltx2": "ltx2.text:encode_ltx2",
     "stable_cascade": "stable_cascade.text:encode_cascade",  # [stable cascade]
+    "mochi": "mochi.text:encode_mochi",  # [mochi]
+    "hunyuan_dit": "hunyuan_dit.text:encode_hunyuan_dit",  # [hunyuan dit]
     # [text encoders: add new archs above this line]
 }
 
@@ -119,6 +126,7 @@ DENOISERS: dict[str, str] = {
     "flux2": "flux2.sampling:Flux2Denoiser",
     "z_image": "lumina.sampling:ZImageDenoiser",
     "lumina2": "lumina.sampling:Lumina2Denoiser",
+    "mochi": "mochi.sampling:MochiDenoiser",  # [mochi]
     # [denoisers: add new families above this line]
 }
 
@@ -130,6 +138,7 @@ SAMPLERS: dict[str, str] = {
     "ltx2": "ltx2.sampling:sample",
     "svd": "svd.sampling:sample",  # [svd] clips [F, 4, h, w] on the k-diffusion samplers
     "stable_cascade": "stable_cascade.sampling:sample",  # [stable cascade] EPS + cosine schedule, k-samplers
+    "hunyuan_dit": "hunyuan_dit.sampling:sample",  # [hunyuan dit] a UNet view on the SD path
     # [samplers: add new families above this line]
 }
 
@@ -141,6 +150,7 @@ CUSTOM_SAMPLERS: dict[str, str] = {
     "ltx2": "ltx2.sampling:sample_custom",
     "svd": "svd.sampling:sample_custom",  # [svd]
     "stable_cascade": "stable_cascade.sampling:sample_custom",  # [stable cascade]
+    "hunyuan_dit": "hunyuan_dit.sampling:sample_custom",  # [hunyuan dit]
     # [custom samplers: add new families above this line]
 }
 

@@ -108,7 +108,7 @@ def test_png_chunks_and_json_say_what_was_read(tmp_path, capsys):
 
 @pytest.mark.parametrize("class_type, provider", [
     ("StableZero123_Conditioning", "a model family not yet supported (Stable Zero123"),
-    ("EmptyMochiLatentVideo", "video model family not yet supported (Mochi"),
+    ("EmptyHunyuanVideo15Latent", "video model family not yet supported (HunyuanVideo 1.5"),
     ("VHS_VideoCombine", "ComfyUI-VideoHelperSuite"),
     ("FaceDetailer", "ComfyUI-Impact-Pack"),
     ("IPAdapterAdvanced", "ComfyUI_IPAdapter_plus"),

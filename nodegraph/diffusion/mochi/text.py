@@ -1,0 +1,60 @@
+"""T5-XXL for Mochi (CLIPLoader type ``mochi``): loading and prompt encoding as ComfyUI's Mochi text encoder.
+
+The prompt gets its end token and is padded with ``<pad>`` to at least ``MIN_LENGTH`` (256) tokens (longer prompts
+are kept whole, as ComfyUI keeps them; MochiPipeline cuts at 256); T5 reads them with the attention mask that hides
+the padding, and the entry's ``attention_mask`` [1, T] makes the transformer ignore the padding too (ComfyUI crops
+the text to its real tokens). The shipped T5 v1.1 tokenizer is used unless a ``t5_tokenizer/`` folder sits beside
+the T5 file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..types import TextEncoder
+
+MIN_LENGTH = 256
+#: Longest prompt accepted, in tokens per allowed text chunk (``limits.max_text_chunks``).
+TOKENS_PER_CHUNK = 256
+
+
+def load_mochi_clip(paths: list[Path], names: list[str], dtype: Any = None) -> TextEncoder:
+    """CLIP for CLIPLoader type ``mochi`` (``families.CLIP_LOADERS`` entry): one T5-XXL file."""
+    from ..detect import UnknownModelError
+    from ..flow.loading import load_text_encoder, t5_tokenizer
+
+    if len(paths) != 1:
+        raise ValueError("type mochi takes one text encoder file (T5-XXL, e.g. t5xxl_fp16.safetensors); use "
+                         "CLIPLoader")
+    kind, model = load_text_encoder(paths[0], names[0], dtype)
+    if kind != "t5xxl":
+        raise UnknownModelError(f"{names[0]} is a {kind} text encoder, not T5-XXL; Mochi (type mochi) reads "
+                                "t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn_scaled.safetensors")
+    return TextEncoder(tokenizers=(t5_tokenizer(Path(paths[0])),), encoders=(model,), arch="mochi")
+
+
+def encode_mochi(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
+    """CLIPTextEncode on a Mochi CLIP (``families.TEXT_ENCODERS`` entry): T5 states [1, T, 4096] and their
+    ``attention_mask`` [1, T] (T >= 256)."""
+    import torch
+
+    if not clip.encoders:
+        raise ValueError("this CLIP holds no text encoder; load t5xxl_fp16.safetensors with CLIPLoader type mochi")
+    tokenizer, encoder = clip.tokenizers[0], clip.encoders[0]
+    ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
+    limit = max(1, int(max_chunks)) * TOKENS_PER_CHUNK
+    if len(ids) > limit:
+        raise ValueError(f"the prompt is {len(ids):,} T5 tokens long, more than {limit:,}; shorten it, or raise "
+                         "EngineConfig.limits.max_text_chunks")
+    length = max(MIN_LENGTH, len(ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long, device=device)
+    mask = torch.zeros(1, length, dtype=torch.long)
+    mask[:, :len(ids)] = 1
+    with torch.no_grad():
+        states = encoder(tokens, attention_mask=mask.to(device)).last_hidden_state.float().cpu()
+    return [(states, {"attention_mask": mask})]
+
+
+__all__ = ["MIN_LENGTH", "encode_mochi", "load_mochi_clip"]
