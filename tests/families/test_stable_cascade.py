@@ -365,3 +365,18 @@ def test_latent_nodes_shapes_and_the_unsupported_stage_c_encoder(engine):
            "cap": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
     result, _ = run_captured(engine, enc)
     assert result.error is not None and "EfficientNet" in str(result.error)
+
+
+def test_a_checkpoint_without_text_encoder_loads_and_its_clip_explains(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from nodegraph.diffusion.stable_cascade.files import cascade_checkpoint
+    from nodegraph.diffusion.stable_cascade.text import encode_cascade
+
+    state = load_file(str(tiny.home / "models" / "checkpoints" / CKPT_B))
+    path = tmp_path / "stage_b_no_clip.safetensors"
+    save_file({k: v for k, v in state.items() if not k.startswith("text_encoder.")}, str(path))
+    ckpt = cascade_checkpoint(path, path.name)
+    assert ckpt.model.arch == "stable_cascade_b" and ckpt.vae.downscale == 4
+    with pytest.raises(ValueError, match="CLIPLoader type stable_cascade"):
+        encode_cascade(ckpt.clip, PROMPT, "cpu")

@@ -250,10 +250,11 @@ def cascade_checkpoint(path: Path, name: str, dtype: Any = None) -> Any:
     state = load_file(str(path))
     parts = {p: {k[len(p):]: state.pop(k) for k in list(state) if k.startswith(p)} for p in ("text_encoder.", "vae.")}
     model = unet_from_state(state, name, "default", dtype)
-    if not parts["text_encoder."]:
-        raise ValueError(f"{name} holds a Stable Cascade UNet but no text encoder; load it with UNETLoader and CLIP-G "
-                         "with CLIPLoader type stable_cascade")
-    clip = _clip_from_state(parts["text_encoder."], path, name, dtype)
+    if parts["text_encoder."]:
+        clip = _clip_from_state(parts["text_encoder."], path, name, dtype)
+    else:  # as ComfyUI: the checkpoint loads, its CLIP says what to use when it is used
+        log.info("%s: no text encoder in the checkpoint", name)
+        clip = TextEncoder(tokenizers=(), encoders=(), arch="stable_cascade")
     vae_state = parts["vae."]
     if is_stage_a(list(vae_state)):
         vae = stage_a_from_state(vae_state, name)

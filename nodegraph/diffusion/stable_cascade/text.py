@@ -47,6 +47,9 @@ def encode_cascade(clip: Any, text: str, device: Any, max_chunks: int = 8) -> li
     """``families.TEXT_ENCODERS`` entry: a one-entry CONDITIONING (hidden states [1, 77·n, 1280], pooled_output)."""
     import torch
 
+    if not clip.encoders or not clip.tokenizers:
+        raise ValueError("this Stable Cascade checkpoint carries no text encoder; encode prompts with the stage C "
+                         "checkpoint's CLIP or load CLIP-G with CLIPLoader type stable_cascade")
     tokenizer, encoder = clip.tokenizers[0], clip.encoders[0]
     layer = int(clip.stop_at_layer)
     windows = tokenize(tokenizer, text, max_chunks, None, "clip_g")
