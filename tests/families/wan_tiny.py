@@ -55,7 +55,7 @@ def vae_to_original(state: dict[str, Any]) -> dict[str, Any]:
 
     candidates: dict[str, str] = {}
     for key in state:
-        for cand in _vae_candidates(key):
+        for cand in _vae_candidates(key)[1:]:  # [0] is the key itself, which the converter keeps as it is
             got = convert_wan_vae_to_diffusers({cand: None})
             if list(got) == [key]:
                 candidates[key] = cand

@@ -48,6 +48,11 @@ class LTXVideoVAE(torch.nn.Module):
         self.config = SimpleNamespace(latent_channels=channels, block_out_channels=(0,) * 6, scaling_factor=1.0,
                                       shift_factor=0.0, force_upcast=False)
 
+    @property
+    def temporal_compression(self) -> int:
+        """Pixel frames per latent frame (8), for the temporal tiler."""
+        return int(self.inner.temporal_compression_ratio)
+
     def _stats(self, like: Any) -> tuple[Any, Any]:
         shape = (1, -1, 1, 1, 1)
         return (self.inner.latents_mean.view(shape).to(like.device, like.dtype),
