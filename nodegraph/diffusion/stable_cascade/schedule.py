@@ -90,11 +90,6 @@ class CascadeSigmas(FlowSettings):
         return float(self.sigma(1.0 - percent))
 
 
-def model_time(flow: CascadeSigmas, sigma: float) -> float:
-    """The UNet's ``timestep_ratio`` at ``sigma``."""
-    return float(flow.timestep(sigma))
-
-
 def c_in(sigma: float) -> float:
     """ComfyUI's EPS input scaling 1 / sqrt(sigma² + 1)."""
     return 1.0 / math.sqrt(sigma * sigma + 1.0)
