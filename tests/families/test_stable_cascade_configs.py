@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 from stable_cascade_tiny import unet_to_original
 
-from nodegraph.diffusion.stable_cascade.files import derive_config, shipped_config, to_diffusers, unet_prefix
+from nodegraph.diffusion.stable_cascade.files import (
+    derive_config,
+    shipped_config,
+    to_diffusers,
+    unet_prefix,
+)
 
 #: exact counts of the shipped configs, and the published figures they round to
 COUNTS = {"stage_c": (3_589_103_632, 3.6e9), "stage_c_lite": (1_060_805_136, 1.0e9),

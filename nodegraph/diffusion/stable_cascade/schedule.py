@@ -95,4 +95,4 @@ def c_in(sigma: float) -> float:
     return 1.0 / math.sqrt(sigma * sigma + 1.0)
 
 
-__all__ = ["COSINE_S", "TABLE_SIZE", "CascadeSigmas", "c_in", "model_time"]
+__all__ = ["COSINE_S", "TABLE_SIZE", "CascadeSigmas", "c_in"]
