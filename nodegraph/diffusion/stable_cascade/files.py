@@ -24,10 +24,22 @@ log = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "stable_cascade"
 UNET = "model.diffusion_model."
+#: ComfyUI's latent → RGB preview factors (SC_Prior, SC_B), applied to the MODEL's latents
+_SC_PRIOR_RGB = ((-0.0326, -0.0204, -0.0127), (-0.1592, -0.0427, 0.0216), (0.0873, 0.0638, -0.0020),
+                 (-0.0602, 0.0442, 0.1304), (0.0800, -0.0313, -0.1796), (-0.0810, -0.0638, -0.1581),
+                 (0.1791, 0.1180, 0.0967), (0.0740, 0.1416, 0.0432), (-0.1745, -0.1888, -0.1373),
+                 (0.2412, 0.1577, 0.0928), (0.1908, 0.0998, 0.0682), (0.0209, 0.0365, -0.0092),
+                 (0.0448, -0.0650, -0.1728), (-0.1658, -0.1045, -0.1308), (0.0542, 0.1545, 0.1325),
+                 (-0.0352, -0.1672, -0.2541))
+_SC_B_RGB = ((0.1121, 0.2006, 0.1023), (-0.2093, -0.0222, -0.0195), (-0.3087, -0.1535, 0.0366),
+             (0.0290, -0.1574, -0.4078))
+_B_SCALE = 1.0 / 0.43
 #: stage C's latent as the MODEL sees it (ComfyUI's SC_Prior: scale 1; 42 px per cell at the default compression)
-STAGE_C_LATENT = LatentFormat(channels=16, downscale=32, scaling_factor=1.0, shift_factor=0.0)
-#: stage B's latent (ComfyUI's SC_B: stage A latents × 1/0.43, 4 px per cell)
-STAGE_B_LATENT = LatentFormat(channels=4, downscale=4, scaling_factor=1.0 / 0.43, shift_factor=0.0)
+STAGE_C_LATENT = LatentFormat(channels=16, downscale=32, scaling_factor=1.0, shift_factor=0.0,
+                              rgb=_SC_PRIOR_RGB + ((0.0, 0.0, 0.0),))
+#: stage B's latent (ComfyUI's SC_B: stage A latents × 1/0.43, 4 px per cell; the preview rows act on unscaled ones)
+STAGE_B_LATENT = LatentFormat(channels=4, downscale=4, scaling_factor=_B_SCALE, shift_factor=0.0,
+                              rgb=tuple(tuple(v * _B_SCALE for v in row) for row in _SC_B_RGB) + ((0.0, 0.0, 0.0),))
 #: ComfyUI's sampling_settings shift of each stage
 DEFAULT_SHIFT = {"c": 2.0, "b": 1.0}
 _MARKERS = {"c": "clip_txt_mapper.weight", "b": "effnet_mapper.0.weight"}
