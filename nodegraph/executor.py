@@ -13,6 +13,7 @@ from typing import Any
 from .cache import OutputCache
 from .config import EngineConfig
 from .context import ExecutionContext, Interrupted, InterruptFlag, Services
+from .dynamic_inputs import nest
 from .events import (
     Event,
     EventBus,
@@ -242,7 +243,7 @@ class Executor:
         if listed:
             vals, ui = self._run_lists(st, current, traits, instance, ctx, kwargs)
         else:
-            out = instance.execute(ctx, **kwargs)
+            out = instance.execute(ctx, **nest(definition.meta.inputs, kwargs))
             if type(out) is tuple and len(out) == traits.n_outputs:
                 vals, ui = out, None
             else:
@@ -285,7 +286,7 @@ class Executor:
         key = st.keys[current.id]
         meta = current.definition.meta
         if traits.input_is_list:
-            vals, ui = self._call(current, instance.execute(ctx, **as_lists(kwargs)))
+            vals, ui = self._call(current, instance.execute(ctx, **nest(meta.inputs, as_lists(kwargs))))
             calls = [(vals, key)]
             uis = [ui]
         else:
@@ -300,7 +301,7 @@ class Executor:
                     vals, ui = entry.outputs, entry.ui
                 else:
                     st.kwargs = call
-                    vals, ui = self._call(current, instance.execute(ctx, **call))
+                    vals, ui = self._call(current, instance.execute(ctx, **nest(meta.inputs, call)))
                     for o in traits.list_outputs:
                         vals = vals[:o] + (list_output(vals[o], ekey, o, meta.name, meta.outputs[o].type),
                                            ) + vals[o + 1:]

@@ -13,11 +13,15 @@ LINK_TYPES = ("MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK",
               "STRING", "BOOLEAN", ANY)
 
 OptionsProvider = Callable[[Any], Sequence[str]]
+#: The output type of a ComfyUI v3 MatchType node (its concrete type is that of the matched input).
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
 
 
 def types_compatible(output_type: str, input_type: str) -> bool:
     """True when a value of ``output_type`` may feed an input declared as ``input_type`` (``*`` matches anything)."""
     if output_type == ANY or input_type == ANY or output_type == input_type:
+        return True
+    if MATCH_TYPE in (output_type, input_type):  # ComfyUI's MatchType: the editor matches the concrete type
         return True
     # ComfyUI allows comma-separated unions such as "IMAGE,MASK".
     return bool(set(output_type.split(",")) & set(input_type.split(",")))

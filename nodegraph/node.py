@@ -219,6 +219,8 @@ class NodeDef:
         props: dict[str, Any] = {}
         required: list[str] = []
         for name, spec in self.meta.inputs.items():
+            if spec.type == "COMFY_AUTOGROW_V3":  # its grown inputs (images.image0, …) are links
+                continue
             if spec.is_widget:
                 props[name] = {"anyOf": [spec.json_schema(config), link]}
             else:

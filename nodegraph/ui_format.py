@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dynamic_inputs import widget_slots_of
 from .inputs import ComboInput, IntInput
 from .registry import Registry
 from .ui_graph import BYPASSED, MUTED, Constant, FlatGraph, Unbound
@@ -50,11 +51,12 @@ def _widget_values(node: dict[str, Any], definition: Any) -> dict[str, Any]:
     values = node.get("widgets_values")
     out: dict[str, Any] = {}
     if isinstance(values, dict):
-        out = {k: v for k, v in values.items() if k in definition.meta.inputs}
+        out = {k: v for k, v in values.items() if k.split(".", 1)[0] in definition.meta.inputs}
     else:
         values = list(values or [])
         i = 0
-        for name, spec in widget_slots(definition):
+        slots = widget_slots(definition)
+        for at, (name, spec) in enumerate(slots, 1):  # a DynamicCombo's chosen option's widgets follow it
             if i >= len(values):
                 break
             if name is None:
@@ -64,10 +66,14 @@ def _widget_values(node: dict[str, Any], definition: Any) -> dict[str, Any]:
                 continue
             out[name] = values[i]
             i += 1
+            slots[at:at] = widget_slots_of(name, spec, out[name])
     for name in definition.widget_names:
         default = widget_default(definition.meta.inputs[name])
         if name not in out and default is not None:
             out[name] = default
+        for sub, spec in widget_slots_of(name, definition.meta.inputs[name], out.get(name)):
+            if sub not in out and widget_default(spec) is not None:
+                out[sub] = widget_default(spec)
     return out
 
 
@@ -111,7 +117,7 @@ def _convert(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
         definition = registry.get(kind)
         inputs: dict[str, Any] = _widget_values(node, definition) if definition else {}
         inputs.update({k: v for k, v in graph.overrides.get(node_id, {}).items()
-                       if definition is not None and k in definition.meta.inputs})
+                       if definition is not None and k.split(".", 1)[0] in definition.meta.inputs})
         for inp in node.get("inputs") or []:
             if inp.get("link") is None or not isinstance(inp.get("name"), str):
                 continue

@@ -9,6 +9,7 @@ from typing import Any
 
 import networkx as nx
 
+from .dynamic_inputs import expand, has_dynamic
 from .inputs import ConstantError, LinkInput
 from .known_classes import provider_of
 from .limits import Limits, limits_of, pixel_problems
@@ -287,7 +288,11 @@ class _NodeChecker:
             inputs = migrated
         constants: dict[str, Any] = {}
         links: dict[str, tuple[str, int]] = {}
-        for name, spec in definition.meta.inputs.items():
+        specs = definition.meta.inputs
+        if has_dynamic(specs):  # grown and selected inputs (dotted names) are checked like the others
+            specs = expand(specs, {k: unwrap(v) for k, v in inputs.items()},
+                           lambda kind, message, fix, name, got: errs.append(NodeError(kind, message, fix, name, got)))
+        for name, spec in specs.items():
             if name not in inputs or inputs[name] is None:
                 if not spec.optional:
                     errs.append(NodeError("required_input_missing", f"required input '{name}' is missing",
