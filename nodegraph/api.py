@@ -309,3 +309,7 @@ __all__ += ["load_svd_checkpoint", "save_svd_checkpoint", "SVDCheckpoint", "svd_
 from .diffusion.hunyuan_dit.text import encode_hunyuan_dit_text  # noqa: E402
 
 __all__ += ["encode_hunyuan_dit_text"]
+# [dynamic inputs]
+from .dynamic_inputs import MATCH_TYPE, Autogrow, DynamicCombo, FreeComboInput, MatchType  # noqa: E402
+
+__all__ += ["MATCH_TYPE", "Autogrow", "DynamicCombo", "FreeComboInput", "MatchType"]
