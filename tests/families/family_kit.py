@@ -103,9 +103,9 @@ def unet_loader(name: str, weight_dtype: str = "default") -> dict:
     return node("UNETLoader", unet_name=name, weight_dtype=weight_dtype)
 
 
-def encode(text: str, clip: str = "clip") -> dict:
-    """CLIPTextEncode of ``text`` on output 0 of ``clip``."""
-    return node("CLIPTextEncode", text=text, clip=[clip, 0])
+def encode(text: str, clip: str = "clip", index: int = 0) -> dict:
+    """CLIPTextEncode of ``text`` on output ``index`` of ``clip``."""
+    return node("CLIPTextEncode", text=text, clip=[clip, index])
 
 
 def empty_image(width: int, height: int, color: int, batch: int = 1) -> dict:

@@ -7,112 +7,100 @@ file names."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from hidream_tiny import ENCODERS, LAYOUTS, TinyHiDream, build
-
-from nodegraph.config import EngineConfig
-from nodegraph.diffusion.flow.schedule import FlowSettings, flow_sigmas
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.engine import Engine
-from nodegraph.testing_graphs import capture_engine, run_captured
-from nodegraph.validation import ValidationReport
+from family_kit import (
+    add_captures,
+    assert_one_image,
+    assert_parity,
+    assert_same_weights,
+    capture,
+    channels_last,
+    copy_as,
+    custom_sample,
+    decode,
+    empty_image,
+    empty_latent,
+    encode,
+    engine_fixture,
+    ksampler,
+    load_example,
+    max_diff,
+    node,
+    run,
+    run_example,
+    save_picture,
+    scaled_fp8,
+    seeded_noise,
+    shrink,
+    simple_sigmas,
+    tiny_fixture,
+    unet_loader,
+    unwrap,
+    validate_examples,
+)
+from hidream_tiny import ENCODERS, LAYOUTS, build
 
 PROMPT = "a photo of the red cat on the sky"
 SEED, STEPS, SIZE, SHIFT, CFG = 7, 3, 64, 3.0, 2.0
 EXAMPLES = sorted((Path(__file__).parent / "hidream_examples").glob("*.json"))
 FILE_INPUTS = {"unet_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4", "vae_name", "image"}
 
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyHiDream:
-    return build(tmp_path_factory.mktemp("tiny-hidream-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = tiny_fixture(build, "tiny-hidream-home")
+engine = engine_fixture("tiny")
 
 
 def graph(unet: str = LAYOUTS["comfyui"], cfg: float = CFG, shift: float = SHIFT) -> dict:
     """ComfyUI_examples' HiDream graph (QuadrupleCLIPLoader, ModelSamplingSD3), image captured as "img"."""
     return {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
-        "clip": {"class_type": "QuadrupleCLIPLoader", "inputs": {f"clip_name{i + 1}": n
-                                                                 for i, n in enumerate(ENCODERS)}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "shift": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": shift}},
-        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["shift", 0], "seed": SEED, "steps": STEPS, "cfg": cfg, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "unet": unet_loader(unet),
+        "clip": node("QuadrupleCLIPLoader", **{f"clip_name{i + 1}": n for i, n in enumerate(ENCODERS)}),
+        "vae": node("VAELoader", vae_name="ae.safetensors"),
+        "pos": encode(PROMPT),
+        "neg": encode(""),
+        "shift": node("ModelSamplingSD3", model=["unet", 0], shift=shift),
+        "empty": empty_latent("EmptySD3LatentImage", SIZE),
+        "ks": ksampler("shift", SEED, STEPS, cfg),
+        "dec": decode(),
+        "img": capture("dec"),
     }
-
-
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
-
-
-def _get(value):
-    return value.get() if hasattr(value, "get") else value
 
 
 @pytest.fixture(scope="module")
 def reference(tiny):
     """HiDreamImagePipeline's image [1, H, W, 3] with our KSampler's noise for SEED and our shifted sigmas."""
-    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
-    sigmas = flow_sigmas("simple", STEPS, FlowSettings("discrete", SHIFT, 1000.0))[:-1]
+    noise = seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         out = tiny.pipeline(SIZE)(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-                                  sigmas=[float(s) for s in sigmas], guidance_scale=CFG, latents=noise,
+                                  sigmas=simple_sigmas(STEPS, SHIFT, 1000.0), guidance_scale=CFG, latents=noise,
                                   output_type="pt").images
-    return out.permute(0, 2, 3, 1).float()
+    return channels_last(out)
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_files_load_the_diffusers_weights(engine, tiny, layout):
-    wf = {"unet": graph(LAYOUTS[layout])["unet"], "clip": graph()["clip"],
-          "m": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}},
-          "c": {"class_type": "Capture", "inputs": {"value": ["clip", 0]}}}
-    cap = _run(engine, wf)
-    model, clip = _get(cap["m"]), _get(cap["c"])
+    cap = run(engine, add_captures({"unet": graph(LAYOUTS[layout])["unet"], "clip": graph()["clip"]},
+                                   m="unet", c="clip"))
+    model, clip = unwrap(cap["m"]), unwrap(cap["c"])
     assert model.family == "hidream" and model.flow.kind == "discrete" and model.flow.shift == 1.0
     assert model.flow.multiplier == 1000.0 and clip.arch == "hidream"
     pairs = zip((model.unet, *clip.encoders), (tiny.transformer, tiny.clip_l, tiny.clip_g, tiny.t5, tiny.llama.model))
     for ours, ref in pairs:
-        a, b = ours.state_dict(), ref.state_dict()
-        assert set(a) == set(b), type(ref).__name__
-        assert all(torch.equal(a[k], b[k]) for k in b), type(ref).__name__
+        assert_same_weights(ours, ref, type(ref).__name__)
 
 
 def test_graph_image_equals_hidream_pipeline(engine, reference):
-    image = _run(engine, graph())["img"]
-    assert image.shape == reference.shape
-    diff = float((image - reference).abs().max())
-    print(f"HiDream parity: max |ours - HiDreamImagePipeline| = {diff:.2e} (limit {1 / 255:.2e})")
-    assert diff <= 1 / 255
+    assert_parity(run(engine, graph())["img"], reference, "HiDream parity vs HiDreamImagePipeline")
 
 
 def test_four_prompts_equal_the_pipeline_encoding(engine, tiny):
     """CLIPTextEncodeHiDream feeds each encoder its own prompt, as the pipeline's prompt, prompt_2, _3, _4."""
     texts = {"clip_l": "a red cat", "clip_g": "the blue sky", "t5xxl": "a green tree", "llama": "photo of a dog"}
-    wf = {"clip": graph()["clip"],
-          "enc": {"class_type": "CLIPTextEncodeHiDream", "inputs": dict(texts, clip=["clip", 0])},
-          "cond": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
-    ((t5, extras),) = _run(engine, wf)["cond"]
+    wf = {"clip": graph()["clip"], "enc": node("CLIPTextEncodeHiDream", **dict(texts, clip=["clip", 0])),
+          "cond": capture("enc")}
+    ((t5, extras),) = run(engine, wf)["cond"]
     with torch.no_grad():
         ref = tiny.pipeline(SIZE).encode_prompt(texts["clip_l"], texts["clip_g"], texts["t5xxl"], texts["llama"],
                                                 device="cpu", do_classifier_free_guidance=False)
@@ -124,26 +112,17 @@ def test_four_prompts_equal_the_pipeline_encoding(engine, tiny):
 
 def test_custom_sampling_equals_ksampler(engine):
     """BasicScheduler + CFGGuider + euler through flow.custom (HiDreamDenoiser) equals KSampler on the same noise."""
-    from nodegraph.diffusion.devices import DeviceManager
-    from nodegraph.diffusion.flow import custom
-    from nodegraph.diffusion.flow.sampling import euler
-    from nodegraph.diffusion.guiders import CFGGuider, RandomNoise
+    from nodegraph.diffusion.guiders import CFGGuider
 
-    wf = graph()
-    for name, node in (("lat", "ks"), ("cond", "pos"), ("uncond", "neg"), ("shifted", "shift"),
-                       ("empty_lat", "empty")):
-        wf[name] = {"class_type": "Capture", "inputs": {"value": [node, 0]}}
-    cap = _run(engine, wf)
-    model = _get(cap["shifted"])
-    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
-    out, _ = custom.sample_custom(CFGGuider(model, cap["cond"], cap["uncond"], CFG), euler, sigmas,
-                                  RandomNoise(SEED), cap["empty_lat"], DeviceManager(), model=model)
+    cap = run(engine, add_captures(graph(), lat="ks", cond="pos", uncond="neg", shifted="shift", empty_lat="empty"))
+    model = unwrap(cap["shifted"])
+    out, _ = custom_sample(model, CFGGuider(model, cap["cond"], cap["uncond"], CFG), cap["empty_lat"], STEPS, SEED)
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
 def test_shift_and_cfg_change_the_image(engine, reference):
     for wf in (graph(shift=1.0), graph(cfg=1.0)):
-        assert float((_run(engine, wf)["img"] - reference).abs().max()) > 1 / 255
+        assert max_diff(run(engine, wf)["img"], reference) > 1 / 255
 
 
 def test_subsets_load_and_foreign_conditioning_is_refused(engine, tiny):
@@ -151,22 +130,17 @@ def test_subsets_load_and_foreign_conditioning_is_refused(engine, tiny):
     then refuses the full-size zeros, and a Flux-style conditioning, naming the loaders to use."""
     from nodegraph.diffusion.hidream.sampling import HiDreamDenoiser
 
-    wf = {"dual": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": ENCODERS[3], "clip_name2": ENCODERS[0],
-                                                              "type": "hidream"}},
-          "one": {"class_type": "CLIPLoader", "inputs": {"clip_name": ENCODERS[2], "type": "hidream"}},
-          "d": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["dual", 0]}},
-          "o": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["one", 0]}},
-          "dc": {"class_type": "Capture", "inputs": {"value": ["d", 0]}},
-          "oc": {"class_type": "Capture", "inputs": {"value": ["o", 0]}},
-          "unet": graph()["unet"], "m": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}}
-    cap = _run(engine, wf)
+    wf = {"dual": node("DualCLIPLoader", clip_name1=ENCODERS[3], clip_name2=ENCODERS[0], type="hidream"),
+          "one": node("CLIPLoader", clip_name=ENCODERS[2], type="hidream"),
+          "d": encode(PROMPT, "dual"), "o": encode(PROMPT, "one"), "unet": graph()["unet"]}
+    cap = run(engine, add_captures(wf, dc="d", oc="o", m="unet"))
     (t5, extras), = cap["dc"]
     assert tuple(t5.shape) == (1, 128, 4096) and not t5.any()  # no T5: zeros
     assert tuple(extras["pooled_output"].shape) == (1, 32 + 1280) and not extras["pooled_output"][:, 32:].any()
     assert tuple(extras["conditioning_llama3"].shape) == (1, 4, 128, 32)
     (t5, extras), = cap["oc"]
     assert tuple(t5.shape) == (1, 128, 40) and tuple(extras["conditioning_llama3"].shape) == (1, 32, 1, 4096)
-    model = _get(cap["m"])
+    model = unwrap(cap["m"])
     for cond in (cap["dc"], cap["oc"], [(torch.zeros(1, 128, 40), {"pooled_output": torch.zeros(1, 80)})]):
         with pytest.raises(ValueError, match="QuadrupleCLIPLoader"):
             HiDreamDenoiser(model, cond, [], 1.0, torch.float32, "cpu")
@@ -180,25 +154,14 @@ def test_missing_llama_tokenizer_says_where_to_put_it(tiny, tmp_path):
     assert llama_tokenizer(tiny.home / "models" / "text_encoders" / ENCODERS[3]).pad_token == "<|eot_id|>"
 
 
-def _prompt(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))["prompt"]
+def _saved_before_style(stem: str, class_type: str, error: dict) -> bool:
+    """hidream_e1_example was saved before DualCFGGuider had "style", which ComfyUI v0.8.0 requires as well."""
+    return (stem, error["extra_info"].get("input_name"), error["type"]) == \
+        ("hidream_e1_example", "style", "required_input_missing")
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    checked = []
-    for path in EXAMPLES:
-        prompt = _prompt(path)
-        assert all(engine.registry.get(n["class_type"]) is not None for n in prompt.values()), path.name
-        checked.append(path.stem)
-        with pytest.raises(ValidationReport) as info:  # the model files are missing here
-            engine.prepare(prompt)
-        for node_id, entry in info.value.node_errors.items():
-            for error in entry["errors"]:
-                name = error["extra_info"].get("input_name")
-                if (path.stem, name, error["type"]) == ("hidream_e1_example", "style", "required_input_missing"):
-                    continue  # saved before DualCFGGuider had "style", which ComfyUI v0.8.0 requires as well
-                assert error["type"] == "value_not_in_list" and name in FILE_INPUTS, (path.name, node_id, error)
+    checked, _, _ = validate_examples(EXAMPLES, FILE_INPUTS, tmp_path, allow=_saved_before_style)
     assert {"hidream_dev_example", "hidream_full_example", "hidream_e1_example", "hidream_e1.1_example"} == \
         set(checked)
 
@@ -206,36 +169,17 @@ def test_examples_validate_but_for_missing_files(tmp_path):
 @pytest.mark.parametrize("example", ["hidream_dev_example", "hidream_full_example", "hidream_e1.1_example"])
 def test_examples_run_on_the_tiny_model(tiny, tmp_path, example):
     """I1 dev/full (KSampler) and E1.1 (InstructPixToPix + DualCFGGuider nested + CFGNorm on a flow model)."""
-    from PIL import Image
-
-    prompt = _prompt(Path(__file__).parent / "hidream_examples" / f"{example}.json")
-    for node in prompt.values():
-        if node["class_type"] == "EmptySD3LatentImage":
-            node["inputs"].update(width=SIZE, height=SIZE)
-        if node["class_type"] in ("KSampler", "BasicScheduler"):
-            node["inputs"].update(steps=2)
-        if node["class_type"] == "ImageScaleToTotalPixels":
-            node["inputs"].update(megapixels=0.01)  # the minimum: 96×96 from the 64×64 input
-        if node["class_type"] == "UNETLoader":  # E1.1: the same architecture under the example's file name
-            folder = tiny.home / "models" / "diffusion_models"
-            target = folder / node["inputs"]["unet_name"]
-            if not target.exists():
-                target.write_bytes((folder / "hidream_i1_dev_bf16.safetensors").read_bytes())
-        if node["class_type"] == "LoadImage":
-            (tiny.home / "input").mkdir(exist_ok=True)
-            Image.new("RGB", (SIZE, SIZE), (200, 40, 40)).save(tiny.home / "input" / node["inputs"]["image"])
-    engine = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
-    try:
-        prepared = engine.prepare(prompt)
-    except ValidationReport as exc:
-        raise AssertionError(exc.node_errors) from None
-    result = engine.run(prepared)
-    result.raise_for_status()
-    images = list((tmp_path / "out").rglob("*.png"))
-    assert len(images) == 1
-    with Image.open(images[0]) as img:
-        assert img.size == ((96, 96) if example == "hidream_e1.1_example" else (SIZE, SIZE))
-        assert float(np.asarray(img, dtype=np.float32).std()) > 0
+    prompt = load_example(Path(__file__).parent / "hidream_examples" / f"{example}.json")
+    folder = tiny.home / "models" / "diffusion_models"
+    shrink(prompt, {
+        "EmptySD3LatentImage": {"width": SIZE, "height": SIZE}, "KSampler": {"steps": 2},
+        "BasicScheduler": {"steps": 2},
+        "ImageScaleToTotalPixels": {"megapixels": 0.01},  # the minimum: 96×96 from the 64×64 input
+        # E1.1: the same architecture under the example's file name
+        "UNETLoader": lambda inputs: copy_as(folder, "hidream_i1_dev_bf16.safetensors", inputs["unet_name"]),
+        "LoadImage": lambda inputs: save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 40, 40))})
+    run_example(tiny.home, tmp_path / "out", prompt)
+    assert_one_image(tmp_path / "out", (96, 96) if example == "hidream_e1.1_example" else (SIZE, SIZE))
 
 
 def test_token_input_equals_the_latent_input(engine, tiny):
@@ -243,8 +187,7 @@ def test_token_input_equals_the_latent_input(engine, tiny):
     latent input on a square latent, where neither pads: same patch order, positions and output layout."""
     from nodegraph.diffusion.hidream.sampling import HiDreamDenoiser
 
-    cap = _run(engine, {"unet": graph()["unet"], "m": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}}})
-    model = _get(cap["m"])
+    model = unwrap(run(engine, {"unet": graph()["unet"], "m": capture("unet")})["m"])
     cond = [(torch.randn(1, 128, 40), {"pooled_output": torch.randn(1, 80),
                                        "conditioning_llama3": torch.randn(1, 4, 128, 32)})]
     den = HiDreamDenoiser(model, cond, [], 1.0, torch.float32, "cpu")
@@ -265,18 +208,17 @@ def test_non_square_and_edit_input_run(engine):
     source latent beside the latent (HiDream-E1's input) sample to images of the requested size."""
     wide = graph()
     wide["empty"]["inputs"].update(width=SIZE, height=SIZE // 2)
-    assert tuple(_run(engine, wide)["img"].shape) == (1, SIZE // 2, SIZE, 3)
+    assert tuple(run(engine, wide)["img"].shape) == (1, SIZE // 2, SIZE, 3)
     images = []
     for color in (0x3080D0, 0xD08030):
         wf = graph()
-        wf["pic"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1,
-                                                             "color": color}}
-        wf["ip2p"] = {"class_type": "InstructPixToPixConditioning", "inputs": {
-            "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "pixels": ["pic", 0]}}
+        wf["pic"] = empty_image(SIZE, SIZE, color)
+        wf["ip2p"] = node("InstructPixToPixConditioning", positive=["pos", 0], negative=["neg", 0], vae=["vae", 0],
+                          pixels=["pic", 0])
         wf["ks"]["inputs"].update(positive=["ip2p", 0], negative=["ip2p", 1], latent_image=["ip2p", 2])
-        images.append(_run(engine, wf)["img"])
+        images.append(run(engine, wf)["img"])
     assert images[0].shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(images[0]).all())
-    assert float((images[0] - images[1]).abs().max()) > 1e-4  # the source image steers the result
+    assert max_diff(images[0], images[1]) > 1e-4  # the source image steers the result
 
 
 def test_scaled_fp8_llama_loads_unscaled_and_comfy_quant_is_refused(tiny):
@@ -289,14 +231,7 @@ def test_scaled_fp8_llama_loads_unscaled_and_comfy_quant_is_refused(tiny):
 
     folder = tiny.home / "models" / "text_encoders"
     state = load_file(str(folder / ENCODERS[3]))
-    scaled = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
-    for key, value in state.items():
-        if key.endswith("proj.weight"):
-            scale = value.abs().max() / 448.0
-            scaled[key] = (value / scale).to(torch.float8_e4m3fn)
-            scaled[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
-        else:
-            scaled[key] = value
+    scaled = scaled_fp8(state, lambda key, value: key.endswith("proj.weight"))
     path = folder / "llama_tiny_fp8_scaled.safetensors"
     save_file(scaled, str(path))
     quant = folder / "llama_tiny_comfy_quant.safetensors"
