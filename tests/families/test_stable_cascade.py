@@ -380,3 +380,19 @@ def test_a_checkpoint_without_text_encoder_loads_and_its_clip_explains(tiny, tmp
     assert ckpt.model.arch == "stable_cascade_b" and ckpt.vae.downscale == 4
     with pytest.raises(ValueError, match="CLIPLoader type stable_cascade"):
         encode_cascade(ckpt.clip, PROMPT, "cpu")
+
+
+@pytest.mark.slow
+def test_ksampler_advanced_in_two_parts_equals_one_ksampler(engine):
+    wf = graph(sampler="euler")
+    common = {"model": ["ckpt_c", 0], "noise_seed": SEED_C, "steps": STEPS_C, "cfg": 4.0, "sampler_name": "euler",
+              "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0]}
+    wf["first"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "add_noise": "enable", "latent_image": ["empty", 0], "start_at_step": 0, "end_at_step": 2,
+        "return_with_leftover_noise": "enable"}}
+    wf["second"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "add_noise": "disable", "latent_image": ["first", 0], "start_at_step": 2, "end_at_step": 10000,
+        "return_with_leftover_noise": "disable"}}
+    wf["two"] = {"class_type": "Capture", "inputs": {"value": ["second", 0]}}
+    cap = _run(engine, wf)
+    assert torch.allclose(cap["two"]["samples"], cap["c"]["samples"], rtol=1e-5, atol=1e-3)
