@@ -44,6 +44,11 @@ class FlowDualDenoiser:
         self.neg = None if skip_neg else FlowDenoiser(model, list(guider.negative), [], 1.0, *args)
         self.scales = (float(guider.cfg_conds), float(guider.cfg_cond2_negative), bool(guider.nested))
 
+    @property
+    def noise_form(self) -> Any:
+        """The flow model's noise form (the k-samplers' rectified-flow maths follow it)."""
+        return self.pos.noise_form
+
     def split(self, x: Any, sigma: Any) -> tuple[Any, Any]:
         """(guided x0, the unconditional x0 CFG++ samplers see, or None) at noise level ``sigma``."""
         from ..guiders import dual_cfg

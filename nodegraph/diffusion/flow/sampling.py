@@ -11,8 +11,9 @@
   Canny/Depth models (more input channels) get the entry's "concat_latent_image" (and, Fill, "concat_mask" folded
   into 64 channels) beside the latent, as ComfyUI's concat_cond. SD3 models take the latent unpacked, the timestep
   sigma × 1000 and the pooled CLIP-L + CLIP-G output (``sd3.velocity``).
-- Samplers: a plugin's, else ``ksamplers`` (ComfyUI's k-diffusion samplers), else the built-in ``euler``.
-  Samplers that add noise the variance-exploding way (ancestral, SDE) are refused with the reason.
+- Samplers: a plugin's, else ``ksamplers`` (ComfyUI's k-diffusion samplers), else the built-in ``euler``. The
+  denoiser declares the rectified-flow noise form (``noise_form``), so the ancestral and SDE samplers run their
+  rectified-flow forms (ComfyUI's CONST maths), and ``sampler_fn`` declares it for denoisers that do not.
 - Noise comes from a CPU generator in float32 exactly as KSampler draws it (``sampling.make_noise``).
 """
 
@@ -25,8 +26,6 @@ from .latents import image_ids, pack, pad_even, text_ids, unpack
 from .schedule import flow_sigmas
 
 DEFAULT_GUIDANCE = 3.5
-#: Sampler name fragments whose noise injection assumes x = x0 + sigma * noise (not flow's interpolation).
-_VE_NOISE = ("ancestral", "sde", "restart", "ddpm")
 _REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 
 
@@ -46,18 +45,16 @@ def sampler_fn(name: str, registry: Any = None) -> Any:
     """The k-diffusion-convention sampler ``name`` for a flow model; ValueError with the reason when it cannot run."""
     if registry is not None and name in getattr(registry, "samplers", {}):
         return registry.samplers[name].fn
-    if any(part in name for part in _VE_NOISE):
-        raise ValueError(f"sampler {name!r} adds noise as for variance-exploding models, which does not apply to "
-                         "flow-matching models (Flux) here; use euler, heun, dpmpp_2m or another deterministic one")
     try:
         from ..ksamplers import KSAMPLERS
+        from ..ksamplers.forms import as_flow_sampler
     except ImportError:  # pragma: no cover - the package ships with nodegraph
-        KSAMPLERS = {}
-    if name in KSAMPLERS:
-        return KSAMPLERS[name]
+        KSAMPLERS, as_flow_sampler = {}, None
+    if name in KSAMPLERS:  # ancestral/SDE samplers use their rectified-flow forms (the denoiser's noise_form)
+        return as_flow_sampler(KSAMPLERS[name])
     if name in ("euler", "ddim"):  # ComfyUI runs ddim as euler
         return euler
-    known = sorted({"euler", *KSAMPLERS} - {n for n in KSAMPLERS if any(p in n for p in _VE_NOISE)})
+    known = sorted({"euler", *KSAMPLERS})
     raise ValueError(f"sampler {name!r} does not run on flow-matching models (Flux) yet; choose one of: "
                      f"{', '.join(known)}")
 
@@ -107,6 +104,15 @@ class FlowDenoiser:
         #: CFGNorm patches on the MODEL, applied to the guided x0 (ComfyUI's post-cfg functions)
         self.norms = tuple(p for p in patches_of(model) if isinstance(p, CFGNorm))
         self.patches = patches_of(model)  # LatentApplyOperationCFG's pre-cfg functions
+
+    @property
+    def noise_form(self) -> Any:
+        """x = (1 - sigma) x0 + sigma * noise (ComfyUI's CONST), with this model's percent_to_sigma: the k-samplers'
+        ancestral and SDE forms follow it."""
+        from ..ksamplers.forms import RectifiedFlow
+
+        settings = getattr(self, "flow", None)
+        return RectifiedFlow() if settings is None else RectifiedFlow(settings.percent_to_sigma)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, Any, float, list, float]]:
         if not conditioning:

@@ -13,6 +13,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ._common import Steps, ancestral_step, floats, gaussian, guided_and_uncond, to_d
+from . import rf_ancestral, rf_sde
+from .forms import flow_form
 from .noise import BrownianNoise
 
 if TYPE_CHECKING:
@@ -166,6 +168,10 @@ def sample_dpmpp_2s_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch
                               s_noise: float = 1.0, cfg_pp: bool = False) -> torch.Tensor:
     """DPM-Solver++(2S) single-step (midpoint in log sigma) to sigma_down, then ancestral noise of scale sigma_up;
     with ``cfg_pp`` the steps follow the unconditional noise estimate (CFG++)."""
+    form = flow_form(denoiser)
+    if form is not None and not cfg_pp:  # rectified flow (ComfyUI runs the CFG++ form as written below)
+        return rf_ancestral.dpmpp_2s_ancestral(denoiser, x, sigmas, generator=generator, callback=callback, eta=eta,
+                                               s_noise=s_noise, form=form)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
         denoised, uncond = guided_and_uncond(denoiser, x, sig[i]) if cfg_pp else (denoiser(x, sig[i]), None)
@@ -198,6 +204,10 @@ def sample_dpmpp_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, 
                      r: float = 0.5, on_device: bool = False) -> torch.Tensor:
     """DPM-Solver++ stochastic single-step: an ancestral DPM++ step to the intermediate point (fraction ``r`` of the
     step in log sigma), then the 2nd-order combination, each with Brownian-tree noise; Euler on the step to 0."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_sde.dpmpp_sde(denoiser, x, sigmas, form, generator=generator, callback=callback, eta=eta,
+                                s_noise=s_noise, r=r, on_device=on_device)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x
@@ -264,6 +274,10 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
     """DPM-Solver++(2M) SDE: the first-order SDE step x = (sigma_next / sigma) e^(-eta h) x + (1 - e^(-(1+eta) h)) x0,
     a second-order correction from the previous x0 (midpoint or Heun form), and Brownian-tree noise of scale
     sigma_next * sqrt(1 - e^(-2 eta h))."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_sde.dpmpp_2m_sde(denoiser, x, sigmas, form, generator=generator, callback=callback, eta=eta,
+                                   s_noise=s_noise, solver_type=solver_type, on_device=on_device)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x
@@ -313,6 +327,10 @@ def sample_dpmpp_3m_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
                         s_noise: float = 1.0, on_device: bool = False) -> torch.Tensor:
     """DPM-Solver++(3M) SDE: the first-order SDE step plus phi_2/phi_3 corrections from the first and second
     divided differences of the last three x0 estimates in log sigma, with Brownian-tree noise."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_sde.dpmpp_3m_sde(denoiser, x, sigmas, form, generator=generator, callback=callback, eta=eta,
+                                   s_noise=s_noise, on_device=on_device)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x

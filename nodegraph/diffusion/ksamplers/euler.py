@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from . import rf_ancestral
 from ._common import Steps, ancestral_step, floats, gaussian, guided_and_uncond, to_d
+from .forms import flow_form
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +35,9 @@ def sample_euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
                            generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
                            s_noise: float = 1.0) -> torch.Tensor:
     """Euler step down to sigma_down, then fresh noise of scale sigma_up (ancestral sampling)."""
+    if flow_form(denoiser) is not None:
+        return rf_ancestral.euler_ancestral(denoiser, x, sigmas, generator=generator, callback=callback, eta=eta,
+                                            s_noise=s_noise)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
         denoised = denoiser(x, sig[i])
@@ -48,6 +53,10 @@ def sample_euler_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
                         generator: torch.Generator, callback: StepCallback) -> torch.Tensor:
     """Euler with CFG++: renoise the guided x0 along the unconditional noise estimate,
     x = x0_guided + sigma_next * (x - x0_uncond) / sigma."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_ancestral.euler_ancestral_cfg_pp(denoiser, x, sigmas, form, generator=generator,
+                                                   callback=callback, eta=0.0, s_noise=0.0)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
         denoised, uncond = guided_and_uncond(denoiser, x, sig[i])
@@ -60,6 +69,10 @@ def sample_euler_ancestral_cfg_pp(denoiser: Denoiser, x: torch.Tensor, sigmas: t
                                   generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
                                   s_noise: float = 1.0) -> torch.Tensor:
     """Euler ancestral with CFG++: the CFG++ step to sigma_down, then noise of scale sigma_up."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_ancestral.euler_ancestral_cfg_pp(denoiser, x, sigmas, form, generator=generator,
+                                                   callback=callback, eta=eta, s_noise=s_noise)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
         denoised, uncond = guided_and_uncond(denoiser, x, sig[i])
@@ -141,6 +154,9 @@ def sample_dpm_2_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
                            generator: torch.Generator, callback: StepCallback, eta: float = 1.0,
                            s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver-2 to sigma_down, then fresh noise of scale sigma_up."""
+    if flow_form(denoiser) is not None:
+        return rf_ancestral.dpm_2_ancestral(denoiser, x, sigmas, generator=generator, callback=callback, eta=eta,
+                                            s_noise=s_noise)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
         denoised = denoiser(x, sig[i])
@@ -184,6 +200,8 @@ def sample_ddpm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, ge
 def sample_lcm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: torch.Generator,
                callback: StepCallback) -> torch.Tensor:
     """Latent-consistency sampling (Luo et al. 2023): jump to the x0 estimate, then renoise to the next sigma."""
+    if flow_form(denoiser) is not None:
+        return rf_ancestral.lcm(denoiser, x, sigmas, generator=generator, callback=callback)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     for i in range(len(sig) - 1):
         denoised = denoiser(x, sig[i])

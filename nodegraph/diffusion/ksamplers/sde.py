@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from . import rf_sde, rf_seeds
 from ._common import Steps, floats, gauss_legendre, gaussian, lagrange
+from .forms import flow_form
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +39,10 @@ def sample_er_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """ER-SDE-Solver: x = r x + (1 - r) x0 + stage-2/3 terms + noise sigma_next-consistent, r = phi(s_n) / phi(s);
     ``noise_scaler`` replaces the noise scale function phi (e.g. sigma^(eta + 1) for the reverse-time SDE)."""
     scale = _scale if noise_scaler is None else noise_scaler
+    form = flow_form(denoiser)
+    if form is not None:  # rectified flow: ComfyUI's VP form in the half log-SNR
+        return rf_sde.er_sde(denoiser, x, sigmas, form, scale, generator=generator, callback=callback,
+                             s_noise=s_noise, max_stage=max_stage)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     old: Any = None
     old_d: Any = None
@@ -80,6 +86,10 @@ def _seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generato
              solver_type: str = "phi_1") -> torch.Tensor:
     """SEEDS-2: a stochastic exponential Euler step to the point ``r`` of the way in t, then the full step from the
     two x0 estimates (phi_1: their linear blend; phi_2: phi_1/phi_2 weights), the noise one consistent path."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_seeds.seeds_2(denoiser, x, sigmas, form, generator=generator, callback=callback, eta=eta,
+                                s_noise=s_noise, r=r, solver_type=solver_type)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     noisy = eta > 0 and s_noise > 0
     for i in range(len(sig) - 1):
@@ -136,6 +146,10 @@ def sample_seeds_3(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                    generator: torch.Generator, callback: StepCallback, eta: float = 1.0, s_noise: float = 1.0,
                    r_1: float = 1 / 3, r_2: float = 2 / 3) -> torch.Tensor:
     """SEEDS-3: stochastic exponential Runge-Kutta with intermediate points at r_1 and r_2 of the step in t."""
+    form = flow_form(denoiser)
+    if form is not None:
+        return rf_seeds.seeds_3(denoiser, x, sigmas, form, generator=generator, callback=callback, eta=eta,
+                                s_noise=s_noise, r_1=r_1, r_2=r_2)
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     noisy = eta > 0 and s_noise > 0
     for i in range(len(sig) - 1):
@@ -211,11 +225,16 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
     steps, sig = Steps(sigmas, callback), floats(sigmas)
     if len(sig) <= 1:
         return x
-    lo, hi = _tau_range(denoiser, sig)
+    form = flow_form(denoiser)
+    if form is not None:  # rectified flow: lambda = log((1 - sigma) / sigma), weights scaled by alpha = 1 - sigma
+        sig = form.offset(sig)
+        lo, hi = float(form.percent_to_sigma(0.8)), float(form.percent_to_sigma(0.2))
+    else:
+        lo, hi = _tau_range(denoiser, sig)
     strength = 1.0
     if tau_interval is not None:  # (low sigma, high sigma, eta): tau = eta where sigma_next lies in [low, high]
         lo, hi, strength = tau_interval
-    lam = [-math.log(s) if s > 0 else math.inf for s in sig]
+    lam = [-math.log(s) if s > 0 else math.inf for s in sig] if form is None else [form.lam(s) for s in sig]
     n = len(sig) - 1
     to_end = sig[-1] == 0
     x_pred, tau = x, 0.0
@@ -231,7 +250,7 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
         if c_order == 0:
             x = x_pred
         else:
-            w = _sa_weights(lam[i - c_order + 1:i + 1][::-1], lam[i - 1], lam[i], tau)
+            w = _scaled(_sa_weights(lam[i - c_order + 1:i + 1][::-1], lam[i - 1], lam[i], tau), form, sig[i])
             h = lam[i] - lam[i - 1]
             x = (sig[i] / sig[i - 1]) * math.exp(-tau * tau * h) * x + _combine(w, preds[::-1][:c_order])
             if noise is not None:
@@ -244,7 +263,7 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
         else:
             tau = strength if lo <= sig[i + 1] <= hi else 0.0
             p = max(p_order, 1)
-            w = _sa_weights(lam[i - p + 1:i + 1][::-1], lam[i], lam[i + 1], tau)
+            w = _scaled(_sa_weights(lam[i - p + 1:i + 1][::-1], lam[i], lam[i + 1], tau), form, sig[i + 1])
             h = lam[i + 1] - lam[i]
             x_pred = (sig[i + 1] / sig[i]) * math.exp(-tau * tau * h) * x + _combine(w, preds[::-1][:p])
             noise = None
@@ -253,6 +272,14 @@ def _sa_solver(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, genera
                 x_pred = x_pred + noise
         steps.done(i, denoised)
     return x_pred
+
+
+def _scaled(weights: list[float], form: Any, sigma: float) -> list[float]:
+    """The weights times the signal scale alpha at ``sigma`` (1 for variance-exploding models: unchanged)."""
+    if form is None:
+        return weights
+    alpha = form.alpha(sigma)
+    return [alpha * w for w in weights]
 
 
 def _combine(weights: list[float], newest_first: list[Any]) -> Any:
