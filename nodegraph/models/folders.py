@@ -64,6 +64,7 @@ BUILTIN: dict[str, FolderKind] = {
     # TAESD encoder/decoder pairs (VAELoader's taesd, taesdxl, taesd3, taef1; --preview-method taesd).
     "vae_approx": FolderKind("vae_approx"),
     "gligen": FolderKind("gligen"),  # GLIGENLoader's grounding models
+    "latent_upscale_models": FolderKind("latent_upscale_models", pickle=False),  # LTX latent upsamplers
 }
 
 
