@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Int, Link, Node, Output, hookimpl, resample
+from nodegraph.api import Autogrow, Int, Link, Node, Output, hookimpl, resample
 
 
 class RebatchImages(Node):
@@ -210,8 +210,80 @@ class ReplaceVideoLatentFrames(Node):
         return ({**source, "samples": out},)
 
 
+def batch_images(images: list[Any]) -> Any:
+    """One batch of images: fewer channels padded with 1 (an opaque alpha), other sizes resized to the first's."""
+    import torch
+
+    channels = max(img.shape[-1] for img in images)
+    padded = [torch.nn.functional.pad(img, (0, channels - img.shape[-1]), value=1.0) for img in images]
+    first = padded[0].shape
+    same = [img if img.shape[1:] == first[1:] else
+            resample(img.movedim(-1, 1), first[2], first[1], "bilinear", "center").movedim(1, -1) for img in padded]
+    return torch.cat([img.to(same[0].dtype) for img in same], dim=0)
+
+
+def batch_masks(masks: list[Any]) -> Any:
+    """One batch of masks, other sizes resized to the first's."""
+    import torch
+
+    first = masks[0].shape
+    same = [m if m.shape[1:] == first[1:] else
+            resample(m.unsqueeze(1), first[2], first[1], "bilinear", "center").squeeze(1) for m in masks]
+    return torch.cat([m.to(same[0].dtype) for m in same], dim=0)
+
+
+def batch_latents(latents: list[dict[str, Any]]) -> dict[str, Any]:
+    """One latent batch (others resized to the first's size), keeping each item's noise index."""
+    import torch
+
+    first = latents[0]["samples"]
+    out = dict(latents[0])
+    out["batch_index"] = [i for lat in latents for i in lat.get("batch_index", range(lat["samples"].shape[0]))]
+    parts = [s if (s := lat["samples"]).shape[1:] == first.shape[1:] else
+             resample(s, first.shape[-1], first.shape[-2], "bilinear", "center") for lat in latents]
+    out["samples"] = torch.cat([p.to(first.dtype) for p in parts], dim=0)
+    return out
+
+
+class BatchImagesNode(Node):
+    """Join any number of images into one batch (connect more as the node grows; later ones are resized to the
+    first's size)."""
+
+    DISPLAY_NAME = "Batch Images"
+    CATEGORY = "image"
+    INPUTS = {"images": Autogrow(Link("IMAGE"), prefix="image", min=2, max=50)}
+    OUTPUTS = (Output("IMAGE"),)
+
+    def execute(self, ctx, images: dict[str, Any]):
+        return (batch_images(list(images.values())),)
+
+
+class BatchMasksNode(Node):
+    """Join any number of masks into one batch (later ones resized to the first's size)."""
+
+    DISPLAY_NAME = "Batch Masks"
+    CATEGORY = "mask"
+    INPUTS = {"masks": Autogrow(Link("MASK"), prefix="mask", min=2, max=50)}
+    OUTPUTS = (Output("MASK"),)
+
+    def execute(self, ctx, masks: dict[str, Any]):
+        return (batch_masks(list(masks.values())),)
+
+
+class BatchLatentsNode(Node):
+    """Join any number of latents into one batch (later ones resized to the first's size)."""
+
+    DISPLAY_NAME = "Batch Latents"
+    CATEGORY = "latent"
+    INPUTS = {"latents": Autogrow(Link("LATENT"), prefix="latent", min=2, max=50)}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, latents: dict[str, Any]):
+        return (batch_latents(list(latents.values())),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The batch and list nodes."""
     return [RebatchImages, ImageFromBatch, ImageBatch, LatentFromBatch, RepeatLatentBatch, SeedList, RebatchLatents,
-            ReplaceVideoLatentFrames]
+            ReplaceVideoLatentFrames, BatchImagesNode, BatchMasksNode, BatchLatentsNode]

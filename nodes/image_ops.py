@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from nodegraph.api import Boolean, Combo, Float, Int, Link, Node, Output, hookimpl, resample, target_size
+from nodegraph.api import (MATCH_TYPE, Boolean, Combo, DynamicCombo, Float, Int, Link, MatchType, Node, Output,
+                           hookimpl, resample, target_size)
 
 MAX_SIZE = 16384
 IMAGE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
@@ -207,8 +209,67 @@ class ImageAddNoise(Node):
         return ((image + strength * noise).clamp(0.0, 1.0),)
 
 
+def _side(default: int = 512) -> Any:
+    return Int(default, min=0, max=MAX_SIZE, step=1)
+
+
+_RESIZE_CROP = Combo(CROP, default="center")
+RESIZE_TYPES = {
+    "scale by multiplier": {"multiplier": Float(1.0, min=0.01, max=8.0, step=0.01)},
+    "scale dimensions": {"width": _side(), "height": _side(), "crop": _RESIZE_CROP},
+    "scale longer dimension": {"longer_size": _side()},
+    "scale shorter dimension": {"shorter_size": _side()},
+    "scale width": {"width": _side()},
+    "scale height": {"height": _side()},
+    "scale total pixels": {"megapixels": Float(1.0, min=0.01, max=16.0, step=0.01)},
+    "match size": {"match": Link("IMAGE,MASK"), "crop": _RESIZE_CROP},
+}
+
+
+def _resize_size(h: int, w: int, how: dict[str, Any]) -> tuple[int, int, str]:
+    """(height, width, crop) that a ResizeImageMaskNode choice gives an input of h × w."""
+    kind = how["resize_type"]
+    if kind == "scale by multiplier":
+        return round(h * how["multiplier"]), round(w * how["multiplier"]), "disabled"
+    if kind in ("scale dimensions", "scale width", "scale height"):
+        width = how["width"] if kind != "scale height" else 0
+        height = how["height"] if kind != "scale width" else 0
+        return (*target_size(h, w, width, height), how.get("crop", "disabled"))
+    if kind in ("scale longer dimension", "scale shorter dimension"):
+        size = how["longer_size"] if kind == "scale longer dimension" else how["shorter_size"]
+        if h == w:
+            return size, size, "disabled"
+        scale_height = (h > w) == (kind == "scale longer dimension")
+        return (size, round(w / h * size), "disabled") if scale_height else (round(h / w * size), size, "disabled")
+    if kind == "scale total pixels":
+        factor = math.sqrt(int(how["megapixels"] * 1024 * 1024) / (w * h))
+        return round(h * factor), round(w * factor), "disabled"
+    match = how["match"]
+    return match.shape[1], match.shape[2], how["crop"]
+
+
+class ResizeImageMaskNode(Node):
+    """Resize an image or a mask: by a multiplier, to dimensions, by one side, to a pixel count or to match
+    another image/mask (the chosen resize type brings its own inputs)."""
+
+    DISPLAY_NAME = "Resize Image/Mask"
+    CATEGORY = "transform"
+    INPUTS = {"input": MatchType("IMAGE,MASK", template_id="input_type"),
+              "resize_type": DynamicCombo(RESIZE_TYPES),
+              "scale_method": Combo(IMAGE_METHODS, default="area")}
+    OUTPUTS = (Output(MATCH_TYPE, name="resized"),)
+
+    def execute(self, ctx, input: Any, resize_type: dict[str, Any], scale_method: str):
+        h, w = input.shape[1], input.shape[2]
+        height, width, crop = _resize_size(h, w, resize_type)
+        image = input.dim() == 4
+        nchw = input.movedim(-1, 1) if image else input.unsqueeze(1)
+        out = resample(nchw, width, height, scale_method, crop)
+        return (out.movedim(1, -1) if image else out.squeeze(1),)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The image resizing, stitching, flipping, rotating and noise nodes."""
     return [ImageScale, ImageScaleBy, ImageStitch, ImageFlip, ImageRotate, ImageScaleToMaxDimension,
-            ResizeAndPadImage, ImageAddNoise]
+            ResizeAndPadImage, ImageAddNoise, ResizeImageMaskNode]

@@ -1,10 +1,10 @@
-"""Logic nodes: a switch that runs only the branch it passes on (lazy inputs)."""
+"""Logic nodes: a switch that runs only the branch it passes on (lazy inputs), and a user-written combo."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Boolean, Link, Node, Output, hookimpl
+from nodegraph.api import Boolean, FreeComboInput, Link, Node, Output, hookimpl
 
 #: Stands for an input that is not connected at all (``None`` means connected but not evaluated yet).
 MISSING: Any = object()
@@ -42,7 +42,19 @@ class ComfySwitchNode(Node):
         return (on_true if switch else on_false,)
 
 
+class CustomCombo(Node):
+    """Pass on the option chosen on a combo whose options the user writes in the editor."""
+
+    DISPLAY_NAME = "Custom Combo"
+    CATEGORY = "utils"
+    INPUTS = {"choice": FreeComboInput(choices=())}
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, ctx, choice: str):
+        return (choice,)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The logic nodes."""
-    return [ComfySwitchNode]
+    return [ComfySwitchNode, CustomCombo]
