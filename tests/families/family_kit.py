@@ -74,7 +74,7 @@ def unwrap(value: Any) -> Any:
 def run_error(engine: Engine, wf: dict) -> str:
     """Run ``wf``, assert it failed, and return its error text."""
     result, _ = run_captured(engine, wf)
-    assert result.status != "success"
+    assert result.status != "success" and result.error
     return str(result.error)
 
 

@@ -6,19 +6,38 @@ under their file name."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from auraflow_tiny import CHECKPOINT, LAYOUTS, TEXT_ENCODER, TinyAura, build
-
-from nodegraph.config import EngineConfig
-from nodegraph.diffusion.flow.schedule import FlowSettings, flow_sigmas
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.engine import Engine
-from nodegraph.testing_graphs import capture_engine, run_captured
-from nodegraph.validation import ValidationReport
+from family_kit import (
+    add_captures,
+    assert_one_image,
+    assert_parity,
+    assert_same_weights,
+    capture,
+    channels_last,
+    decode,
+    empty_latent,
+    encode,
+    engine_fixture,
+    ksampler,
+    load_example,
+    max_diff,
+    node,
+    on_meta,
+    parameter_count,
+    run,
+    run_example,
+    seeded_noise,
+    shrink,
+    simple_sigmas,
+    tiny_fixture,
+    unet_loader,
+    unwrap,
+    validate_examples,
+)
 
 PROMPT = "a photo of the red cat on the sky"
 NEGATIVE = "the green tree"
@@ -26,151 +45,93 @@ SEED, STEPS, SIZE, SHIFT = 7, 3, 64, 1.73
 EXAMPLES = sorted((Path(__file__).parent / "auraflow_examples").glob("*.json"))
 FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "vae_name"}
 
-
-@pytest.fixture(scope="module")
-def tiny_aura(tmp_path_factory: pytest.TempPathFactory) -> TinyAura:
-    return build(tmp_path_factory.mktemp("tiny-aura-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_aura):
-    cfg = EngineConfig(home=tiny_aura.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny_aura = tiny_fixture(build, "tiny-aura-home")
+engine = engine_fixture("tiny_aura")
 
 
 def graph(cfg: float = 1.0, shift: float = SHIFT) -> dict:
     """ComfyUI's aura_flow example graph (with ModelSamplingAuraFlow), image captured as "img"."""
     return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["ckpt", 1]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["ckpt", 1]}},
-        "aura": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["ckpt", 0], "shift": shift}},
-        "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["aura", 0], "seed": SEED, "steps": STEPS, "cfg": cfg, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "ckpt": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "pos": encode(PROMPT, "ckpt", 1),
+        "neg": encode(NEGATIVE, "ckpt", 1),
+        "aura": node("ModelSamplingAuraFlow", model=["ckpt", 0], shift=shift),
+        "empty": empty_latent("EmptyLatentImage", SIZE),
+        "ks": ksampler("aura", SEED, STEPS, cfg),
+        "dec": decode(vae=["ckpt", 2]),
+        "img": capture("dec"),
     }
-
-
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
-
-
-def _get(value):
-    return value.get() if hasattr(value, "get") else value
 
 
 def _reference(tiny: TinyAura, cfg: float) -> torch.Tensor:
     """AuraFlowPipeline's image [1, H, W, 3] with our KSampler's noise for SEED and our shifted sigmas."""
-    noise = make_noise((1, 4, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
-    sigmas = flow_sigmas("simple", STEPS, FlowSettings("discrete", SHIFT, 1.0))[:-1]
+    noise = seeded_noise((1, 4, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         out = tiny.pipeline()(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_inference_steps=None,
-                              sigmas=[float(s) for s in sigmas], guidance_scale=cfg, latents=noise,
+                              sigmas=simple_sigmas(STEPS, SHIFT), guidance_scale=cfg, latents=noise,
                               output_type="pt").images
-    return out.permute(0, 2, 3, 1).float()
+    return channels_last(out)
 
 
 def test_checkpoint_and_split_files_load_the_diffusers_weights(engine, tiny_aura):
     wf = {"ckpt": graph()["ckpt"],
-          "u1": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["original"], "weight_dtype": "default"}},
-          "u2": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["diffusers"], "weight_dtype": "default"}},
-          "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "cosmos",
-                                                           "device": "default"}},
-          "sd": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT_ENCODER, "type": "stable_diffusion",
-                                                         "device": "default"}}}  # by content, as ComfyUI
-    for name, src in (("m", ["ckpt", 0]), ("c", ["ckpt", 1]), ("v", ["ckpt", 2]), ("m1", ["u1", 0]),
-                      ("m2", ["u2", 0]), ("c2", ["clip", 0]), ("c3", ["sd", 0])):
-        wf[name] = {"class_type": "Capture", "inputs": {"value": src}}
-    cap = _run(engine, wf)
-    model = _get(cap["m"])
+          "u1": unet_loader(LAYOUTS["original"]),
+          "u2": unet_loader(LAYOUTS["diffusers"]),
+          "clip": node("CLIPLoader", clip_name=TEXT_ENCODER, type="cosmos", device="default"),
+          "sd": node("CLIPLoader", clip_name=TEXT_ENCODER, type="stable_diffusion", device="default")}  # by content
+    cap = run(engine, add_captures(wf, m=["ckpt", 0], c=["ckpt", 1], v=["ckpt", 2], m1="u1", m2="u2", c2="clip",
+                                   c3="sd"))
+    model = unwrap(cap["m"])
     assert model.family == "auraflow" and model.flow.kind == "discrete" and model.flow.shift == 1.73
-    pairs = [(_get(cap[k]).unet, tiny_aura.transformer) for k in ("m", "m1", "m2")]
-    pairs += [(_get(cap[k]).encoders[0], tiny_aura.text_encoder) for k in ("c", "c2", "c3")]
-    pairs.append((_get(cap["v"]).vae, tiny_aura.vae))
+    pairs = [(unwrap(cap[k]).unet, tiny_aura.transformer) for k in ("m", "m1", "m2")]
+    pairs += [(unwrap(cap[k]).encoders[0], tiny_aura.text_encoder) for k in ("c", "c2", "c3")]
+    pairs.append((unwrap(cap["v"]).vae, tiny_aura.vae))
     for ours, ref in pairs:
-        a, b = ours.state_dict(), ref.state_dict()
-        assert set(a) == set(b)
-        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert_same_weights(ours, ref)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", [1.0, 2.5])
 def test_graph_image_equals_auraflow_pipeline(engine, tiny_aura, cfg):
-    image = _run(engine, graph(cfg))["img"]
-    reference = _reference(tiny_aura, cfg)
-    assert image.shape == reference.shape
-    diff = float((image - reference).abs().max())
-    print(f"AuraFlow parity (cfg {cfg}): max |ours - AuraFlowPipeline| = {diff:.2e} (limit {1 / 255:.2e})")
-    assert diff <= 1 / 255
+    assert_parity(run(engine, graph(cfg))["img"], _reference(tiny_aura, cfg),
+                  f"AuraFlow parity (cfg {cfg}) vs AuraFlowPipeline")
 
 
 def test_shift_and_prompt_change_the_image(engine):
     """The parity above would not see a wrong shift or prompt encoding if they did not matter: they do."""
-    base = _run(engine, graph())["img"]
+    base = run(engine, graph())["img"]
     other = graph()
     other["pos"]["inputs"]["text"] = "blue square"
     for wf in (graph(shift=3.0), other):
-        assert float((_run(engine, wf)["img"] - base).abs().max()) > 1 / 255
+        assert max_diff(run(engine, wf)["img"], base) > 1 / 255
 
 
 def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):
     from nodegraph.diffusion.auraflow.loading import pile_t5_tokenizer
     from nodegraph.diffusion.auraflow.sampling import AuraDenoiser
 
-    model = _get(_run(engine, {"ckpt": graph()["ckpt"],
-                               "m": {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}})["m"])
+    model = unwrap(run(engine, {"ckpt": graph()["ckpt"], "m": capture("ckpt")})["m"])
     with pytest.raises(ValueError, match="Pile-T5"):  # e.g. a CLIP-L conditioning
         AuraDenoiser(model, [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu")
     with pytest.raises(FileNotFoundError, match="pile_t5_tokenizer"):
         pile_t5_tokenizer(tmp_path / CHECKPOINT)
 
 
-def _prompt(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))["prompt"]
-
-
 def test_examples_validate_but_for_missing_files(tmp_path):
-    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    assert EXAMPLES
-    for path in EXAMPLES:
-        with pytest.raises(ValidationReport) as info:  # the model files are missing here
-            engine.prepare(_prompt(path))
-        for node_id, entry in info.value.node_errors.items():
-            for error in entry["errors"]:
-                assert error["type"] == "value_not_in_list" and \
-                    error["extra_info"].get("input_name") in FILE_INPUTS, (path.name, node_id, error)
+    validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
 
 
 @pytest.mark.slow
 def test_example_runs_on_the_tiny_checkpoint(tiny_aura, tmp_path):
-    prompt = _prompt(Path(__file__).parent / "auraflow_examples" / "aura_flow_0.1_example.json")
-    for node in prompt.values():
-        if node["class_type"] == "EmptyLatentImage":
-            node["inputs"].update(width=64, height=64)
-        if node["class_type"] == "KSampler":
-            node["inputs"].update(steps=2)
-    engine = Engine(EngineConfig(home=tiny_aura.home, output_dir=tmp_path / "out"))
-    engine.run(engine.prepare(prompt)).raise_for_status()
-    import numpy as np
-    from PIL import Image
-
-    images = list((tmp_path / "out").rglob("*.png"))
-    assert len(images) == 1
-    with Image.open(images[0]) as img:
-        assert img.size == (64, 64) and float(np.asarray(img, dtype=np.float32).std()) > 0
+    prompt = load_example(Path(__file__).parent / "auraflow_examples" / "aura_flow_0.1_example.json")
+    shrink(prompt, {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
+    run_example(tiny_aura.home, tmp_path / "out", prompt)
+    assert_one_image(tmp_path / "out", (64, 64))
 
 
 def test_shipped_configs_have_the_published_sizes():
     """AuraFlow's transformer is 6.8B parameters (fal's model card), Pile-T5-XL's encoder 1.29B; full-size tensor
     names (original layout, on the meta device) are detected back to the shipped config."""
-    from accelerate import init_empty_weights
     from auraflow_tiny import to_original
     from diffusers import AuraFlowTransformer2DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -183,10 +144,9 @@ def test_shipped_configs_have_the_published_sizes():
         transformer_layout,
     )
 
-    with init_empty_weights():
-        transformer = AuraFlowTransformer2DModel.from_config(shipped_config("transformer"))
-        encoder = UMT5EncoderModel(UMT5Config(**shipped_config("text_encoder")))
-    counts = [sum(p.numel() for p in m.parameters()) for m in (transformer, encoder)]
+    transformer = on_meta(lambda: AuraFlowTransformer2DModel.from_config(shipped_config("transformer")))
+    encoder = on_meta(lambda: UMT5EncoderModel(UMT5Config(**shipped_config("text_encoder"))))
+    counts = [parameter_count(m) for m in (transformer, encoder)]
     assert counts == [6_858_605_568, 1_289_349_120]
     shapes = {"model." + k: tuple(v.shape) for k, v in to_original(transformer.state_dict()).items()}
     layout = transformer_layout(shapes)
