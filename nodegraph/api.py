@@ -313,12 +313,6 @@ __all__ += ["encode_hunyuan_dit_text"]
 from .dynamic_inputs import MATCH_TYPE, Autogrow, DynamicCombo, FreeComboInput, MatchType  # noqa: E402
 
 __all__ += ["MATCH_TYPE", "Autogrow", "DynamicCombo", "FreeComboInput", "MatchType"]
-# [ltx upsampler]
-from .diffusion.ltx.upsampler import LatentUpscaleModel, load_latent_upscale_model  # noqa: E402
-from .diffusion.ltx.upsampler import upsample_latent as ltx_upsample_latent  # noqa: E402
-from .diffusion.ltx.upsampler import upscale_dtype as latent_upscale_dtype  # noqa: E402
-
-__all__ += ["LatentUpscaleModel", "latent_upscale_dtype", "load_latent_upscale_model", "ltx_upsample_latent"]
 # [template utils]
 from .expressions import ExpressionError, ExpressionLimits  # noqa: E402
 from .expressions import evaluate as evaluate_expression  # noqa: E402
