@@ -305,6 +305,9 @@ from .diffusion.svd.save import save_svd_checkpoint  # noqa: E402
 __all__ += ["load_svd_checkpoint", "save_svd_checkpoint", "SVDCheckpoint", "svd_parts", "with_video_cfg"]
 # [stable cascade]
 # [mochi]
+from .diffusion.mochi.files import empty_latent as empty_mochi_latent  # noqa: E402
+
+__all__ += ["empty_mochi_latent"]
 # [hunyuan dit]
 from .diffusion.hunyuan_dit.text import encode_hunyuan_dit_text  # noqa: E402
 
