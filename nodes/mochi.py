@@ -7,15 +7,17 @@ VAEDecode return the frames; CheckpointLoaderSimple reads the all-in-one mochi_p
 
 from __future__ import annotations
 
-from nodegraph.api import Int, Node, Output, hookimpl
+from nodegraph.api import Int, Node, Output, empty_mochi_latent, hookimpl
 
 MAX_RESOLUTION = 16384
-LATENT_CHANNELS = 12
 TEMPORAL, SPATIAL = 6, 8
 
 
 class EmptyMochiLatentVideo(Node):
-    """An empty Mochi video latent: 12 channels, 8× spatial and 6× temporal compression."""
+    """An empty Mochi video latent: 12 channels, 8× spatial and 6× temporal compression.
+
+    LATENT holds Mochi latents normalised per channel (the Mochi VAE's convention here), so ComfyUI's all-zero raw
+    latent is ``-latents_mean / latents_std``: what ComfyUI's sampler sees, which matters when denoise < 1."""
 
     DISPLAY_NAME = "EmptyMochiLatentVideo"
     CATEGORY = "latent/video"
@@ -26,10 +28,8 @@ class EmptyMochiLatentVideo(Node):
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, ctx, width: int, height: int, length: int, batch_size: int = 1):
-        import torch
-
         frames = (length - 1) // TEMPORAL + 1
-        samples = torch.zeros(batch_size, LATENT_CHANNELS, frames, height // SPATIAL, width // SPATIAL)
+        samples = empty_mochi_latent(batch_size, frames, height // SPATIAL, width // SPATIAL)
         return ({"samples": samples, "downscale": SPATIAL},)
 
 

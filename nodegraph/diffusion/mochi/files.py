@@ -44,6 +44,17 @@ def shipped_config(name: str) -> dict[str, Any]:
     return data
 
 
+def empty_latent(batch: int, frames: int, height: int, width: int) -> Any:
+    """EmptyMochiLatentVideo's LATENT samples ``[batch, 12, frames, height, width]``: ComfyUI's empty (all-zero raw)
+    latent as the MODEL sees it, normalised per channel (``-latents_mean / latents_std``)."""
+    import torch
+
+    cfg = shipped_config("vae")
+    mean = torch.tensor(cfg["latents_mean"], dtype=torch.float32).view(1, -1, 1, 1, 1)
+    std = torch.tensor(cfg["latents_std"], dtype=torch.float32).view(1, -1, 1, 1, 1)
+    return (-mean / std).expand(batch, -1, frames, height, width).contiguous()
+
+
 def layout(shapes: Any) -> tuple[str, str] | None:
     """("comfyui" or "diffusers", prefix) when the tensor names are a Mochi transformer's, else None."""
     for prefix in _PREFIXES:
@@ -200,6 +211,6 @@ def parameter_counts() -> dict[str, int]:
                 "vae": AutoencoderKLMochi.from_config(shipped_config("vae")).num_parameters()}
 
 
-__all__ = ["CONFIGS", "DEFAULT_SHIFT", "MOCHI_LATENT", "MULTIPLIER", "config_from_state", "is_mochi_transformer",
-           "layout", "load_mochi_transformer", "parameter_counts", "shipped_config", "to_diffusers",
-           "transformer_from_state"]
+__all__ = ["CONFIGS", "DEFAULT_SHIFT", "MOCHI_LATENT", "MULTIPLIER", "config_from_state", "empty_latent",
+           "is_mochi_transformer", "layout", "load_mochi_transformer", "parameter_counts", "shipped_config",
+           "to_diffusers", "transformer_from_state"]

@@ -12,6 +12,7 @@ script, written for any depth. VAEDecodeTiled maps onto the shared spatial/tempo
 
 from __future__ import annotations
 
+import math
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -60,6 +61,8 @@ class MochiVideoVAE(WanVideoVAE):
                              persistent=False)
         self.register_buffer("latents_std", torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape),
                              persistent=False)
+        self.temporal_compression = math.prod(int(n) for n in cfg.temporal_expansions)  # 6 (VAEDecodeTiled)
+        self.spatial = math.prod(int(n) for n in cfg.spatial_expansions)  # 8
         self.config = SimpleNamespace(latent_channels=int(cfg.latent_channels), block_out_channels=tuple(
             cfg.decoder_block_out_channels), scaling_factor=1.0, shift_factor=0.0, force_upcast=False)
 
