@@ -16,16 +16,24 @@ from nodegraph.api import (
     Boolean,
     Float,
     Int,
+    LatentUpscaleModel,
     Link,
+    ModelCombo,
     Node,
     Output,
     derive,
     hookimpl,
+    latent_upscale_dtype,
+    list_models,
+    load_latent_upscale_model,
     ltx_guides,
     ltx_preprocess,
     ltx_sigmas,
+    ltx_upsample_latent,
     resample,
 )
+
+from .loaders import ModelFileNode
 
 MAX_RESOLUTION = 16384
 CHANNELS = 128
@@ -246,8 +254,60 @@ class LTXVCropGuides(Node):
         return ltx_guides.crop_guides(positive, negative, latent)
 
 
+UPSCALERS = "latent_upscale_models"
+LATENT_UPSCALE_MODEL = "LATENT_UPSCALE_MODEL"
+
+
+def _upscaler_names(config: Any) -> list[str]:
+    """Latent upsampler files under models/latent_upscale_models."""
+    return list_models(config, UPSCALERS)
+
+
+class LatentUpscaleModelLoader(ModelFileNode):
+    """Load an LTX-Video or LTX-2 latent upsampler (safetensors) from models/latent_upscale_models."""
+
+    DISPLAY_NAME = "Load Latent Upscale Model"
+    CATEGORY = "loaders"
+    MODEL_INPUT = ("model_name", UPSCALERS)
+    INPUTS = {"model_name": ModelCombo(UPSCALERS, _upscaler_names)}
+    OUTPUTS = (Output(LATENT_UPSCALE_MODEL),)
+
+    def execute(self, ctx, model_name: str):
+        path = ctx.models.resolve(UPSCALERS, model_name)
+        ctx.models.check_loadable(path)
+        dtype = latent_upscale_dtype(ctx.devices.device)
+        return (ctx.models.load_file(UPSCALERS, model_name,
+                                     lambda: load_latent_upscale_model(path, False, model_name, dtype)),)
+
+
+class LTXVLatentUpsampler(Node):
+    """Upsamples a video latent by a factor of 2."""
+
+    DISPLAY_NAME = "LTXVLatentUpsampler"
+    CATEGORY = "latent/video"
+    INPUTS = {"samples": Link("LATENT"), "upscale_model": Link(LATENT_UPSCALE_MODEL), "vae": Link("VAE")}
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx, samples: dict, upscale_model: Any, vae: Any):
+        with ctx.models.use(upscale_model, vae) as (upscaler, loaded):
+            if not isinstance(upscaler, LatentUpscaleModel):
+                raise TypeError(f"LTXVLatentUpsampler: upscale_model must come from LatentUpscaleModelLoader (got "
+                                f"{type(upscaler).__name__}); connect that node's output")
+            with ctx.devices.use(upscaler.model):
+                upsampled = ltx_upsample_latent(upscaler, loaded.vae, samples["samples"])
+        out = dict(samples, samples=upsampled)
+        out.pop("noise_mask", None)
+        return (out,)
+
+
+@hookimpl
+def nodegraph_types():
+    """LATENT_UPSCALE_MODEL."""
+    return {LATENT_UPSCALE_MODEL: "an LTX latent upsampler (LatentUpscaleModelLoader)"}
+
+
 @hookimpl
 def nodegraph_nodes():
     """The LTX-Video nodes."""
     return [EmptyLTXVLatentVideo, LTXVConditioning, LTXVScheduler, ModelSamplingLTXV, LTXVImgToVideo,
-            LTXVPreprocess, LTXVAddGuide, LTXVCropGuides]
+            LTXVPreprocess, LTXVAddGuide, LTXVCropGuides, LatentUpscaleModelLoader, LTXVLatentUpsampler]
