@@ -7,94 +7,95 @@ shipped configs have the published sizes and are read back from full-size shapes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from lumina_tiny import CHECKPOINT, GEMMA_FILE, L_FILES, QWEN3_FILE, VAE_FILE, TinyLumina, build, lumina2_to_comfyui
+from family_kit import (
+    add_captures,
+    assert_one_image,
+    assert_parity,
+    assert_same_weights,
+    capture,
+    channels_last,
+    decode,
+    empty_latent,
+    encode,
+    engine_fixture,
+    ksampler,
+    load_example,
+    max_diff,
+    node,
+    on_meta,
+    parameter_count,
+    run,
+    run_error,
+    run_example,
+    seeded_noise,
+    shrink,
+    simple_sigmas,
+    tiny_fixture,
+    unet_loader,
+    unwrap,
+    validate_examples,
+)
+from lumina_tiny import (
+    CHECKPOINT,
+    GEMMA_FILE,
+    L_FILES,
+    QWEN3_FILE,
+    VAE_FILE,
+    build,
+    lumina2_to_comfyui,
+)
 
-from nodegraph.config import EngineConfig
-from nodegraph.diffusion.flow.schedule import FlowSettings, flow_sigmas
 from nodegraph.diffusion.lumina.text import SYSTEM_PROMPTS
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.engine import Engine
-from nodegraph.testing_graphs import capture_engine, run_captured
-from nodegraph.validation import ValidationReport
 
 PROMPT = "a photo of the red cat on the sky"
 SEED, STEPS, SIZE, SHIFT, CFG = 11, 3, 64, 6.0, 4.0
 EXAMPLE = Path(__file__).parent / "lumina_examples" / "lumina2_basic_example.json"
 
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyLumina:
-    return build(tmp_path_factory.mktemp("tiny-lumina2-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = tiny_fixture(build, "tiny-lumina2-home")
+engine = engine_fixture("tiny")
 
 
 def graph(unet: str = L_FILES["comfyui"], cfg: float = CFG, clip: str = GEMMA_FILE) -> dict:
     """ComfyUI's Lumina 2 graph on split files (CLIPTextEncodeLumina2 for the positive), image captured as "img"."""
     return {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": clip, "type": "lumina2", "device": "default"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}},
-        "pos": {"class_type": "CLIPTextEncodeLumina2", "inputs": {"system_prompt": "superior", "user_prompt": PROMPT,
-                                                                  "clip": ["clip", 0]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "aura": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["unet", 0], "shift": SHIFT}},
-        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["aura", 0], "seed": SEED, "steps": STEPS, "cfg": cfg, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "unet": unet_loader(unet),
+        "clip": node("CLIPLoader", clip_name=clip, type="lumina2", device="default"),
+        "vae": node("VAELoader", vae_name=VAE_FILE),
+        "pos": node("CLIPTextEncodeLumina2", system_prompt="superior", user_prompt=PROMPT, clip=["clip", 0]),
+        "neg": encode(""),
+        "aura": node("ModelSamplingAuraFlow", model=["unet", 0], shift=SHIFT),
+        "empty": empty_latent("EmptySD3LatentImage", SIZE),
+        "ks": ksampler("aura", SEED, STEPS, cfg),
+        "dec": decode(),
+        "img": capture("dec"),
     }
 
 
 def with_renorm(wf: dict, cfg_trunc: float, renorm_cfg: float) -> dict:
     """``wf`` with RenormCFG between ModelSamplingAuraFlow and the KSampler."""
-    wf["renorm"] = {"class_type": "RenormCFG", "inputs": {"model": ["aura", 0], "cfg_trunc": cfg_trunc,
-                                                          "renorm_cfg": renorm_cfg}}
+    wf["renorm"] = node("RenormCFG", model=["aura", 0], cfg_trunc=cfg_trunc, renorm_cfg=renorm_cfg)
     wf["ks"]["inputs"]["model"] = ["renorm", 0]
     return wf
 
 
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
-
-
-def _get(value):
-    return value.get() if hasattr(value, "get") else value
-
-
 @pytest.fixture(scope="module")
 def image(engine) -> torch.Tensor:
-    return _run(engine, graph())["img"]
+    return run(engine, graph())["img"]
 
 
 @pytest.mark.parametrize("layout", sorted(L_FILES))
 def test_files_load_the_diffusers_weights(engine, tiny, layout):
-    wf = {"unet": graph(L_FILES[layout])["unet"], "clip": graph()["clip"],
-          "m": {"class_type": "Capture", "inputs": {"value": ["unet", 0]}},
-          "c": {"class_type": "Capture", "inputs": {"value": ["clip", 0]}}}
-    cap = _run(engine, wf)
-    model, clip = _get(cap["m"]), _get(cap["c"])
+    cap = run(engine, add_captures({"unet": graph(L_FILES[layout])["unet"], "clip": graph()["clip"]},
+                                   m="unet", c="clip"))
+    model, clip = unwrap(cap["m"]), unwrap(cap["c"])
     assert model.family == "lumina2" and clip.arch == "lumina2"
     assert (model.flow.kind, model.flow.shift, model.flow.multiplier) == ("discrete", 6.0, 1.0)  # ComfyUI's Lumina2
     for ours, ref in ((model.unet, tiny.lumina2), (clip.encoders[0], tiny.gemma2)):
-        a, b = ours.state_dict(), ref.state_dict()
-        assert set(a) == set(b)
-        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert_same_weights(ours, ref)
     import sentencepiece as spm  # the file's own SentencePiece model, start token first (ComfyUI's tokenizer)
 
     text = SYSTEM_PROMPTS["superior"] + " <Prompt Start> " + PROMPT
@@ -102,39 +103,33 @@ def test_files_load_the_diffusers_weights(engine, tiny, layout):
 
 
 def test_graph_image_equals_lumina2_pipeline(tiny, image):
-    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
-    sigmas = flow_sigmas("simple", STEPS, FlowSettings("discrete", SHIFT, 1.0))[:-1]
+    noise = seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         ref = tiny.lumina2_pipeline()(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-                                      sigmas=[float(s) for s in sigmas], guidance_scale=CFG, negative_prompt="",
+                                      sigmas=simple_sigmas(STEPS, SHIFT), guidance_scale=CFG, negative_prompt="",
                                       system_prompt=SYSTEM_PROMPTS["superior"], cfg_normalization=False,
                                       cfg_trunc_ratio=1.0, latents=noise, output_type="pt").images
-    ref = ref.permute(0, 2, 3, 1).float()
-    assert image.shape == ref.shape == (1, SIZE, SIZE, 3)
-    diff = float((image - ref).abs().max())
-    print(f"Lumina 2 parity: max |ours - Lumina2Pipeline| = {diff:.2e} (limit {1 / 255:.2e})")
-    assert diff <= 1 / 255
+    assert image.shape == (1, SIZE, SIZE, 3)
+    assert_parity(image, channels_last(ref), "Lumina 2 parity vs Lumina2Pipeline")
     assert float(image.std()) > 0.01
 
 
 def test_renorm_cfg_follows_comfyui(engine, image):
     """Above cfg_trunc only the positive counts (= cfg 1); renorm_cfg 0 leaves plain cfg; a cap of 1× the positive's
     norm changes the image."""
-    positive_only = _run(engine, with_renorm(graph(), 0.0, 1.0))["img"]
-    assert torch.allclose(positive_only, _run(engine, graph(cfg=1.0))["img"], atol=1e-6)
-    assert torch.allclose(_run(engine, with_renorm(graph(), 100.0, 0.0))["img"], image, atol=1e-6)
-    capped = _run(engine, with_renorm(graph(), 100.0, 1.0))["img"]
-    assert float((capped - image).abs().max()) > 1e-3
+    positive_only = run(engine, with_renorm(graph(), 0.0, 1.0))["img"]
+    assert torch.allclose(positive_only, run(engine, graph(cfg=1.0))["img"], atol=1e-6)
+    assert torch.allclose(run(engine, with_renorm(graph(), 100.0, 0.0))["img"], image, atol=1e-6)
+    capped = run(engine, with_renorm(graph(), 100.0, 1.0))["img"]
+    assert max_diff(capped, image) > 1e-3
 
 
 def test_renorm_cap_is_the_positive_norm(engine):
     from nodegraph.diffusion.lumina.sampling import Lumina2Denoiser, RenormCFG
 
-    cap = _run(engine, {k: v for k, v in with_renorm(graph(), 100.0, 0.5).items() if k not in ("ks", "dec", "img")}
-               | {"m": {"class_type": "Capture", "inputs": {"value": ["renorm", 0]}},
-                  "p": {"class_type": "Capture", "inputs": {"value": ["pos", 0]}},
-                  "n": {"class_type": "Capture", "inputs": {"value": ["neg", 0]}}})
-    model = _get(cap["m"])
+    wf = {k: v for k, v in with_renorm(graph(), 100.0, 0.5).items() if k not in ("ks", "dec", "img")}
+    cap = run(engine, add_captures(wf, m="renorm", p="pos", n="neg"))
+    model = unwrap(cap["m"])
     assert RenormCFG(100.0, 0.5) in model.patches
     den = Lumina2Denoiser(model, cap["p"], cap["n"], CFG, torch.float32, "cpu")
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -149,9 +144,9 @@ def test_renorm_cap_is_the_positive_norm(engine):
 
 def test_foreign_conditioning_and_missing_tokenizer_are_clear(engine, tiny, tmp_path):
     wf = graph(clip=QWEN3_FILE)  # Z-Image's Qwen3 states on the Lumina 2 transformer
-    wf["pos"] = {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}}
-    result, _ = run_captured(engine, wf)
-    assert result.error and "Gemma-2-2B" in str(result.error) and "lumina2" in str(result.error)
+    wf["pos"] = encode(PROMPT)
+    error = run_error(engine, wf)
+    assert "Gemma-2-2B" in error and "lumina2" in error
     from safetensors.torch import load_file, save_file
 
     from nodegraph.diffusion.lumina.loading import load_lumina_clip
@@ -166,18 +161,19 @@ def test_foreign_conditioning_and_missing_tokenizer_are_clear(engine, tiny, tmp_
 def test_shipped_configs_have_the_published_sizes_and_are_detected():
     """Lumina-Image 2.0: 2,609,769,152 parameters ("2.6B"); Gemma-2-2B: 2,614,341,888 ("2.6B"); Qwen3-4B (the text
     model, embedding tied): 4,022,468,096 ("4.0B"). Detection reads the configs back from full-size shapes."""
-    from accelerate import init_empty_weights
     from diffusers import Lumina2Transformer2DModel
     from transformers import Gemma2Config, Gemma2Model, Qwen3Config, Qwen3Model
 
     from nodegraph.diffusion.lumina.detect import detect_transformer, shipped_config
-    from nodegraph.diffusion.lumina.loading import text_encoder_config, text_encoder_kind
+    from nodegraph.diffusion.lumina.loading import (
+        text_encoder_config,
+        text_encoder_kind,
+    )
 
-    with init_empty_weights():
-        lumina = Lumina2Transformer2DModel.from_config(shipped_config("lumina2_transformer"))
-        gemma = Gemma2Model(Gemma2Config(**shipped_config("gemma2_2b")))
-        qwen = Qwen3Model(Qwen3Config(**shipped_config("qwen3_4b")))
-    counts = [sum(p.numel() for p in m.parameters()) for m in (lumina, gemma, qwen)]
+    lumina = on_meta(lambda: Lumina2Transformer2DModel.from_config(shipped_config("lumina2_transformer")))
+    gemma = on_meta(lambda: Gemma2Model(Gemma2Config(**shipped_config("gemma2_2b"))))
+    qwen = on_meta(lambda: Qwen3Model(Qwen3Config(**shipped_config("qwen3_4b"))))
+    counts = [parameter_count(m) for m in (lumina, gemma, qwen)]
     assert counts == [2_609_769_152, 2_614_341_888, 4_022_468_096]
     shapes = {"model.diffusion_model." + k: tuple(v.shape) for k, v in lumina2_to_comfyui(lumina.state_dict()).items()}
     found = detect_transformer(shapes)
@@ -190,51 +186,31 @@ def test_shipped_configs_have_the_published_sizes_and_are_detected():
 
 
 def test_example_validates_but_for_its_checkpoint(tmp_path):
-    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    prompt = json.loads(EXAMPLE.read_text(encoding="utf-8"))["prompt"]
-    with pytest.raises(ValidationReport) as info:  # lumina_2.safetensors (all-in-one) is missing here
-        engine.prepare(prompt)
-    errors = [e for entry in info.value.node_errors.values() for e in entry["errors"]]
-    assert errors and all(e["type"] == "value_not_in_list" and e["extra_info"].get("input_name") == "ckpt_name"
-                          for e in errors), errors
+    """lumina_2.safetensors (all-in-one) is missing here: the only error."""
+    _, _, names = validate_examples([EXAMPLE], {"ckpt_name"}, tmp_path)
+    assert names == {"ckpt_name"}
 
 
 def test_checkpoint_loads_the_same_weights_and_the_example_runs(engine, tiny, tmp_path):
     """CheckpointLoaderSimple reads the all-in-one file (transformer, Gemma 2 + its SentencePiece model, ae) into the
     tiny modules' weights; ComfyUI_examples' lumina2 graph then runs on it as shipped but for size and steps."""
-    cap = _run(engine, {"ck": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-                        "m": {"class_type": "Capture", "inputs": {"value": ["ck", 0]}},
-                        "c": {"class_type": "Capture", "inputs": {"value": ["ck", 1]}},
-                        "v": {"class_type": "Capture", "inputs": {"value": ["ck", 2]}}})
-    model, clip, vae = _get(cap["m"]), _get(cap["c"]), _get(cap["v"])
+    cap = run(engine, add_captures({"ck": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)},
+                                   m=["ck", 0], c=["ck", 1], v=["ck", 2]))
+    model, clip, vae = unwrap(cap["m"]), unwrap(cap["c"]), unwrap(cap["v"])
     assert model.family == "lumina2" and clip.arch == "lumina2"
     for ours, ref in ((model.unet, tiny.lumina2), (clip.encoders[0], tiny.gemma2), (vae.vae, tiny.vae)):
-        a, b = ours.state_dict(), ref.state_dict()
-        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
-    prompt = json.loads(EXAMPLE.read_text(encoding="utf-8"))["prompt"]
-    for node in prompt.values():
-        if node["class_type"] == "EmptySD3LatentImage":
-            node["inputs"].update(width=48, height=40)
-        if node["class_type"] == "KSampler":
-            node["inputs"].update(steps=2)
-    run = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
-    run.run(run.prepare(prompt)).raise_for_status()
-    (image,) = list((tmp_path / "out").rglob("*.png"))
-    from PIL import Image
-
-    with Image.open(image) as img:
-        assert img.size == (48, 40)
+        assert_same_weights(ours, ref)
+    prompt = shrink(load_example(EXAMPLE), {"EmptySD3LatentImage": {"width": 48, "height": 40},
+                                            "KSampler": {"steps": 2}})
+    run_example(tiny.home, tmp_path / "out", prompt)
+    assert_one_image(tmp_path / "out", (48, 40))
 
 
 def test_clip_set_last_layer_goes_deeper(engine, tiny):
     """CLIPSetLastLayer -3 encodes with the third-to-last hidden states (ComfyUI's clip_layer); -1 keeps -2."""
-    wf = {"clip": graph()["clip"],
-          "deep": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["clip", 0], "stop_at_clip_layer": -3}},
-          "a": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["deep", 0]}},
-          "b": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
-          "ca": {"class_type": "Capture", "inputs": {"value": ["a", 0]}},
-          "cb": {"class_type": "Capture", "inputs": {"value": ["b", 0]}}}
-    cap = _run(engine, wf)
+    wf = {"clip": graph()["clip"], "deep": node("CLIPSetLastLayer", clip=["clip", 0], stop_at_clip_layer=-3),
+          "a": encode(PROMPT, "deep"), "b": encode(PROMPT)}
+    cap = run(engine, add_captures(wf, ca="a", cb="b"))
     ids = torch.tensor([tiny.gemma_tokenizer()(PROMPT).input_ids])
     with torch.no_grad():
         states = tiny.gemma2(input_ids=ids, output_hidden_states=True).hidden_states
@@ -245,10 +221,8 @@ def test_clip_set_last_layer_goes_deeper(engine, tiny):
 def test_prompt_weights_as_comfyui(engine, tiny):
     """"a (red:1.5) cat": the pieces tokenized apart after the start token, and the weighted token's states moved
     away from an empty prompt's (start token, then padding masked out) by 1.5, as ComfyUI's token-weight encoder."""
-    wf = {"clip": graph()["clip"],
-          "a": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (red:1.5) cat", "clip": ["clip", 0]}},
-          "ca": {"class_type": "Capture", "inputs": {"value": ["a", 0]}}}
-    got = _run(engine, wf)["ca"][0][0]
+    wf = {"clip": graph()["clip"], "a": encode("a (red:1.5) cat"), "ca": capture("a")}
+    got = run(engine, wf)["ca"][0][0]
     tok = tiny.gemma_tokenizer()
     pieces = [tok(p, add_special_tokens=False).input_ids for p in ("a ", "red", " cat")]
     ids = torch.tensor([[2] + pieces[0] + pieces[1] + pieces[2]])
