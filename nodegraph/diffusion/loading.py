@@ -361,13 +361,13 @@ def load_vae(path: Path, config: EngineConfig | None = None, *, name: str | None
         keys = list(state)
         if any(k.startswith("model.diffusion_model.") for k in keys):
             raise UnknownModelError(f"{name} is a full checkpoint, not a VAE; put it in models/checkpoints")
-        if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
-            raise UnknownModelError(f"{name} is not a VAE: no encoder./decoder. tensors among {len(keys)}")
         from .families import vae_reader
 
-        family_vae = vae_reader(keys)  # Wan, LTX-Video, … VAEs: families.VAE_FILES
+        family_vae = vae_reader(keys)  # Wan, LTX-Video, Stable Cascade's stage A, …: families.VAE_FILES
         if family_vae is not None:
             return family_vae(state, name)
+        if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
+            raise UnknownModelError(f"{name} is not a VAE: no encoder./decoder. tensors among {len(keys)}")
         scaling = 0.13025 if "xl" in path.name.lower() else 0.18215
         if any(".down_blocks." in k for k in keys):  # diffusers naming: load the tensors into the SD config's model
             arch = "sdxl" if scaling == 0.13025 else "sd1"

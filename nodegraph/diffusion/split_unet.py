@@ -56,7 +56,7 @@ def unet_layout(header: Header) -> tuple[str, str] | None:
     for p in _DIFFUSERS_PREFIXES:
         if p + "conv_in.weight" in s and any(k.startswith(p + "down_blocks.") for k in s):
             return "diffusers", p
-    if any(k.startswith(("input_blocks.", "down_blocks.")) for k in s):
+    if any(k.startswith(("input_blocks.", "down_blocks.")) for k in s) and "clf.1.weight" not in s:  # not Cascade
         return ("ldm", "") if any(k.startswith("input_blocks.") for k in s) else ("diffusers", "")
     return None
 

@@ -185,15 +185,9 @@ def test_text_encoding_equals_the_prior_pipeline(tiny, engine):
                                                                          atol=1e-5)
 
 
-#: UNETLoader and VAELoader ask generic detectors first: split_unet.unet_layout claims any file with down_blocks.*
-#: and loading.load_vae refuses files without encoder./decoder. names before families.VAE_FILES is asked.
-_SPLIT_BLOCKED = pytest.mark.xfail(strict=True, reason="needs split_unet.unet_layout to leave files with clf.1.weight "
-                                   "alone and load_vae to ask families.vae_reader before its encoder./decoder. check")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("split, clip_loader", [(False, False), (False, True),
-                                               pytest.param(True, False, marks=_SPLIT_BLOCKED)],
+                                               (True, False)],
                          ids=["checkpoints", "clip-loader", "split-files"])
 def test_two_stage_graph_equals_the_diffusers_pipelines(engine, reference, split, clip_loader):
     import psutil
