@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Combo, Int, Link, Node, Output, String, hookimpl, resample
+from nodegraph.api import Combo, Int, Link, Node, Output, String, encode_hunyuan_dit_text, hookimpl, resample
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 16
@@ -91,7 +91,21 @@ class HunyuanImageToVideo(Node):
         return (positive, out)
 
 
+class CLIPTextEncodeHunyuanDiT(Node):
+    """Encode separate prompts for HunyuanDiT's BERT (Chinese CLIP) and mT5-XL text encoders."""
+
+    DISPLAY_NAME = "CLIPTextEncodeHunyuanDiT"
+    CATEGORY = "advanced/conditioning"
+    INPUTS = {"clip": Link("CLIP"),
+              "bert": String("", multiline=True, dynamic_prompts=True),
+              "mt5xl": String("", multiline=True, dynamic_prompts=True)}
+    OUTPUTS = (Output("CONDITIONING"),)
+
+    def execute(self, ctx, clip: Any, bert: str, mt5xl: str):
+        return (encode_hunyuan_dit_text(ctx, clip, bert, mt5xl),)
+
+
 @hookimpl
 def nodegraph_nodes():
-    """The HunyuanVideo nodes."""
-    return [TextEncodeHunyuanVideo_ImageToVideo, HunyuanImageToVideo]
+    """The HunyuanVideo nodes and HunyuanDiT's text encoder node."""
+    return [TextEncodeHunyuanVideo_ImageToVideo, HunyuanImageToVideo, CLIPTextEncodeHunyuanDiT]
