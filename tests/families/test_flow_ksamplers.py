@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -33,9 +34,11 @@ class Known:
 
     def __init__(self) -> None:
         self.asked: list[float] = []
+        self.states: list[torch.Tensor] = []
 
     def split(self, x, sigma):
         self.asked.append(float(sigma))
+        self.states.append(x.clone())
         return C * (1.0 + float(sigma)), None
 
     def __call__(self, x, sigma):
@@ -100,7 +103,7 @@ def test_dpmpp_2m_sde_rf_two_steps_by_hand():
     sig = [0.8, 0.6, 0.3]
     tree = BrownianNoise(X, torch.tensor(sig, dtype=torch.float64), torch.Generator().manual_seed(1))
     x, old, h_last = X.clone(), None, 0.0
-    for s, t in zip(sig[:-1], sig[1:]):
+    for s, t in itertools.pairwise(sig):
         d = C * (1 + s)
         h = _lam(t) - _lam(s)
         x = t / s * math.exp(-h) * x + (1 - t) * (1 - math.exp(-2 * h)) * d
@@ -133,13 +136,15 @@ def test_dpmpp_sde_rf_step_by_hand():
     den = Known()
     _close(_step("dpmpp_sde", [s, t], den), expected)
     assert den.asked == [s, pytest.approx(s1, rel=1e-9)]
-    del x2
+    _close(den.states[1], x2)  # the intermediate stochastic state the model sees
 
 
 def test_er_sde_rf_step_by_hand():
     s, t = 0.8, 0.6
     er_s, er_t = s / (1 - s), t / (1 - t)
-    phi = lambda v: v * (math.exp(v ** 0.3) + 10.0)  # noqa: E731
+    def phi(v: float) -> float:
+        return v * (math.exp(v ** 0.3) + 10.0)
+
     r = phi(er_t) / phi(er_s)
     expected = ((1 - t) / (1 - s) * r * X + (1 - t) * (1 - r) * C * (1 + s)
                 + (1 - t) * _randn()[0] * math.sqrt(er_t ** 2 - er_s ** 2 * r ** 2))

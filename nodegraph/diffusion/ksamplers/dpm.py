@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ._common import Steps, ancestral_step, floats, gaussian, guided_and_uncond, to_d
 from . import rf_ancestral, rf_sde
+from ._common import Steps, ancestral_step, floats, gaussian, guided_and_uncond, to_d
 from .forms import flow_form
 from .noise import BrownianNoise
 
