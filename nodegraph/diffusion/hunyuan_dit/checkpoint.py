@@ -66,9 +66,11 @@ def transformer_from_state(state: dict[str, Any], name: str, dtype: Any = None) 
     with quiet_libraries(), init_empty_weights():
         transformer = HunyuanDiT2DModel.from_config(config)
     fill(transformer, to_diffusers(state), dtype or torch.float32, name)
-    return DiffusionModel(unet=transformer, scheduler_config=scheduler_config(
-        config["use_style_cond_and_image_meta_size"]), arch="hunyuan-dit", source=name, latent=HUNYUAN_DIT_LATENT,
-        family="hunyuan_dit")
+    from .sampling import discrete_sigmas
+
+    sched = scheduler_config(config["use_style_cond_and_image_meta_size"])
+    return DiffusionModel(unet=transformer, scheduler_config=sched, arch="hunyuan-dit", source=name,
+                          latent=HUNYUAN_DIT_LATENT, family="hunyuan_dit", flow=discrete_sigmas(sched))
 
 
 def bert_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> Any:

@@ -116,9 +116,50 @@ def pack(conditioning: list, config: Any, what: str = "conditioning") -> list:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DiscreteSigmas:
+    """BasicScheduler's and percent_to_sigma's view of a discrete MODEL outside the "unet" family: its training
+    sigmas (``model_sampling.sigma_table`` of the scheduler config) with ComfyUI's log-sigma interpolation."""
+
+    config: tuple = ()
+
+    def table(self) -> Any:
+        """The ascending training sigmas (float64 numpy)."""
+        from ..model_sampling import sigma_table
+
+        return sigma_table(dict(self.config))
+
+    def timestep(self, sigma: Any) -> Any:
+        """The (fractional) training timestep of ``sigma``: log-sigma interpolation, as ComfyUI's."""
+        import numpy as np
+
+        logs = np.log(self.table())
+        return np.interp(np.log(np.asarray(sigma, dtype=np.float64)), logs, np.arange(len(logs), dtype=np.float64))
+
+    def sigma(self, t: Any) -> Any:
+        """The sigma at (fractional) training timestep ``t``."""
+        import numpy as np
+
+        logs = np.log(self.table())
+        return np.exp(np.interp(np.asarray(t, dtype=np.float64), np.arange(len(logs), dtype=np.float64), logs))
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """ComfyUI's ModelSamplingDiscrete.percent_to_sigma."""
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma((1.0 - percent) * 999.0))
+
+
+def discrete_sigmas(scheduler_config: dict[str, Any]) -> DiscreteSigmas:
+    """The ``DiscreteSigmas`` of a MODEL's scheduler config (its ``flow`` field)."""
+    return DiscreteSigmas(tuple(sorted((k, v) for k, v in scheduler_config.items() if not isinstance(v, list))))
+
+
 def unet_view(model: Any) -> Any:
     """The MODEL as KSampler's UNet path sees it: the transformer behind ``DiTAsUNet``, family "unet"."""
-    return dataclasses.replace(model, unet=DiTAsUNet(model.unet), family="unet")
+    return dataclasses.replace(model, unet=DiTAsUNet(model.unet), family="unet", flow=None)
 
 
 def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
@@ -151,4 +192,4 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
                               callback, model=view, lora_library=lora_library, preview_every=preview_every)
 
 
-__all__ = ["DEFAULT_SIZE", "DiTAsUNet", "FAMILY", "call", "pack", "sample", "sample_custom", "unet_view"]
+__all__ = ["DEFAULT_SIZE", "DiTAsUNet", "DiscreteSigmas", "discrete_sigmas", "FAMILY", "call", "pack", "sample", "sample_custom", "unet_view"]
