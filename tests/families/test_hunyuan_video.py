@@ -7,7 +7,6 @@ runs on the tiny model saved under its file names. The shipped configs are check
 
 from __future__ import annotations
 
-import json
 import resource
 import shutil
 import time
@@ -15,30 +14,44 @@ from pathlib import Path
 
 import pytest
 import torch
+from family_kit import (
+    assert_animation,
+    capture,
+    copy_as,
+    decode,
+    encode,
+    engine_fixture,
+    home_config,
+    ksampler,
+    load_example,
+    max_diff,
+    node,
+    run,
+    run_example,
+    seeded_noise,
+    shrink,
+    tiny_fixture,
+    unet_loader,
+    validate_examples,
+)
 from hunyuan_video_tiny import (
     I2V_FILE,
     LAYOUTS,
     LLAMA_FILE,
     VAE_FILES,
-    TinyHunyuanVideo,
     build,
 )
 from safetensors.torch import load_file
 
 from nodegraph.api import Node, Output
-from nodegraph.config import EngineConfig
 from nodegraph.diffusion.hunyuan_video.files import (
     load_hunyuan_video_transformer,
     parameter_counts,
 )
 from nodegraph.diffusion.hunyuan_video.text import TEMPLATE
 from nodegraph.diffusion.hunyuan_video.vae import hunyuan_video_vae_from_state
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.engine import Engine
 from nodegraph.executor import NodeExecutionError
-from nodegraph.testing_graphs import capture_engine, run_captured
-from nodegraph.ui_format import ui_to_api
-from nodegraph.validation import ValidationReport
+from nodegraph.testing_graphs import capture_engine
 
 PROMPT = "a red cat walking on the sky"
 SEED, STEPS, SIZE, LENGTH, GUIDANCE, SHIFT = 7, 4, 32, 5, 6.0, 7.0
@@ -46,47 +59,28 @@ EXAMPLES = Path(__file__).parent / "hunyuan_video_examples"
 FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "image"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyHunyuanVideo:
-    return build(tmp_path_factory.mktemp("tiny-hunyuan-video-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = tiny_fixture(build, "tiny-hunyuan-video-home")
+engine = engine_fixture("tiny")
 
 
 def graph(unet: str = LAYOUTS["comfyui"], vae: str = VAE_FILES["comfyui"], shift: float = SHIFT,
           guidance: float = GUIDANCE) -> dict:
     """ComfyUI's HunyuanVideo text-to-video graph with KSampler (frames captured as "img", the latent as "lat")."""
     return {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
-        "clip": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
-                                                            "clip_name2": LLAMA_FILE, "type": "hunyuan_video",
-                                                            "device": "default"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
-        "guide": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["pos", 0], "guidance": guidance}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "msd3": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": shift}},
-        "empty": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE,
-                                                                      "length": LENGTH, "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["msd3", 0], "seed": SEED, "steps": STEPS, "cfg": 1.0, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["guide", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
-            "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
-        "lat": {"class_type": "Capture", "inputs": {"value": ["ks", 0]}},
+        "unet": unet_loader(unet),
+        "clip": node("DualCLIPLoader", clip_name1="clip_l.safetensors", clip_name2=LLAMA_FILE, type="hunyuan_video",
+                     device="default"),
+        "vae": node("VAELoader", vae_name=vae),
+        "pos": encode(PROMPT),
+        "guide": node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
+        "neg": encode(""),
+        "msd3": node("ModelSamplingSD3", model=["unet", 0], shift=shift),
+        "empty": node("EmptyHunyuanLatentVideo", width=SIZE, height=SIZE, length=LENGTH, batch_size=1),
+        "ks": ksampler("msd3", SEED, STEPS, 1.0, positive=["guide", 0]),
+        "dec": decode(),
+        "img": capture("dec"),
+        "lat": capture("ks"),
     }
-
-
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +88,7 @@ def reference(tiny):
     """HunyuanVideoPipeline's frames [F, H, W, 3] with the noise our KSampler draws for SEED; the template's
     leading tokens counted here by tokenizing the template's head alone."""
     frames = (LENGTH - 1) // 4 + 1
-    noise = make_noise((1, 16, frames, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    noise = seeded_noise((1, 16, frames, SIZE // 8, SIZE // 8), SEED)
     crop = len(tiny.tokenizer(TEMPLATE.split("{}")[0]).input_ids)
     pipe = tiny.pipeline(SHIFT, STEPS)
     with torch.no_grad():
@@ -228,12 +222,12 @@ def test_fp8_scaled_llama_loads_unscaled(tiny, tmp_path):
 
 def test_graph_frames_equal_hunyuan_video_pipeline(engine, reference):
     start = time.perf_counter()
-    cap = _run(engine, graph())
+    cap = run(engine, graph())
     elapsed = time.perf_counter() - start
     frames = cap["img"]
     assert frames.shape == (LENGTH, SIZE, SIZE, 3) == reference.shape
     assert cap["lat"]["samples"].shape == (1, 16, 2, SIZE // 8, SIZE // 8)
-    diff = float((frames - reference).abs().max())
+    diff = max_diff(frames, reference)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"hunyuan video tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {peak:.0f} MiB")
     assert diff <= 1 / 255
@@ -241,13 +235,13 @@ def test_graph_frames_equal_hunyuan_video_pipeline(engine, reference):
 
 
 def test_diffusers_layout_files_give_the_same_frames(engine, reference):
-    cap = _run(engine, graph(LAYOUTS["diffusers"], VAE_FILES["diffusers"]))
-    assert float((cap["img"] - reference).abs().max()) <= 1 / 255
+    cap = run(engine, graph(LAYOUTS["diffusers"], VAE_FILES["diffusers"]))
+    assert max_diff(cap["img"], reference) <= 1 / 255
 
 
 def test_guidance_and_shift_change_the_frames(engine, reference):
     for wf in (graph(guidance=1.0), graph(shift=1.0)):
-        assert float((_run(engine, wf)["img"] - reference).abs().max()) > 1 / 255
+        assert max_diff(run(engine, wf)["img"], reference) > 1 / 255
 
 
 def test_missing_llama_tokenizer_names_the_folder(tiny, tmp_path):
@@ -259,43 +253,19 @@ def test_missing_llama_tokenizer_names_the_folder(tiny, tmp_path):
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    checked = []
-    for path in sorted(EXAMPLES.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        absent = {n["type"] for n in data["nodes"]} - {"Note", "MarkdownNote"}
-        absent = sorted(c for c in absent if engine.registry.get(c) is None)
-        assert not absent, (path.name, absent)
-        checked.append(path.stem)
-        with pytest.raises(ValidationReport) as info:  # the model files (and the start image) are missing here
-            engine.prepare(ui_to_api(data, engine.registry))
-        for node_id, entry in info.value.node_errors.items():
-            for error in entry["errors"]:
-                assert error["type"] == "value_not_in_list" and \
-                    error["extra_info"].get("input_name") in FILE_INPUTS, (path.name, node_id, error)
+    checked, _, _ = validate_examples(sorted(EXAMPLES.glob("*.json")), FILE_INPUTS, tmp_path)
     assert len(checked) == 3
 
 
 def test_text_to_video_example_runs_on_the_tiny_model(tiny, tmp_path):
     models = tiny.home / "models"
-    shutil.copy(models / "diffusion_models" / LAYOUTS["comfyui"],
-                models / "diffusion_models" / "hunyuan_video_t2v_720p_bf16.safetensors")
-    shutil.copy(models / "text_encoders" / LLAMA_FILE, models / "text_encoders" / "llava_llama3_fp8_scaled.safetensors")
-    shutil.copy(models / "vae" / VAE_FILES["comfyui"], models / "vae" / "hunyuan_video_vae_bf16.safetensors")
-    engine = Engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
-    data = json.loads((EXAMPLES / "hunyuan_video_text_to_video.json").read_text(encoding="utf-8"))
-    prompt = ui_to_api(data, engine.registry)
-    for node in prompt.values():
-        if node["class_type"] == "EmptyHunyuanLatentVideo":
-            node["inputs"].update(width=SIZE, height=SIZE, length=LENGTH)
-        if node["class_type"] == "BasicScheduler":
-            node["inputs"].update(steps=2)
-    engine.run(engine.prepare(prompt)).raise_for_status()
-    from PIL import Image
-
-    webp = next((tmp_path / "out").rglob("*.webp"))
-    with Image.open(webp) as im:
-        assert im.size == (SIZE, SIZE) and getattr(im, "n_frames", 1) == LENGTH
+    copy_as(models / "diffusion_models", LAYOUTS["comfyui"], "hunyuan_video_t2v_720p_bf16.safetensors")
+    copy_as(models / "text_encoders", LLAMA_FILE, "llava_llama3_fp8_scaled.safetensors")
+    copy_as(models / "vae", VAE_FILES["comfyui"], "hunyuan_video_vae_bf16.safetensors")
+    path = EXAMPLES / "hunyuan_video_text_to_video.json"
+    files = run_example(tiny.home, tmp_path / "out", lambda engine: shrink(load_example(path, engine.registry), {
+        "EmptyHunyuanLatentVideo": {"width": SIZE, "height": SIZE, "length": LENGTH}, "BasicScheduler": {"steps": 2}}))
+    assert_animation(next(p for p in files if p.suffix == ".webp"), (SIZE, SIZE), LENGTH)
 
 
 def _start_image(height: int = 40, width: int = 48) -> torch.Tensor:
@@ -340,31 +310,28 @@ class FakeVisionOutput(Node):
 
 
 def test_image_to_video_text_encoder_refuses_with_the_fix(tiny):
-    engine = capture_engine(EngineConfig(home=tiny.home), (FakeVisionOutput,))
-    wf = {"clip": graph()["clip"], "vision": {"class_type": "FakeVisionOutput", "inputs": {}},
-          "enc": {"class_type": "TextEncodeHunyuanVideo_ImageToVideo", "inputs": {
-              "clip": ["clip", 0], "clip_vision_output": ["vision", 0], "prompt": PROMPT, "image_interleave": 2}},
-          "out": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
+    engine = capture_engine(home_config(tiny.home), (FakeVisionOutput,))
+    wf = {"clip": graph()["clip"], "vision": node("FakeVisionOutput"),
+          "enc": node("TextEncodeHunyuanVideo_ImageToVideo", clip=["clip", 0], clip_vision_output=["vision", 0],
+                      prompt=PROMPT, image_interleave=2),
+          "out": capture("enc")}
     with pytest.raises(NodeExecutionError, match="CLIPTextEncode"):
-        _run(engine, wf)
+        run(engine, wf)
 
 
 @pytest.mark.parametrize("kind", ["v1 (concat)", "v2 (replace)", "custom"])
 def test_image_to_video_node_conditions_and_latent(tiny, kind):
-    cfg = EngineConfig(home=tiny.home)
-    engine = capture_engine(cfg, (StartImage, OneCond))
-    wf = {"vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
-          "start": {"class_type": "StartImage", "inputs": {}}, "cond": {"class_type": "OneCond", "inputs": {}},
-          "i2v": {"class_type": "HunyuanImageToVideo", "inputs": {
-              "positive": ["cond", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE, "length": 9,
-              "batch_size": 1, "guidance_type": kind, "start_image": ["start", 0]}},
-          "pos": {"class_type": "Capture", "inputs": {"value": ["i2v", 0]}},
-          "lat": {"class_type": "Capture", "inputs": {"value": ["i2v", 1]}}}
+    engine = capture_engine(home_config(tiny.home), (StartImage, OneCond))
+    wf = {"vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]), "start": node("StartImage"),
+          "cond": node("OneCond"),
+          "i2v": node("HunyuanImageToVideo", positive=["cond", 0], vae=["vae", 0], width=SIZE, height=SIZE, length=9,
+                      batch_size=1, guidance_type=kind, start_image=["start", 0]),
+          "pos": capture("i2v"), "lat": capture("i2v", 1)}
     if kind == "v2 (replace)":
         with pytest.raises(NodeExecutionError, match="v1 \\(concat\\)"):
-            _run(engine, wf)
+            run(engine, wf)
         return
-    cap = _run(engine, wf)
+    cap = run(engine, wf)
     extras, latent = cap["pos"][0][1], cap["lat"]
     assert latent["samples"].shape == (1, 16, 3, SIZE // 8, SIZE // 8)
     if kind == "v1 (concat)":
@@ -393,16 +360,13 @@ def test_image_to_video_v1_equals_pipeline(tiny):
     from nodegraph.diffusion.sampling import SamplingOptions
 
     length = 9
-    engine = capture_engine(EngineConfig(home=tiny.home), (SquareImage,))
-    wf = {"clip": graph()["clip"], "pos": graph()["pos"],
-          "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
-          "start": {"class_type": "SquareImage", "inputs": {}},
-          "i2v": {"class_type": "HunyuanImageToVideo", "inputs": {
-              "positive": ["pos", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE, "length": length,
-              "batch_size": 1, "guidance_type": "v1 (concat)", "start_image": ["start", 0]}},
-          "cond": {"class_type": "Capture", "inputs": {"value": ["i2v", 0]}},
-          "lat": {"class_type": "Capture", "inputs": {"value": ["i2v", 1]}}}
-    cap = _run(engine, wf)
+    engine = capture_engine(home_config(tiny.home), (SquareImage,))
+    wf = {"clip": graph()["clip"], "pos": graph()["pos"], "vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+          "start": node("SquareImage"),
+          "i2v": node("HunyuanImageToVideo", positive=["pos", 0], vae=["vae", 0], width=SIZE, height=SIZE,
+                      length=length, batch_size=1, guidance_type="v1 (concat)", start_image=["start", 0]),
+          "cond": capture("i2v"), "lat": capture("i2v", 1)}
+    cap = run(engine, wf)
     model = load_hunyuan_video_transformer(tiny.home / "models" / "diffusion_models" / I2V_FILE, None, I2V_FILE)
     assert model.arch == "hunyuan-video-i2v"
     opts = SamplingOptions("euler", "simple", STEPS, 1.0, SEED)
@@ -413,7 +377,7 @@ def test_image_to_video_v1_equals_pipeline(tiny):
 
     emb, extras = cap["cond"][0]
     image = extras["concat_latent_image"] * tiny.vae.config.scaling_factor
-    noise = make_noise(tuple(cap["lat"]["samples"].shape), torch.Generator("cpu").manual_seed(SEED))
+    noise = seeded_noise(tuple(cap["lat"]["samples"].shape), SEED)
     t = torch.tensor([0.999])
     start = (noise - image.repeat(1, 1, noise.shape[2], 1, 1) * (1 - t)) / t
     pipe = HunyuanVideoImageToVideoPipeline(text_encoder=None, tokenizer=tiny.tokenizer, transformer=tiny.i2v,
@@ -427,7 +391,7 @@ def test_image_to_video_v1_equals_pipeline(tiny):
                    num_inference_steps=STEPS, guidance_scale=1.0, latents=start, output_type="pt").frames[0]
     ref = ref.permute(0, 2, 3, 1).float()
     assert frames.shape == (length, SIZE, SIZE, 3) and ref.shape == (length - 4, SIZE, SIZE, 3)
-    diff = float((frames[4:] - ref).abs().max())
+    diff = max_diff(frames[4:], ref)
     print(f"hunyuan video i2v (v1 concat) max |diff| {diff:.2e}")
     assert diff <= 1 / 255 and float(ref.std()) > 0.01
 
