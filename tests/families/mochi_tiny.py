@@ -1,9 +1,10 @@
 """A tiny random-weight Genmo Mochi 1 preview (transformer, T5 + tokenizer, video VAE), saved as ComfyUI expects.
 
 Files under a nodegraph home: ``diffusion_models/`` in ComfyUI's (Genmo's) layout and diffusers'; ``vae/`` as
-ComfyUI's ``mochi_vae`` (``encoder.layers.*``, ``decoder.blocks.*``) and diffusers'; ``text_encoders/t5xxl_fp16.safetensors``
-with a tiny ``t5_tokenizer/`` beside it; ``checkpoints/mochi_preview_fp8_scaled.safetensors`` (all-in-one, the
-transformer's block weights as ComfyUI's fp8_scaled). ``MochiPipeline`` over the same modules is the numerical oracle.
+ComfyUI's ``mochi_vae`` (``encoder.layers.*``, ``decoder.blocks.*``) and diffusers';
+``text_encoders/t5xxl_fp16.safetensors`` with a tiny ``t5_tokenizer/`` beside it;
+``checkpoints/mochi_preview_fp8_scaled.safetensors`` (all-in-one, the transformer's block weights as ComfyUI's
+fp8_scaled). ``MochiPipeline`` over the same modules is the numerical oracle.
 The inverse name mappings here are written independently of the loaders.
 """
 
@@ -17,10 +18,11 @@ from typing import Any
 import torch
 from flux_tiny import T5, t5_tokenizer_files
 
-TRANSFORMER = dict(patch_size=2, num_attention_heads=2, attention_head_dim=16, num_layers=2, pooled_projection_dim=16,
-                   in_channels=12, text_embed_dim=T5["d_model"], time_embed_dim=32, max_sequence_length=256)
-VAE = dict(encoder_block_out_channels=(32, 32, 32, 32), decoder_block_out_channels=(32, 32, 32, 32),
-           layers_per_block=(1, 1, 1, 1, 1))
+TRANSFORMER = {"patch_size": 2, "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 2,
+               "pooled_projection_dim": 16, "in_channels": 12, "text_embed_dim": T5["d_model"], "time_embed_dim": 32,
+               "max_sequence_length": 256}
+VAE = {"encoder_block_out_channels": (32, 32, 32, 32), "decoder_block_out_channels": (32, 32, 32, 32),
+       "layers_per_block": (1, 1, 1, 1, 1)}
 LAYOUTS = {"comfyui": "mochi-tiny-comfyui.safetensors", "diffusers": "mochi-tiny-diffusers.safetensors"}
 VAE_FILES = {"comfyui": "mochi_vae_tiny.safetensors", "diffusers": "mochi-vae-diffusers.safetensors"}
 TEXT = "t5xxl_fp16.safetensors"
@@ -32,11 +34,14 @@ _RENAME = ((r"patch_embed\.proj\.", "x_embedder.proj."),
            (r"time_embed\.timestep_embedder\.linear_1\.", "t_embedder.mlp.0."),
            (r"time_embed\.timestep_embedder\.linear_2\.", "t_embedder.mlp.2."),
            (r"time_embed\.pooler\.", "t5_y_embedder."), (r"time_embed\.caption_proj\.", "t5_yproj."),
-           (_T + r"norm1\.linear\.", "blocks.{0}.mod_x."), (_T + r"norm1_context\.linear(?:_1)?\.", "blocks.{0}.mod_y."),
-           (_T + r"attn1\.norm_q\.", "blocks.{0}.attn.q_norm_x."), (_T + r"attn1\.norm_k\.", "blocks.{0}.attn.k_norm_x."),
+           (_T + r"norm1\.linear\.", "blocks.{0}.mod_x."),
+           (_T + r"norm1_context\.linear(?:_1)?\.", "blocks.{0}.mod_y."),
+           (_T + r"attn1\.norm_q\.", "blocks.{0}.attn.q_norm_x."),
+           (_T + r"attn1\.norm_k\.", "blocks.{0}.attn.k_norm_x."),
            (_T + r"attn1\.norm_added_q\.", "blocks.{0}.attn.q_norm_y."),
            (_T + r"attn1\.norm_added_k\.", "blocks.{0}.attn.k_norm_y."),
-           (_T + r"attn1\.to_out\.0\.", "blocks.{0}.attn.proj_x."), (_T + r"attn1\.to_add_out\.", "blocks.{0}.attn.proj_y."),
+           (_T + r"attn1\.to_out\.0\.", "blocks.{0}.attn.proj_x."),
+           (_T + r"attn1\.to_add_out\.", "blocks.{0}.attn.proj_y."),
            (_T + r"ff\.net\.2\.", "blocks.{0}.mlp_x.w2."), (_T + r"ff_context\.net\.2\.", "blocks.{0}.mlp_y.w2."),
            (r"proj_out\.", "final_layer.linear."), (r"pos_frequencies", "pos_frequencies"))
 

@@ -1,5 +1,5 @@
-"""Genmo Mochi 1 preview through our nodes equals diffusers: weights loaded from each layout, and the frames of the graph
-UNETLoader + CLIPLoader(mochi) + VAELoader + CLIPTextEncode + EmptyMochiLatentVideo + KSampler (euler,
+"""Genmo Mochi 1 preview through our nodes equals diffusers: weights loaded from each layout, and the frames of the
+graph UNETLoader + CLIPLoader(mochi) + VAELoader + CLIPTextEncode + EmptyMochiLatentVideo + KSampler (euler,
 linear_quadratic = Mochi's own schedule, cfg 4.5) + VAEDecode against MochiPipeline with the same noise, ≤ 1/255.
 ComfyUI_examples' two Mochi workflows (copied into mochi_examples/ from comfyanonymous/ComfyUI_examples at f9431bb,
 read from their WEBP files) validate with only the model files missing, and run on the tiny files saved under their
@@ -15,12 +15,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from mochi_tiny import CHECKPOINT, LAYOUTS, TEXT, VAE_FILES, TinyMochi, build, to_comfyui
+from mochi_tiny import (
+    CHECKPOINT,
+    LAYOUTS,
+    TEXT,
+    VAE_FILES,
+    TinyMochi,
+    build,
+    to_comfyui,
+)
 from safetensors.torch import load_file, save_file
 
+from nodegraph.api import Node, Output
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.detect import UnknownModelError
-from nodegraph.diffusion.mochi.files import load_mochi_transformer, parameter_counts, to_diffusers
+from nodegraph.diffusion.mochi.files import (
+    load_mochi_transformer,
+    parameter_counts,
+    to_diffusers,
+)
 from nodegraph.diffusion.mochi.vae import mochi_vae_from_state
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.engine import Engine
@@ -96,11 +109,13 @@ def test_transformer_layouts_load_the_same_weights(tiny, layout):
 
 def test_names_equal_diffusers_converter_on_48_blocks():
     """Our mapping equals diffusers' single-file converter (written for Mochi's 48 blocks) tensor for tensor."""
-    from diffusers.loaders.single_file_utils import convert_mochi_transformer_checkpoint_to_diffusers
     from diffusers import MochiTransformer3DModel
+    from diffusers.loaders.single_file_utils import (
+        convert_mochi_transformer_checkpoint_to_diffusers,
+    )
 
-    small = MochiTransformer3DModel(**dict(num_layers=48, num_attention_heads=1, attention_head_dim=8,
-                                           pooled_projection_dim=8, text_embed_dim=8, time_embed_dim=8))
+    small = MochiTransformer3DModel(num_layers=48, num_attention_heads=1, attention_head_dim=8, pooled_projection_dim=8,
+                                    text_embed_dim=8, time_embed_dim=8)
     comfy = {"model.diffusion_model." + k: torch.randn(v.shape) for k, v in to_comfyui(small.state_dict()).items()}
     want = convert_mochi_transformer_checkpoint_to_diffusers(dict(comfy))
     got = to_diffusers(dict(comfy), "model.diffusion_model.")
@@ -220,6 +235,53 @@ def test_diffusers_layout_vae_gives_the_same_frames_and_cfg_matters(engine, refe
     assert float((cap["img"] - reference).abs().max()) <= 1 / 255
     for wf in (graph(cfg=1.0), graph(scheduler="simple")):  # the simple schedule carries ComfyUI's shift 6
         assert float((_run(engine, wf)["img"] - reference).abs().max()) > 1 / 255
+
+
+class RandomMochiLatent(Node):
+    """A seeded random Mochi LATENT [1, 12, 3, 4, 4] (13 frames of 32×32 pixels)."""
+
+    OUTPUTS = (Output("LATENT"),)
+
+    def execute(self, ctx):
+        return ({"samples": torch.randn(1, 12, 3, 4, 4, generator=torch.Generator().manual_seed(3))},)
+
+
+def test_empty_latent_is_comfyui_zero_latent_normalised(engine, tiny):
+    """EmptyMochiLatentVideo: [B, 12, (length - 1) // 6 + 1, h, w]; it decodes as the raw all-zero latent does."""
+    wf = {"empty": {"class_type": "EmptyMochiLatentVideo", "inputs": {"width": 16, "height": 24, "length": 13,
+                                                                      "batch_size": 2}},
+          "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
+          "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["empty", 0], "vae": ["vae", 0]}},
+          "lat": {"class_type": "Capture", "inputs": {"value": ["empty", 0]}},
+          "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}}}
+    cap = _run(engine, wf)
+    assert cap["lat"]["samples"].shape == (2, 12, 3, 3, 2)
+    with torch.no_grad():
+        want = tiny.vae.decode(torch.zeros(1, 12, 3, 3, 2)).sample[0].movedim(0, -1) / 2 + 0.5
+    assert cap["img"].shape == (26, 24, 16, 3)
+    assert float((cap["img"][:13] - want.clamp(0, 1)).abs().max()) < 1e-5
+
+
+def test_tiled_decode_tiles_in_time(tiny):
+    """VAEDecodeTiled on a Mochi latent: one tile equals VAEDecode; short temporal tiles give every frame."""
+    engine = capture_engine(EngineConfig(home=tiny.home), (RandomMochiLatent,))
+
+    def tiled(temporal_size: int, temporal_overlap: int) -> dict:
+        return {"class_type": "VAEDecodeTiled", "inputs": {
+            "samples": ["src", 0], "vae": ["vae", 0], "tile_size": 512, "overlap": 64,
+            "temporal_size": temporal_size, "temporal_overlap": temporal_overlap}}
+
+    wf = {"vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
+          "src": {"class_type": "RandomMochiLatent", "inputs": {}},
+          "whole": {"class_type": "VAEDecode", "inputs": {"samples": ["src", 0], "vae": ["vae", 0]}},
+          "one": tiled(64, 8), "short": tiled(12, 4),
+          "a": {"class_type": "Capture", "inputs": {"value": ["whole", 0]}},
+          "b": {"class_type": "Capture", "inputs": {"value": ["one", 0]}},
+          "c": {"class_type": "Capture", "inputs": {"value": ["short", 0]}}}
+    cap = _run(engine, wf)
+    assert cap["a"].shape == cap["b"].shape == cap["c"].shape == (13, 32, 32, 3)
+    assert float((cap["a"] - cap["b"]).abs().max()) < 1e-5
+    assert 0 < float((cap["a"] - cap["c"]).abs().mean()) < 0.1
 
 
 def test_all_in_one_checkpoint_loads_fp8_scaled_weights(tiny):

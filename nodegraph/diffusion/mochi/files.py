@@ -110,7 +110,8 @@ def _special(target: str, tensor: Any, group: str | None, tail: str, last: bool)
     if kind == "mod_y":  # the last block only scales the text (no update): diffusers' linear_1
         return [(pattern.format(group) + ("norm1_context.linear_1." if last else "norm1_context.linear.") + tail,
                  tensor)]
-    first, second = tensor.chunk(2, dim=0)  # "gate": (proj, gate) → (gate, proj); "swap": (shift, scale) → (scale, shift)
+    # "gate": (proj, gate) → (gate, proj); "swap": (shift, scale) → (scale, shift)
+    first, second = tensor.chunk(2, dim=0)
     return [(pattern.format(group) + tail, torch.cat([second, first], dim=0))]
 
 

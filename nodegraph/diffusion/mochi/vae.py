@@ -3,7 +3,8 @@
 - Latents are normalised per channel as ComfyUI's Mochi latent format does (``(z - latents_mean) / latents_std``,
   its 12 published means and deviations), so the MODEL samples them with scale 1 (``files.MOCHI_LATENT``).
 - Video latents ``[B, 12, T, h, w]``: ``decode`` returns every frame of every video as one image batch
-  ``[B · (6(T - 1) + 1), 3, H, W]``, so VAEDecode yields the frames; image latents ``[B, 12, h, w]`` decode as one frame.
+  ``[B · (6(T - 1) + 1), 3, H, W]``, so VAEDecode yields the frames; image latents ``[B, 12, h, w]`` decode as one
+  frame.
 - Images ``[N, 3, H, W]`` (VAEEncode): the batch is one video of N frames, ``[1, 12, (N - 1) // 6 + 1, H/8, W/8]``.
 Files: ComfyUI's ``mochi_vae.safetensors`` (Genmo's module names: ``decoder.blocks.*``, ``encoder.layers.*``; Genmo's
 separate decoder/encoder files load too), or diffusers' layout. The mapping is that of diffusers' Mochi conversion
@@ -31,7 +32,7 @@ _STACK = {"0": "norm1.norm_layer", "2": "conv1.conv", "3": "norm2.norm_layer", "
 
 
 def _bare(keys: Any) -> set[str]:
-    """Tensor names with Genmo's bare decoder/encoder files given their ``decoder.``/``encoder.`` prefix (as ComfyUI)."""
+    """Tensor names, Genmo's bare decoder/encoder files given their ``decoder.``/``encoder.`` prefix (as ComfyUI)."""
     keys = set(keys)
     if "blocks.2.blocks.3.stack.5.weight" in keys or "blocks.0.0.weight" in keys:
         return {"decoder." + k for k in keys}
