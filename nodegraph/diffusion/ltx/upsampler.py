@@ -111,7 +111,9 @@ def config_from_shapes(shapes: dict[str, Any], name: str, metadata: dict[str, st
 
 
 def _classes() -> dict[str, Any]:
-    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+    from diffusers.pipelines.ltx.modeling_latent_upsampler import (
+        LTXLatentUpsamplerModel,
+    )
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
     return {"LTXLatentUpsamplerModel": LTXLatentUpsamplerModel, "LTX2LatentUpsamplerModel": LTX2LatentUpsamplerModel}
