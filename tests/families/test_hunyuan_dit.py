@@ -117,14 +117,45 @@ def test_graph_image_equals_hunyuan_dit_pipeline(engine, tiny):
     with torch.no_grad():
         ref = tiny.pipeline(scheduler)(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
                                        guidance_scale=CFG, negative_prompt="", use_resolution_binning=False,
-                                       latents=start /
-                                       scheduler.init_noise_sigma, output_type="pt").images
+                                       latents=start / scheduler.init_noise_sigma, output_type="pt").images
     ref = ref.permute(0, 2, 3, 1).float()
     assert image.shape == ref.shape == (1, SIZE, SIZE, 3)
     diff = float((image - ref).abs().max())
     print(f"HunyuanDiT parity: max |ours - HunyuanDiTPipeline| = {diff:.2e} (limit {1 / 255:.2e})")
     assert diff <= 1 / 255
     assert float(image.std()) > 0.01
+
+
+def test_v11_size_and_style_conditioning_equal_the_pipeline(tmp_path_factory):
+    """A v1.1 DiT (image_meta_size + style inputs, betas to 0.03) equals HunyuanDiTPipeline given ComfyUI's meta
+    size (768 × 768 original and target, no crop) and style 0, with ddim (euler on ComfyUI's sigmas here)."""
+    from nodegraph.diffusion.schedulers import build_scheduler
+
+    tiny = build(tmp_path_factory.mktemp("tiny-hunyuan-dit-v11"), seed=1, style_cond=True)
+    cfg = EngineConfig(home=tiny.home)
+    cfg.ensure_dirs()
+    engine = capture_engine(cfg)
+    wf = graph("ddim", "ddim_uniform")
+    wf["m"] = {"class_type": "Capture", "inputs": {"value": ["ck", 0]}}
+    cap = _run(engine, wf)
+    image, model = cap["img"], _get(cap["m"])
+    assert model.scheduler_config["beta_end"] == 0.03 and model.unet.config.use_style_cond_and_image_meta_size
+    scheduler = build_scheduler("ddim", "ddim_uniform", model.scheduler_config, STEPS, SEED)
+    noise = make_noise((1, 4, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    start = scheduler.add_noise(torch.zeros_like(noise), noise, scheduler.timesteps[:1])
+    with torch.no_grad():
+        ref = tiny.pipeline(scheduler)(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
+                                       guidance_scale=CFG, negative_prompt="", use_resolution_binning=False,
+                                       original_size=(768, 768), target_size=(768, 768),
+                                       latents=start / scheduler.init_noise_sigma, output_type="pt").images
+    diff = float((image - ref.permute(0, 2, 3, 1).float()).abs().max())
+    print(f"HunyuanDiT v1.1 parity: max |ours - HunyuanDiTPipeline| = {diff:.2e}")
+    assert diff <= 1 / 255
+    with torch.no_grad():  # the meta size matters: the pipeline's default (1024 original, 64 target) differs
+        other = tiny.pipeline(scheduler)(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
+                                         guidance_scale=CFG, negative_prompt="", use_resolution_binning=False,
+                                         latents=start / scheduler.init_noise_sigma, output_type="pt").images
+    assert float((image - other.permute(0, 2, 3, 1).float()).abs().max()) > 1 / 255
 
 
 def test_custom_sampling_runs_the_same_model(engine):

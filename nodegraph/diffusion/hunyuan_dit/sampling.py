@@ -74,7 +74,7 @@ def call(wrapper: Any, x: Any, t: Any, packed: Any) -> Any:
     mask_col = packed.shape[-1] - _META - 1
     bert, mt5 = packed[:, :n1, :d1].contiguous(), packed[:, n1:, :d2].contiguous()
     masks = packed[:, :, mask_col] > 0.5
-    meta = packed[:, 0, mask_col + 1:].float()
+    meta = packed[:, 0, mask_col + 1:].float().contiguous()
     timestep = torch.as_tensor(t, device=x.device).float().reshape(-1).expand(b).to(x.dtype)
     out = wrapper.transformer(
         x, timestep, encoder_hidden_states=bert, text_embedding_mask=masks[:, :n1].long(),
