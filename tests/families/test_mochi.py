@@ -212,6 +212,30 @@ def test_sampling_equals_mochi_pipeline(direct, reference):
     assert float((decode(out["samples"]) - reference).abs().max()) <= 1 / 255
 
 
+def test_fp8_storage_samples(direct, tiny):
+    """UNETLoader's weight_dtype fp8_e4m3fn: float8 weights, computed in float32 (close to the full weights)."""
+    from nodegraph.diffusion.devices import DeviceManager
+    from nodegraph.diffusion.flow.sampling import sample
+    from nodegraph.diffusion.sampling import SamplingOptions
+
+    model, positive, negative, latent, _ = direct
+    path = tiny.home / "models" / "diffusion_models" / LAYOUTS["comfyui"]
+    fp8 = load_mochi_transformer(path, None, path.name, "fp8_e4m3fn")
+    assert fp8.unet.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    opts = SamplingOptions("euler", "simple", 2, CFG, SEED)
+    got = sample(fp8, positive, negative, latent, opts, DeviceManager(force_cpu=True))["samples"]
+    want = sample(model, positive, negative, latent, opts, DeviceManager(force_cpu=True))["samples"]
+    assert 0 < float((got - want).abs().max()) < 0.2 * float(want.abs().max())
+
+
+def test_clip_type_mochi_takes_one_t5_file(tiny):
+    from nodegraph.diffusion.mochi.text import load_mochi_clip
+
+    te = tiny.home / "models" / "text_encoders"
+    with pytest.raises(ValueError, match="one text encoder file"):
+        load_mochi_clip([te / TEXT, te / TEXT], [TEXT, TEXT])
+
+
 @pytest.mark.slow
 def test_graph_frames_equal_mochi_pipeline(engine, reference):
     start = time.perf_counter()
