@@ -15,82 +15,76 @@ from pathlib import Path
 
 import pytest
 import torch
-from svd_tiny import FILES, FRAMES, IMAGE, SIZE, TinySVD, build, start_image
+from family_kit import (
+    add_captures,
+    assert_parity,
+    assert_same_weights,
+    capture,
+    decode,
+    engine_fixture,
+    home_config,
+    ksampler,
+    load_example,
+    max_diff,
+    node,
+    on_meta,
+    parameter_count,
+    run,
+    run_example,
+    seeded_noise,
+    shrink,
+    tiny_fixture,
+    unwrap,
+    validate_examples,
+)
+from svd_tiny import FILES, FRAMES, IMAGE, SIZE, build, start_image
 
 from nodegraph.config import EngineConfig
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.engine import Engine
-from nodegraph.testing_graphs import capture_engine, run_captured
-from nodegraph.validation import ValidationReport
+from nodegraph.testing_graphs import capture_engine
 
 SEED, STEPS, CFG = 5, 3, 2.5
 EXAMPLES = sorted((Path(__file__).parent / "svd_examples").glob("*.json"))
 FILE_INPUTS = {"ckpt_name", "image"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinySVD:
-    return build(tmp_path_factory.mktemp("tiny-svd-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = tiny_fixture(build, "tiny-svd-home")
+engine = engine_fixture("tiny")
 
 
 def graph(size: int = SIZE, frames: int = FRAMES, steps: int = STEPS, cfg: float = CFG,
           guidance: str | None = "VideoLinearCFGGuidance", min_cfg: float = 1.0, motion: int = 127) -> dict:
     """ComfyUI's image-to-video graph (the example's nodes), frames captured as "frames", latent as "lat"."""
-    model = ["ckpt", 0] if guidance is None else ["guide", 0]
     wf = {
-        "ckpt": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": FILES[0]}},
-        "img": {"class_type": "LoadImage", "inputs": {"image": IMAGE}},
-        "cond": {"class_type": "SVD_img2vid_Conditioning", "inputs": {
-            "clip_vision": ["ckpt", 1], "init_image": ["img", 0], "vae": ["ckpt", 2], "width": size, "height": size,
-            "video_frames": frames, "motion_bucket_id": motion, "fps": 7, "augmentation_level": 0.0}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": SEED, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "karras",
-            "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["cond", 2], "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}},
-        "frames": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
-        "lat": {"class_type": "Capture", "inputs": {"value": ["ks", 0]}},
+        "ckpt": node("ImageOnlyCheckpointLoader", ckpt_name=FILES[0]),
+        "img": node("LoadImage", image=IMAGE),
+        "cond": node("SVD_img2vid_Conditioning", clip_vision=["ckpt", 1], init_image=["img", 0], vae=["ckpt", 2],
+                     width=size, height=size, video_frames=frames, motion_bucket_id=motion, fps=7,
+                     augmentation_level=0.0),
+        "ks": ksampler("ckpt" if guidance is None else "guide", SEED, steps, cfg, scheduler="karras",
+                       positive=["cond", 0], negative=["cond", 1], latent=["cond", 2]),
+        "dec": decode(vae=["ckpt", 2]),
+        "frames": capture("dec"),
+        "lat": capture("ks"),
     }
     if guidance is not None:
-        wf["guide"] = {"class_type": guidance, "inputs": {"model": ["ckpt", 0], "min_cfg": min_cfg}}
+        wf["guide"] = node(guidance, model=["ckpt", 0], min_cfg=min_cfg)
     return wf
 
 
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
-
-
-def _get(value):
-    return value.get() if hasattr(value, "get") else value
-
-
 def test_file_loads_the_diffusers_weights(engine, tiny):
-    wf = {"ckpt": graph()["ckpt"], **{k: {"class_type": "Capture", "inputs": {"value": ["ckpt", i]}}
-                                       for i, k in enumerate(("m", "cv", "v"))}}
-    cap = _run(engine, wf)
-    model, vision, vae = _get(cap["m"]), _get(cap["cv"]), _get(cap["v"])
+    cap = run(engine, add_captures({"ckpt": graph()["ckpt"]}, m=["ckpt", 0], cv=["ckpt", 1], v=["ckpt", 2]))
+    model, vision, vae = unwrap(cap["m"]), unwrap(cap["cv"]), unwrap(cap["v"])
     assert model.family == "svd" and model.arch == "svd" and model.prediction_type == "v_prediction"
     for ours, ref in ((model.unet, tiny.unet), (vae.vae.inner, tiny.vae), (vision.model, tiny.image_encoder)):
-        a, b = ours.state_dict(), ref.state_dict()
-        assert set(a) == set(b)
-        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert_same_weights(ours, ref)
     assert list(model.unet.config.block_out_channels) == list(tiny.unet.config.block_out_channels)
 
 
 def test_checkpoint_loader_simple_reads_model_and_vae(engine, tiny):
     """As ComfyUI's CheckpointLoaderSimple: the file's MODEL and VAE, and a CLIP with no text encoder."""
-    wf = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": FILES[1]}},
-          **{k: {"class_type": "Capture", "inputs": {"value": ["ckpt", i]}} for i, k in enumerate(("m", "c", "v"))}}
-    cap = _run(engine, wf)
-    model, clip, vae = _get(cap["m"]), _get(cap["c"]), _get(cap["v"])
+    wf = {"ckpt": node("CheckpointLoaderSimple", ckpt_name=FILES[1])}
+    cap = run(engine, add_captures(wf, m=["ckpt", 0], c=["ckpt", 1], v=["ckpt", 2]))
+    model, clip, vae = unwrap(cap["m"]), unwrap(cap["c"]), unwrap(cap["v"])
     assert model.family == "svd" and clip.encoders == () and vae.vae.inner.config.latent_channels == 4
     assert torch.equal(model.unet.conv_in.weight, tiny.unet.conv_in.weight)
 
@@ -104,8 +98,9 @@ def test_image_only_checkpoint_save_writes_comfyuis_layout(tiny, tmp_path):
     from nodegraph.diffusion.svd.files import VISION_PREFIX
 
     engine = capture_engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
-    _run(engine, {"ckpt": graph()["ckpt"], "save": {"class_type": "ImageOnlyCheckpointSave", "inputs": {
-        "model": ["ckpt", 0], "clip_vision": ["ckpt", 1], "vae": ["ckpt", 2], "filename_prefix": "checkpoints/svd"}}})
+    run(engine, {"ckpt": graph()["ckpt"], "save": node("ImageOnlyCheckpointSave", model=["ckpt", 0],
+                                                       clip_vision=["ckpt", 1], vae=["ckpt", 2],
+                                                       filename_prefix="checkpoints/svd")})
     saved = list((tmp_path / "out").rglob("*.safetensors"))
     assert [p.name for p in saved] == ["svd_00001_.safetensors"]
     expected = {k: v for k, v in single_file(tiny.unet, tiny.vae, tiny.image_encoder).items()
@@ -117,32 +112,28 @@ def test_image_only_checkpoint_save_writes_comfyuis_layout(tiny, tmp_path):
         assert f"{VISION_PREFIX}vision_model.embeddings.patch_embedding.weight" in keys
         assert json.loads(f.metadata()["prompt"])["save"]["class_type"] == "ImageOnlyCheckpointSave"
     shutil.copy(saved[0], EngineConfig(home=tiny.home).model_dir("checkpoints") / "resaved.safetensors")
-    wf = {"ckpt": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": "resaved.safetensors"}},
-          **{k: {"class_type": "Capture", "inputs": {"value": ["ckpt", i]}} for i, k in enumerate(("m", "cv", "v"))}}
-    cap = _run(engine, wf)
-    for ours, ref in ((_get(cap["m"]).unet, tiny.unet), (_get(cap["v"]).vae.inner, tiny.vae),
-                      (_get(cap["cv"]).model, tiny.image_encoder)):
-        a, b = ours.state_dict(), ref.state_dict()
-        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
+    wf = {"ckpt": node("ImageOnlyCheckpointLoader", ckpt_name="resaved.safetensors")}
+    cap = run(engine, add_captures(wf, m=["ckpt", 0], cv=["ckpt", 1], v=["ckpt", 2]))
+    for ours, ref in ((unwrap(cap["m"]).unet, tiny.unet), (unwrap(cap["v"]).vae.inner, tiny.vae),
+                      (unwrap(cap["cv"]).model, tiny.image_encoder)):
+        assert_same_weights(ours, ref)
 
 
 def test_graph_frames_equal_svd_pipeline(engine, tiny):
     start = time.perf_counter()
-    frames = _run(engine, graph())["frames"]
+    frames = run(engine, graph())["frames"]
     took = time.perf_counter() - start
-    noise = make_noise((FRAMES, 4, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    noise = seeded_noise((FRAMES, 4, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         ref = tiny.pipeline()(start_image(), height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS,
                               min_guidance_scale=1.0, max_guidance_scale=CFG, fps=7, motion_bucket_id=127,
                               noise_aug_strength=0.0, decode_chunk_size=FRAMES, latents=noise[None],
                               output_type="pt").frames[0]
     ref = ref.permute(0, 2, 3, 1)
-    assert frames.shape == ref.shape == (FRAMES, SIZE, SIZE, 3)
-    diff = float((frames - ref).abs().max())
+    assert frames.shape == (FRAMES, SIZE, SIZE, 3)
+    assert_parity(frames, ref, "SVD parity vs StableVideoDiffusionPipeline")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"SVD parity: max |ours - StableVideoDiffusionPipeline| = {diff:.2e} (limit {1 / 255:.2e}); tiny graph "
-          f"{FRAMES}x{SIZE}px, {STEPS} steps: {took:.1f} s, peak RSS {peak:.0f} MB")
-    assert diff <= 1 / 255
+    print(f"SVD tiny graph {FRAMES}x{SIZE}px, {STEPS} steps: {took:.1f} s, peak RSS {peak:.0f} MB")
     assert float(frames.std()) > 0.01
 
 
@@ -157,14 +148,14 @@ def test_per_frame_guidance_is_comfyuis():
 def test_guidance_and_conditioning_change_the_frames(engine):
     """The parity above would not see a wrong guidance shape or a dropped motion bucket if they did not matter."""
     small = {"size": 64, "steps": 2}
-    base = _run(engine, graph(**small))["lat"]["samples"]
+    base = run(engine, graph(**small))["lat"]["samples"]
     assert base.shape == (FRAMES, 4, 8, 8)
     for wf in (graph(guidance="VideoTriangleCFGGuidance", **small), graph(guidance=None, **small),
                graph(motion=40, **small)):
-        assert float((_run(engine, wf)["lat"]["samples"] - base).abs().max()) > 1e-3
+        assert max_diff(run(engine, wf)["lat"]["samples"], base) > 1e-3
     # linear guidance from min_cfg = cfg is plain guidance at that cfg
-    same = _run(engine, graph(guidance="VideoLinearCFGGuidance", min_cfg=CFG, **small))["lat"]["samples"]
-    plain = _run(engine, graph(guidance=None, **small))["lat"]["samples"]
+    same = run(engine, graph(guidance="VideoLinearCFGGuidance", min_cfg=CFG, **small))["lat"]["samples"]
+    plain = run(engine, graph(guidance=None, **small))["lat"]["samples"]
     assert torch.allclose(same, plain, atol=1e-5)
 
 
@@ -172,19 +163,14 @@ def test_custom_sampling_equals_ksampler(engine):
     """BasicScheduler (SVD's EDM sigmas) + CFGGuider + KSamplerSelect + SamplerCustomAdvanced equals KSampler."""
     wf = graph(size=64, steps=2)
     wf.update({
-        "sched": {"class_type": "BasicScheduler", "inputs": {"model": ["guide", 0], "scheduler": "karras",
-                                                              "steps": 2, "denoise": 1.0}},
-        "guider": {"class_type": "CFGGuider", "inputs": {"model": ["guide", 0], "positive": ["cond", 0],
-                                                          "negative": ["cond", 1], "cfg": CFG}},
-        "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": SEED}},
-        "adv": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sched", 0],
-            "latent_image": ["cond", 2]}},
-        "sig": {"class_type": "Capture", "inputs": {"value": ["sched", 0]}},
-        "custom": {"class_type": "Capture", "inputs": {"value": ["adv", 0]}},
+        "sched": node("BasicScheduler", model=["guide", 0], scheduler="karras", steps=2, denoise=1.0),
+        "guider": node("CFGGuider", model=["guide", 0], positive=["cond", 0], negative=["cond", 1], cfg=CFG),
+        "sampler": node("KSamplerSelect", sampler_name="euler"),
+        "noise": node("RandomNoise", noise_seed=SEED),
+        "adv": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+                    sigmas=["sched", 0], latent_image=["cond", 2]),
     })
-    cap = _run(engine, wf)
+    cap = run(engine, add_captures(wf, sig="sched", custom="adv"))
     sigmas = cap["sig"]
     assert float(sigmas[0]) == pytest.approx(700.0, rel=1e-5) and float(sigmas[1]) == pytest.approx(0.002, rel=1e-4)
     assert float(sigmas[-1]) == 0.0
@@ -219,54 +205,32 @@ def test_wrong_inputs_are_clear(engine, tiny):
 
     from nodegraph.diffusion.svd.sampling import SVDDenoiser
 
-    checkpoints = EngineConfig(home=tiny.home).model_dir("checkpoints")
+    checkpoints = home_config(tiny.home).model_dir("checkpoints")
     save_file({"foo.weight": torch.zeros(2)}, str(checkpoints / "junk.safetensors"))
-    wf = {"ckpt": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": "junk.safetensors"}},
-          "m": {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}}
-    result, _ = run_captured(engine, wf)
+    wf = {"ckpt": node("ImageOnlyCheckpointLoader", ckpt_name="junk.safetensors"), "m": capture("ckpt")}
     with pytest.raises(Exception, match="not a Stable Video Diffusion checkpoint"):
-        result.raise_for_status()
-    model = _get(_run(engine, {"ckpt": graph()["ckpt"],
-                               "m": {"class_type": "Capture", "inputs": {"value": ["ckpt", 0]}}})["m"])
+        run(engine, wf)
+    model = unwrap(run(engine, {"ckpt": graph()["ckpt"], "m": capture("ckpt")})["m"])
     with pytest.raises(ValueError, match="SVD_img2vid_Conditioning"):  # e.g. a CLIPTextEncode output
         SVDDenoiser(model, [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu", FRAMES, (8, 8))
     from nodegraph._tiny import build_tiny_sd
 
     build_tiny_sd(tiny.home)  # per-frame guidance on an image model would be ignored: refused with the fix
-    wf = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
-          "guide": {"class_type": "VideoTriangleCFGGuidance", "inputs": {"model": ["ckpt", 0], "min_cfg": 1.0}},
-          "m": {"class_type": "Capture", "inputs": {"value": ["guide", 0]}}}
-    result, _ = run_captured(engine, wf)
+    wf = {"ckpt": node("CheckpointLoaderSimple", ckpt_name="tiny-sd"),
+          "guide": node("VideoTriangleCFGGuidance", model=["ckpt", 0], min_cfg=1.0), "m": capture("guide")}
     with pytest.raises(Exception, match="Stable Video Diffusion models"):
-        result.raise_for_status()
-
-
-def _prompt(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))["prompt"]
+        run(engine, wf)
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    assert len(EXAMPLES) == 2
-    for path in EXAMPLES:
-        with pytest.raises(ValidationReport) as info:  # the model files and the start image are missing here
-            engine.prepare(_prompt(path))
-        for node_id, entry in info.value.node_errors.items():
-            for error in entry["errors"]:
-                assert error["type"] == "value_not_in_list" and \
-                    error["extra_info"].get("input_name") in FILE_INPUTS, (path.name, node_id, error)
+    """The model files and the start image are missing here."""
+    checked, _, _ = validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
+    assert len(checked) == 2
 
 
 def _small(prompt: dict) -> dict:
-    for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "SVD_img2vid_Conditioning":
-            inputs.update(width=64, height=64, video_frames=2)
-        elif node["class_type"] == "EmptyLatentImage":
-            inputs.update(width=64, height=64)
-        elif node["class_type"] == "KSampler":
-            inputs.update(steps=2)
-    return prompt
+    return shrink(prompt, {"SVD_img2vid_Conditioning": {"width": 64, "height": 64, "video_frames": 2},
+                           "EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
 
 
 @pytest.mark.parametrize("example", ["image_to_video", "txt_to_image_to_video"])
@@ -283,13 +247,12 @@ def test_examples_run_on_tiny_files(tiny, tmp_path, example):
         shutil.copy(checkpoints / "tiny-sdxl.safetensors", checkpoints / "sd_xl_1.0.safetensors")
     else:
         home = tiny.home
-    prompt = _small(_prompt(Path(__file__).parent / "svd_examples" / f"{example}.json"))
+    prompt = _small(load_example(Path(__file__).parent / "svd_examples" / f"{example}.json"))
     decoded = next(k for k, n in prompt.items() if n["class_type"] == "VAEDecode" and n["inputs"]["samples"][0] == "3")
     prompt["cv"] = {"class_type": "CreateVideo", "inputs": {"images": [decoded, 0], "fps": 6.0}}
     prompt["sv"] = {"class_type": "SaveVideo", "inputs": {"video": ["cv", 0], "filename_prefix": "svd",
                                                           "format": "auto", "codec": "auto"}}
-    engine = Engine(EngineConfig(home=home, output_dir=tmp_path / "out"))
-    engine.run(engine.prepare(prompt)).raise_for_status()
+    run_example(home, tmp_path / "out", prompt)
     clips = list((tmp_path / "out").rglob("*.webp"))
     assert len(clips) == 1
     with Image.open(clips[0]) as clip:
@@ -308,7 +271,6 @@ def test_shipped_configs_have_the_published_sizes(part, count):
     """SVD/SVD-XT's UNet (Stability AI: a 1.5B-parameter video model; diffusers' unet 1,524,623,082) and VAE (SD's
     encoder + temporal decoder); full-size tensor names in Stability's layout (on the meta device) are converted and
     detected back to the shipped config."""
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from svd_tiny import unet_to_sgm, vae_to_sgm
 
@@ -316,9 +278,8 @@ def test_shipped_configs_have_the_published_sizes(part, count):
 
     shipped = files.shipped_config(part)
     factory = UNetSpatioTemporalConditionModel if part == "unet" else AutoencoderKLTemporalDecoder
-    with init_empty_weights():
-        model = factory.from_config(shipped)
-    assert sum(p.numel() for p in model.parameters()) == count
+    model = on_meta(lambda: factory.from_config(shipped))
+    assert parameter_count(model) == count
     state = model.state_dict()
     if part == "unet":
         attends = [t.startswith("CrossAttn") for t in shipped["down_block_types"]]
