@@ -66,6 +66,22 @@ def run(engine: Engine, wf: dict) -> dict:
     return cap
 
 
+def run_timed(engine: Engine, wf: dict) -> tuple[dict, float]:
+    """``run`` and the seconds it took."""
+    import time
+
+    start = time.perf_counter()
+    cap = run(engine, wf)
+    return cap, time.perf_counter() - start
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def unwrap(value: Any) -> Any:
     """A captured model handle's object (``handle.get()``), or the value itself."""
     return value.get() if hasattr(value, "get") else value
