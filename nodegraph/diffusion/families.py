@@ -58,7 +58,6 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "svd.files:svd_checkpoint",  # [svd] MODEL + VAE, no text encoder (ImageOnlyCheckpointLoader adds CLIP_VISION)
     "mochi.checkpoint:mochi_checkpoint",  # [mochi] transformer + T5-XXL + VAE
     "hunyuan_dit.checkpoint:hunyuan_dit_checkpoint",  # [hunyuan dit] DiT + BERT + mT5-XL + VAE
-    "hunyuan_dit.checkpoint:hunyuan_dit_checkpoint",  # [hunyuan dit] DiT + BERT + mT5-XL + VAE
     # [checkpoint files: add new families above this line]
 )
 
@@ -114,7 +113,6 @@ TEXT_ENCODERS: dict[str, str] = {
     "stable_cascade": "stable_cascade.text:encode_cascade",  # [stable cascade]
     "mochi": "mochi.text:encode_mochi",  # [mochi]
     "hunyuan_dit": "hunyuan_dit.text:encode_hunyuan_dit",  # [hunyuan dit]
-    "hunyuan_dit": "hunyuan_dit.text:encode_hunyuan_dit",  # [hunyuan dit]
     # [text encoders: add new archs above this line]
 }
 
@@ -141,7 +139,6 @@ SAMPLERS: dict[str, str] = {
     "svd": "svd.sampling:sample",  # [svd] clips [F, 4, h, w] on the k-diffusion samplers
     "stable_cascade": "stable_cascade.sampling:sample",  # [stable cascade] EPS + cosine schedule, k-samplers
     "hunyuan_dit": "hunyuan_dit.sampling:sample",  # [hunyuan dit] a UNet view on the SD path
-    "hunyuan_dit": "hunyuan_dit.sampling:sample",  # [hunyuan dit] a UNet view on the SD path
     # [samplers: add new families above this line]
 }
 
@@ -153,7 +150,6 @@ CUSTOM_SAMPLERS: dict[str, str] = {
     "ltx2": "ltx2.sampling:sample_custom",
     "svd": "svd.sampling:sample_custom",  # [svd]
     "stable_cascade": "stable_cascade.sampling:sample_custom",  # [stable cascade]
-    "hunyuan_dit": "hunyuan_dit.sampling:sample_custom",  # [hunyuan dit]
     "hunyuan_dit": "hunyuan_dit.sampling:sample_custom",  # [hunyuan dit]
     # [custom samplers: add new families above this line]
 }
