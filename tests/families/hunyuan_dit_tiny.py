@@ -20,8 +20,7 @@ import torch
 CHECKPOINT = "hunyuan_dit_1.2.safetensors"
 CORPUS = ("a photo of the red cat on the sky a bottle with a galaxy inside it on top of a wooden table on a snowy "
           "mountain with the ocean and clouds in the background 彩虹星系 一只猫")
-WORDS = ("a photo of the red cat on sky bottle with galaxy inside it top wooden table snowy mountain ocean and clouds "
-         "in background").split()
+WORDS = ["a", "photo", "of", "the", "red", "cat", "on", "sky", "bottle", "with", "galaxy", "inside", "it", "top", "wooden", "table", "snowy", "mountain", "ocean", "and", "clouds", "in", "background"]
 DIT = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2, sample_size=8, hidden_size=16,
            num_layers=4, mlp_ratio=2.0, learn_sigma=True, cross_attention_dim=32, cross_attention_dim_t5=24,
            pooled_projection_dim=16, text_len=77, text_len_t5=256)
@@ -90,7 +89,14 @@ def build(home: Path, seed: int = 0, style_cond: bool = False) -> TinyHunyuanDiT
 
     from diffusers import AutoencoderKL, HunyuanDiT2DModel
     from safetensors.torch import save_file
-    from transformers import BertConfig, BertModel, BertTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import (
+        BertConfig,
+        BertModel,
+        BertTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5Tokenizer,
+    )
 
     from nodegraph.diffusion.hunyuan_dit.convert import to_original
     from nodegraph.diffusion.ldm import vae_to_ldm

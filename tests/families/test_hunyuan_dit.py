@@ -14,7 +14,11 @@ import torch
 from hunyuan_dit_tiny import CHECKPOINT, DIT, TinyHunyuanDiT, build
 
 from nodegraph.config import EngineConfig
-from nodegraph.diffusion.hunyuan_dit.convert import to_diffusers, to_original, transformer_config
+from nodegraph.diffusion.hunyuan_dit.convert import (
+    to_diffusers,
+    to_original,
+    transformer_config,
+)
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.engine import Engine
 from nodegraph.testing_graphs import capture_engine, run_captured

@@ -8,7 +8,8 @@ modulation (shift, scale) where diffusers' ``AdaLayerNormContinuous`` reads (sca
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 #: Original prefix -> diffusers prefix for the non-block modules.
 _TOP = (

@@ -41,15 +41,22 @@ class DiTAsUNet(torch.nn.Module):
         """The transformer's dtype."""
         return self.transformer.dtype
 
-    def forward(self, x: Any, t: Any, encoder_hidden_states: Any = None, **_: Any) -> Any:
-        """The v prediction of the packed entries ``encoder_hidden_states`` (other UNet inputs are ignored)."""
+    def forward(self, x: Any, t: Any, encoder_hidden_states: Any = None, **extra: Any) -> Any:
+        """The v prediction of the packed entries ``encoder_hidden_states``; UNet-only inputs (ControlNet
+        residuals, GLIGEN boxes, unCLIP labels, SDXL extras) are refused rather than ignored."""
+        given = sorted(k for k, v in extra.items() if v is not None)
+        if given:
+            raise ValueError(f"HunyuanDiT takes no {', '.join(given)} here: ControlNet, GLIGEN, unCLIP and SDXL "
+                             "conditioning nodes do not apply to it yet; remove them from the graph")
         return SimpleNamespace(sample=call(self, x, t, encoder_hidden_states))
 
 
 def _rotary(wrapper: Any, h: int, w: int, device: Any) -> Any:
     """HunyuanDiTPipeline's 2-D rotary embedding for a latent of h×w cells (cached per size and device)."""
     from diffusers.models.embeddings import get_2d_rotary_pos_embed
-    from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
+    from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import (
+        get_resize_crop_region_for_grid,
+    )
 
     cfg = wrapper.config
     key = (h, w, str(device))
@@ -192,4 +199,4 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
                               callback, model=view, lora_library=lora_library, preview_every=preview_every)
 
 
-__all__ = ["DEFAULT_SIZE", "DiTAsUNet", "DiscreteSigmas", "discrete_sigmas", "FAMILY", "call", "pack", "sample", "sample_custom", "unet_view"]
+__all__ = ["DEFAULT_SIZE", "FAMILY", "DiTAsUNet", "DiscreteSigmas", "call", "discrete_sigmas", "pack", "sample", "sample_custom", "unet_view"]

@@ -42,9 +42,8 @@ def encode_hunyuan_dit(clip: Any, text: str, device: Any, max_chunks: int = 0) -
 def encode_hunyuan_dit_text(ctx: Any, clip: Any, bert: str, mt5xl: str) -> list:
     """CONDITIONING from a HunyuanDiT CLIP with separate BERT and mT5-XL prompts (CLIPTextEncodeHunyuanDiT)."""
     devices = ctx.devices
-    with ctx.models.use(clip) as (loaded,):
-        with devices.use(*loaded.encoders):
-            return encode_pair(loaded, bert, mt5xl, devices.device)
+    with ctx.models.use(clip) as (loaded,), devices.use(*loaded.encoders):
+        return encode_pair(loaded, bert, mt5xl, devices.device)
 
 
 __all__ = ["BERT_LENGTH", "MT5_LENGTH", "encode_hunyuan_dit", "encode_hunyuan_dit_text", "encode_pair"]
