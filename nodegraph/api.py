@@ -321,7 +321,11 @@ from .expressions import ExpressionError, ExpressionLimits  # noqa: E402
 from .expressions import evaluate as evaluate_expression  # noqa: E402
 from .input_options import advanced, with_options  # noqa: E402
 
-__all__ += ["advanced", "evaluate_expression", "ExpressionError", "ExpressionLimits", "with_options"]
+from .input_options import DisplayWidget  # noqa: E402
+from .still_formats import STILL_FORMATS, encode_with_metadata  # noqa: E402
+
+__all__ += ["advanced", "DisplayWidget", "encode_with_metadata", "evaluate_expression", "ExpressionError",
+            "ExpressionLimits", "STILL_FORMATS", "with_options"]
 # [ltx upsampler]
 from .diffusion.ltx.upsampler import LatentUpscaleModel, load_latent_upscale_model  # noqa: E402
 from .diffusion.ltx.upsampler import upsample_latent as ltx_upsample_latent  # noqa: E402

@@ -38,3 +38,25 @@ def with_options(spec: InputSpec, add: Mapping[str, Any] | None = None, drop: Se
 def advanced(spec: InputSpec) -> InputSpec:
     """The input shown in the editor's collapsed "advanced" section (ComfyUI's ``advanced=True``)."""
     return with_options(spec, {"advanced": True})
+
+
+class DisplayWidgetInput(InputSpec):
+    """A widget the editor draws and the node ignores (ComfyUI's IMAGECOMPARE): any value, or none, is accepted."""
+
+    default: Any = None
+    extra: dict[str, Any] = {}
+
+    def options(self, config: Any = None) -> dict[str, Any]:
+        return {**super().options(config), **self.extra}
+
+    def json_schema(self, config: Any = None) -> dict[str, Any]:
+        return {"description": self.tooltip or "display only; the node ignores the value"}
+
+    def coerce(self, value: Any, config: Any = None) -> Any:
+        return value
+
+
+def DisplayWidget(type: str, default: Any = None, **options: Any) -> DisplayWidgetInput:
+    """A display-only widget of ``type`` listed with ``options`` (``socketless=True``, …); its ``default`` is what
+    an editor workflow that saved no value for it gets."""
+    return DisplayWidgetInput(type=type, default=default, extra=dict(options))
