@@ -6,7 +6,8 @@ import hashlib
 import uuid
 from typing import Any
 
-from nodegraph.api import (Combo, Float, Int, Link, Node, NodeOutput, Output, String, hookimpl, pil_to_image,
+from nodegraph.api import (STILL_FORMATS, Combo, DisplayWidget, DynamicCombo, Float, Int, Link, Node, NodeOutput,
+                           Output, OutputFile, String, advanced, encode_with_metadata, hookimpl, pil_to_image,
                            pil_to_mask, safe_join)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -204,7 +205,113 @@ class ImageBlend(Node):
         return ((a * (1 - blend_factor) + mixed * blend_factor).clamp(0.0, 1.0),)
 
 
+#: Longest text PreviewAny shows in the editor (its STRING output keeps all of it).
+PREVIEW_TEXT_CHARS = 100_000
+
+
+def preview_text(value: Any) -> str:
+    """Any value as PreviewAny shows it: strings as they are, numbers with str(), the rest as indented JSON when
+    it is JSON, else str() (tensors summarised by torch)."""
+    import json
+
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    try:
+        return json.dumps(value, indent=4)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return str(value)
+        except Exception:  # noqa: BLE001 - a value whose __str__ fails still gets a preview
+            return "source exists, but could not be serialized."
+
+
+class PreviewAny(Node):
+    """Preview any input value as text."""
+
+    DISPLAY_NAME = "Preview as Text"
+    CATEGORY = "utilities"
+    OUTPUT_NODE = True
+    INPUTS = {"source": Link("*")}
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, ctx, source: Any = None):
+        text = preview_text(source)
+        shown = text if len(text) <= PREVIEW_TEXT_CHARS else \
+            f"{text[:PREVIEW_TEXT_CHARS]}\n… ({len(text):,} characters in all)"
+        return NodeOutput((text,), {"text": [shown]})
+
+
+class ImageCompare(Node):
+    """Compares two images side by side with a slider."""
+
+    DISPLAY_NAME = "Compare Images"
+    CATEGORY = "image"
+    OUTPUT_NODE = True
+    INPUTS = {"image_a": Link("IMAGE", optional=True), "image_b": Link("IMAGE", optional=True),
+              "compare_view": DisplayWidget("IMAGECOMPARE", default=["", ""], socketless=True)}
+    OUTPUTS = ()
+
+    def execute(self, ctx, compare_view: Any = None, image_a: Any = None, image_b: Any = None):
+        ui: dict[str, Any] = {"a_images": [], "b_images": []}
+        for key, images, prefix in (("a_images", image_a, "comfy.compare.a"), ("b_images", image_b, "comfy.compare.b")):
+            if images is not None and len(images) > 0:
+                ui[key] = ctx.files.save_images(images, f"{prefix}_{uuid.uuid4().hex[:8]}", "temp", png_text(ctx))
+        return NodeOutput((), ui)
+
+
+_COLOR_SPACE_TIP = ("Colorspace of the input tensor. The EXR is always written as scene-linear in the matching gamut.\n"
+                    "sRGB — input is sRGB-encoded Rec.709; the inverse sRGB EOTF is applied.\n"
+                    "HDR — input is HLG-encoded Rec.2020 (BT.2100); the inverse HLG OETF is applied to get "
+                    "scene-linear light.\nlinear — input is already scene-linear (Rec.709 primaries); written "
+                    "through unchanged. Use this for renderer/compositor output.")
+
+
+def _format_options() -> dict[str, dict[str, Any]]:
+    options = {}
+    for fmt, (depths, spaces) in STILL_FORMATS.items():
+        tip = {"tooltip": _COLOR_SPACE_TIP} if fmt == "exr" else {}
+        options[fmt] = {"bit_depth": advanced(Combo(depths, default=depths[0])),
+                        "input_color_space": advanced(Combo(spaces, default=spaces[0], **tip))}
+    return options
+
+
+class SaveImageAdvanced(Node):
+    """Saves the input images to your ComfyUI output directory."""
+
+    DISPLAY_NAME = "Save Image (Advanced)"
+    CATEGORY = "image"
+    OUTPUT_NODE = True
+    INPUTS = {"images": Link("IMAGE", tooltip="The images to save."),
+              "filename_prefix": String("ComfyUI", tooltip="The prefix for the file to save; may include a "
+                                                           "subfolder."),
+              "format": DynamicCombo(_format_options(), tooltip="The file format in which to save the image.")}
+    OUTPUTS = (Output("IMAGE", "images"),)
+
+    def execute(self, ctx, images: Any, filename_prefix: str, format: dict[str, Any]):
+        fmt = format["format"]
+        depth = format.get("bit_depth", STILL_FORMATS[fmt][0][0])
+        space = format.get("input_color_space", "sRGB")
+        metadata = png_text(ctx)
+        entries = []
+        for image in images:
+            data = encode_with_metadata(image, fmt, depth, space, metadata)
+            out = OutputFile(ctx.files.folder("output"), filename_prefix, fmt)
+            try:
+                out.handle.write(data)
+            except BaseException:
+                out.discard()
+                raise
+            out.close()
+            entries.append(out.entry)
+        return NodeOutput((images,), {"images": entries})
+
+
 @hookimpl
 def nodegraph_nodes():
     """Image load/save nodes."""
-    return [LoadImage, LoadImageOutput, LoadImageMask, SaveImage, PreviewImage, EmptyImage, ImageInvert, ImageBlend]
+    return [LoadImage, LoadImageOutput, LoadImageMask, SaveImage, PreviewImage, EmptyImage, ImageInvert, ImageBlend,
+            PreviewAny, ImageCompare, SaveImageAdvanced]

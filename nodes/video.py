@@ -209,6 +209,41 @@ class SaveAudio(Node):
 
 
 
+class VideoSlice(Node):
+    """Trim a video to start_time (seconds; negative counts from the end) and a duration (0: to the end)."""
+
+    NAME = "Video Slice"
+    DISPLAY_NAME = "Trim Video"
+    CATEGORY = "video"
+    INPUTS = {"video": Link("VIDEO"),
+              "start_time": Float(0.0, min=-1e5, max=1e5, step=0.001, tooltip="Start time in seconds"),
+              "duration": Float(0.0, min=0.0, step=0.001, tooltip="Duration in seconds, or 0 for unlimited duration"),
+              "strict_duration": Boolean(False, tooltip="If True, when the specified duration is not possible, an "
+                                                        "error will be raised.")}
+    OUTPUTS = (Output("VIDEO"),)
+
+    def execute(self, ctx, video: Any, start_time: float, duration: float, strict_duration: bool):
+        import math
+
+        parts = video.get_components()
+        fps, count = float(parts.frame_rate), int(parts.images.shape[0])
+        total = count / fps
+        start = max(total + start_time, 0.0) if start_time < 0 else start_time
+        available = min(total, -start_time) if start_time < 0 else max(total - start_time, 0.0)
+        length = min(duration, available) if duration else available
+        first, end = math.ceil(start * fps - 1e-6), min(math.ceil((start + length) * fps - 1e-6), count)
+        if (strict_duration and duration and available + 1e-6 < duration) or end <= first:
+            raise ValueError(f"Video Slice: cannot take {duration or 'the rest'} s from {start_time} s of a "
+                             f"{total:.3f} s video ({count} frames at {fps:g} fps); choose a start_time inside the "
+                             "video, a shorter duration, or turn strict_duration off")
+        audio = parts.audio
+        if audio is not None:
+            rate = int(audio["sample_rate"])
+            wave = audio["waveform"][..., round(first / fps * rate):round(end / fps * rate)]
+            audio = {**audio, "waveform": wave}
+        return (VideoFromComponents(parts.images[first:end], parts.frame_rate, audio),)
+
+
 @hookimpl
 def nodegraph_types():
     """VIDEO and AUDIO, as ComfyUI passes them."""
@@ -221,4 +256,4 @@ def nodegraph_types():
 def nodegraph_nodes():
     """The video nodes."""
     return [LoadVideo, CreateVideo, GetVideoComponents, SaveVideo, SaveWEBM, SaveAnimatedWEBP, SaveAnimatedPNG,
-            LoadAudio, SaveAudio]
+            LoadAudio, SaveAudio, VideoSlice]
