@@ -192,6 +192,13 @@ def test_foreign_conditioning_is_clear(tiny):
                   tiny.transformer.config)
     assert packed[0][0].shape == (1, 77 + 256, 32 + 1 + 6)
     assert packed[0][0][0, 0, -6:].tolist() == [768.0, 768.0, 768.0, 768.0, 0.0, 0.0]  # ComfyUI's default meta
+    from nodegraph.diffusion.hunyuan_dit.sampling import DiTAsUNet
+
+    unet = DiTAsUNet(tiny.transformer)
+    x = torch.zeros(1, 4, 8, 8)
+    assert unet(x, torch.tensor(500.0), encoder_hidden_states=packed[0][0]).sample.shape == (1, 4, 8, 8)
+    with pytest.raises(ValueError, match="ControlNet"):  # a ControlNet's residuals would be dropped: refused
+        unet(x, torch.tensor(500.0), encoder_hidden_states=packed[0][0], down_block_additional_residuals=[x])
 
 
 def test_missing_bert_tokenizer_is_clear(tiny, tmp_path):
