@@ -101,6 +101,14 @@ def rf_view(model: Any) -> Any:
 class CosmosDenoiser(FlowDenoiser):
     """``denoiser(x, t)``: the guided x0 estimate of a Cosmos Predict2 transformer at rectified-flow time ``t``."""
 
+    @property
+    def noise_form(self) -> Any:
+        """Rectified flow in t = sigma / (1 + sigma): the EDM percent_to_sigma mapped into the loop's time."""
+        from ..ksamplers.forms import RectifiedFlow
+
+        edm = self.flow.percent_to_sigma
+        return RectifiedFlow(lambda p: (lambda s: s / (1.0 + s))(edm(p)))
+
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
         width = int(self.transformer.config.text_embed_dim)
         entries = text_entries(conditioning, what, width, "Cosmos Predict2", "CLIPLoader type cosmos (old T5-XXL)",

@@ -82,6 +82,13 @@ class VarianceExploding:
         return sig
 
 
+def rectified_flow_of(model: Any) -> RectifiedFlow:
+    """The rectified-flow noise form of a flow MODEL, with its own percent_to_sigma when it has flow settings (for
+    the denoisers of the video families with their own loops: Wan, LTX-Video, LTX-2)."""
+    settings = getattr(model, "flow", None)
+    return RectifiedFlow() if settings is None else RectifiedFlow(settings.percent_to_sigma)
+
+
 def flow_form(denoiser: Any) -> RectifiedFlow | None:
     """The denoiser's ``RectifiedFlow`` form, or None when it samples a variance-exploding model."""
     form = getattr(denoiser, ATTRIBUTE, None)

@@ -69,6 +69,9 @@ class LTXDenoiser:
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
                  mask: Any = None, clean: Any = None) -> None:
         self.transformer, self.dtype, self.device = model.unet, dtype, device
+        from ..ksamplers.forms import rectified_flow_of
+
+        self.noise_form = rectified_flow_of(model)  # the ancestral/SDE samplers' rectified-flow forms
         self.causal = bool(model.scheduler_config.get("causal_temporal_positioning", False))
         self.cfg = float(cfg)
         self.mask, self.clean = mask, clean

@@ -64,6 +64,9 @@ class LTX2Denoiser:
     def __init__(self, model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any,
                  video_shape: tuple, audio_shape: tuple, mask: Any = None, clean: Any = None) -> None:
         self.transformer, self.dtype, self.device = model.unet, dtype, device
+        from ..ksamplers.forms import rectified_flow_of
+
+        self.noise_form = rectified_flow_of(model)  # the ancestral/SDE samplers' rectified-flow forms
         self.cfg = float(cfg)
         self.video_shape, self.audio_shape = tuple(video_shape), tuple(audio_shape)
         self.mask, self.clean = mask, clean  # video noise mask [B, 1, T, 1, 1] and clean video latent

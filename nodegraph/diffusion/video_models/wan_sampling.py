@@ -38,6 +38,9 @@ class WanDenoiser:
         from .wan22 import expands_timesteps
 
         self.transformer, self.flow, self.dtype, self.device = model.unet, model.flow, dtype, device
+        from ..ksamplers.forms import rectified_flow_of
+
+        self.noise_form = rectified_flow_of(model)  # the ancestral/SDE samplers' rectified-flow forms
         self.cfg = float(cfg)
         # Wan 2.2 TI2V-5B: per-token timesteps; frames where ``mask`` is 0 stay ``clean`` (normalised latents)
         self.expand, self.mask, self.clean = expands_timesteps(model), mask, clean
