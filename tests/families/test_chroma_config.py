@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+from family_kit import on_meta, parameter_count
 
 from nodegraph.diffusion.flow.chroma import chroma_config
 
@@ -10,6 +10,5 @@ from nodegraph.diffusion.flow.chroma import chroma_config
 def test_transformer_parameter_count():
     from diffusers import ChromaTransformer2DModel
 
-    with torch.device("meta"):
-        model = ChromaTransformer2DModel.from_config(chroma_config())
-    assert sum(p.numel() for p in model.parameters()) == 8_899_983_424
+    model = on_meta(lambda: ChromaTransformer2DModel.from_config(chroma_config()), include_buffers=True)
+    assert parameter_count(model) == 8_899_983_424
