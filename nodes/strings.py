@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from nodegraph.api import Boolean, Combo, Int, Node, Output, String, hookimpl, with_options
+from nodegraph.api import Boolean, Combo, Int, Link, Node, Output, String, hookimpl, with_options
 
 #: Longest regular expression accepted (characters).
 MAX_PATTERN_CHARS = 1000
@@ -240,8 +240,50 @@ class JsonExtractString(Node):
         return (str(data[key]),)
 
 
+def _dump(node: str, value: Any, indent: int) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=indent or None)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{node}: the input is not JSON data ({exc}); connect a dictionary or list of strings, "
+                         "numbers, booleans and nulls") from None
+
+
+_INDENT = Int(2, min=0, max=8, step=None, tooltip="Spaces per indent level. 0 produces compact single-line string.")
+
+
+class ConvertDictionaryToString(Node):
+    """A dictionary as JSON text."""
+
+    DISPLAY_NAME = "Convert Dictionary to String"
+    CATEGORY = "text"
+    INPUTS = {"dictionary": Link("DICT"), "indent": _INDENT}
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, ctx, dictionary: Any, indent: int = 2):
+        return (_dump("ConvertDictionaryToString", dictionary, indent),)
+
+
+class ConvertArrayToString(Node):
+    """A list as JSON text."""
+
+    DISPLAY_NAME = "Convert Array to String"
+    CATEGORY = "text"
+    INPUTS = {"array": Link("ARRAY"), "indent": _INDENT}
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, ctx, array: Any, indent: int = 2):
+        return (_dump("ConvertArrayToString", array, indent),)
+
+
+@hookimpl
+def nodegraph_types():
+    """DICT and ARRAY, ComfyUI's JSON-like values."""
+    return {"DICT": "a dictionary of JSON-like values (ComfyUI's DICT)",
+            "ARRAY": "a list of JSON-like values (ComfyUI's ARRAY)"}
+
+
 @hookimpl
 def nodegraph_nodes():
     """The string, regex and JSON nodes."""
     return [StringSubstring, StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare,
-            RegexMatch, RegexExtract, RegexReplace, JsonExtractString]
+            RegexMatch, RegexExtract, RegexReplace, JsonExtractString, ConvertDictionaryToString, ConvertArrayToString]

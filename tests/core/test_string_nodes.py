@@ -99,3 +99,10 @@ def test_string_nodes_run_in_a_graph(nodegraph_config) -> None:
              "5": {"class_type": "Capture", "inputs": {"value": ["3", 0]}}}
     _, values = run_captured(engine, graph)
     assert values["4"] == "<CAT>, <DOG>" and values["5"] == 12
+
+
+def test_dictionary_and_array_to_string() -> None:
+    assert run(s.ConvertDictionaryToString, dictionary={"é": [1, None]}, indent=0) == '{"é": [1, null]}'
+    assert run(s.ConvertArrayToString, array=[1, "a"], indent=2) == '[\n  1,\n  "a"\n]'
+    with pytest.raises(ValueError, match="ConvertArrayToString: the input is not JSON data"):
+        run(s.ConvertArrayToString, array=[object()], indent=0)
