@@ -99,8 +99,12 @@ def reference(tiny):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_transformer_layouts_load_the_same_weights(tiny, layout):
+    from nodegraph.diffusion.detect import read_header
+    from nodegraph.diffusion.families import transformer_loader
+
     path = tiny.home / "models" / "diffusion_models" / LAYOUTS[layout]
-    model = load_mochi_transformer(path, None, path.name)
+    header = read_header(path)
+    model = transformer_loader(header)(path, header, path.name)  # UNETLoader's dispatch picks Mochi, not Cosmos
     assert model.family == "mochi" and model.flow.shift == 6.0 and model.flow.multiplier == 1.0
     got, want = model.unet.state_dict(), tiny.transformer.state_dict()
     assert set(got) == set(want)
@@ -253,8 +257,6 @@ def test_graph_frames_equal_mochi_pipeline(engine, reference):
 
 @pytest.mark.slow
 def test_diffusers_layout_vae_gives_the_same_frames_and_cfg_matters(engine, reference):
-    # (a diffusers-layout transformer file is claimed by Cosmos' looser detector, which UNETLoader asks first;
-    # its weights are checked by test_transformer_layouts_load_the_same_weights)
     cap = _run(engine, graph(vae=VAE_FILES["diffusers"]))
     assert float((cap["img"] - reference).abs().max()) <= 1 / 255
     for wf in (graph(cfg=1.0), graph(scheduler="simple")):  # the simple schedule carries ComfyUI's shift 6

@@ -17,7 +17,7 @@ from typing import Any
 COSMOS_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "cosmos"
 PREFIXES = ("net.", "model.diffusion_model.", "diffusion_model.", "model.", "transformer.", "")
 #: (marker, layout) pairs: a tensor each layout always has.
-_MARKERS = (("blocks.0.mlp.layer1.weight", "original"), ("transformer_blocks.0.ff.net.0.proj.weight", "diffusers"))
+_MARKERS = (("blocks.0.mlp.layer1.weight", "original"), ("transformer_blocks.0.norm1.linear_1.weight", "diffusers"))
 
 
 def shipped_config(name: str) -> dict[str, Any]:
