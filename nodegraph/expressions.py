@@ -200,7 +200,7 @@ def parse_expression(expression: str, limits: ExpressionLimits | None = None) ->
     except (RecursionError, MemoryError, ValueError) as exc:
         raise ExpressionError(f"the expression cannot be parsed ({type(exc).__name__}); simplify it") from None
     count = 0
-    stack = [(tree, 0)]
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
     while stack:
         node, level = stack.pop()
         count += 1

@@ -55,7 +55,7 @@ def hlg_to_linear(t: "Tensor") -> "Tensor":
 def _av_encode(codec: str, array: Any, layout: str) -> bytes:
     import av
 
-    ctx = av.CodecContext.create(codec, "w")
+    ctx: Any = av.CodecContext.create(codec, "w")
     ctx.height, ctx.width = array.shape[:2]
     ctx.pix_fmt = layout.replace("16le", "16be").replace("48le", "48be").replace("64le", "64be")
     ctx.time_base = Fraction(1, 1)
