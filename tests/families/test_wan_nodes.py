@@ -8,69 +8,59 @@ import shutil
 
 import pytest
 import torch
+from family_kit import (
+    add_captures,
+    capture,
+    decode,
+    encode,
+    engine_fixture,
+    ksampler,
+    node,
+    run,
+    tiny_fixture,
+    unet_loader,
+)
 from safetensors.torch import load_file, save_file
 from wan_tiny import LAYOUTS, TEXT, VAE_FILES, build
 
-from nodegraph.config import EngineConfig
 from nodegraph.diffusion.video_models.wan_text import load_umt5
-from nodegraph.testing_graphs import capture_engine, run_captured
+
+tiny = tiny_fixture(build, "tiny-wan-nodes")
+engine = engine_fixture("tiny")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("tiny-wan-nodes"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
-
-
-def _run(engine, wf: dict):
-    return run_captured(engine, wf)
+def _video(width: int, height: int, length: int, batch: int = 1) -> dict:
+    return node("EmptyHunyuanLatentVideo", width=width, height=height, length=length, batch_size=batch)
 
 
 def test_empty_latent_and_trim(engine):
-    wf = {"e": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 832, "height": 480, "length": 25,
-                                                                    "batch_size": 2}},
-          "t": {"class_type": "TrimVideoLatent", "inputs": {"samples": ["e", 0], "trim_amount": 3}},
-          "c1": {"class_type": "Capture", "inputs": {"value": ["e", 0]}},
-          "c2": {"class_type": "Capture", "inputs": {"value": ["t", 0]}}}
-    result, cap = _run(engine, wf)
-    result.raise_for_status()
+    wf = {"e": _video(832, 480, 25, 2), "t": node("TrimVideoLatent", samples=["e", 0], trim_amount=3)}
+    cap = run(engine, add_captures(wf, c1="e", c2="t"))
     assert tuple(cap["c1"]["samples"].shape) == (2, 16, 7, 60, 104)
     assert tuple(cap["c2"]["samples"].shape) == (2, 16, 4, 60, 104)
 
 
 def _sampler_graph(latent: dict) -> dict:
     return {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "wan"}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["clip", 0]}},
+        "unet": unet_loader(LAYOUTS["comfyui"]),
+        "clip": node("CLIPLoader", clip_name=TEXT, type="wan"),
+        "pos": encode("a cat"),
         "lat": latent,
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["unet", 0], "seed": 1, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
-            "positive": ["pos", 0], "negative": ["pos", 0], "latent_image": ["lat", 0], "denoise": 1.0}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "ks": ksampler("unet", 1, 2, 1.0, negative=["pos", 0], latent=["lat", 0]),
+        "vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+        "dec": decode(),
+        "img": capture("dec"),
     }
 
 
 def test_image_latent_into_a_wan_sampler_names_the_fix(engine):
-    wf = _sampler_graph({"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}})
-    result, _ = _run(engine, wf)
+    wf = _sampler_graph(node("EmptyLatentImage", width=32, height=32, batch_size=1))
     with pytest.raises(Exception, match="EmptyHunyuanLatentVideo"):
-        result.raise_for_status()
+        run(engine, wf)
 
 
 def test_video_latent_decodes_to_frames(engine):
-    wf = _sampler_graph({"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 48, "height": 32,
-                                                                             "length": 9, "batch_size": 2}})
-    result, cap = _run(engine, wf)
-    result.raise_for_status()
+    cap = run(engine, _sampler_graph(_video(48, 32, 9, 2)))
     frames = cap["img"]
     assert frames.shape == (2 * 9, 32, 48, 3) and frames.dtype == torch.float32
     assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
@@ -122,39 +112,29 @@ def test_tiled_decode_settings_are_diffusers_wan_tiling(tiny):
 
 
 def test_vae_decode_tiled_node_on_a_video_latent(engine):
-    wf = {"lat": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 128, "height": 64, "length": 5,
-                                                                      "batch_size": 1}},
-          "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
-          "dec": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["lat", 0], "vae": ["vae", 0],
-                                                             "tile_size": 64, "overlap": 16, "temporal_size": 64,
-                                                             "temporal_overlap": 8}},
-          "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}}}
-    result, cap = _run(engine, wf)
-    result.raise_for_status()
+    wf = {"lat": _video(128, 64, 5), "vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+          "dec": node("VAEDecodeTiled", samples=["lat", 0], vae=["vae", 0], tile_size=64, overlap=16,
+                      temporal_size=64, temporal_overlap=8),
+          "img": capture("dec")}
+    cap = run(engine, wf)
     assert cap["img"].shape == (5, 64, 128, 3)
 
 
-def test_custom_sampling_equals_ksampler(engine):
-    """SamplerCustomAdvanced (CFGGuider, BasicScheduler simple, euler, RandomNoise) on Wan = KSampler's latent."""
-    base = _sampler_graph({"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 32, "height": 32,
-                                                                               "length": 5, "batch_size": 1}})
-    base["neg"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}}
-    base["ks"]["inputs"].update(cfg=3.0, negative=["neg", 0], steps=3)
-    base["klat"] = {"class_type": "Capture", "inputs": {"value": ["ks", 0]}}
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_custom_sampling_equals_ksampler(engine, sampler):
+    """SamplerCustomAdvanced (CFGGuider, BasicScheduler simple, RandomNoise) on Wan = KSampler's latent; an
+    ancestral sampler takes its rectified-flow form on both paths (the Wan denoiser declares its noise form)."""
+    base = _sampler_graph(_video(32, 32, 5))
+    base["neg"] = encode("")
+    base["ks"]["inputs"].update(cfg=3.0, negative=["neg", 0], steps=3, sampler_name=sampler)
     base.update({
-        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
-        "guider": {"class_type": "CFGGuider", "inputs": {"model": ["unet", 0], "positive": ["pos", 0],
-                                                         "negative": ["neg", 0], "cfg": 3.0}},
-        "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["unet", 0], "scheduler": "simple",
-                                                              "steps": 3, "denoise": 1.0}},
-        "custom": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
-            "latent_image": ["lat", 0]}},
-        "clat": {"class_type": "Capture", "inputs": {"value": ["custom", 0]}},
-        "cden": {"class_type": "Capture", "inputs": {"value": ["custom", 1]}}})
-    result, cap = _run(engine, base)
-    result.raise_for_status()
+        "noise": node("RandomNoise", noise_seed=1),
+        "guider": node("CFGGuider", model=["unet", 0], positive=["pos", 0], negative=["neg", 0], cfg=3.0),
+        "sampler": node("KSamplerSelect", sampler_name=sampler),
+        "sigmas": node("BasicScheduler", model=["unet", 0], scheduler="simple", steps=3, denoise=1.0),
+        "custom": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+                       sigmas=["sigmas", 0], latent_image=["lat", 0])})
+    cap = run(engine, add_captures(base, klat="ks", clat="custom", cden=["custom", 1]))
     got, want = cap["clat"]["samples"], cap["klat"]["samples"]
     assert got.shape == want.shape == (1, 16, 2, 4, 4)
     assert float((got - want).abs().max()) < 1e-5
