@@ -89,7 +89,7 @@ class DynamicComboInput(InputSpec):
     choices: tuple[tuple[str, Mapping[str, InputSpec]], ...] = ()
     default: str | None = None
 
-    def keys(self) -> list[str]:
+    def option_keys(self) -> list[str]:
         """The option names, in order."""
         return [key for key, _ in self.choices]
 
@@ -103,10 +103,10 @@ class DynamicComboInput(InputSpec):
         return out
 
     def json_schema(self, config: Any = None) -> dict[str, Any]:
-        return {"type": "string", "enum": self.keys()}
+        return {"type": "string", "enum": self.option_keys()}
 
     def coerce(self, value: Any, config: Any = None) -> Any:
-        keys = self.keys()
+        keys = self.option_keys()
         if not isinstance(value, str) or value not in keys:
             raise ConstantError("value_not_in_list", f"{value!r} is not among the options",
                                 f"choose one of: {', '.join(keys)}")
@@ -195,8 +195,8 @@ def expand(inputs: Mapping[str, InputSpec], given: Mapping[str, Any], report: Re
             choice = given.get(name)
             if isinstance(choice, list) and choice:
                 report("invalid_input_type", f"input '{name}' chooses which inputs the node has, so it cannot be "
-                       "linked", f"set '{name}' to one of: {', '.join(spec.keys())}", name, choice)
-            elif isinstance(choice, str) and choice in spec.keys():
+                       "linked", f"set '{name}' to one of: {', '.join(spec.option_keys())}", name, choice)
+            elif isinstance(choice, str) and choice in spec.option_keys():
                 out.update({f"{name}.{sub}": s for sub, s in spec.inputs_of(choice).items()})
         else:
             out[name] = spec

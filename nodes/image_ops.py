@@ -5,8 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nodegraph.api import (MATCH_TYPE, Boolean, Combo, DynamicCombo, Float, Int, Link, MatchType, Node, Output,
-                           hookimpl, resample, target_size)
+from nodegraph.api import (
+    MATCH_TYPE,
+    Boolean,
+    Combo,
+    DynamicCombo,
+    Float,
+    Int,
+    Link,
+    MatchType,
+    Node,
+    Output,
+    hookimpl,
+    resample,
+    target_size,
+)
 
 MAX_SIZE = 16384
 IMAGE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")

@@ -12,7 +12,7 @@ import pytest
 from nodegraph.dynamic_inputs import Autogrow, DynamicCombo, expand, nest
 from nodegraph.inputs import Combo, Float, Int, Link, Output
 from nodegraph.node import Node
-from nodegraph.testing_graphs import Capture, capture_engine, run_captured
+from nodegraph.testing_graphs import capture_engine, run_captured
 from nodegraph.ui_format import ui_to_api
 from nodegraph.validation import ValidationReport
 
@@ -136,3 +136,20 @@ def test_editor_template_nodes_convert_and_run(engine) -> None:
     assert tuple(captured["5"].shape) == (2, 24, 40, 3)  # the 32×32 white image was resized into the batch
     side = round(32 * (int(0.01 * 1024 * 1024) / 1024) ** 0.5)
     assert tuple(captured["6"].shape) == (1, side, side, 3)
+
+
+def test_named_groups_and_constants_on_grown_inputs(engine) -> None:
+    """A TemplateNames group lists its names; a grown input of a widget template also takes a constant (API
+    prompts may set it) and checks it against the template's bounds."""
+    named = Autogrow(Link("MASK", optional=True), names=["left", "right"], min=0)
+    assert named.catalogue_entry() == ["COMFY_AUTOGROW_V3", {"template": {
+        "input": {"optional": {"input": ["MASK", {}]}, "required": {}}, "names": ["left", "right"], "min": 0}}]
+    found: list[str] = []
+    assert list(expand({"sides": named}, {"sides.right": ["m", 0]}, lambda *a: found.append(a[3]))) == ["sides.right"]
+    assert found == []
+    prompt = {"g": {"class_type": "Gather", "inputs": {"numbers.n1": 4, "mode": "add", "mode.offset": -5}},
+              "out": {"class_type": "Capture", "inputs": {"value": ["g", 0]}}}
+    _, captured = run_captured(engine, prompt)
+    assert json.loads(captured["out"]) == {"numbers": {"n1": 4}, "mode": {"mode": "add", "offset": -5}}
+    prompt["g"]["inputs"]["mode.offset"] = 6
+    assert [e["extra_info"]["input_name"] for e in errors_of(engine, prompt)] == ["mode.offset"]
