@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from accelerate import init_empty_weights
+from family_kit import on_meta, parameter_count
 
 from nodegraph.diffusion.flow.detect import FLUX_CONFIGS, _rope_axes
 
@@ -15,10 +15,6 @@ from nodegraph.diffusion.flow.detect import FLUX_CONFIGS, _rope_axes
 #: the FLUX.1 autoencoder, as diffusers/transformers count them.
 PUBLISHED = {"dev": 11_901_408_320, "schnell": 11_891_178_560, "t5xxl": 4_762_310_656, "clip_l": 123_060_480,
              "vae": 83_819_683}
-
-
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _config(name: str) -> dict:
@@ -30,21 +26,19 @@ def test_transformer_parameter_count(variant):
     from diffusers import FluxTransformer2DModel
 
     config = dict(_config("transformer"), guidance_embeds=variant == "dev")
-    with init_empty_weights():
-        model = FluxTransformer2DModel.from_config(config)
-    assert _count(model) == PUBLISHED[variant]
+    assert parameter_count(on_meta(lambda: FluxTransformer2DModel.from_config(config))) == PUBLISHED[variant]
 
 
 def test_text_encoder_and_vae_parameter_counts():
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    with init_empty_weights():
-        t5 = T5EncoderModel(T5Config(**_config("t5xxl")))
-        clip = CLIPTextModel(CLIPTextConfig(**_config("clip_l")))
-        vae = AutoencoderKL.from_config(_config("vae"))
+    t5 = on_meta(lambda: T5EncoderModel(T5Config(**_config("t5xxl"))))
+    clip = on_meta(lambda: CLIPTextModel(CLIPTextConfig(**_config("clip_l"))))
+    vae = on_meta(lambda: AutoencoderKL.from_config(_config("vae")))
     t5.tie_weights()
-    assert (_count(t5), _count(clip), _count(vae)) == (PUBLISHED["t5xxl"], PUBLISHED["clip_l"], PUBLISHED["vae"])
+    assert (parameter_count(t5), parameter_count(clip), parameter_count(vae)) == \
+        (PUBLISHED["t5xxl"], PUBLISHED["clip_l"], PUBLISHED["vae"])
 
 
 def test_rope_axes_keep_flux_proportions():
