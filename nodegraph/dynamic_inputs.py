@@ -47,7 +47,7 @@ def v1_dict(inputs: Mapping[str, InputSpec], config: Any = None) -> dict[str, An
 class AutogrowInput(InputSpec):
     """A group of link inputs that grows as the user connects (ComfyUI's ``io.Autogrow``)."""
 
-    type: Literal["COMFY_AUTOGROW_V3"] = AUTOGROW
+    type: Literal["COMFY_AUTOGROW_V3"] = "COMFY_AUTOGROW_V3"
     template: InputSpec
     template_name: str
     prefix: str | None = None
@@ -85,7 +85,7 @@ class AutogrowInput(InputSpec):
 class DynamicComboInput(InputSpec):
     """A combo whose chosen option brings its own inputs (ComfyUI's ``io.DynamicCombo``)."""
 
-    type: Literal["COMFY_DYNAMICCOMBO_V3"] = DYNAMIC_COMBO
+    type: Literal["COMFY_DYNAMICCOMBO_V3"] = "COMFY_DYNAMICCOMBO_V3"
     choices: tuple[tuple[str, Mapping[str, InputSpec]], ...] = ()
     default: str | None = None
 
