@@ -271,6 +271,8 @@ class ResizeImageMaskNode(Node):
               "resize_type": DynamicCombo(RESIZE_TYPES),
               "scale_method": Combo(IMAGE_METHODS, default="area")}
     OUTPUTS = (Output(MATCH_TYPE, name="resized"),)
+    #: The size checked against the engine's pixel limits (when both are set: "scale dimensions").
+    PIXEL_INPUTS = ("resize_type.width", "resize_type.height")
 
     def execute(self, ctx, input: Any, resize_type: dict[str, Any], scale_method: str):
         h, w = input.shape[1], input.shape[2]

@@ -114,3 +114,13 @@ def test_custom_combo_passes_the_users_option(engine) -> None:
     with pytest.raises(ValidationReport):
         engine.prepare({**nodes, "c": {"class_type": "CustomCombo", "inputs": {"choice": 3}},
                         "cap": {"class_type": "Capture", "inputs": {"value": ["c", 0]}}})
+
+
+def test_resize_dimensions_count_against_the_pixel_limit(engine) -> None:
+    nodes = {**image("img", 8, 6, 0), "r": resize(["img", 0], "scale dimensions", width=16384, height=16384,
+                                                   crop="disabled"),
+             "cap": {"class_type": "Capture", "inputs": {"value": ["r", 0]}}}
+    with pytest.raises(ValidationReport) as info:
+        engine.prepare(nodes)
+    (err,) = info.value.node_errors["r"]["errors"]
+    assert err["type"] == "image_too_large" and err["extra_info"]["input_name"] == "resize_type.width"
