@@ -29,8 +29,9 @@ class Limits:
     max_prompt_string_chars: int = 1024 * KB
     #: Pixels of one image a node is asked to make (width × height; 16 MP, e.g. 4096 × 4096).
     max_image_pixels: int = 16 * MEGAPIXEL
-    #: Pixels of all images the nodes of one prompt are asked to make (width × height × batch, summed; 64 MP).
-    max_prompt_pixels: int = 64 * MEGAPIXEL
+    #: Pixels of all images (and video frames) the nodes of one prompt are asked to make (width × height × batch ×
+    #: frames, summed; 256 MP: the official Wan 2.2 5B template asks for 121 frames of 1280 × 704 = 104 MP).
+    max_prompt_pixels: int = 256 * MEGAPIXEL
     #: Token windows (75 tokens plus start/end each) a text encoder processes for one text: 32 windows = 2,400
     #: tokens, far past what CLIP attends to; longer texts are refused with a message.
     max_text_chunks: int = 32

@@ -92,8 +92,8 @@ def test_pixels_per_image_and_per_prompt(engine):
     assert "max_prompt_pixels" in err["details"]
 
     engine.prepare(image(4096, 4096))  # 16 MP: at the per-image limit
-    engine.prepare(image(1024, 1024, batch=64))  # 64 MP: at the per-prompt limit
-    two = image(4096, 4096, batch=4)
+    engine.prepare(image(1024, 1024, batch=256))  # 256 MP: at the per-prompt limit
+    two = image(4096, 4096, batch=16)
     two["e2"] = {**two["e"], "inputs": {**two["e"]["inputs"], "batch_size": 1}}
     two["p2"] = {"class_type": "PreviewImage", "inputs": {"images": ["e2", 0]}}
     assert set(report_of(engine, two)["node_errors"]) == {"e2"}  # the node that crosses the prompt total
