@@ -20,7 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .. import k_family
 from ..flow.schedule import FlowSettings
+from ..k_family import KFamily
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 700.0
 FAMILY = "svd"
@@ -205,15 +207,6 @@ class SVDDenoiser:
         return self._blend(out)
 
 
-def _conditionings(guider: Any) -> tuple[list, list, float]:
-    if hasattr(guider, "positive"):
-        return list(guider.positive), list(guider.negative), float(guider.cfg)
-    if hasattr(guider, "conditioning"):
-        return list(guider.conditioning), [], 1.0
-    raise ValueError(f"{type(guider).__name__} does not apply to Stable Video Diffusion; use CFGGuider or "
-                     "BasicGuider")
-
-
 def prepare_latent(model: Any, latent: dict[str, Any]) -> Any:
     """The unscaled clip ``[F, 4, h, w]`` of a LATENT (a 5-D ``[1, 4, F, h, w]`` one is read as its frames)."""
     samples = latent["samples"].float()
@@ -226,103 +219,41 @@ def prepare_latent(model: Any, latent: dict[str, Any]) -> Any:
     return samples
 
 
-def run(model: Any, positive: list, negative: list, cfg: float, samples: Any, noise: Any, sigmas: Any, fn: Any,
-        gen: Any, latent: dict[str, Any], devices: Any, callback: Any = None, preview_every: int = 4,
-        lora_library: Any = None) -> tuple[Any, Any]:
-    """Sample the clip ``samples`` from ``noise`` over ``sigmas`` with sampler ``fn``: (unscaled result, last x0)."""
-    import torch
+def _denoiser(model: Any, positive: list, negative: list, cfg: float, dtype: Any, device: Any, samples: Any,
+              mask: Any, clean: Any) -> SVDDenoiser:
+    return SVDDenoiser(model, positive, negative, cfg, dtype, device, samples.shape[0], tuple(samples.shape[-2:]),
+                       mask, clean)
 
-    from ..preview import preview_jpeg
-    from ..sampling import _resize_mask, lora_applied
 
-    fmt = model.latent
-    last: dict[str, Any] = {}
+def _schedule(model: Any, view: Any, scheduler: str, steps: int) -> Any:
+    from ..model_sampling import sigma_table
 
-    def unscaled(x: Any) -> Any:
-        return (x.float() / fmt.scaling_factor + fmt.shift_factor).cpu()
+    train = sigma_table(model.scheduler_config)
+    return view.sigmas(scheduler, steps, 1.0 / (train ** 2 + 1.0))
 
-    with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
-        device, dtype = devices.device, devices.dtype
-        clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
-        noise = noise.to(device)
-        mask = None
-        if latent.get("noise_mask") is not None:
-            mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
-        denoiser = SVDDenoiser(model, positive, negative, cfg, dtype, device, samples.shape[0],
-                               tuple(samples.shape[-2:]), mask, clean)
-        s0 = float(sigmas[0])
-        top = float(model.flow.sigma_max) if model.flow is not None else SIGMA_MAX
-        # ComfyUI's noise scaling: sqrt(1 + sigma²) from the model's largest sigma (full denoise)
-        start = math.sqrt(1.0 + s0 * s0) if math.isclose(top, s0, rel_tol=1e-5) or s0 > top else s0
-        x = clean + noise * start
 
-        def step_done(step: int, count: int, x0: Any) -> None:
-            last["x0"] = x0
-            if callback is not None:
-                show = step % preview_every == 0 or step == count
-                callback(step, count, preview_jpeg(unscaled(x0), fmt) if show else None)
+def _sigma_max(model: Any) -> float:
+    return float(model.flow.sigma_max) if model.flow is not None else SIGMA_MAX
 
-        if len(sigmas) > 1:
-            x = fn(denoiser, x, torch.as_tensor(sigmas, dtype=torch.float32).to(device), generator=gen,
-                   callback=step_done)
-        if mask is not None:
-            x = mask * x + (1.0 - mask) * (clean + noise * float(sigmas[-1]))
-        return unscaled(x), (unscaled(last["x0"]) if "x0" in last else None)
+
+#: The SVD side of the shared k-diffusion path (``k_family``).
+SVD = KFamily("Stable Video Diffusion", prepare_latent, _schedule, _denoiser, _sigma_max)
 
 
 def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
            callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
     """``families.SAMPLERS`` entry: KSampler(Advanced) on an SVD model (ComfyUI's sigmas and step cuts)."""
-    import numpy as np
-    import torch
-
-    from ..custom import k_route
-    from ..model_sampling import sigma_table
-    from ..sampling import make_noise, output_latent
-
-    samples = prepare_latent(model, latent)
-    out = output_latent(latent, model.latent.downscale)
-    total, s0, s1 = opts.step_range()
-    if s0 >= s1 or s0 >= total:
-        return dict(out, samples=samples)
-    view = k_route(samplers, opts.sampler_name, opts.scheduler, force=True)
-    if view is None or opts.sampler_name not in view.samplers:
-        raise ValueError(f"unknown sampler {opts.sampler_name!r} for Stable Video Diffusion")
-    train = sigma_table(model.scheduler_config)
-    full = view.sigmas(opts.scheduler, total, 1.0 / (train ** 2 + 1.0))
-    keep_noise = s1 < total and opts.return_with_leftover_noise
-    sig = full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
-    result, _ = run(model, positive, negative, opts.cfg, samples, noise, sig, view.samplers[opts.sampler_name].fn,
-                    gen, latent, devices, callback, preview_every, lora_library)
-    return dict(out, samples=result)
+    return k_family.sample(SVD, model, positive, negative, latent, opts, devices, callback, preview_every,
+                           lora_library, samplers)
 
 
 def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: dict[str, Any], devices: Any,
                   callback: Any = None, *, model: Any = None, lora_library: Any = None,
                   preview_every: int = 4) -> tuple[dict[str, Any], dict[str, Any]]:
     """``families.CUSTOM_SAMPLERS`` entry: SamplerCustomAdvanced on an SVD model: (output, denoised_output)."""
-    import torch
-
-    from ..guiders import draw_noise
-    from ..sampling import output_latent
-
-    model = model if model is not None else guider.model
-    positive, negative, cfg = _conditionings(guider)
-    samples = prepare_latent(model, latent)
-    out = output_latent(latent, model.latent.downscale)
-    sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
-    if sig.numel() == 0:
-        done = dict(out, samples=samples)
-        return done, done
-    start, gen = draw_noise(noise, dict(latent, samples=samples))
-    result, x0 = run(model, positive, negative, cfg, samples, start, sig.numpy().astype("float64"), sampler, gen,
-                     latent, devices, callback, preview_every, lora_library)
-    done = dict(out, samples=result)
-    return done, (dict(out, samples=x0) if x0 is not None else done)
+    return k_family.sample_custom(SVD, guider, sampler, sigmas, noise, latent, devices, callback, model=model,
+                                  lora_library=lora_library, preview_every=preview_every)
 
 
-__all__ = ["FAMILY", "SIGMA_MAX", "SIGMA_MIN", "SVDDenoiser", "SVDSigmas", "fit_latent", "prepare_latent",
-           "resize_to_batch", "run", "sample", "sample_custom", "svd_model_fields"]
+__all__ = ["FAMILY", "SIGMA_MAX", "SIGMA_MIN", "SVD", "SVDDenoiser", "SVDSigmas", "fit_latent", "prepare_latent",
+           "resize_to_batch", "sample", "sample_custom", "svd_model_fields"]
