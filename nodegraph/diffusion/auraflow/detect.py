@@ -10,9 +10,10 @@ through the same code.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from ..flow.detect import block_count, find_layout, read_config
 
 AURA_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "auraflow"
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "transformer.", "")
@@ -23,23 +24,12 @@ _MARKERS = (("double_layers.0.attn.w1q.weight", "original"), ("joint_transformer
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped AuraFlow config (``transformer``, ``text_encoder``) as a dict."""
-    config = json.loads((AURA_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    config.pop("_class_name", None)
-    return config
+    return read_config(AURA_CONFIGS, name)
 
 
 def transformer_layout(shapes: dict[str, Any]) -> tuple[str, str] | None:
     """(prefix, "original" | "diffusers") of an AuraFlow transformer's tensor names; None when there is none."""
-    for prefix in PREFIXES:
-        for marker, layout in _MARKERS:
-            if prefix + marker in shapes and (prefix + "register_tokens") in shapes:
-                return prefix, layout
-    return None
-
-
-def _count(shapes: dict[str, Any], prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
+    return find_layout(shapes, PREFIXES, _MARKERS, lambda prefix: prefix + "register_tokens" in shapes)
 
 
 def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tuple[dict[str, Any], list[str]]:
@@ -50,15 +40,15 @@ def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tupl
         patch_in = int(shapes[p + "init_x_linear.weight"][1])
         out = int(shapes[p + "final_linear.weight"][0])
         pos = int(shapes[p + "positional_encoding"][1])
-        doubles, singles = _count(shapes, p + "double_layers."), _count(shapes, p + "single_layers.")
+        doubles, singles = block_count(shapes, p + "double_layers."), block_count(shapes, p + "single_layers.")
         heads_key = p + "double_layers.0.attn.w1q.weight"
     else:
         width, cond = shapes[p + "context_embedder.weight"]
         patch_in = int(shapes[p + "pos_embed.proj.weight"][1])
         out = int(shapes[p + "proj_out.weight"][0])
         pos = int(shapes[p + "pos_embed.pos_embed"][1])
-        doubles = _count(shapes, p + "joint_transformer_blocks.")
-        singles = _count(shapes, p + "single_transformer_blocks.")
+        doubles = block_count(shapes, p + "joint_transformer_blocks.")
+        singles = block_count(shapes, p + "single_transformer_blocks.")
         heads_key = p + "joint_transformer_blocks.0.attn.add_q_proj.weight"
     config = shipped_config("transformer")
     patch = int(config["patch_size"])
@@ -91,7 +81,7 @@ def text_encoder_config(shapes: dict[str, Any], p: str) -> dict[str, Any]:
     return dict(shipped_config("text_encoder"), vocab_size=int(emb[0]), d_model=int(emb[1]), num_heads=int(heads),
                 d_kv=int(shapes[block + "0.SelfAttention.q.weight"][0]) // int(heads),
                 d_ff=int(shapes[block + "1.DenseReluDense.wi_0.weight"][0]),
-                num_layers=_count(shapes, p + "encoder.block."), relative_attention_num_buckets=int(buckets))
+                num_layers=block_count(shapes, p + "encoder.block."), relative_attention_num_buckets=int(buckets))
 
 
 __all__ = ["AURA_CONFIGS", "shipped_config", "text_encoder_config", "text_encoder_prefix", "transformer_config",

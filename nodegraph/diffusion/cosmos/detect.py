@@ -10,9 +10,10 @@ the shipped configs (``configs/cosmos``), so scaled-down test models load throug
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from ..flow.detect import block_count, find_layout, read_config
 
 COSMOS_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "cosmos"
 PREFIXES = ("net.", "model.diffusion_model.", "diffusion_model.", "model.", "transformer.", "")
@@ -22,24 +23,13 @@ _MARKERS = (("blocks.0.mlp.layer1.weight", "original"), ("transformer_blocks.0.n
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped Cosmos config (``transformer_t2i_2B``, …, ``t5_old_xxl``) as a dict."""
-    config = json.loads((COSMOS_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    config.pop("_class_name", None)
-    return config
+    return read_config(COSMOS_CONFIGS, name)
 
 
 def transformer_layout(shapes: dict[str, Any]) -> tuple[str, str] | None:
     """(prefix, "original" | "diffusers") of a Cosmos Predict2 transformer's names; None when there is none."""
-    for prefix in PREFIXES:
-        for marker, layout in _MARKERS:
-            if prefix + marker in shapes and (prefix + "x_embedder.proj.1.weight" in shapes
-                                              or prefix + "patch_embed.proj.weight" in shapes):
-                return prefix, layout
-    return None
-
-
-def _count(shapes: dict[str, Any], prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
+    return find_layout(shapes, PREFIXES, _MARKERS, lambda prefix: prefix + "x_embedder.proj.1.weight" in shapes
+                       or prefix + "patch_embed.proj.weight" in shapes)
 
 
 def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tuple[dict[str, Any], list[str]]:
@@ -63,7 +53,7 @@ def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tupl
     size = "14B" if int(width) == 5120 else "2B"
     config = shipped_config(f"transformer_{'v2w' if in_channels == 17 else 't2i'}_{size}")
     config.update(in_channels=in_channels, attention_head_dim=head_dim, num_attention_heads=int(width) // head_dim,
-                  num_layers=_count(shapes, blocks), text_embed_dim=text, mlp_ratio=ff / int(width),
+                  num_layers=block_count(shapes, blocks), text_embed_dim=text, mlp_ratio=ff / int(width),
                   adaln_lora_dim=lora, extra_pos_embed_type="learnable" if extra else None)
     kind = "video2world" if in_channels == 17 else "text-to-image"
     reasons = [f"Cosmos Predict2 tensor names ({layout}) under {p or 'the root'!r}",

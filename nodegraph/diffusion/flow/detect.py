@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..detect import Header, UnknownModelError
 
@@ -49,9 +49,28 @@ def _prefix(shapes: dict[str, Any], marker: str) -> str | None:
     return next((p for p in _PREFIXES if p + marker in shapes), None)
 
 
-def _count(shapes: dict[str, Any], prefix: str) -> int:
+def block_count(shapes: Any, prefix: str) -> int:
+    """Blocks numbered under ``prefix`` in the tensor names (highest index + 1; 0 when there are none)."""
     found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
     return max(found) + 1 if found else 0
+
+
+def read_config(folder: Path, name: str) -> dict[str, Any]:
+    """A shipped diffusers config (``folder/<name>.json``) as a dict, without its ``_class_name``."""
+    config = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    config.pop("_class_name", None)
+    return config
+
+
+def find_layout(shapes: Any, prefixes: tuple[str, ...], markers: tuple[tuple[str, str], ...],
+                needs: Callable[[str], bool] | None = None) -> tuple[str, str] | None:
+    """(prefix, layout) of the first ``(marker, layout)`` found under one of ``prefixes`` (in order) where
+    ``needs(prefix)`` holds too; None when the tensor names have none."""
+    for prefix in prefixes:
+        for marker, layout in markers:
+            if prefix + marker in shapes and (needs is None or needs(prefix)):
+                return prefix, layout
+    return None
 
 
 def _rope_axes(head_dim: int) -> list[int]:
@@ -66,13 +85,14 @@ def _flux_config(s: dict[str, Any], p: str, original: bool) -> dict[str, Any]:
         hidden, in_ch = s[p + "img_in.weight"]
         head_dim = s[p + "double_blocks.0.img_attn.norm.query_norm.scale"][0]
         joint, pooled = s[p + "txt_in.weight"][1], s[p + "vector_in.in_layer.weight"][1]
-        layers, singles = _count(s, p + "double_blocks."), _count(s, p + "single_blocks.")
+        layers, singles = block_count(s, p + "double_blocks."), block_count(s, p + "single_blocks.")
         guidance, out_ch = p + "guidance_in.in_layer.weight" in s, s[p + "final_layer.linear.weight"][0]
     else:
         hidden, in_ch = s[p + "x_embedder.weight"]
         head_dim = s[p + "transformer_blocks.0.attn.norm_q.weight"][0]
         joint, pooled = s[p + "context_embedder.weight"][1], s[p + "time_text_embed.text_embedder.linear_1.weight"][1]
-        layers, singles = _count(s, p + "transformer_blocks."), _count(s, p + "single_transformer_blocks.")
+        layers = block_count(s, p + "transformer_blocks.")
+        singles = block_count(s, p + "single_transformer_blocks.")
         guidance = p + "time_text_embed.guidance_embedder.linear_1.weight" in s
         out_ch = s[p + "proj_out.weight"][0]
     config = shipped_config("transformer")
@@ -183,8 +203,11 @@ def encoder_prefix(header: Header) -> str:
 __all__ = [
     "FLUX_CONFIGS",
     "FlowDetected",
+    "block_count",
     "detect_transformer",
     "encoder_prefix",
+    "find_layout",
+    "read_config",
     "shipped_config",
     "text_encoder_kind",
 ]

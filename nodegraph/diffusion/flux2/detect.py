@@ -14,9 +14,10 @@ through the same code.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from ..flow.detect import block_count, find_layout, read_config
 
 FLUX2_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "flux2"
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "")
@@ -28,23 +29,12 @@ _TE_PREFIXES = ("model.language_model.", "language_model.model.", "model.", "")
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped Flux.2 config (``transformer_dev``, ``transformer_klein_4b``, ``vae``, ``text_encoder_*``)."""
-    config = json.loads((FLUX2_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    config.pop("_class_name", None)
-    return config
+    return read_config(FLUX2_CONFIGS, name)
 
 
 def transformer_layout(shapes: dict[str, Any]) -> tuple[str, str] | None:
     """(prefix, "comfyui" | "diffusers") of a Flux.2 transformer's tensor names; None when the file holds none."""
-    for prefix in PREFIXES:
-        for marker, layout in _MARKERS:
-            if prefix + marker in shapes:
-                return prefix, layout
-    return None
-
-
-def _count(shapes: dict[str, Any], prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
+    return find_layout(shapes, PREFIXES, _MARKERS)
 
 
 def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tuple[dict[str, Any], list[str]]:
@@ -55,7 +45,7 @@ def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tupl
         text = int(shapes[p + "txt_in.weight"][1])
         head_dim = int(shapes[p + "double_blocks.0.img_attn.norm.query_norm.scale"][0])
         mlp = int(shapes[p + "double_blocks.0.img_mlp.0.weight"][0]) // 2
-        double, single = _count(shapes, p + "double_blocks."), _count(shapes, p + "single_blocks.")
+        double, single = block_count(shapes, p + "double_blocks."), block_count(shapes, p + "single_blocks.")
         guidance = p + "guidance_in.in_layer.weight" in shapes
         time_ch = int(shapes[p + "time_in.in_layer.weight"][1])
     else:
@@ -63,8 +53,8 @@ def transformer_config(shapes: dict[str, Any], prefix: str, layout: str) -> tupl
         text = int(shapes[p + "context_embedder.weight"][1])
         head_dim = int(shapes[p + "transformer_blocks.0.attn.norm_q.weight"][0])
         mlp = int(shapes[p + "transformer_blocks.0.ff.linear_in.weight"][0]) // 2
-        double = _count(shapes, p + "transformer_blocks.")
-        single = _count(shapes, p + "single_transformer_blocks.")
+        double = block_count(shapes, p + "transformer_blocks.")
+        single = block_count(shapes, p + "single_transformer_blocks.")
         guidance = p + "time_guidance_embed.guidance_embedder.linear_1.weight" in shapes
         time_ch = int(shapes[p + "time_guidance_embed.timestep_embedder.linear_1.weight"][1])
     inner = int(inner)
@@ -101,7 +91,7 @@ def text_encoder_config(shapes: dict[str, Any], prefix: str, arch: str) -> dict[
         head_dim = int(shapes[p + "layers.0.self_attn.q_norm.weight"][0])
     else:
         head_dim = 128 if q_width % 128 == 0 and int(hidden) >= 1024 else 16
-    config.update(vocab_size=int(vocab), hidden_size=int(hidden), num_hidden_layers=_count(shapes, p + "layers."),
+    config.update(vocab_size=int(vocab), hidden_size=int(hidden), num_hidden_layers=block_count(shapes, p + "layers."),
                   num_attention_heads=q_width // head_dim, head_dim=head_dim,
                   num_key_value_heads=int(shapes[p + "layers.0.self_attn.k_proj.weight"][0]) // head_dim,
                   intermediate_size=int(shapes[p + "layers.0.mlp.gate_proj.weight"][0]))

@@ -12,9 +12,10 @@ through the same code. What shapes do not tell (head width, Llama layers per blo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from ..flow.detect import block_count, read_config
 
 HIDREAM_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "hidream"
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "")
@@ -26,9 +27,7 @@ LAST_LLAMA_LAYER = 31
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped HiDream config (``transformer``, ``llama``) as a dict."""
-    config = json.loads((HIDREAM_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    config.pop("_class_name", None)
-    return config
+    return read_config(HIDREAM_CONFIGS, name)
 
 
 def transformer_prefix(shapes: dict[str, Any]) -> str | None:
@@ -37,17 +36,12 @@ def transformer_prefix(shapes: dict[str, Any]) -> str | None:
                  and p + "double_stream_blocks.0.block.adaLN_modulation.1.weight" in shapes), None)
 
 
-def _count(shapes: dict[str, Any], prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
-
-
 def transformer_config(shapes: dict[str, Any], p: str) -> tuple[dict[str, Any], list[str]]:
     """(diffusers config, reasons) of the HiDream transformer under prefix ``p``."""
     inner, patch_in = (int(v) for v in shapes[p + "x_embedder.proj.weight"])
     head_dim = 128 if inner % 128 == 0 else 32
-    double = _count(shapes, p + "double_stream_blocks.")
-    single = _count(shapes, p + "single_stream_blocks.")
+    double = block_count(shapes, p + "double_stream_blocks.")
+    single = block_count(shapes, p + "single_stream_blocks.")
     blocks = double + single
     config = shipped_config("transformer")
     config.update(
@@ -57,7 +51,7 @@ def transformer_config(shapes: dict[str, Any], p: str) -> tuple[dict[str, Any], 
         caption_channels=[int(shapes[p + f"caption_projection.{blocks}.linear.weight"][1]),
                           int(shapes[p + "caption_projection.0.linear.weight"][1])],
         text_emb_dim=int(shapes[p + "p_embedder.pooled_embedder.linear_1.weight"][1]),
-        num_routed_experts=_count(shapes, p + "double_stream_blocks.0.block.ff_i.experts."),
+        num_routed_experts=block_count(shapes, p + "double_stream_blocks.0.block.ff_i.experts."),
         llama_layers=[min(i, LAST_LLAMA_LAYER) for i in range(blocks)])
     if head_dim != 128:
         config["axes_dims_rope"] = [head_dim // 2, head_dim // 4, head_dim // 4]
@@ -81,7 +75,7 @@ def llama_config(shapes: dict[str, Any]) -> dict[str, Any]:
     config = shipped_config("llama")
     config.update(vocab_size=vocab, hidden_size=hidden, head_dim=head_dim,
                   intermediate_size=int(shapes["model.layers.0.mlp.gate_proj.weight"][0]),
-                  num_hidden_layers=_count(shapes, "model.layers."), num_attention_heads=q_width // head_dim,
+                  num_hidden_layers=block_count(shapes, "model.layers."), num_attention_heads=q_width // head_dim,
                   num_key_value_heads=int(shapes["model.layers.0.self_attn.k_proj.weight"][0]) // head_dim)
     if vocab <= int(config["bos_token_id"]):  # a scaled-down test vocabulary: no Llama-3 special ids
         config.update(bos_token_id=None, eos_token_id=None)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import UnknownModelError
+from ..flow.detect import read_config
 from ..types import DiffusionModel, LatentFormat
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,7 @@ _COMFY = "model.diffusion_model."
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped LTX-Video config (``configs/ltx/<name>.json``) without its ``_class_name``."""
-    data = json.loads((LTX_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    data.pop("_class_name", None)
-    return data
+    return read_config(LTX_CONFIGS, name)
 
 
 def ltx_layout(keys: Any) -> str | None:

@@ -8,12 +8,12 @@ head widths are the release's (128 video, 64 audio). LTX-2.3 files (gated attent
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from ..detect import UnknownModelError
+from ..flow.detect import read_config
 from ..types import DiffusionModel, LatentFormat
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ _LTX23 = ("prompt_adaln.", "to_gate_logits.", "prompt_scale_shift_table")
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped LTX-2 config (``configs/ltx2/<name>.json``) without its ``_class_name``."""
-    data = json.loads((LTX2_CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    data.pop("_class_name", None)
-    return data
+    return read_config(LTX2_CONFIGS, name)
 
 
 def ltx2_layout(keys: Any) -> str | None:

@@ -10,13 +10,13 @@ Sampling: ComfyUI's model sampling for Mochi is flow with shift 6 and multiplier
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from ..detect import UnknownModelError
+from ..flow.detect import read_config
 from ..types import DiffusionModel, LatentFormat
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,7 @@ _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
 
 def shipped_config(name: str) -> dict[str, Any]:
     """A shipped Mochi config (``configs/mochi/<name>.json``) without its ``_class_name``."""
-    data = json.loads((CONFIGS / f"{name}.json").read_text(encoding="utf-8"))
-    data.pop("_class_name", None)
-    return data
+    return read_config(CONFIGS, name)
 
 
 def empty_latent(batch: int, frames: int, height: int, width: int) -> Any:
