@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .dynamic_inputs import expand, has_dynamic
 from .execution_lists import digest, own_key
 from .inputs import ConstantError, types_compatible
 from .node import NodeOutput
@@ -66,7 +67,12 @@ def _plan_node(registry: Any, config: Any, name: str, prefix: str, sub_id: str, 
     inputs = spec.get("inputs") or {}
     constants: dict[str, Any] = {}
     links: dict[str, tuple[str, int]] = {}
-    for input_name, ispec in definition.meta.inputs.items():
+    specs = definition.meta.inputs
+    if has_dynamic(specs):  # grown and selected inputs (dotted names), as validation checks them
+        def report(kind: str, message: str, fix: str, input_name: str, received: Any) -> None:
+            raise ExpansionError(f"{where}: {message}; {fix}")
+        specs = expand(specs, inputs, report)
+    for input_name, ispec in specs.items():
         value = inputs.get(input_name)
         if value is None:
             if not ispec.optional:

@@ -3,6 +3,8 @@
 The inverse of ``nodegraph.ui_format.ui_to_api``: nodes are laid out left to right by topological depth,
 ``widgets_values`` follow the catalogue's widget order (with the editor's extra ``control_after_generate`` value
 after seeds and the upload value after image combos), and a widget fed by a link becomes a converted input.
+Dynamic inputs (dotted names) become what the editor shows: an Autogrow's grown inputs are slots ``images.image0``,
+…, and a DynamicCombo's chosen option's widgets follow the combo's value, its links being slots.
 Round trip: ``ui_to_api(api_to_ui(api, registry), registry) == api`` when every widget has a value.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dynamic_inputs import AutogrowInput, DynamicComboInput, widget_slots_of
 from .inputs import InputSpec, StringInput
 from .registry import Registry
 from .ui_format import widget_slots
@@ -71,7 +74,8 @@ def _widgets(node: dict[str, Any], definition: Any) -> list[Any]:
     inputs = node.get("inputs") or {}
     values: list[Any] = []
     kept = 0
-    for name, spec in widget_slots(definition):  # the editor's order, shared with the conversion
+    slots = widget_slots(definition)  # the editor's order, shared with the conversion
+    for at, (name, spec) in enumerate(slots, 1):
         if name is None:
             values.append(DEFAULT_CONTROL if spec == "control" else UPLOAD_VALUE)
             continue
@@ -79,7 +83,40 @@ def _widgets(node: dict[str, Any], definition: Any) -> list[Any]:
         values.append(inputs[name] if given else _placeholder(spec))
         if name in inputs:
             kept = len(values)
+        slots[at:at] = widget_slots_of(name, spec, values[-1])  # a DynamicCombo's option widgets follow it
     return values[:kept]
+
+
+def _grown_slots(name: str, spec: AutogrowInput, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """An Autogrow's slots as the editor shows them: its names up to the last given one, at least ``min``, and
+    one free slot to grow into (while under the cap)."""
+    names = spec.slot_names()
+    given = [i for i, s in enumerate(names) if f"{name}.{s}" in inputs]
+    count = min(len(names), max((given[-1] + 2) if given else 1, spec.min))
+    return [{"name": f"{name}.{s}", "type": spec.template.type, "link": None} for s in names[:count]]
+
+
+def _input_slots(definition: Any, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The node's input slots: link inputs, widgets fed by a link (converted), grown inputs and the links of a
+    DynamicCombo's chosen option (right after the combo's own slot position)."""
+    slots: list[dict[str, Any]] = []
+
+    def add(name: str, spec: InputSpec) -> None:
+        if not spec.is_widget:
+            slots.append({"name": name, "type": spec.type, "link": None})
+        elif is_link(inputs.get(name)):
+            slots.append({"name": name, "type": spec.type, "link": None, "widget": {"name": name}})
+
+    for name, spec in definition.meta.inputs.items():
+        if isinstance(spec, AutogrowInput):
+            slots.extend(_grown_slots(name, spec, inputs))
+            continue
+        add(name, spec)
+        if isinstance(spec, DynamicComboInput):
+            choice = inputs.get(name, spec.default)
+            for sub, sub_spec in spec.inputs_of(choice if isinstance(choice, str) else "").items():
+                add(f"{name}.{sub}", sub_spec)
+    return slots
 
 
 def _size(definition: Any, slots: int, outputs: int) -> list[int]:
@@ -110,11 +147,7 @@ def api_to_ui(api: dict[str, Any], registry: Registry) -> dict[str, Any]:
         inputs = node.get("inputs") or {}
         slots: list[dict[str, Any]] = []
         if definition is not None:
-            for name, spec in definition.meta.inputs.items():
-                if not spec.is_widget:
-                    slots.append({"name": name, "type": spec.type, "link": None})
-                elif is_link(inputs.get(name)):
-                    slots.append({"name": name, "type": spec.type, "link": None, "widget": {"name": name}})
+            slots = _input_slots(definition, inputs)
             outputs = [{"name": o.display_name, "type": o.type, "links": [], "slot_index": i}
                        for i, o in enumerate(definition.meta.outputs)]
             widgets = _widgets(node, definition)
