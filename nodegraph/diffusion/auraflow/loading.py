@@ -43,15 +43,13 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
                            weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
     """MODEL from an AuraFlow transformer's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import AuraFlowTransformer2DModel
     from diffusers.loaders.single_file_utils import (
         convert_auraflow_transformer_checkpoint_to_diffusers,
     )
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
-    from ..loading import quiet_libraries
 
     found = transformer_layout(shapes)
     if found is None:
@@ -62,12 +60,8 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     if layout == "original":
         state = convert_auraflow_transformer_checkpoint_to_diffusers(state)
-    with quiet_libraries(), init_empty_weights():
-        transformer = AuraFlowTransformer2DModel.from_config(config)
     compute = dtype or torch.float32
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(AuraFlowTransformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="auraflow", source=name, latent=AURA_LATENT,
                           family="auraflow", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1.0))
 

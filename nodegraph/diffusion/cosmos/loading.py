@@ -38,14 +38,12 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
                            weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
     """MODEL from a Cosmos Predict2 transformer's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import CosmosTransformer3DModel
     from diffusers.loaders.single_file_utils import (
         convert_cosmos_transformer_checkpoint_to_diffusers,
     )
 
-    from ..flow.loading import _float8, fill
-    from ..loading import quiet_libraries
+    from ..flow.loading import filled_transformer
     from ..fp8 import unscale_fp8
 
     found = transformer_layout(shapes)
@@ -64,11 +62,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     if config.get("concat_padding_mask", True):  # the zero padding-mask channel is appended by CosmosDenoiser,
         # so diffusers' resize of it (which needs torchvision) is not used: same weights, one more input channel
         config = dict(config, concat_padding_mask=False, in_channels=int(config["in_channels"]) + 1)
-    with quiet_libraries(), init_empty_weights():
-        transformer = CosmosTransformer3DModel.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(CosmosTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=variant, source=name, latent=COSMOS_LATENT,
                           family="cosmos", flow=CosmosFlow())
 

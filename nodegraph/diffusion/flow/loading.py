@@ -69,6 +69,24 @@ def _float8(weight_dtype: str) -> Any:
     return dtype
 
 
+def filled_transformer(cls: Any, config: dict[str, Any], state: dict[str, Any], name: str, dtype: Any = None,
+                       weight_dtype: str = "default") -> Any:
+    """``cls.from_config(config)`` built on the meta device, filled from ``state`` in ``dtype`` (None: float32) and
+    stored in float8 when ``weight_dtype`` names one (``state`` is emptied as the weights are placed)."""
+    import torch
+    from accelerate import init_empty_weights
+
+    from ..loading import quiet_libraries
+
+    with quiet_libraries(), init_empty_weights():
+        model = cls.from_config(config)
+    compute = dtype or torch.float32
+    fill(model, state, compute, name)
+    if weight_dtype != "default":
+        model.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    return model
+
+
 def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
     """MODEL from a diffusion-transformer file (Flux.1, any layout), in ``dtype`` (None: float32)."""
     from safetensors.torch import load_file
@@ -303,5 +321,6 @@ def vae_overrides(state: dict[str, Any]) -> dict[str, Any]:
             "shift_factor": FLUX_LATENT.shift_factor}
 
 
-__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "load_clip", "load_text_encoder", "load_transformer",
-           "t5_tokenizer", "text_encoder_from_state", "transformer_from_state", "vae_overrides"]
+__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "filled_transformer", "load_clip",
+           "load_text_encoder", "load_transformer", "t5_tokenizer", "text_encoder_from_state", "transformer_from_state",
+           "vae_overrides"]

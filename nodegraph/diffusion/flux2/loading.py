@@ -63,13 +63,12 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from a Flux.2 transformer's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import Flux2Transformer2DModel
     from diffusers.loaders.single_file_utils import (
         convert_flux2_transformer_checkpoint_to_diffusers,
     )
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
 
@@ -86,11 +85,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     if layout == "comfyui":
         with quiet_libraries():
             state = convert_flux2_transformer_checkpoint_to_diffusers(state)
-    with quiet_libraries(), init_empty_weights():
-        transformer = Flux2Transformer2DModel.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(Flux2Transformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=f"flux2-{variant}", source=name,
                           latent=FLUX2_LATENT, family="flux2", flow=FlowSettings("flux", DEFAULT_SHIFT))
 

@@ -52,12 +52,10 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from a HiDream transformer's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import HiDreamImageTransformer2DModel
 
-    from ..flow.loading import FLUX_LATENT, _float8, fill
+    from ..flow.loading import FLUX_LATENT, filled_transformer
     from ..flow.schedule import FlowSettings
-    from ..loading import quiet_libraries
 
     prefix = transformer_prefix(header.shapes)
     if prefix is None:
@@ -68,11 +66,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
         state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     compute = dtype or torch.float32
     state = dequantized(state, compute, name)
-    with quiet_libraries(), init_empty_weights():
-        transformer = HiDreamImageTransformer2DModel.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(HiDreamImageTransformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="hidream", source=name, latent=FLUX_LATENT,
                           family="hidream", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1000.0))
 

@@ -218,12 +218,10 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from a HunyuanVideo transformer's tensors in any layout (``state`` is emptied as they are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import HunyuanVideoTransformer3DModel
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
-    from ..loading import quiet_libraries
     from ..fp8 import unscale_fp8
 
     found = layout(state)
@@ -239,11 +237,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     arch = variant(config)
     log.info("%s: HunyuanVideo transformer %s (%s layout), %d + %d blocks, %d wide", name, arch, kind,
              config["num_layers"], config["num_single_layers"], config["num_attention_heads"] * HEAD_DIM)
-    with quiet_libraries(), init_empty_weights():
-        transformer = HunyuanVideoTransformer3DModel.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(HunyuanVideoTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=arch, source=name, latent=HUNYUAN_LATENT,
                           family="hunyuan_video", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1000.0))
 

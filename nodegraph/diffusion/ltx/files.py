@@ -100,10 +100,9 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     """MODEL from an LTX-Video transformer's tensors in any layout (``state`` is emptied as they are placed);
     ``causal``: the first latent frame alone at time 0 and the others at 8·t - 7 frames (0.9.5+, see sampling)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import LTXVideoTransformer3DModel
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
 
@@ -121,12 +120,8 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     config = config_from_state(state)
     log.info("%s: LTX-Video transformer (%s layout), %d layers, %d wide", name, layout, config["num_layers"],
              config["num_attention_heads"] * config["attention_head_dim"])
-    with quiet_libraries(), init_empty_weights():
-        transformer = LTXVideoTransformer3DModel.from_config(config)
     compute = dtype or torch.float32
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(LTXVideoTransformer3DModel, config, state, name, compute, weight_dtype)
     arch = "ltxv-13b" if config["num_layers"] >= 48 else "ltxv-2b"
     return DiffusionModel(unet=transformer, scheduler_config={"causal_temporal_positioning": bool(causal)},
                           arch=arch, source=name, latent=LTX_LATENT,

@@ -94,10 +94,9 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from an LTX-2 transformer's tensors in any layout (``state`` is emptied as they are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import LTX2VideoTransformer3DModel
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
     from ..ltx.files import DEFAULT_SHIFT
@@ -118,12 +117,8 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     config = config_from_state(state, name)
     log.info("%s: LTX-2 transformer (%s layout), %d layers, %d/%d wide", name, layout, config["num_layers"],
              config["num_attention_heads"] * VIDEO_HEAD, config["audio_num_attention_heads"] * AUDIO_HEAD)
-    with quiet_libraries(), init_empty_weights():
-        transformer = LTX2VideoTransformer3DModel.from_config(config)
     compute = dtype or torch.float32
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(LTX2VideoTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="ltx2", source=name, latent=LTX2_LATENT,
                           family="ltx2", flow=FlowSettings("flux", DEFAULT_SHIFT, 1000.0))
 

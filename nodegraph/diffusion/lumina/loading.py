@@ -44,12 +44,10 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from a Z-Image/Lumina 2 transformer's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import Lumina2Transformer2DModel, ZImageTransformer2DModel
 
-    from ..flow.loading import FLUX_LATENT, _float8, fill
+    from ..flow.loading import FLUX_LATENT, filled_transformer
     from ..flow.schedule import FlowSettings
-    from ..loading import quiet_libraries
     from ..fp8 import unscale_fp8
     from .convert import lumina2_to_diffusers, z_image_to_diffusers
 
@@ -67,11 +65,7 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
     cls = ZImageTransformer2DModel if found.family == "z_image" else Lumina2Transformer2DModel
     lens = list(found.config["axes_lens"])  # a longer rotary table on the text axis: ComfyUI has no prompt limit
     config = dict(found.config, axes_lens=[max(int(lens[0]), CAPTION_POSITIONS), *lens[1:]])
-    with quiet_libraries(), init_empty_weights():
-        transformer = cls.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(cls, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=ARCH[found.family], source=name,
                           latent=FLUX_LATENT, family=found.family,
                           flow=FlowSettings("discrete", DEFAULT_SHIFT[found.family], 1.0))

@@ -162,13 +162,11 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from a Mochi transformer's tensors in either layout (``state`` is emptied as they are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import MochiTransformer3DModel
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
     from ..fp8 import unscale_fp8
-    from ..loading import quiet_libraries
 
     found = layout(state)
     if found is None:
@@ -181,11 +179,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     config = config_from_state(state, name)
     log.info("%s: Mochi transformer (%s layout), %d blocks, %d wide", name, kind, config["num_layers"],
              config["num_attention_heads"] * config["attention_head_dim"])
-    with quiet_libraries(), init_empty_weights():
-        transformer = MochiTransformer3DModel.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(MochiTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="mochi-preview", source=name,
                           latent=MOCHI_LATENT, family="mochi", flow=FlowSettings("discrete", DEFAULT_SHIFT, MULTIPLIER))
 

@@ -40,12 +40,10 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
                            dtype: Any = None) -> DiffusionModel:
     """MODEL from a Qwen-Image transformer's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import QwenImageTransformer2DModel
 
-    from ..flow.loading import _float8, fill
+    from ..flow.loading import filled_transformer
     from ..flow.schedule import FlowSettings
-    from ..loading import quiet_libraries
 
     prefix = transformer_prefix(header.shapes)
     if prefix is None:
@@ -56,11 +54,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
         state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     compute = dtype or torch.float32
     state = unscale_fp8(state, compute)
-    with quiet_libraries(), init_empty_weights():
-        transformer = QwenImageTransformer2DModel.from_config(config)
-    fill(transformer, state, compute, name)
-    if weight_dtype != "default":
-        transformer.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    transformer = filled_transformer(QwenImageTransformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="qwen-image", source=name, latent=QWEN_LATENT,
                           family="qwen_image", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1.0))
 

@@ -143,11 +143,9 @@ def unet_from_state(state: dict[str, Any], name: str, weight_dtype: str = "defau
                     dtype: Any = None) -> DiffusionModel:
     """MODEL from a stage C or stage B UNet's tensors (``state`` is emptied as the weights are placed)."""
     import torch
-    from accelerate import init_empty_weights
     from diffusers import StableCascadeUNet
 
-    from ..flow.loading import _float8, fill
-    from ..loading import quiet_libraries
+    from ..flow.loading import filled_transformer
     from .sampling import FAMILY, stage_of
     from .schedule import CascadeSigmas
 
@@ -160,11 +158,7 @@ def unet_from_state(state: dict[str, Any], name: str, weight_dtype: str = "defau
     config = derive_config({k: tuple(v.shape) for k, v in state.items()})
     release = config.pop("_release", "a custom size")
     compute = dtype or torch.float32
-    with quiet_libraries(), init_empty_weights():
-        unet = StableCascadeUNet.from_config(config)
-    fill(unet, state, compute, name)
-    if weight_dtype != "default":
-        unet.enable_layerwise_casting(storage_dtype=_float8(weight_dtype), compute_dtype=compute)
+    unet = filled_transformer(StableCascadeUNet, config, state, name, compute, weight_dtype)
     stage = stage_of(unet)
     log.info("%s: Stable Cascade stage %s (%s)", name, stage.upper(), release)
     return DiffusionModel(unet=unet, scheduler_config={}, arch=f"stable_cascade_{stage}", source=name,
