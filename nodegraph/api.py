@@ -332,3 +332,7 @@ from .diffusion.ltx.upsampler import upsample_latent as ltx_upsample_latent  # n
 from .diffusion.ltx.upsampler import upscale_dtype as latent_upscale_dtype  # noqa: E402
 
 __all__ += ["LatentUpscaleModel", "latent_upscale_dtype", "load_latent_upscale_model", "ltx_upsample_latent"]
+# [core gaps]
+from .diffusion.model_sampling import COMPUTE_DTYPES, CONTINUOUS_V_SAMPLINGS, with_compute_dtype  # noqa: E402
+
+__all__ += ["COMPUTE_DTYPES", "CONTINUOUS_V_SAMPLINGS", "with_compute_dtype"]
