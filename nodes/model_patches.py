@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import (CONTINUOUS_SAMPLINGS, DISCRETE_SAMPLINGS, Boolean, Combo, Float, Int, Link, Node, Output,
-                           PerpNegGuider, continuous_config, derive, discrete_config, hookimpl, model_patches,
-                           with_patch)
+from nodegraph.api import (COMPUTE_DTYPES, CONTINUOUS_SAMPLINGS, CONTINUOUS_V_SAMPLINGS, DISCRETE_SAMPLINGS, Boolean,
+                           Combo, Float, Int, Link, Node, Output, PerpNegGuider, continuous_config, derive,
+                           discrete_config, hookimpl, model_patches, with_compute_dtype, with_patch)
 
 
 def _unet_only(ctx: Any, model: Any, node: str) -> Any:
@@ -59,6 +59,41 @@ class ModelSamplingContinuousEDM(Node):
         except ValueError as exc:
             raise ValueError(f"ModelSamplingContinuousEDM: {exc}") from None
         return (derive(model, scheduler_config=config),)
+
+
+class ModelSamplingContinuousV(Node):
+    """Sample with continuous v-prediction noise levels between sigma_min and sigma_max, the model called at time
+    atan(sigma)·2/π (ComfyUI's ContinuousV models)."""
+
+    CATEGORY = "advanced/model"
+    INPUTS = {
+        "model": Link("MODEL"),
+        "sampling": Combo(list(CONTINUOUS_V_SAMPLINGS)),
+        "sigma_max": Float(500.0, min=0.0, max=1000.0, step=0.001, round=False),  # type: ignore[arg-type]
+        "sigma_min": Float(0.03, min=0.0, max=1000.0, step=0.001, round=False),  # type: ignore[arg-type]
+    }
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, sampling, sigma_max, sigma_min):
+        loaded = _unet_only(ctx, model, "ModelSamplingContinuousV")
+        try:
+            config = continuous_config(loaded.scheduler_config, sampling, float(sigma_min), float(sigma_max), "v")
+        except ValueError as exc:
+            raise ValueError(f"ModelSamplingContinuousV: {exc}") from None
+        return (derive(model, scheduler_config=config),)
+
+
+class ModelComputeDtype(Node):
+    """Compute the model in another dtype while it samples (weights are not converted for good; narrower dtypes
+    run as per-operation casts)."""
+
+    CATEGORY = "advanced/debug/model"
+    INPUTS = {"model": Link("MODEL"), "dtype": Combo(list(COMPUTE_DTYPES))}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, dtype):
+        loaded = ctx.models.get(model)
+        return (derive(model, scheduler_config=with_compute_dtype(loaded.scheduler_config, dtype)),)
 
 
 class RescaleCFG(Node):
@@ -224,5 +259,5 @@ class FreSca(Node):
 @hookimpl
 def nodegraph_nodes():
     """The model patch nodes."""
-    return [ModelSamplingDiscrete, ModelSamplingContinuousEDM, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
+    return [ModelSamplingDiscrete, ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelComputeDtype, RescaleCFG, PerpNeg, PerpNegGuiderNode, SelfAttentionGuidance, FreeU, FreeU_V2,
             DifferentialDiffusion, TomePatchModel, FreSca]

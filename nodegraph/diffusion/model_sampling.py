@@ -13,6 +13,14 @@ them, ComfyUI's table), the UNet called at time 0.25·ln(sigma) on the input sca
 its output read as eps, v or EDM's F with ``sigma_data`` (CosXL: v_prediction, 120/0.002). Every ComfyUI scheduler
 over that table equals ComfyUI's: the table is log-linear, so its interpolated index is affine in 0.25·ln(sigma).
 
+ModelSamplingContinuousV (``continuous_config(..., time="v")``): the same log-spaced table, but the model time is
+atan(sigma)·2/π and sigma(t) = tan(t·π/2). ComfyUI's normal/sgm_uniform schedules are linear in that time, not in
+ln(sigma): ``sigma_table`` returns the table as a ``numpy`` array that carries these maps (``time_maps``; they survive
+arithmetic such as 1/(sigma² + 1)) and ``schedulers.reference_sigmas`` uses them.
+
+ModelComputeDtype (``with_compute_dtype``): the dtype the MODEL computes in, recorded under a private key that the
+other patches keep; ``devices.DeviceManager.for_model`` honours it.
+
 lcm, x0, img_to_img and continuous models sample on the k-diffusion path (KSampler routes them there: ``needs_k_path``). The
 config keeps the checkpoint's original under a private key, so a second ModelSamplingDiscrete starts from it, as
 ComfyUI's does.
@@ -20,6 +28,7 @@ ComfyUI's does.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -31,6 +40,32 @@ _ORIGINAL = "_nodegraph_original"
 _PREDICTION = {"eps": "epsilon", "v_prediction": "v_prediction", "lcm": "epsilon", "x0": "sample",
                "img_to_img": "sample"}
 LCM_ORIGINAL_STEPS = 50
+_COMPUTE = "_nodegraph_compute_dtype"
+#: ModelComputeDtype's choices (``default``: the engine's dtype)
+COMPUTE_DTYPES = ("default", "fp32", "fp16", "bf16")
+
+
+def _carried(config: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with the settings of other patches that a new model sampling keeps (the compute dtype)."""
+    if config.get(_COMPUTE):
+        out[_COMPUTE] = config[_COMPUTE]
+    return out
+
+
+def with_compute_dtype(config: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """The scheduler config of a model patched by ModelComputeDtype(``dtype``)."""
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+    out = {k: v for k, v in config.items() if k != _COMPUTE}
+    if dtype != "default":
+        out[_COMPUTE] = dtype
+    return out
+
+
+def compute_dtype_of(config: Mapping[str, Any]) -> str | None:
+    """The ModelComputeDtype choice recorded in a scheduler config (None: the engine's dtype)."""
+    value = config.get(_COMPUTE)
+    return str(value) if value else None
 
 
 def zsnr_alphas_cumprod(alphas_cumprod: Any) -> Any:
@@ -76,7 +111,7 @@ def discrete_config(config: Mapping[str, Any], sampling: str, zsnr: bool) -> dic
         out["rescale_betas_zero_snr"] = False
     out[_KIND] = sampling
     out[_ORIGINAL] = base
-    return out
+    return _carried(config, out)
 
 
 #: ModelSamplingContinuousEDM's ``sampling`` options: (how the output is read, sigma_data), or why not supported
@@ -87,14 +122,23 @@ CONTINUOUS_SAMPLINGS: dict[str, tuple[str, float] | str] = {
     "eps": ("eps", 1.0),
     "cosmos_rflow": "it is Cosmos' rectified-flow sampling, which applies to Cosmos models, not UNets",
 }
+#: ModelSamplingContinuousV's ``sampling`` options (sigma_data is 1)
+CONTINUOUS_V_SAMPLINGS: dict[str, tuple[str, float] | str] = {"v_prediction": ("v", 1.0)}
 CONTINUOUS_STEPS = 1000
+#: model time of a continuous model: "edm" 0.25·ln(sigma) (ContinuousEDM), "v" atan(sigma)·2/π (ContinuousV)
+CONTINUOUS_TIMES = ("edm", "v")
 
 
-def continuous_config(config: Mapping[str, Any], sampling: str, sigma_min: float, sigma_max: float) -> dict[str, Any]:
-    """The scheduler config of a model patched by ModelSamplingContinuousEDM(``sampling``, sigma_max, sigma_min)."""
-    how = CONTINUOUS_SAMPLINGS.get(sampling)
+def continuous_config(config: Mapping[str, Any], sampling: str, sigma_min: float, sigma_max: float,
+                      time: str = "edm") -> dict[str, Any]:
+    """The scheduler config of a model patched by ModelSamplingContinuousEDM(``sampling``, sigma_max, sigma_min),
+    or ModelSamplingContinuousV with ``time="v"``."""
+    if time not in CONTINUOUS_TIMES:
+        raise ValueError(f"time {time!r} is not one of {', '.join(CONTINUOUS_TIMES)}")
+    table = CONTINUOUS_V_SAMPLINGS if time == "v" else CONTINUOUS_SAMPLINGS
+    how = table.get(sampling)
     if how is None:
-        raise ValueError(f"sampling {sampling!r} is not one of {', '.join(CONTINUOUS_SAMPLINGS)}")
+        raise ValueError(f"sampling {sampling!r} is not one of {', '.join(table)}")
     if isinstance(how, str):
         raise ValueError(f"sampling {sampling!r} is not supported: {how}; choose v_prediction, edm or eps")
     if not 0.0 < sigma_min < sigma_max:
@@ -105,8 +149,61 @@ def continuous_config(config: Mapping[str, Any], sampling: str, sigma_min: float
                trained_betas=_betas(1.0 / (continuous_sigmas(sigma_min, sigma_max) ** 2 + 1.0)),
                rescale_betas_zero_snr=False, num_train_timesteps=CONTINUOUS_STEPS)
     out.update({_KIND: "continuous", _KIND + "_output": how[0], _KIND + "_sigma_data": how[1],
-                _KIND + "_sigmas": [float(sigma_min), float(sigma_max)], _ORIGINAL: base})
+                _KIND + "_sigmas": [float(sigma_min), float(sigma_max)], _KIND + "_time": time, _ORIGINAL: base})
+    return _carried(config, out)
+
+
+def v_timestep(sigma: Any) -> Any:
+    """ModelSamplingContinuousV's model time of ``sigma``: atan(sigma)·2/π (numpy or float)."""
+    import numpy as np
+
+    return np.arctan(sigma) * (2.0 / math.pi)
+
+
+def v_sigma(t: Any) -> Any:
+    """ModelSamplingContinuousV's sigma at model time ``t``: tan(t·π/2) (numpy or float)."""
+    import numpy as np
+
+    return np.tan(np.asarray(t, dtype=np.float64) * (math.pi / 2.0))
+
+
+def time_maps(config: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """(sigma → model time, model time → sigma) of a model whose time is not its table's interpolated index (the
+    continuous-V one), else None (the usual log-sigma interpolation over the table)."""
+    if sampling_kind(config) == "continuous" and config.get(_KIND + "_time") == "v":
+        return v_timestep, v_sigma
+    return None
+
+
+@functools.cache
+def _timed_class() -> Any:
+    import numpy as np
+
+    class TimedTable(np.ndarray):
+        """A sigma table (or values derived from it) carrying its model's ``time_maps``."""
+
+        time_maps: Any = None
+
+        def __array_finalize__(self, obj: Any) -> None:
+            self.time_maps = getattr(obj, "time_maps", None)
+
+    return TimedTable
+
+
+def carrying_maps(values: Any, maps: tuple[Any, Any] | None) -> Any:
+    """``values`` (numpy) as an array that carries ``maps`` through arithmetic (``values`` itself when None)."""
+    if maps is None:
+        return values
+    import numpy as np
+
+    out = np.asarray(values, dtype=np.float64).view(_timed_class())
+    out.time_maps = maps
     return out
+
+
+def maps_of(values: Any) -> tuple[Any, Any] | None:
+    """The time maps a table (or its alphas_cumprod) carries, or None."""
+    return getattr(values, "time_maps", None)
 
 
 def continuous_sigmas(sigma_min: float, sigma_max: float) -> Any:
@@ -125,7 +222,7 @@ def sigma_table(scheduler_config: Mapping[str, Any]) -> Any:
 
     bounds = scheduler_config.get(_KIND + "_sigmas")
     if bounds:
-        return continuous_sigmas(float(bounds[0]), float(bounds[1]))
+        return carrying_maps(continuous_sigmas(float(bounds[0]), float(bounds[1])), time_maps(scheduler_config))
     config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     return training_sigmas(diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy())
 
@@ -149,11 +246,12 @@ class Special:
     skip: int = 1
     output: str = ""  # continuous: "eps", "v" or "edm"
     sigma_data: float = 1.0
+    time: str = "edm"  # continuous: "edm" 0.25·ln(sigma), "v" atan(sigma)·2/π
 
     def timestep(self, sigma: float, table: Any) -> float | None:
         """The UNet timestep at ``sigma`` (None: the usual interpolated one)."""
         if self.kind == "continuous":
-            return 0.25 * math.log(max(sigma, 1e-10))
+            return math.atan(sigma) * 2.0 / math.pi if self.time == "v" else 0.25 * math.log(max(sigma, 1e-10))
         if self.kind != "lcm":
             return None
         from .patches import timestep_index
@@ -195,5 +293,6 @@ def special_of(config: Mapping[str, Any]) -> Special | None:
         return Special("img_to_img")
     if kind == "continuous":
         return Special("continuous", output=str(config.get(_KIND + "_output", "eps")),
-                       sigma_data=float(config.get(_KIND + "_sigma_data", 1.0)))
+                       sigma_data=float(config.get(_KIND + "_sigma_data", 1.0)),
+                       time=str(config.get(_KIND + "_time", "edm")))
     return None

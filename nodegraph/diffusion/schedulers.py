@@ -234,9 +234,13 @@ def t_to_sigma(t: Any, sigmas: Any) -> Any:
 
 
 def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any) -> Any:
-    """ComfyUI's sigma schedule ``schedule`` for ``steps`` steps (descending, ending with 0), float64 numpy."""
+    """ComfyUI's sigma schedule ``schedule`` for ``steps`` steps (descending, ending with 0), float64 numpy; the
+    time maps that ``alphas_cumprod`` carries (``model_sampling.maps_of``: ContinuousV) replace the interpolation."""
+    from .model_sampling import maps_of
+
     sig = training_sigmas(alphas_cumprod)
-    out = schedule_sigmas(schedule, steps, sig, lambda s: sigma_to_t(s, sig), lambda t: t_to_sigma(t, sig))
+    maps = maps_of(alphas_cumprod) or (lambda s: sigma_to_t(s, sig), lambda t: t_to_sigma(t, sig))
+    out = schedule_sigmas(schedule, steps, sig, maps[0], maps[1])
     if out is None:
         raise ValueError(f"unknown scheduler {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     return out
@@ -291,6 +295,10 @@ def alphas_cumprod_of(source: Any) -> Any:
     if isinstance(source, Mapping):
         import diffusers
 
+        from .model_sampling import sampling_kind, sigma_table
+
+        if sampling_kind(source) == "continuous":  # the exact table (with its time maps), not float32 betas
+            return 1.0 / (sigma_table(source) ** 2 + 1.0)
         config = {k: v for k, v in dict(source).items() if not k.startswith("_")}
         return diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy().astype(np.float64)
     return np.asarray(source, dtype=np.float64)
