@@ -17,6 +17,7 @@ from typing import Any
 
 from ..detect import UnknownModelError
 from ..flow.detect import read_config
+from ..rename_rules import compile_rules, rename_by_rules
 from ..types import DiffusionModel, LatentFormat
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,14 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"final_layer\.adaLN_modulation\.1\.", "*swap:norm_out.linear."),
     (r"final_layer\.linear\.", "proj_out."),
 )
-_COMPILED = tuple((re.compile(pattern), target) for pattern, target in _RULES)
+_COMPILED = compile_rules(_RULES)
+
+
+def _original_names(name: str) -> str:
+    """ComfyUI's name of an original (Tencent) tensor name (unchanged when it is one already)."""
+    for old, new in _ORIGINAL:
+        name = name.replace(old, new)
+    return name
 
 
 def _split(target: str, tensor: Any, index: str | None, tail: str, hidden: int) -> list[tuple[str, Any]]:
@@ -137,29 +145,10 @@ def to_diffusers(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Diffusers names for a HunyuanVideo transformer state dict in ComfyUI's or the original layout (``state`` is
     emptied); an unknown name raises UnknownModelError naming it."""
     hidden = int(state[prefix + "img_in.proj.weight"].shape[0])
-    out: dict[str, Any] = {}
-    for key in list(state):
-        tensor = state.pop(key)
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix):]
-        for old, new in _ORIGINAL:
-            name = name.replace(old, new)
-        for rx, target in _COMPILED:
-            m = rx.match(name)
-            tail = name[m.end():] if m is not None else None
-            if tail not in ("", "weight", "bias"):
-                continue
-            index = m.group(1) if m.groups() else None
-            if target.startswith("*"):
-                out.update(_split(target, tensor, index, tail, hidden))
-            else:
-                out[target.format(index) + tail] = tensor
-            break
-        else:
-            raise UnknownModelError(f"{key} is not a HunyuanVideo 1.0 transformer tensor (ComfyUI/original layout); "
-                                    "the file is another model or a newer HunyuanVideo version")
-    return out
+    return rename_by_rules(
+        state, prefix, _COMPILED, lambda target, tensor, index, tail: _split(target, tensor, index, tail, hidden),
+        "is not a HunyuanVideo 1.0 transformer tensor (ComfyUI/original layout); the file is another model or a "
+        "newer HunyuanVideo version", _original_names)
 
 
 def refuse_other_versions(state: dict[str, Any], prefix: str, name: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..detect import UnknownModelError
 from ..flow.detect import read_config
+from ..rename_rules import compile_rules, rename_by_rules
 from ..types import DiffusionModel, LatentFormat
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"final_layer\.linear\.", "proj_out."),
     (r"pos_frequencies", "pos_frequencies"),
 )
-_COMPILED = tuple((re.compile(pattern), target) for pattern, target in _RULES)
+_COMPILED = compile_rules(_RULES)
 
 
 def _special(target: str, tensor: Any, group: str | None, tail: str, last: bool) -> list[tuple[str, Any]]:
@@ -118,27 +119,11 @@ def to_diffusers(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     unknown name raises UnknownModelError naming it."""
     blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
     last = max(blocks) if blocks else -1
-    out: dict[str, Any] = {}
-    for key in list(state):
-        tensor = state.pop(key)
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix):]
-        for rx, target in _COMPILED:
-            m = rx.match(name)
-            tail = name[m.end():] if m is not None else None
-            if tail not in ("", "weight", "bias"):
-                continue
-            group = m.group(1) if m.groups() else None
-            if target.startswith("*"):
-                out.update(_special(target, tensor, group, tail, group is not None and int(group) == last))
-            else:
-                out[target.format(group) + tail] = tensor
-            break
-        else:
-            raise UnknownModelError(f"{key} is not a Mochi transformer tensor (ComfyUI/Genmo layout); the file is "
-                                    "another model")
-    return out
+    return rename_by_rules(
+        state, prefix, _COMPILED,
+        lambda target, tensor, group, tail: _special(target, tensor, group, tail,
+                                                     group is not None and int(group) == last),
+        "is not a Mochi transformer tensor (ComfyUI/Genmo layout); the file is another model")
 
 
 def config_from_state(state: dict[str, Any], name: str) -> dict[str, Any]:
