@@ -110,13 +110,18 @@ class DeviceManager:
         """The run's reproducibility settings for a block (deterministic kernels when configured)."""
         return deterministic(self.deterministic)
 
+    #: a narrower dtype computed by per-operation casts (``torch.autocast``) inside ``use`` (``for_model``'s views)
+    cast: Any = None
+
     @contextlib.contextmanager
     def use(self, *modules: Any) -> Iterator[None]:
         """Move ``modules`` to the device/dtype for the duration (they stay resident afterwards)."""
         import torch
 
+        cast = (torch.autocast(self.device.type, dtype=self.cast) if self.cast is not None
+                else contextlib.nullcontext())
         try:
-            with self.scope(), self.residency.use(*modules):
+            with self.scope(), self.residency.use(*modules), cast:
                 yield
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             self.release()
@@ -135,3 +140,47 @@ class DeviceManager:
 
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def for_model(devices: Any, model: Any) -> Any:
+    """The device policy ``model`` samples under: ``devices`` itself, or (ModelComputeDtype) a view of it computing
+    in the model's dtype. A wider dtype converts the weights while in use (lossless); a narrower one keeps them and
+    casts per operation (``torch.autocast``), so the weights are never rounded for good. Where torch cannot autocast
+    to it on this device (fp16 on some CPUs) the engine's dtype is kept and a note logged."""
+    import copy
+
+    import torch
+
+    from .model_sampling import compute_dtype_of
+
+    name = compute_dtype_of(getattr(model, "scheduler_config", None) or {})
+    if name is None or not isinstance(devices, DeviceManager):
+        return devices
+    want = getattr(torch, _TORCH_DTYPES[name])
+    if want == devices.dtype:
+        return devices
+    view = copy.copy(devices)
+    view.residency = copy.copy(devices.residency)  # shares the table of resident modules
+    view.dtype = want
+    if want.itemsize > devices.dtype.itemsize:
+        view.residency.dtype = want
+        return view
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True), torch.autocast(devices.device.type, dtype=want):
+            probe = torch.ones(1, 1, 2, 2, device=devices.device)
+            got = torch.nn.functional.conv2d(probe, torch.ones(1, 1, 1, 1, device=devices.device)).dtype
+    except (RuntimeError, AssertionError) as exc:
+        got, why = None, str(exc)
+    else:
+        why = f"autocast gave {got}"
+    if got != want:
+        log.warning("ModelComputeDtype: torch cannot compute in %s on %s here (%s); computing in %s instead",
+                    name, devices.device, why, str(devices.dtype).replace("torch.", ""))
+        return devices
+    view.cast = want
+    return view

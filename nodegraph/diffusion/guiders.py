@@ -283,6 +283,9 @@ def sample_custom(guider: Guider, sampler: Callable[..., Any], sigmas: Any, nois
     from .preview import preview_jpeg
 
     model = model if model is not None else guider.model
+    from .devices import for_model
+
+    devices = for_model(devices, model)  # ModelComputeDtype
     if getattr(model, "family", "unet") != "unet":  # flow transformers (Flux, …): their own loop
         from .flow.custom import sample_custom as flow_sample_custom
 

@@ -259,9 +259,11 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     """
     import torch
 
+    from .devices import for_model
     from .patch_run import PatchedRun, encoder
     from .preview import preview_jpeg
 
+    devices = for_model(devices, model)  # ModelComputeDtype
     if getattr(model, "family", "unet") != "unet":  # flow-matching transformers (Flux): nodegraph.diffusion.flow
         from .flow.sampling import sample as flow_sample
         return flow_sample(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library,
