@@ -18,7 +18,7 @@ def masked_t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, min_l
     """T5 last hidden states [1, max(min_length, tokens), D] (float32, CPU) of ``text`` with its end token (and no
     start token, whatever the tokenizer's settings: a Llama-style Pile-T5 tokenizer may add one), run with the
     attention mask and the padding positions zeroed; over ``max_chunks`` × ``min_length`` tokens raises."""
-    import torch
+    from ..flow.text import masked_t5
 
     ids = list(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
@@ -26,17 +26,7 @@ def masked_t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, min_l
         ids = ids[1:]
     if eos is not None and ids[-1:] != [eos]:  # … and always end with the end token
         ids.append(eos)
-    limit = max(1, int(max_chunks)) * min_length
-    if len(ids) > limit:
-        raise ValueError(f"the prompt is {len(ids):,} T5 tokens long, more than {limit:,}; shorten it, or raise "
-                         "EngineConfig.limits.max_text_chunks")
-    length = max(min_length, len(ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long, device=device)
-    mask = torch.zeros_like(tokens)
-    mask[:, :len(ids)] = 1
-    with torch.no_grad():
-        states = encoder(tokens, attention_mask=mask).last_hidden_state.float()
+    states, _ = masked_t5(tokenizer, encoder, ids, device, min_length, max(1, int(max_chunks)) * min_length)
     states[:, len(ids):] = 0.0
     return states.cpu()
 

@@ -34,6 +34,25 @@ def t5_padded(ids: list[int], pad: int, options: Any, min_length: int) -> list[i
     return ids + [pad] * max(0, length - len(ids))
 
 
+def masked_t5(tokenizer: Any, encoder: Any, ids: list[int], device: Any, min_length: int, limit: int,
+              what: str = "T5") -> tuple[Any, Any]:
+    """(last hidden states [1, T, D] float32 on ``device``, attention mask [1, T] long on the CPU) of token ``ids``
+    padded to T = max(``min_length``, tokens) and run with the mask; over ``limit`` tokens raises ValueError."""
+    import torch
+
+    if len(ids) > limit:
+        raise ValueError(f"the prompt is {len(ids):,} {what} tokens long, more than {limit:,}; shorten it, or raise "
+                         "EngineConfig.limits.max_text_chunks")
+    length = max(min_length, len(ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long, device=device)
+    mask = torch.zeros(1, length, dtype=torch.long)
+    mask[:, :len(ids)] = 1
+    with torch.no_grad():
+        states = encoder(tokens, attention_mask=mask.to(device)).last_hidden_state.float()
+    return states, mask
+
+
 def t5_states(tokenizer: Any, encoder: Any, text: str, device: Any, max_chunks: int, options: Any = (),
               min_length: int = T5_MIN_LENGTH) -> Any:
     """T5's last hidden states [1, T, D] (float32, CPU) of ``text`` with its end token, padded as ``t5_padded`` says
@@ -95,4 +114,4 @@ def encode_flow(clip: Any, text: str, device: Any, max_chunks: int = 8) -> list[
     return encode_flux(clip, text, text, device, max_chunks)
 
 
-__all__ = ["T5_MIN_LENGTH", "encode_flow", "encode_flux", "t5_padded", "t5_states"]
+__all__ = ["T5_MIN_LENGTH", "encode_flow", "encode_flux", "masked_t5", "t5_padded", "t5_states"]

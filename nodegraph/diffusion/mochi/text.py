@@ -37,24 +37,14 @@ def load_mochi_clip(paths: list[Path], names: list[str], dtype: Any = None) -> T
 def encode_mochi(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
     """CLIPTextEncode on a Mochi CLIP (``families.TEXT_ENCODERS`` entry): T5 states [1, T, 4096] and their
     ``attention_mask`` [1, T] (T >= 256)."""
-    import torch
+    from ..flow.text import masked_t5
 
     if not clip.encoders:
         raise ValueError("this CLIP holds no text encoder; load t5xxl_fp16.safetensors with CLIPLoader type mochi")
     tokenizer, encoder = clip.tokenizers[0], clip.encoders[0]
     ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
-    limit = max(1, int(max_chunks)) * TOKENS_PER_CHUNK
-    if len(ids) > limit:
-        raise ValueError(f"the prompt is {len(ids):,} T5 tokens long, more than {limit:,}; shorten it, or raise "
-                         "EngineConfig.limits.max_text_chunks")
-    length = max(MIN_LENGTH, len(ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long, device=device)
-    mask = torch.zeros(1, length, dtype=torch.long)
-    mask[:, :len(ids)] = 1
-    with torch.no_grad():
-        states = encoder(tokens, attention_mask=mask.to(device)).last_hidden_state.float().cpu()
-    return [(states, {"attention_mask": mask})]
+    states, mask = masked_t5(tokenizer, encoder, ids, device, MIN_LENGTH, max(1, int(max_chunks)) * TOKENS_PER_CHUNK)
+    return [(states.cpu(), {"attention_mask": mask})]
 
 
 __all__ = ["MIN_LENGTH", "encode_mochi", "load_mochi_clip"]

@@ -115,21 +115,11 @@ def load_wan_clip(paths: list[Path], names: list[str], dtype: Any = None) -> Tex
 
 def encode_wan(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
     """A one-entry CONDITIONING for a Wan CLIP (UMT5): states [1, max(512, tokens), D], padding zeroed."""
-    import torch
+    from ..flow.text import masked_t5
 
     tokenizer, encoder = clip.tokenizers[0], clip.encoders[0]
     ids = tokenizer(text, add_special_tokens=True, truncation=False).input_ids
-    limit = max(1, int(max_chunks)) * MIN_LENGTH
-    if len(ids) > limit:
-        raise ValueError(f"the prompt is {len(ids):,} UMT5 tokens long, more than {limit:,}; shorten it, or raise "
-                         "EngineConfig.limits.max_text_chunks")
-    length = max(MIN_LENGTH, len(ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long, device=device)
-    mask = torch.zeros_like(tokens)
-    mask[:, :len(ids)] = 1
-    with torch.no_grad():
-        states = encoder(tokens, attention_mask=mask).last_hidden_state.float()
+    states, _ = masked_t5(tokenizer, encoder, ids, device, MIN_LENGTH, max(1, int(max_chunks)) * MIN_LENGTH, "UMT5")
     states[:, len(ids):] = 0.0
     return [(states.cpu(), {})]
 
