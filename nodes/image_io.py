@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from nodegraph.api import (STILL_FORMATS, Combo, DisplayWidget, DynamicCombo, Float, Int, Link, Node, NodeOutput,
                            Output, OutputFile, String, advanced, encode_with_metadata, hookimpl, pil_to_image,
-                           pil_to_mask, safe_join)
+                           pil_to_mask, run_metadata, safe_join)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -310,8 +313,72 @@ class SaveImageAdvanced(Node):
         return NodeOutput((images,), {"images": entries})
 
 
+#: SVG link type: one or more SVG documents (``SvgDocuments``; plain text or a list of texts are accepted too)
+SVG = "SVG"
+
+
+@dataclass(frozen=True)
+class SvgDocuments:
+    """An SVG value: the documents' texts, one per batch item."""
+
+    texts: tuple[str, ...]
+
+
+def svg_texts(value: Any) -> list[str]:
+    """The SVG documents of an SVG value (``SvgDocuments``, a text, UTF-8 bytes or a list of them)."""
+    items = getattr(value, "texts", value)  # SvgDocuments (duck-typed: a pack module may be loaded twice)
+    items = [items] if isinstance(items, (str, bytes)) else list(items)
+    texts = [i.decode("utf-8") if isinstance(i, bytes) else i for i in items]
+    if not texts or not all(isinstance(t, str) and "<svg" in t for t in texts):
+        raise ValueError("svg: expected SVG documents (text with an <svg> element); connect a node that outputs SVG")
+    return texts
+
+
+def with_svg_metadata(text: str, metadata: dict[str, Any]) -> str:
+    """``text`` with ComfyUI's ``<metadata>`` element (the run's prompt and workflow as JSON in CDATA) after its first
+    ``<svg …>`` tag; unchanged without metadata or an svg tag."""
+    if not metadata:
+        return text
+    body = json.dumps(metadata, indent=2, default=str).replace("]]>", "]]]]><![CDATA[>")
+    element = f"\n  <metadata><![CDATA[\n{body}\n  ]]></metadata>\n"
+    return re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + element, text, count=1)
+
+
+class SaveSVGNode(Node):
+    """Save SVG files on disk."""
+
+    DESCRIPTION = "Save SVG files on disk."
+    CATEGORY = "image/save"
+    OUTPUT_NODE = True
+    INPUTS = {"svg": Link(SVG),
+              "filename_prefix": String("svg/ComfyUI", tooltip="The prefix for the file to save. This may include "
+                                        "formatting information such as %date:yyyy-MM-dd% or %Empty Latent "
+                                        "Image.width% to include values from nodes.")}
+    OUTPUTS = ()
+
+    def execute(self, ctx, svg: Any, filename_prefix: str = "svg/ComfyUI"):
+        metadata = run_metadata(ctx)
+        entries = []
+        for number, text in enumerate(svg_texts(svg)):
+            out = OutputFile(ctx.files.folder("output"), filename_prefix.replace("%batch_num%", str(number)), "svg")
+            try:
+                out.handle.write(with_svg_metadata(text, metadata).encode("utf-8"))
+            except BaseException:
+                out.discard()
+                raise
+            out.close()
+            entries.append(out.entry)
+        return NodeOutput((), {"images": entries})
+
+
 @hookimpl
 def nodegraph_nodes():
     """Image load/save nodes."""
     return [LoadImage, LoadImageOutput, LoadImageMask, SaveImage, PreviewImage, EmptyImage, ImageInvert, ImageBlend,
-            PreviewAny, ImageCompare, SaveImageAdvanced]
+            PreviewAny, ImageCompare, SaveImageAdvanced, SaveSVGNode]
+
+
+@hookimpl
+def nodegraph_types():
+    """SVG: vector images (ComfyUI's API nodes make them; SaveSVGNode saves them)."""
+    return {SVG: "SVG documents, one per batch item (SaveSVGNode saves them as .svg)"}
