@@ -10,6 +10,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ._common import Steps, floats, gaussian
+from ._common import expm1 as _e1
+from ._common import phi2 as _e2
 
 if TYPE_CHECKING:
     import torch
@@ -17,12 +19,21 @@ if TYPE_CHECKING:
     from ..custom import Denoiser, StepCallback
 
 
-def _e1(z: float) -> float:
-    return math.expm1(z)
+def _first_stage(x: Any, denoised: Any, s: float, s_1: float, a_1: float, r: float, h: float, h_eta: float,
+                 eta: float, s_noise: float, noisy: bool, generator: Any) -> tuple[Any, Any]:
+    """(x at s_1 = sigma(lambda_s + r h) by a stochastic exponential Euler step, the noise path started there)."""
+    x_1 = (s_1 / s) * math.exp(-r * h * eta) * x - (a_1 * _e1(-r * h_eta)) * denoised
+    path: Any = None
+    if noisy:
+        path = gaussian(x, generator) * math.sqrt(-math.expm1(-2 * r * h * eta))
+        x_1 = x_1 + path * (s_1 * s_noise)
+    return x_1, path
 
 
-def _e2(z: float) -> float:
-    return (math.expm1(z) - z) / z
+def _renoised(x: Any, path: Any, seg: float, sigma: float, s_noise: float, generator: Any) -> tuple[Any, Any]:
+    """(x plus the noise path continued over ``seg`` (its decay exponent) at ``sigma``, that path)."""
+    path = path * math.exp(seg) + gaussian(x, generator) * math.sqrt(-math.expm1(2 * seg))
+    return x + path * (sigma * s_noise), path
 
 
 def seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, form: Any, *, generator: torch.Generator,
@@ -47,11 +58,7 @@ def seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, form: Any
         h_eta = h * (eta + 1)
         s_1 = form.sigma(lam_s + r * h)
         a_1, a_t = form.alpha(s_1), form.alpha(t)
-        x_2 = (s_1 / s) * math.exp(-r * h * eta) * x - (a_1 * _e1(-r * h_eta)) * denoised
-        path: Any = None
-        if noisy:
-            path = gaussian(x, generator) * math.sqrt(-math.expm1(-2 * r * h * eta))
-            x_2 = x_2 + path * (s_1 * s_noise)
+        x_2, path = _first_stage(x, denoised, s, s_1, a_1, r, h, h_eta, eta, s_noise, noisy, generator)
         denoised_2 = denoiser(x_2, s_1)
         if solver_type == "phi_1":
             mixed = denoised + (denoised_2 - denoised) / (2 * r)
@@ -61,9 +68,7 @@ def seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, form: Any
             b1 = _e1(-h_eta) - b2
             x = (t / s) * math.exp(-h * eta) * x - a_t * (b1 * denoised + b2 * denoised_2)
         if noisy:
-            seg = (r - 1) * h * eta
-            path = path * math.exp(seg) + gaussian(x, generator) * math.sqrt(-math.expm1(2 * seg))
-            x = x + path * (t * s_noise)
+            x, path = _renoised(x, path, (r - 1) * h * eta, t, s_noise, generator)
         steps.done(i, denoised)
     return x
 
@@ -87,26 +92,18 @@ def seeds_3(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, form: Any
         h_eta = h * (eta + 1)
         s_1, s_2 = form.sigma(lam_s + r_1 * h), form.sigma(lam_s + r_2 * h)
         a_1, a_2, a_t = form.alpha(s_1), form.alpha(s_2), form.alpha(t)
-        x_2 = (s_1 / s) * math.exp(-r_1 * h * eta) * x - (a_1 * _e1(-r_1 * h_eta)) * denoised
-        path: Any = None
-        if noisy:
-            path = gaussian(x, generator) * math.sqrt(-math.expm1(-2 * r_1 * h * eta))
-            x_2 = x_2 + path * (s_1 * s_noise)
+        x_2, path = _first_stage(x, denoised, s, s_1, a_1, r_1, h, h_eta, eta, s_noise, noisy, generator)
         denoised_2 = denoiser(x_2, s_1)
         a32 = r_2 / r_1 * _e2(-r_2 * h_eta)
         a31 = _e1(-r_2 * h_eta) - a32
         x_3 = (s_2 / s) * math.exp(-r_2 * h * eta) * x - a_2 * (a31 * denoised + a32 * denoised_2)
         if noisy:
-            seg = (r_1 - r_2) * h * eta
-            path = path * math.exp(seg) + gaussian(x, generator) * math.sqrt(-math.expm1(2 * seg))
-            x_3 = x_3 + path * (s_2 * s_noise)
+            x_3, path = _renoised(x_3, path, (r_1 - r_2) * h * eta, s_2, s_noise, generator)
         denoised_3 = denoiser(x_3, s_2)
         b3 = _e2(-h_eta) / r_2
         b1 = _e1(-h_eta) - b3
         x = (t / s) * math.exp(-h * eta) * x - a_t * (b1 * denoised + b3 * denoised_3)
         if noisy:
-            seg = (r_2 - 1) * h * eta
-            path = path * math.exp(seg) + gaussian(x, generator) * math.sqrt(-math.expm1(2 * seg))
-            x = x + path * (t * s_noise)
+            x, path = _renoised(x, path, (r_2 - 1) * h * eta, t, s_noise, generator)
         steps.done(i, denoised)
     return x

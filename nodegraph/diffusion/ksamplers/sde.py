@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import rf_sde, rf_seeds
 from ._common import Steps, floats, gauss_legendre, gaussian, lagrange
+from ._common import expm1 as _e1
+from ._common import phi2 as _e2
 from .forms import flow_form
 
 if TYPE_CHECKING:
@@ -71,14 +73,6 @@ def sample_er_sde(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
         old = denoised
         steps.done(i, denoised)
     return x
-
-
-def _e1(z: float) -> float:
-    return math.expm1(z)
-
-
-def _e2(z: float) -> float:
-    return (math.expm1(z) - z) / z
 
 
 def _seeds_2(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator,
