@@ -21,6 +21,9 @@ from .catalogue import (
     combo_options,
     input_specs,
 )
+from .dynamic import expand as expand_dynamic
+from .dynamic import flatten as flatten_dynamic
+from .dynamic import has_dynamic
 
 if TYPE_CHECKING:
     # The node methods of this installation, when `nodegraph stubs` wrote them where the type checker looks.
@@ -171,6 +174,9 @@ class Graph(_NodeMethods):
     def _check_inputs(self, class_type: str, nid: str, entry: Mapping[str, Any],
                       inputs: Mapping[str, Any]) -> dict[str, Any]:
         specs = input_specs(entry)
+        if has_dynamic(specs):  # nested or dotted grown/selected inputs, stored dotted (the API format)
+            inputs = flatten_dynamic(class_type, specs, inputs)
+            specs = expand_dynamic(class_type, specs, inputs)
         unknown = [n for n in inputs if n not in specs]
         if unknown:
             raise GraphBuildError(f"{class_type} has no input {unknown[0]!r}; its inputs are "
@@ -252,7 +258,14 @@ class Graph(_NodeMethods):
         """Change one input of an existing node, checked like a node call."""
         nid = node.node_id if isinstance(node, NodeHandle) else str(node)
         class_type = self[nid].class_type
-        specs = input_specs(self.catalogue.require(class_type))
+        entry = self.catalogue.require(class_type)
+        specs = input_specs(entry)
+        if has_dynamic(specs):  # the new value may change which inputs the node has: check the node again
+            current = {k: v for k, v in self.nodes[nid]["inputs"].items()
+                       if not (k.startswith(input_name + ".") and input_name in specs)}
+            current.update(flatten_dynamic(class_type, specs, {input_name: value}))
+            self.nodes[nid]["inputs"] = self._check_inputs(class_type, nid, entry, self._as_handles(current))
+            return
         if input_name not in specs:
             raise GraphBuildError(f"{class_type} has no input {input_name!r}; its inputs are {', '.join(specs)}")
         kind, opts, _ = specs[input_name]
@@ -294,13 +307,17 @@ class Graph(_NodeMethods):
         if check:
             for nid, node in g.nodes.items():
                 entry = g.catalogue.require(node["class_type"])
-                linked = {k: v for k, v in node["inputs"].items() if _is_link(v) and str(v[0]) in g.nodes}
-                consts = {k: v for k, v in node["inputs"].items() if k not in linked}
-                stored = g._check_inputs(node["class_type"], nid, entry, {
-                    **consts, **{k: g.outputs_of(str(v[0]))[v[1]] if v[1] < len(g.outputs_of(str(v[0])))
-                                 else v for k, v in linked.items()}})
-                node["inputs"] = stored
+                node["inputs"] = g._check_inputs(node["class_type"], nid, entry, g._as_handles(node["inputs"]))
         return g
+
+    def _as_handles(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Stored inputs with their links to nodes of this graph as output handles (to check them again)."""
+        out = dict(inputs)
+        for k, v in inputs.items():
+            if _is_link(v) and str(v[0]) in self.nodes:
+                outs = self.outputs_of(str(v[0]))
+                out[k] = outs[v[1]] if v[1] < len(outs) else v
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write the API-format JSON to ``path``."""
