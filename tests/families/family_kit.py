@@ -6,7 +6,9 @@ parameter counts on the meta device. Each helper keeps the check the family test
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -68,8 +70,6 @@ def run(engine: Engine, wf: dict) -> dict:
 
 def run_timed(engine: Engine, wf: dict) -> tuple[dict, float]:
     """``run`` and the seconds it took."""
-    import time
-
     start = time.perf_counter()
     cap = run(engine, wf)
     return cap, time.perf_counter() - start
@@ -77,8 +77,6 @@ def run_timed(engine: Engine, wf: dict) -> tuple[dict, float]:
 
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -220,6 +218,19 @@ def scaled_fp8(state: dict, select: Callable[[str, torch.Tensor], bool], scale_n
         else:
             out[key] = value
     return out
+
+
+def byte_level_bpe(corpus: str, specials: list[str], vocab_size: int = 380) -> Any:
+    """A tiny byte-level BPE ``tokenizers.Tokenizer`` trained on ``corpus`` (Qwen-style, ``specials`` first)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([corpus] * 4, trainer=trainer)
+    return tok
 
 
 # --- parameter counts ------------------------------------------------------------------------------------------------

@@ -90,17 +90,12 @@ class VLProcessor:
 
 def tokenizer(folder: Path) -> Any:
     """A tiny byte-level BPE with Qwen2's special tokens, saved as vocab.json + merges.txt in ``folder``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from family_kit import byte_level_bpe
     from transformers import Qwen2TokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                 "<|video_pad|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=380, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([CORPUS] * 4, trainer=trainer)
+    tok = byte_level_bpe(CORPUS, specials)
     fast = Qwen2TokenizerFast(tokenizer_object=tok, unk_token=None, bos_token=None, eos_token="<|im_end|>",
                               pad_token="<|endoftext|>", additional_special_tokens=specials[3:])
     folder.mkdir(parents=True, exist_ok=True)
