@@ -3,6 +3,7 @@ detection reads the same configs back from full-size tensor names and shapes (Co
 
 from __future__ import annotations
 
+import family_kit as kit
 import pytest
 
 from nodegraph.diffusion.qwen.detect import (
@@ -14,36 +15,26 @@ from nodegraph.diffusion.qwen.detect import (
 )
 
 
-def _meta(build):
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return build()
-
-
 @pytest.fixture(scope="module")
 def transformer():
     from diffusers import QwenImageTransformer2DModel
 
-    return _meta(lambda: QwenImageTransformer2DModel.from_config(shipped_config("transformer")))
+    return kit.on_meta(lambda: QwenImageTransformer2DModel.from_config(shipped_config("transformer")))
 
 
 @pytest.fixture(scope="module")
 def text_encoder():
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    return _meta(lambda: Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**shipped_config("text_encoder"))))
-
-
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return kit.on_meta(lambda: Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**shipped_config("text_encoder"))))
 
 
 def test_parameter_counts(transformer, text_encoder):
     from diffusers import AutoencoderKLQwenImage
 
-    vae = _meta(lambda: AutoencoderKLQwenImage.from_config(shipped_config("vae")))
-    counts = {"transformer": _count(transformer), "text_encoder": _count(text_encoder), "vae": _count(vae)}
+    vae = kit.on_meta(lambda: AutoencoderKLQwenImage.from_config(shipped_config("vae")))
+    counts = {"transformer": kit.parameter_count(transformer), "text_encoder": kit.parameter_count(text_encoder),
+              "vae": kit.parameter_count(vae)}
     print(f"\nQwen-Image parameters: {counts}")
     assert counts == {"transformer": 20_430_401_088, "text_encoder": 8_292_166_656, "vae": 126_892_531}
 
