@@ -9,38 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    assert_one_image,
-    assert_parity,
-    assert_same_weights,
-    capture,
-    channels_last,
-    copy_as,
-    custom_sample,
-    decode,
-    empty_image,
-    empty_latent,
-    encode,
-    engine_fixture,
-    ksampler,
-    load_example,
-    max_diff,
-    node,
-    run,
-    run_example,
-    save_picture,
-    scaled_fp8,
-    seeded_noise,
-    shrink,
-    simple_sigmas,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-    validate_examples,
-)
 from hidream_tiny import ENCODERS, LAYOUTS, build
 
 PROMPT = "a photo of the red cat on the sky"
@@ -48,59 +19,59 @@ SEED, STEPS, SIZE, SHIFT, CFG = 7, 3, 64, 3.0, 2.0
 EXAMPLES = sorted((Path(__file__).parent / "hidream_examples").glob("*.json"))
 FILE_INPUTS = {"unet_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4", "vae_name", "image"}
 
-tiny = tiny_fixture(build, "tiny-hidream-home")
-engine = engine_fixture("tiny")
+tiny = kit.tiny_fixture(build, "tiny-hidream-home")
+engine = kit.engine_fixture("tiny")
 
 
 def graph(unet: str = LAYOUTS["comfyui"], cfg: float = CFG, shift: float = SHIFT) -> dict:
     """ComfyUI_examples' HiDream graph (QuadrupleCLIPLoader, ModelSamplingSD3), image captured as "img"."""
     return {
-        "unet": unet_loader(unet),
-        "clip": node("QuadrupleCLIPLoader", **{f"clip_name{i + 1}": n for i, n in enumerate(ENCODERS)}),
-        "vae": node("VAELoader", vae_name="ae.safetensors"),
-        "pos": encode(PROMPT),
-        "neg": encode(""),
-        "shift": node("ModelSamplingSD3", model=["unet", 0], shift=shift),
-        "empty": empty_latent("EmptySD3LatentImage", SIZE),
-        "ks": ksampler("shift", SEED, STEPS, cfg),
-        "dec": decode(),
-        "img": capture("dec"),
+        "unet": kit.unet_loader(unet),
+        "clip": kit.node("QuadrupleCLIPLoader", **{f"clip_name{i + 1}": n for i, n in enumerate(ENCODERS)}),
+        "vae": kit.node("VAELoader", vae_name="ae.safetensors"),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(""),
+        "shift": kit.node("ModelSamplingSD3", model=["unet", 0], shift=shift),
+        "empty": kit.empty_latent("EmptySD3LatentImage", SIZE),
+        "ks": kit.ksampler("shift", SEED, STEPS, cfg),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
     }
 
 
 @pytest.fixture(scope="module")
 def reference(tiny):
     """HiDreamImagePipeline's image [1, H, W, 3] with our KSampler's noise for SEED and our shifted sigmas."""
-    noise = seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
+    noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         out = tiny.pipeline(SIZE)(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-                                  sigmas=simple_sigmas(STEPS, SHIFT, 1000.0), guidance_scale=CFG, latents=noise,
+                                  sigmas=kit.simple_sigmas(STEPS, SHIFT, 1000.0), guidance_scale=CFG, latents=noise,
                                   output_type="pt").images
-    return channels_last(out)
+    return kit.channels_last(out)
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_files_load_the_diffusers_weights(engine, tiny, layout):
-    cap = run(engine, add_captures({"unet": graph(LAYOUTS[layout])["unet"], "clip": graph()["clip"]},
+    cap = kit.run(engine, kit.add_captures({"unet": graph(LAYOUTS[layout])["unet"], "clip": graph()["clip"]},
                                    m="unet", c="clip"))
-    model, clip = unwrap(cap["m"]), unwrap(cap["c"])
+    model, clip = kit.unwrap(cap["m"]), kit.unwrap(cap["c"])
     assert model.family == "hidream" and model.flow.kind == "discrete" and model.flow.shift == 1.0
     assert model.flow.multiplier == 1000.0 and clip.arch == "hidream"
     pairs = zip((model.unet, *clip.encoders), (tiny.transformer, tiny.clip_l, tiny.clip_g, tiny.t5, tiny.llama.model))
     for ours, ref in pairs:
-        assert_same_weights(ours, ref, type(ref).__name__)
+        kit.assert_same_weights(ours, ref, type(ref).__name__)
 
 
 def test_graph_image_equals_hidream_pipeline(engine, reference):
-    assert_parity(run(engine, graph())["img"], reference, "HiDream parity vs HiDreamImagePipeline")
+    kit.assert_parity(kit.run(engine, graph())["img"], reference, "HiDream parity vs HiDreamImagePipeline")
 
 
 def test_four_prompts_equal_the_pipeline_encoding(engine, tiny):
     """CLIPTextEncodeHiDream feeds each encoder its own prompt, as the pipeline's prompt, prompt_2, _3, _4."""
     texts = {"clip_l": "a red cat", "clip_g": "the blue sky", "t5xxl": "a green tree", "llama": "photo of a dog"}
-    wf = {"clip": graph()["clip"], "enc": node("CLIPTextEncodeHiDream", **dict(texts, clip=["clip", 0])),
-          "cond": capture("enc")}
-    ((t5, extras),) = run(engine, wf)["cond"]
+    wf = {"clip": graph()["clip"], "enc": kit.node("CLIPTextEncodeHiDream", **dict(texts, clip=["clip", 0])),
+          "cond": kit.capture("enc")}
+    ((t5, extras),) = kit.run(engine, wf)["cond"]
     with torch.no_grad():
         ref = tiny.pipeline(SIZE).encode_prompt(texts["clip_l"], texts["clip_g"], texts["t5xxl"], texts["llama"],
                                                 device="cpu", do_classifier_free_guidance=False)
@@ -114,15 +85,15 @@ def test_custom_sampling_equals_ksampler(engine):
     """BasicScheduler + CFGGuider + euler through flow.custom (HiDreamDenoiser) equals KSampler on the same noise."""
     from nodegraph.diffusion.guiders import CFGGuider
 
-    cap = run(engine, add_captures(graph(), lat="ks", cond="pos", uncond="neg", shifted="shift", empty_lat="empty"))
-    model = unwrap(cap["shifted"])
-    out, _ = custom_sample(model, CFGGuider(model, cap["cond"], cap["uncond"], CFG), cap["empty_lat"], STEPS, SEED)
+    cap = kit.run(engine, kit.add_captures(graph(), lat="ks", cond="pos", uncond="neg", shifted="shift", empty_lat="empty"))
+    model = kit.unwrap(cap["shifted"])
+    out, _ = kit.custom_sample(model, CFGGuider(model, cap["cond"], cap["uncond"], CFG), cap["empty_lat"], STEPS, SEED)
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
 def test_shift_and_cfg_change_the_image(engine, reference):
     for wf in (graph(shift=1.0), graph(cfg=1.0)):
-        assert max_diff(run(engine, wf)["img"], reference) > 1 / 255
+        assert kit.max_diff(kit.run(engine, wf)["img"], reference) > 1 / 255
 
 
 def test_subsets_load_and_foreign_conditioning_is_refused(engine, tiny):
@@ -130,17 +101,17 @@ def test_subsets_load_and_foreign_conditioning_is_refused(engine, tiny):
     then refuses the full-size zeros, and a Flux-style conditioning, naming the loaders to use."""
     from nodegraph.diffusion.hidream.sampling import HiDreamDenoiser
 
-    wf = {"dual": node("DualCLIPLoader", clip_name1=ENCODERS[3], clip_name2=ENCODERS[0], type="hidream"),
-          "one": node("CLIPLoader", clip_name=ENCODERS[2], type="hidream"),
-          "d": encode(PROMPT, "dual"), "o": encode(PROMPT, "one"), "unet": graph()["unet"]}
-    cap = run(engine, add_captures(wf, dc="d", oc="o", m="unet"))
+    wf = {"dual": kit.node("DualCLIPLoader", clip_name1=ENCODERS[3], clip_name2=ENCODERS[0], type="hidream"),
+          "one": kit.node("CLIPLoader", clip_name=ENCODERS[2], type="hidream"),
+          "d": kit.encode(PROMPT, "dual"), "o": kit.encode(PROMPT, "one"), "unet": graph()["unet"]}
+    cap = kit.run(engine, kit.add_captures(wf, dc="d", oc="o", m="unet"))
     (t5, extras), = cap["dc"]
     assert tuple(t5.shape) == (1, 128, 4096) and not t5.any()  # no T5: zeros
     assert tuple(extras["pooled_output"].shape) == (1, 32 + 1280) and not extras["pooled_output"][:, 32:].any()
     assert tuple(extras["conditioning_llama3"].shape) == (1, 4, 128, 32)
     (t5, extras), = cap["oc"]
     assert tuple(t5.shape) == (1, 128, 40) and tuple(extras["conditioning_llama3"].shape) == (1, 32, 1, 4096)
-    model = unwrap(cap["m"])
+    model = kit.unwrap(cap["m"])
     for cond in (cap["dc"], cap["oc"], [(torch.zeros(1, 128, 40), {"pooled_output": torch.zeros(1, 80)})]):
         with pytest.raises(ValueError, match="QuadrupleCLIPLoader"):
             HiDreamDenoiser(model, cond, [], 1.0, torch.float32, "cpu")
@@ -161,7 +132,7 @@ def _saved_before_style(stem: str, class_type: str, error: dict) -> bool:
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    checked, _, _ = validate_examples(EXAMPLES, FILE_INPUTS, tmp_path, allow=_saved_before_style)
+    checked, _, _ = kit.validate_examples(EXAMPLES, FILE_INPUTS, tmp_path, allow=_saved_before_style)
     assert {"hidream_dev_example", "hidream_full_example", "hidream_e1_example", "hidream_e1.1_example"} == \
         set(checked)
 
@@ -169,17 +140,17 @@ def test_examples_validate_but_for_missing_files(tmp_path):
 @pytest.mark.parametrize("example", ["hidream_dev_example", "hidream_full_example", "hidream_e1.1_example"])
 def test_examples_run_on_the_tiny_model(tiny, tmp_path, example):
     """I1 dev/full (KSampler) and E1.1 (InstructPixToPix + DualCFGGuider nested + CFGNorm on a flow model)."""
-    prompt = load_example(Path(__file__).parent / "hidream_examples" / f"{example}.json")
+    prompt = kit.load_example(Path(__file__).parent / "hidream_examples" / f"{example}.json")
     folder = tiny.home / "models" / "diffusion_models"
-    shrink(prompt, {
+    kit.shrink(prompt, {
         "EmptySD3LatentImage": {"width": SIZE, "height": SIZE}, "KSampler": {"steps": 2},
         "BasicScheduler": {"steps": 2},
         "ImageScaleToTotalPixels": {"megapixels": 0.01},  # the minimum: 96×96 from the 64×64 input
         # E1.1: the same architecture under the example's file name
-        "UNETLoader": lambda inputs: copy_as(folder, "hidream_i1_dev_bf16.safetensors", inputs["unet_name"]),
-        "LoadImage": lambda inputs: save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 40, 40))})
-    run_example(tiny.home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (96, 96) if example == "hidream_e1.1_example" else (SIZE, SIZE))
+        "UNETLoader": lambda inputs: kit.copy_as(folder, "hidream_i1_dev_bf16.safetensors", inputs["unet_name"]),
+        "LoadImage": lambda inputs: kit.save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 40, 40))})
+    kit.run_example(tiny.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (96, 96) if example == "hidream_e1.1_example" else (SIZE, SIZE))
 
 
 def test_token_input_equals_the_latent_input(engine, tiny):
@@ -187,7 +158,7 @@ def test_token_input_equals_the_latent_input(engine, tiny):
     latent input on a square latent, where neither pads: same patch order, positions and output layout."""
     from nodegraph.diffusion.hidream.sampling import HiDreamDenoiser
 
-    model = unwrap(run(engine, {"unet": graph()["unet"], "m": capture("unet")})["m"])
+    model = kit.unwrap(kit.run(engine, {"unet": graph()["unet"], "m": kit.capture("unet")})["m"])
     cond = [(torch.randn(1, 128, 40), {"pooled_output": torch.randn(1, 80),
                                        "conditioning_llama3": torch.randn(1, 4, 128, 32)})]
     den = HiDreamDenoiser(model, cond, [], 1.0, torch.float32, "cpu")
@@ -208,17 +179,17 @@ def test_non_square_and_edit_input_run(engine):
     source latent beside the latent (HiDream-E1's input) sample to images of the requested size."""
     wide = graph()
     wide["empty"]["inputs"].update(width=SIZE, height=SIZE // 2)
-    assert tuple(run(engine, wide)["img"].shape) == (1, SIZE // 2, SIZE, 3)
+    assert tuple(kit.run(engine, wide)["img"].shape) == (1, SIZE // 2, SIZE, 3)
     images = []
     for color in (0x3080D0, 0xD08030):
         wf = graph()
-        wf["pic"] = empty_image(SIZE, SIZE, color)
-        wf["ip2p"] = node("InstructPixToPixConditioning", positive=["pos", 0], negative=["neg", 0], vae=["vae", 0],
+        wf["pic"] = kit.empty_image(SIZE, SIZE, color)
+        wf["ip2p"] = kit.node("InstructPixToPixConditioning", positive=["pos", 0], negative=["neg", 0], vae=["vae", 0],
                           pixels=["pic", 0])
         wf["ks"]["inputs"].update(positive=["ip2p", 0], negative=["ip2p", 1], latent_image=["ip2p", 2])
-        images.append(run(engine, wf)["img"])
+        images.append(kit.run(engine, wf)["img"])
     assert images[0].shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(images[0]).all())
-    assert max_diff(images[0], images[1]) > 1e-4  # the source image steers the result
+    assert kit.max_diff(images[0], images[1]) > 1e-4  # the source image steers the result
 
 
 def test_scaled_fp8_llama_loads_unscaled_and_comfy_quant_is_refused(tiny):
@@ -231,7 +202,7 @@ def test_scaled_fp8_llama_loads_unscaled_and_comfy_quant_is_refused(tiny):
 
     folder = tiny.home / "models" / "text_encoders"
     state = load_file(str(folder / ENCODERS[3]))
-    scaled = scaled_fp8(state, lambda key, value: key.endswith("proj.weight"))
+    scaled = kit.scaled_fp8(state, lambda key, value: key.endswith("proj.weight"))
     path = folder / "llama_tiny_fp8_scaled.safetensors"
     save_file(scaled, str(path))
     quant = folder / "llama_tiny_comfy_quant.safetensors"
