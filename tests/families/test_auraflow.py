@@ -8,36 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
 from auraflow_tiny import CHECKPOINT, LAYOUTS, TEXT_ENCODER, TinyAura, build
-from family_kit import (
-    add_captures,
-    assert_one_image,
-    assert_parity,
-    assert_same_weights,
-    capture,
-    channels_last,
-    decode,
-    empty_latent,
-    encode,
-    engine_fixture,
-    ksampler,
-    load_example,
-    max_diff,
-    node,
-    on_meta,
-    parameter_count,
-    run,
-    run_example,
-    seeded_noise,
-    shrink,
-    simple_sigmas,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-    validate_examples,
-)
 
 PROMPT = "a photo of the red cat on the sky"
 NEGATIVE = "the green tree"
@@ -45,72 +19,72 @@ SEED, STEPS, SIZE, SHIFT = 7, 3, 64, 1.73
 EXAMPLES = sorted((Path(__file__).parent / "auraflow_examples").glob("*.json"))
 FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "vae_name"}
 
-tiny_aura = tiny_fixture(build, "tiny-aura-home")
-engine = engine_fixture("tiny_aura")
+tiny_aura = kit.tiny_fixture(build, "tiny-aura-home")
+engine = kit.engine_fixture("tiny_aura")
 
 
 def graph(cfg: float = 1.0, shift: float = SHIFT) -> dict:
     """ComfyUI's aura_flow example graph (with ModelSamplingAuraFlow), image captured as "img"."""
     return {
-        "ckpt": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
-        "pos": encode(PROMPT, "ckpt", 1),
-        "neg": encode(NEGATIVE, "ckpt", 1),
-        "aura": node("ModelSamplingAuraFlow", model=["ckpt", 0], shift=shift),
-        "empty": empty_latent("EmptyLatentImage", SIZE),
-        "ks": ksampler("aura", SEED, STEPS, cfg),
-        "dec": decode(vae=["ckpt", 2]),
-        "img": capture("dec"),
+        "ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "pos": kit.encode(PROMPT, "ckpt", 1),
+        "neg": kit.encode(NEGATIVE, "ckpt", 1),
+        "aura": kit.node("ModelSamplingAuraFlow", model=["ckpt", 0], shift=shift),
+        "empty": kit.empty_latent("EmptyLatentImage", SIZE),
+        "ks": kit.ksampler("aura", SEED, STEPS, cfg),
+        "dec": kit.decode(vae=["ckpt", 2]),
+        "img": kit.capture("dec"),
     }
 
 
 def _reference(tiny: TinyAura, cfg: float) -> torch.Tensor:
     """AuraFlowPipeline's image [1, H, W, 3] with our KSampler's noise for SEED and our shifted sigmas."""
-    noise = seeded_noise((1, 4, SIZE // 8, SIZE // 8), SEED)
+    noise = kit.seeded_noise((1, 4, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         out = tiny.pipeline()(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_inference_steps=None,
-                              sigmas=simple_sigmas(STEPS, SHIFT), guidance_scale=cfg, latents=noise,
+                              sigmas=kit.simple_sigmas(STEPS, SHIFT), guidance_scale=cfg, latents=noise,
                               output_type="pt").images
-    return channels_last(out)
+    return kit.channels_last(out)
 
 
 def test_checkpoint_and_split_files_load_the_diffusers_weights(engine, tiny_aura):
     wf = {"ckpt": graph()["ckpt"],
-          "u1": unet_loader(LAYOUTS["original"]),
-          "u2": unet_loader(LAYOUTS["diffusers"]),
-          "clip": node("CLIPLoader", clip_name=TEXT_ENCODER, type="cosmos", device="default"),
-          "sd": node("CLIPLoader", clip_name=TEXT_ENCODER, type="stable_diffusion", device="default")}  # by content
-    cap = run(engine, add_captures(wf, m=["ckpt", 0], c=["ckpt", 1], v=["ckpt", 2], m1="u1", m2="u2", c2="clip",
+          "u1": kit.unet_loader(LAYOUTS["original"]),
+          "u2": kit.unet_loader(LAYOUTS["diffusers"]),
+          "clip": kit.node("CLIPLoader", clip_name=TEXT_ENCODER, type="cosmos", device="default"),
+          "sd": kit.node("CLIPLoader", clip_name=TEXT_ENCODER, type="stable_diffusion", device="default")}  # by content
+    cap = kit.run(engine, kit.add_captures(wf, m=["ckpt", 0], c=["ckpt", 1], v=["ckpt", 2], m1="u1", m2="u2", c2="clip",
                                    c3="sd"))
-    model = unwrap(cap["m"])
+    model = kit.unwrap(cap["m"])
     assert model.family == "auraflow" and model.flow.kind == "discrete" and model.flow.shift == 1.73
-    pairs = [(unwrap(cap[k]).unet, tiny_aura.transformer) for k in ("m", "m1", "m2")]
-    pairs += [(unwrap(cap[k]).encoders[0], tiny_aura.text_encoder) for k in ("c", "c2", "c3")]
-    pairs.append((unwrap(cap["v"]).vae, tiny_aura.vae))
+    pairs = [(kit.unwrap(cap[k]).unet, tiny_aura.transformer) for k in ("m", "m1", "m2")]
+    pairs += [(kit.unwrap(cap[k]).encoders[0], tiny_aura.text_encoder) for k in ("c", "c2", "c3")]
+    pairs.append((kit.unwrap(cap["v"]).vae, tiny_aura.vae))
     for ours, ref in pairs:
-        assert_same_weights(ours, ref)
+        kit.assert_same_weights(ours, ref)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", [1.0, 2.5])
 def test_graph_image_equals_auraflow_pipeline(engine, tiny_aura, cfg):
-    assert_parity(run(engine, graph(cfg))["img"], _reference(tiny_aura, cfg),
+    kit.assert_parity(kit.run(engine, graph(cfg))["img"], _reference(tiny_aura, cfg),
                   f"AuraFlow parity (cfg {cfg}) vs AuraFlowPipeline")
 
 
 def test_shift_and_prompt_change_the_image(engine):
     """The parity above would not see a wrong shift or prompt encoding if they did not matter: they do."""
-    base = run(engine, graph())["img"]
+    base = kit.run(engine, graph())["img"]
     other = graph()
     other["pos"]["inputs"]["text"] = "blue square"
     for wf in (graph(shift=3.0), other):
-        assert max_diff(run(engine, wf)["img"], base) > 1 / 255
+        assert kit.max_diff(kit.run(engine, wf)["img"], base) > 1 / 255
 
 
 def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):
     from nodegraph.diffusion.auraflow.loading import pile_t5_tokenizer
     from nodegraph.diffusion.auraflow.sampling import AuraDenoiser
 
-    model = unwrap(run(engine, {"ckpt": graph()["ckpt"], "m": capture("ckpt")})["m"])
+    model = kit.unwrap(kit.run(engine, {"ckpt": graph()["ckpt"], "m": kit.capture("ckpt")})["m"])
     with pytest.raises(ValueError, match="Pile-T5"):  # e.g. a CLIP-L conditioning
         AuraDenoiser(model, [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu")
     with pytest.raises(FileNotFoundError, match="pile_t5_tokenizer"):
@@ -118,15 +92,15 @@ def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
+    kit.validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
 
 
 @pytest.mark.slow
 def test_example_runs_on_the_tiny_checkpoint(tiny_aura, tmp_path):
-    prompt = load_example(Path(__file__).parent / "auraflow_examples" / "aura_flow_0.1_example.json")
-    shrink(prompt, {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
-    run_example(tiny_aura.home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (64, 64))
+    prompt = kit.load_example(Path(__file__).parent / "auraflow_examples" / "aura_flow_0.1_example.json")
+    kit.shrink(prompt, {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
+    kit.run_example(tiny_aura.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (64, 64))
 
 
 def test_shipped_configs_have_the_published_sizes():
@@ -144,9 +118,9 @@ def test_shipped_configs_have_the_published_sizes():
         transformer_layout,
     )
 
-    transformer = on_meta(lambda: AuraFlowTransformer2DModel.from_config(shipped_config("transformer")))
-    encoder = on_meta(lambda: UMT5EncoderModel(UMT5Config(**shipped_config("text_encoder"))))
-    counts = [parameter_count(m) for m in (transformer, encoder)]
+    transformer = kit.on_meta(lambda: AuraFlowTransformer2DModel.from_config(shipped_config("transformer")))
+    encoder = kit.on_meta(lambda: UMT5EncoderModel(UMT5Config(**shipped_config("text_encoder"))))
+    counts = [kit.parameter_count(m) for m in (transformer, encoder)]
     assert counts == [6_858_605_568, 1_289_349_120]
     shapes = {"model." + k: tuple(v.shape) for k, v in to_original(transformer.state_dict()).items()}
     layout = transformer_layout(shapes)
