@@ -9,6 +9,7 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
@@ -21,34 +22,6 @@ from cosmos_tiny import (
     build,
     decode,
 )
-from family_kit import (
-    add_captures,
-    assert_one_image,
-    assert_parity,
-    assert_same_weights,
-    capture,
-    custom_sample,
-    empty_image,
-    empty_latent,
-    encode,
-    engine_fixture,
-    ksampler,
-    load_example,
-    max_diff,
-    node,
-    on_meta,
-    parameter_count,
-    run,
-    run_example,
-    save_picture,
-    seeded_noise,
-    shrink,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-    validate_examples,
-)
-from family_kit import decode as vae_decode
 
 PROMPT = "a photo of the red cat on the sky"
 NEGATIVE = "the green tree"
@@ -72,22 +45,22 @@ def _nearest_resize_shim() -> None:
                                               InterpolationMode=types.SimpleNamespace(NEAREST="nearest"))
 
 
-tiny_cosmos = tiny_fixture(build, "tiny-cosmos-home")
-engine = engine_fixture("tiny_cosmos")
+tiny_cosmos = kit.tiny_fixture(build, "tiny-cosmos-home")
+engine = kit.engine_fixture("tiny_cosmos")
 
 
 def graph(unet: str = LAYOUTS["comfyui"], cfg: float = 1.0, scheduler: str = "karras") -> dict:
     """ComfyUI's cosmos_predict2 text-to-image graph, image captured as "img"."""
     return {
-        "unet": unet_loader(unet),
-        "clip": node("CLIPLoader", clip_name=TEXT_ENCODER, type="cosmos", device="default"),
-        "vae": node("VAELoader", vae_name=VAE_FILE),
-        "pos": encode(PROMPT),
-        "neg": encode(NEGATIVE),
-        "empty": empty_latent("EmptySD3LatentImage", SIZE),
-        "ks": ksampler("unet", SEED, STEPS, cfg, scheduler=scheduler),
-        "dec": vae_decode(),
-        "img": capture("dec"),
+        "unet": kit.unet_loader(unet),
+        "clip": kit.node("CLIPLoader", clip_name=TEXT_ENCODER, type="cosmos", device="default"),
+        "vae": kit.node("VAELoader", vae_name=VAE_FILE),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(NEGATIVE),
+        "empty": kit.empty_latent("EmptySD3LatentImage", SIZE),
+        "ks": kit.ksampler("unet", SEED, STEPS, cfg, scheduler=scheduler),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
     }
 
 
@@ -95,7 +68,7 @@ def _reference(tiny: TinyCosmos, cfg: float) -> torch.Tensor:
     """The pipeline's image for our KSampler's noise; its guidance_scale g is ComfyUI's cfg g + 1 (it guides as
     cond + g (cond - uncond))."""
     _nearest_resize_shim()
-    noise = seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
+    noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         latents = tiny.pipeline()(PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE,
                                   num_inference_steps=STEPS, guidance_scale=cfg - 1.0, latents=noise[:, :, None],
@@ -105,18 +78,18 @@ def _reference(tiny: TinyCosmos, cfg: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_files_load_the_diffusers_weights(engine, tiny_cosmos, layout):
-    cap = run(engine, add_captures({"unet": graph(LAYOUTS[layout])["unet"], "clip": graph()["clip"]},
+    cap = kit.run(engine, kit.add_captures({"unet": graph(LAYOUTS[layout])["unet"], "clip": graph()["clip"]},
                                    m="unet", c="clip"))
-    model, clip = unwrap(cap["m"]), unwrap(cap["c"])
+    model, clip = kit.unwrap(cap["m"]), kit.unwrap(cap["c"])
     assert model.family == "cosmos" and model.flow.kind == "cosmos" and model.arch == "cosmos-predict2-t2i"
     for ours, ref in ((model.unet, tiny_cosmos.transformer), (clip.encoders[0], tiny_cosmos.text_encoder)):
-        assert_same_weights(ours, ref)
+        kit.assert_same_weights(ours, ref)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
 def test_graph_image_equals_cosmos2_pipeline(engine, tiny_cosmos, cfg):
-    assert_parity(run(engine, graph(cfg=cfg))["img"], _reference(tiny_cosmos, cfg),
+    kit.assert_parity(kit.run(engine, graph(cfg=cfg))["img"], _reference(tiny_cosmos, cfg),
                   f"Cosmos Predict2 parity (cfg {cfg}) vs Cosmos2TextToImagePipeline")
 
 
@@ -143,26 +116,26 @@ def test_custom_sampling_equals_ksampler(engine):
     from nodegraph.diffusion.flow import custom
     from nodegraph.diffusion.guiders import BasicGuider
 
-    cap = run(engine, add_captures(graph(), lat="ks", cond="pos", model="unet", empty_lat="empty"))
-    model = unwrap(cap["model"])
+    cap = kit.run(engine, kit.add_captures(graph(), lat="ks", cond="pos", model="unet", empty_lat="empty"))
+    model = kit.unwrap(cap["model"])
     assert float(custom.model_schedule(model, "karras", STEPS, 1.0)[0]) == pytest.approx(80.0, rel=1e-5)
-    out, _ = custom_sample(model, BasicGuider(model, cap["cond"]), cap["empty_lat"], STEPS, SEED, "karras")
+    out, _ = kit.custom_sample(model, BasicGuider(model, cap["cond"]), cap["empty_lat"], STEPS, SEED, "karras")
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
 def test_scheduler_cfg_and_prompt_change_the_image(engine):
     """The parity above would not see a wrong schedule, guidance or prompt encoding if they did not matter."""
-    base = run(engine, graph())["img"]
+    base = kit.run(engine, graph())["img"]
     other = graph()
     other["pos"]["inputs"]["text"] = "blue square"
     for wf in (graph(scheduler="simple"), graph(cfg=3.0), other):
-        assert max_diff(run(engine, wf)["img"], base) > 1 / 255
+        assert kit.max_diff(kit.run(engine, wf)["img"], base) > 1 / 255
 
 
 def test_foreign_conditioning_and_wrong_text_encoder_are_clear(engine, tiny_cosmos, tmp_path):
     from nodegraph.diffusion.cosmos.sampling import CosmosDenoiser, rf_view
 
-    model = unwrap(run(engine, {"unet": graph()["unet"], "m": capture("unet")})["m"])
+    model = kit.unwrap(kit.run(engine, {"unet": graph()["unet"], "m": kit.capture("unet")})["m"])
     with pytest.raises(ValueError, match="type cosmos"):  # e.g. a CLIP-L conditioning
         CosmosDenoiser(rf_view(model), [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu")
     denoiser = CosmosDenoiser(rf_view(model), [(torch.zeros(1, 512, 32), {})], [], 1.0, torch.float32, "cpu")
@@ -171,20 +144,20 @@ def test_foreign_conditioning_and_wrong_text_encoder_are_clear(engine, tiny_cosm
 
 
 def test_empty_cosmos_latent_video_shape(engine):
-    wf = {"e": node("EmptyCosmosLatentVideo", width=64, height=48, length=17, batch_size=2), "l": capture("e")}
-    assert tuple(run(engine, wf)["l"]["samples"].shape) == (2, 16, 3, 6, 8)
+    wf = {"e": kit.node("EmptyCosmosLatentVideo", width=64, height=48, length=17, batch_size=2), "l": kit.capture("e")}
+    assert tuple(kit.run(engine, wf)["l"]["samples"].shape) == (2, 16, 3, 6, 8)
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
+    kit.validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
 
 
 @pytest.mark.slow
 def test_t2i_example_runs_on_the_tiny_model(tiny_cosmos, tmp_path):
-    prompt = load_example(Path(__file__).parent / "cosmos_examples" / "cosmos_predict2_2b_t2i_example.json")
-    shrink(prompt, {"EmptySD3LatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
-    run_example(tiny_cosmos.home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (64, 64))
+    prompt = kit.load_example(Path(__file__).parent / "cosmos_examples" / "cosmos_predict2_2b_t2i_example.json")
+    kit.shrink(prompt, {"EmptySD3LatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
+    kit.run_example(tiny_cosmos.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (64, 64))
 
 
 @pytest.mark.parametrize("variant,count", [("t2i_2B", 1_956_405_248), ("t2i_14B", 14_265_265_152),
@@ -202,8 +175,8 @@ def test_shipped_configs_have_the_published_sizes(variant, count):
     )
 
     shipped = shipped_config(f"transformer_{variant}")
-    model = on_meta(lambda: CosmosTransformer3DModel.from_config(shipped))
-    assert parameter_count(model) == count
+    model = kit.on_meta(lambda: CosmosTransformer3DModel.from_config(shipped))
+    assert kit.parameter_count(model) == count
     shapes = {k: tuple(v.shape) for k, v in to_original(model.state_dict()).items()}
     layout = transformer_layout(shapes)
     assert layout == ("net.", "original")
@@ -217,8 +190,8 @@ def test_old_t5_config_has_the_published_size():
 
     from nodegraph.diffusion.cosmos.detect import shipped_config
 
-    model = on_meta(lambda: T5EncoderModel(T5Config(**shipped_config("t5_old_xxl"))))
-    assert parameter_count(model) == 4_897_690_624
+    model = kit.on_meta(lambda: T5EncoderModel(T5Config(**shipped_config("t5_old_xxl"))))
+    assert kit.parameter_count(model) == 4_897_690_624
 
 
 LENGTH, COLOR = 9, 0x3080D0
@@ -227,10 +200,10 @@ LENGTH, COLOR = 9, 0x3080D0
 def video_graph(cfg: float = 1.0) -> dict:
     """ComfyUI's cosmos_predict2 image-to-video graph on an EmptyImage start, frames captured as "img"."""
     wf = graph(VIDEO_FILE, cfg=cfg)
-    wf["picture"] = empty_image(SIZE, SIZE, COLOR)
-    wf["empty"] = node("CosmosPredict2ImageToVideoLatent", vae=["vae", 0], width=SIZE, height=SIZE, length=LENGTH,
+    wf["picture"] = kit.empty_image(SIZE, SIZE, COLOR)
+    wf["empty"] = kit.node("CosmosPredict2ImageToVideoLatent", vae=["vae", 0], width=SIZE, height=SIZE, length=LENGTH,
                        batch_size=1, start_image=["picture", 0])
-    return add_captures(wf, pic="picture", lat="empty")
+    return kit.add_captures(wf, pic="picture", lat="empty")
 
 
 @pytest.mark.slow
@@ -242,32 +215,32 @@ def test_video2world_graph_equals_cosmos2_video_pipeline(engine, tiny_cosmos, cf
     import diffusers.pipelines.cosmos.pipeline_cosmos2_video2world as v2w
     from PIL import Image
 
-    cap = run(engine, video_graph(cfg))
+    cap = kit.run(engine, video_graph(cfg))
     latent = cap["lat"]
     assert tuple(latent["samples"].shape) == (1, 16, 3, SIZE // 8, SIZE // 8)
     assert latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0.0, 1.0, 1.0]
     _nearest_resize_shim()
     monkeypatch.setattr(v2w, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
                         out.latent_dist.mode())
-    noise = seeded_noise((1, 16, 3, SIZE // 8, SIZE // 8), SEED)
+    noise = kit.seeded_noise((1, 16, 3, SIZE // 8, SIZE // 8), SEED)
     picture = Image.fromarray((cap["pic"][0].numpy() * 255).round().astype("uint8"))
     with torch.no_grad():
         latents = tiny_cosmos.video_pipeline()(
             image=picture, prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=LENGTH,
             num_inference_steps=STEPS, guidance_scale=cfg - 1.0, fps=24, latents=noise, sigma_conditioning=0.0,
             output_type="latent").frames
-    assert_parity(cap["img"], decode(tiny_cosmos.vae, latents),
+    kit.assert_parity(cap["img"], decode(tiny_cosmos.vae, latents),
                   f"Cosmos Predict2 video2world parity (cfg {cfg}) vs Cosmos2VideoToWorldPipeline")
 
 
 def test_video2world_start_image_steers_the_generated_frames(engine):
     """The given frame is kept, and the frames generated after it depend on it (so the parity above is a test of
     the conditioning, not only of the kept frame)."""
-    a = run(engine, video_graph())
+    a = kit.run(engine, video_graph())
     other = video_graph()
     other["picture"]["inputs"]["color"] = 0xD08030
-    b = run(engine, other)
-    assert max_diff(a["img"][1:], b["img"][1:]) > 1 / 255
+    b = kit.run(engine, other)
+    assert kit.max_diff(a["img"][1:], b["img"][1:]) > 1 / 255
 
 
 @pytest.mark.slow
@@ -277,11 +250,11 @@ def test_i2v_example_runs_on_the_tiny_model(tiny_cosmos, tmp_path):
     inputs = tiny_cosmos.home / "input"
 
     def prompt(engine):
-        return shrink(load_example(path, engine.registry), {
+        return kit.shrink(kit.load_example(path, engine.registry), {
             "CosmosPredict2ImageToVideoLatent": {"width": 64, "height": 64, "length": 9}, "KSampler": {"steps": 2},
-            "LoadImage": lambda i: save_picture(inputs / i["image"], (80, 64), (40, 120, 200))})
+            "LoadImage": lambda i: kit.save_picture(inputs / i["image"], (80, 64), (40, 120, 200))})
 
-    assert run_example(tiny_cosmos.home, tmp_path / "out", prompt), "the example saves its video"
+    assert kit.run_example(tiny_cosmos.home, tmp_path / "out", prompt), "the example saves its video"
 
 
 def test_image_to_video_latent_start_and_end_frames(engine):
@@ -291,7 +264,7 @@ def test_image_to_video_latent_start_and_end_frames(engine):
 
     wf = video_graph()
     wf["empty"]["inputs"]["end_image"] = ["picture", 0]
-    cap = run(engine, {k: wf[k] for k in ("vae", "picture", "empty", "lat")})
+    cap = kit.run(engine, {k: wf[k] for k in ("vae", "picture", "empty", "lat")})
     latent = cap["lat"]
     assert latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0.0, 1.0, 0.0]
     mean = latent_stats(16)[0]
