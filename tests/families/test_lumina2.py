@@ -9,36 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    assert_one_image,
-    assert_parity,
-    assert_same_weights,
-    capture,
-    channels_last,
-    decode,
-    empty_latent,
-    encode,
-    engine_fixture,
-    ksampler,
-    load_example,
-    max_diff,
-    node,
-    on_meta,
-    parameter_count,
-    run,
-    run_error,
-    run_example,
-    seeded_noise,
-    shrink,
-    simple_sigmas,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-    validate_examples,
-)
 from lumina_tiny import (
     CHECKPOINT,
     GEMMA_FILE,
@@ -55,47 +28,47 @@ PROMPT = "a photo of the red cat on the sky"
 SEED, STEPS, SIZE, SHIFT, CFG = 11, 3, 64, 6.0, 4.0
 EXAMPLE = Path(__file__).parent / "lumina_examples" / "lumina2_basic_example.json"
 
-tiny = tiny_fixture(build, "tiny-lumina2-home")
-engine = engine_fixture("tiny")
+tiny = kit.tiny_fixture(build, "tiny-lumina2-home")
+engine = kit.engine_fixture("tiny")
 
 
 def graph(unet: str = L_FILES["comfyui"], cfg: float = CFG, clip: str = GEMMA_FILE) -> dict:
     """ComfyUI's Lumina 2 graph on split files (CLIPTextEncodeLumina2 for the positive), image captured as "img"."""
     return {
-        "unet": unet_loader(unet),
-        "clip": node("CLIPLoader", clip_name=clip, type="lumina2", device="default"),
-        "vae": node("VAELoader", vae_name=VAE_FILE),
-        "pos": node("CLIPTextEncodeLumina2", system_prompt="superior", user_prompt=PROMPT, clip=["clip", 0]),
-        "neg": encode(""),
-        "aura": node("ModelSamplingAuraFlow", model=["unet", 0], shift=SHIFT),
-        "empty": empty_latent("EmptySD3LatentImage", SIZE),
-        "ks": ksampler("aura", SEED, STEPS, cfg),
-        "dec": decode(),
-        "img": capture("dec"),
+        "unet": kit.unet_loader(unet),
+        "clip": kit.node("CLIPLoader", clip_name=clip, type="lumina2", device="default"),
+        "vae": kit.node("VAELoader", vae_name=VAE_FILE),
+        "pos": kit.node("CLIPTextEncodeLumina2", system_prompt="superior", user_prompt=PROMPT, clip=["clip", 0]),
+        "neg": kit.encode(""),
+        "aura": kit.node("ModelSamplingAuraFlow", model=["unet", 0], shift=SHIFT),
+        "empty": kit.empty_latent("EmptySD3LatentImage", SIZE),
+        "ks": kit.ksampler("aura", SEED, STEPS, cfg),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
     }
 
 
 def with_renorm(wf: dict, cfg_trunc: float, renorm_cfg: float) -> dict:
     """``wf`` with RenormCFG between ModelSamplingAuraFlow and the KSampler."""
-    wf["renorm"] = node("RenormCFG", model=["aura", 0], cfg_trunc=cfg_trunc, renorm_cfg=renorm_cfg)
+    wf["renorm"] = kit.node("RenormCFG", model=["aura", 0], cfg_trunc=cfg_trunc, renorm_cfg=renorm_cfg)
     wf["ks"]["inputs"]["model"] = ["renorm", 0]
     return wf
 
 
 @pytest.fixture(scope="module")
 def image(engine) -> torch.Tensor:
-    return run(engine, graph())["img"]
+    return kit.run(engine, graph())["img"]
 
 
 @pytest.mark.parametrize("layout", sorted(L_FILES))
 def test_files_load_the_diffusers_weights(engine, tiny, layout):
-    cap = run(engine, add_captures({"unet": graph(L_FILES[layout])["unet"], "clip": graph()["clip"]},
+    cap = kit.run(engine, kit.add_captures({"unet": graph(L_FILES[layout])["unet"], "clip": graph()["clip"]},
                                    m="unet", c="clip"))
-    model, clip = unwrap(cap["m"]), unwrap(cap["c"])
+    model, clip = kit.unwrap(cap["m"]), kit.unwrap(cap["c"])
     assert model.family == "lumina2" and clip.arch == "lumina2"
     assert (model.flow.kind, model.flow.shift, model.flow.multiplier) == ("discrete", 6.0, 1.0)  # ComfyUI's Lumina2
     for ours, ref in ((model.unet, tiny.lumina2), (clip.encoders[0], tiny.gemma2)):
-        assert_same_weights(ours, ref)
+        kit.assert_same_weights(ours, ref)
     import sentencepiece as spm  # the file's own SentencePiece model, start token first (ComfyUI's tokenizer)
 
     text = SYSTEM_PROMPTS["superior"] + " <Prompt Start> " + PROMPT
@@ -103,33 +76,33 @@ def test_files_load_the_diffusers_weights(engine, tiny, layout):
 
 
 def test_graph_image_equals_lumina2_pipeline(tiny, image):
-    noise = seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
+    noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         ref = tiny.lumina2_pipeline()(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-                                      sigmas=simple_sigmas(STEPS, SHIFT), guidance_scale=CFG, negative_prompt="",
+                                      sigmas=kit.simple_sigmas(STEPS, SHIFT), guidance_scale=CFG, negative_prompt="",
                                       system_prompt=SYSTEM_PROMPTS["superior"], cfg_normalization=False,
                                       cfg_trunc_ratio=1.0, latents=noise, output_type="pt").images
     assert image.shape == (1, SIZE, SIZE, 3)
-    assert_parity(image, channels_last(ref), "Lumina 2 parity vs Lumina2Pipeline")
+    kit.assert_parity(image, kit.channels_last(ref), "Lumina 2 parity vs Lumina2Pipeline")
     assert float(image.std()) > 0.01
 
 
 def test_renorm_cfg_follows_comfyui(engine, image):
     """Above cfg_trunc only the positive counts (= cfg 1); renorm_cfg 0 leaves plain cfg; a cap of 1× the positive's
     norm changes the image."""
-    positive_only = run(engine, with_renorm(graph(), 0.0, 1.0))["img"]
-    assert torch.allclose(positive_only, run(engine, graph(cfg=1.0))["img"], atol=1e-6)
-    assert torch.allclose(run(engine, with_renorm(graph(), 100.0, 0.0))["img"], image, atol=1e-6)
-    capped = run(engine, with_renorm(graph(), 100.0, 1.0))["img"]
-    assert max_diff(capped, image) > 1e-3
+    positive_only = kit.run(engine, with_renorm(graph(), 0.0, 1.0))["img"]
+    assert torch.allclose(positive_only, kit.run(engine, graph(cfg=1.0))["img"], atol=1e-6)
+    assert torch.allclose(kit.run(engine, with_renorm(graph(), 100.0, 0.0))["img"], image, atol=1e-6)
+    capped = kit.run(engine, with_renorm(graph(), 100.0, 1.0))["img"]
+    assert kit.max_diff(capped, image) > 1e-3
 
 
 def test_renorm_cap_is_the_positive_norm(engine):
     from nodegraph.diffusion.lumina.sampling import Lumina2Denoiser, RenormCFG
 
     wf = {k: v for k, v in with_renorm(graph(), 100.0, 0.5).items() if k not in ("ks", "dec", "img")}
-    cap = run(engine, add_captures(wf, m="renorm", p="pos", n="neg"))
-    model = unwrap(cap["m"])
+    cap = kit.run(engine, kit.add_captures(wf, m="renorm", p="pos", n="neg"))
+    model = kit.unwrap(cap["m"])
     assert RenormCFG(100.0, 0.5) in model.patches
     den = Lumina2Denoiser(model, cap["p"], cap["n"], CFG, torch.float32, "cpu")
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -144,8 +117,8 @@ def test_renorm_cap_is_the_positive_norm(engine):
 
 def test_foreign_conditioning_and_missing_tokenizer_are_clear(engine, tiny, tmp_path):
     wf = graph(clip=QWEN3_FILE)  # Z-Image's Qwen3 states on the Lumina 2 transformer
-    wf["pos"] = encode(PROMPT)
-    error = run_error(engine, wf)
+    wf["pos"] = kit.encode(PROMPT)
+    error = kit.run_error(engine, wf)
     assert "Gemma-2-2B" in error and "lumina2" in error
     from safetensors.torch import load_file, save_file
 
@@ -170,10 +143,10 @@ def test_shipped_configs_have_the_published_sizes_and_are_detected():
         text_encoder_kind,
     )
 
-    lumina = on_meta(lambda: Lumina2Transformer2DModel.from_config(shipped_config("lumina2_transformer")))
-    gemma = on_meta(lambda: Gemma2Model(Gemma2Config(**shipped_config("gemma2_2b"))))
-    qwen = on_meta(lambda: Qwen3Model(Qwen3Config(**shipped_config("qwen3_4b"))))
-    counts = [parameter_count(m) for m in (lumina, gemma, qwen)]
+    lumina = kit.on_meta(lambda: Lumina2Transformer2DModel.from_config(shipped_config("lumina2_transformer")))
+    gemma = kit.on_meta(lambda: Gemma2Model(Gemma2Config(**shipped_config("gemma2_2b"))))
+    qwen = kit.on_meta(lambda: Qwen3Model(Qwen3Config(**shipped_config("qwen3_4b"))))
+    counts = [kit.parameter_count(m) for m in (lumina, gemma, qwen)]
     assert counts == [2_609_769_152, 2_614_341_888, 4_022_468_096]
     shapes = {"model.diffusion_model." + k: tuple(v.shape) for k, v in lumina2_to_comfyui(lumina.state_dict()).items()}
     found = detect_transformer(shapes)
@@ -187,30 +160,30 @@ def test_shipped_configs_have_the_published_sizes_and_are_detected():
 
 def test_example_validates_but_for_its_checkpoint(tmp_path):
     """lumina_2.safetensors (all-in-one) is missing here: the only error."""
-    _, _, names = validate_examples([EXAMPLE], {"ckpt_name"}, tmp_path)
+    _, _, names = kit.validate_examples([EXAMPLE], {"ckpt_name"}, tmp_path)
     assert names == {"ckpt_name"}
 
 
 def test_checkpoint_loads_the_same_weights_and_the_example_runs(engine, tiny, tmp_path):
     """CheckpointLoaderSimple reads the all-in-one file (transformer, Gemma 2 + its SentencePiece model, ae) into the
     tiny modules' weights; ComfyUI_examples' lumina2 graph then runs on it as shipped but for size and steps."""
-    cap = run(engine, add_captures({"ck": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)},
+    cap = kit.run(engine, kit.add_captures({"ck": kit.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)},
                                    m=["ck", 0], c=["ck", 1], v=["ck", 2]))
-    model, clip, vae = unwrap(cap["m"]), unwrap(cap["c"]), unwrap(cap["v"])
+    model, clip, vae = kit.unwrap(cap["m"]), kit.unwrap(cap["c"]), kit.unwrap(cap["v"])
     assert model.family == "lumina2" and clip.arch == "lumina2"
     for ours, ref in ((model.unet, tiny.lumina2), (clip.encoders[0], tiny.gemma2), (vae.vae, tiny.vae)):
-        assert_same_weights(ours, ref)
-    prompt = shrink(load_example(EXAMPLE), {"EmptySD3LatentImage": {"width": 48, "height": 40},
+        kit.assert_same_weights(ours, ref)
+    prompt = kit.shrink(kit.load_example(EXAMPLE), {"EmptySD3LatentImage": {"width": 48, "height": 40},
                                             "KSampler": {"steps": 2}})
-    run_example(tiny.home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (48, 40))
+    kit.run_example(tiny.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (48, 40))
 
 
 def test_clip_set_last_layer_goes_deeper(engine, tiny):
     """CLIPSetLastLayer -3 encodes with the third-to-last hidden states (ComfyUI's clip_layer); -1 keeps -2."""
-    wf = {"clip": graph()["clip"], "deep": node("CLIPSetLastLayer", clip=["clip", 0], stop_at_clip_layer=-3),
-          "a": encode(PROMPT, "deep"), "b": encode(PROMPT)}
-    cap = run(engine, add_captures(wf, ca="a", cb="b"))
+    wf = {"clip": graph()["clip"], "deep": kit.node("CLIPSetLastLayer", clip=["clip", 0], stop_at_clip_layer=-3),
+          "a": kit.encode(PROMPT, "deep"), "b": kit.encode(PROMPT)}
+    cap = kit.run(engine, kit.add_captures(wf, ca="a", cb="b"))
     ids = torch.tensor([tiny.gemma_tokenizer()(PROMPT).input_ids])
     with torch.no_grad():
         states = tiny.gemma2(input_ids=ids, output_hidden_states=True).hidden_states
@@ -221,8 +194,8 @@ def test_clip_set_last_layer_goes_deeper(engine, tiny):
 def test_prompt_weights_as_comfyui(engine, tiny):
     """"a (red:1.5) cat": the pieces tokenized apart after the start token, and the weighted token's states moved
     away from an empty prompt's (start token, then padding masked out) by 1.5, as ComfyUI's token-weight encoder."""
-    wf = {"clip": graph()["clip"], "a": encode("a (red:1.5) cat"), "ca": capture("a")}
-    got = run(engine, wf)["ca"][0][0]
+    wf = {"clip": graph()["clip"], "a": kit.encode("a (red:1.5) cat"), "ca": kit.capture("a")}
+    got = kit.run(engine, wf)["ca"][0][0]
     tok = tiny.gemma_tokenizer()
     pieces = [tok(p, add_special_tokens=False).input_ids for p in ("a ", "red", " cat")]
     ids = torch.tensor([[2] + pieces[0] + pieces[1] + pieces[2]])
