@@ -8,35 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    assert_one_image,
-    assert_parity,
-    assert_same_weights,
-    capture,
-    channels_last,
-    decode,
-    empty_image,
-    empty_latent,
-    encode,
-    engine_fixture,
-    load_example,
-    max_diff,
-    node,
-    run,
-    run_example,
-    save_picture,
-    scaled_fp8,
-    seeded_noise,
-    shrink,
-    simple_sigmas,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-    validate_examples,
-)
 from flux2_tiny import (
     LAYOUTS,
     TEXT_ENCODER,
@@ -53,31 +27,31 @@ EXAMPLE = Path(__file__).parent / "flux2_examples" / "flux2_example.json"
 FILE_INPUTS = {"unet_name", "clip_name", "vae_name", "image"}
 
 
-tiny = tiny_fixture(build, "tiny-flux2-home")
-engine = engine_fixture("tiny")
+tiny = kit.tiny_fixture(build, "tiny-flux2-home")
+engine = kit.engine_fixture("tiny")
 
 
 def loaders(unet: str = LAYOUTS["comfyui"], clip: str = TEXT_ENCODER, vae: str = VAE_FILE) -> dict:
-    return {"unet": unet_loader(unet), "clip": node("CLIPLoader", clip_name=clip, type="flux2", device="default"),
-            "vae": node("VAELoader", vae_name=vae)}
+    return {"unet": kit.unet_loader(unet), "clip": kit.node("CLIPLoader", clip_name=clip, type="flux2", device="default"),
+            "vae": kit.node("VAELoader", vae_name=vae)}
 
 
 def graph(custom: bool = True, guidance: float = GUIDANCE) -> dict:
     """ComfyUI's Flux.2 text-to-image graph (custom: the ComfyUI_examples one), image captured as "img"."""
-    wf = dict(loaders(), pos=encode(PROMPT), guid=node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
-              empty=empty_latent("EmptyFlux2LatentImage", SIZE), dec=decode("s"), img=capture("dec"))
+    wf = dict(loaders(), pos=kit.encode(PROMPT), guid=kit.node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
+              empty=kit.empty_latent("EmptyFlux2LatentImage", SIZE), dec=kit.decode("s"), img=kit.capture("dec"))
     if custom:
         wf.update(
-            noise=node("RandomNoise", noise_seed=SEED),
-            guider=node("BasicGuider", model=["unet", 0], conditioning=["guid", 0]),
-            sampler=node("KSamplerSelect", sampler_name="euler"),
-            sigmas=node("Flux2Scheduler", steps=STEPS, width=SIZE, height=SIZE),
-            s=node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+            noise=kit.node("RandomNoise", noise_seed=SEED),
+            guider=kit.node("BasicGuider", model=["unet", 0], conditioning=["guid", 0]),
+            sampler=kit.node("KSamplerSelect", sampler_name="euler"),
+            sigmas=kit.node("Flux2Scheduler", steps=STEPS, width=SIZE, height=SIZE),
+            s=kit.node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
                    sigmas=["sigmas", 0], latent_image=["empty", 0]))
     else:
         wf.update(
-            neg=encode(""),
-            s=node("KSampler", model=["unet", 0], seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
+            neg=kit.encode(""),
+            s=kit.node("KSampler", model=["unet", 0], seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
                    scheduler="simple", positive=["guid", 0], negative=["neg", 0], latent_image=["empty", 0],
                    denoise=1.0))
     return wf
@@ -85,29 +59,29 @@ def graph(custom: bool = True, guidance: float = GUIDANCE) -> dict:
 
 def _reference(tiny, sigmas=None) -> torch.Tensor:
     """Flux2Pipeline's image [1, H, W, 3] with our noise for SEED (its own schedule unless ``sigmas``)."""
-    noise = seeded_noise((1, 128, SIZE // 16, SIZE // 16), SEED)
+    noise = kit.seeded_noise((1, 128, SIZE // 16, SIZE // 16), SEED)
     extra = {} if sigmas is None else {"sigmas": sigmas}
     with torch.no_grad():
         out = tiny.pipeline(dynamic=sigmas is None)(
             prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=noise,
             text_encoder_out_layers=TEXT_LAYERS, output_type="pt", **extra).images
-    return channels_last(out)
+    return kit.channels_last(out)
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_files_load_the_diffusers_weights(engine, tiny, layout):
     clip, vae = (TEXT_ENCODER_HF, VAE_DIFFUSERS) if layout == "diffusers" else (TEXT_ENCODER, VAE_FILE)
-    cap = run(engine, add_captures(loaders(LAYOUTS[layout], clip, vae), m="unet", c="clip", v="vae"))
-    model, clip, vae = unwrap(cap["m"]), unwrap(cap["c"]), unwrap(cap["v"])
+    cap = kit.run(engine, kit.add_captures(loaders(LAYOUTS[layout], clip, vae), m="unet", c="clip", v="vae"))
+    model, clip, vae = kit.unwrap(cap["m"]), kit.unwrap(cap["c"]), kit.unwrap(cap["v"])
     assert model.family == "flux2" and model.arch == "flux2-dev" and model.flow.shift == 2.02
     lm = tiny.text_encoder.model.language_model.state_dict()
     lm = {k: v for k, v in lm.items() if not k.startswith("layers.3.")}  # only layers 0-2 are read
     for ours, ref in ((model.unet, tiny.transformer), (clip.encoders[0], lm), (vae.vae.inner, tiny.vae)):
-        assert_same_weights(ours, ref, skip=lambda k: k == "norm.weight")  # the final norm is not read
+        kit.assert_same_weights(ours, ref, skip=lambda k: k == "norm.weight")  # the final norm is not read
 
 
 def test_text_states_equal_the_pipeline(engine, tiny):
-    cap = run(engine, dict(loaders(), pos=encode(PROMPT), c=capture("pos")))
+    cap = kit.run(engine, dict(loaders(), pos=kit.encode(PROMPT), c=kit.capture("pos")))
     ours = cap["c"][0][0]
     with torch.no_grad():
         ref, _ = tiny.pipeline().encode_prompt(PROMPT, device="cpu", text_encoder_out_layers=TEXT_LAYERS)
@@ -117,18 +91,18 @@ def test_text_states_equal_the_pipeline(engine, tiny):
 
 def test_custom_sampling_graph_equals_flux2_pipeline(engine, tiny):
     """The ComfyUI_examples graph shape (Flux2Scheduler + SamplerCustomAdvanced) = Flux2Pipeline's defaults."""
-    image = run(engine, graph())["img"]
+    image = kit.run(engine, graph())["img"]
     assert image.shape == (1, SIZE, SIZE, 3)
-    assert_parity(image, _reference(tiny), "Flux.2 parity (Flux2Scheduler) vs Flux2Pipeline")
+    kit.assert_parity(image, _reference(tiny), "Flux.2 parity (Flux2Scheduler) vs Flux2Pipeline")
 
 
 def test_ksampler_graph_equals_flux2_pipeline(engine, tiny):
     """KSampler euler/simple on the model's own shift (2.02, ComfyUI's Flux.2 default) = the pipeline given
     those sigmas."""
-    sigmas = simple_sigmas(STEPS, 2.02, kind="flux")
-    image = run(engine, graph(custom=False))["img"]
-    assert_parity(image, _reference(tiny, sigmas), "Flux.2 parity (KSampler) vs Flux2Pipeline")
-    assert max_diff(run(engine, graph(guidance=6.0))["img"], image) > 1 / 255  # guidance matters
+    sigmas = kit.simple_sigmas(STEPS, 2.02, kind="flux")
+    image = kit.run(engine, graph(custom=False))["img"]
+    kit.assert_parity(image, _reference(tiny, sigmas), "Flux.2 parity (KSampler) vs Flux2Pipeline")
+    assert kit.max_diff(kit.run(engine, graph(guidance=6.0))["img"], image) > 1 / 255  # guidance matters
 
 
 def test_scheduler_node_equals_the_pipeline_schedule(tiny):
@@ -145,9 +119,9 @@ def test_scheduler_node_equals_the_pipeline_schedule(tiny):
 
 def test_vae_round_trip_is_normalised(engine, tiny):
     """VAEEncode gives Flux2Pipeline's packed, batch-norm normalised latent (``_encode_vae_image``)."""
-    wf = {"vae": loaders()["vae"], "pic": empty_image(SIZE, SIZE, 0x3080D0),
-          "enc": node("VAEEncode", pixels=["pic", 0], vae=["vae", 0])}
-    cap = run(engine, add_captures(wf, lat="enc", p="pic"))
+    wf = {"vae": loaders()["vae"], "pic": kit.empty_image(SIZE, SIZE, 0x3080D0),
+          "enc": kit.node("VAEEncode", pixels=["pic", 0], vae=["vae", 0])}
+    cap = kit.run(engine, kit.add_captures(wf, lat="enc", p="pic"))
     with torch.no_grad():
         ref = tiny.pipeline()._encode_vae_image(cap["p"].movedim(-1, 1) * 2 - 1, None)
     assert cap["lat"]["samples"].shape == (1, 128, SIZE // 16, SIZE // 16)
@@ -156,9 +130,9 @@ def test_vae_round_trip_is_normalised(engine, tiny):
 
 def _reference_image() -> dict:
     """EmptyImage → VAEEncode → ReferenceLatent on the guided positive."""
-    return {"picture": empty_image(SIZE, SIZE, 0x3080D0), "enc": node("VAEEncode", pixels=["picture", 0],
+    return {"picture": kit.empty_image(SIZE, SIZE, 0x3080D0), "enc": kit.node("VAEEncode", pixels=["picture", 0],
                                                                       vae=["vae", 0]),
-            "ref": node("ReferenceLatent", conditioning=["guid", 0], latent=["enc", 0])}
+            "ref": kit.node("ReferenceLatent", conditioning=["guid", 0], latent=["enc", 0])}
 
 
 def test_reference_latent_follows_the_pipeline_edit(engine, tiny):
@@ -168,14 +142,14 @@ def test_reference_latent_follows_the_pipeline_edit(engine, tiny):
     wf = graph()
     wf.update(_reference_image())
     wf["guider"]["inputs"]["conditioning"] = ["ref", 0]
-    image = run(engine, wf)["img"]
-    noise = seeded_noise((1, 128, SIZE // 16, SIZE // 16), SEED)
+    image = kit.run(engine, wf)["img"]
+    noise = kit.seeded_noise((1, 128, SIZE // 16, SIZE // 16), SEED)
     with torch.no_grad():
         ref = tiny.pipeline()(prompt=PROMPT, image=[Image.new("RGB", (SIZE, SIZE), (0x30, 0x80, 0xD0))], height=SIZE,
                               width=SIZE, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=noise,
                               text_encoder_out_layers=TEXT_LAYERS, output_type="pt").images.permute(0, 2, 3, 1)
-    diff = max_diff(image, ref)
-    effect = max_diff(image, run(engine, graph())["img"])  # what the reference changes
+    diff = kit.max_diff(image, ref)
+    effect = kit.max_diff(image, kit.run(engine, graph())["img"])  # what the reference changes
     print(f"Flux.2 edit parity: max |ours - Flux2Pipeline(image=)| = {diff:.2e}; the reference changes {effect:.2e}")
     assert diff <= 1 / 255 and diff < effect / 100
 
@@ -184,7 +158,7 @@ def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):
     from nodegraph.diffusion.flux2.loading import folder_tokenizer
     from nodegraph.diffusion.flux2.sampling import Flux2Denoiser
 
-    model = unwrap(run(engine, add_captures(loaders(), m="unet"))["m"])
+    model = kit.unwrap(kit.run(engine, kit.add_captures(loaders(), m="unet"))["m"])
     with pytest.raises(ValueError, match="flux2"):  # e.g. a CLIP-L conditioning
         Flux2Denoiser(model, [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu")
     with pytest.raises(FileNotFoundError, match="tokenizer/ folder"):
@@ -192,17 +166,17 @@ def test_missing_tokenizer_and_foreign_conditioning_are_clear(engine, tmp_path):
 
 
 def test_example_validates_but_for_missing_files(tmp_path):
-    validate_examples([EXAMPLE], FILE_INPUTS, tmp_path)
+    kit.validate_examples([EXAMPLE], FILE_INPUTS, tmp_path)
 
 
 def test_example_runs_on_the_tiny_model(tiny, tmp_path):
-    prompt = shrink(load_example(EXAMPLE), {
+    prompt = kit.shrink(kit.load_example(EXAMPLE), {
         "EmptyFlux2LatentImage": {"width": SIZE, "height": SIZE},
         "Flux2Scheduler": {"width": SIZE, "height": SIZE, "steps": 2},
         # the reference-image branch (bypassed in the example) still names its images
-        "LoadImage": lambda inputs: save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 30, 30))})
-    run_example(tiny.home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (SIZE, SIZE))
+        "LoadImage": lambda inputs: kit.save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 30, 30))})
+    kit.run_example(tiny.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (SIZE, SIZE))
 
 
 def test_reference_method_node_places_the_references(engine):
@@ -210,15 +184,15 @@ def test_reference_method_node_places_the_references(engine):
     "index_timestep_zero" is refused naming the methods that run."""
     wf = graph()
     wf.update(_reference_image())
-    wf["method"] = node("FluxKontextMultiReferenceLatentMethod", conditioning=["ref", 0],
+    wf["method"] = kit.node("FluxKontextMultiReferenceLatentMethod", conditioning=["ref", 0],
                         reference_latents_method="index")
     wf["guider"]["inputs"]["conditioning"] = ["method", 0]
-    index = run(engine, wf)["img"]
+    index = kit.run(engine, wf)["img"]
     wf["method"]["inputs"]["reference_latents_method"] = "offset"
-    assert max_diff(run(engine, wf)["img"], index) > 1e-4
+    assert kit.max_diff(kit.run(engine, wf)["img"], index) > 1e-4
     wf["method"]["inputs"]["reference_latents_method"] = "index_timestep_zero"
     with pytest.raises(Exception, match="index_timestep_zero"):
-        run(engine, wf)
+        kit.run(engine, wf)
 
 
 def test_comfyui_fp8_file_loads_dequantised(engine, tiny):
@@ -227,12 +201,12 @@ def test_comfyui_fp8_file_loads_dequantised(engine, tiny):
 
     folder = tiny.home / "models" / "diffusion_models"
     state = load_file(str(folder / LAYOUTS["comfyui"]))
-    quant = scaled_fp8(state, lambda key, value: key.endswith(".weight") and value.dim() == 2, "weight_scale",
+    quant = kit.scaled_fp8(state, lambda key, value: key.endswith(".weight") and value.dim() == 2, "weight_scale",
                        marker=False, comfy_quant=True)
     path = folder / "flux2_tiny_fp8_scaled.safetensors"
     save_file(quant, str(path))
     try:
-        ours = unwrap(run(engine, add_captures(loaders(path.name), m="unet"))["m"]).unet.state_dict()["x_embedder.weight"]
+        ours = kit.unwrap(kit.run(engine, kit.add_captures(loaders(path.name), m="unet"))["m"]).unet.state_dict()["x_embedder.weight"]
         ref = tiny.transformer.state_dict()["x_embedder.weight"]
         assert not torch.equal(ours, ref) and torch.allclose(ours, ref, atol=0.1 * float(ref.abs().max()))
     finally:
@@ -244,11 +218,11 @@ def test_tiled_decode_is_diffusers_tiling_of_the_inner_vae(engine, tiny):
     cells, a quarter overlap) of the un-normalised, un-patchified latent."""
     from nodegraph.diffusion.flux2.vae import unpatchify
 
-    wf = {"vae": loaders()["vae"], "pic": empty_image(128, 128, 0x3080D0),
-          "enc": node("VAEEncode", pixels=["pic", 0], vae=["vae", 0]),
-          "tiled": node("VAEDecodeTiled", samples=["enc", 0], vae=["vae", 0], tile_size=64, overlap=16,
+    wf = {"vae": loaders()["vae"], "pic": kit.empty_image(128, 128, 0x3080D0),
+          "enc": kit.node("VAEEncode", pixels=["pic", 0], vae=["vae", 0]),
+          "tiled": kit.node("VAEDecodeTiled", samples=["enc", 0], vae=["vae", 0], tile_size=64, overlap=16,
                         temporal_size=64, temporal_overlap=8)}
-    cap = run(engine, add_captures(wf, z="enc", b="tiled"))
+    cap = kit.run(engine, kit.add_captures(wf, z="enc", b="tiled"))
     vae = tiny.vae
     bn = vae.bn
     z = cap["z"]["samples"] * torch.sqrt(bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps) \

@@ -5,25 +5,8 @@ CLIPLoader(flux2) + VAELoader + CLIPTextEncode (prompt and empty negative) + Emp
 
 from __future__ import annotations
 
+import family_kit as kit
 import torch
-from family_kit import (
-    assert_parity,
-    assert_same_weights,
-    capture,
-    channels_last,
-    decode,
-    empty_latent,
-    encode,
-    engine_fixture,
-    ksampler,
-    node,
-    run,
-    seeded_noise,
-    simple_sigmas,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-)
 from flux2_tiny import (
     KLEIN_FILE,
     QWEN3_FILE,
@@ -35,39 +18,39 @@ from flux2_tiny import (
 PROMPT = "a photo of the red cat"
 SEED, STEPS, SIZE, CFG = 11, 3, 64, 2.5
 
-klein = tiny_fixture(build_klein, "tiny-klein-home")
-engine = engine_fixture("klein")
+klein = kit.tiny_fixture(build_klein, "tiny-klein-home")
+engine = kit.engine_fixture("klein")
 
 
 def graph() -> dict:
     return {
-        "unet": unet_loader(KLEIN_FILE),
-        "clip": node("CLIPLoader", clip_name=QWEN3_FILE, type="flux2", device="default"),
-        "vae": node("VAELoader", vae_name=VAE_FILE),
-        "pos": encode(PROMPT),
-        "neg": encode(""),
-        "empty": empty_latent("EmptyFlux2LatentImage", SIZE),
-        "ks": ksampler("unet", SEED, STEPS, CFG),
-        "dec": decode(),
-        "img": capture("dec"),
-        "m": capture("unet"),
-        "c": capture("clip"),
+        "unet": kit.unet_loader(KLEIN_FILE),
+        "clip": kit.node("CLIPLoader", clip_name=QWEN3_FILE, type="flux2", device="default"),
+        "vae": kit.node("VAELoader", vae_name=VAE_FILE),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(""),
+        "empty": kit.empty_latent("EmptyFlux2LatentImage", SIZE),
+        "ks": kit.ksampler("unet", SEED, STEPS, CFG),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
+        "m": kit.capture("unet"),
+        "c": kit.capture("clip"),
     }
 
 
 def test_klein_loads_and_equals_flux2_klein_pipeline(engine, klein):
-    cap = run(engine, graph())
-    model, clip = unwrap(cap["m"]), unwrap(cap["c"])
+    cap = kit.run(engine, graph())
+    model, clip = kit.unwrap(cap["m"]), kit.unwrap(cap["c"])
     assert model.arch == "flux2-klein" and not model.unet.config.guidance_embeds
     ref_lm = {k[len("model."):]: v for k, v in klein.text_encoder.state_dict().items()
               if k.startswith("model.") and not k.startswith(("model.layers.3.", "model.norm."))}
     ours = {k: v for k, v in clip.encoders[0].state_dict().items() if k != "norm.weight"}
-    assert_same_weights(ours, ref_lm)
-    assert_same_weights(model.unet, klein.transformer)
+    kit.assert_same_weights(ours, ref_lm)
+    kit.assert_same_weights(model.unet, klein.transformer)
 
-    noise = seeded_noise((1, 128, SIZE // 16, SIZE // 16), SEED)
+    noise = kit.seeded_noise((1, 128, SIZE // 16, SIZE // 16), SEED)
     with torch.no_grad():
         ref = klein.klein_pipeline()(prompt=PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-                                     sigmas=simple_sigmas(STEPS, 2.02, kind="flux"), guidance_scale=CFG,
+                                     sigmas=kit.simple_sigmas(STEPS, 2.02, kind="flux"), guidance_scale=CFG,
                                      latents=noise, text_encoder_out_layers=TEXT_LAYERS, output_type="pt").images
-    assert_parity(cap["img"], channels_last(ref), "Flux.2 Klein parity vs Flux2KleinPipeline")
+    kit.assert_parity(cap["img"], kit.channels_last(ref), "Flux.2 Klein parity vs Flux2KleinPipeline")
