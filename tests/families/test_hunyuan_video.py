@@ -7,33 +7,12 @@ runs on the tiny model saved under its file names. The shipped configs are check
 
 from __future__ import annotations
 
-import resource
 import shutil
-import time
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    assert_animation,
-    capture,
-    copy_as,
-    decode,
-    encode,
-    engine_fixture,
-    home_config,
-    ksampler,
-    load_example,
-    max_diff,
-    node,
-    run,
-    run_example,
-    seeded_noise,
-    shrink,
-    tiny_fixture,
-    unet_loader,
-    validate_examples,
-)
 from hunyuan_video_tiny import (
     I2V_FILE,
     LAYOUTS,
@@ -59,27 +38,27 @@ EXAMPLES = Path(__file__).parent / "hunyuan_video_examples"
 FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "image"}
 
 
-tiny = tiny_fixture(build, "tiny-hunyuan-video-home")
-engine = engine_fixture("tiny")
+tiny = kit.tiny_fixture(build, "tiny-hunyuan-video-home")
+engine = kit.engine_fixture("tiny")
 
 
 def graph(unet: str = LAYOUTS["comfyui"], vae: str = VAE_FILES["comfyui"], shift: float = SHIFT,
           guidance: float = GUIDANCE) -> dict:
     """ComfyUI's HunyuanVideo text-to-video graph with KSampler (frames captured as "img", the latent as "lat")."""
     return {
-        "unet": unet_loader(unet),
-        "clip": node("DualCLIPLoader", clip_name1="clip_l.safetensors", clip_name2=LLAMA_FILE, type="hunyuan_video",
+        "unet": kit.unet_loader(unet),
+        "clip": kit.node("DualCLIPLoader", clip_name1="clip_l.safetensors", clip_name2=LLAMA_FILE, type="hunyuan_video",
                      device="default"),
-        "vae": node("VAELoader", vae_name=vae),
-        "pos": encode(PROMPT),
-        "guide": node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
-        "neg": encode(""),
-        "msd3": node("ModelSamplingSD3", model=["unet", 0], shift=shift),
-        "empty": node("EmptyHunyuanLatentVideo", width=SIZE, height=SIZE, length=LENGTH, batch_size=1),
-        "ks": ksampler("msd3", SEED, STEPS, 1.0, positive=["guide", 0]),
-        "dec": decode(),
-        "img": capture("dec"),
-        "lat": capture("ks"),
+        "vae": kit.node("VAELoader", vae_name=vae),
+        "pos": kit.encode(PROMPT),
+        "guide": kit.node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
+        "neg": kit.encode(""),
+        "msd3": kit.node("ModelSamplingSD3", model=["unet", 0], shift=shift),
+        "empty": kit.node("EmptyHunyuanLatentVideo", width=SIZE, height=SIZE, length=LENGTH, batch_size=1),
+        "ks": kit.ksampler("msd3", SEED, STEPS, 1.0, positive=["guide", 0]),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
+        "lat": kit.capture("ks"),
     }
 
 
@@ -88,7 +67,7 @@ def reference(tiny):
     """HunyuanVideoPipeline's frames [F, H, W, 3] with the noise our KSampler draws for SEED; the template's
     leading tokens counted here by tokenizing the template's head alone."""
     frames = (LENGTH - 1) // 4 + 1
-    noise = seeded_noise((1, 16, frames, SIZE // 8, SIZE // 8), SEED)
+    noise = kit.seeded_noise((1, 16, frames, SIZE // 8, SIZE // 8), SEED)
     crop = len(tiny.tokenizer(TEMPLATE.split("{}")[0]).input_ids)
     pipe = tiny.pipeline(SHIFT, STEPS)
     with torch.no_grad():
@@ -221,27 +200,24 @@ def test_fp8_scaled_llama_loads_unscaled(tiny, tmp_path):
 
 
 def test_graph_frames_equal_hunyuan_video_pipeline(engine, reference):
-    start = time.perf_counter()
-    cap = run(engine, graph())
-    elapsed = time.perf_counter() - start
+    cap, elapsed = kit.run_timed(engine, graph())
     frames = cap["img"]
     assert frames.shape == (LENGTH, SIZE, SIZE, 3) == reference.shape
     assert cap["lat"]["samples"].shape == (1, 16, 2, SIZE // 8, SIZE // 8)
-    diff = max_diff(frames, reference)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"hunyuan video tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {peak:.0f} MiB")
+    diff = kit.max_diff(frames, reference)
+    print(f"hunyuan video tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {kit.peak_rss_mib():.0f} MiB")
     assert diff <= 1 / 255
     assert float(frames.std()) > 0.01  # not a blank video
 
 
 def test_diffusers_layout_files_give_the_same_frames(engine, reference):
-    cap = run(engine, graph(LAYOUTS["diffusers"], VAE_FILES["diffusers"]))
-    assert max_diff(cap["img"], reference) <= 1 / 255
+    cap = kit.run(engine, graph(LAYOUTS["diffusers"], VAE_FILES["diffusers"]))
+    assert kit.max_diff(cap["img"], reference) <= 1 / 255
 
 
 def test_guidance_and_shift_change_the_frames(engine, reference):
     for wf in (graph(guidance=1.0), graph(shift=1.0)):
-        assert max_diff(run(engine, wf)["img"], reference) > 1 / 255
+        assert kit.max_diff(kit.run(engine, wf)["img"], reference) > 1 / 255
 
 
 def test_missing_llama_tokenizer_names_the_folder(tiny, tmp_path):
@@ -253,19 +229,19 @@ def test_missing_llama_tokenizer_names_the_folder(tiny, tmp_path):
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    checked, _, _ = validate_examples(sorted(EXAMPLES.glob("*.json")), FILE_INPUTS, tmp_path)
+    checked, _, _ = kit.validate_examples(sorted(EXAMPLES.glob("*.json")), FILE_INPUTS, tmp_path)
     assert len(checked) == 3
 
 
 def test_text_to_video_example_runs_on_the_tiny_model(tiny, tmp_path):
     models = tiny.home / "models"
-    copy_as(models / "diffusion_models", LAYOUTS["comfyui"], "hunyuan_video_t2v_720p_bf16.safetensors")
-    copy_as(models / "text_encoders", LLAMA_FILE, "llava_llama3_fp8_scaled.safetensors")
-    copy_as(models / "vae", VAE_FILES["comfyui"], "hunyuan_video_vae_bf16.safetensors")
+    kit.copy_as(models / "diffusion_models", LAYOUTS["comfyui"], "hunyuan_video_t2v_720p_bf16.safetensors")
+    kit.copy_as(models / "text_encoders", LLAMA_FILE, "llava_llama3_fp8_scaled.safetensors")
+    kit.copy_as(models / "vae", VAE_FILES["comfyui"], "hunyuan_video_vae_bf16.safetensors")
     path = EXAMPLES / "hunyuan_video_text_to_video.json"
-    files = run_example(tiny.home, tmp_path / "out", lambda engine: shrink(load_example(path, engine.registry), {
+    files = kit.run_example(tiny.home, tmp_path / "out", lambda engine: kit.shrink(kit.load_example(path, engine.registry), {
         "EmptyHunyuanLatentVideo": {"width": SIZE, "height": SIZE, "length": LENGTH}, "BasicScheduler": {"steps": 2}}))
-    assert_animation(next(p for p in files if p.suffix == ".webp"), (SIZE, SIZE), LENGTH)
+    kit.assert_animation(next(p for p in files if p.suffix == ".webp"), (SIZE, SIZE), LENGTH)
 
 
 def _start_image(height: int = 40, width: int = 48) -> torch.Tensor:
@@ -310,28 +286,28 @@ class FakeVisionOutput(Node):
 
 
 def test_image_to_video_text_encoder_refuses_with_the_fix(tiny):
-    engine = capture_engine(home_config(tiny.home), (FakeVisionOutput,))
-    wf = {"clip": graph()["clip"], "vision": node("FakeVisionOutput"),
-          "enc": node("TextEncodeHunyuanVideo_ImageToVideo", clip=["clip", 0], clip_vision_output=["vision", 0],
+    engine = capture_engine(kit.home_config(tiny.home), (FakeVisionOutput,))
+    wf = {"clip": graph()["clip"], "vision": kit.node("FakeVisionOutput"),
+          "enc": kit.node("TextEncodeHunyuanVideo_ImageToVideo", clip=["clip", 0], clip_vision_output=["vision", 0],
                       prompt=PROMPT, image_interleave=2),
-          "out": capture("enc")}
+          "out": kit.capture("enc")}
     with pytest.raises(NodeExecutionError, match="CLIPTextEncode"):
-        run(engine, wf)
+        kit.run(engine, wf)
 
 
 @pytest.mark.parametrize("kind", ["v1 (concat)", "v2 (replace)", "custom"])
 def test_image_to_video_node_conditions_and_latent(tiny, kind):
-    engine = capture_engine(home_config(tiny.home), (StartImage, OneCond))
-    wf = {"vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]), "start": node("StartImage"),
-          "cond": node("OneCond"),
-          "i2v": node("HunyuanImageToVideo", positive=["cond", 0], vae=["vae", 0], width=SIZE, height=SIZE, length=9,
+    engine = capture_engine(kit.home_config(tiny.home), (StartImage, OneCond))
+    wf = {"vae": kit.node("VAELoader", vae_name=VAE_FILES["comfyui"]), "start": kit.node("StartImage"),
+          "cond": kit.node("OneCond"),
+          "i2v": kit.node("HunyuanImageToVideo", positive=["cond", 0], vae=["vae", 0], width=SIZE, height=SIZE, length=9,
                       batch_size=1, guidance_type=kind, start_image=["start", 0]),
-          "pos": capture("i2v"), "lat": capture("i2v", 1)}
+          "pos": kit.capture("i2v"), "lat": kit.capture("i2v", 1)}
     if kind == "v2 (replace)":
         with pytest.raises(NodeExecutionError, match="v1 \\(concat\\)"):
-            run(engine, wf)
+            kit.run(engine, wf)
         return
-    cap = run(engine, wf)
+    cap = kit.run(engine, wf)
     extras, latent = cap["pos"][0][1], cap["lat"]
     assert latent["samples"].shape == (1, 16, 3, SIZE // 8, SIZE // 8)
     if kind == "v1 (concat)":
@@ -360,13 +336,13 @@ def test_image_to_video_v1_equals_pipeline(tiny):
     from nodegraph.diffusion.sampling import SamplingOptions
 
     length = 9
-    engine = capture_engine(home_config(tiny.home), (SquareImage,))
-    wf = {"clip": graph()["clip"], "pos": graph()["pos"], "vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]),
-          "start": node("SquareImage"),
-          "i2v": node("HunyuanImageToVideo", positive=["pos", 0], vae=["vae", 0], width=SIZE, height=SIZE,
+    engine = capture_engine(kit.home_config(tiny.home), (SquareImage,))
+    wf = {"clip": graph()["clip"], "pos": graph()["pos"], "vae": kit.node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+          "start": kit.node("SquareImage"),
+          "i2v": kit.node("HunyuanImageToVideo", positive=["pos", 0], vae=["vae", 0], width=SIZE, height=SIZE,
                       length=length, batch_size=1, guidance_type="v1 (concat)", start_image=["start", 0]),
-          "cond": capture("i2v"), "lat": capture("i2v", 1)}
-    cap = run(engine, wf)
+          "cond": kit.capture("i2v"), "lat": kit.capture("i2v", 1)}
+    cap = kit.run(engine, wf)
     model = load_hunyuan_video_transformer(tiny.home / "models" / "diffusion_models" / I2V_FILE, None, I2V_FILE)
     assert model.arch == "hunyuan-video-i2v"
     opts = SamplingOptions("euler", "simple", STEPS, 1.0, SEED)
@@ -377,7 +353,7 @@ def test_image_to_video_v1_equals_pipeline(tiny):
 
     emb, extras = cap["cond"][0]
     image = extras["concat_latent_image"] * tiny.vae.config.scaling_factor
-    noise = seeded_noise(tuple(cap["lat"]["samples"].shape), SEED)
+    noise = kit.seeded_noise(tuple(cap["lat"]["samples"].shape), SEED)
     t = torch.tensor([0.999])
     start = (noise - image.repeat(1, 1, noise.shape[2], 1, 1) * (1 - t)) / t
     pipe = HunyuanVideoImageToVideoPipeline(text_encoder=None, tokenizer=tiny.tokenizer, transformer=tiny.i2v,
@@ -391,7 +367,7 @@ def test_image_to_video_v1_equals_pipeline(tiny):
                    num_inference_steps=STEPS, guidance_scale=1.0, latents=start, output_type="pt").frames[0]
     ref = ref.permute(0, 2, 3, 1).float()
     assert frames.shape == (length, SIZE, SIZE, 3) and ref.shape == (length - 4, SIZE, SIZE, 3)
-    diff = max_diff(frames[4:], ref)
+    diff = kit.max_diff(frames[4:], ref)
     print(f"hunyuan video i2v (v1 concat) max |diff| {diff:.2e}")
     assert diff <= 1 / 255 and float(ref.std()) > 0.01
 
