@@ -6,23 +6,9 @@ against LTX2Pipeline with the same noise, ≤ 1/255; CreateVideo + SaveVideo mak
 
 from __future__ import annotations
 
-import resource
-import time
-
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    assert_same_weights,
-    capture,
-    encode,
-    engine_fixture,
-    max_diff,
-    node,
-    run,
-    run_error,
-    tiny_fixture,
-)
 from ltx2_tiny import CHECKPOINT, DIFFUSERS_CHECKPOINT, LAYOUTS, TEXT, build
 
 from nodegraph.diffusion import families
@@ -37,34 +23,34 @@ SEED, STEPS, WIDTH, HEIGHT, LENGTH, CFG, FPS = 7, 2, 96, 64, 9, 3.0, 25
 PLAIN_CFG = dict(stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0)
 
 
-tiny_ltx2 = tiny_fixture(build, "tiny-ltx2-home")
-engine = engine_fixture("tiny_ltx2")
+tiny_ltx2 = kit.tiny_fixture(build, "tiny-ltx2-home")
+engine = kit.engine_fixture("tiny_ltx2")
 
 
 def graph(ckpt: str = CHECKPOINT, extra: dict | None = None) -> dict:
     """ComfyUI's LTX-2 text-to-video graph (frames captured as "img", the sound as "snd", the latent as "lat")."""
     wf = {
-        "ckpt": node("CheckpointLoaderSimple", ckpt_name=ckpt),
-        "clip": node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=ckpt),
-        "avae": node("LTXVAudioVAELoader", ckpt_name=ckpt),
-        "pos": encode(PROMPT),
-        "neg": encode(NEGATIVE),
-        "cond": node("LTXVConditioning", positive=["pos", 0], negative=["neg", 0], frame_rate=float(FPS)),
-        "video": node("EmptyLTXVLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1),
-        "audio": node("LTXVEmptyLatentAudio", frames_number=LENGTH, frame_rate=FPS, batch_size=1,
+        "ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=ckpt),
+        "clip": kit.node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=ckpt),
+        "avae": kit.node("LTXVAudioVAELoader", ckpt_name=ckpt),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(NEGATIVE),
+        "cond": kit.node("LTXVConditioning", positive=["pos", 0], negative=["neg", 0], frame_rate=float(FPS)),
+        "video": kit.node("EmptyLTXVLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1),
+        "audio": kit.node("LTXVEmptyLatentAudio", frames_number=LENGTH, frame_rate=FPS, batch_size=1,
                       audio_vae=["avae", 0]),
-        "av": node("LTXVConcatAVLatent", video_latent=["video", 0], audio_latent=["audio", 0]),
-        "sched": node("LTXVScheduler", steps=STEPS, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1,
+        "av": kit.node("LTXVConcatAVLatent", video_latent=["video", 0], audio_latent=["audio", 0]),
+        "sched": kit.node("LTXVScheduler", steps=STEPS, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1,
                       latent=["video", 0]),
-        "sel": node("KSamplerSelect", sampler_name="euler"),
-        "sc": node("SamplerCustom", model=["ckpt", 0], add_noise=True, noise_seed=SEED, cfg=CFG, positive=["cond", 0],
+        "sel": kit.node("KSamplerSelect", sampler_name="euler"),
+        "sc": kit.node("SamplerCustom", model=["ckpt", 0], add_noise=True, noise_seed=SEED, cfg=CFG, positive=["cond", 0],
                    negative=["cond", 1], sampler=["sel", 0], sigmas=["sched", 0], latent_image=["av", 0]),
-        "sep": node("LTXVSeparateAVLatent", av_latent=["sc", 0]),
-        "dec": node("VAEDecode", samples=["sep", 0], vae=["ckpt", 2]),
-        "adec": node("LTXVAudioVAEDecode", samples=["sep", 1], audio_vae=["avae", 0]),
-        "img": capture("dec"),
-        "snd": capture("adec"),
-        "lat": capture("sc"),
+        "sep": kit.node("LTXVSeparateAVLatent", av_latent=["sc", 0]),
+        "dec": kit.node("VAEDecode", samples=["sep", 0], vae=["ckpt", 2]),
+        "adec": kit.node("LTXVAudioVAEDecode", samples=["sep", 1], audio_vae=["avae", 0]),
+        "img": kit.capture("dec"),
+        "snd": kit.capture("adec"),
+        "lat": kit.capture("sc"),
     }
     wf.update(extra or {})
     return wf
@@ -100,19 +86,16 @@ def reference(tiny_ltx2):
 @pytest.mark.slow
 def test_graph_frames_and_sound_equal_ltx2_pipeline(engine, reference):
     want_frames, want_audio = reference
-    start = time.perf_counter()
-    cap = run(engine, graph())
-    elapsed = time.perf_counter() - start
+    cap, elapsed = kit.run_timed(engine, graph())
     frames, sound = cap["img"], cap["snd"]
     assert frames.shape == (LENGTH, HEIGHT, WIDTH, 3) == want_frames.shape
     assert cap["lat"]["samples"].shape == (1, 128, 2, HEIGHT // 32, WIDTH // 32)
     assert cap["lat"]["audio_samples"].shape == (1, 8, 9, 4)
     assert sound["sample_rate"] == 24000 and sound["waveform"].shape == want_audio.shape
-    diff = max_diff(frames, want_frames)
-    audio_diff = max_diff(sound["waveform"], want_audio)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    diff = kit.max_diff(frames, want_frames)
+    audio_diff = kit.max_diff(sound["waveform"], want_audio)
     print(f"ltx2 tiny run: {elapsed:.2f} s, max |diff| frames {diff:.2e} audio {audio_diff:.2e}, "
-          f"peak RSS {peak:.0f} MiB")
+          f"peak RSS {kit.peak_rss_mib():.0f} MiB")
     assert diff <= 1 / 255 and audio_diff <= 1 / 255
     assert float(frames.std()) > 0.01 and float(sound["waveform"].std()) > 0  # not blank
 
@@ -124,7 +107,7 @@ def test_transformer_layouts_load_the_same_weights(tiny_ltx2, layout):
     assert families.transformer_loader(header) is load_ltx2_transformer  # not LTX-Video's loader
     model = load_ltx2_transformer(path, header, path.name)
     assert model.family == "ltx2" and model.latent.channels == 128
-    assert_same_weights(model.unet, tiny_ltx2.transformer)
+    kit.assert_same_weights(model.unet, tiny_ltx2.transformer)
 
 
 @pytest.mark.parametrize("name", [CHECKPOINT, DIFFUSERS_CHECKPOINT])
@@ -134,8 +117,8 @@ def test_checkpoint_layouts_load_the_same_weights(tiny_ltx2, name):
     path = tiny_ltx2.home / "models" / "checkpoints" / name
     ckpt = families.checkpoint(path, name, None)
     assert ckpt is not None and ckpt.model.family == "ltx2" and ckpt.clip.arch == "ltx2"
-    assert_same_weights(ckpt.model.unet, tiny_ltx2.transformer)
-    assert_same_weights(ckpt.vae.vae.inner, tiny_ltx2.vae)
+    kit.assert_same_weights(ckpt.model.unet, tiny_ltx2.transformer)
+    kit.assert_same_weights(ckpt.vae.vae.inner, tiny_ltx2.vae)
     assert ckpt.vae.downscale == 32
 
 
@@ -157,7 +140,7 @@ def test_missing_gemma_tokenizer_says_where_and_why(tmp_path):
 
 def test_video_only_latent_is_refused_clearly(engine):
     wf = graph(extra={"sc": dict(graph()["sc"], inputs=dict(graph()["sc"]["inputs"], latent_image=["video", 0]))})
-    assert "LTXVConcatAVLatent" in run_error(engine, wf)
+    assert "LTXVConcatAVLatent" in kit.run_error(engine, wf)
 
 
 @pytest.mark.slow
@@ -165,16 +148,15 @@ def test_ksampler_and_create_video_save_an_mp4_with_sound(engine):
     """KSampler samples the audio-video latent (its own loop: same frames for the same sigmas as SamplerCustom's
     euler); CreateVideo + SaveVideo write the frames with the decoded sound."""
     import av
-    from family_kit import ksampler
 
-    extra = {"ks": ksampler("ckpt", SEED, STEPS, CFG, positive=["cond", 0], negative=["cond", 1], latent=["av", 0]),
-             "sep": node("LTXVSeparateAVLatent", av_latent=["ks", 0]),
-             "vid": node("CreateVideo", images=["dec", 0], fps=float(FPS), audio=["adec", 0]),
-             "save": node("SaveVideo", video=["vid", 0], filename_prefix="ltx2/av", format="mp4", codec="h264")}
+    extra = {"ks": kit.ksampler("ckpt", SEED, STEPS, CFG, positive=["cond", 0], negative=["cond", 1], latent=["av", 0]),
+             "sep": kit.node("LTXVSeparateAVLatent", av_latent=["ks", 0]),
+             "vid": kit.node("CreateVideo", images=["dec", 0], fps=float(FPS), audio=["adec", 0]),
+             "save": kit.node("SaveVideo", video=["vid", 0], filename_prefix="ltx2/av", format="mp4", codec="h264")}
     wf = graph(extra=extra)
     for unused in ("sc", "sched", "sel", "lat"):
         wf.pop(unused)
-    cap = run(engine, wf)
+    cap = kit.run(engine, wf)
     assert cap["img"].shape == (LENGTH, HEIGHT, WIDTH, 3) and float(cap["img"].std()) > 0.01
     path = engine.config.outputs_dir / "ltx2" / "av_00001_.mp4"
     with av.open(str(path)) as container:
@@ -183,10 +165,10 @@ def test_ksampler_and_create_video_save_an_mp4_with_sound(engine):
 
 
 def test_audio_vae_decode_refuses_a_video_latent(engine):
-    wf = graph(extra={"adec": node("LTXVAudioVAEDecode", samples=["video", 0], audio_vae=["avae", 0])})
+    wf = graph(extra={"adec": kit.node("LTXVAudioVAEDecode", samples=["video", 0], audio_vae=["avae", 0])})
     for unused in ("sc", "sched", "sel", "lat", "sep", "dec", "img"):
         wf.pop(unused)
-    assert "LTXVSeparateAVLatent" in run_error(engine, wf)
+    assert "LTXVSeparateAVLatent" in kit.run_error(engine, wf)
 
 
 @pytest.mark.slow
@@ -194,16 +176,15 @@ def test_image_to_video_equals_ltx2_image_to_video_pipeline(engine, tiny_ltx2):
     """LTXVImgToVideo on LTX-2: the first latent frame is the image's and stays (timestep 0 on its tokens), as in
     LTX2ImageToVideoPipeline started from the same latents."""
     from diffusers import LTX2ImageToVideoPipeline
-    from family_kit import empty_image
 
-    i2v = {"image": empty_image(WIDTH, HEIGHT, 0x3366CC),
-           "i2v": node("LTXVImgToVideo", positive=["cond", 0], negative=["cond", 1], vae=["ckpt", 2],
+    i2v = {"image": kit.empty_image(WIDTH, HEIGHT, 0x3366CC),
+           "i2v": kit.node("LTXVImgToVideo", positive=["cond", 0], negative=["cond", 1], vae=["ckpt", 2],
                        image=["image", 0], width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1, strength=1.0),
-           "av": node("LTXVConcatAVLatent", video_latent=["i2v", 2], audio_latent=["audio", 0]),
-           "ilat": capture("i2v", 2), "image_out": capture("image")}
+           "av": kit.node("LTXVConcatAVLatent", video_latent=["i2v", 2], audio_latent=["audio", 0]),
+           "ilat": kit.capture("i2v", 2), "image_out": kit.capture("image")}
     wf = graph(extra=i2v)
     wf["sc"]["inputs"].update(positive=["i2v", 0], negative=["i2v", 1])
-    cap = run(engine, wf)
+    cap = kit.run(engine, wf)
     start = cap["ilat"]
     assert float(start["noise_mask"][0, 0, 0]) == 0.0 and float(start["noise_mask"][0, 0, 1]) == 1.0
     noise, audio_noise = _two_noises(tuple(start["samples"].shape), (1, 8, 9, 4))
@@ -219,8 +200,8 @@ def test_image_to_video_equals_ltx2_image_to_video_pipeline(engine, tiny_ltx2):
                             guidance_scale=CFG, latents=first * std + mean, audio_latents=audio_packed,
                             output_type="pt", return_dict=False, **PLAIN_CFG)
     want = video[0].permute(0, 2, 3, 1).float()
-    assert max_diff(cap["img"], want) <= 1 / 255
-    assert max_diff(cap["snd"]["waveform"], audio.float()) <= 1 / 255
+    assert kit.max_diff(cap["img"], want) <= 1 / 255
+    assert kit.max_diff(cap["snd"]["waveform"], audio.float()) <= 1 / 255
 
 
 def test_log_mel_puts_a_tone_in_its_mel_band():
@@ -253,10 +234,10 @@ def test_audio_encode_gives_latents_the_decoder_reads(engine, tiny_ltx2):
     wave = torch.stack([torch.sin(2 * torch.pi * 440.0 * t), torch.sin(2 * torch.pi * 660.0 * t)])[None] * 0.3
     engine.config.input_dir.mkdir(parents=True, exist_ok=True)
     save_audio(engine.config.input_dir / "tone.flac", {"waveform": wave, "sample_rate": rate}, "flac")
-    wf = {"avae": node("LTXVAudioVAELoader", ckpt_name=CHECKPOINT), "load": node("LoadAudio", audio="tone.flac"),
-          "enc": node("LTXVAudioVAEEncode", audio=["load", 0], audio_vae=["avae", 0]),
-          "dec": node("LTXVAudioVAEDecode", samples=["enc", 0], audio_vae=["avae", 0])}
-    cap = run(engine, add_captures(wf, wav="load", lat="enc", snd="dec"))
+    wf = {"avae": kit.node("LTXVAudioVAELoader", ckpt_name=CHECKPOINT), "load": kit.node("LoadAudio", audio="tone.flac"),
+          "enc": kit.node("LTXVAudioVAEEncode", audio=["load", 0], audio_vae=["avae", 0]),
+          "dec": kit.node("LTXVAudioVAEDecode", samples=["enc", 0], audio_vae=["avae", 0])}
+    cap = kit.run(engine, kit.add_captures(wf, wav="load", lat="enc", snd="dec"))
     loaded = cap["wav"]
     vae = tiny_ltx2.audio_vae
     with torch.no_grad():
@@ -271,7 +252,7 @@ def test_audio_encode_gives_latents_the_decoder_reads(engine, tiny_ltx2):
 def test_checkpoint_clip_says_to_use_the_gemma_loader(engine):
     wf = graph()
     wf["pos"]["inputs"]["clip"] = ["ckpt", 1]  # the all-in-one file holds no Gemma-3
-    assert "LTXAVTextEncoderLoader" in run_error(engine, wf)
+    assert "LTXAVTextEncoderLoader" in kit.run_error(engine, wf)
 
 
 def test_text_encoder_loader_refuses_a_checkpoint_without_connectors(engine, tiny_ltx2):
@@ -281,7 +262,7 @@ def test_text_encoder_loader_refuses_a_checkpoint_without_connectors(engine, tin
     shutil.copy(models / "text_encoders" / TEXT, models / "checkpoints" / "not-ltx2.safetensors")
     wf = graph()
     wf["clip"]["inputs"]["ckpt_name"] = "not-ltx2.safetensors"  # a file without LTX-2's text connectors
-    assert "holds no LTX-2 text connectors" in run_error(engine, wf)
+    assert "holds no LTX-2 text connectors" in kit.run_error(engine, wf)
 
 
 def test_gemma_tokenizer_from_the_files_spiece_model(tiny_ltx2):
@@ -318,10 +299,10 @@ def test_dual_clip_loader_ltxv_takes_gemma_and_the_checkpoint(engine, tiny_ltx2)
 
     models = tiny_ltx2.home / "models"
     shutil.copy(models / "checkpoints" / CHECKPOINT, models / "text_encoders" / CHECKPOINT)
-    wf = {"dual": node("DualCLIPLoader", clip_name1=CHECKPOINT, clip_name2=TEXT, type="ltxv"),
-          "clip": node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=CHECKPOINT),
-          "a": encode(PROMPT, "dual"), "b": encode(PROMPT)}
-    cap = run(engine, add_captures(wf, ca="a", cb="b"))
+    wf = {"dual": kit.node("DualCLIPLoader", clip_name1=CHECKPOINT, clip_name2=TEXT, type="ltxv"),
+          "clip": kit.node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=CHECKPOINT),
+          "a": kit.encode(PROMPT, "dual"), "b": kit.encode(PROMPT)}
+    cap = kit.run(engine, kit.add_captures(wf, ca="a", cb="b"))
     assert torch.equal(cap["ca"][0][0], cap["cb"][0][0]) and cap["ca"][0][0].shape[-1] == 256
 
 
@@ -329,12 +310,12 @@ def test_dual_clip_loader_ltxv_takes_gemma_and_the_checkpoint(engine, tiny_ltx2)
 def test_sampler_custom_advanced_with_cfg_guider_equals_sampler_custom(engine):
     """RandomNoise + CFGGuider + SamplerCustomAdvanced (the shape of ComfyUI's LTX-2 templates) samples the same
     audio-video latent as SamplerCustom for the same seed, cfg and sigmas."""
-    extra = {"noise": node("RandomNoise", noise_seed=SEED),
-             "guider": node("CFGGuider", model=["ckpt", 0], positive=["cond", 0], negative=["cond", 1], cfg=CFG),
-             "adv": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sel", 0],
+    extra = {"noise": kit.node("RandomNoise", noise_seed=SEED),
+             "guider": kit.node("CFGGuider", model=["ckpt", 0], positive=["cond", 0], negative=["cond", 1], cfg=CFG),
+             "adv": kit.node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sel", 0],
                          sigmas=["sched", 0], latent_image=["av", 0]),
-             "alat": capture("adv")}
-    cap = run(engine, graph(extra=extra))
+             "alat": kit.capture("adv")}
+    cap = kit.run(engine, graph(extra=extra))
     assert torch.equal(cap["alat"]["samples"], cap["lat"]["samples"])
     assert torch.equal(cap["alat"]["audio_samples"], cap["lat"]["audio_samples"])
 
@@ -342,21 +323,20 @@ def test_sampler_custom_advanced_with_cfg_guider_equals_sampler_custom(engine):
 def test_img_to_video_inplace_equals_img_to_video(engine):
     """LTXVImgToVideoInplace on an empty video latent gives LTXVImgToVideo's latent and noise mask; bypass passes
     the latent through."""
-    from family_kit import empty_image
 
     inplace = {"vae": ["ckpt", 2], "image": ["image", 0], "latent": ["video", 0], "strength": 0.8}
-    wf = {"ckpt": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
-          "video": node("EmptyLTXVLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1),
-          "image": empty_image(80, 48, 0xCC6633),
-          "inplace": node("LTXVImgToVideoInplace", **inplace, bypass=False),
-          "bypass": node("LTXVImgToVideoInplace", **inplace, bypass=True),
-          "a": capture("inplace"), "c": capture("bypass")}
-    cap = run(engine, wf)
-    clip = {"clip": node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=CHECKPOINT), "pos": encode(PROMPT),
-            "i2v": node("LTXVImgToVideo", positive=["pos", 0], negative=["pos", 0], vae=["ckpt", 2],
+    wf = {"ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+          "video": kit.node("EmptyLTXVLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1),
+          "image": kit.empty_image(80, 48, 0xCC6633),
+          "inplace": kit.node("LTXVImgToVideoInplace", **inplace, bypass=False),
+          "bypass": kit.node("LTXVImgToVideoInplace", **inplace, bypass=True),
+          "a": kit.capture("inplace"), "c": kit.capture("bypass")}
+    cap = kit.run(engine, wf)
+    clip = {"clip": kit.node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=CHECKPOINT), "pos": kit.encode(PROMPT),
+            "i2v": kit.node("LTXVImgToVideo", positive=["pos", 0], negative=["pos", 0], vae=["ckpt", 2],
                         image=["image", 0], width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1, strength=0.8),
-            "b": capture("i2v", 2)}
-    ref = run(engine, dict(wf, **clip))
+            "b": kit.capture("i2v", 2)}
+    ref = kit.run(engine, dict(wf, **clip))
     assert torch.allclose(cap["a"]["samples"], ref["b"]["samples"], atol=1e-6)
     assert torch.equal(cap["a"]["noise_mask"], ref["b"]["noise_mask"])
     assert float(cap["a"]["noise_mask"][0, 0, 0]) == pytest.approx(0.2)
