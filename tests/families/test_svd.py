@@ -8,35 +8,12 @@ files missing and run on tiny files under their names."""
 from __future__ import annotations
 
 import json
-import resource
 import shutil
-import time
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    assert_parity,
-    assert_same_weights,
-    capture,
-    decode,
-    engine_fixture,
-    home_config,
-    ksampler,
-    load_example,
-    max_diff,
-    node,
-    on_meta,
-    parameter_count,
-    run,
-    run_example,
-    seeded_noise,
-    shrink,
-    tiny_fixture,
-    unwrap,
-    validate_examples,
-)
 from svd_tiny import FILES, FRAMES, IMAGE, SIZE, build, start_image
 
 from nodegraph.config import EngineConfig
@@ -47,44 +24,44 @@ EXAMPLES = sorted((Path(__file__).parent / "svd_examples").glob("*.json"))
 FILE_INPUTS = {"ckpt_name", "image"}
 
 
-tiny = tiny_fixture(build, "tiny-svd-home")
-engine = engine_fixture("tiny")
+tiny = kit.tiny_fixture(build, "tiny-svd-home")
+engine = kit.engine_fixture("tiny")
 
 
 def graph(size: int = SIZE, frames: int = FRAMES, steps: int = STEPS, cfg: float = CFG,
           guidance: str | None = "VideoLinearCFGGuidance", min_cfg: float = 1.0, motion: int = 127) -> dict:
     """ComfyUI's image-to-video graph (the example's nodes), frames captured as "frames", latent as "lat"."""
     wf = {
-        "ckpt": node("ImageOnlyCheckpointLoader", ckpt_name=FILES[0]),
-        "img": node("LoadImage", image=IMAGE),
-        "cond": node("SVD_img2vid_Conditioning", clip_vision=["ckpt", 1], init_image=["img", 0], vae=["ckpt", 2],
+        "ckpt": kit.node("ImageOnlyCheckpointLoader", ckpt_name=FILES[0]),
+        "img": kit.node("LoadImage", image=IMAGE),
+        "cond": kit.node("SVD_img2vid_Conditioning", clip_vision=["ckpt", 1], init_image=["img", 0], vae=["ckpt", 2],
                      width=size, height=size, video_frames=frames, motion_bucket_id=motion, fps=7,
                      augmentation_level=0.0),
-        "ks": ksampler("ckpt" if guidance is None else "guide", SEED, steps, cfg, scheduler="karras",
+        "ks": kit.ksampler("ckpt" if guidance is None else "guide", SEED, steps, cfg, scheduler="karras",
                        positive=["cond", 0], negative=["cond", 1], latent=["cond", 2]),
-        "dec": decode(vae=["ckpt", 2]),
-        "frames": capture("dec"),
-        "lat": capture("ks"),
+        "dec": kit.decode(vae=["ckpt", 2]),
+        "frames": kit.capture("dec"),
+        "lat": kit.capture("ks"),
     }
     if guidance is not None:
-        wf["guide"] = node(guidance, model=["ckpt", 0], min_cfg=min_cfg)
+        wf["guide"] = kit.node(guidance, model=["ckpt", 0], min_cfg=min_cfg)
     return wf
 
 
 def test_file_loads_the_diffusers_weights(engine, tiny):
-    cap = run(engine, add_captures({"ckpt": graph()["ckpt"]}, m=["ckpt", 0], cv=["ckpt", 1], v=["ckpt", 2]))
-    model, vision, vae = unwrap(cap["m"]), unwrap(cap["cv"]), unwrap(cap["v"])
+    cap = kit.run(engine, kit.add_captures({"ckpt": graph()["ckpt"]}, m=["ckpt", 0], cv=["ckpt", 1], v=["ckpt", 2]))
+    model, vision, vae = kit.unwrap(cap["m"]), kit.unwrap(cap["cv"]), kit.unwrap(cap["v"])
     assert model.family == "svd" and model.arch == "svd" and model.prediction_type == "v_prediction"
     for ours, ref in ((model.unet, tiny.unet), (vae.vae.inner, tiny.vae), (vision.model, tiny.image_encoder)):
-        assert_same_weights(ours, ref)
+        kit.assert_same_weights(ours, ref)
     assert list(model.unet.config.block_out_channels) == list(tiny.unet.config.block_out_channels)
 
 
 def test_checkpoint_loader_simple_reads_model_and_vae(engine, tiny):
     """As ComfyUI's CheckpointLoaderSimple: the file's MODEL and VAE, and a CLIP with no text encoder."""
-    wf = {"ckpt": node("CheckpointLoaderSimple", ckpt_name=FILES[1])}
-    cap = run(engine, add_captures(wf, m=["ckpt", 0], c=["ckpt", 1], v=["ckpt", 2]))
-    model, clip, vae = unwrap(cap["m"]), unwrap(cap["c"]), unwrap(cap["v"])
+    wf = {"ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=FILES[1])}
+    cap = kit.run(engine, kit.add_captures(wf, m=["ckpt", 0], c=["ckpt", 1], v=["ckpt", 2]))
+    model, clip, vae = kit.unwrap(cap["m"]), kit.unwrap(cap["c"]), kit.unwrap(cap["v"])
     assert model.family == "svd" and clip.encoders == () and vae.vae.inner.config.latent_channels == 4
     assert torch.equal(model.unet.conv_in.weight, tiny.unet.conv_in.weight)
 
@@ -98,7 +75,7 @@ def test_image_only_checkpoint_save_writes_comfyuis_layout(tiny, tmp_path):
     from nodegraph.diffusion.svd.files import VISION_PREFIX
 
     engine = capture_engine(EngineConfig(home=tiny.home, output_dir=tmp_path / "out"))
-    run(engine, {"ckpt": graph()["ckpt"], "save": node("ImageOnlyCheckpointSave", model=["ckpt", 0],
+    kit.run(engine, {"ckpt": graph()["ckpt"], "save": kit.node("ImageOnlyCheckpointSave", model=["ckpt", 0],
                                                        clip_vision=["ckpt", 1], vae=["ckpt", 2],
                                                        filename_prefix="checkpoints/svd")})
     saved = list((tmp_path / "out").rglob("*.safetensors"))
@@ -112,18 +89,17 @@ def test_image_only_checkpoint_save_writes_comfyuis_layout(tiny, tmp_path):
         assert f"{VISION_PREFIX}vision_model.embeddings.patch_embedding.weight" in keys
         assert json.loads(f.metadata()["prompt"])["save"]["class_type"] == "ImageOnlyCheckpointSave"
     shutil.copy(saved[0], EngineConfig(home=tiny.home).model_dir("checkpoints") / "resaved.safetensors")
-    wf = {"ckpt": node("ImageOnlyCheckpointLoader", ckpt_name="resaved.safetensors")}
-    cap = run(engine, add_captures(wf, m=["ckpt", 0], cv=["ckpt", 1], v=["ckpt", 2]))
-    for ours, ref in ((unwrap(cap["m"]).unet, tiny.unet), (unwrap(cap["v"]).vae.inner, tiny.vae),
-                      (unwrap(cap["cv"]).model, tiny.image_encoder)):
-        assert_same_weights(ours, ref)
+    wf = {"ckpt": kit.node("ImageOnlyCheckpointLoader", ckpt_name="resaved.safetensors")}
+    cap = kit.run(engine, kit.add_captures(wf, m=["ckpt", 0], cv=["ckpt", 1], v=["ckpt", 2]))
+    for ours, ref in ((kit.unwrap(cap["m"]).unet, tiny.unet), (kit.unwrap(cap["v"]).vae.inner, tiny.vae),
+                      (kit.unwrap(cap["cv"]).model, tiny.image_encoder)):
+        kit.assert_same_weights(ours, ref)
 
 
 def test_graph_frames_equal_svd_pipeline(engine, tiny):
-    start = time.perf_counter()
-    frames = run(engine, graph())["frames"]
-    took = time.perf_counter() - start
-    noise = seeded_noise((FRAMES, 4, SIZE // 8, SIZE // 8), SEED)
+    cap, took = kit.run_timed(engine, graph())
+    frames = cap["frames"]
+    noise = kit.seeded_noise((FRAMES, 4, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         ref = tiny.pipeline()(start_image(), height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS,
                               min_guidance_scale=1.0, max_guidance_scale=CFG, fps=7, motion_bucket_id=127,
@@ -131,9 +107,8 @@ def test_graph_frames_equal_svd_pipeline(engine, tiny):
                               output_type="pt").frames[0]
     ref = ref.permute(0, 2, 3, 1)
     assert frames.shape == (FRAMES, SIZE, SIZE, 3)
-    assert_parity(frames, ref, "SVD parity vs StableVideoDiffusionPipeline")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"SVD tiny graph {FRAMES}x{SIZE}px, {STEPS} steps: {took:.1f} s, peak RSS {peak:.0f} MB")
+    kit.assert_parity(frames, ref, "SVD parity vs StableVideoDiffusionPipeline")
+    print(f"SVD tiny graph {FRAMES}x{SIZE}px, {STEPS} steps: {took:.1f} s, peak RSS {kit.peak_rss_mib():.0f} MB")
     assert float(frames.std()) > 0.01
 
 
@@ -148,14 +123,14 @@ def test_per_frame_guidance_is_comfyuis():
 def test_guidance_and_conditioning_change_the_frames(engine):
     """The parity above would not see a wrong guidance shape or a dropped motion bucket if they did not matter."""
     small = {"size": 64, "steps": 2}
-    base = run(engine, graph(**small))["lat"]["samples"]
+    base = kit.run(engine, graph(**small))["lat"]["samples"]
     assert base.shape == (FRAMES, 4, 8, 8)
     for wf in (graph(guidance="VideoTriangleCFGGuidance", **small), graph(guidance=None, **small),
                graph(motion=40, **small)):
-        assert max_diff(run(engine, wf)["lat"]["samples"], base) > 1e-3
+        assert kit.max_diff(kit.run(engine, wf)["lat"]["samples"], base) > 1e-3
     # linear guidance from min_cfg = cfg is plain guidance at that cfg
-    same = run(engine, graph(guidance="VideoLinearCFGGuidance", min_cfg=CFG, **small))["lat"]["samples"]
-    plain = run(engine, graph(guidance=None, **small))["lat"]["samples"]
+    same = kit.run(engine, graph(guidance="VideoLinearCFGGuidance", min_cfg=CFG, **small))["lat"]["samples"]
+    plain = kit.run(engine, graph(guidance=None, **small))["lat"]["samples"]
     assert torch.allclose(same, plain, atol=1e-5)
 
 
@@ -163,14 +138,14 @@ def test_custom_sampling_equals_ksampler(engine):
     """BasicScheduler (SVD's EDM sigmas) + CFGGuider + KSamplerSelect + SamplerCustomAdvanced equals KSampler."""
     wf = graph(size=64, steps=2)
     wf.update({
-        "sched": node("BasicScheduler", model=["guide", 0], scheduler="karras", steps=2, denoise=1.0),
-        "guider": node("CFGGuider", model=["guide", 0], positive=["cond", 0], negative=["cond", 1], cfg=CFG),
-        "sampler": node("KSamplerSelect", sampler_name="euler"),
-        "noise": node("RandomNoise", noise_seed=SEED),
-        "adv": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+        "sched": kit.node("BasicScheduler", model=["guide", 0], scheduler="karras", steps=2, denoise=1.0),
+        "guider": kit.node("CFGGuider", model=["guide", 0], positive=["cond", 0], negative=["cond", 1], cfg=CFG),
+        "sampler": kit.node("KSamplerSelect", sampler_name="euler"),
+        "noise": kit.node("RandomNoise", noise_seed=SEED),
+        "adv": kit.node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
                     sigmas=["sched", 0], latent_image=["cond", 2]),
     })
-    cap = run(engine, add_captures(wf, sig="sched", custom="adv"))
+    cap = kit.run(engine, kit.add_captures(wf, sig="sched", custom="adv"))
     sigmas = cap["sig"]
     assert float(sigmas[0]) == pytest.approx(700.0, rel=1e-5) and float(sigmas[1]) == pytest.approx(0.002, rel=1e-4)
     assert float(sigmas[-1]) == 0.0
@@ -205,31 +180,31 @@ def test_wrong_inputs_are_clear(engine, tiny):
 
     from nodegraph.diffusion.svd.sampling import SVDDenoiser
 
-    checkpoints = home_config(tiny.home).model_dir("checkpoints")
+    checkpoints = kit.home_config(tiny.home).model_dir("checkpoints")
     save_file({"foo.weight": torch.zeros(2)}, str(checkpoints / "junk.safetensors"))
-    wf = {"ckpt": node("ImageOnlyCheckpointLoader", ckpt_name="junk.safetensors"), "m": capture("ckpt")}
+    wf = {"ckpt": kit.node("ImageOnlyCheckpointLoader", ckpt_name="junk.safetensors"), "m": kit.capture("ckpt")}
     with pytest.raises(Exception, match="not a Stable Video Diffusion checkpoint"):
-        run(engine, wf)
-    model = unwrap(run(engine, {"ckpt": graph()["ckpt"], "m": capture("ckpt")})["m"])
+        kit.run(engine, wf)
+    model = kit.unwrap(kit.run(engine, {"ckpt": graph()["ckpt"], "m": kit.capture("ckpt")})["m"])
     with pytest.raises(ValueError, match="SVD_img2vid_Conditioning"):  # e.g. a CLIPTextEncode output
         SVDDenoiser(model, [(torch.zeros(1, 77, 768), {})], [], 1.0, torch.float32, "cpu", FRAMES, (8, 8))
     from nodegraph._tiny import build_tiny_sd
 
     build_tiny_sd(tiny.home)  # per-frame guidance on an image model would be ignored: refused with the fix
-    wf = {"ckpt": node("CheckpointLoaderSimple", ckpt_name="tiny-sd"),
-          "guide": node("VideoTriangleCFGGuidance", model=["ckpt", 0], min_cfg=1.0), "m": capture("guide")}
+    wf = {"ckpt": kit.node("CheckpointLoaderSimple", ckpt_name="tiny-sd"),
+          "guide": kit.node("VideoTriangleCFGGuidance", model=["ckpt", 0], min_cfg=1.0), "m": kit.capture("guide")}
     with pytest.raises(Exception, match="Stable Video Diffusion models"):
-        run(engine, wf)
+        kit.run(engine, wf)
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
     """The model files and the start image are missing here."""
-    checked, _, _ = validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
+    checked, _, _ = kit.validate_examples(EXAMPLES, FILE_INPUTS, tmp_path)
     assert len(checked) == 2
 
 
 def _small(prompt: dict) -> dict:
-    return shrink(prompt, {"SVD_img2vid_Conditioning": {"width": 64, "height": 64, "video_frames": 2},
+    return kit.shrink(prompt, {"SVD_img2vid_Conditioning": {"width": 64, "height": 64, "video_frames": 2},
                            "EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
 
 
@@ -247,12 +222,12 @@ def test_examples_run_on_tiny_files(tiny, tmp_path, example):
         shutil.copy(checkpoints / "tiny-sdxl.safetensors", checkpoints / "sd_xl_1.0.safetensors")
     else:
         home = tiny.home
-    prompt = _small(load_example(Path(__file__).parent / "svd_examples" / f"{example}.json"))
+    prompt = _small(kit.load_example(Path(__file__).parent / "svd_examples" / f"{example}.json"))
     decoded = next(k for k, n in prompt.items() if n["class_type"] == "VAEDecode" and n["inputs"]["samples"][0] == "3")
     prompt["cv"] = {"class_type": "CreateVideo", "inputs": {"images": [decoded, 0], "fps": 6.0}}
     prompt["sv"] = {"class_type": "SaveVideo", "inputs": {"video": ["cv", 0], "filename_prefix": "svd",
                                                           "format": "auto", "codec": "auto"}}
-    run_example(home, tmp_path / "out", prompt)
+    kit.run_example(home, tmp_path / "out", prompt)
     clips = list((tmp_path / "out").rglob("*.webp"))
     assert len(clips) == 1
     with Image.open(clips[0]) as clip:
@@ -278,8 +253,8 @@ def test_shipped_configs_have_the_published_sizes(part, count):
 
     shipped = files.shipped_config(part)
     factory = UNetSpatioTemporalConditionModel if part == "unet" else AutoencoderKLTemporalDecoder
-    model = on_meta(lambda: factory.from_config(shipped))
-    assert parameter_count(model) == count
+    model = kit.on_meta(lambda: factory.from_config(shipped))
+    assert kit.parameter_count(model) == count
     state = model.state_dict()
     if part == "unet":
         attends = [t.startswith("CrossAttn") for t in shipped["down_block_types"]]
