@@ -5,64 +5,48 @@ with the same noise, ≤ 1/255."""
 
 from __future__ import annotations
 
+import family_kit as kit
 import pytest
 import torch
 from chroma_tiny import LAYOUTS, build
-from family_kit import (
-    assert_parity,
-    assert_same_weights,
-    capture,
-    channels_last,
-    decode,
-    empty_latent,
-    encode,
-    engine_fixture,
-    ksampler,
-    node,
-    run,
-    seeded_noise,
-    tiny_fixture,
-    unet_loader,
-    unwrap,
-)
 
 from nodegraph.diffusion.flow.latents import pack
 
 PROMPT = "a photo of a red cat on the sky"
 SEED, STEPS, SIZE = 7, 4, 64
 
-tiny_chroma = tiny_fixture(build, "tiny-chroma-home")
-engine = engine_fixture("tiny_chroma")
+tiny_chroma = kit.tiny_fixture(build, "tiny-chroma-home")
+engine = kit.engine_fixture("tiny_chroma")
 
 
 def graph(unet: str = LAYOUTS["comfyui"]) -> dict:
     return {
-        "unet": unet_loader(unet),
-        "clip": node("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="chroma"),
-        "vae": node("VAELoader", vae_name="ae.safetensors"),
-        "pos": encode(PROMPT),
-        "neg": encode(""),
-        "empty": empty_latent("EmptySD3LatentImage", SIZE),
-        "ks": ksampler("unet", SEED, STEPS, 1.0),
-        "dec": decode(),
-        "img": capture("dec"),
-        "model": capture("unet"),
-        "c": capture("clip"),
+        "unet": kit.unet_loader(unet),
+        "clip": kit.node("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="chroma"),
+        "vae": kit.node("VAELoader", vae_name="ae.safetensors"),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(""),
+        "empty": kit.empty_latent("EmptySD3LatentImage", SIZE),
+        "ks": kit.ksampler("unet", SEED, STEPS, 1.0),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
+        "model": kit.capture("unet"),
+        "c": kit.capture("clip"),
     }
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_layout_loads_the_same_weights(engine, tiny_chroma, layout):
     wf = graph(LAYOUTS[layout])
-    model = run(engine, {"unet": wf["unet"], "model": wf["model"]})["model"]
-    assert_same_weights(model.unet, tiny_chroma.transformer)
+    model = kit.run(engine, {"unet": wf["unet"], "model": wf["model"]})["model"]
+    kit.assert_same_weights(model.unet, tiny_chroma.transformer)
     assert model.family == "chroma" and model.flow.shift == 1.15
 
 
 def test_prompt_encodes_as_comfyui_and_the_pipeline(engine, tiny_chroma):
     from nodegraph.diffusion.flow.text import encode_flow
 
-    clip = unwrap(run(engine, {"clip": graph()["clip"], "c": graph()["c"]})["c"])
+    clip = kit.unwrap(kit.run(engine, {"clip": graph()["clip"], "c": graph()["c"]})["c"])
     (states, extras), = encode_flow(clip, PROMPT, "cpu")
     length = len(clip.tokenizers[0](PROMPT).input_ids)  # the words and the end token, no padding
     ref = tiny_chroma.pipeline().encode_prompt(PROMPT, do_classifier_free_guidance=False,
@@ -72,11 +56,11 @@ def test_prompt_encodes_as_comfyui_and_the_pipeline(engine, tiny_chroma):
 
 
 def test_graph_image_equals_chroma_pipeline(engine, tiny_chroma):
-    cap = run(engine, graph())
-    clip = unwrap(cap["c"])
-    noise = seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
+    cap = kit.run(engine, graph())
+    clip = kit.unwrap(cap["c"])
+    noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         ref = tiny_chroma.pipeline()(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=1.0,
                                      latents=pack(noise), max_sequence_length=len(clip.tokenizers[0](PROMPT).input_ids),
                                      output_type="pt").images
-    assert_parity(cap["img"], channels_last(ref), "Chroma parity vs ChromaPipeline")
+    kit.assert_parity(cap["img"], kit.channels_last(ref), "Chroma parity vs ChromaPipeline")

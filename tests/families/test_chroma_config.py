@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from family_kit import on_meta, parameter_count
+import family_kit as kit
 
 from nodegraph.diffusion.flow.chroma import chroma_config
 
@@ -10,5 +10,5 @@ from nodegraph.diffusion.flow.chroma import chroma_config
 def test_transformer_parameter_count():
     from diffusers import ChromaTransformer2DModel
 
-    model = on_meta(lambda: ChromaTransformer2DModel.from_config(chroma_config()), include_buffers=True)
-    assert parameter_count(model) == 8_899_983_424
+    model = kit.on_meta(lambda: ChromaTransformer2DModel.from_config(chroma_config()), include_buffers=True)
+    assert kit.parameter_count(model) == 8_899_983_424

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import family_kit as kit
 import pytest
-from family_kit import assert_file_errors_only, load_example
 
 from nodegraph.config import EngineConfig
 from nodegraph.engine import Engine
@@ -31,12 +31,12 @@ def _without_t5_options(prompt: dict) -> dict:
 
 def test_example_validates_but_for_missing_files(tmp_path):
     engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    prompt = load_example(EXAMPLE)
+    prompt = kit.load_example(EXAMPLE)
     absent = sorted({n["class_type"] for n in prompt.values() if engine.registry.get(n["class_type"]) is None})
     assert absent in ([], ["T5TokenizerOptions"])
     if absent:
         prompt = _without_t5_options(prompt)
     with pytest.raises(ValidationReport) as info:
         engine.prepare(prompt)
-    assert_file_errors_only(info.value, {"unet_name", "clip_name", "vae_name"})
+    kit.assert_file_errors_only(info.value, {"unet_name", "clip_name", "vae_name"})
     assert {"10", "13", "15"} == set(info.value.node_errors)  # CLIPLoader type chroma itself is accepted
