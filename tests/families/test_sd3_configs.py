@@ -3,9 +3,9 @@ real-shaped files, and ModelSamplingSD3's schedule equals diffusers' shifted flo
 
 from __future__ import annotations
 
+import family_kit as kit
 import numpy as np
 import pytest
-import torch
 
 from nodegraph.diffusion.flow.sd3 import config_from_shapes, sd3_config
 
@@ -17,16 +17,14 @@ PUBLISHED = {"transformer_large": 8_146_280_768, "transformer_medium": 2_469_663
 
 
 def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers()
-                                                            if n.endswith("pos_embed"))
+    return kit.parameter_count(model) + sum(b.numel() for n, b in model.named_buffers() if n.endswith("pos_embed"))
 
 
 @pytest.mark.parametrize("name", ["transformer_large", "transformer_medium"])
 def test_transformer_sizes(name):
     from diffusers import SD3Transformer2DModel
 
-    with torch.device("meta"):
-        model = SD3Transformer2DModel.from_config(sd3_config(name))
+    model = kit.on_meta(lambda: SD3Transformer2DModel.from_config(sd3_config(name)), include_buffers=True)
     assert _count(model) == PUBLISHED[name]
     assert round(_count(model) / 1e9, 1) == (8.1 if name.endswith("large") else 2.5)
 
@@ -35,9 +33,8 @@ def test_clip_g_and_vae_sizes():
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    with torch.device("meta"):
-        clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**sd3_config("clip_g")))
-        vae = AutoencoderKL.from_config(sd3_config("vae"))
+    clip_g = kit.on_meta(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**sd3_config("clip_g"))), True)
+    vae = kit.on_meta(lambda: AutoencoderKL.from_config(sd3_config("vae")), True)
     assert (_count(clip_g), _count(vae)) == (PUBLISHED["clip_g"], PUBLISHED["vae"])
     assert (vae.config.scaling_factor, vae.config.shift_factor) == (1.5305, 0.0609)
 
@@ -49,8 +46,7 @@ def test_config_detected_from_real_shapes(name):
     from sd3_shapes import original_shapes
 
     config = sd3_config(name)
-    with torch.device("meta"):
-        model = SD3Transformer2DModel.from_config(config)
+    model = kit.on_meta(lambda: SD3Transformer2DModel.from_config(config), include_buffers=True)
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     for original, s in ((False, shapes), (True, original_shapes(shapes))):
         found, reasons = config_from_shapes(s, "", original)

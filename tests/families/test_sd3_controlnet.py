@@ -4,15 +4,14 @@ StableDiffusion3ControlNetPipeline's (≤ 1/255); strength 0 is no control; a UN
 
 from __future__ import annotations
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
 from sd3_tiny import LAYOUTS, build
 from test_sd3_parity import CFG, PROMPT, SEED, SHIFT, SIZE, STEPS, graph
 
-from nodegraph.config import EngineConfig
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.testing_graphs import capture_engine, run_captured
+from nodegraph.testing_graphs import capture_engine
 
 CONTROLNET = "sd3-tiny-controlnet.safetensors"
 STRENGTH = 0.8
@@ -37,8 +36,7 @@ def tiny(tmp_path_factory):
     state = {k: v.contiguous() for k, v in cn.state_dict().items()}
     save_file(state, str(folder / CONTROLNET))
     save_file({"controlnet." + k: v for k, v in state.items()}, str(folder / ("prefixed-" + CONTROLNET)))
-    cfg = EngineConfig(home=sd3.home)
-    cfg.ensure_dirs()
+    cfg = kit.home_config(sd3.home)
     rng = np.random.default_rng(0)
     pixels = (rng.random((SIZE // 8, SIZE // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
     Image.fromarray(pixels).save(cfg.input_dir / "hint.png")
@@ -52,20 +50,13 @@ def engine(tiny):
 
 def controlled(strength: float = STRENGTH, controlnet: str = CONTROLNET, apply: str = "ControlNetApplySD3") -> dict:
     wf = graph(LAYOUTS["comfyui"])
-    wf["hint"] = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
-    wf["cn"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet}}
-    wf["apply"] = {"class_type": apply, "inputs": {
-        "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cn", 0], "vae": ["vae", 0],
-        "image": ["hint", 0], "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
+    wf["hint"] = kit.node("LoadImage", image="hint.png")
+    wf["cn"] = kit.node("ControlNetLoader", control_net_name=controlnet)
+    wf["apply"] = kit.node(apply, positive=["pos", 0], negative=["neg", 0], control_net=["cn", 0], vae=["vae", 0],
+                       image=["hint", 0], strength=strength, start_percent=0.0, end_percent=1.0)
     wf["ks"]["inputs"].update(positive=["apply", 0], negative=["apply", 1])
-    wf["ctl"] = {"class_type": "Capture", "inputs": {"value": ["cn", 0]}}
+    wf["ctl"] = kit.capture("cn")
     return wf
-
-
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
 
 
 def _reference(tiny, monkeypatch) -> torch.Tensor:
@@ -83,51 +74,45 @@ def _reference(tiny, monkeypatch) -> torch.Tensor:
         transformer=sd3.transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=SHIFT), vae=sd3.vae,
         text_encoder=sd3.clip_l, tokenizer=base.tokenizer, text_encoder_2=sd3.clip_g, tokenizer_2=base.tokenizer_2,
         text_encoder_3=sd3.t5, tokenizer_3=base.tokenizer_3, controlnet=cn)
-    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         out = pipe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=CFG,
                    sigmas=list(np.linspace(1.0, 1.0 / STEPS, STEPS)), latents=noise, max_sequence_length=77,
                    control_image=image, controlnet_conditioning_scale=STRENGTH, output_type="pt").images
-    return out.permute(0, 2, 3, 1).float()
+    return kit.channels_last(out)
 
 
 def test_loader_reads_both_layouts_with_the_same_weights(engine, tiny):
     _, cn, _, _ = tiny
     for name in (CONTROLNET, "prefixed-" + CONTROLNET):
-        model = _run(engine, {"cn": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}},
-                              "ctl": {"class_type": "Capture", "inputs": {"value": ["cn", 0]}}})["ctl"]
+        model = kit.run(engine, {"cn": kit.node("ControlNetLoader", control_net_name=name), "ctl": kit.capture("cn")})["ctl"]
         from nodegraph.models.handles import resolve
 
         loaded = resolve(model.model)
         assert loaded.kind == "sd3_controlnet" and loaded.family == "sd3"
-        ours, ref = loaded.module.state_dict(), cn.state_dict()
-        assert set(ours) == set(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)
+        kit.assert_same_weights(loaded.module, cn)
         assert loaded.module.config.num_layers == 2 and loaded.module.config.force_zeros_for_pooled_projection
 
 
 def test_graph_image_equals_sd3_controlnet_pipeline(engine, tiny, monkeypatch):
     """UNETLoader + ControlNetLoader + ControlNetApplySD3 (VAE) + KSampler (cfg) = the diffusers pipeline; the
     control changes the image, and strength 0 gives the image without it."""
-    image = _run(engine, controlled())["img"]
-    reference = _reference(tiny, monkeypatch)
-    diff = float((image - reference).abs().max())
-    print(f"SD3 ControlNet parity: max |ours - StableDiffusion3ControlNetPipeline| = {diff:.2e}")
-    assert diff <= 1 / 255
-    plain = _run(engine, graph(LAYOUTS["comfyui"]))["img"]
-    assert float((image - plain).abs().max()) > 2 / 255
-    assert float((_run(engine, controlled(0.0))["img"] - plain).abs().max()) == 0.0
+    image = kit.run(engine, controlled())["img"]
+    kit.assert_parity(image, _reference(tiny, monkeypatch), "SD3 ControlNet parity vs StableDiffusion3ControlNetPipeline")
+    plain = kit.run(engine, graph(LAYOUTS["comfyui"]))["img"]
+    assert kit.max_diff(image, plain) > 2 / 255
+    assert kit.max_diff(kit.run(engine, controlled(0.0))["img"], plain) == 0.0
 
 
 def test_controlnet_apply_advanced_with_the_vae_is_the_same(engine):
-    a = _run(engine, controlled())["img"]
-    b = _run(engine, controlled(apply="ControlNetApplyAdvanced"))["img"]
-    assert float((a - b).abs().max()) == 0.0
+    a = kit.run(engine, controlled())["img"]
+    b = kit.run(engine, controlled(apply="ControlNetApplyAdvanced"))["img"]
+    assert kit.max_diff(a, b) == 0.0
 
 
 def test_unet_controlnet_on_sd3_is_refused(engine):
-    result, _ = run_captured(engine, controlled(controlnet="nodegraph-shapes-canny-v1"))
     with pytest.raises(Exception) as failed:
-        result.raise_for_status()
+        kit.run(engine, controlled(controlnet="nodegraph-shapes-canny-v1"))
     assert "not SD3" in str(failed.value) and "SD3 ControlNet" in str(failed.value)
 
 
@@ -165,13 +150,11 @@ def test_sd35_controlnet_in_stability_format_equals_the_pipeline(engine, tiny, m
             p.add_(torch.randn_like(p) * 0.05)
     name = "sd3.5-tiny-controlnet-blur.safetensors"
     save_file(_stability_layout(cn.state_dict()), str(cfg.model_dir("controlnet") / name))
-    cap = _run(engine, controlled(controlnet=name))
+    cap = kit.run(engine, controlled(controlnet=name))
     loaded = resolve(cap["ctl"].model).module
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in cn.state_dict().items())
-    reference = _reference((sd3, cn, cfg, tiny[3]), monkeypatch)
-    diff = float((cap["img"] - reference).abs().max())
-    print(f"SD3.5 ControlNet (Stability format) parity: max |ours - pipeline| = {diff:.2e}")
-    assert diff <= 1 / 255
+    kit.assert_parity(cap["img"], _reference((sd3, cn, cfg, tiny[3]), monkeypatch),
+                  "SD3.5 ControlNet (Stability format) parity vs the pipeline")
 
 
 @pytest.mark.parametrize("example, controlnet", [
@@ -180,22 +163,16 @@ def test_sd35_controlnet_in_stability_format_equals_the_pipeline(engine, tiny, m
 def test_comfyui_controlnet_examples_run_on_the_tiny_model(tmp_path, tiny, example, controlnet):
     """ComfyUI_examples' SD3 and SD3.5 ControlNet graphs (Canny, ControlNetApplySD3/Advanced) run unchanged but for
     sizes and steps, on the tiny files saved under the examples' names."""
-    import json
-    import shutil
     from pathlib import Path
 
     from diffusers import SD3ControlNetModel
-    from PIL import Image
     from safetensors.torch import save_file
     from sd3_tiny import CHECKPOINT
 
-    from nodegraph.engine import Engine
-
     sd3, cn, cfg, image = tiny
     models = sd3.home / "models"
-    for name in ("sd3.5_large_fp8_scaled.safetensors", "sd3_medium_incl_clips_t5xxlfp8.safetensors"):
-        if not (models / "checkpoints" / name).exists():
-            shutil.copy(models / "checkpoints" / CHECKPOINT, models / "checkpoints" / name)
+    kit.copy_as(models / "checkpoints", CHECKPOINT, "sd3.5_large_fp8_scaled.safetensors",
+            "sd3_medium_incl_clips_t5xxlfp8.safetensors")
     if "sd3.5" in controlnet:
         sd35 = SD3ControlNetModel(patch_size=2, in_channels=16, num_layers=2, attention_head_dim=32,
                                   num_attention_heads=1, joint_attention_dim=None, caption_projection_dim=32,
@@ -205,19 +182,11 @@ def test_comfyui_controlnet_examples_run_on_the_tiny_model(tmp_path, tiny, examp
     else:
         state = {k: v.contiguous() for k, v in cn.state_dict().items()}
     save_file(state, str(models / "controlnet" / controlnet))
-    prompt = json.loads((Path(__file__).parent / "sd3_examples" / f"{example}.json").read_text())["prompt"]
-    for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] in ("EmptySD3LatentImage", "ImageScale"):
-            inputs.update(width=64, height=64)
-        if node["class_type"] == "KSampler":
-            inputs.update(steps=2)
-        if node["class_type"] == "LoadImage":
-            image.save(cfg.input_dir / inputs["image"])
-    engine = Engine(EngineConfig(home=sd3.home, output_dir=tmp_path / "out"))
-    engine.run(engine.prepare(prompt)).raise_for_status()
-    saved = [p for p in (tmp_path / "out").rglob("*.png")]
-    assert saved and Image.open(saved[0]).size == (64, 64)
+    prompt = kit.shrink(kit.load_example(Path(__file__).parent / "sd3_examples" / f"{example}.json"), {
+        "EmptySD3LatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 64, "height": 64},
+        "KSampler": {"steps": 2}, "LoadImage": lambda inputs: image.save(cfg.input_dir / inputs["image"])})
+    kit.run_example(sd3.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (64, 64))
 
 
 def test_an_sd3_controlnet_on_a_unet_fails_clearly():

@@ -3,61 +3,43 @@ SkipLayerGuidanceSD3 against StableDiffusion3Pipeline's skip-layer guidance, and
 
 from __future__ import annotations
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
 from sd3_tiny import LAYOUTS, build
 from test_sd3_parity import CFG, PROMPT, SEED, SIZE, STEPS, graph
 
-from nodegraph.config import EngineConfig
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.testing_graphs import capture_engine, run_captured
-
-
-@pytest.fixture(scope="module")
-def tiny_sd3(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("tiny-sd3-nodes"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_sd3):
-    cfg = EngineConfig(home=tiny_sd3.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny_sd3 = kit.tiny_fixture(build, "tiny-sd3-nodes")
+engine = kit.engine_fixture("tiny_sd3")
 
 
 def _encode(engine, loader: dict, **text) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = dict({"clip_l": PROMPT, "clip_g": PROMPT, "t5xxl": PROMPT, "empty_padding": "none"}, **text)
-    wf = {"clip": loader, "enc": {"class_type": "CLIPTextEncodeSD3", "inputs": dict(inputs, clip=["clip", 0])},
-          "c": {"class_type": "Capture", "inputs": {"value": ["enc", 0]}}}
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    (states, extras), = cap["c"]
+    wf = {"clip": loader, "enc": kit.node("CLIPTextEncodeSD3", **inputs, clip=["clip", 0]), "c": kit.capture("enc")}
+    (states, extras), = kit.run(engine, wf)["c"]
     return states, extras["pooled_output"]
 
 
 def test_missing_encoders_are_zeros_as_in_comfyui(engine):
-    full, full_pooled = _encode(engine, {"class_type": "TripleCLIPLoader", "inputs": {
-        "clip_name1": "t5xxl_fp16.safetensors", "clip_name2": "clip_g.safetensors",
-        "clip_name3": "clip_l.safetensors"}})
+    full, full_pooled = _encode(engine, kit.node("TripleCLIPLoader", clip_name1="t5xxl_fp16.safetensors",
+                                             clip_name2="clip_g.safetensors", clip_name3="clip_l.safetensors"))
     assert full.shape == (1, 154, 96) and full_pooled.shape == (1, 80)  # any order of files
-    lg, lg_pooled = _encode(engine, {"class_type": "DualCLIPLoader", "inputs": {
-        "clip_name1": "clip_g.safetensors", "clip_name2": "clip_l.safetensors", "type": "sd3"}})
+    lg, lg_pooled = _encode(engine, kit.node("DualCLIPLoader", clip_name1="clip_g.safetensors",
+                                         clip_name2="clip_l.safetensors", type="sd3"))
     assert lg.shape == (1, 77, 4096) and torch.equal(lg[..., :80], full[:, :77, :80]) and not lg[..., 80:].any()
     assert torch.equal(lg_pooled, full_pooled)
-    t5, t5_pooled = _encode(engine, {"class_type": "CLIPLoader", "inputs": {
-        "clip_name": "t5xxl_fp16.safetensors", "type": "sd3"}})
+    t5, t5_pooled = _encode(engine, kit.node("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="sd3"))
     assert torch.equal(t5, full[:, 77:]) and t5_pooled.shape == (1, 2048) and not t5_pooled.any()
     # one CLIP file alone is CLIP-G only at bigG's width (1280); the tiny ones are read as CLIP-L
-    lone, lone_pooled = _encode(engine, {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l.safetensors",
-                                                                                "type": "sd3"}})
+    lone, lone_pooled = _encode(engine, kit.node("CLIPLoader", clip_name="clip_l.safetensors", type="sd3"))
     assert lone.shape == (1, 77, 4096) and torch.equal(lone[..., :32], full[:, :77, :32]) and not lone[..., 32:].any()
     assert torch.equal(lone_pooled[:, :32], full_pooled[:, :32]) and lone_pooled.shape == (1, 32 + 1280)
 
 
 def test_empty_padding_none_leaves_empty_prompts_out(engine):
-    loader = {"class_type": "TripleCLIPLoader", "inputs": {
-        "clip_name1": "clip_l.safetensors", "clip_name2": "clip_g.safetensors", "clip_name3": "t5xxl_fp16.safetensors"}}
+    loader = kit.node("TripleCLIPLoader", clip_name1="clip_l.safetensors", clip_name2="clip_g.safetensors",
+                  clip_name3="t5xxl_fp16.safetensors")
     no_t5, _ = _encode(engine, loader, t5xxl="")
     assert no_t5.shape == (1, 77, 96)
     only_t5, pooled = _encode(engine, loader, clip_l="", clip_g="")
@@ -68,23 +50,20 @@ def test_empty_padding_none_leaves_empty_prompts_out(engine):
 
 def test_skip_layer_guidance_equals_pipeline(engine, tiny_sd3):
     wf = graph()
-    wf["slg"] = {"class_type": "SkipLayerGuidanceSD3", "inputs": {"model": ["msd3", 0], "layers": "1", "scale": 2.8,
-                                                                 "start_percent": 0.0, "end_percent": 1.0}}
+    wf["slg"] = kit.node("SkipLayerGuidanceSD3", model=["msd3", 0], layers="1", scale=2.8, start_percent=0.0,
+                     end_percent=1.0)
     wf["ks"]["inputs"]["model"] = ["slg", 0]
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    noise = make_noise((1, 16, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    cap = kit.run(engine, wf)
+    noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():  # the pipeline skips step 0 unless start < 0 (it compares i > steps · start)
         ref = tiny_sd3.pipeline()(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=CFG,
                                   sigmas=list(np.linspace(1.0, 1.0 / STEPS, STEPS)), latents=noise,
                                   max_sequence_length=77, output_type="pt", skip_guidance_layers=[1],
                                   skip_layer_guidance_scale=2.8, skip_layer_guidance_start=-0.01,
-                                  skip_layer_guidance_stop=1.0).images.permute(0, 2, 3, 1).float()
-    diff = float((cap["img"] - ref).abs().max())
-    print(f"SD3.5 skip-layer guidance parity: max |ours - StableDiffusion3Pipeline| = {diff:.2e}")
-    assert diff <= 1 / 255
-    _, without = run_captured(engine, graph())
-    assert float((without["img"] - cap["img"]).abs().max()) > 1 / 255  # the guidance does change the image
+                                  skip_layer_guidance_stop=1.0).images
+    kit.assert_parity(cap["img"], kit.channels_last(ref), "SD3.5 skip-layer guidance parity vs StableDiffusion3Pipeline")
+    without = kit.run(engine, graph())
+    assert kit.max_diff(without["img"], cap["img"]) > 1 / 255  # the guidance does change the image
 
 
 def test_refusals_name_the_fix(engine, tiny_sd3, tmp_path):
@@ -93,62 +72,41 @@ def test_refusals_name_the_fix(engine, tiny_sd3, tmp_path):
 
     with pytest.raises(ValueError, match="TripleCLIPLoader"):
         encode_sd3(TextEncoder((None,) * 3, (None,) * 3, arch="sd3"), "a", "a", "a", "cpu")
-    wf = {"clip": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
-                                                              "clip_name2": "clip_l.safetensors", "type": "sd3"}},
-          "c": {"class_type": "Capture", "inputs": {"value": ["clip", 0]}}}
-    result, _ = run_captured(engine, wf)
-    assert "two clip_l" in str(result.error)
+    wf = {"clip": kit.node("DualCLIPLoader", clip_name1="clip_l.safetensors", clip_name2="clip_l.safetensors",
+                       type="sd3"),
+          "c": kit.capture("clip")}
+    assert "two clip_l" in kit.run_error(engine, wf)
     wf = graph(LAYOUTS["comfyui"])
-    wf["msd3"] = {"class_type": "SkipLayerGuidanceSD3", "inputs": {"model": ["unet", 0], "layers": "7, x",
-                                                                  "scale": 3.0, "start_percent": 0.01,
-                                                                  "end_percent": 0.15}}
-    result, _ = run_captured(engine, wf)
-    assert "block numbers" in str(result.error)
+    wf["msd3"] = kit.node("SkipLayerGuidanceSD3", model=["unet", 0], layers="7, x", scale=3.0, start_percent=0.01,
+                      end_percent=0.15)
+    assert "block numbers" in kit.run_error(engine, wf)
 
 
 def test_custom_sampling_equals_ksampler(engine):
     """BasicScheduler + BasicGuider + euler through ``flow.custom`` equals KSampler on an SD3 model and the same noise
     (CFGGuider's cfg through the same denoiser)."""
-    from nodegraph.diffusion.devices import DeviceManager
-    from nodegraph.diffusion.flow import custom
-    from nodegraph.diffusion.flow.sampling import euler
-    from nodegraph.diffusion.guiders import CFGGuider, RandomNoise
+    from nodegraph.diffusion.guiders import CFGGuider
 
-    wf = graph()
-    for name, src in (("lat", "ks"), ("p", "pos"), ("n", "neg"), ("shifted", "msd3"), ("empty_lat", "empty")):
-        wf[name] = {"class_type": "Capture", "inputs": {"value": [src, 0]}}
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    model = cap["shifted"].get() if hasattr(cap["shifted"], "get") else cap["shifted"]
-    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
-    out, _ = custom.sample_custom(CFGGuider(model, cap["p"], cap["n"], CFG), euler, sigmas, RandomNoise(SEED),
-                                  cap["empty_lat"], DeviceManager(), model=model)
+    cap = kit.run(engine, kit.add_captures(graph(), lat="ks", p="pos", n="neg", shifted="msd3", empty_lat="empty"))
+    model = kit.unwrap(cap["shifted"])
+    out, _ = kit.custom_sample(model, CFGGuider(model, cap["p"], cap["n"], CFG), cap["empty_lat"], STEPS, SEED)
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
 
 
 def test_dual_cfg_guider_on_a_flow_model(engine):
     """DualCFGGuider through ``flow.custom``: with cond2 = negative, the regular style is CFG at cfg_conds and the
     nested style CFG at cfg_conds · cfg_cond2_negative (ComfyUI's formulas on x0), on an SD3 model."""
-    from nodegraph.diffusion.devices import DeviceManager
-    from nodegraph.diffusion.flow import custom
-    from nodegraph.diffusion.flow.sampling import euler
-    from nodegraph.diffusion.guiders import CFGGuider, DualCFGGuider, RandomNoise
+    from nodegraph.diffusion.guiders import CFGGuider, DualCFGGuider
 
-    wf = graph()
-    for name, src in (("p", "pos"), ("n", "neg"), ("shifted", "msd3"), ("empty_lat", "empty")):
-        wf[name] = {"class_type": "Capture", "inputs": {"value": [src, 0]}}
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    model = cap["shifted"].get() if hasattr(cap["shifted"], "get") else cap["shifted"]
-    sigmas = custom.model_schedule(model, "simple", STEPS, 1.0)
+    cap = kit.run(engine, kit.add_captures(graph(), p="pos", n="neg", shifted="msd3", empty_lat="empty"))
+    model = kit.unwrap(cap["shifted"])
 
-    def run(guider):
-        return custom.sample_custom(guider, euler, sigmas, RandomNoise(SEED), cap["empty_lat"], DeviceManager(),
-                                    model=model)[0]["samples"]
+    def sample(guider):
+        return kit.custom_sample(model, guider, cap["empty_lat"], STEPS, SEED)[0]["samples"]
 
     p, n = cap["p"], cap["n"]
-    regular = run(DualCFGGuider(model, p, n, n, 3.0, 2.0, False))
-    assert torch.allclose(regular, run(CFGGuider(model, p, n, 3.0)), atol=1e-4)
-    nested = run(DualCFGGuider(model, p, n, n, 3.0, 2.0, True))
-    assert torch.allclose(nested, run(CFGGuider(model, p, n, 6.0)), atol=1e-4)
+    regular = sample(DualCFGGuider(model, p, n, n, 3.0, 2.0, False))
+    assert torch.allclose(regular, sample(CFGGuider(model, p, n, 3.0)), atol=1e-4)
+    nested = sample(DualCFGGuider(model, p, n, n, 3.0, 2.0, True))
+    assert torch.allclose(nested, sample(CFGGuider(model, p, n, 6.0)), atol=1e-4)
     assert float((nested - regular).abs().max()) > 1e-3
