@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
+import family_kit as kit
 import numpy as np
 import pytest
-from family_kit import on_meta, parameter_count
 
 from nodegraph.diffusion.flow.detect import FLUX_CONFIGS, _rope_axes
 
@@ -26,18 +26,18 @@ def test_transformer_parameter_count(variant):
     from diffusers import FluxTransformer2DModel
 
     config = dict(_config("transformer"), guidance_embeds=variant == "dev")
-    assert parameter_count(on_meta(lambda: FluxTransformer2DModel.from_config(config))) == PUBLISHED[variant]
+    assert kit.parameter_count(kit.on_meta(lambda: FluxTransformer2DModel.from_config(config))) == PUBLISHED[variant]
 
 
 def test_text_encoder_and_vae_parameter_counts():
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    t5 = on_meta(lambda: T5EncoderModel(T5Config(**_config("t5xxl"))))
-    clip = on_meta(lambda: CLIPTextModel(CLIPTextConfig(**_config("clip_l"))))
-    vae = on_meta(lambda: AutoencoderKL.from_config(_config("vae")))
+    t5 = kit.on_meta(lambda: T5EncoderModel(T5Config(**_config("t5xxl"))))
+    clip = kit.on_meta(lambda: CLIPTextModel(CLIPTextConfig(**_config("clip_l"))))
+    vae = kit.on_meta(lambda: AutoencoderKL.from_config(_config("vae")))
     t5.tie_weights()
-    assert (parameter_count(t5), parameter_count(clip), parameter_count(vae)) == \
+    assert (kit.parameter_count(t5), kit.parameter_count(clip), kit.parameter_count(vae)) == \
         (PUBLISHED["t5xxl"], PUBLISHED["clip_l"], PUBLISHED["vae"])
 
 

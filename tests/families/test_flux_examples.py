@@ -6,13 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from family_kit import (
-    assert_one_image,
-    load_example,
-    run_example,
-    shrink,
-    validate_examples,
-)
+import family_kit as kit
 
 EXAMPLES = sorted((Path(__file__).parent / "flux_examples").glob("*.json"))
 FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "ckpt_name", "lora_name",
@@ -29,13 +23,13 @@ def _saved_before_newer_inputs(stem: str, class_type: str, error: dict) -> bool:
 
 
 def test_examples_validate_but_for_missing_files(tmp_path):
-    checked, _, _ = validate_examples(EXAMPLES, FILE_INPUTS, tmp_path, skip_absent=True,
+    checked, _, _ = kit.validate_examples(EXAMPLES, FILE_INPUTS, tmp_path, skip_absent=True,
                                       allow=_saved_before_newer_inputs)
     assert {"flux_dev_checkpoint_example", "flux_schnell_checkpoint_example", "flux_dev_example"} <= set(checked)
 
 
 def test_checkpoint_example_runs_on_the_tiny_model(tiny_flux, tmp_path):
-    prompt = shrink(load_example(Path(__file__).parent / "flux_examples" / "flux_dev_checkpoint_example.json"),
+    prompt = kit.shrink(kit.load_example(Path(__file__).parent / "flux_examples" / "flux_dev_checkpoint_example.json"),
                     {"EmptySD3LatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}})
-    run_example(tiny_flux.home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (64, 64))
+    kit.run_example(tiny_flux.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (64, 64))

@@ -3,17 +3,9 @@ Kontext reference latents, CLIPLoader, and the refusals (unknown files, unsuppor
 
 from __future__ import annotations
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    capture,
-    empty_image,
-    encode,
-    engine_fixture,
-    node,
-    run,
-)
 from flux_tiny import LAYOUTS, TRANSFORMER
 from test_flux_parity import SEED, graph
 
@@ -21,11 +13,11 @@ from nodegraph.diffusion.detect import UnknownModelError, read_header
 from nodegraph.diffusion.flow.detect import detect_transformer
 from nodegraph.validation import ValidationReport
 
-engine = engine_fixture("tiny_flux")
+engine = kit.engine_fixture("tiny_flux")
 
 
 def _latent(engine, wf: dict) -> torch.Tensor:
-    return run(engine, add_captures(wf, lat="ks"))["lat"]["samples"]
+    return kit.run(engine, kit.add_captures(wf, lat="ks"))["lat"]["samples"]
 
 
 def test_fp8_storage_runs_close_to_full_precision(engine):
@@ -43,9 +35,9 @@ def test_advanced_stages_continue_like_one_run(engine):
     wf = graph(LAYOUTS["comfyui"])
     common = {k: wf["ks"]["inputs"][k] for k in ("model", "steps", "cfg", "sampler_name", "scheduler", "positive",
                                                  "negative")}
-    wf["ks1"] = node("KSamplerAdvanced", **common, add_noise="enable", noise_seed=SEED, latent_image=["empty", 0],
+    wf["ks1"] = kit.node("KSamplerAdvanced", **common, add_noise="enable", noise_seed=SEED, latent_image=["empty", 0],
                      start_at_step=0, end_at_step=2, return_with_leftover_noise="enable")
-    wf["ks"] = node("KSamplerAdvanced", **common, add_noise="disable", noise_seed=SEED, latent_image=["ks1", 0],
+    wf["ks"] = kit.node("KSamplerAdvanced", **common, add_noise="disable", noise_seed=SEED, latent_image=["ks1", 0],
                     start_at_step=2, end_at_step=10000, return_with_leftover_noise="disable")
     two = _latent(engine, wf)
     assert torch.allclose(one, two, atol=1e-4)
@@ -67,9 +59,9 @@ def test_denoise_and_samplers(engine):
 def test_reference_latent_changes_the_result(engine):
     base = _latent(engine, graph(LAYOUTS["comfyui"]))
     wf = graph(LAYOUTS["comfyui"])
-    wf["ref_src"] = node("EmptySD3LatentImage", width=32, height=48, batch_size=1)
-    wf["ref"] = node("ReferenceLatent", conditioning=["guide", 0], latent=["ks_ref", 0])
-    wf["ks_ref"] = node("KSampler", **dict(wf["ks"]["inputs"], latent_image=["ref_src", 0]))
+    wf["ref_src"] = kit.node("EmptySD3LatentImage", width=32, height=48, batch_size=1)
+    wf["ref"] = kit.node("ReferenceLatent", conditioning=["guide", 0], latent=["ks_ref", 0])
+    wf["ks_ref"] = kit.node("KSampler", **dict(wf["ks"]["inputs"], latent_image=["ref_src", 0]))
     wf["ks"]["inputs"]["positive"] = ["ref", 0]
     out = _latent(engine, wf)
     assert out.shape == base.shape and not torch.allclose(out, base)
@@ -107,9 +99,9 @@ def test_loader_types_refused_at_validation(engine):
 
 
 def test_cliploader_stable_diffusion_encodes_with_clip_l(engine):
-    wf = {"clip": node("CLIPLoader", clip_name="clip_l.safetensors", type="stable_diffusion"),
-          "enc": encode("a red cat"), "c": capture("enc")}
-    emb = run(engine, wf)["c"][0][0]
+    wf = {"clip": kit.node("CLIPLoader", clip_name="clip_l.safetensors", type="stable_diffusion"),
+          "enc": kit.encode("a red cat"), "c": kit.capture("enc")}
+    emb = kit.run(engine, wf)["c"][0][0]
     assert emb.shape == (1, 77, 64)
 
 
@@ -129,9 +121,9 @@ def test_fill_model_takes_the_inpainting_conditioning(engine, tiny_flux):
 
     def run(mask_value: float) -> torch.Tensor:
         wf = graph("flux1-fill-tiny.safetensors")
-        wf["image"] = empty_image(64, 64, 0x8040C0)
-        wf["mask"] = node("SolidMask", value=mask_value, width=64, height=64)
-        wf["inpaint"] = node("InpaintModelConditioning", positive=["guide", 0], negative=["neg", 0], vae=["vae", 0],
+        wf["image"] = kit.empty_image(64, 64, 0x8040C0)
+        wf["mask"] = kit.node("SolidMask", value=mask_value, width=64, height=64)
+        wf["inpaint"] = kit.node("InpaintModelConditioning", positive=["guide", 0], negative=["neg", 0], vae=["vae", 0],
                              pixels=["image", 0], mask=["mask", 0], noise_mask=False)
         wf["ks"]["inputs"].update(positive=["inpaint", 0], negative=["inpaint", 1], latent_image=["inpaint", 2])
         return _latent(engine, wf)
