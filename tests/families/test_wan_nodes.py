@@ -6,61 +6,50 @@ from __future__ import annotations
 
 import shutil
 
+import family_kit as kit
 import pytest
 import torch
-from family_kit import (
-    add_captures,
-    capture,
-    decode,
-    encode,
-    engine_fixture,
-    ksampler,
-    node,
-    run,
-    tiny_fixture,
-    unet_loader,
-)
 from safetensors.torch import load_file, save_file
 from wan_tiny import LAYOUTS, TEXT, VAE_FILES, build
 
 from nodegraph.diffusion.video_models.wan_text import load_umt5
 
-tiny = tiny_fixture(build, "tiny-wan-nodes")
-engine = engine_fixture("tiny")
+tiny = kit.tiny_fixture(build, "tiny-wan-nodes")
+engine = kit.engine_fixture("tiny")
 
 
 def _video(width: int, height: int, length: int, batch: int = 1) -> dict:
-    return node("EmptyHunyuanLatentVideo", width=width, height=height, length=length, batch_size=batch)
+    return kit.node("EmptyHunyuanLatentVideo", width=width, height=height, length=length, batch_size=batch)
 
 
 def test_empty_latent_and_trim(engine):
-    wf = {"e": _video(832, 480, 25, 2), "t": node("TrimVideoLatent", samples=["e", 0], trim_amount=3)}
-    cap = run(engine, add_captures(wf, c1="e", c2="t"))
+    wf = {"e": _video(832, 480, 25, 2), "t": kit.node("TrimVideoLatent", samples=["e", 0], trim_amount=3)}
+    cap = kit.run(engine, kit.add_captures(wf, c1="e", c2="t"))
     assert tuple(cap["c1"]["samples"].shape) == (2, 16, 7, 60, 104)
     assert tuple(cap["c2"]["samples"].shape) == (2, 16, 4, 60, 104)
 
 
 def _sampler_graph(latent: dict) -> dict:
     return {
-        "unet": unet_loader(LAYOUTS["comfyui"]),
-        "clip": node("CLIPLoader", clip_name=TEXT, type="wan"),
-        "pos": encode("a cat"),
+        "unet": kit.unet_loader(LAYOUTS["comfyui"]),
+        "clip": kit.node("CLIPLoader", clip_name=TEXT, type="wan"),
+        "pos": kit.encode("a cat"),
         "lat": latent,
-        "ks": ksampler("unet", 1, 2, 1.0, negative=["pos", 0], latent=["lat", 0]),
-        "vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]),
-        "dec": decode(),
-        "img": capture("dec"),
+        "ks": kit.ksampler("unet", 1, 2, 1.0, negative=["pos", 0], latent=["lat", 0]),
+        "vae": kit.node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+        "dec": kit.decode(),
+        "img": kit.capture("dec"),
     }
 
 
 def test_image_latent_into_a_wan_sampler_names_the_fix(engine):
-    wf = _sampler_graph(node("EmptyLatentImage", width=32, height=32, batch_size=1))
+    wf = _sampler_graph(kit.node("EmptyLatentImage", width=32, height=32, batch_size=1))
     with pytest.raises(Exception, match="EmptyHunyuanLatentVideo"):
-        run(engine, wf)
+        kit.run(engine, wf)
 
 
 def test_video_latent_decodes_to_frames(engine):
-    cap = run(engine, _sampler_graph(_video(48, 32, 9, 2)))
+    cap = kit.run(engine, _sampler_graph(_video(48, 32, 9, 2)))
     frames = cap["img"]
     assert frames.shape == (2 * 9, 32, 48, 3) and frames.dtype == torch.float32
     assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
@@ -112,11 +101,11 @@ def test_tiled_decode_settings_are_diffusers_wan_tiling(tiny):
 
 
 def test_vae_decode_tiled_node_on_a_video_latent(engine):
-    wf = {"lat": _video(128, 64, 5), "vae": node("VAELoader", vae_name=VAE_FILES["comfyui"]),
-          "dec": node("VAEDecodeTiled", samples=["lat", 0], vae=["vae", 0], tile_size=64, overlap=16,
+    wf = {"lat": _video(128, 64, 5), "vae": kit.node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+          "dec": kit.node("VAEDecodeTiled", samples=["lat", 0], vae=["vae", 0], tile_size=64, overlap=16,
                       temporal_size=64, temporal_overlap=8),
-          "img": capture("dec")}
-    cap = run(engine, wf)
+          "img": kit.capture("dec")}
+    cap = kit.run(engine, wf)
     assert cap["img"].shape == (5, 64, 128, 3)
 
 
@@ -125,16 +114,16 @@ def test_custom_sampling_equals_ksampler(engine, sampler):
     """SamplerCustomAdvanced (CFGGuider, BasicScheduler simple, RandomNoise) on Wan = KSampler's latent; an
     ancestral sampler takes its rectified-flow form on both paths (the Wan denoiser declares its noise form)."""
     base = _sampler_graph(_video(32, 32, 5))
-    base["neg"] = encode("")
+    base["neg"] = kit.encode("")
     base["ks"]["inputs"].update(cfg=3.0, negative=["neg", 0], steps=3, sampler_name=sampler)
     base.update({
-        "noise": node("RandomNoise", noise_seed=1),
-        "guider": node("CFGGuider", model=["unet", 0], positive=["pos", 0], negative=["neg", 0], cfg=3.0),
-        "sampler": node("KSamplerSelect", sampler_name=sampler),
-        "sigmas": node("BasicScheduler", model=["unet", 0], scheduler="simple", steps=3, denoise=1.0),
-        "custom": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+        "noise": kit.node("RandomNoise", noise_seed=1),
+        "guider": kit.node("CFGGuider", model=["unet", 0], positive=["pos", 0], negative=["neg", 0], cfg=3.0),
+        "sampler": kit.node("KSamplerSelect", sampler_name=sampler),
+        "sigmas": kit.node("BasicScheduler", model=["unet", 0], scheduler="simple", steps=3, denoise=1.0),
+        "custom": kit.node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
                        sigmas=["sigmas", 0], latent_image=["lat", 0])})
-    cap = run(engine, add_captures(base, klat="ks", clat="custom", cden=["custom", 1]))
+    cap = kit.run(engine, kit.add_captures(base, klat="ks", clat="custom", cden=["custom", 1]))
     got, want = cap["clat"]["samples"], cap["klat"]["samples"]
     assert got.shape == want.shape == (1, 16, 2, 4, 4)
     assert float((got - want).abs().max()) < 1e-5
