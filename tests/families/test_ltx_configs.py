@@ -3,23 +3,20 @@ KSampler / ModelSamplingLTXV on the tiny model."""
 
 from __future__ import annotations
 
+import family_kit as kit
 import pytest
 import torch
 from ltx_tiny import CHECKPOINT, TEXT, build
 
-from nodegraph.config import EngineConfig
 from nodegraph.diffusion.ltx.files import config_from_state, ltx_layout, shipped_config
 from nodegraph.diffusion.ltx.vae import _config as vae_config
-from nodegraph.testing_graphs import capture_engine, run_captured
 
 
 def _meta_state(name: str) -> dict:
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
-    with init_empty_weights():
-        cls = LTXVideoTransformer3DModel if name.startswith("transformer") else AutoencoderKLLTXVideo
-        return dict(cls.from_config(shipped_config(name)).state_dict())
+    cls = LTXVideoTransformer3DModel if name.startswith("transformer") else AutoencoderKLLTXVideo
+    return dict(kit.on_meta(lambda: cls.from_config(shipped_config(name))).state_dict())
 
 
 @pytest.mark.parametrize("name", ["transformer_2b", "transformer_13b"])
@@ -79,47 +76,38 @@ def test_a_timestep_conditioned_vae_decodes_as_diffusers_with_comfyui_decode_set
     assert float((other - want).abs().max()) > 1e-4
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    tiny = build(tmp_path_factory.mktemp("tiny-ltx-configs"))
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = kit.tiny_fixture(build, "tiny-ltx-configs")
+engine = kit.engine_fixture("tiny")
 
 
 def _ksampler_graph(shift: bool) -> dict:
+
     wf = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "ltxv"}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": ["clip", 0]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "empty": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9,
-                                                                   "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {
-            "model": ["ckpt", 0], "seed": 1, "steps": 3, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple",
-            "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0], "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "clip": kit.node("CLIPLoader", clip_name=TEXT, type="ltxv"),
+        "pos": kit.encode("a red cat"),
+        "neg": kit.encode(""),
+        "empty": kit.node("EmptyLTXVLatentVideo", width=64, height=64, length=9, batch_size=1),
+        "ks": kit.ksampler("ckpt", 1, 3, 3.0),
+        "dec": kit.decode(vae=["ckpt", 2]),
+        "img": kit.capture("dec"),
     }
     if shift:
-        wf["msl"] = {"class_type": "ModelSamplingLTXV", "inputs": {"model": ["ckpt", 0], "max_shift": 2.05,
-                                                                   "base_shift": 0.95, "latent": ["empty", 0]}}
+        wf["msl"] = kit.node("ModelSamplingLTXV", model=["ckpt", 0], max_shift=2.05, base_shift=0.95,
+                         latent=["empty", 0])
         wf["ks"]["inputs"]["model"] = ["msl", 0]
     return wf
 
 
 def test_ksampler_samples_an_ltx_model_and_model_sampling_ltxv_changes_it(engine):
-    plain, cap = run_captured(engine, _ksampler_graph(False))
-    plain.raise_for_status()
-    shifted, cap2 = run_captured(engine, _ksampler_graph(True))
-    shifted.raise_for_status()
+    cap = kit.run(engine, _ksampler_graph(False))
+    cap2 = kit.run(engine, _ksampler_graph(True))
     assert cap["img"].shape == (9, 64, 64, 3) and bool(torch.isfinite(cap["img"]).all())
-    assert float((cap["img"] - cap2["img"]).abs().max()) > 1 / 255
+    assert kit.max_diff(cap["img"], cap2["img"]) > 1 / 255
 
 
 def test_the_checkpoint_clip_says_to_load_t5(engine):
     wf = _ksampler_graph(False)
     wf["pos"]["inputs"]["clip"] = ["ckpt", 1]
-    result, _ = run_captured(engine, wf)
     with pytest.raises(Exception, match="CLIPLoader type ltxv"):
-        result.raise_for_status()
+        kit.run(engine, wf)

@@ -7,77 +7,54 @@ LTXConditionPipeline."""
 
 from __future__ import annotations
 
-import resource
-import time
-
+import family_kit as kit
 import pytest
 import torch
-from ltx_tiny import CHECKPOINT, LAYOUTS, TEXT, VAE_FILE, TinyLTX, build
+from ltx_tiny import CHECKPOINT, LAYOUTS, TEXT, VAE_FILE, build
 from safetensors.torch import load_file
 
-from nodegraph.config import EngineConfig
 from nodegraph.diffusion.detect import read_header
 from nodegraph.diffusion.ltx.files import load_ltx_transformer, parameter_counts
 from nodegraph.diffusion.ltx.sampling import ltx_sigmas
 from nodegraph.diffusion.ltx.vae import ltx_vae_from_state
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.testing_graphs import capture_engine, run_captured
 
 PROMPT = "a red cat walking on the sky"
 NEGATIVE = "blue square"
 SEED, STEPS, SIZE, LENGTH, CFG = 7, 4, 64, 9, 3.0
 
 
-@pytest.fixture(scope="module")
-def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> TinyLTX:
-    return build(tmp_path_factory.mktemp("tiny-ltx-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_ltx):
-    cfg = EngineConfig(home=tiny_ltx.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny_ltx = kit.tiny_fixture(build, "tiny-ltx-home")
+engine = kit.engine_fixture("tiny_ltx")
 
 
 def graph(frame_rate: float = 25.0, model: list | None = None, extra: dict | None = None) -> dict:
     """ComfyUI's LTXV text-to-video graph (frames captured as "img", the latent as "lat")."""
     wf = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "ltxv", "device": "default"}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["clip", 0]}},
-        "cond": {"class_type": "LTXVConditioning", "inputs": {"positive": ["pos", 0], "negative": ["neg", 0],
-                                                              "frame_rate": frame_rate}},
-        "empty": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": SIZE, "height": SIZE, "length": LENGTH,
-                                                                   "batch_size": 1}},
-        "sched": {"class_type": "LTXVScheduler", "inputs": {"steps": STEPS, "max_shift": 2.05, "base_shift": 0.95,
-                                                            "stretch": True, "terminal": 0.1,
-                                                            "latent": ["empty", 0]}},
-        "sel": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "sc": {"class_type": "SamplerCustom", "inputs": {
-            "model": model or ["ckpt", 0], "add_noise": True, "noise_seed": SEED, "cfg": CFG,
-            "positive": ["cond", 0], "negative": ["cond", 1], "sampler": ["sel", 0], "sigmas": ["sched", 0],
-            "latent_image": ["empty", 0]}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["sc", 0], "vae": ["ckpt", 2]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
-        "lat": {"class_type": "Capture", "inputs": {"value": ["sc", 0]}},
+        "ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "clip": kit.node("CLIPLoader", clip_name=TEXT, type="ltxv", device="default"),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(NEGATIVE),
+        "cond": kit.node("LTXVConditioning", positive=["pos", 0], negative=["neg", 0], frame_rate=frame_rate),
+        "empty": kit.node("EmptyLTXVLatentVideo", width=SIZE, height=SIZE, length=LENGTH, batch_size=1),
+        "sched": kit.node("LTXVScheduler", steps=STEPS, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1,
+                      latent=["empty", 0]),
+        "sel": kit.node("KSamplerSelect", sampler_name="euler"),
+        "sc": kit.node("SamplerCustom", model=model or ["ckpt", 0], add_noise=True, noise_seed=SEED, cfg=CFG,
+                   positive=["cond", 0], negative=["cond", 1], sampler=["sel", 0], sigmas=["sched", 0],
+                   latent_image=["empty", 0]),
+        "dec": kit.node("VAEDecode", samples=["sc", 0], vae=["ckpt", 2]),
+        "img": kit.capture("dec"),
+        "lat": kit.capture("sc"),
     }
     wf.update(extra or {})
     return wf
-
-
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_ltx):
     """LTXPipeline's frames [F, H, W, 3] with the noise our SamplerCustom draws for SEED."""
     frames = (LENGTH - 1) // 8 + 1
-    noise = make_noise((1, 128, frames, SIZE // 32, SIZE // 32), torch.Generator("cpu").manual_seed(SEED))
+    noise = kit.seeded_noise((1, 128, frames, SIZE // 32, SIZE // 32), SEED)
     packed = noise.flatten(2).transpose(1, 2)
     pipe = tiny_ltx.pipeline()
     with torch.no_grad():
@@ -104,9 +81,7 @@ def test_transformer_layouts_load_the_same_weights(tiny_ltx, layout):
     path = tiny_ltx.home / "models" / "diffusion_models" / LAYOUTS[layout]
     model = load_ltx_transformer(path, read_header(path), path.name)
     assert model.family == "ltxv" and model.arch == "ltxv-2b" and model.latent.channels == 128
-    got, want = model.unet.state_dict(), tiny_ltx.transformer.state_dict()
-    assert set(got) == set(want)
-    assert all(torch.equal(got[k], want[k]) for k in want)
+    kit.assert_same_weights(model.unet, tiny_ltx.transformer)
 
 
 @pytest.mark.parametrize("where", ["diffusers", "checkpoint"])
@@ -118,8 +93,7 @@ def test_vae_layouts_load_the_same_weights(tiny_ltx, where):
         state = {k: v for k, v in load_file(str(models / "checkpoints" / CHECKPOINT)).items()
                  if k.startswith("vae.")}
     vae = ltx_vae_from_state(state, where)
-    got, want = vae.vae.inner.state_dict(), tiny_ltx.vae.state_dict()
-    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    kit.assert_same_weights(vae.vae.inner, tiny_ltx.vae)
     assert vae.downscale == 32
 
 
@@ -135,32 +109,27 @@ def test_ltxv_scheduler_equals_the_pipeline_schedule(tiny_ltx):
 
 
 def test_graph_frames_equal_ltx_pipeline(engine, reference):
-    start = time.perf_counter()
-    cap = _run(engine, graph())
-    elapsed = time.perf_counter() - start
+    cap, elapsed = kit.run_timed(engine, graph())
     frames = cap["img"]
     assert frames.shape == (LENGTH, SIZE, SIZE, 3) == reference.shape
     assert cap["lat"]["samples"].shape == (1, 128, 2, SIZE // 32, SIZE // 32)
-    diff = float((frames - reference).abs().max())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"ltx tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {peak:.0f} MiB")
+    diff = kit.max_diff(frames, reference)
+    print(f"ltx tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {kit.peak_rss_mib():.0f} MiB")
     assert diff <= 1 / 255
     assert float(frames.std()) > 0.01  # not a blank video
 
 
 def test_frame_rate_changes_the_frames(engine, reference):
-    cap = _run(engine, graph(frame_rate=8.0))
-    assert float((cap["img"] - reference).abs().max()) > 1 / 255
+    cap = kit.run(engine, graph(frame_rate=8.0))
+    assert kit.max_diff(cap["img"], reference) > 1 / 255
 
 
 def test_split_files_give_the_same_frames(engine, reference):
-    extra = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["diffusers"],
-                                                             "weight_dtype": "default"}},
-             "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}}
+    extra = {"unet": kit.unet_loader(LAYOUTS["diffusers"]), "vae": kit.node("VAELoader", vae_name=VAE_FILE)}
     wf = graph(model=["unet", 0], extra=extra)
     wf["dec"]["inputs"]["vae"] = ["vae", 0]
-    cap = _run(engine, wf)
-    assert float((cap["img"] - reference).abs().max()) <= 1 / 255
+    cap = kit.run(engine, wf)
+    assert kit.max_diff(cap["img"], reference) <= 1 / 255
 
 
 def test_parameter_counts_of_the_shipped_configs():
@@ -183,17 +152,16 @@ def test_image_to_video_graph_equals_ltx_image_to_video_pipeline(tiny_ltx, engin
     picture = Image.fromarray(pixels.numpy())
     picture.save(tiny_ltx.home / "input" / "start.png")
     wf = graph()
-    wf["load"] = {"class_type": "LoadImage", "inputs": {"image": "start.png"}}
-    wf["i2v"] = {"class_type": "LTXVImgToVideo", "inputs": {
-        "positive": ["cond", 0], "negative": ["cond", 1], "vae": ["ckpt", 2], "image": ["load", 0], "width": SIZE,
-        "height": SIZE, "length": LENGTH, "batch_size": 1, "strength": 1.0}}
+    wf["load"] = kit.node("LoadImage", image="start.png")
+    wf["i2v"] = kit.node("LTXVImgToVideo", positive=["cond", 0], negative=["cond", 1], vae=["ckpt", 2], image=["load", 0],
+                     width=SIZE, height=SIZE, length=LENGTH, batch_size=1, strength=1.0)
     wf["sched"]["inputs"]["latent"] = ["i2v", 2]
     wf["sc"]["inputs"].update(positive=["i2v", 0], negative=["i2v", 1], latent_image=["i2v", 2])
-    cap = _run(engine, wf)
+    cap = kit.run(engine, wf)
 
     base = tiny_ltx.pipeline()
     pipe = LTXImageToVideoPipeline(**base.components)
-    noise = make_noise((1, 128, 2, SIZE // 32, SIZE // 32), torch.Generator("cpu").manual_seed(SEED))
+    noise = kit.seeded_noise((1, 128, 2, SIZE // 32, SIZE // 32), SEED)
     with torch.no_grad():
         video = pixels.permute(2, 0, 1).float().div(255.0).mul(2.0).sub(1.0)[None, :, None]
         z = tiny_ltx.vae.encode(video).latent_dist.mean
@@ -205,9 +173,7 @@ def test_image_to_video_graph_equals_ltx_image_to_video_pipeline(tiny_ltx, engin
                    **prompts(tiny_ltx)).frames
     reference = out[0].permute(0, 2, 3, 1).float()
     assert torch.allclose(cap["lat"]["samples"][:, :, :1], start[:, :, :1], atol=1e-5)  # the image's frame is kept
-    diff = float((cap["img"] - reference).abs().max())
-    print(f"ltx tiny image-to-video: max |diff| {diff:.2e}")
-    assert diff <= 1 / 255
+    kit.assert_parity(cap["img"], reference, "ltx tiny image-to-video")
 
 
 def test_causal_positions_of_0_9_5_files_equal_ltx_condition_pipeline(tiny_ltx, engine, reference):
@@ -217,7 +183,7 @@ def test_causal_positions_of_0_9_5_files_equal_ltx_condition_pipeline(tiny_ltx, 
 
     wf = graph()
     wf["ckpt"]["inputs"]["ckpt_name"] = CAUSAL
-    cap = _run(engine, wf)
+    cap = kit.run(engine, wf)
     sigmas = ltx_sigmas(STEPS, 2.05, 0.95, True, 0.1, tokens=8)
     pipe = tiny_ltx.condition_pipeline()
     with torch.no_grad():
@@ -225,8 +191,5 @@ def test_causal_positions_of_0_9_5_files_equal_ltx_condition_pipeline(tiny_ltx, 
                    timesteps=[float(s) * 1000.0 for s in sigmas[:-1]], guidance_scale=CFG, frame_rate=25,
                    max_sequence_length=128,
                    generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").frames
-    want = out[0].permute(0, 2, 3, 1).float()
-    diff = float((cap["img"] - want).abs().max())
-    print(f"ltx tiny causal positions vs LTXConditionPipeline: max |diff| {diff:.2e}")
-    assert diff <= 1 / 255
-    assert float((cap["img"] - reference).abs().max()) > 1 / 255
+    kit.assert_parity(cap["img"], out[0].permute(0, 2, 3, 1).float(), "ltx tiny causal positions vs LTXConditionPipeline")
+    assert kit.max_diff(cap["img"], reference) > 1 / 255
