@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from family_kit import assert_one_image, load_example, run_example, shrink
+import family_kit as kit
 
 EXAMPLE = Path(__file__).parent / "flux_examples" / "flux_dev_example.json"
 
 
 def test_flux_dev_example_runs_on_the_tiny_model(tiny_flux, tmp_path):
-    prompt = load_example(EXAMPLE)
+    prompt = kit.load_example(EXAMPLE)
     home = tmp_path / "home"
     shutil.copytree(tiny_flux.home, home)
     models = home / "models"
@@ -30,12 +30,12 @@ def test_flux_dev_example_runs_on_the_tiny_model(tiny_flux, tmp_path):
     def vae(inputs: dict) -> None:
         renames[models / "vae" / "ae.safetensors"] = models / "vae" / inputs["vae_name"]
 
-    shrink(prompt, {"UNETLoader": unet, "DualCLIPLoader": clips, "VAELoader": vae,
+    kit.shrink(prompt, {"UNETLoader": unet, "DualCLIPLoader": clips, "VAELoader": vae,
                     "EmptySD3LatentImage": {"width": 64, "height": 64}, "ModelSamplingFlux": {"width": 64, "height": 64},
                     "BasicScheduler": {"steps": 2}})
     for src, dst in renames.items():
         if src != dst:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
-    run_example(home, tmp_path / "out", prompt)
-    assert_one_image(tmp_path / "out", (64, 64))
+    kit.run_example(home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (64, 64))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
@@ -15,9 +16,6 @@ from safetensors.torch import save_file
 from wan_tiny import LAYOUTS, TEXT, TRANSFORMER, VAE_FILES, build, to_original
 
 from nodegraph.api import Node, Output
-from nodegraph.config import EngineConfig
-from nodegraph.diffusion.sampling import make_noise
-from nodegraph.testing_graphs import capture_engine, run_captured
 
 PROMPT = "a green dog running on a river"
 SEED, STEPS, SIZE, LENGTH, CFG, SHIFT = 11, 4, 32, 5, 4.0, 8.0
@@ -51,13 +49,6 @@ def tiny(tmp_path_factory):
     return wan, low, i2v, Image.fromarray(image), i2v21
 
 
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny[0].home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg, (VisionStates,))
-
-
 class VisionStates(Node):
     """A fixed CLIP_VISION_OUTPUT (random penultimate states), standing in for CLIPVisionEncode."""
 
@@ -71,31 +62,43 @@ class VisionStates(Node):
         return (ClipVisionOutput(last_hidden_state=states, image_embeds=states[:, 0], penultimate_hidden_states=states),)
 
 
+engine = kit.engine_fixture("tiny", (VisionStates,), home=lambda tiny: tiny[0].home)
+
+
 def vision_states() -> torch.Tensor:
     return torch.randn((1, IMAGE_TOKENS, IMAGE_DIM), generator=torch.Generator().manual_seed(5))
 
 
 def _common() -> dict:
     return {
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": TEXT, "type": "wan"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILES["comfyui"]}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["clip", 0]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "img": {"class_type": "Capture", "inputs": {"value": ["dec", 0]}},
+        "clip": kit.node("CLIPLoader", clip_name=TEXT, type="wan"),
+        "vae": kit.node("VAELoader", vae_name=VAE_FILES["comfyui"]),
+        "pos": kit.encode(PROMPT),
+        "neg": kit.encode(""),
+        "img": kit.capture("dec"),
     }
 
 
 def _advanced(model: str, latent: list, start: int, end: int, first: bool) -> dict:
-    return {"class_type": "KSamplerAdvanced", "inputs": {
-        "model": [model, 0], "add_noise": "enable" if first else "disable", "noise_seed": SEED, "steps": STEPS,
-        "cfg": CFG, "sampler_name": "euler", "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0],
-        "latent_image": latent, "start_at_step": start, "end_at_step": end,
-        "return_with_leftover_noise": "enable" if first else "disable"}}
+    return kit.node("KSamplerAdvanced", model=[model, 0], add_noise="enable" if first else "disable", noise_seed=SEED,
+                steps=STEPS, cfg=CFG, sampler_name="euler", scheduler="simple", positive=["pos", 0],
+                negative=["neg", 0], latent_image=latent, start_at_step=start, end_at_step=end,
+                return_with_leftover_noise="enable" if first else "disable")
+
+
+def _i2v(unet: str, **vision: list) -> dict:
+    """LoadImage + WanImageToVideo (with ``clip_vision_output`` if given) + KSampler on ``unet``, as "img"."""
+    return dict(_common(), unet=kit.unet_loader(unet), ms=kit.node("ModelSamplingSD3", model=["unet", 0], shift=SHIFT),
+                load=kit.node("LoadImage", image="start.png"),
+                i2v=kit.node("WanImageToVideo", positive=["pos", 0], negative=["neg", 0], vae=["vae", 0], width=SIZE,
+                         height=SIZE, length=LENGTH, batch_size=1, start_image=["load", 0], **vision),
+                ks=kit.ksampler("ms", SEED, STEPS, CFG, positive=["i2v", 0], negative=["i2v", 1], latent=["i2v", 2]),
+                dec=kit.decode())
 
 
 def _noise() -> torch.Tensor:
     frames = (LENGTH - 1) // 4 + 1
-    return make_noise((1, 16, frames, SIZE // 8, SIZE // 8), torch.Generator("cpu").manual_seed(SEED))
+    return kit.seeded_noise((1, 16, frames, SIZE // 8, SIZE // 8), SEED)
 
 
 def _pipe_schedule(pipe, steps: int) -> None:
@@ -112,20 +115,20 @@ def test_two_experts_equal_wan_pipeline_with_transformer_2(engine, tiny):
     from diffusers import WanPipeline
 
     wan, low = tiny[0], tiny[1]
-    wf = dict(_common(), high={"class_type": "UNETLoader", "inputs": {"unet_name": LAYOUTS["comfyui"], "weight_dtype": "default"}}, low={"class_type": "UNETLoader", "inputs": {"unet_name": LOW, "weight_dtype": "default"}}, ms_high={"class_type": "ModelSamplingSD3", "inputs": {"model": ["high", 0], "shift": SHIFT}}, ms_low={"class_type": "ModelSamplingSD3", "inputs": {"model": ["low", 0], "shift": SHIFT}}, empty={"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE,
-                                                                      "length": LENGTH, "batch_size": 1}}, ks1=_advanced("ms_high", ["empty", 0], 0, 2, True), ks2=_advanced("ms_low", ["ks1", 0], 2, 10000, False), dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks2", 0], "vae": ["vae", 0]}})
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
+    wf = dict(_common(), high=kit.unet_loader(LAYOUTS["comfyui"]), low=kit.unet_loader(LOW),
+              ms_high=kit.node("ModelSamplingSD3", model=["high", 0], shift=SHIFT),
+              ms_low=kit.node("ModelSamplingSD3", model=["low", 0], shift=SHIFT),
+              empty=kit.node("EmptyHunyuanLatentVideo", width=SIZE, height=SIZE, length=LENGTH, batch_size=1),
+              ks1=_advanced("ms_high", ["empty", 0], 0, 2, True), ks2=_advanced("ms_low", ["ks1", 0], 2, 10000, False),
+              dec=kit.decode("ks2"))
+    cap = kit.run(engine, wf)
     pipe = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=wan.transformer,
                        transformer_2=low, vae=wan.vae, scheduler=None, boundary_ratio=BOUNDARY)
     _pipe_schedule(pipe, STEPS)
     with torch.no_grad():
         ref = pipe(PROMPT, negative_prompt="", height=SIZE, width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS,
                    guidance_scale=CFG, guidance_scale_2=CFG, latents=_noise(), output_type="pt").frames
-    ref = ref[0].permute(0, 2, 3, 1).float()
-    diff = float((cap["img"] - ref).abs().max())
-    print(f"wan 2.2 two experts: max |diff| {diff:.2e}")
-    assert diff <= 1 / 255
+    kit.assert_parity(cap["img"], ref[0].permute(0, 2, 3, 1).float(), "wan 2.2 two experts")
     # the low-noise expert mattered: the high-noise model alone gives other frames
     single = WanPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, transformer=wan.transformer,
                          vae=wan.vae, scheduler=None)
@@ -133,21 +136,14 @@ def test_two_experts_equal_wan_pipeline_with_transformer_2(engine, tiny):
     with torch.no_grad():
         alone = single(PROMPT, negative_prompt="", height=SIZE, width=SIZE, num_frames=LENGTH,
                        num_inference_steps=STEPS, guidance_scale=CFG, latents=_noise(), output_type="pt").frames
-    assert float((cap["img"] - alone[0].permute(0, 2, 3, 1)).abs().max()) > 1 / 255
+    assert kit.max_diff(cap["img"], alone[0].permute(0, 2, 3, 1)) > 1 / 255
 
 
 def test_image_to_video_equals_wan_i2v_pipeline(engine, tiny):
     from diffusers import WanImageToVideoPipeline
 
     wan, _, i2v, start, _ = tiny
-    wf = dict(_common(), unet={"class_type": "UNETLoader", "inputs": {"unet_name": I2V, "weight_dtype": "default"}}, ms={"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}}, load={"class_type": "LoadImage", "inputs": {"image": "start.png"}}, i2v={"class_type": "WanImageToVideo", "inputs": {
-            "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
-            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0]}}, ks={"class_type": "KSampler", "inputs": {
-            "model": ["ms", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
-            "denoise": 1.0}}, dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}})
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
+    cap = kit.run(engine, _i2v(I2V))
     # Wan 2.2 I2V (no image encoder): the pipeline needs a boundary; both experts are this one model
     pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
                                    scheduler=None, transformer=i2v, transformer_2=i2v, image_encoder=None,
@@ -163,10 +159,7 @@ def test_image_to_video_equals_wan_i2v_pipeline(engine, tiny):
                    num_frames=LENGTH,
                    num_inference_steps=STEPS, guidance_scale=CFG, guidance_scale_2=CFG, latents=_noise(),
                    output_type="pt").frames
-    ref = ref[0].permute(0, 2, 3, 1).float()
-    diff = float((cap["img"] - ref).abs().max())
-    print(f"wan 2.2 image to video: max |diff| {diff:.2e}")
-    assert diff <= 1 / 255
+    kit.assert_parity(cap["img"], ref[0].permute(0, 2, 3, 1).float(), "wan 2.2 image to video")
 
 
 def test_wan21_image_to_video_with_clip_vision_equals_the_pipeline(engine, tiny):
@@ -174,14 +167,7 @@ def test_wan21_image_to_video_with_clip_vision_equals_the_pipeline(engine, tiny)
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     wan, start, i2v21 = tiny[0], tiny[3], tiny[4]
-    wf = dict(_common(), unet={"class_type": "UNETLoader", "inputs": {"unet_name": I2V21, "weight_dtype": "default"}}, ms={"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": SHIFT}}, load={"class_type": "LoadImage", "inputs": {"image": "start.png"}}, vision={"class_type": "VisionStates", "inputs": {}}, i2v={"class_type": "WanImageToVideo", "inputs": {
-            "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "width": SIZE, "height": SIZE,
-            "length": LENGTH, "batch_size": 1, "start_image": ["load", 0], "clip_vision_output": ["vision", 0]}}, ks={"class_type": "KSampler", "inputs": {
-            "model": ["ms", 0], "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
-            "denoise": 1.0}}, dec={"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}})
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
+    cap = kit.run(engine, dict(_i2v(I2V21, clip_vision_output=["vision", 0]), vision=kit.node("VisionStates")))
     pipe = WanImageToVideoPipeline(tokenizer=wan.tokenizer, text_encoder=wan.text_encoder, vae=wan.vae,
                                    scheduler=None, transformer=i2v21, image_encoder=None, image_processor=None)
     _pipe_schedule(pipe, STEPS)
@@ -193,7 +179,4 @@ def test_wan21_image_to_video_with_clip_vision_equals_the_pipeline(engine, tiny)
         ref = pipe(image=start, prompt_embeds=embeds, negative_prompt_embeds=negative, image_embeds=vision_states(),
                    height=SIZE, width=SIZE, num_frames=LENGTH, num_inference_steps=STEPS, guidance_scale=CFG,
                    latents=_noise(), output_type="pt").frames
-    ref = ref[0].permute(0, 2, 3, 1).float()
-    diff = float((cap["img"] - ref).abs().max())
-    print(f"wan 2.1 image to video (clip vision): max |diff| {diff:.2e}")
-    assert diff <= 1 / 255
+    kit.assert_parity(cap["img"], ref[0].permute(0, 2, 3, 1).float(), "wan 2.1 image to video (clip vision)")
