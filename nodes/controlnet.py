@@ -162,6 +162,47 @@ class ControlNetApplyAdvanced(Node):
         return (pos, neg)
 
 
+def _concat_mask(ctx: ExecutionContext, control_net: ControlNet) -> str | None:
+    """Why ``control_net`` cannot run here when it is one of ComfyUI's ``concat_mask`` ControlNets (AliMama's
+    inpainting ones: the masked image's latent plus the mask as hint), else None."""
+    model = ctx.models.get(control_net.model)
+    module = getattr(model, "module", None)
+    extra = int(getattr(getattr(module, "config", None), "extra_conditioning_channels", 0) or 0)
+    if getattr(model, "kind", "") == "sd3_controlnet" and extra == 1:
+        return (f"{getattr(model, 'source', 'this ControlNet')!r} is an inpainting SD3 ControlNet (AliMama's: its hint "
+                "is the masked image's latent plus the mask), which nodegraph does not run yet; inpaint with "
+                "InpaintModelConditioning or VAEEncodeForInpaint/SetLatentNoiseMask instead, or use an SD3 ControlNet "
+                "whose hint is an image with ControlNetApplySD3")
+    return None
+
+
+class ControlNetInpaintingAliMamaApply(Node):
+    """Apply an inpainting ControlNet (AliMama's): the hint is the image with the masked area blanked plus the mask;
+    other ControlNets are applied as Apply ControlNet does (the mask unused)."""
+
+    CATEGORY = "conditioning/controlnet"
+    INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "control_net": Link(CONTROL_NET),
+              "vae": Link("VAE"), "image": Link("IMAGE"), "mask": Link("MASK"),
+              "strength": _STRENGTH,
+              "start_percent": Float(0.0, min=0.0, max=1.0, step=0.001),
+              "end_percent": Float(1.0, min=0.0, max=1.0, step=0.001)}
+    OUTPUTS = (Output("CONDITIONING", name="positive"), Output("CONDITIONING", name="negative"))
+
+    def execute(self, ctx: ExecutionContext, positive: CONDITIONING, negative: CONDITIONING,
+                control_net: ControlNet, vae: Any, image: IMAGE, mask: Any, strength: float, start_percent: float,
+                end_percent: float) -> tuple[CONDITIONING, CONDITIONING]:
+        if not isinstance(control_net, ControlNet):
+            raise TypeError("control_net must come from ControlNetLoader (got "
+                            f"{type(control_net).__name__}); connect a CONTROL_NET output")
+        if strength == 0:  # as ComfyUI: nothing applied, whatever the ControlNet
+            return (positive, negative)
+        why = _concat_mask(ctx, control_net)
+        if why is not None:
+            raise ValueError(f"ControlNetInpaintingAliMamaApply: {why}")
+        pos, neg = _apply([positive, negative], control_net, image, strength, start_percent, end_percent, vae)
+        return (pos, neg)
+
+
 class SetUnionControlNetType(Node):
     """Choose which condition a union ControlNet reads from its hint ("auto": let it decide)."""
 
@@ -203,7 +244,7 @@ class Canny(Node):
 def nodegraph_nodes():
     """The ControlNet nodes."""
     return [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, SetUnionControlNetType,
-            Canny]
+            Canny, ControlNetInpaintingAliMamaApply]
 
 
 @hookimpl
