@@ -3,6 +3,7 @@ reads the same configs back from full-size tensor names and shapes (ComfyUI's/BF
 
 from __future__ import annotations
 
+import family_kit as kit
 import pytest
 from flux2_tiny import to_comfyui
 
@@ -16,22 +17,11 @@ from nodegraph.diffusion.flux2.detect import (
 from nodegraph.diffusion.flux2.loading import text_layers
 
 
-def _meta(build):
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return build()
-
-
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 @pytest.fixture(scope="module")
 def transformers():
     from diffusers import Flux2Transformer2DModel
 
-    return {name: _meta(lambda name=name: Flux2Transformer2DModel.from_config(shipped_config(name)))
+    return {name: kit.on_meta(lambda name=name: Flux2Transformer2DModel.from_config(shipped_config(name)))
             for name in ("transformer_dev", "transformer_klein_4b")}
 
 
@@ -41,8 +31,8 @@ def _language_model(name: str):
     values = shipped_config(name)
     kind = values.pop("model_type")
     if kind == "mistral":
-        return _meta(lambda: MistralModel(MistralConfig(**values)))
-    return _meta(lambda: Qwen3Model(Qwen3Config(**values)))
+        return kit.on_meta(lambda: MistralModel(MistralConfig(**values)))
+    return kit.on_meta(lambda: Qwen3Model(Qwen3Config(**values)))
 
 
 def test_parameter_counts(transformers):
@@ -50,10 +40,11 @@ def test_parameter_counts(transformers):
     with its vision tower and output head, of which the language model's body is 22.9B."""
     from diffusers import AutoencoderKLFlux2
 
-    counts = {"dev": _count(transformers["transformer_dev"]), "klein_4b": _count(transformers["transformer_klein_4b"]),
-              "vae": _count(_meta(lambda: AutoencoderKLFlux2.from_config(shipped_config("vae")))),
-              "mistral": _count(_language_model("text_encoder_mistral3_24b")),
-              "qwen3": _count(_language_model("text_encoder_qwen3_4b"))}
+    counts = {"dev": kit.parameter_count(transformers["transformer_dev"]),
+              "klein_4b": kit.parameter_count(transformers["transformer_klein_4b"]),
+              "vae": kit.parameter_count(kit.on_meta(lambda: AutoencoderKLFlux2.from_config(shipped_config("vae")))),
+              "mistral": kit.parameter_count(_language_model("text_encoder_mistral3_24b")),
+              "qwen3": kit.parameter_count(_language_model("text_encoder_qwen3_4b"))}
     print(f"\nFlux.2 parameters: {counts}")
     assert counts == {"dev": 32_223_281_152, "klein_4b": 3_875_544_576, "vae": 84_046_115,
                       "mistral": 22_901_314_560, "qwen3": 4_022_468_096}
