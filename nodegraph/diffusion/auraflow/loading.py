@@ -48,7 +48,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
         convert_auraflow_transformer_checkpoint_to_diffusers,
     )
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
 
     found = transformer_layout(shapes)
@@ -61,7 +61,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     if layout == "original":
         state = convert_auraflow_transformer_checkpoint_to_diffusers(state)
     compute = dtype or torch.float32
-    transformer = filled_transformer(AuraFlowTransformer2DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(AuraFlowTransformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="auraflow", source=name, latent=AURA_LATENT,
                           family="auraflow", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1.0))
 

@@ -43,7 +43,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
         convert_cosmos_transformer_checkpoint_to_diffusers,
     )
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..fp8 import unscale_fp8
 
     found = transformer_layout(shapes)
@@ -62,7 +62,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     if config.get("concat_padding_mask", True):  # the zero padding-mask channel is appended by CosmosDenoiser,
         # so diffusers' resize of it (which needs torchvision) is not used: same weights, one more input channel
         config = dict(config, concat_padding_mask=False, in_channels=int(config["in_channels"]) + 1)
-    transformer = filled_transformer(CosmosTransformer3DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(CosmosTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=variant, source=name, latent=COSMOS_LATENT,
                           family="cosmos", flow=CosmosFlow())
 

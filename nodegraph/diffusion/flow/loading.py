@@ -69,8 +69,8 @@ def _float8(weight_dtype: str) -> Any:
     return dtype
 
 
-def filled_transformer(cls: Any, config: dict[str, Any], state: dict[str, Any], name: str, dtype: Any = None,
-                       weight_dtype: str = "default") -> Any:
+def filled_model(cls: Any, config: dict[str, Any], state: dict[str, Any], name: str, dtype: Any = None,
+                 weight_dtype: str = "default") -> Any:
     """``cls.from_config(config)`` built on the meta device, filled from ``state`` in ``dtype`` (None: float32) and
     stored in float8 when ``weight_dtype`` names one (``state`` is emptied as the weights are placed)."""
     import torch
@@ -321,6 +321,6 @@ def vae_overrides(state: dict[str, Any]) -> dict[str, Any]:
             "shift_factor": FLUX_LATENT.shift_factor}
 
 
-__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "filled_transformer", "load_clip",
+__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "filled_model", "load_clip",
            "load_text_encoder", "load_transformer", "t5_tokenizer", "text_encoder_from_state", "transformer_from_state",
            "vae_overrides"]

@@ -68,7 +68,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
         convert_flux2_transformer_checkpoint_to_diffusers,
     )
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
 
@@ -85,7 +85,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     if layout == "comfyui":
         with quiet_libraries():
             state = convert_flux2_transformer_checkpoint_to_diffusers(state)
-    transformer = filled_transformer(Flux2Transformer2DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(Flux2Transformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=f"flux2-{variant}", source=name,
                           latent=FLUX2_LATENT, family="flux2", flow=FlowSettings("flux", DEFAULT_SHIFT))
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..detect import UnknownModelError
+from ..inner_vae import InnerVAE
 from ..types import VAEModel
 from .detect import is_flux2_vae_keys, shipped_config
 
@@ -31,7 +32,7 @@ def unpatchify(z: Any) -> Any:
     return z.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, h * 2, w * 2)
 
 
-class Flux2VAE(torch.nn.Module):
+class Flux2VAE(InnerVAE):
     """An ``AutoencoderKLFlux2`` whose latents are the transformer's: patchified and batch-norm normalised."""
 
     def __init__(self, inner: Any) -> None:
@@ -62,19 +63,6 @@ class Flux2VAE(torch.nn.Module):
         mean, std = self._stats(z)
         img = self.inner.decode(unpatchify(z * std + mean)).sample
         return SimpleNamespace(sample=img) if return_dict else (img,)
-
-    def forward(self, x: Any) -> Any:
-        """Reconstruction of images [B, 3, H, W]."""
-        return self.decode(self.encode(x).latent_dist.mean).sample
-
-    @property
-    def use_tiling(self) -> bool:
-        """Whether the inner VAE decodes in tiles."""
-        return bool(self.inner.use_tiling)
-
-    @use_tiling.setter
-    def use_tiling(self, value: bool) -> None:
-        self.inner.use_tiling = bool(value)
 
     # diffusers' AutoencoderKL tiling attributes (what VAEDecodeTiled/VAEEncodeTiled set), mapped onto the inner
     # VAE, whose latent cells are 8 pixels (the 2×2 patches are folded in around it)
@@ -163,11 +151,9 @@ def is_flux2_vae(keys: Any) -> bool:
 
 def flux2_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel | None:
     """VAE from a Flux.2 VAE's tensors (``state`` is emptied); None when they are not a Flux.2 VAE's."""
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLFlux2
 
-    from ..flow.loading import fill
-    from ..loading import quiet_libraries
+    from ..flow.loading import filled_model
 
     if not is_flux2_vae_keys(state):
         return None
@@ -175,10 +161,8 @@ def flux2_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) ->
     config = _config(state, name)
     if not any(".down_blocks." in k for k in state):
         state = _original_to_diffusers(state, config)
-    with quiet_libraries(), init_empty_weights():
-        inner = AutoencoderKLFlux2.from_config(config)
     state.setdefault("bn.num_batches_tracked", torch.tensor(0))
-    fill(inner, state, dtype or torch.float32, name)
+    inner = filled_model(AutoencoderKLFlux2, config, state, name, dtype)
     return VAEModel(vae=Flux2VAE(inner).eval(), scaling_factor=1.0, shift_factor=0.0, source=name)
 
 

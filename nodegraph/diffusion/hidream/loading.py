@@ -54,7 +54,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     import torch
     from diffusers import HiDreamImageTransformer2DModel
 
-    from ..flow.loading import FLUX_LATENT, filled_transformer
+    from ..flow.loading import FLUX_LATENT, filled_model
     from ..flow.schedule import FlowSettings
 
     prefix = transformer_prefix(header.shapes)
@@ -66,7 +66,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
         state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     compute = dtype or torch.float32
     state = dequantized(state, compute, name)
-    transformer = filled_transformer(HiDreamImageTransformer2DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(HiDreamImageTransformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="hidream", source=name, latent=FLUX_LATENT,
                           family="hidream", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1000.0))
 

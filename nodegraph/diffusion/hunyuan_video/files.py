@@ -209,7 +209,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     import torch
     from diffusers import HunyuanVideoTransformer3DModel
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
     from ..fp8 import unscale_fp8
 
@@ -226,7 +226,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     arch = variant(config)
     log.info("%s: HunyuanVideo transformer %s (%s layout), %d + %d blocks, %d wide", name, arch, kind,
              config["num_layers"], config["num_single_layers"], config["num_attention_heads"] * HEAD_DIM)
-    transformer = filled_transformer(HunyuanVideoTransformer3DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(HunyuanVideoTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=arch, source=name, latent=HUNYUAN_LATENT,
                           family="hunyuan_video", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1000.0))
 

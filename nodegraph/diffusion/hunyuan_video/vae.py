@@ -113,19 +113,15 @@ def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
 
 def hunyuan_video_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel | None:
     """VAE from a HunyuanVideo VAE's tensors (``state`` is emptied); None when they are not one's."""
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLHunyuanVideo
 
-    from ..flow.loading import fill
-    from ..loading import quiet_libraries
+    from ..flow.loading import filled_model
 
     if not is_hunyuan_video_vae(state):
         return None
     if all(k in state for k in _LDM):
         state = _ldm_to_diffusers(state)
-    with quiet_libraries(), init_empty_weights():
-        inner = AutoencoderKLHunyuanVideo.from_config(_config(state, name))
-    fill(inner, state, dtype or torch.float32, name)
+    inner = filled_model(AutoencoderKLHunyuanVideo, _config(state, name), state, name, dtype)
     wrapped = HunyuanVideoVAE(inner).eval()
     return VAEModel(vae=wrapped, scaling_factor=wrapped.config.scaling_factor, shift_factor=0.0, source=name)
 

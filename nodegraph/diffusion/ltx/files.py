@@ -102,7 +102,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     import torch
     from diffusers import LTXVideoTransformer3DModel
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
 
@@ -121,7 +121,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     log.info("%s: LTX-Video transformer (%s layout), %d layers, %d wide", name, layout, config["num_layers"],
              config["num_attention_heads"] * config["attention_head_dim"])
     compute = dtype or torch.float32
-    transformer = filled_transformer(LTXVideoTransformer3DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(LTXVideoTransformer3DModel, config, state, name, compute, weight_dtype)
     arch = "ltxv-13b" if config["num_layers"] >= 48 else "ltxv-2b"
     return DiffusionModel(unet=transformer, scheduler_config={"causal_temporal_positioning": bool(causal)},
                           arch=arch, source=name, latent=LTX_LATENT,

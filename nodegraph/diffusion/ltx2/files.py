@@ -96,7 +96,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     import torch
     from diffusers import LTX2VideoTransformer3DModel
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
     from ..loading import quiet_libraries
     from ..ltx.files import DEFAULT_SHIFT
@@ -118,7 +118,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     log.info("%s: LTX-2 transformer (%s layout), %d layers, %d/%d wide", name, layout, config["num_layers"],
              config["num_attention_heads"] * VIDEO_HEAD, config["audio_num_attention_heads"] * AUDIO_HEAD)
     compute = dtype or torch.float32
-    transformer = filled_transformer(LTX2VideoTransformer3DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(LTX2VideoTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="ltx2", source=name, latent=LTX2_LATENT,
                           family="ltx2", flow=FlowSettings("flux", DEFAULT_SHIFT, 1000.0))
 

@@ -60,11 +60,9 @@ def is_ltx2_vae_state(keys: Any) -> bool:
 
 def ltx2_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel:
     """VAE from an LTX-2 video VAE's tensors, original names (``vae.`` or bare) or diffusers' (``state`` emptied)."""
-    import torch
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLLTX2Video
 
-    from ..flow.loading import fill
+    from ..flow.loading import filled_model
     from ..loading import quiet_libraries
     from ..ltx.vae import LTXVideoVAE
 
@@ -73,9 +71,7 @@ def ltx2_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> 
 
         with quiet_libraries():
             state = convert_ltx2_vae_to_diffusers(state)
-    with quiet_libraries(), init_empty_weights():
-        inner = AutoencoderKLLTX2Video.from_config(vae_config(state, name))
-    fill(inner, state, dtype or torch.float32, name)
+    inner = filled_model(AutoencoderKLLTX2Video, vae_config(state, name), state, name, dtype)
     return VAEModel(vae=LTXVideoVAE(inner).eval(), scaling_factor=1.0, shift_factor=0.0, source=name)
 
 

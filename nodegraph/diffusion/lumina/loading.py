@@ -46,7 +46,7 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
     import torch
     from diffusers import Lumina2Transformer2DModel, ZImageTransformer2DModel
 
-    from ..flow.loading import FLUX_LATENT, filled_transformer
+    from ..flow.loading import FLUX_LATENT, filled_model
     from ..flow.schedule import FlowSettings
     from ..fp8 import unscale_fp8
     from .convert import lumina2_to_diffusers, z_image_to_diffusers
@@ -65,7 +65,7 @@ def transformer_from_state(state: dict[str, Any], found: Found, name: str, weigh
     cls = ZImageTransformer2DModel if found.family == "z_image" else Lumina2Transformer2DModel
     lens = list(found.config["axes_lens"])  # a longer rotary table on the text axis: ComfyUI has no prompt limit
     config = dict(found.config, axes_lens=[max(int(lens[0]), CAPTION_POSITIONS), *lens[1:]])
-    transformer = filled_transformer(cls, config, state, name, compute, weight_dtype)
+    transformer = filled_model(cls, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch=ARCH[found.family], source=name,
                           latent=FLUX_LATENT, family=found.family,
                           flow=FlowSettings("discrete", DEFAULT_SHIFT[found.family], 1.0))

@@ -149,7 +149,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     import torch
     from diffusers import MochiTransformer3DModel
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
     from ..fp8 import unscale_fp8
 
@@ -164,7 +164,7 @@ def transformer_from_state(state: dict[str, Any], name: str, weight_dtype: str =
     config = config_from_state(state, name)
     log.info("%s: Mochi transformer (%s layout), %d blocks, %d wide", name, kind, config["num_layers"],
              config["num_attention_heads"] * config["attention_head_dim"])
-    transformer = filled_transformer(MochiTransformer3DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(MochiTransformer3DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="mochi-preview", source=name,
                           latent=MOCHI_LATENT, family="mochi", flow=FlowSettings("discrete", DEFAULT_SHIFT, MULTIPLIER))
 

@@ -42,7 +42,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     import torch
     from diffusers import QwenImageTransformer2DModel
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from ..flow.schedule import FlowSettings
 
     prefix = transformer_prefix(header.shapes)
@@ -54,7 +54,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
         state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     compute = dtype or torch.float32
     state = unscale_fp8(state, compute)
-    transformer = filled_transformer(QwenImageTransformer2DModel, config, state, name, compute, weight_dtype)
+    transformer = filled_model(QwenImageTransformer2DModel, config, state, name, compute, weight_dtype)
     return DiffusionModel(unet=transformer, scheduler_config={}, arch="qwen-image", source=name, latent=QWEN_LATENT,
                           family="qwen_image", flow=FlowSettings("discrete", DEFAULT_SHIFT, 1.0))
 

@@ -145,7 +145,7 @@ def unet_from_state(state: dict[str, Any], name: str, weight_dtype: str = "defau
     import torch
     from diffusers import StableCascadeUNet
 
-    from ..flow.loading import filled_transformer
+    from ..flow.loading import filled_model
     from .sampling import FAMILY, stage_of
     from .schedule import CascadeSigmas
 
@@ -158,7 +158,7 @@ def unet_from_state(state: dict[str, Any], name: str, weight_dtype: str = "defau
     config = derive_config({k: tuple(v.shape) for k, v in state.items()})
     release = config.pop("_release", "a custom size")
     compute = dtype or torch.float32
-    unet = filled_transformer(StableCascadeUNet, config, state, name, compute, weight_dtype)
+    unet = filled_model(StableCascadeUNet, config, state, name, compute, weight_dtype)
     stage = stage_of(unet)
     log.info("%s: Stable Cascade stage %s (%s)", name, stage.upper(), release)
     return DiffusionModel(unet=unet, scheduler_config={}, arch=f"stable_cascade_{stage}", source=name,

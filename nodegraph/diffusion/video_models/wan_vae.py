@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..detect import UnknownModelError
+from ..inner_vae import InnerVAE
 from ..types import VAEModel
 from .wan_files import shipped_config
 
@@ -34,7 +35,7 @@ def is_wan_vae(keys: Any) -> bool:
     return _ORIGINAL in keys or _DIFFUSERS in keys
 
 
-class WanVideoVAE(torch.nn.Module):
+class WanVideoVAE(InnerVAE):
     """An ``AutoencoderKLWan`` behind the image-VAE interface: video latents raw, image latents normalised."""
 
     #: VAEEncode(Tiled) encodes an IMAGE batch image by image (Qwen-Image's latents), not as one clip
@@ -76,21 +77,8 @@ class WanVideoVAE(torch.nn.Module):
             frames = self.inner.decode(raw.unsqueeze(2)).sample[:, :, 0]
         return SimpleNamespace(sample=frames) if return_dict else (frames,)
 
-    def forward(self, x: Any) -> Any:
-        """Reconstruction of images [B, 3, H, W]."""
-        return self.decode(self.encode(x).latent_dist.mean).sample
-
     # diffusers' AutoencoderKL tiling attributes (what VAEDecodeTiled/VAEEncodeTiled set for image latents),
     # mapped onto the Wan VAE's spatial tiles; video latents are tiled in time and space by video_tiling.
-    @property
-    def use_tiling(self) -> bool:
-        """Whether the inner VAE tiles spatially."""
-        return bool(self.inner.use_tiling)
-
-    @use_tiling.setter
-    def use_tiling(self, value: bool) -> None:
-        self.inner.use_tiling = bool(value)
-
     @property
     def tile_sample_min_size(self) -> int:
         """Tile size in pixels."""
@@ -138,10 +126,9 @@ def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
 
 def wan_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel | None:
     """VAE from a Wan video VAE's tensors (``state`` is emptied); None when they are not a Wan VAE's."""
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLWan
 
-    from ..flow.loading import fill
+    from ..flow.loading import filled_model
     from ..loading import quiet_libraries
 
     if not is_wan_vae(state):
@@ -163,9 +150,7 @@ def wan_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> V
     if converted is not state:
         state.clear()
     state = converted
-    with quiet_libraries(), init_empty_weights():
-        inner = AutoencoderKLWan.from_config(config)
-    fill(inner, state, dtype or torch.float32, name)
+    inner = filled_model(AutoencoderKLWan, config, state, name, dtype)
     return VAEModel(vae=WanVideoVAE(inner).eval(), scaling_factor=1.0, shift_factor=0.0, source=name)
 
 
