@@ -23,7 +23,7 @@ from typing import Any
 
 from ..auraflow.sampling import text_entries
 from ..flow.sampling import FlowDenoiser, _batch
-from ..flow.schedule import FlowSettings
+from ..flow.schedule import FlowSettings, edm_percent_to_sigma
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 #: The family name of a Cosmos model's rectified-flow view (what the shared loop samples).
@@ -77,12 +77,7 @@ class CosmosFlow(FlowSettings):
 
     def percent_to_sigma(self, percent: float) -> float:
         """The EDM sigma at ``percent`` of the way through sampling (ComfyUI's ModelSamplingContinuousEDM)."""
-        if percent <= 0.0:
-            return 999999999.9
-        if percent >= 1.0:
-            return 0.0
-        smin, smax = self._edges()
-        return math.exp((math.log(smax) - math.log(smin)) * (1.0 - percent) + math.log(smin))
+        return edm_percent_to_sigma(percent, *self._edges())
 
 
 def to_t(sigmas: Any) -> Any:

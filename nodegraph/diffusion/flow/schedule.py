@@ -83,6 +83,16 @@ class FlowSettings:
         return np.asarray(self.sigma(t), dtype=np.float32).astype(np.float64)
 
 
+def edm_percent_to_sigma(percent: float, sigma_min: float, sigma_max: float) -> float:
+    """ComfyUI's ModelSamplingContinuousEDM.percent_to_sigma: log-linear from ``sigma_max`` (0%) to ``sigma_min``."""
+    if percent <= 0.0:
+        return 999999999.9
+    if percent >= 1.0:
+        return 0.0
+    low = math.log(sigma_min)
+    return math.exp((math.log(sigma_max) - low) * (1.0 - percent) + low)
+
+
 def flux_shift(width: int, height: int, max_shift: float = 1.15, base_shift: float = 0.5) -> float:
     """ModelSamplingFlux's shift for an image size (linear in latent tokens: base at 256, max at 4096)."""
     slope = (max_shift - base_shift) / (4096 - 256)
@@ -100,4 +110,4 @@ def flow_sigmas(schedule: str, steps: int, settings: FlowSettings) -> Any:
     return out
 
 
-__all__ = ["FLOW_SCHEDULES", "FlowSettings", "flow_sigmas", "flux_shift"]
+__all__ = ["FLOW_SCHEDULES", "FlowSettings", "edm_percent_to_sigma", "flow_sigmas", "flux_shift"]

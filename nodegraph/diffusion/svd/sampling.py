@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import k_family
-from ..flow.schedule import FlowSettings
+from ..flow.schedule import FlowSettings, edm_percent_to_sigma
 from ..k_family import KFamily
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 700.0
@@ -65,12 +65,7 @@ class SVDSigmas(FlowSettings):
 
     def percent_to_sigma(self, percent: float) -> float:
         """ComfyUI's ModelSamplingContinuousEDM.percent_to_sigma."""
-        if percent <= 0.0:
-            return 999999999.9
-        if percent >= 1.0:
-            return 0.0
-        low = math.log(self.sigma_min)
-        return math.exp((math.log(self.sigma_max) - low) * (1.0 - percent) + low)
+        return edm_percent_to_sigma(percent, self.sigma_min, self.sigma_max)
 
 
 def svd_model_fields() -> dict[str, Any]:
