@@ -123,3 +123,32 @@ def test_node_in_a_graph(tiny_sd):
     assert torch.equal(latent("default"), base) and torch.equal(latent("fp32"), base)
     low = latent("bf16")
     assert 0 < (low - base).abs().max().item() < 0.25 * base.abs().max().item()
+
+
+@pytest.mark.slow
+def test_bf16_in_the_flow_loop(tmp_path):
+    """The tiny Flux.1 (tests/families) through ModelComputeDtype: fp32 (the CPU engine's) changes nothing, bf16
+    rounds the result a little."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "families"))
+    import family_kit as kit
+    from flux_tiny import LAYOUTS, build
+    from test_flux_parity import graph
+
+    from nodegraph.testing_graphs import capture_engine
+
+    engine = capture_engine(kit.home_config(build(tmp_path / "flux").home))
+
+    def latent(dtype):
+        wf = graph(LAYOUTS["comfyui"])
+        if dtype is not None:
+            wf["cd"] = kit.node("ModelComputeDtype", model=["msf", 0], dtype=dtype)
+            wf["ks"]["inputs"]["model"] = ["cd", 0]
+        return kit.run(engine, kit.add_captures(wf, lat="ks"))["lat"]["samples"]
+
+    base = latent(None)
+    assert torch.equal(latent("fp32"), base)
+    low = latent("bf16")
+    assert 0 < (low - base).abs().max().item() < 0.25 * base.abs().max().item()
