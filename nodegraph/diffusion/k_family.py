@@ -30,15 +30,6 @@ class KFamily:
     sigma_max: Callable[[Any], float]
 
 
-def guider_conditionings(guider: Any, label: str) -> tuple[list, list, float]:
-    """(positive, negative, cfg) of a CFGGuider-like or BasicGuider-like GUIDER; others do not apply to ``label``."""
-    if hasattr(guider, "positive"):
-        return list(guider.positive), list(guider.negative), float(guider.cfg)
-    if hasattr(guider, "conditioning"):
-        return list(guider.conditioning), [], 1.0
-    raise ValueError(f"{type(guider).__name__} does not apply to {label}; use CFGGuider or BasicGuider")
-
-
 def run(family: KFamily, model: Any, positive: list, negative: list, cfg: float, samples: Any, noise: Any,
         sigmas: Any, fn: Any, gen: Any, latent: dict[str, Any], devices: Any, callback: Any = None,
         preview_every: int = 4, lora_library: Any = None) -> tuple[Any, Any]:
@@ -117,11 +108,12 @@ def sample_custom(family: KFamily, guider: Any, sampler: Any, sigmas: Any, noise
     """SamplerCustomAdvanced on a ``family`` model: (output, denoised_output)."""
     import torch
 
+    from .flow.custom import guider_conditionings
     from .guiders import draw_noise
     from .sampling import output_latent
 
     model = model if model is not None else guider.model
-    positive, negative, cfg = guider_conditionings(guider, family.label)
+    positive, negative, cfg = guider_conditionings(guider, family.label, "CFGGuider or BasicGuider")
     samples = family.prepare(model, latent)
     out = output_latent(latent, model.latent.downscale)
     sig = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
@@ -135,4 +127,4 @@ def sample_custom(family: KFamily, guider: Any, sampler: Any, sigmas: Any, noise
     return done, (dict(out, samples=x0) if x0 is not None else done)
 
 
-__all__ = ["KFamily", "guider_conditionings", "run", "sample", "sample_custom"]
+__all__ = ["KFamily", "run", "sample", "sample_custom"]

@@ -70,13 +70,18 @@ def _denoiser(guider: Any, model: Any, *args: Any) -> Any:
     return FlowDenoiser(model, positive, negative, cfg, *args)
 
 
-def _conditionings(guider: Any) -> tuple[list, list, float]:
+def guider_conditionings(guider: Any, target: str, use: str) -> tuple[list, list, float]:
+    """(positive, negative, cfg) of a CFGGuider-like or BasicGuider-like GUIDER; any other raises ValueError saying it
+    does not apply to ``target`` and to ``use`` another."""
     if hasattr(guider, "positive"):
         return list(guider.positive), list(guider.negative), float(guider.cfg)
     if hasattr(guider, "conditioning"):
         return list(guider.conditioning), [], 1.0
-    raise ValueError(f"{type(guider).__name__} does not apply to flow-matching models yet; use CFGGuider, "
-                     "DualCFGGuider or BasicGuider")
+    raise ValueError(f"{type(guider).__name__} does not apply to {target}; use {use}")
+
+
+def _conditionings(guider: Any) -> tuple[list, list, float]:
+    return guider_conditionings(guider, "flow-matching models yet", "CFGGuider, DualCFGGuider or BasicGuider")
 
 
 def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: dict[str, Any], devices: Any,
@@ -144,4 +149,4 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     return result, denoised
 
 
-__all__ = ["model_schedule", "sample_custom"]
+__all__ = ["guider_conditionings", "model_schedule", "sample_custom"]
