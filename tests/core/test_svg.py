@@ -1,6 +1,6 @@
 """SaveSVGNode (nodes/image_io.py) on a real server: a test node makes a tiny SVG batch, SaveSVGNode writes
 ``svg/ComfyUI_00001_.svg`` … into the output folder with the run's metadata, /history lists them under ``images``
-and /view serves them so that no script in them can run (attachment, or image/svg+xml with a sandboxing CSP)."""
+and /view serves them inline as image/svg+xml under a sandboxing Content-Security-Policy, so no script in them runs."""
 
 from __future__ import annotations
 
@@ -95,9 +95,9 @@ def test_saves_svgs_and_serves_them_safely(base: str, config) -> None:
         ctype = headers.get_content_type()
         disposition = headers.get("Content-Disposition", "")
         csp = headers.get("Content-Security-Policy", "")
-        # never inline SVG without a policy that stops its scripts
-        assert disposition.startswith("attachment") or (ctype == "image/svg+xml" and "sandbox" in csp
-                                                         and "script-src" not in csp.replace("script-src 'none'", ""))
+        # shown inline (the editor displays it), only under a policy that stops its scripts and fetches
+        assert disposition.startswith("inline") and ctype == "image/svg+xml"
+        assert "sandbox" in csp and "default-src 'none'" in csp and "script-src" not in csp
         assert headers.get("X-Content-Type-Options") == "nosniff"
     # another run counts on (an identical prompt would be answered from the cache)
     prompt["mk"]["inputs"]["color"] = "navy"

@@ -33,11 +33,14 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
 #: Types served inline; anything else is sent as an attachment so a browser never renders it as a page.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff", "video/mp4",
                 "video/webm", "video/x-matroska", "video/quicktime", "audio/mp4", "audio/wav", "audio/x-wav",
-                "audio/mpeg", "audio/flac", "audio/ogg", "text/plain", "application/json")
+                "audio/mpeg", "audio/flac", "audio/ogg", "text/plain", "application/json", "image/svg+xml")
+#: SVG can carry scripts: it is shown inline only under this policy (no scripts, no fetches; inline styles and data:
+#: images only), so the editor can show SaveSVGNode's output without it running anything.
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 #: Video and audio types by extension, whatever the system's MIME table says (the editor's <video> needs them).
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
                ".mov": "video/quicktime", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".wav": "audio/wav",
-               ".ogg": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4"}
+               ".ogg": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4", ".svg": "image/svg+xml"}
 FIELD_LIMIT = 64 * 1024
 #: Parts accepted in one upload (image, type, subfolder, overwrite, original_ref and a few the editor may add).
 MAX_FIELDS = 32
@@ -62,8 +65,11 @@ def _file_headers(path: Path) -> dict[str, str]:
     disposition = "inline" if ctype in INLINE_TYPES else "attachment"
     if disposition == "attachment":
         ctype = "application/octet-stream"
-    return {"Content-Type": ctype, "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(path.name)}",
-            "Cache-Control": "no-cache"}
+    headers = {"Content-Type": ctype, "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(path.name)}",
+               "Cache-Control": "no-cache"}
+    if ctype == "image/svg+xml":
+        headers["Content-Security-Policy"] = SVG_POLICY
+    return headers
 
 
 def _transform(path: Path, preview: str | None, channel: str | None) -> tuple[bytes, str] | None:
