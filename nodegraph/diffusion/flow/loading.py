@@ -87,6 +87,20 @@ def filled_model(cls: Any, config: dict[str, Any], state: dict[str, Any], name: 
     return model
 
 
+def load_t5xxl_clip(paths: list[Path], names: list[str], dtype: Any, arch: str, family: str,
+                    reads: str) -> TextEncoder:
+    """CLIP of one T5-XXL file (and the T5 v1.1 tokenizer) for CLIPLoader type ``arch``; other files are refused,
+    naming ``family`` and the files it ``reads``."""
+    if len(paths) != 1:
+        raise ValueError(f"type {arch} takes one text encoder file (T5-XXL, e.g. t5xxl_fp16.safetensors); use "
+                         "CLIPLoader")
+    kind, model = load_text_encoder(paths[0], names[0], dtype)
+    if kind != "t5xxl":
+        raise UnknownModelError(f"{names[0]} is a {kind} text encoder, not T5-XXL; {family} (type {arch}) reads "
+                                f"{reads}")
+    return TextEncoder(tokenizers=(t5_tokenizer(Path(paths[0])),), encoders=(model,), arch=arch)
+
+
 def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
     """MODEL from a diffusion-transformer file (Flux.1, any layout), in ``dtype`` (None: float32)."""
     from safetensors.torch import load_file
@@ -321,6 +335,6 @@ def vae_overrides(state: dict[str, Any]) -> dict[str, Any]:
             "shift_factor": FLUX_LATENT.shift_factor}
 
 
-__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "filled_model", "load_clip",
-           "load_text_encoder", "load_transformer", "t5_tokenizer", "text_encoder_from_state", "transformer_from_state",
-           "vae_overrides"]
+__all__ = ["FLUX_LATENT", "WEIGHT_DTYPES", "clip_kinds", "fill", "filled_model", "load_clip", "load_t5xxl_clip",
+           "load_text_encoder", "load_transformer", "t5_tokenizer", "text_encoder_from_state",
+           "transformer_from_state", "vae_overrides"]

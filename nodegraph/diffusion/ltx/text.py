@@ -20,21 +20,13 @@ TOKENS_PER_CHUNK = 256
 
 def load_ltxv_clip(paths: list[Path], names: list[str], dtype: Any = None) -> TextEncoder:
     """CLIP for CLIPLoader type ``ltxv``: one T5-XXL file and the shipped T5 v1.1 tokenizer."""
-    from ..detect import UnknownModelError
-    from ..flow.loading import load_text_encoder, t5_tokenizer
+    from ..flow.loading import load_t5xxl_clip
 
     if len(paths) == 2:  # DualCLIPLoader type ltxv: LTX-2's Gemma-3 and the LTX-2 checkpoint
         from ..ltx2.text import load_ltxav_pair
 
         return load_ltxav_pair(paths, names, dtype)
-    if len(paths) != 1:
-        raise ValueError("type ltxv takes one text encoder file (T5-XXL, e.g. t5xxl_fp16.safetensors); use "
-                         "CLIPLoader")
-    kind, model = load_text_encoder(paths[0], names[0], dtype)
-    if kind != "t5xxl":
-        raise UnknownModelError(f"{names[0]} is a {kind} text encoder, not T5-XXL; LTX-Video (type ltxv) reads "
-                                "t5xxl_fp16.safetensors")
-    return TextEncoder(tokenizers=(t5_tokenizer(Path(paths[0])),), encoders=(model,), arch="ltxv")
+    return load_t5xxl_clip(paths, names, dtype, "ltxv", "LTX-Video", "t5xxl_fp16.safetensors")
 
 
 def encode_ltxv(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:

@@ -21,17 +21,10 @@ TOKENS_PER_CHUNK = 256
 
 def load_mochi_clip(paths: list[Path], names: list[str], dtype: Any = None) -> TextEncoder:
     """CLIP for CLIPLoader type ``mochi`` (``families.CLIP_LOADERS`` entry): one T5-XXL file."""
-    from ..detect import UnknownModelError
-    from ..flow.loading import load_text_encoder, t5_tokenizer
+    from ..flow.loading import load_t5xxl_clip
 
-    if len(paths) != 1:
-        raise ValueError("type mochi takes one text encoder file (T5-XXL, e.g. t5xxl_fp16.safetensors); use "
-                         "CLIPLoader")
-    kind, model = load_text_encoder(paths[0], names[0], dtype)
-    if kind != "t5xxl":
-        raise UnknownModelError(f"{names[0]} is a {kind} text encoder, not T5-XXL; Mochi (type mochi) reads "
-                                "t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn_scaled.safetensors")
-    return TextEncoder(tokenizers=(t5_tokenizer(Path(paths[0])),), encoders=(model,), arch="mochi")
+    return load_t5xxl_clip(paths, names, dtype, "mochi", "Mochi",
+                           "t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn_scaled.safetensors")
 
 
 def encode_mochi(clip: TextEncoder, text: str, device: Any, max_chunks: int = 8) -> list[tuple[Any, dict]]:
