@@ -11,24 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..flow.latents import pad_even
-from ..flow.sampling import FlowDenoiser, _batch
-
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+from ..flow.sampling import FlowDenoiser, _batch, refuse_controls, refuse_regions, require_conditioning
 
 
 def text_entries(conditioning: list, what: str, width: int, family: str, loader: str, device: Any,
                  dtype: Any) -> list[tuple]:
     """Denoiser entries (states, strength) of a T5-only family's CONDITIONING, with clear errors for what does not
     apply (regions, ControlNets, another encoder's states)."""
-    if not conditioning:
-        raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+    require_conditioning(conditioning, what)
     out = []
     for emb, extras in conditioning:
-        if any(extras.get(k) is not None for k in _REGION_KEYS):
-            raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to {family} here yet; "
-                             "remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
-        if extras.get("control") is not None:
-            raise ValueError(f"{what}: ControlNets on {family} are not supported; remove the Apply ControlNet node")
+        refuse_regions(extras, what, family)
+        refuse_controls(extras, what, family)
         if emb.dim() != 3 or emb.shape[-1] != width:
             raise ValueError(f"{what}: the text states are {tuple(emb.shape)}, not {family}'s [1, T, {width}]; "
                              f"encode the prompt with {loader}")

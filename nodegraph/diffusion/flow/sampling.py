@@ -29,6 +29,26 @@ DEFAULT_GUIDANCE = 3.5
 _REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 
 
+def require_conditioning(conditioning: list, what: str) -> None:
+    """ValueError when ``what`` (positive, negative, …) is an empty CONDITIONING list."""
+    if not conditioning:
+        raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+
+
+def refuse_regions(extras: dict[str, Any], what: str, target: str) -> None:
+    """ValueError when a CONDITIONING entry carries area, mask or timestep-range conditioning (``target`` has none)."""
+    if any(extras.get(k) is not None for k in _REGION_KEYS):
+        raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to {target} here yet; "
+                         "remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+
+
+def refuse_controls(extras: dict[str, Any], what: str, target: str) -> None:
+    """ValueError when a CONDITIONING entry carries ControlNets, which ``target`` does not run."""
+    if extras.get("control") is not None:
+        raise ValueError(f"{what}: ControlNets on {target} are not supported yet (they would be ignored); remove the "
+                         "Apply ControlNet node for this model")
+
+
 def euler(denoiser: Any, x: Any, sigmas: Any, *, generator: Any = None, callback: Any = None) -> Any:
     """Euler steps x += (x - x0) / sigma * (sigma_next - sigma): the velocity times the step."""
     n = len(sigmas) - 1
@@ -115,21 +135,17 @@ class FlowDenoiser:
         return RectifiedFlow() if settings is None else RectifiedFlow(settings.percent_to_sigma)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, Any, float, list, float]]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Flux models "
-                                 "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            refuse_regions(extras, what, "Flux models")
             controls: tuple = ()
             if extras.get("control") is not None and self.family == "sd3":
                 from .sd3_controlnet import prepare as prepare_controls
 
                 controls = prepare_controls(extras["control"], self.flow, what, self.transformer)
-            elif extras.get("control") is not None:
-                raise ValueError(f"{what}: ControlNets on {self.family} transformers are not supported yet (they "
-                                 "would be ignored); remove the Apply ControlNet node for this model")
+            else:
+                refuse_controls(extras, what, f"{self.family} transformers")
             pooled = extras.get("pooled_output")
             if pooled is None and self.family == "chroma":  # T5 only
                 pooled = emb.new_zeros(1, 1)
@@ -327,4 +343,5 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     return dict(out_latent, samples=result)
 
 
-__all__ = ["DEFAULT_GUIDANCE", "FlowDenoiser", "euler", "prepare_latent", "sample", "sampler_fn", "sigmas_for"]
+__all__ = ["DEFAULT_GUIDANCE", "FlowDenoiser", "euler", "prepare_latent", "refuse_controls", "refuse_regions",
+           "require_conditioning", "sample", "sampler_fn", "sigmas_for"]

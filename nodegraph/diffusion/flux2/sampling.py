@@ -18,9 +18,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..flow.sampling import DEFAULT_GUIDANCE, FlowDenoiser, _batch
+from ..flow.sampling import (
+    DEFAULT_GUIDANCE,
+    FlowDenoiser,
+    _batch,
+    refuse_controls,
+    refuse_regions,
+    require_conditioning,
+)
 
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 #: Time index step between reference images ("index" method; ComfyUI's ref_index_scale, diffusers' scale).
 REF_INDEX_SCALE = 10
 REF_METHODS = ("index", "offset", "uxo")
@@ -80,17 +86,12 @@ class Flux2Denoiser(FlowDenoiser):
     """``denoiser(x, sigma)``: the guided x0 estimate of a Flux.2 transformer."""
 
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         width = int(self.transformer.config.joint_attention_dim)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Flux.2 here "
-                                 "yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
-            if extras.get("control") is not None:
-                raise ValueError(f"{what}: ControlNets on Flux.2 are not supported yet (they would be ignored); "
-                                 "remove the Apply ControlNet node for this model")
+            refuse_regions(extras, what, "Flux.2")
+            refuse_controls(extras, what, "Flux.2")
             if emb.dim() != 3 or emb.shape[-1] != width:
                 raise ValueError(f"{what}: the text states are {tuple(emb.shape)}, not Flux.2's [1, T, {width}]; "
                                  "encode the prompt with this model's text encoder (CLIPLoader type flux2)")

@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..flow.latents import pad_even
-from ..flow.sampling import FlowDenoiser, _batch
+from ..flow.sampling import FlowDenoiser, _batch, refuse_controls, refuse_regions, require_conditioning
 
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 _HOW = "encode the prompt with HiDream's text encoders (QuadrupleCLIPLoader, or CLIPLoader/DualCLIPLoader type hidream)"
 
 
@@ -29,17 +28,13 @@ class HiDreamDenoiser(FlowDenoiser):
         super().__init__(model, *args, **kwargs)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         config = self.transformer.config
         layers = max(config.llama_layers) + 1
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to HiDream here "
-                                 "yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
-            if extras.get("control") is not None:
-                raise ValueError(f"{what}: ControlNets on HiDream are not supported; remove the Apply ControlNet node")
+            refuse_regions(extras, what, "HiDream")
+            refuse_controls(extras, what, "HiDream")
             pooled, llama = extras.get("pooled_output"), extras.get("conditioning_llama3")
             if llama is None or pooled is None or emb.dim() != 3 or emb.shape[-1] != config.caption_channels[0]:
                 raise ValueError(f"{what}: the conditioning is not HiDream's (T5 states [1, T, "

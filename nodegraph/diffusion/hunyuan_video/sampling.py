@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flow.sampling import FlowDenoiser, _batch
+from ..flow.sampling import FlowDenoiser, _batch, refuse_regions, require_conditioning
 
 #: ComfyUI's embedded guidance for HunyuanVideo when no FluxGuidance sets one.
 DEFAULT_GUIDANCE = 6.0
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 _UNSUPPORTED = (("guiding_frame_index", "HunyuanImageToVideo's \"v2 (replace)\" guidance"),
                 ("ref_latent", "HunyuanImageToVideo's \"custom\" guidance"),
                 ("control", "ControlNets"))
@@ -37,15 +36,12 @@ class HunyuanVideoDenoiser(FlowDenoiser):
         super().__init__(model, positive, negative, cfg, dtype, device, None, clean, noise)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         config = self.transformer.config
         concat = int(config.in_channels) > int(config.out_channels)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to HunyuanVideo "
-                                 "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            refuse_regions(extras, what, "HunyuanVideo")
             for key, label in _UNSUPPORTED:
                 if extras.get(key) is not None:
                     raise ValueError(f"{what}: {label} is not supported on HunyuanVideo yet; use the \"v1 (concat)\" "

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..flow.latents import pad_even
-from ..flow.sampling import FlowDenoiser, _batch
+from ..flow.sampling import FlowDenoiser, _batch, refuse_controls, refuse_regions, require_conditioning
 from ..patches import ModelPatch, cfg_norm, patches_of
-
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 
 
 @dataclass(frozen=True)
@@ -44,17 +42,11 @@ class _NextDiTDenoiser(FlowDenoiser):
         return int(self.transformer.config.cap_feat_dim)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         out, width = [], self._text_width()
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to "
-                                 f"{self.family_name} here yet; remove the ConditioningSetArea/SetMask/"
-                                 "SetTimestepRange nodes")
-            if extras.get("control") is not None:
-                raise ValueError(f"{what}: ControlNets on {self.family_name} are not supported yet (they would be "
-                                 "ignored); remove the Apply ControlNet node for this model")
+            refuse_regions(extras, what, self.family_name)
+            refuse_controls(extras, what, self.family_name)
             if emb.dim() != 3 or emb.shape[-1] != width:
                 encoder = "Qwen3-4B (qwen_3_4b)" if self.family_name == "Z-Image" else "Gemma-2-2B (gemma_2_2b)"
                 raise ValueError(f"{what}: the text states are {tuple(emb.shape)}, not [1, T, {width}] as "

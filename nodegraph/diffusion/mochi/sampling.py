@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flow.sampling import FlowDenoiser, _batch
-
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+from ..flow.sampling import FlowDenoiser, _batch, refuse_controls, refuse_regions, require_conditioning
 
 
 class MochiDenoiser(FlowDenoiser):
@@ -27,16 +25,12 @@ class MochiDenoiser(FlowDenoiser):
         super().__init__(model, positive, negative, cfg, dtype, device, None, clean, noise)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         width = int(self.transformer.config.text_embed_dim)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Mochi here "
-                                 "yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
-            if extras.get("control") is not None:
-                raise ValueError(f"{what}: ControlNets are not supported on Mochi; remove the Apply ControlNet node")
+            refuse_regions(extras, what, "Mochi")
+            refuse_controls(extras, what, "Mochi")
             if emb.dim() != 3 or emb.shape[-1] != width:
                 raise ValueError(f"{what}: the text states are {tuple(emb.shape)}, not T5-XXL's [1, T, {width}]; "
                                  "encode the prompt with CLIPLoader type mochi (t5xxl_fp16.safetensors)")
