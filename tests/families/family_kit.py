@@ -182,6 +182,20 @@ def assert_parity(ours: torch.Tensor, ref: torch.Tensor, what: str, limit: float
     return diff
 
 
+def assert_video_run(engine: Engine, wf: dict, reference: torch.Tensor, frames: tuple, latent: tuple,
+                     what: str) -> dict:
+    """Run ``wf`` (timed): its frames "img" have shape ``frames`` as ``reference`` does and equal it ≤ 1/255, its
+    latent "lat" has shape ``latent``, and the video is not blank; returns the captures."""
+    cap, elapsed = run_timed(engine, wf)
+    assert cap["img"].shape == frames == reference.shape
+    assert cap["lat"]["samples"].shape == latent
+    diff = max_diff(cap["img"], reference)
+    print(f"{what}: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {peak_rss_mib():.0f} MiB")
+    assert diff <= LIMIT
+    assert float(cap["img"].std()) > 0.01  # not a blank video
+    return cap
+
+
 def assert_same_weights(ours: Any, ref: Any, label: str = "", skip: Callable[[str], bool] | None = None) -> None:
     """The two modules (or state dicts) hold the same tensor names and the same values (names ``skip`` drops aside)."""
     a = ours if isinstance(ours, dict) else ours.state_dict()

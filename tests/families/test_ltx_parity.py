@@ -109,14 +109,8 @@ def test_ltxv_scheduler_equals_the_pipeline_schedule(tiny_ltx):
 
 
 def test_graph_frames_equal_ltx_pipeline(engine, reference):
-    cap, elapsed = kit.run_timed(engine, graph())
-    frames = cap["img"]
-    assert frames.shape == (LENGTH, SIZE, SIZE, 3) == reference.shape
-    assert cap["lat"]["samples"].shape == (1, 128, 2, SIZE // 32, SIZE // 32)
-    diff = kit.max_diff(frames, reference)
-    print(f"ltx tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {kit.peak_rss_mib():.0f} MiB")
-    assert diff <= 1 / 255
-    assert float(frames.std()) > 0.01  # not a blank video
+    kit.assert_video_run(engine, graph(), reference, (LENGTH, SIZE, SIZE, 3), (1, 128, 2, SIZE // 32, SIZE // 32),
+                         "ltx tiny run")
 
 
 def test_frame_rate_changes_the_frames(engine, reference):
@@ -153,7 +147,8 @@ def test_image_to_video_graph_equals_ltx_image_to_video_pipeline(tiny_ltx, engin
     picture.save(tiny_ltx.home / "input" / "start.png")
     wf = graph()
     wf["load"] = kit.node("LoadImage", image="start.png")
-    wf["i2v"] = kit.node("LTXVImgToVideo", positive=["cond", 0], negative=["cond", 1], vae=["ckpt", 2], image=["load", 0],
+    wf["i2v"] = kit.node("LTXVImgToVideo", positive=["cond", 0], negative=["cond", 1], vae=["ckpt", 2],
+                         image=["load", 0],
                      width=SIZE, height=SIZE, length=LENGTH, batch_size=1, strength=1.0)
     wf["sched"]["inputs"]["latent"] = ["i2v", 2]
     wf["sc"]["inputs"].update(positive=["i2v", 0], negative=["i2v", 1], latent_image=["i2v", 2])
@@ -191,5 +186,6 @@ def test_causal_positions_of_0_9_5_files_equal_ltx_condition_pipeline(tiny_ltx, 
                    timesteps=[float(s) * 1000.0 for s in sigmas[:-1]], guidance_scale=CFG, frame_rate=25,
                    max_sequence_length=128,
                    generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").frames
-    kit.assert_parity(cap["img"], out[0].permute(0, 2, 3, 1).float(), "ltx tiny causal positions vs LTXConditionPipeline")
+    kit.assert_parity(cap["img"], out[0].permute(0, 2, 3, 1).float(),
+                      "ltx tiny causal positions vs LTXConditionPipeline")
     assert kit.max_diff(cap["img"], reference) > 1 / 255

@@ -67,14 +67,8 @@ def test_vae_layouts_load_the_same_weights(tiny_wan, layout):
 
 
 def test_graph_frames_equal_wan_pipeline(engine, reference):
-    cap, elapsed = kit.run_timed(engine, graph())
-    frames = cap["img"]
-    assert frames.shape == (LENGTH, SIZE, SIZE, 3) == reference.shape
-    assert cap["lat"]["samples"].shape == (1, 16, 2, SIZE // 8, SIZE // 8)
-    diff = kit.max_diff(frames, reference)
-    print(f"wan tiny run: {elapsed:.2f} s, max |diff| {diff:.2e}, peak RSS {kit.peak_rss_mib():.0f} MiB")
-    assert diff <= 1 / 255
-    assert float(frames.std()) > 0.01  # not a blank video
+    kit.assert_video_run(engine, graph(), reference, (LENGTH, SIZE, SIZE, 3), (1, 16, 2, SIZE // 8, SIZE // 8),
+                         "wan tiny run")
 
 
 def test_diffusers_layout_files_give_the_same_frames(engine, reference):
