@@ -32,13 +32,15 @@ engine = kit.engine_fixture("tiny")
 
 
 def loaders(unet: str = LAYOUTS["comfyui"], clip: str = TEXT_ENCODER, vae: str = VAE_FILE) -> dict:
-    return {"unet": kit.unet_loader(unet), "clip": kit.node("CLIPLoader", clip_name=clip, type="flux2", device="default"),
+    return {"unet": kit.unet_loader(unet),
+            "clip": kit.node("CLIPLoader", clip_name=clip, type="flux2", device="default"),
             "vae": kit.node("VAELoader", vae_name=vae)}
 
 
 def graph(custom: bool = True, guidance: float = GUIDANCE) -> dict:
     """ComfyUI's Flux.2 text-to-image graph (custom: the ComfyUI_examples one), image captured as "img"."""
-    wf = dict(loaders(), pos=kit.encode(PROMPT), guid=kit.node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
+    wf = dict(loaders(), pos=kit.encode(PROMPT),
+              guid=kit.node("FluxGuidance", conditioning=["pos", 0], guidance=guidance),
               empty=kit.empty_latent("EmptyFlux2LatentImage", SIZE), dec=kit.decode("s"), img=kit.capture("dec"))
     if custom:
         wf.update(
@@ -174,7 +176,8 @@ def test_example_runs_on_the_tiny_model(tiny, tmp_path):
         "EmptyFlux2LatentImage": {"width": SIZE, "height": SIZE},
         "Flux2Scheduler": {"width": SIZE, "height": SIZE, "steps": 2},
         # the reference-image branch (bypassed in the example) still names its images
-        "LoadImage": lambda inputs: kit.save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 30, 30))})
+        "LoadImage": lambda inputs: kit.save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE),
+                                                     (200, 30, 30))})
     kit.run_example(tiny.home, tmp_path / "out", prompt)
     kit.assert_one_image(tmp_path / "out", (SIZE, SIZE))
 
@@ -206,7 +209,8 @@ def test_comfyui_fp8_file_loads_dequantised(engine, tiny):
     path = folder / "flux2_tiny_fp8_scaled.safetensors"
     save_file(quant, str(path))
     try:
-        ours = kit.unwrap(kit.run(engine, kit.add_captures(loaders(path.name), m="unet"))["m"]).unet.state_dict()["x_embedder.weight"]
+        model = kit.unwrap(kit.run(engine, kit.add_captures(loaders(path.name), m="unet"))["m"])
+        ours = model.unet.state_dict()["x_embedder.weight"]
         ref = tiny.transformer.state_dict()["x_embedder.weight"]
         assert not torch.equal(ours, ref) and torch.allclose(ours, ref, atol=0.1 * float(ref.abs().max()))
     finally:

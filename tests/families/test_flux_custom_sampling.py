@@ -31,7 +31,8 @@ def test_flux_dev_example_runs_on_the_tiny_model(tiny_flux, tmp_path):
         renames[models / "vae" / "ae.safetensors"] = models / "vae" / inputs["vae_name"]
 
     kit.shrink(prompt, {"UNETLoader": unet, "DualCLIPLoader": clips, "VAELoader": vae,
-                    "EmptySD3LatentImage": {"width": 64, "height": 64}, "ModelSamplingFlux": {"width": 64, "height": 64},
+                    "EmptySD3LatentImage": {"width": 64, "height": 64},
+                    "ModelSamplingFlux": {"width": 64, "height": 64},
                     "BasicScheduler": {"steps": 2}})
     for src, dst in renames.items():
         if src != dst:

@@ -85,7 +85,8 @@ def test_custom_sampling_equals_ksampler(engine):
     """BasicScheduler + CFGGuider + euler through flow.custom (HiDreamDenoiser) equals KSampler on the same noise."""
     from nodegraph.diffusion.guiders import CFGGuider
 
-    cap = kit.run(engine, kit.add_captures(graph(), lat="ks", cond="pos", uncond="neg", shifted="shift", empty_lat="empty"))
+    cap = kit.run(engine, kit.add_captures(graph(), lat="ks", cond="pos", uncond="neg", shifted="shift",
+                                           empty_lat="empty"))
     model = kit.unwrap(cap["shifted"])
     out, _ = kit.custom_sample(model, CFGGuider(model, cap["cond"], cap["uncond"], CFG), cap["empty_lat"], STEPS, SEED)
     assert torch.allclose(out["samples"], cap["lat"]["samples"], atol=1e-5)
@@ -148,7 +149,8 @@ def test_examples_run_on_the_tiny_model(tiny, tmp_path, example):
         "ImageScaleToTotalPixels": {"megapixels": 0.01},  # the minimum: 96×96 from the 64×64 input
         # E1.1: the same architecture under the example's file name
         "UNETLoader": lambda inputs: kit.copy_as(folder, "hidream_i1_dev_bf16.safetensors", inputs["unet_name"]),
-        "LoadImage": lambda inputs: kit.save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE), (200, 40, 40))})
+        "LoadImage": lambda inputs: kit.save_picture(tiny.home / "input" / inputs["image"], (SIZE, SIZE),
+                                                     (200, 40, 40))})
     kit.run_example(tiny.home, tmp_path / "out", prompt)
     kit.assert_one_image(tmp_path / "out", (96, 96) if example == "hidream_e1.1_example" else (SIZE, SIZE))
 

@@ -43,7 +43,8 @@ def graph(ckpt: str = CHECKPOINT, extra: dict | None = None) -> dict:
         "sched": kit.node("LTXVScheduler", steps=STEPS, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1,
                       latent=["video", 0]),
         "sel": kit.node("KSamplerSelect", sampler_name="euler"),
-        "sc": kit.node("SamplerCustom", model=["ckpt", 0], add_noise=True, noise_seed=SEED, cfg=CFG, positive=["cond", 0],
+        "sc": kit.node("SamplerCustom", model=["ckpt", 0], add_noise=True, noise_seed=SEED, cfg=CFG,
+                       positive=["cond", 0],
                    negative=["cond", 1], sampler=["sel", 0], sigmas=["sched", 0], latent_image=["av", 0]),
         "sep": kit.node("LTXVSeparateAVLatent", av_latent=["sc", 0]),
         "dec": kit.node("VAEDecode", samples=["sep", 0], vae=["ckpt", 2]),
@@ -234,7 +235,8 @@ def test_audio_encode_gives_latents_the_decoder_reads(engine, tiny_ltx2):
     wave = torch.stack([torch.sin(2 * torch.pi * 440.0 * t), torch.sin(2 * torch.pi * 660.0 * t)])[None] * 0.3
     engine.config.input_dir.mkdir(parents=True, exist_ok=True)
     save_audio(engine.config.input_dir / "tone.flac", {"waveform": wave, "sample_rate": rate}, "flac")
-    wf = {"avae": kit.node("LTXVAudioVAELoader", ckpt_name=CHECKPOINT), "load": kit.node("LoadAudio", audio="tone.flac"),
+    wf = {"avae": kit.node("LTXVAudioVAELoader", ckpt_name=CHECKPOINT),
+          "load": kit.node("LoadAudio", audio="tone.flac"),
           "enc": kit.node("LTXVAudioVAEEncode", audio=["load", 0], audio_vae=["avae", 0]),
           "dec": kit.node("LTXVAudioVAEDecode", samples=["enc", 0], audio_vae=["avae", 0])}
     cap = kit.run(engine, kit.add_captures(wf, wav="load", lat="enc", snd="dec"))
@@ -332,7 +334,8 @@ def test_img_to_video_inplace_equals_img_to_video(engine):
           "bypass": kit.node("LTXVImgToVideoInplace", **inplace, bypass=True),
           "a": kit.capture("inplace"), "c": kit.capture("bypass")}
     cap = kit.run(engine, wf)
-    clip = {"clip": kit.node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=CHECKPOINT), "pos": kit.encode(PROMPT),
+    clip = {"clip": kit.node("LTXAVTextEncoderLoader", text_encoder=TEXT, ckpt_name=CHECKPOINT),
+            "pos": kit.encode(PROMPT),
             "i2v": kit.node("LTXVImgToVideo", positive=["pos", 0], negative=["pos", 0], vae=["ckpt", 2],
                         image=["image", 0], width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1, strength=0.8),
             "b": kit.capture("i2v", 2)}

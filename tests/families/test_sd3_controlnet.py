@@ -85,7 +85,8 @@ def _reference(tiny, monkeypatch) -> torch.Tensor:
 def test_loader_reads_both_layouts_with_the_same_weights(engine, tiny):
     _, cn, _, _ = tiny
     for name in (CONTROLNET, "prefixed-" + CONTROLNET):
-        model = kit.run(engine, {"cn": kit.node("ControlNetLoader", control_net_name=name), "ctl": kit.capture("cn")})["ctl"]
+        wf = {"cn": kit.node("ControlNetLoader", control_net_name=name), "ctl": kit.capture("cn")}
+        model = kit.run(engine, wf)["ctl"]
         from nodegraph.models.handles import resolve
 
         loaded = resolve(model.model)
@@ -98,7 +99,8 @@ def test_graph_image_equals_sd3_controlnet_pipeline(engine, tiny, monkeypatch):
     """UNETLoader + ControlNetLoader + ControlNetApplySD3 (VAE) + KSampler (cfg) = the diffusers pipeline; the
     control changes the image, and strength 0 gives the image without it."""
     image = kit.run(engine, controlled())["img"]
-    kit.assert_parity(image, _reference(tiny, monkeypatch), "SD3 ControlNet parity vs StableDiffusion3ControlNetPipeline")
+    kit.assert_parity(image, _reference(tiny, monkeypatch),
+                      "SD3 ControlNet parity vs StableDiffusion3ControlNetPipeline")
     plain = kit.run(engine, graph(LAYOUTS["comfyui"]))["img"]
     assert kit.max_diff(image, plain) > 2 / 255
     assert kit.max_diff(kit.run(engine, controlled(0.0))["img"], plain) == 0.0

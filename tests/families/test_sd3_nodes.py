@@ -61,7 +61,8 @@ def test_skip_layer_guidance_equals_pipeline(engine, tiny_sd3):
                                   max_sequence_length=77, output_type="pt", skip_guidance_layers=[1],
                                   skip_layer_guidance_scale=2.8, skip_layer_guidance_start=-0.01,
                                   skip_layer_guidance_stop=1.0).images
-    kit.assert_parity(cap["img"], kit.channels_last(ref), "SD3.5 skip-layer guidance parity vs StableDiffusion3Pipeline")
+    kit.assert_parity(cap["img"], kit.channels_last(ref),
+                      "SD3.5 skip-layer guidance parity vs StableDiffusion3Pipeline")
     without = kit.run(engine, graph())
     assert kit.max_diff(without["img"], cap["img"]) > 1 / 255  # the guidance does change the image
 

@@ -72,7 +72,8 @@ def test_layout_loads_the_same_weights(engine, tiny_sd3, layout):
 
 
 def test_graph_image_equals_sd3_pipeline(engine, reference):
-    kit.assert_parity(kit.run(engine, graph())["img"], reference, "SD3.5 parity (split files) vs StableDiffusion3Pipeline")
+    kit.assert_parity(kit.run(engine, graph())["img"], reference,
+                      "SD3.5 parity (split files) vs StableDiffusion3Pipeline")
 
 
 def test_checkpoint_image_equals_sd3_pipeline(engine, reference, tiny_sd3):

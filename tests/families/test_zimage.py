@@ -50,7 +50,8 @@ def reference(tiny: TinyLumina, guidance: float) -> torch.Tensor:
     noise = kit.seeded_noise((1, 16, SIZE // 8, SIZE // 8), SEED)
     with torch.no_grad():
         out = tiny.z_image_pipeline()(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
-                                      sigmas=kit.simple_sigmas(STEPS, SHIFT), guidance_scale=guidance, negative_prompt="",
+                                      sigmas=kit.simple_sigmas(STEPS, SHIFT), guidance_scale=guidance,
+                                      negative_prompt="",
                                       latents=noise, output_type="pt").images
     return kit.channels_last(out)
 
