@@ -30,6 +30,14 @@ class KFamily:
     sigma_max: Callable[[Any], float]
 
 
+def strength_mean(preds: list, strengths: list[float]) -> Any:
+    """The conditioning entries' x0 estimates averaged by their strengths (the one estimate itself when alone)."""
+    if len(preds) == 1:
+        return preds[0]
+    total = sum(strengths) or 1.0
+    return sum(p * w for p, w in zip(preds, strengths)) / total
+
+
 def run(family: KFamily, model: Any, positive: list, negative: list, cfg: float, samples: Any, noise: Any,
         sigmas: Any, fn: Any, gen: Any, latent: dict[str, Any], devices: Any, callback: Any = None,
         preview_every: int = 4, lora_library: Any = None) -> tuple[Any, Any]:
@@ -127,4 +135,4 @@ def sample_custom(family: KFamily, guider: Any, sampler: Any, sigmas: Any, noise
     return done, (dict(out, samples=x0) if x0 is not None else done)
 
 
-__all__ = ["KFamily", "run", "sample", "sample_custom"]
+__all__ = ["KFamily", "run", "sample", "sample_custom", "strength_mean"]

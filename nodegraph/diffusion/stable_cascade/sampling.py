@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import k_family
-from ..k_family import KFamily
+from ..k_family import KFamily, strength_mean
 from .schedule import CascadeSigmas, c_in
 
 FAMILY = "stable_cascade"
@@ -102,11 +102,7 @@ class CascadeDenoiser:
         return x - eps.float() * sigma
 
     def _side(self, x: Any, sigma: float, entries: list[dict[str, Any]]) -> Any:
-        preds = [self._eval(x, sigma, e) for e in entries]
-        if len(preds) == 1:
-            return preds[0]
-        total = sum(e["strength"] for e in entries) or 1.0
-        return sum(p * e["strength"] for p, e in zip(preds, entries)) / total
+        return strength_mean([self._eval(x, sigma, e) for e in entries], [e["strength"] for e in entries])
 
     def split(self, x: Any, sigma: float) -> tuple[Any, Any]:
         """(positive x0, negative x0 or None when cfg is 1)."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import k_family
 from ..flow.schedule import FlowSettings, edm_percent_to_sigma
-from ..k_family import KFamily
+from ..k_family import KFamily, strength_mean
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 700.0
 FAMILY = "svd"
@@ -165,11 +165,7 @@ class SVDDenoiser:
         return outs
 
     def _side(self, x: Any, sigma: float, entries: list[tuple]) -> Any:
-        preds = self._eval(x, sigma, entries)
-        if len(preds) == 1:
-            return preds[0]
-        total = sum(e[3] for e in entries) or 1.0
-        return sum(p * e[3] for p, e in zip(preds, entries)) / total
+        return strength_mean(self._eval(x, sigma, entries), [e[3] for e in entries])
 
     def _blend(self, x0: Any) -> Any:
         return x0 if self.mask is None else self.mask * x0 + (1.0 - self.mask) * self.clean
@@ -178,15 +174,8 @@ class SVDDenoiser:
         """(positive x0, negative x0 or None when cfg is 1)."""
         preds = self._eval(x, sigma, self.unconds + self.conds)
         n = len(self.unconds)
-
-        def mean(part: list, entries: list) -> Any:
-            if len(part) == 1:
-                return part[0]
-            total = sum(e[3] for e in entries) or 1.0
-            return sum(p * e[3] for p, e in zip(part, entries)) / total
-
-        cond = mean(preds[n:], self.conds)
-        return cond, (mean(preds[:n], self.unconds) if n else None)
+        cond = strength_mean(preds[n:], [e[3] for e in self.conds])
+        return cond, (strength_mean(preds[:n], [e[3] for e in self.unconds]) if n else None)
 
     def __call__(self, x: Any, sigma: float) -> Any:
         cfg = self.cfg if self.scale is None else self.scale
