@@ -336,3 +336,10 @@ __all__ += ["LatentUpscaleModel", "latent_upscale_dtype", "load_latent_upscale_m
 from .diffusion.model_sampling import COMPUTE_DTYPES, CONTINUOUS_V_SAMPLINGS, with_compute_dtype  # noqa: E402
 
 __all__ += ["COMPUTE_DTYPES", "CONTINUOUS_V_SAMPLINGS", "with_compute_dtype"]
+# [slg dit]
+from .diffusion.block_skip import SkipLayerGuidanceDiT as SkipLayerGuidanceDiTPatch  # noqa: E402
+from .diffusion.block_skip import SkipLayerGuidanceDiTSimple as SkipLayerGuidanceDiTSimplePatch  # noqa: E402
+from .diffusion.block_skip import parse_layers as parse_block_numbers  # noqa: E402
+from .diffusion.block_skip import wired as block_skip_wired  # noqa: E402
+
+__all__ += ["block_skip_wired", "parse_block_numbers", "SkipLayerGuidanceDiTPatch", "SkipLayerGuidanceDiTSimplePatch"]

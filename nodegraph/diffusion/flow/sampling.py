@@ -19,8 +19,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from ..block_skip import dit_slg_patches, negative_skips, skipped_blocks
+from ..block_skip import post_cfg as dit_post_cfg
 from ..patches import CFGNorm, cfg_norm, patches_of, pre_cfg
 from .latents import image_ids, pack, pad_even, text_ids, unpack
 from .schedule import flow_sigmas
@@ -124,6 +127,11 @@ class FlowDenoiser:
         #: CFGNorm patches on the MODEL, applied to the guided x0 (ComfyUI's post-cfg functions)
         self.norms = tuple(p for p in patches_of(model) if isinstance(p, CFGNorm))
         self.patches = patches_of(model)  # LatentApplyOperationCFG's pre-cfg functions
+        #: SkipLayerGuidanceDiT(Simple) patches (block_skip), applied in split/__call__ below
+        self.dit_slg = dit_slg_patches(self.patches, self.transformer, self.family)
+        if self.dit_slg and type(self).__call__ is not FlowDenoiser.__call__:
+            raise ValueError(f"SkipLayerGuidanceDiT/SkipLayerGuidanceDiTSimple are not wired for {self.family} models "
+                             "yet; remove the node for this model")
 
     @property
     def noise_form(self) -> Any:
@@ -250,7 +258,14 @@ class FlowDenoiser:
         pos = self._inpaint_out(x - sigma * self._side(x, sigma, self.conds))
         if not self.unconds:
             return pos, None
-        return pos, self._inpaint_out(x - sigma * self._side(x, sigma, self.unconds))
+        double, single = negative_skips(self.dit_slg, self.flow, sigma)  # SkipLayerGuidanceDiTSimple
+        with skipped_blocks(self.transformer, double, single) if double or single else contextlib.nullcontext():
+            return pos, self._inpaint_out(x - sigma * self._side(x, sigma, self.unconds))
+
+    def _cond_skipping(self, x: Any, sigma: float, double: tuple, single: tuple) -> Any:
+        """The positive x0 with the ``double``/``single`` blocks skipped (SkipLayerGuidanceDiT)."""
+        with skipped_blocks(self.transformer, double, single):
+            return self._inpaint_out(x - sigma * self._side(self._inpaint_in(x, sigma), sigma, self.conds))
 
     def __call__(self, x: Any, sigma: Any) -> Any:
         cond, uncond = self.split(x, sigma)
@@ -264,6 +279,9 @@ class FlowDenoiser:
             finally:
                 self.skip_layers = ()
             out = out + (cond - skipped) * self.slg[1]
+        if self.dit_slg:  # SkipLayerGuidanceDiT: away from the positive with blocks skipped
+            out = dit_post_cfg(self.dit_slg, self.flow, float(sigma), cond, out,
+                               lambda double, single: self._cond_skipping(x, float(sigma), double, single))
         for patch in self.norms:
             out = cfg_norm(cond, out, patch.strength)
         return out

@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+from ..block_skip import negative_skips, post_cfg, skipped_blocks
 
 _REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
 
@@ -47,6 +50,11 @@ class WanDenoiser:
         self.mean, self.std = None, None
         self.conds = self._entries(positive, "positive")
         self.unconds = [] if self.cfg == 1.0 else self._entries(negative, "negative")
+        from ..block_skip import dit_slg_patches
+        from ..patches import patches_of
+
+        #: SkipLayerGuidanceDiT(Simple) patches (block_skip), applied in split/__call__ below
+        self.dit_slg = dit_slg_patches(patches_of(model), self.transformer, "wan")
 
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, float, Any, Any]]:
         from .wan_vae import latent_stats
@@ -181,11 +189,25 @@ class WanDenoiser:
         pos = keep_frames(x - sigma * self._side(x, sigma, self.conds), self.clean, self.mask)
         if not self.unconds:
             return pos, None
-        return pos, keep_frames(x - sigma * self._side(x, sigma, self.unconds), self.clean, self.mask)
+        double, single = negative_skips(self.dit_slg, self.flow, sigma)  # SkipLayerGuidanceDiTSimple
+        with skipped_blocks(self.transformer, double, single) if double or single else contextlib.nullcontext():
+            return pos, keep_frames(x - sigma * self._side(x, sigma, self.unconds), self.clean, self.mask)
+
+    def _cond_skipping(self, x: Any, sigma: float, double: tuple, single: tuple) -> Any:
+        """The positive x0 with the ``double``/``single`` blocks skipped (SkipLayerGuidanceDiT)."""
+        from .wan22 import keep_frames
+
+        x = keep_frames(x, self.clean, self.mask)
+        with skipped_blocks(self.transformer, double, single):
+            return keep_frames(x - sigma * self._side(x, sigma, self.conds), self.clean, self.mask)
 
     def __call__(self, x: Any, sigma: Any) -> Any:
         cond, uncond = self.split(x, sigma)
-        return cond if uncond is None else uncond + self.cfg * (cond - uncond)
+        out = cond if uncond is None else uncond + self.cfg * (cond - uncond)
+        if self.dit_slg:  # SkipLayerGuidanceDiT: away from the positive with blocks skipped
+            out = post_cfg(self.dit_slg, self.flow, float(sigma), cond, out,
+                           lambda double, single: self._cond_skipping(x, float(sigma), double, single))
+        return out
 
 
 def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
