@@ -336,6 +336,10 @@ __all__ += ["LatentUpscaleModel", "latent_upscale_dtype", "load_latent_upscale_m
 from .diffusion.model_sampling import COMPUTE_DTYPES, CONTINUOUS_V_SAMPLINGS, with_compute_dtype  # noqa: E402
 
 __all__ += ["COMPUTE_DTYPES", "CONTINUOUS_V_SAMPLINGS", "with_compute_dtype"]
+# [zimage controlnet]
+from .diffusion.lumina.controlnet import ZImageFunControl, control_context, load_model_patch  # noqa: E402
+
+__all__ += ["ZImageFunControl", "control_context", "load_model_patch"]
 # [slg dit]
 from .diffusion.block_skip import SkipLayerGuidanceDiT as SkipLayerGuidanceDiTPatch  # noqa: E402
 from .diffusion.block_skip import SkipLayerGuidanceDiTSimple as SkipLayerGuidanceDiTSimplePatch  # noqa: E402
