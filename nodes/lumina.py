@@ -18,9 +18,17 @@ from nodegraph.api import (
     RenormCFGPatch,
     String,
     hookimpl,
+    ModelCombo,
+    ZImageFunControl,
+    control_context,
+    list_models,
+    load_model_patch,
     lumina2_prompt,
     with_patch,
 )
+
+from .latent import encode
+from .loaders import ModelFileNode
 
 _SYSTEM_TIP = ("Lumina2 provide two types of system prompts:Superior: " + LUMINA2_SYSTEM_PROMPTS["superior"]
                + " Alignment: " + LUMINA2_SYSTEM_PROMPTS["alignment"])
@@ -67,7 +75,71 @@ class RenormCFG(Node):
         return (with_patch(model, patch),)
 
 
+def _patch_names(config):
+    """Model patch files under models/model_patches."""
+    return list_models(config, "model_patches")
+
+
+class ModelPatchLoader(ModelFileNode):
+    """Load a model patch from models/model_patches (Z-Image Fun ControlNet; safetensors only)."""
+
+    DISPLAY_NAME = "ModelPatchLoader"
+    CATEGORY = "advanced/loaders"
+    MODEL_INPUT = ("name", "model_patches")
+    INPUTS = {"name": ModelCombo("model_patches", _patch_names)}
+    OUTPUTS = (Output("MODEL_PATCH"),)
+
+    def execute(self, ctx, name: str):
+        path = ctx.models.resolve("model_patches", name)
+        ctx.models.check_loadable(path)
+        return (ctx.models.load_file("model_patches", name, lambda: load_model_patch(path, False, name)),)
+
+
+class ZImageFunControlnet(Node):
+    """Steer a Z-Image MODEL with a Z-Image Fun ControlNet patch and a control image (hints into its layers)."""
+
+    DISPLAY_NAME = "ZImageFunControlnet"
+    CATEGORY = "advanced/loaders/zimage"
+    INPUTS = {"model": Link("MODEL"), "model_patch": Link("MODEL_PATCH"), "vae": Link("VAE"),
+              "strength": Float(1.0, min=-10.0, max=10.0, step=0.01),
+              "image": Link("IMAGE", optional=True), "inpaint_image": Link("IMAGE", optional=True),
+              "mask": Link("MASK", optional=True)}
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, ctx, model, model_patch, vae, strength: float, image=None, inpaint_image=None, mask=None):
+        if ctx.models.get(model).family != "z_image":
+            raise ValueError(f"{type(self).__name__}: the model is not Z-Image; load a Z-Image transformer "
+                             "with UNETLoader (Qwen-Image DiffSynth patches are not supported yet)")
+        if inpaint_image is not None or mask is not None:
+            raise ValueError(f"{type(self).__name__}: inpaint_image and mask are not supported by nodegraph "
+                             "yet; disconnect them (the control image alone works)")
+        if image is None:
+            raise ValueError(f"{type(self).__name__}: connect a control image to the image input")
+        net = ctx.models.get(model_patch)
+        channels = int(net.config.control_in_dim)
+        fmt = ctx.models.get(model).latent
+        with ctx.models.use(vae) as (v,):
+            latent = encode(ctx, v, image[..., :3])
+            grey = encode(ctx, v, image[:1, ..., :3] * 0 + 0.5) if channels > latent.shape[1] else None
+        patch = ZImageFunControl(model_patch, control_context(latent, fmt, channels, grey), float(strength))
+        return (with_patch(model, patch),)
+
+
+class QwenImageDiffsynthControlnet(ZImageFunControlnet):
+    """ComfyUI's model-patch ControlNet node: with a Z-Image Fun ControlNet patch it is ZImageFunControlnet (Qwen
+    DiffSynth patches are refused by ModelPatchLoader)."""
+
+    DISPLAY_NAME = "QwenImageDiffsynthControlnet"
+    CATEGORY = "advanced/loaders/qwen"
+    INPUTS = {"model": Link("MODEL"), "model_patch": Link("MODEL_PATCH"), "vae": Link("VAE"),
+              "image": Link("IMAGE"), "strength": Float(1.0, min=-10.0, max=10.0, step=0.01),
+              "mask": Link("MASK", optional=True)}
+
+    def execute(self, ctx, model, model_patch, vae, image, strength: float, mask=None):
+        return super().execute(ctx, model, model_patch, vae, strength, image=image, mask=mask)
+
+
 @hookimpl
 def nodegraph_nodes():
     """The Lumina 2 and Z-Image nodes."""
-    return [CLIPTextEncodeLumina2, RenormCFG]
+    return [CLIPTextEncodeLumina2, RenormCFG, ModelPatchLoader, ZImageFunControlnet, QwenImageDiffsynthControlnet]

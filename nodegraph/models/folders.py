@@ -57,6 +57,7 @@ BUILTIN: dict[str, FolderKind] = {
     "controlnet": FolderKind("controlnet", folder_markers=("config.json",)),
     "clip_vision": FolderKind("clip_vision", folder_markers=("config.json",)),
     "style_models": FolderKind("style_models"),
+    "model_patches": FolderKind("model_patches", pickle=False),  # ModelPatchLoader (Z-Image Fun ControlNet)
     # CheckpointLoader's model configs (YAML, read with yaml.safe_load) and DiffusersLoader's pipeline folders.
     "configs": FolderKind("configs", extensions=(".yaml",), pickle=False),
     "diffusers": FolderKind("diffusers", extensions=(), folder_markers=("model_index.json",), pickle=False),

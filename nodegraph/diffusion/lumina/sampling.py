@@ -16,6 +16,7 @@ from typing import Any
 from ..flow.latents import pad_even
 from ..flow.sampling import FlowDenoiser, _batch, refuse_controls, refuse_regions, require_conditioning
 from ..patches import ModelPatch, cfg_norm, patches_of
+from .controlnet import ZImageFunControl, control_samples
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class ZImageDenoiser(_NextDiTDenoiser):
 
     family_name = "Z-Image"
 
+    def __init__(self, model: Any, *args: Any, **kwargs: Any) -> None:
+        self.controls = [p for p in patches_of(model) if isinstance(p, ZImageFunControl)]
+        super().__init__(model, *args, **kwargs)
+
     def _velocity(self, x: Any, sigma: float, entry: tuple) -> Any:
         import torch
 
@@ -97,7 +102,13 @@ class ZImageDenoiser(_NextDiTDenoiser):
         padded = pad_even(x)  # ComfyUI's pad_to_patch_size (circular)
         latents = list(padded.to(self.dtype).unsqueeze(2).unbind(0))
         states = list(_batch(entry[0], b).unbind(0))
-        out = self.transformer(latents, self._time(x, sigma), states, return_dict=False)[0]
+        t, extra = self._time(x, sigma), {}
+        for control in self.controls:  # ZImageFunControlnet: hints into the transformer's layers
+            module = control.controlnet.get().to(self.device, self.dtype)
+            hints = control_samples(control, module, self.transformer, latents, t, states, *padded.shape[-2:])
+            old = extra.get("controlnet_block_samples") or {}
+            extra["controlnet_block_samples"] = {k: v + old[k] if k in old else v for k, v in hints.items()}
+        out = self.transformer(latents, t, states, return_dict=False, **extra)[0]
         return -torch.stack([o.float() for o in out]).squeeze(2)[..., :h, :w]
 
 
