@@ -154,6 +154,46 @@ def test_official_template_validates_but_for_missing_files(tmp_path):
     assert {"ModelPatchLoader", "QwenImageDiffsynthControlnet"} <= classes  # ComfyUI's node for Z-Image Fun too
     with pytest.raises(ValidationReport) as info:  # the model files and the input picture are missing here
         engine.prepare(prompt)
+    missing = set()
     for node_id, entry in info.value.node_errors.items():
         for error in entry["errors"]:
-            assert error["type"] in ("value_not_in_list", "invalid_input"), (node_id, error)
+            assert error["type"] == "value_not_in_list", (node_id, error)
+            missing.add(error["extra_info"]["input_name"])
+    assert missing == {"image", "clip_name", "vae_name", "unet_name", "name"}
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_version_2_files_load_and_run(engine, tiny, broken):
+    """A v2 file (15 control layers, 33 input channels, control_noise_refiner; ComfyUI's "broken" v2.0 has zero
+    refiner projections and reuses the control layers): config from shapes, weights round trip, the graph runs."""
+    from diffusers import ZImageControlNetModel
+    from safetensors.torch import save_file
+
+    from nodegraph.diffusion.lumina.controlnet import controlnet_config, load_model_patch
+
+    torch.manual_seed(2)
+    mode = "control_layers" if broken else "control_noise_refiner"
+    net = ZImageControlNetModel(control_layers_places=[2 * i for i in range(15)], control_refiner_layers_places=[0, 1],
+                                control_in_dim=33, add_control_noise_refiner=mode, dim=Z_IMAGE["dim"],
+                                n_heads=Z_IMAGE["n_heads"], n_kv_heads=Z_IMAGE["n_kv_heads"], n_refiner_layers=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    if broken:  # Alibaba's v2.0 file still holds the refiner, with zero output projections
+        refiner = ZImageControlNetModel(control_layers_places=[0], control_in_dim=33,
+                                        add_control_noise_refiner="control_noise_refiner", dim=Z_IMAGE["dim"],
+                                        n_heads=Z_IMAGE["n_heads"], n_kv_heads=Z_IMAGE["n_kv_heads"])
+        state.update({k: (torch.zeros_like(v) if k.endswith("after_proj.weight") else v).contiguous()
+                      for k, v in refiner.state_dict().items() if k.startswith("control_noise_refiner.")})
+    name = f"fun_v2{'_broken' if broken else ''}.safetensors"
+    save_file(state, str(tiny.home / "models" / "model_patches" / name))
+    config = controlnet_config({k: tuple(v.shape) for k, v in state.items()}, state)
+    assert config["add_control_noise_refiner"] == mode and config["control_in_dim"] == 33
+    assert config["control_layers_places"] == [2 * i for i in range(15)]  # ComfyUI: round(30 / 15) = 2
+    kit.assert_same_weights(load_model_patch(tiny.home / "models" / "model_patches" / name, name=name), net)
+    wf = graph()
+    wf["patch"]["inputs"]["name"] = name
+    image = kit.run(engine, wf)["img"]
+    plain = kit.run(engine, graph(control=False))["img"]
+    assert image.shape == (1, SIZE, SIZE, 3) and kit.max_diff(image, plain) > 1e-4
