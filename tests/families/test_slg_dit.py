@@ -154,3 +154,37 @@ def test_empty_layers_leave_the_model_alone(flux_engine):
     cap = kit.run(flux_engine, kit.add_captures({k: v for k, v in wf.items() if k not in ("ks", "dec", "img")},
                                                 patched="slg"))
     assert not kit.unwrap(cap["patched"]).patches
+
+
+def test_unwired_denoisers_and_unknown_blocks_are_refused(flux_parts):
+    import types
+
+    from nodegraph.diffusion.block_skip import dit_slg_patches
+
+    model, pos, neg, _ = flux_parts
+    patch = SkipLayerGuidanceDiTSimple((0,), (), 0.0, 1.0)
+
+    class OwnGuidance(FlowDenoiser):  # a family denoiser that replaces FlowDenoiser's guidance
+        def __call__(self, x, sigma):
+            return x
+
+    with pytest.raises(ValueError, match="not wired for flux models"):
+        OwnGuidance(with_patch(model, patch), pos, neg, CFG, torch.float32, torch.device("cpu"))
+    fake = types.SimpleNamespace(transformer_blocks=torch.nn.ModuleList([torch.nn.Linear(2, 2)]))
+    with pytest.raises(ValueError, match="hidream model's blocks cannot be skipped.*Linear"):
+        dit_slg_patches((patch,), fake, "hidream")
+    assert dit_slg_patches((), fake, "hidream") == ()
+
+
+sd_engine = kit.engine_fixture("tiny_checkpoint")
+
+
+@pytest.mark.parametrize("class_type", ["SkipLayerGuidanceDiT", "SkipLayerGuidanceDiTSimple"])
+def test_node_refuses_a_family_it_does_not_run_on(sd_engine, tiny_checkpoint, class_type):
+    wf = {"ckpt": kit.node("CheckpointLoaderSimple", ckpt_name=tiny_checkpoint.name),
+          "slg": kit.node(class_type, model=["ckpt", 0], double_layers="1", single_layers="", start_percent=0.0,
+                          end_percent=1.0, **({"scale": 3.0, "rescaling_scale": 0.0}
+                                              if class_type == "SkipLayerGuidanceDiT" else {})),
+          "out": kit.capture("slg")}
+    error = kit.run_error(sd_engine, wf)
+    assert f"{class_type} is not supported on unet models" in error and "remove the node" in error
