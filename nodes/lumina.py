@@ -13,14 +13,14 @@ from nodegraph.api import (
     Combo,
     Float,
     Link,
+    ModelCombo,
     Node,
     Output,
     RenormCFGPatch,
     String,
-    hookimpl,
-    ModelCombo,
     ZImageFunControl,
     control_context,
+    hookimpl,
     list_models,
     load_model_patch,
     lumina2_prompt,
@@ -121,7 +121,8 @@ class ZImageFunControlnet(Node):
         with ctx.models.use(vae) as (v,):
             latent = encode(ctx, v, image[..., :3])
             grey = encode(ctx, v, image[:1, ..., :3] * 0 + 0.5) if channels > latent.shape[1] else None
-        patch = ZImageFunControl(model_patch, control_context(latent, fmt, channels, grey), float(strength))
+        patch = ZImageFunControl(model_patch, control_context(latent, fmt, channels, grey), float(strength),
+                                 image=image[..., :3], vae=vae, fmt=fmt)
         return (with_patch(model, patch),)
 
 

@@ -125,6 +125,22 @@ def test_strength_zero_is_no_control(engine):
     assert kit.max_diff(zero, plain) < 1e-5
 
 
+@pytest.mark.slow
+def test_control_image_of_another_size_is_scaled_as_comfyui(engine):
+    """A 40x56 control picture for a 64x64 image: scaled ("area", centre crop) and encoded at the sampled size,
+    as ImageScale(area, center) before the node gives."""
+    wf = graph(0.8)
+    wf["small"] = kit.node("ImageScale", image=["load", 0], upscale_method="bilinear", width=40, height=56,
+                           crop="disabled")
+    wf["cn"]["inputs"]["image"] = ["small", 0]
+    lazy = kit.run(engine, wf)["img"]
+    wf["fit"] = kit.node("ImageScale", image=["small", 0], upscale_method="area", width=SIZE, height=SIZE,
+                         crop="center")
+    wf["cn"]["inputs"]["image"] = ["fit", 0]
+    assert kit.max_diff(kit.run(engine, wf)["img"], lazy) < 1e-5
+    assert kit.max_diff(lazy, kit.run(engine, graph(control=False))["img"]) > 1e-3
+
+
 @pytest.mark.parametrize(("name", "kind"), [("qwen_diffsynth.safetensors", "Qwen-Image DiffSynth"),
                                             ("uso.safetensors", "USO style projector")])
 def test_other_patch_kinds_are_refused_by_name(engine, name, kind):
@@ -169,7 +185,10 @@ def test_version_2_files_load_and_run(engine, tiny, broken):
     from diffusers import ZImageControlNetModel
     from safetensors.torch import save_file
 
-    from nodegraph.diffusion.lumina.controlnet import controlnet_config, load_model_patch
+    from nodegraph.diffusion.lumina.controlnet import (
+        controlnet_config,
+        load_model_patch,
+    )
 
     torch.manual_seed(2)
     mode = "control_layers" if broken else "control_noise_refiner"

@@ -11,7 +11,7 @@ the control context; version 2 appends ComfyUI's zero mask channel and the laten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..patches import ModelPatch
@@ -43,9 +43,9 @@ def controlnet_config(shapes: dict[str, tuple[int, ...]], state: dict[str, Any] 
     n = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("control_layers."))
     head_dim = int(shapes["control_layers.0.attention.norm_q.weight"][0])
     div = round(COMFY_LAYERS / n)
-    config: dict[str, Any] = dict(control_layers_places=[i * div for i in range(n)], control_in_dim=int(embed[1]) // 4,
-                                  dim=dim, n_heads=dim // head_dim, n_kv_heads=dim // head_dim,
-                                  n_refiner_layers=2, add_control_noise_refiner=None)
+    config: dict[str, Any] = {"control_layers_places": [i * div for i in range(n)],
+                              "control_in_dim": int(embed[1]) // 4, "dim": dim, "n_heads": dim // head_dim,
+                              "n_kv_heads": dim // head_dim, "n_refiner_layers": 2, "add_control_noise_refiner": None}
     if any(k.startswith("control_noise_refiner.") and k.endswith("after_proj.weight") for k in shapes):
         weight = (state or {}).get("control_noise_refiner.0.after_proj.weight")
         broken = weight is not None and int((weight != 0).sum()) == 0  # ComfyUI's "broken" v2.0 file
@@ -73,7 +73,7 @@ def load_model_patch(path: Any, allow_pickle: bool = False, name: str = "the fil
     missing = wanted - set(state)
     if missing:
         raise ValueError(f"ModelPatchLoader: {name} lacks {len(missing)} Z-Image Fun ControlNet tensors "
-                         f"(e.g. {sorted(missing)[0]}); the file is incomplete or of another kind")
+                         f"(e.g. {min(missing)}); the file is incomplete or of another kind")
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
@@ -81,11 +81,50 @@ def load_model_patch(path: Any, allow_pickle: bool = False, name: str = "the fil
 @dataclass(frozen=True, eq=False)
 class ZImageFunControl(ModelPatch):
     """ZImageFunControlnet on a MODEL: the controlnet (a model-manager handle), the scaled control context
-    [B, C, h, w] and the hints' strength."""
+    [B, C, h, w] and the hints' strength; with the control ``image`` and ``vae`` handle, a sampled size that differs
+    is served as ComfyUI does: the image scaled ("area", centre crop) to it and encoded again (kept in ``sized``)."""
 
     controlnet: Any
     context: Any
     strength: float = 1.0
+    image: Any = None
+    vae: Any = None
+    fmt: Any = None
+    sized: dict = field(default_factory=dict, repr=False)
+
+    def context_for(self, height: int, width: int) -> Any:
+        """The control context for a latent of height × width (re-encoded from the image when it differs)."""
+        if tuple(self.context.shape[-2:]) == (height, width):
+            return self.context
+        if self.image is None or self.vae is None:
+            raise ValueError(f"ZImageFunControlnet: the control image's latent is {self.context.shape[-1]}x"
+                             f"{self.context.shape[-2]} but the sampled latent is {width}x{height}; scale the "
+                             "control image to the output size (ImageScale) first")
+        if (height, width) not in self.sized:
+            self.sized[(height, width)] = _encode_at(self, height, width)
+        return self.sized[(height, width)]
+
+
+def _encode_at(control: ZImageFunControl, height: int, width: int) -> Any:
+    import torch
+
+    from ...imaging import resample
+
+    vae = control.vae.get()
+    down = int(vae.downscale)
+    module = vae.vae
+    param = next(module.parameters())
+
+    def encode(pixels: Any) -> Any:
+        with torch.no_grad():
+            x = pixels.movedim(-1, 1).to(param.device, param.dtype) * 2.0 - 1.0
+            return module.encode(x).latent_dist.mean.float().cpu()
+
+    pixels = resample(control.image.movedim(-1, 1).float(), width * down, height * down, "area", "center")
+    latent = encode(pixels.movedim(1, -1))
+    channels = int(control.context.shape[1])
+    grey = encode(torch.full_like(pixels[:1].movedim(1, -1), 0.5)) if channels > latent.shape[1] else None
+    return control_context(latent, control.fmt, channels, grey)
 
 
 def control_context(latent: Any, fmt: Any, channels: int, grey: Any = None) -> Any:
@@ -106,11 +145,7 @@ def control_context(latent: Any, fmt: Any, channels: int, grey: Any = None) -> A
 def control_samples(control: ZImageFunControl, module: Any, transformer: Any, latents: list, t: Any,
                     states: list, height: int, width: int) -> dict[int, Any]:
     """The controlnet's hints for one transformer call (diffusers' ``controlnet_block_samples``)."""
-    ctx = control.context
-    if tuple(ctx.shape[-2:]) != (height, width):
-        raise ValueError(f"ZImageFunControlnet: the control image's latent is {ctx.shape[-1] * 8}x"
-                         f"{ctx.shape[-2] * 8} pixels but the sampled latent is {width * 8}x{height * 8}; "
-                         "scale the control image to the output size (ImageScale) first")
+    ctx = control.context_for(height, width)
     if module.t_embedder is not transformer.t_embedder:
         type(module).from_transformer(module, transformer)
     param = next(module.control_layers.parameters())
