@@ -344,6 +344,6 @@ __all__ += ["ZImageFunControl", "control_context", "load_model_patch"]
 from .diffusion.block_skip import SkipLayerGuidanceDiT as SkipLayerGuidanceDiTPatch  # noqa: E402
 from .diffusion.block_skip import SkipLayerGuidanceDiTSimple as SkipLayerGuidanceDiTSimplePatch  # noqa: E402
 from .diffusion.block_skip import parse_layers as parse_block_numbers  # noqa: E402
-from .diffusion.block_skip import wired as block_skip_wired  # noqa: E402
+from .diffusion.block_skip import check_model as check_block_skip  # noqa: E402
 
-__all__ += ["block_skip_wired", "parse_block_numbers", "SkipLayerGuidanceDiTPatch", "SkipLayerGuidanceDiTSimplePatch"]
+__all__ += ["check_block_skip", "parse_block_numbers", "SkipLayerGuidanceDiTPatch", "SkipLayerGuidanceDiTSimplePatch"]

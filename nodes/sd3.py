@@ -11,18 +11,11 @@ from nodegraph.api import (
     SkipLayerGuidanceDiTPatch,
     SkipLayerGuidanceDiTSimplePatch,
     String,
-    block_skip_wired,
+    check_block_skip,
     hookimpl,
     parse_block_numbers,
     with_patch,
 )
-
-
-def _check_family(ctx, model, node: str) -> None:
-    family = getattr(ctx.models.get(model), "family", "") or "this"
-    if not block_skip_wired(family):
-        raise ValueError(f"{node} is not supported on {family} models yet (supported: Flux, Chroma, SD3, Flux.2, "
-                         "Qwen-Image, HunyuanVideo, Mochi, Wan); remove the node for this model")
 
 
 class SkipLayerGuidanceDiT(Node):
@@ -46,7 +39,7 @@ class SkipLayerGuidanceDiT(Node):
         double, single = parse_block_numbers(double_layers), parse_block_numbers(single_layers)
         if not double and not single:
             return (model,)
-        _check_family(ctx, model, "SkipLayerGuidanceDiT")
+        check_block_skip(ctx.models.get(model), "SkipLayerGuidanceDiT")
         return (with_patch(model, SkipLayerGuidanceDiTPatch(double, single, float(scale), float(start_percent),
                                                             float(end_percent), float(rescaling_scale))),)
 
@@ -69,7 +62,7 @@ class SkipLayerGuidanceDiTSimple(Node):
         double, single = parse_block_numbers(double_layers), parse_block_numbers(single_layers)
         if not double and not single:
             return (model,)
-        _check_family(ctx, model, "SkipLayerGuidanceDiTSimple")
+        check_block_skip(ctx.models.get(model), "SkipLayerGuidanceDiTSimple")
         return (with_patch(model, SkipLayerGuidanceDiTSimplePatch(double, single, float(start_percent),
                                                                   float(end_percent))),)
 

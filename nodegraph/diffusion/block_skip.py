@@ -181,6 +181,18 @@ def wired(family: str) -> bool:
     return denoiser.__call__ is FlowDenoiser.__call__
 
 
+def check_model(model: Any, node: str) -> None:
+    """ValueError naming ``node`` and the family when sampling ``model`` (a DiffusionModel) cannot apply skip-layer
+    guidance: a family whose sampler does not run the patches, or blocks nodegraph cannot skip."""
+    family = getattr(model, "family", "") or "this"
+    if not wired(family):
+        raise ValueError(f"{node} is not supported on {family} models yet (supported: Flux, Chroma, SD3, Flux.2, "
+                         "Qwen-Image, HunyuanVideo, Mochi, Wan); remove the node for this model")
+    transformer = getattr(model, "unet", None)
+    if transformer is not None:
+        dit_slg_patches((SkipLayerGuidanceDiTSimple(),), transformer, family)
+
+
 def negative_skips(patches: tuple[Any, ...], flow: Any, sigma: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(double, single) blocks the negative pass skips at ``sigma`` (SkipLayerGuidanceDiTSimple), empty when none."""
     double: tuple[int, ...] = ()
@@ -205,5 +217,5 @@ def post_cfg(patches: tuple[Any, ...], flow: Any, sigma: float, cond: Any, out: 
     return out
 
 
-__all__ = ["SkipLayerGuidanceDiT", "SkipLayerGuidanceDiTSimple", "dit_slg_patches", "negative_skips", "post_cfg",
+__all__ = ["SkipLayerGuidanceDiT", "SkipLayerGuidanceDiTSimple", "check_model", "dit_slg_patches", "negative_skips", "post_cfg",
            "wired", "DOUBLE_LISTS", "PASS_THROUGH", "SINGLE_LISTS", "block_lists", "parse_layers", "skipped_blocks"]
