@@ -98,7 +98,6 @@ def test_patch_file_loads_the_diffusers_weights(engine, tiny):
     kit.assert_same_weights(net, tiny.controlnet)
 
 
-@pytest.mark.slow
 def test_graph_image_equals_z_image_controlnet_pipeline(engine, tiny):
     image = kit.run(engine, graph(0.8))["img"]
     assert image.shape == (1, SIZE, SIZE, 3)
@@ -108,7 +107,6 @@ def test_graph_image_equals_z_image_controlnet_pipeline(engine, tiny):
     assert kit.max_diff(image, plain) > 1e-3  # the control changes the image
 
 
-@pytest.mark.slow
 def test_qwen_node_with_a_z_image_patch_is_z_image_fun_controlnet(engine):
     """ComfyUI's template wires the Z-Image Fun patch through QwenImageDiffsynthControlnet: the same image."""
     ours = kit.run(engine, graph(0.8))["img"]
@@ -118,14 +116,12 @@ def test_qwen_node_with_a_z_image_patch_is_z_image_fun_controlnet(engine):
     assert kit.max_diff(kit.run(engine, wf)["img"], ours) < 1e-6
 
 
-@pytest.mark.slow
 def test_strength_zero_is_no_control(engine):
     zero = kit.run(engine, graph(0.0))["img"]
     plain = kit.run(engine, graph(control=False))["img"]
     assert kit.max_diff(zero, plain) < 1e-5
 
 
-@pytest.mark.slow
 def test_control_image_of_another_size_is_scaled_as_comfyui(engine):
     """A 40x56 control picture for a 64x64 image: scaled ("area", centre crop) and encoded at the sampled size,
     as ImageScale(area, center) before the node gives."""
@@ -154,18 +150,22 @@ def test_inpaint_inputs_are_refused_clearly(engine):
     assert "inpaint_image and mask are not supported" in kit.run_error(engine, wf)
 
 
+def _template() -> dict:
+    templates = pytest.importorskip("comfyui_workflow_templates_json")
+    path = Path(templates.__file__).parent / "templates" / f"{TEMPLATE}.json"
+    if not path.exists():
+        pytest.skip(f"{TEMPLATE} is not in this comfyui_workflow_templates_json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def test_official_template_validates_but_for_missing_files(tmp_path):
     from nodegraph.config import EngineConfig
     from nodegraph.engine import Engine
     from nodegraph.ui_format import ui_to_api
     from nodegraph.validation import ValidationReport
 
-    templates = pytest.importorskip("comfyui_workflow_templates_json")
-    path = Path(templates.__file__).parent / "templates" / f"{TEMPLATE}.json"
-    if not path.exists():
-        pytest.skip(f"{TEMPLATE} is not in this comfyui_workflow_templates_json")
     engine = Engine(EngineConfig(home=tmp_path / "home", output_dir=tmp_path / "out"))
-    prompt = ui_to_api(json.loads(path.read_text(encoding="utf-8")), engine.registry)
+    prompt = ui_to_api(_template(), engine.registry)
     classes = {n["class_type"] for n in prompt.values()}
     assert {"ModelPatchLoader", "QwenImageDiffsynthControlnet"} <= classes  # ComfyUI's node for Z-Image Fun too
     with pytest.raises(ValidationReport) as info:  # the model files and the input picture are missing here
@@ -176,6 +176,20 @@ def test_official_template_validates_but_for_missing_files(tmp_path):
             assert error["type"] == "value_not_in_list", (node_id, error)
             missing.add(error["extra_info"]["input_name"])
     assert missing == {"image", "clip_name", "vae_name", "unet_name", "name"}
+
+
+def test_official_template_runs_on_the_tiny_model(tiny, tmp_path):
+    """The template (Canny of a picture → the patch through QwenImageDiffsynthControlnet) on the tiny files."""
+    from nodegraph.ui_format import ui_to_api
+
+    def prompt(engine):
+        wf = ui_to_api(_template(), engine.registry)
+        picture = next(n for n in wf.values() if n["class_type"] == "LoadImage")["inputs"]["image"]
+        kit.save_picture(tiny.home / "input" / picture, (48, 32), (200, 40, 90))
+        return kit.shrink(wf, {"KSampler": {"steps": 2}})
+
+    kit.run_example(tiny.home, tmp_path / "out", prompt)
+    kit.assert_one_image(tmp_path / "out", (48, 32))
 
 
 @pytest.mark.parametrize("broken", [False, True])
