@@ -110,19 +110,23 @@ class ZImageFunControlnet(Node):
         if ctx.models.get(model).family != "z_image":
             raise ValueError(f"{type(self).__name__}: the model is not Z-Image; load a Z-Image transformer "
                              "with UNETLoader (Qwen-Image DiffSynth patches are not supported yet)")
-        if inpaint_image is not None or mask is not None:
-            raise ValueError(f"{type(self).__name__}: inpaint_image and mask are not supported by nodegraph "
-                             "yet; disconnect them (the control image alone works)")
-        if image is None:
-            raise ValueError(f"{type(self).__name__}: connect a control image to the image input")
         net = ctx.models.get(model_patch)
         channels = int(net.config.control_in_dim)
         fmt = ctx.models.get(model).latent
-        with ctx.models.use(vae) as (v,):
-            latent = encode(ctx, v, image[..., :3])
-            grey = encode(ctx, v, image[:1, ..., :3] * 0 + 0.5) if channels > latent.shape[1] else None
-        patch = ZImageFunControl(model_patch, control_context(latent, fmt, channels, grey), float(strength),
-                                 image=image[..., :3], vae=vae, fmt=fmt)
+        image = None if image is None else image[..., :3]
+        inpaint_image = None if inpaint_image is None else inpaint_image[..., :3]
+        if image is None and (inpaint_image is None or channels <= 16):
+            raise ValueError(f"{type(self).__name__}: connect a control image to the image input"
+                             + ("" if channels <= 16 else " (or an inpaint_image)"))
+        if mask is not None:
+            mask = 1.0 - mask.float()  # ComfyUI's patch keeps where this is 1
+        context = None  # images of two sizes: encoded at the sampled size, as ComfyUI
+        if image is None or inpaint_image is None or image.shape == inpaint_image.shape:
+            with ctx.models.use(vae) as (v,):
+                context = control_context(lambda pixels: encode(ctx, v, pixels), fmt, channels, image,
+                                          inpaint_image, mask)
+        patch = ZImageFunControl(model_patch, context, float(strength), image=image, vae=vae, fmt=fmt,
+                                 inpaint_image=inpaint_image, mask=mask, channels=channels)
         return (with_patch(model, patch),)
 
 

@@ -144,10 +144,45 @@ def test_other_patch_kinds_are_refused_by_name(engine, name, kind):
     assert kind in message and "Z-Image Fun ControlNet" in message
 
 
-def test_inpaint_inputs_are_refused_clearly(engine):
-    wf = graph()
-    wf["cn"]["inputs"]["mask"] = ["load", 1]
-    assert "inpaint_image and mask are not supported" in kit.run_error(engine, wf)
+def test_v1_patches_ignore_inpaint_inputs_as_comfyui(engine):
+    """A v1 (16-channel) patch is no inpainting model: ComfyUI's patch uses only the control image."""
+    base = kit.run(engine, graph(0.8))["img"]
+    wf = graph(0.8)
+    wf["cn"]["inputs"].update(inpaint_image=["load", 0], mask=["load", 1])
+    assert kit.max_diff(kit.run(engine, wf)["img"], base) < 1e-6
+    wf = graph(0.8)
+    del wf["cn"]["inputs"]["image"]
+    assert "connect a control image" in kit.run_error(engine, wf)
+
+
+def test_inpaint_context_follows_comfyui():
+    """v2's input: [control latent, mask channel, inpaint latent]; no mask → a zero channel and the whole inpaint
+    image; a mask (the node's flipped one: 1 = keep) greys the inpaint image where 0 and is the mask channel."""
+    from types import SimpleNamespace
+
+    from nodegraph.diffusion.lumina.controlnet import control_context
+
+    fmt = SimpleNamespace(shift_factor=0.1, scaling_factor=2.0)
+
+    def encode(pixels):  # a stand-in VAE: 8x8 means of the first channel, 2 channels
+        x = torch.nn.functional.avg_pool2d(pixels.movedim(-1, 1)[:, :1], 8)
+        return torch.cat([x, -x], dim=1)
+
+    image, inpaint = torch.full((1, 16, 16, 3), 0.25), torch.full((1, 16, 16, 3), 0.75)
+    assert control_context(encode, fmt, 2, image).allclose(torch.tensor([0.3, -0.7]).view(1, 2, 1, 1).expand(1, 2, 2, 2))
+    ctx = control_context(encode, fmt, 5, image, inpaint)
+    assert ctx.shape == (1, 5, 2, 2) and float(ctx[:, 2].abs().max()) == 0.0
+    assert ctx[:, 3].allclose(torch.full((1, 2, 2), (0.75 - 0.1) * 2))
+    keep = torch.zeros(1, 16, 16)
+    keep[:, :, 8:] = 1.0  # keep the right half
+    ctx = control_context(encode, fmt, 5, image, inpaint, keep)
+    assert ctx[0, 2].tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    assert ctx[0, 3, :, 0].allclose(torch.full((2,), (0.5 - 0.1) * 2))  # greyed where not kept
+    assert ctx[0, 3, :, 1].allclose(torch.full((2,), (0.75 - 0.1) * 2))
+    grey = control_context(encode, fmt, 5, None, inpaint)  # no control image: a mid-grey one
+    assert grey[:, 0].allclose(torch.full((1, 2, 2), (0.5 - 0.1) * 2))
+    with pytest.raises(ValueError, match="input channels"):
+        control_context(encode, fmt, 7, image)
 
 
 def _template() -> dict:
@@ -230,3 +265,11 @@ def test_version_2_files_load_and_run(engine, tiny, broken):
     image = kit.run(engine, wf)["img"]
     plain = kit.run(engine, graph(control=False))["img"]
     assert image.shape == (1, SIZE, SIZE, 3) and kit.max_diff(image, plain) > 1e-4
+    wf["mask"] = kit.node("SolidMask", value=0.0, width=SIZE, height=SIZE)  # nothing to repaint: all kept
+    wf["cn"]["inputs"].update(inpaint_image=["load", 0], mask=["mask", 0])
+    inpainted = kit.run(engine, wf)["img"]
+    assert kit.max_diff(inpainted, image) > 1e-4  # inpainting changes the input
+    wf["small"] = kit.node("ImageScale", image=["load", 0], upscale_method="area", width=40, height=56,
+                           crop="disabled")
+    wf["cn"]["inputs"]["inpaint_image"] = ["small", 0]  # two sizes: both encoded at the sampled size
+    assert kit.run(engine, wf)["img"].shape == (1, SIZE, SIZE, 3)

@@ -80,9 +80,11 @@ def load_model_patch(path: Any, allow_pickle: bool = False, name: str = "the fil
 
 @dataclass(frozen=True, eq=False)
 class ZImageFunControl(ModelPatch):
-    """ZImageFunControlnet on a MODEL: the controlnet (a model-manager handle), the scaled control context
-    [B, C, h, w] and the hints' strength; with the control ``image`` and ``vae`` handle, a sampled size that differs
-    is served as ComfyUI does: the image scaled ("area", centre crop) to it and encoded again (kept in ``sized``)."""
+    """ZImageFunControlnet on a MODEL: the controlnet (a model-manager handle), the hints' strength, and what makes
+    the control context: the control ``image``, ``inpaint_image``, ``mask`` (1 = keep, ComfyUI's flipped mask), the
+    ``vae`` handle and latent format. ``context`` is the one encoded at the images' size (None when they differ);
+    another sampled size is served as ComfyUI does: the images scaled ("area", centre crop) to it and encoded again
+    (kept in ``sized``)."""
 
     controlnet: Any
     context: Any
@@ -90,56 +92,88 @@ class ZImageFunControl(ModelPatch):
     image: Any = None
     vae: Any = None
     fmt: Any = None
+    inpaint_image: Any = None
+    mask: Any = None
+    channels: int = 16
     sized: dict = field(default_factory=dict, repr=False)
 
     def context_for(self, height: int, width: int) -> Any:
-        """The control context for a latent of height × width (re-encoded from the image when it differs)."""
-        if tuple(self.context.shape[-2:]) == (height, width):
+        """The control context for a latent of height × width (re-encoded from the images when it differs)."""
+        if self.context is not None and tuple(self.context.shape[-2:]) == (height, width):
             return self.context
-        if self.image is None or self.vae is None:
-            raise ValueError(f"ZImageFunControlnet: the control image's latent is {self.context.shape[-1]}x"
-                             f"{self.context.shape[-2]} but the sampled latent is {width}x{height}; scale the "
-                             "control image to the output size (ImageScale) first")
+        if self.vae is None:
+            raise ValueError(f"ZImageFunControlnet: the control latent is not {width}x{height}; scale the control "
+                             "image to the output size (ImageScale) first")
         if (height, width) not in self.sized:
-            self.sized[(height, width)] = _encode_at(self, height, width)
+            vae = self.vae.get()
+            down = int(vae.downscale)
+            self.sized[(height, width)] = control_context(
+                _vae_encoder(vae.vae), self.fmt, self.channels, self.image, self.inpaint_image, self.mask,
+                (height * down, width * down))
         return self.sized[(height, width)]
 
 
-def _encode_at(control: ZImageFunControl, height: int, width: int) -> Any:
-    import torch
-
-    from ...imaging import resample
-
-    vae = control.vae.get()
-    down = int(vae.downscale)
-    module = vae.vae
-    param = next(module.parameters())
-
+def _vae_encoder(module: Any) -> Any:
     def encode(pixels: Any) -> Any:
+        import torch
+
+        param = next(module.parameters())
         with torch.no_grad():
             x = pixels.movedim(-1, 1).to(param.device, param.dtype) * 2.0 - 1.0
             return module.encode(x).latent_dist.mean.float().cpu()
 
-    pixels = resample(control.image.movedim(-1, 1).float(), width * down, height * down, "area", "center")
-    latent = encode(pixels.movedim(1, -1))
-    channels = int(control.context.shape[1])
-    grey = encode(torch.full_like(pixels[:1].movedim(1, -1), 0.5)) if channels > latent.shape[1] else None
-    return control_context(latent, control.fmt, channels, grey)
+    return encode
 
 
-def control_context(latent: Any, fmt: Any, channels: int, grey: Any = None) -> Any:
-    """The controlnet's input: the control image's scaled latent, for v2 files followed by ComfyUI's zero mask
-    channel and the scaled latent of a mid-grey inpaint image (``grey``, unscaled)."""
+def _fit(pixels: Any, size: Any, method: str = "area") -> Any:
+    """IMAGE [B, H, W, C] scaled to ``size`` (H, W) pixels as ComfyUI's common_upscale (centre crop); None stays."""
+    from ...imaging import resample
+
+    if pixels is None or size is None:
+        return pixels
+    return resample(pixels.movedim(-1, 1).float(), size[1], size[0], method, "center").movedim(1, -1)
+
+
+def control_context(encode: Any, fmt: Any, channels: int, image: Any = None, inpaint_image: Any = None,
+                    mask: Any = None, size: Any = None) -> Any:
+    """The controlnet's input [B, channels, h, w] (ComfyUI's ZImageControlPatch): the control image's scaled
+    latent; for inpainting (v2, 2·16+1 channels) followed by the mask channel (0 without a mask) and the scaled
+    latent of the inpaint image (mid-grey when absent, greyed where ``mask`` is 0). ``encode(IMAGE)`` gives
+    unscaled latents; ``size`` (H, W) scales the images first."""
     import torch
+    import torch.nn.functional as F
 
-    scaled = (latent.float() - fmt.shift_factor) * fmt.scaling_factor
-    if channels == scaled.shape[1]:
-        return scaled
-    if grey is None or channels != 2 * scaled.shape[1] + 1:
-        raise ValueError(f"ZImageFunControlnet: the patch takes {channels} input channels; nodegraph builds "
-                         f"{scaled.shape[1]} (v1) or {2 * scaled.shape[1] + 1} (v2) from a Flux-VAE latent")
-    grey = (grey.float() - fmt.shift_factor) * fmt.scaling_factor
-    return torch.cat([scaled, torch.zeros_like(scaled[:, :1]), grey.expand_as(scaled)], dim=1)
+    def scaled(pixels: Any) -> Any:
+        return (encode(pixels).float() - fmt.shift_factor) * fmt.scaling_factor
+
+    image, inpaint = _fit(image, size), _fit(inpaint_image, size)
+    latent = None if image is None else scaled(image)
+    if latent is not None and channels == latent.shape[1]:
+        return latent
+    if latent is None and inpaint is None:
+        raise ValueError("ZImageFunControlnet: connect a control image (image) or an inpaint_image")
+    if inpaint is None:
+        inpaint = torch.full_like(image, 0.5)
+    if mask is not None:
+        keep = mask.float().reshape(mask.shape[0], -1, *mask.shape[-2:]).mean(dim=1, keepdim=True)
+        inpaint = (inpaint - 0.5) * _fit(keep.movedim(1, -1), inpaint.shape[1:3], "bilinear").round() + 0.5
+    inpaint_latent = scaled(inpaint)
+    if latent is None:
+        latent = scaled(torch.full_like(inpaint, 0.5))
+    c = latent.shape[1]
+    if channels != 2 * c + 1:
+        raise ValueError(f"ZImageFunControlnet: the patch takes {channels} input channels; nodegraph builds {c} "
+                         f"(v1) or {2 * c + 1} (v2) from this VAE's latent")
+    if mask is None:
+        mask_ = torch.zeros_like(inpaint_latent[:, :1])
+    else:
+        mask_ = _fit(keep.movedim(1, -1), inpaint_latent.shape[-2:], "nearest").movedim(-1, 1)
+    b = max(latent.shape[0], mask_.shape[0], inpaint_latent.shape[0])
+    h, w = inpaint_latent.shape[-2:]
+    if latent.shape[-2:] != (h, w):  # the control and inpaint images differ in size: ComfyUI fails; we fit
+        latent = F.interpolate(latent, size=(h, w), mode="area")
+    return torch.cat([t.expand(b, -1, -1, -1) if t.shape[0] == 1 else t for t in (latent, mask_, inpaint_latent)],
+                     dim=1)
 
 
 def control_samples(control: ZImageFunControl, module: Any, transformer: Any, latents: list, t: Any,
