@@ -5,8 +5,13 @@ Alibaba's Z-Image-Turbo-Fun-Controlnet-Union files (what ComfyUI reads from ``mo
 diffusers' parameter names (``control_layers.N.attention.to_q`` …), so loading is: detect the kind from tensor
 names, read the config from shapes, drop what the config does not use, load strictly. ComfyUI's rule places the
 n control layers' hints after transformer layers ``i * round(30 / n)``; version 2 files (15 layers, 33 input
-channels) also steer the two noise-refiner layers. The control image's scaled latent (Flux's ``process_in``) is
-the control context; version 2 appends ComfyUI's zero mask channel and the latent of a mid-grey inpaint image.
+channels) also steer the controlnet's two noise-refiner layers. The control image's scaled latent (Flux's
+``process_in``) is the control context; version 2 appends ComfyUI's mask channel and inpaint-image latent.
+
+The hints are computed as diffusers' ``ZImageControlNetModel`` does (the numerics oracle): its control stream
+attends over image and caption tokens, and v2's refiner hints steer only the controlnet's copy of the refined image
+tokens. ComfyUI v0.8.0's ZImageControlPatch differs there (image tokens only; refiner hints added to the main
+transformer), so images from ComfyUI and from here differ slightly for the same file.
 """
 
 from __future__ import annotations
