@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .patches import ModelPatch
 
@@ -217,5 +218,18 @@ def post_cfg(patches: tuple[Any, ...], flow: Any, sigma: float, cond: Any, out: 
     return out
 
 
-__all__ = ["SkipLayerGuidanceDiT", "SkipLayerGuidanceDiTSimple", "check_model", "dit_slg_patches", "negative_skips", "post_cfg",
-           "wired", "DOUBLE_LISTS", "PASS_THROUGH", "SINGLE_LISTS", "block_lists", "parse_layers", "skipped_blocks"]
+__all__ = [
+    "DOUBLE_LISTS",
+    "PASS_THROUGH",
+    "SINGLE_LISTS",
+    "SkipLayerGuidanceDiT",
+    "SkipLayerGuidanceDiTSimple",
+    "block_lists",
+    "check_model",
+    "dit_slg_patches",
+    "negative_skips",
+    "parse_layers",
+    "post_cfg",
+    "skipped_blocks",
+    "wired",
+]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import family_kit as kit
 import pytest
-import torch
 import test_flux_parity as flux_graphs
 import test_wan_parity as wan_graphs
+import torch
 from flux_tiny import LAYOUTS as FLUX_LAYOUTS
 from wan_tiny import build as build_wan
 
@@ -114,9 +114,9 @@ def test_one_evaluation_equals_comfyui_formula(kind, flux_parts, wan_parts):
     sigma = 0.5
     plain = _denoiser(kind, model, pos, neg)
     base = plain(x, sigma)
-    cases = [(SkipLayerGuidanceDiT(*skip, 2.0, 0.0, 1.0, 0.0), dict(simple=False)),
-             (SkipLayerGuidanceDiT(*skip, 2.0, 0.0, 1.0, 0.7), dict(simple=False, rescale=0.7)),
-             (SkipLayerGuidanceDiTSimple(*skip, 0.0, 1.0), dict(simple=True))]
+    cases = [(SkipLayerGuidanceDiT(*skip, 2.0, 0.0, 1.0, 0.0), {"simple": False}),
+             (SkipLayerGuidanceDiT(*skip, 2.0, 0.0, 1.0, 0.7), {"simple": False, "rescale": 0.7}),
+             (SkipLayerGuidanceDiTSimple(*skip, 0.0, 1.0), {"simple": True})]
     for patch, how in cases:
         ours = _denoiser(kind, with_patch(model, patch), pos, neg)(x, sigma)
         want = _expected(plain, x, sigma, skip, **how)
@@ -136,7 +136,7 @@ def _with_node(wf: dict, source: str, sampler_model_from: str, node: dict) -> di
 def test_graphs_with_each_node_run_and_differ(flux_engine, wan_engine):
     flux_plain = kit.run(flux_engine, _flux_graph())["img"]
     wan_plain = kit.run(wan_engine, wan_graphs.graph())["img"]
-    for class_type, extra in (("SkipLayerGuidanceDiT", dict(scale=3.0, rescaling_scale=0.0)),
+    for class_type, extra in (("SkipLayerGuidanceDiT", {"scale": 3.0, "rescaling_scale": 0.0}),
                               ("SkipLayerGuidanceDiTSimple", {})):
         node = kit.node(class_type, model=["msf", 0], double_layers="0", single_layers="1", start_percent=0.0,
                         end_percent=1.0, **extra)
