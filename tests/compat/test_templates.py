@@ -18,7 +18,7 @@ from nodegraph.validation import ValidationReport
 from tests.compat.template_coverage import coverage, non_api_templates, our_classes, template_classes, templates_folder
 
 #: Floor of templates whose every node class we have (raise it as classes are added; never lower it to pass).
-MIN_COVERED = 107
+MIN_COVERED = 110
 #: Inputs naming a file in a models or input folder: the only inputs allowed to fail here.
 FILE_INPUTS = {"ckpt_name", "unet_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "clip_name3",
                "clip_name4", "lora_name", "control_net_name", "style_model_name", "model_name", "text_encoder",
