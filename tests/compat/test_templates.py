@@ -22,7 +22,7 @@ MIN_COVERED = 110
 #: Inputs naming a file in a models or input folder: the only inputs allowed to fail here.
 FILE_INPUTS = {"ckpt_name", "unet_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "clip_name3",
                "clip_name4", "lora_name", "control_net_name", "style_model_name", "model_name", "text_encoder",
-               "image", "file", "video", "audio"}
+               "image", "file", "video", "audio", "name"}
 #: Templates whose other errors are expected, with the reason.
 EXPECTED = {
     "image_lens_t2i": "CLIPLoader type 'lens' is newer than our reference, ComfyUI v0.8.0",
