@@ -15,50 +15,26 @@ from nodegraph.api import (
     Output,
     String,
     encode_hidream_text,
-    file_fingerprint,
     hookimpl,
     load_split_clip,
-    model_path,
     text_encoder_names,
 )
+
+from .split_loaders import _SplitFileNode
 
 _TEXT = ("text_encoders", "clip")
 _NAMES = ("clip_name1", "clip_name2", "clip_name3", "clip_name4")
 
 
-def _paths(config, constants) -> list:
-    out = []
-    for name in (str(constants.get(n)) for n in _NAMES):
-        for folder in _TEXT:
-            try:
-                path = model_path(config, folder, name)
-            except (OSError, ValueError):
-                continue
-            if path.exists():
-                out.append(path)
-                break
-    return out
-
-
-class QuadrupleCLIPLoader(Node):
+class QuadrupleCLIPLoader(_SplitFileNode):
     """Load HiDream's four text encoders as one CLIP: long CLIP-L, long CLIP-G, T5-XXL, Llama-3.1-8B-Instruct (in
     any order; Llama's tokenizer/ folder goes beside its file)."""
 
     DISPLAY_NAME = "QuadrupleCLIPLoader"
     CATEGORY = "advanced/loaders"
     INPUTS = {name: ModelCombo("text_encoders", text_encoder_names) for name in _NAMES}
+    FILE_INPUTS = tuple((name, _TEXT) for name in _NAMES)
     OUTPUTS = (Output("CLIP"),)
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        try:
-            return tuple(file_fingerprint(p) for p in _paths(config, constants))
-        except (OSError, ValueError):
-            return ("missing", tuple(constants.get(n) for n in _NAMES))
-
-    @classmethod
-    def model_files(cls, config, **constants):
-        return [str(p) for p in _paths(config, constants)]
 
     def execute(self, ctx, clip_name1: str, clip_name2: str, clip_name3: str, clip_name4: str):
         return (load_split_clip(ctx, [clip_name1, clip_name2, clip_name3, clip_name4], "hidream"),)

@@ -21,12 +21,12 @@ from nodegraph.api import (
     Node,
     Output,
     checkpoint_names,
-    file_fingerprint,
     hookimpl,
     ltx2_public,
-    model_path,
     text_encoder_names,
 )
+
+from .split_loaders import _SplitFileNode
 
 _LinkInput = type(Link("VAE"))
 _IntInput = type(Int(0))
@@ -57,45 +57,12 @@ def _audio_vae_input(tooltip: str) -> Any:
     return _NamedLink(type="VAE", display_name="Audio VAE", tooltip=tooltip)
 
 
-class _FilesNode(Node):
-    """A node reading model files chosen by combos: ``FILES = ((input, folders), …)`` key the cache."""
-
-    FILES: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-    @classmethod
-    def _paths(cls, config: Any, constants: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, folders in cls.FILES:
-            for folder in folders:
-                try:
-                    path = model_path(config, folder, str(constants.get(name)))
-                except (OSError, ValueError):
-                    continue
-                if path.exists():
-                    out.append(path)
-                    break
-        return out
-
-    @classmethod
-    def fingerprint(cls, config, **constants):
-        """The files' (path, size, mtime): replacing one on disk reloads it."""
-        try:
-            return tuple(file_fingerprint(p) for p in cls._paths(config, constants))
-        except (OSError, ValueError):
-            return ("missing", tuple(constants.get(n) for n, _ in cls.FILES))
-
-    @classmethod
-    def model_files(cls, config, **constants):
-        """The files' paths, for provenance."""
-        return [str(p) for p in cls._paths(config, constants)]
-
-
-class LTXAVTextEncoderLoader(_FilesNode):
+class LTXAVTextEncoderLoader(_SplitFileNode):
     """Load LTX-2's text encoder: Gemma-3 12B (with its tokenizer/ folder beside it) and the checkpoint's connectors."""
 
     DISPLAY_NAME = "LTXV Audio Text Encoder Loader"
     CATEGORY = "advanced/loaders"
-    FILES = (("text_encoder", ("text_encoders", "clip")), ("ckpt_name", ("checkpoints",)))
+    FILE_INPUTS = (("text_encoder", ("text_encoders", "clip")), ("ckpt_name", ("checkpoints",)))
     INPUTS = {"text_encoder": ModelCombo("text_encoders", text_encoder_names,
                                          tooltip="gemma_3_12B_it.safetensors; Gemma's tokenizer/ folder must lie "
                                                  "beside it (not shipped: Gemma's terms)"),
@@ -107,12 +74,12 @@ class LTXAVTextEncoderLoader(_FilesNode):
         return (ltx2_public.load_ltxav_text_encoder(ctx, text_encoder, ckpt_name),)
 
 
-class LTXVAudioVAELoader(_FilesNode):
+class LTXVAudioVAELoader(_SplitFileNode):
     """Load LTX-2's audio VAE and vocoder from the LTX-2 checkpoint."""
 
     DISPLAY_NAME = "LTXV Audio VAE Loader"
     CATEGORY = "audio"
-    FILES = (("ckpt_name", ("checkpoints",)),)
+    FILE_INPUTS = (("ckpt_name", ("checkpoints",)),)
     INPUTS = {"ckpt_name": ModelCombo("checkpoints", checkpoint_names, tooltip="Audio VAE checkpoint to load.")}
     OUTPUTS = (Output("VAE", "Audio VAE"),)
 
