@@ -4,6 +4,8 @@ diffusers' StableUnCLIPImg2ImgPipeline, the unCLIP class labels by hand, the sty
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,15 +28,12 @@ from nodegraph.diffusion.ldm import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 from nodegraph.inputs import Int, Output
 from nodegraph.node import Node
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "families"))
+from svd_tiny import vision_to_open_clip as to_open_clip  # noqa: E402  (OpenCLIP names, written once)
+
 PIXEL = 1.0 / 255.0
 VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
           "image_size": 32, "patch_size": 8, "projection_dim": 16, "hidden_act": "gelu", "layer_norm_eps": 1e-5}
-_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-          "self_attn.out_proj": "attn.out_proj"}
-_FIXED = {"embeddings.class_embedding": "class_embedding", "embeddings.patch_embedding.weight": "conv1.weight",
-          "embeddings.position_embedding.weight": "positional_embedding", "pre_layrnorm.weight": "ln_pre.weight",
-          "pre_layrnorm.bias": "ln_pre.bias", "post_layernorm.weight": "ln_post.weight",
-          "post_layernorm.bias": "ln_post.bias"}
 
 
 def _vision_model(seed: int = 5):
@@ -56,29 +55,6 @@ def _siglip_model(seed: int = 6, head: bool = True):
 def _prefixed(state: dict) -> dict:
     """ComfyUI's SigLIP file names: every tensor under vision_model. (transformers 5 keeps them flat)."""
     return {(k if k.startswith("vision_model.") else "vision_model." + k): v.contiguous() for k, v in state.items()}
-
-
-def to_open_clip(state: dict, prefix: str = "visual.") -> dict:
-    """transformers CLIP vision names → OpenCLIP's (q/k/v fused into in_proj), written out by hand for the test."""
-    out, qkv = {}, {}
-    for key, value in state.items():
-        if key == "visual_projection.weight":
-            out[prefix + "proj"] = value.t().contiguous()
-            continue
-        rest = key.removeprefix("vision_model.")
-        if rest in _FIXED:
-            out[prefix + _FIXED[rest]] = value
-            continue
-        _, _, index, tail = rest.split(".", 3)
-        module, param = tail.rsplit(".", 1)
-        if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-            qkv.setdefault((index, param), {})[module[-6]] = value
-        else:
-            out[f"{prefix}transformer.resblocks.{index}.{_LAYER[module]}.{param}"] = value
-    for (index, param), parts in qkv.items():
-        out[f"{prefix}transformer.resblocks.{index}.attn.in_proj_{param}"] = torch.cat(
-            [parts["q"], parts["k"], parts["v"]]).contiguous()
-    return out
 
 
 class FixedImage(Node):
@@ -141,7 +117,7 @@ def home(tiny_sd, tmp_path_factory):
               str(config.model_dir("checkpoints") / "tiny-unclip.safetensors"),
               metadata={METADATA_KEY: json.dumps(meta)})
     save_file({k: v.contiguous() for k, v in vstate.items()}, str(config.model_dir("clip_vision") / "comfy.safetensors"))
-    save_file(to_open_clip(vstate), str(config.model_dir("clip_vision") / "open_clip.safetensors"))
+    save_file(to_open_clip(vstate, "visual."), str(config.model_dir("clip_vision") / "open_clip.safetensors"))
     save_file({"foo.weight": torch.zeros(2)}, str(config.model_dir("clip_vision") / "junk.safetensors"))
     siglip = _siglip_model()
     save_file(_prefixed(siglip.state_dict()), str(config.model_dir("clip_vision") / "siglip.safetensors"))
