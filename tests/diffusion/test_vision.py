@@ -29,7 +29,7 @@ from nodegraph.inputs import Int, Output
 from nodegraph.node import Node
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "families"))
-from svd_tiny import vision_to_open_clip as to_open_clip  # noqa: E402  (OpenCLIP names, written once)
+from svd_tiny import vision_to_open_clip as to_open_clip  # OpenCLIP names, written once
 
 PIXEL = 1.0 / 255.0
 VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
