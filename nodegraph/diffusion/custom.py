@@ -162,10 +162,12 @@ class SamplerRegistry:
             if denoise <= 0.0:
                 return np.zeros(0, dtype=np.float64)
             total = int(steps / denoise)
-        return self.sigmas(scheduler, total, schedulers.alphas_cumprod_of(source))[-(steps + 1):]
+        return self.sigmas(scheduler, total, schedulers.alphas_cumprod_of(source),
+                           schedulers.maps_of_source(source))[-(steps + 1):]
 
-    def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any) -> Any:
-        """The sigma schedule (steps + 1 values ending with 0, float64 numpy) of a built-in or plugin schedule."""
+    def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any, time_maps: Any = None) -> Any:
+        """The sigma schedule (steps + 1 values ending with 0, float64 numpy) of a built-in or plugin schedule;
+        ``time_maps``: the model's own sigma ↔ time maps (``model_sampling.time_maps``) for ComfyUI's schedules."""
         import numpy as np
 
         if scheduler in self.schedules:
@@ -175,7 +177,7 @@ class SamplerRegistry:
                 raise ValueError(f"scheduler {scheduler!r} returned {out.shape[0]} sigmas; it must return "
                                  f"steps + 1 = {steps + 1} descending values ending with 0")
             return out
-        return schedulers.reference_sigmas(scheduler, steps, alphas_cumprod)
+        return schedulers.reference_sigmas(scheduler, steps, alphas_cumprod, time_maps)
 
     @classmethod
     def from_declarations(cls, plugins: Iterable[tuple[str, Any]]) -> tuple["SamplerRegistry", list[tuple[str, str]]]:
@@ -287,13 +289,13 @@ class _KRoute(SamplerRegistry):
 
     discard: bool = False
 
-    def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any) -> Any:
+    def sigmas(self, scheduler: str, steps: int, alphas_cumprod: Any, time_maps: Any = None) -> Any:
         """The sigma schedule, with ComfyUI's KSampler adjustment for this sampler."""
         import numpy as np
 
         if not self.discard:
-            return super().sigmas(scheduler, steps, alphas_cumprod)
-        out = super().sigmas(scheduler, steps + 1, alphas_cumprod)
+            return super().sigmas(scheduler, steps, alphas_cumprod, time_maps)
+        out = super().sigmas(scheduler, steps + 1, alphas_cumprod, time_maps)
         return np.concatenate([out[:-2], out[-1:]])
 
 

@@ -15,8 +15,8 @@ over that table equals ComfyUI's: the table is log-linear, so its interpolated i
 
 ModelSamplingContinuousV (``continuous_config(..., time="v")``): the same log-spaced table, but the model time is
 atan(sigma)·2/π and sigma(t) = tan(t·π/2). ComfyUI's normal/sgm_uniform schedules are linear in that time, not in
-ln(sigma): ``sigma_table`` returns the table as a ``numpy`` array that carries these maps (``time_maps``; they survive
-arithmetic such as 1/(sigma² + 1)) and ``schedulers.reference_sigmas`` uses them.
+ln(sigma): ``time_maps(config)`` gives those maps, and the schedule code takes them as an explicit argument
+(``schedulers.reference_sigmas(..., time_maps=...)``).
 
 ModelComputeDtype (``with_compute_dtype``): the dtype the MODEL computes in, recorded under a private key that the
 other patches keep; ``devices.DeviceManager.for_model`` honours it.
@@ -28,7 +28,6 @@ ComfyUI's does.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -175,37 +174,6 @@ def time_maps(config: Mapping[str, Any]) -> tuple[Any, Any] | None:
     return None
 
 
-@functools.cache
-def _timed_class() -> Any:
-    import numpy as np
-
-    class TimedTable(np.ndarray):
-        """A sigma table (or values derived from it) carrying its model's ``time_maps``."""
-
-        time_maps: Any = None
-
-        def __array_finalize__(self, obj: Any) -> None:
-            self.time_maps = getattr(obj, "time_maps", None)
-
-    return TimedTable
-
-
-def carrying_maps(values: Any, maps: tuple[Any, Any] | None) -> Any:
-    """``values`` (numpy) as an array that carries ``maps`` through arithmetic (``values`` itself when None)."""
-    if maps is None:
-        return values
-    import numpy as np
-
-    out = np.asarray(values, dtype=np.float64).view(_timed_class())
-    out.time_maps = maps
-    return out
-
-
-def maps_of(values: Any) -> tuple[Any, Any] | None:
-    """The time maps a table (or its alphas_cumprod) carries, or None."""
-    return getattr(values, "time_maps", None)
-
-
 def continuous_sigmas(sigma_min: float, sigma_max: float) -> Any:
     """ComfyUI's continuous table: CONTINUOUS_STEPS sigmas evenly spaced in ln(sigma), ascending, float64 numpy."""
     import numpy as np
@@ -222,7 +190,7 @@ def sigma_table(scheduler_config: Mapping[str, Any]) -> Any:
 
     bounds = scheduler_config.get(_KIND + "_sigmas")
     if bounds:
-        return carrying_maps(continuous_sigmas(float(bounds[0]), float(bounds[1])), time_maps(scheduler_config))
+        return continuous_sigmas(float(bounds[0]), float(bounds[1]))
     config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     return training_sigmas(diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy())
 

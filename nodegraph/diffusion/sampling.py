@@ -33,7 +33,7 @@ from .controlnet import unet_kwargs as control_kwargs
 from .gligen import batchable as gligen_batchable
 from .gligen import call as unet_call
 from .gligen import prepare as prepare_gligen
-from .model_sampling import needs_k_path
+from .model_sampling import needs_k_path, time_maps
 from .model_sampling import sigma_table as _sigma_table  # noqa: F401  (imported from here by the other samplers)
 from .noise import make_noise  # noqa: F401  (imported from here by the other samplers)
 from .regions import Region, blend_prediction, region_of
@@ -364,7 +364,7 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
 
     total, s0, s1 = opts.step_range()
     train = _sigma_table(model.scheduler_config)
-    full = samplers.sigmas(opts.scheduler, total, 1.0 / (train ** 2 + 1.0))
+    full = samplers.sigmas(opts.scheduler, total, 1.0 / (train ** 2 + 1.0), time_maps(model.scheduler_config))
     keep_noise = s1 < total and opts.return_with_leftover_noise
     sig = full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
     fmt = model.latent

@@ -233,13 +233,12 @@ def t_to_sigma(t: Any, sigmas: Any) -> Any:
     return np.exp(np.interp(np.asarray(t, dtype=np.float64), np.arange(len(sigmas)), np.log(sigmas)))
 
 
-def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any) -> Any:
-    """ComfyUI's sigma schedule ``schedule`` for ``steps`` steps (descending, ending with 0), float64 numpy; the
-    time maps that ``alphas_cumprod`` carries (``model_sampling.maps_of``: ContinuousV) replace the interpolation."""
-    from .model_sampling import maps_of
-
+def reference_sigmas(schedule: str, steps: int, alphas_cumprod: Any, time_maps: Any = None) -> Any:
+    """ComfyUI's sigma schedule ``schedule`` for ``steps`` steps (descending, ending with 0), float64 numpy;
+    ``time_maps`` (sigma → model time, model time → sigma; ``model_sampling.time_maps``: ContinuousV) replace the
+    interpolation over the table."""
     sig = training_sigmas(alphas_cumprod)
-    maps = maps_of(alphas_cumprod) or (lambda s: sigma_to_t(s, sig), lambda t: t_to_sigma(t, sig))
+    maps = time_maps or (lambda s: sigma_to_t(s, sig), lambda t: t_to_sigma(t, sig))
     out = schedule_sigmas(schedule, steps, sig, maps[0], maps[1])
     if out is None:
         raise ValueError(f"unknown scheduler {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -297,7 +296,7 @@ def alphas_cumprod_of(source: Any) -> Any:
 
         from .model_sampling import sampling_kind, sigma_table
 
-        if sampling_kind(source) == "continuous":  # the exact table (with its time maps), not float32 betas
+        if sampling_kind(source) == "continuous":  # the exact table, not one rebuilt from float32 betas
             return 1.0 / (sigma_table(source) ** 2 + 1.0)
         config = {k: v for k, v in dict(source).items() if not k.startswith("_")}
         return diffusers.DDPMScheduler.from_config(config).alphas_cumprod.numpy().astype(np.float64)
@@ -318,7 +317,14 @@ def comfy_sigmas(scheduler: str, steps: int, source: Any, denoise: float = 1.0) 
         if denoise <= 0.0:
             return np.zeros(0, dtype=np.float64)
         total = int(steps / denoise)
-    return reference_sigmas(scheduler, total, alphas_cumprod_of(source))[-(steps + 1):]
+    return reference_sigmas(scheduler, total, alphas_cumprod_of(source), maps_of_source(source))[-(steps + 1):]
+
+
+def maps_of_source(source: Any) -> Any:
+    """The time maps of a model given by its scheduler config (None for alphas_cumprod or the usual tables)."""
+    from .model_sampling import time_maps
+
+    return time_maps(source) if isinstance(source, Mapping) else None
 
 
 def _linear_quadratic(steps: int, threshold: float = 0.025) -> Any:

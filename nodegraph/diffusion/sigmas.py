@@ -91,8 +91,11 @@ def model_schedule(model: DiffusionModel, scheduler: str, steps: int, denoise: f
         if denoise <= 0.0:
             return torch.zeros(0, dtype=torch.float32)
         total = int(steps / denoise)
+    from .model_sampling import time_maps
+
     train = training_sigmas(model)
-    full = torch.as_tensor(table.sigmas(scheduler, total, 1.0 / (train ** 2 + 1.0)), dtype=torch.float32)
+    full = torch.as_tensor(table.sigmas(scheduler, total, 1.0 / (train ** 2 + 1.0), time_maps(model.scheduler_config)),
+                           dtype=torch.float32)
     return full[-(steps + 1):]
 
 
