@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+from ..flow.sampling import refuse_regions, require_conditioning
+
 DEFAULT_FRAME_RATE = 25.0
 SPATIAL, TEMPORAL = 32, 8
 
@@ -81,13 +82,10 @@ class LTXDenoiser:
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, Any, float, float]]:
         import torch
 
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to LTX-Video "
-                                 "models here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            refuse_regions(extras, what, "LTX-Video models")
             if emb.shape[-1] != int(self.transformer.config.caption_channels):
                 raise ValueError(f"{what}: the text states are {emb.shape[-1]} wide but this LTX-Video model reads "
                                  f"{self.transformer.config.caption_channels}; encode the prompt with a CLIPLoader "

@@ -13,9 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..flow.latents import pack, pad_even, unpack
-from ..flow.sampling import FlowDenoiser, _batch
-
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+from ..flow.sampling import FlowDenoiser, _batch, refuse_regions, require_conditioning
 
 
 class QwenDenoiser(FlowDenoiser):
@@ -26,13 +24,10 @@ class QwenDenoiser(FlowDenoiser):
         super().__init__(model, *args, **kwargs)
 
     def _entries(self, conditioning: list, what: str) -> list[tuple]:
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Qwen-Image "
-                                 "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            refuse_regions(extras, what, "Qwen-Image")
             if emb.dim() != 3 or emb.shape[-1] != int(self.transformer.config.joint_attention_dim):
                 raise ValueError(f"{what}: the text states are {tuple(emb.shape)}, not Qwen2.5-VL's "
                                  f"[1, T, {self.transformer.config.joint_attention_dim}]; encode the prompt with a "

@@ -18,8 +18,7 @@ import contextlib
 from typing import Any
 
 from ..block_skip import negative_skips, post_cfg, skipped_blocks
-
-_REGION_KEYS = ("area", "mask", "start_percent", "end_percent")
+from ..flow.sampling import refuse_regions, require_conditioning
 
 
 def prepare_video_latent(model: Any, latent: dict[str, Any]) -> Any:
@@ -59,14 +58,11 @@ class WanDenoiser:
     def _entries(self, conditioning: list, what: str) -> list[tuple[Any, float, Any, Any]]:
         from .wan_vae import latent_stats
 
-        if not conditioning:
-            raise ValueError(f"{what} is an empty conditioning list; connect a CLIPTextEncode output")
+        require_conditioning(conditioning, what)
         extra = int(self.transformer.config.in_channels) - int(self.transformer.config.out_channels)
         out = []
         for emb, extras in conditioning:
-            if any(extras.get(k) is not None for k in _REGION_KEYS):
-                raise ValueError(f"{what}: area, mask and timestep-range conditioning do not apply to Wan models "
-                                 "here yet; remove the ConditioningSetArea/SetMask/SetTimestepRange nodes")
+            refuse_regions(extras, what, "Wan models")
             concat = None
             if extra > 0:
                 image = extras.get("concat_latent_image")
