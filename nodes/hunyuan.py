@@ -11,7 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegraph.api import Combo, Int, Link, Node, Output, String, encode_hunyuan_dit_text, hookimpl, resample
+from nodegraph.api import (
+    Combo,
+    Int,
+    Link,
+    Node,
+    Output,
+    String,
+    encode_hunyuan_dit_text,
+    hookimpl,
+    resample,
+)
+
+from .wan import encode_pixels
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 16
@@ -77,9 +89,7 @@ class HunyuanImageToVideo(Node):
                 if not hasattr(loaded.vae, "encode_video"):
                     raise ValueError("HunyuanImageToVideo: this VAE is not a video VAE; load "
                                      "hunyuan_video_vae_bf16.safetensors with VAELoader")
-                with ctx.devices.use(loaded.vae), torch.no_grad():
-                    param = next(loaded.vae.parameters())
-                    image = loaded.vae.encode_video(start.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+                image = encode_pixels(ctx, loaded.vae, start)
             mask = torch.ones(1, 1, frames, image.shape[-2], image.shape[-1])
             mask[:, :, :_frames(start.shape[0])] = 0.0
             if guidance_type == "v1 (concat)":

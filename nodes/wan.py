@@ -91,13 +91,7 @@ class WanImageToVideo(Node):
             start = resample(start_image[:length].movedim(-1, 1), width, height, "bilinear", "center")
             video = torch.full((length, 3, height, width), 0.5)
             video[:start.shape[0]] = start[:, :3]
-            with ctx.models.use(vae) as (loaded,):
-                if not hasattr(loaded.vae, "encode_video"):
-                    raise ValueError("WanImageToVideo: this VAE is not the Wan video VAE; load wan_2.1_vae with "
-                                     "VAELoader")
-                with ctx.devices.use(loaded.vae), torch.no_grad():
-                    param = next(loaded.vae.parameters())
-                    image = loaded.vae.encode_video(video.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+            image = _encode_clip(ctx, vae, video, "WanImageToVideo")[0]
             mask = torch.ones(1, 1, frames, image.shape[-2], image.shape[-1])
             mask[:, :, :_frames(start.shape[0])] = 0.0
             positive = _with_extras(positive, concat_latent_image=image, concat_mask=mask)
@@ -108,18 +102,23 @@ class WanImageToVideo(Node):
         return (positive, negative, {"samples": latent, "downscale": SPATIAL})
 
 
+def encode_pixels(ctx: Any, inner: Any, video: Any) -> Any:
+    """Raw latent ``[1, C, T, h, w]`` of frames ``[N, 3, H, W]`` in 0..1 through a video VAE's ``encode_video``."""
+    import torch
+
+    with ctx.devices.use(inner), torch.no_grad():
+        param = next(inner.parameters())
+        return inner.encode_video(video.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+
+
 def _encode_clip(ctx: Any, vae: Any, video: Any, node: str) -> tuple[Any, int, int, Any]:
     """(raw latent ``[1, C, T, h, w]`` of frames ``[N, 3, H, W]`` in 0..1, latent channels, pixels per cell, the
     latent mean ``[1, C, 1, 1, 1]``)."""
-    import torch
-
     with ctx.models.use(vae) as (loaded,):
         if not hasattr(loaded.vae, "encode_video"):
             raise ValueError(f"{node}: this VAE is not a Wan video VAE; load wan_2.1_vae (or wan2.2_vae for the "
                              "5B model) with VAELoader")
-        with ctx.devices.use(loaded.vae), torch.no_grad():
-            param = next(loaded.vae.parameters())
-            image = loaded.vae.encode_video(video.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+        image = encode_pixels(ctx, loaded.vae, video)
         mean = loaded.vae.latents_mean.float().cpu().view(1, -1, 1, 1, 1)
         return image, int(loaded.vae.config.latent_channels), int(loaded.downscale), mean
 
@@ -289,9 +288,7 @@ class Wan22ImageToVideoLatent(Node):
             if not hasattr(inner, "encode_video") or int(inner.config.latent_channels) != LATENT_CHANNELS_22:
                 raise ValueError("Wan22ImageToVideoLatent: this VAE is not the Wan 2.2 VAE (48 latent channels); "
                                  "load wan2.2_vae.safetensors with VAELoader")
-            with ctx.devices.use(inner), torch.no_grad():
-                param = next(inner.parameters())
-                image = inner.encode_video(start.to(param.device, param.dtype) * 2.0 - 1.0).float().cpu()
+            image = encode_pixels(ctx, inner, start)
             mean = inner.latents_mean.float().cpu().view(1, -1, 1, 1, 1)
         kept = image.shape[2]
         mask = torch.ones(1, 1, frames, latent.shape[-2], latent.shape[-1])
