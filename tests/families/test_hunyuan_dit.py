@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
-from hunyuan_dit_tiny import CHECKPOINT, DIT, TinyHunyuanDiT, build
+from hunyuan_dit_tiny import CHECKPOINT, DIT, build
 
 from nodegraph.config import EngineConfig
 from nodegraph.diffusion.hunyuan_dit.convert import (
@@ -21,7 +22,7 @@ from nodegraph.diffusion.hunyuan_dit.convert import (
 )
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.engine import Engine
-from nodegraph.testing_graphs import capture_engine, run_captured
+from nodegraph.testing_graphs import capture_engine
 from nodegraph.validation import ValidationReport
 
 PROMPT = "a photo of the red cat on the sky"
@@ -30,26 +31,10 @@ EXAMPLE = Path(__file__).parent / "hunyuan_dit_examples" / "hunyuan_dit_1.2_exam
 CONFIGS = Path(__file__).resolve().parents[2] / "nodegraph" / "diffusion" / "configs" / "hunyuan_dit"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyHunyuanDiT:
-    return build(tmp_path_factory.mktemp("tiny-hunyuan-dit-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
-
-
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
-
-
-def _get(value):
-    return value.get() if hasattr(value, "get") else value
+tiny = kit.tiny_fixture(build, "tiny-hunyuan-dit-home")
+engine = kit.engine_fixture()
+_run = kit.run
+_get = kit.unwrap
 
 
 def graph(sampler: str = "euler", scheduler: str = "normal") -> dict:

@@ -13,6 +13,7 @@ import resource
 import time
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
 from stable_cascade_tiny import (
@@ -24,7 +25,6 @@ from stable_cascade_tiny import (
     UNET_B,
     UNET_C,
     VAE_FILE,
-    TinyCascade,
     build,
 )
 
@@ -32,7 +32,7 @@ from nodegraph.config import EngineConfig
 from nodegraph.diffusion.flow.schedule import flow_sigmas
 from nodegraph.diffusion.stable_cascade.schedule import CascadeSigmas
 from nodegraph.engine import Engine
-from nodegraph.testing_graphs import capture_engine, run_captured
+from nodegraph.testing_graphs import run_captured
 from nodegraph.validation import ValidationReport
 
 PROMPT, NEGATIVE = "a photo of the red cat on the sky", "text, watermark"
@@ -43,22 +43,12 @@ STALE_INPUTS = {("CLIPVisionEncode", "crop")}
 FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "vae_name", "image", "control_net_name"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyCascade:
-    return build(tmp_path_factory.mktemp("tiny-cascade-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = kit.tiny_fixture(build, "tiny-cascade-home")
+engine = kit.engine_fixture()
 
 
 def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return {k: (v.get() if hasattr(v, "get") and not isinstance(v, dict) else v) for k, v in cap.items()}
+    return {k: (v.get() if hasattr(v, "get") and not isinstance(v, dict) else v) for k, v in kit.run(engine, wf).items()}
 
 
 def graph(split: bool = False, cfg_c: float = 4.0, shift: float | None = None, sampler: str = "ddpm",
