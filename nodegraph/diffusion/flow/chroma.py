@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .detect import block_count
 from .latents import image_ids, pack, pad_even, text_ids, unpack
 from .schedule import FlowSettings
 
@@ -29,11 +30,6 @@ def chroma_config() -> dict[str, Any]:
     return json.loads((CHROMA_CONFIGS / "transformer.json").read_text(encoding="utf-8"))
 
 
-def _count(s: dict[str, Any], prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in s if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
-
-
 def config_from_shapes(s: dict[str, Any], p: str, original: bool) -> tuple[dict[str, Any], list[str]]:
     """(ChromaTransformer2DModel config, reasons) from the shapes of a Chroma transformer under prefix ``p``."""
     from .detect import _rope_axes
@@ -42,19 +38,19 @@ def config_from_shapes(s: dict[str, Any], p: str, original: bool) -> tuple[dict[
         hidden, in_ch = s[p + "img_in.weight"]
         head_dim = s[p + "double_blocks.0.img_attn.norm.query_norm.scale"][0]
         joint, out_ch = s[p + "txt_in.weight"][1], s[p + "final_layer.linear.weight"][0]
-        layers, singles = _count(s, p + "double_blocks."), _count(s, p + "single_blocks.")
+        layers, singles = block_count(s, p + "double_blocks."), block_count(s, p + "single_blocks.")
     else:
         hidden, in_ch = s[p + "x_embedder.weight"]
         head_dim = s[p + "transformer_blocks.0.attn.norm_q.weight"][0]
         joint, out_ch = s[p + "context_embedder.weight"][1], s[p + "proj_out.weight"][0]
-        layers, singles = _count(s, p + "transformer_blocks."), _count(s, p + "single_transformer_blocks.")
+        layers, singles = block_count(s, p + "transformer_blocks."), block_count(s, p + "single_transformer_blocks.")
     approx_hidden, approx_in = s[p + MARKER]
     config = chroma_config()
     config.update(in_channels=int(in_ch), out_channels=int(out_ch), attention_head_dim=int(head_dim),
                   num_attention_heads=int(hidden) // int(head_dim), joint_attention_dim=int(joint),
                   num_layers=layers, num_single_layers=singles, approximator_num_channels=int(approx_in),
                   approximator_hidden_dim=int(approx_hidden),
-                  approximator_layers=_count(s, p + "distilled_guidance_layer.layers."))
+                  approximator_layers=block_count(s, p + "distilled_guidance_layer.layers."))
     if int(head_dim) != 128:
         config["axes_dims_rope"] = _rope_axes(int(head_dim))
     reasons = [f"{'original' if original else 'diffusers'} Chroma tensor names (Flux blocks + distilled guidance "

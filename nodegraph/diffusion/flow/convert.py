@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .detect import block_count
+
 #: Original name → diffusers name, for tensors that are renamed only ({i}: block index; "*" = weight and bias).
 _GLOBAL = {
     "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
@@ -39,11 +41,6 @@ _QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
         "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
 _LINEAR1 = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
 _ADA_OUT = ("final_layer.adaLN_modulation.1", "norm_out.linear")
-
-
-def _blocks(keys: Any, prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in keys if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
 
 
 def _swap_halves(t: Any) -> Any:
@@ -81,9 +78,9 @@ def to_diffusers(state: dict[str, Any]) -> dict[str, Any]:
 
     ``state`` is emptied as it is converted (so its tensors are not held twice); unknown keys raise ValueError.
     """
-    n_double, n_single = _blocks(state, "double_blocks."), _blocks(state, "single_blocks.")
+    n_double, n_single = block_count(state, "double_blocks."), block_count(state, "single_blocks.")
     out: dict[str, Any] = {}
-    for old, new in _pairs(n_double, n_single, _blocks(state, _APPROX + "layers.")):
+    for old, new in _pairs(n_double, n_single, block_count(state, _APPROX + "layers.")):
         if old in state:
             out[new] = state.pop(old)
     for i in range(n_double):
@@ -112,10 +109,10 @@ def to_original(state: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     state = dict(state)
-    n_double = _blocks(state, "transformer_blocks.")
-    n_single = _blocks(state, "single_transformer_blocks.")
+    n_double = block_count(state, "transformer_blocks.")
+    n_single = block_count(state, "single_transformer_blocks.")
     out: dict[str, Any] = {}
-    for old, new in _pairs(n_double, n_single, _blocks(state, _APPROX + "layers.")):
+    for old, new in _pairs(n_double, n_single, block_count(state, _APPROX + "layers.")):
         if new in state:
             out[old] = state.pop(new)
     for i in range(n_double):

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..flow.detect import block_count
+
 QWEN_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "qwen_image"
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "")
 TRANSFORMER_MARKER = "transformer_blocks.0.img_mod.1.weight"
@@ -34,11 +36,6 @@ def transformer_prefix(shapes: dict[str, Any]) -> str | None:
     return next((p for p in PREFIXES if p + TRANSFORMER_MARKER in shapes and p + "txt_norm.weight" in shapes), None)
 
 
-def _count(shapes: dict[str, Any], prefix: str) -> int:
-    found = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes if k.startswith(prefix)}
-    return max(found) + 1 if found else 0
-
-
 def _rope_axes(head_dim: int) -> list[int]:
     """Rotary axes for a head width: (16, 56, 56) at 128; the same proportions (even sizes) otherwise."""
     if head_dim == 128:
@@ -56,7 +53,7 @@ def transformer_config(shapes: dict[str, Any], p: str) -> tuple[dict[str, Any], 
     config = shipped_config("transformer")
     config.update(in_channels=int(in_ch), out_channels=patch_out // 4, attention_head_dim=head_dim,
                   num_attention_heads=int(inner) // head_dim, joint_attention_dim=int(shapes[p + "txt_in.weight"][1]),
-                  num_layers=_count(shapes, p + "transformer_blocks."), axes_dims_rope=_rope_axes(head_dim),
+                  num_layers=block_count(shapes, p + "transformer_blocks."), axes_dims_rope=_rope_axes(head_dim),
                   guidance_embeds=p + "time_text_embed.guidance_embedder.linear_1.weight" in shapes)
     reasons = [f"Qwen-Image tensor names (img_mod, txt_norm) under {p or 'the root'!r}",
                f"{config['num_layers']} blocks, {config['num_attention_heads']}×{head_dim} wide",
@@ -87,16 +84,16 @@ def text_encoder_config(shapes: dict[str, Any], lm: str, vis: str) -> dict[str, 
     kv_heads = int(shapes[lm + "layers.0.self_attn.k_proj.weight"][0]) // head_dim
     half = head_dim // 2
     section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
-    text.update(vocab_size=int(vocab), hidden_size=int(hidden), num_hidden_layers=_count(shapes, lm + "layers."),
+    text.update(vocab_size=int(vocab), hidden_size=int(hidden), num_hidden_layers=block_count(shapes, lm + "layers."),
                 num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
                 intermediate_size=int(shapes[lm + "layers.0.mlp.gate_proj.weight"][0]),
-                max_window_layers=_count(shapes, lm + "layers."),
+                max_window_layers=block_count(shapes, lm + "layers."),
                 rope_scaling={"type": "mrope", "mrope_section": section})
     config["text_config"] = text
     if vis + "patch_embed.proj.weight" in shapes:
         vision = dict(config["vision_config"])
         width = int(shapes[vis + "patch_embed.proj.weight"][0])
-        depth = _count(shapes, vis + "blocks.")
+        depth = block_count(shapes, vis + "blocks.")
         vision.update(hidden_size=width, depth=depth, num_heads=_heads(width, 80, 16)[0],
                       intermediate_size=int(shapes[vis + "blocks.0.mlp.gate_proj.weight"][0]),
                       out_hidden_size=int(shapes[vis + "merger.mlp.2.weight"][0]))
