@@ -129,10 +129,9 @@ def _config(state: dict[str, Any], name: str) -> dict[str, Any]:
 
 def ltx_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> VAEModel | None:
     """VAE from an LTX-Video VAE's tensors (``state`` is emptied); None when they are not an LTX VAE's."""
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKLLTXVideo
 
-    from ..flow.loading import fill
+    from ..flow.loading import filled_model
     from ..loading import quiet_libraries
 
     if not is_ltx_vae(state):
@@ -149,9 +148,7 @@ def ltx_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> V
             converted = convert_ltx_vae_checkpoint_to_diffusers(state)
         state.clear()
         state = converted
-    with quiet_libraries(), init_empty_weights():
-        inner = AutoencoderKLLTXVideo.from_config(_config(state, name))
-    fill(inner, state, dtype or torch.float32, name)
+    inner = filled_model(AutoencoderKLLTXVideo, _config(state, name), state, name, dtype)
     return VAEModel(vae=LTXVideoVAE(inner).eval(), scaling_factor=1.0, shift_factor=0.0, source=name)
 
 
