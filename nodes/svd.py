@@ -36,6 +36,7 @@ from nodegraph.api import (
 from .image_ops import MAX_SIZE
 from .latent import encode as vae_encode
 from .loaders import ModelFileNode
+from .vision import load_checkpoint
 
 CLIP_VISION = "CLIP_VISION"
 
@@ -55,13 +56,7 @@ class ImageOnlyCheckpointLoader(ModelFileNode):
     OUTPUTS = (Output("MODEL"), Output(CLIP_VISION), Output("VAE"))
 
     def execute(self, ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any]:
-        path = ctx.models.resolve("checkpoints", ckpt_name)
-        ctx.models.check_loadable(path)
-        device = ctx.devices.device
-        dtype = ctx.devices.dtype if getattr(device, "type", "cpu") != "cpu" else None
-        handle = ctx.models.load_file("checkpoints", ckpt_name, lambda: load_svd_checkpoint(
-            path, ctx.config, name=ckpt_name, dtype=dtype))
-        return svd_parts(handle)
+        return svd_parts(load_checkpoint(ctx, ckpt_name, load_svd_checkpoint))
 
 
 class SVD_img2vid_Conditioning(Node):

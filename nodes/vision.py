@@ -58,6 +58,17 @@ def _load(ctx: ExecutionContext, folder: str, name: str, load: Any) -> Any:
     return ctx.models.load_file(folder, name, lambda: load(path, allow, name))
 
 
+def load_checkpoint(ctx: ExecutionContext, ckpt_name: str, load: Any) -> Any:
+    """A handle to ``load(path, config, name=, dtype=)`` of checkpoint ``ckpt_name`` (the device dtype off CPU),
+    held by the model manager."""
+    path = ctx.models.resolve("checkpoints", ckpt_name)
+    ctx.models.check_loadable(path)
+    device = ctx.devices.device
+    dtype = ctx.devices.dtype if getattr(device, "type", "cpu") != "cpu" else None
+    return ctx.models.load_file("checkpoints", ckpt_name, lambda: load(path, ctx.config, name=ckpt_name,
+                                                                       dtype=dtype))
+
+
 def _names(folder: str):
     def names(config: Any) -> list[str]:
         return list_models(config, folder)
@@ -110,13 +121,7 @@ class unCLIPCheckpointLoader(ModelFileNode):
     OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"), Output(CLIP_VISION))
 
     def execute(self, ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any, Any]:
-        path = ctx.models.resolve("checkpoints", ckpt_name)
-        ctx.models.check_loadable(path)
-        device = ctx.devices.device
-        dtype = ctx.devices.dtype if getattr(device, "type", "cpu") != "cpu" else None
-        handle = ctx.models.load_file("checkpoints", ckpt_name, lambda: load_unclip_checkpoint(
-            path, ctx.config, name=ckpt_name, dtype=dtype))
-        return unclip_parts(handle)
+        return unclip_parts(load_checkpoint(ctx, ckpt_name, load_unclip_checkpoint))
 
 
 class unCLIPConditioning(Node):
