@@ -149,6 +149,13 @@ def decode(samples: str = "ks", vae: list | None = None) -> dict:
 # --- numbers ---------------------------------------------------------------------------------------------------------
 
 
+def jitter(module: Any, scale: float = 0.02) -> None:
+    """Add ``scale`` × standard normal noise to every parameter, so norms and modulation are not at their init."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
 def seeded_noise(shape: tuple, seed: int) -> torch.Tensor:
     """The noise our samplers draw for ``seed`` (``make_noise`` on a CPU generator)."""
     from nodegraph.diffusion.sampling import make_noise

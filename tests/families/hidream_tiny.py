@@ -101,15 +101,10 @@ def llama_tokenizer_files(folder: Path) -> Any:
     return fast
 
 
-def _randomize(module: Any) -> None:
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-
-
 def build(home: Path, seed: int = 0) -> TinyHiDream:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import AutoencoderKL, HiDreamImageTransformer2DModel
+    from family_kit import jitter
     from flux_tiny import t5_tokenizer_files
     from safetensors.torch import save_file
     from transformers import (
@@ -126,7 +121,7 @@ def build(home: Path, seed: int = 0) -> TinyHiDream:
 
     torch.manual_seed(seed)
     transformer = HiDreamImageTransformer2DModel(**TRANSFORMER).eval()
-    _randomize(transformer)
+    jitter(transformer)  # random norms and modulation so every weight matters
     models = home / "models"
     for sub in ("diffusion_models", "text_encoders", "vae"):
         (models / sub).mkdir(parents=True, exist_ok=True)
@@ -140,7 +135,7 @@ def build(home: Path, seed: int = 0) -> TinyHiDream:
     llama = LlamaForCausalLM(LlamaConfig(**values)).eval()
     vae = AutoencoderKL(**VAE).eval()
     for module in (clip_l, clip_g, t5, llama):
-        _randomize(module)
+        jitter(module)
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
     save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     save_file({"model.diffusion_model." + k: v for k, v in sd.items()},

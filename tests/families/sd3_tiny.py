@@ -105,15 +105,10 @@ class TinySD3:
             tokenizer_2=clip_tokenizer(pad_token="!"), text_encoder_3=self.t5, tokenizer_3=t5_tok)
 
 
-def _randomize(module: Any) -> None:
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-
-
 def build(home: Path, seed: int = 0) -> TinySD3:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from family_kit import jitter
     from flux_tiny import t5_tokenizer_files
     from safetensors.torch import save_file
     from transformers import (
@@ -127,7 +122,7 @@ def build(home: Path, seed: int = 0) -> TinySD3:
 
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(**TRANSFORMER).eval()
-    _randomize(transformer)
+    jitter(transformer)  # random norms and modulation so every weight matters
     vae = AutoencoderKL(**VAE).eval()
     clip_l = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_L)).eval()
     with torch.no_grad():  # ComfyUI takes SD3's CLIP-L pooled output unprojected: the release's projection is 1

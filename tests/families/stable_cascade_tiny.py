@@ -101,15 +101,10 @@ class TinyCascade:
         return prior, decoder
 
 
-def _randomize(module: Any) -> None:
-    with torch.no_grad():  # random norms, gammas and modulation so every weight matters
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-
-
 def build(home: Path, seed: int = 0) -> TinyCascade:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import StableCascadeUNet
+    from family_kit import jitter
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
@@ -121,7 +116,7 @@ def build(home: Path, seed: int = 0) -> TinyCascade:
     vqgan = paella_class()(**STAGE_A).eval()
     clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G)).eval()
     for module in (prior, decoder, vqgan, clip_g):
-        _randomize(module)
+        jitter(module, 0.05)  # random norms, gammas and modulation so every weight matters
     models = home / "models"
     for sub in ("checkpoints", "diffusion_models", "text_encoders", "vae"):
         (models / sub).mkdir(parents=True, exist_ok=True)
