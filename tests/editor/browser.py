@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,3 +201,21 @@ class Session:
         self.page.get_by_role("button", name="Fit View (.)").click()
         self.page.wait_for_function(f"() => app.graph._nodes.find(n => n.type === '{node_type}')?.imgs?.length > 0")
         return self.page.evaluate(f"() => app.graph._nodes.find(n => n.type === '{node_type}').imgs[0].src")
+
+
+@contextlib.contextmanager
+def editor_page(base: str, prefix: str) -> Iterator[Session]:
+    """A headless Chromium page (1400×900, 30 s default timeout) recording as a Session on the server at ``base``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix=prefix), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(30_000)
+        session = Session(context.pages[0] if context.pages else context.new_page(), base)
+        session.attach()
+        try:
+            yield session
+        finally:
+            context.close()

@@ -5,7 +5,6 @@ declarations from /object_info, and what it queues for a graph using them equals
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from nodegraph.registry import BUILTIN_PACKS
 from nodegraph.testing import build_registry
 from nodegraph.ui_format import ui_to_api
 
-from .browser import CHROMIUM, CHROMIUM_FLAGS, READY, Server, Session
+from .browser import CHROMIUM, READY, Server, Session, editor_page
 from .helpers import strip_meta
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra has it)")
@@ -31,20 +30,10 @@ def session(tmp_path_factory: pytest.TempPathFactory):
     server = Server(tmp_path_factory.mktemp("dyn-home"))
     try:
         server.wait_ready()
-        with sync_api.sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                tempfile.mkdtemp(prefix="dyn-chromium-"), executable_path=CHROMIUM, headless=True,
-                args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(30_000)
-            page = context.pages[0] if context.pages else context.new_page()
-            editor = Session(page, server.base)
-            editor.attach()
-            page.goto(server.base + "/")
-            page.wait_for_function(READY, timeout=60_000)
-            try:
-                yield editor
-            finally:
-                context.close()
+        with editor_page(server.base, "dyn-chromium-") as editor:
+            editor.page.goto(server.base + "/")
+            editor.page.wait_for_function(READY, timeout=60_000)
+            yield editor
     finally:
         server.stop()
 

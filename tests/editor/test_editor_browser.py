@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +25,7 @@ from nodegraph.registry import Registry
 from nodegraph.ui_format import ui_to_api
 from nodegraph.workflow import read_png_chunks
 
-from .browser import BUILD_RICH_GRAPH, CHROMIUM, CHROMIUM_FLAGS, DROP_FILE, Server, Session
+from .browser import BUILD_RICH_GRAPH, CHROMIUM, DROP_FILE, Server, Session, editor_page
 from .helpers import ARTIFACTS, FIXTURES, PLUGINS, WORKFLOWS, strip_meta
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra has it)")
@@ -66,18 +65,8 @@ def _warm_up_txt2img(srv: Server) -> None:
 
 @pytest.fixture(scope="module")
 def editor(server: Server):
-    with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="editor-chromium-"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 900})
-        context.set_default_timeout(30_000)
-        page = context.pages[0] if context.pages else context.new_page()
-        session = Session(page, server.base)
-        session.attach()
-        try:
-            yield session
-        finally:
-            context.close()
+    with editor_page(server.base, "editor-chromium-") as session:
+        yield session
 
 
 def _headless_run(workflow: Path, home: Path) -> list[Path]:

@@ -5,12 +5,11 @@ file opened in the editor is uploaded through /upload/image and previewed in the
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from .browser import CHROMIUM, CHROMIUM_FLAGS, Server, Session
+from .browser import CHROMIUM, Server, Session, editor_page
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra has it)")
 if not Path(CHROMIUM).exists():
@@ -34,17 +33,8 @@ def editor(tmp_path_factory: pytest.TempPathFactory):
     server = Server(tmp_path_factory.mktemp("editor-video-home"))
     try:
         server.wait_ready()
-        with sync_api.sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                tempfile.mkdtemp(prefix="editor-video-chromium-"), executable_path=CHROMIUM, headless=True,
-                args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(30_000)
-            session = Session(context.pages[0] if context.pages else context.new_page(), server.base)
-            session.attach()
-            try:
-                yield session
-            finally:
-                context.close()
+        with editor_page(server.base, "editor-video-chromium-") as session:
+            yield session
     finally:
         server.stop()
 
