@@ -222,10 +222,10 @@ class ControlNetApplySD3(Node):
         return (pos, neg)
 
 
-def _flow_of(ctx: Any, model: Any, node: str) -> Any:
+def _flow_of(ctx: Any, model: Any, node: str, families: str = "SD3, Flux") -> Any:
     flow = ctx.models.get(model).flow
     if flow is None:
-        raise ValueError(f"{node} applies to flow-matching models (SD3, Flux); {model.arch} is not one. Remove the "
+        raise ValueError(f"{node} applies to flow-matching models ({families}); {model.arch} is not one. Remove the "
                          "node, or load such a model with UNETLoader or CheckpointLoaderSimple")
     return flow
 
@@ -238,11 +238,12 @@ class ModelSamplingSD3(Node):
     INPUTS = {"model": Link("MODEL"), "shift": Float(3.0, min=0.0, max=100.0, step=0.01)}
     OUTPUTS = (Output("MODEL"),)
     MULTIPLIER = 1000.0
+    FAMILIES = "SD3, Flux"  # named in the error for a model that is not flow matching
 
     def execute(self, ctx, model, shift: float):
         import dataclasses
 
-        flow = _flow_of(ctx, model, type(self).__name__)
+        flow = _flow_of(ctx, model, type(self).__name__, self.FAMILIES)
         return (derive(model, flow=dataclasses.replace(flow, kind="discrete", shift=float(shift),
                                                        multiplier=self.MULTIPLIER)),)
 

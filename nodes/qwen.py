@@ -8,21 +8,20 @@ EmptySD3LatentImage.
 
 from __future__ import annotations
 
-import dataclasses
-
 from nodegraph.api import (
     Float,
     Link,
     Node,
     Output,
     String,
-    derive,
     encode_qwen_edit,
     hookimpl,
 )
 
+from .flux import ModelSamplingSD3
 
-class ModelSamplingAuraFlow(Node):
+
+class ModelSamplingAuraFlow(ModelSamplingSD3):
     """Set a flow model's noise shift with model time = sigma (AuraFlow, Qwen-Image: ComfyUI's multiplier 1)."""
 
     DISPLAY_NAME = "ModelSamplingAuraFlow"
@@ -31,14 +30,8 @@ class ModelSamplingAuraFlow(Node):
               "shift": Float(1.73, min=0.0, max=100.0, step=0.01,
                              tooltip="higher spends more of the steps at high noise (Qwen-Image's graphs use 3.1)")}
     OUTPUTS = (Output("MODEL"),)
-
-    def execute(self, ctx, model, shift: float):
-        flow = ctx.models.get(model).flow
-        if flow is None:
-            raise ValueError(f"ModelSamplingAuraFlow applies to flow-matching models (Qwen-Image, Flux, SD3); "
-                             f"{model.arch} is not one. Remove the node, or load such a model with UNETLoader")
-        return (derive(model, flow=dataclasses.replace(flow, kind="discrete", shift=float(shift),
-                                                       multiplier=1.0)),)
+    MULTIPLIER = 1.0
+    FAMILIES = "Qwen-Image, Flux, SD3"
 
 
 class TextEncodeQwenImageEdit(Node):
