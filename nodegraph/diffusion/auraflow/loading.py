@@ -133,9 +133,9 @@ def load_pile_t5_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     """CLIP from a Pile-T5-XL text-encoder file (AuraFlow's)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    from ..flow.loading import require_safetensors
+
+    path = require_safetensors(path, name)
     return pile_t5_clip(load_file(str(path)), read_header(path).shapes, path, name, dtype)
 
 

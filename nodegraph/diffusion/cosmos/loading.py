@@ -97,12 +97,11 @@ def load_old_t5(path: Path, name: str, dtype: Any = None) -> TextEncoder:
 def load_cosmos_clip(paths: list[Path], names: list[str], dtype: Any = None) -> TextEncoder:
     """``families.CLIP_LOADERS`` entry for type ``cosmos``: one old T5-XXL file (or AuraFlow's Pile-T5-XL)."""
     from ..auraflow.loading import is_pile_t5, load_pile_t5_clip
+    from ..flow.loading import require_safetensors
 
     if len(paths) != 1:
         raise ValueError("type cosmos takes one text encoder file (the old T5-XXL); use CLIPLoader")
-    path = Path(paths[0])
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{names[0]}: text encoders load from .safetensors files only")
+    path = require_safetensors(paths[0], names[0])
     shapes = read_header(path).shapes
     if is_pile_t5(shapes):
         return load_pile_t5_clip(path, names[0], dtype)

@@ -101,15 +101,21 @@ def load_t5xxl_clip(paths: list[Path], names: list[str], dtype: Any, arch: str, 
     return TextEncoder(tokenizers=(t5_tokenizer(Path(paths[0])),), encoders=(model,), arch=arch)
 
 
+def require_safetensors(path: Path, name: str, what: str = "text encoders") -> Path:
+    """``path`` as a Path; UnknownModelError naming ``name`` (and ``what`` loads from where) unless .safetensors."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise UnknownModelError(f"{name}: {what} load from .safetensors files only")
+    return path
+
+
 def load_transformer(path: Path, name: str, weight_dtype: str = "default", dtype: Any = None) -> DiffusionModel:
     """MODEL from a diffusion-transformer file (Flux.1, any layout), in ``dtype`` (None: float32)."""
     from safetensors.torch import load_file
 
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: diffusion models load from .safetensors files only")
+    path = require_safetensors(path, name, "diffusion models")
     header = read_header(path)
     from ..families import transformer_loader
 
@@ -207,9 +213,7 @@ def load_text_encoder(path: Path, name: str, dtype: Any = None, kind: str | None
     or ("t5xxl", T5EncoderModel); ``kind`` overrides the detected CLIP kind."""
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    path = require_safetensors(path, name)
     header = read_header(path)
     return text_encoder_from_state(load_file(str(path)), header, name, dtype, kind)
 
@@ -217,8 +221,7 @@ def load_text_encoder(path: Path, name: str, dtype: Any = None, kind: str | None
 def clip_kinds(paths: list[Path], names: list[str]) -> list[str]:
     """The kind of each text-encoder file of an SD3 set: CLIP-G is 1280 wide, or the wider of two CLIP files."""
     for path, name in zip(paths, names):
-        if Path(path).suffix.lower() != ".safetensors":
-            raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+        require_safetensors(path, name)
     headers = [read_header(Path(p)) for p in paths]
     kinds = [text_encoder_kind(h) for h in headers]
     clips = [i for i, k in enumerate(kinds) if k != "t5xxl"]

@@ -182,9 +182,9 @@ def load_flux2_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     """CLIP for CLIPLoader type flux2: the language model and its tokenizer."""
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    from ..flow.loading import require_safetensors
+
+    path = require_safetensors(path, name)
     header = read_header(path)
     found = text_encoder_layout(header.shapes)
     state = load_file(str(path))

@@ -159,13 +159,12 @@ def load_hidream_clips(paths: list[Path], names: list[str], dtype: Any = None) -
     """``families.CLIP_LOADERS`` entry (type hidream): CLIP for any of CLIP-L, CLIP-G, T5-XXL and Llama-3.1 files."""
     from safetensors.torch import load_file
 
-    from ..flow.loading import t5_tokenizer, text_encoder_from_state
+    from ..flow.loading import require_safetensors, t5_tokenizer, text_encoder_from_state
     from ..loading import clip_tokenizer
 
     paths = [Path(p) for p in paths]
     for path, name in zip(paths, names):
-        if path.suffix.lower() != ".safetensors":
-            raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+        require_safetensors(path, name)
     headers = [read_header(p) for p in paths]
     kinds = _kinds(paths, names, headers)
     for kind in set(kinds):

@@ -102,15 +102,14 @@ def load_hunyuan_clip(paths: list[Path], names: list[str], dtype: Any = None) ->
     """CLIP for DualCLIPLoader type hunyuan_video (``families.CLIP_LOADERS`` entry): CLIP-L + the Llama file."""
     from safetensors.torch import load_file
 
-    from ..flow.loading import load_text_encoder
+    from ..flow.loading import load_text_encoder, require_safetensors
     from ..loading import clip_tokenizer
 
     if len(paths) != 2:
         raise ValueError("type hunyuan_video takes two files: clip_l.safetensors and llava_llama3_fp16 (or "
                          "fp8_scaled); load them with DualCLIPLoader")
     for path, name in zip(paths, names):
-        if Path(path).suffix.lower() != ".safetensors":
-            raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+        require_safetensors(path, name)
     headers = [read_header(Path(p)) for p in paths]
     is_llama = [llama_prefix(h.shapes) is not None for h in headers]
     if sum(is_llama) != 1:

@@ -182,9 +182,9 @@ def load_lumina_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     """CLIP for CLIPLoader type lumina2: Qwen3-4B (Z-Image) or Gemma-2-2B (Lumina 2), whichever the file holds."""
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    from ..flow.loading import require_safetensors
+
+    path = require_safetensors(path, name)
     header = read_header(path)
     found = text_encoder_kind(header.shapes)
     if found is None:

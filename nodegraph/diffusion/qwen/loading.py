@@ -139,9 +139,9 @@ def load_qwen_clip(path: Path, name: str, dtype: Any = None) -> TextEncoder:
     """CLIP for CLIPLoader type qwen_image: the Qwen2.5-VL text encoder and its tokenizer."""
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    from ..flow.loading import require_safetensors
+
+    path = require_safetensors(path, name)
     tokenizer = qwen_tokenizer(path)
     model = text_encoder_from_state(load_file(str(path)), read_header(path), name, dtype, tokenizer)
     return TextEncoder(tokenizers=(tokenizer,), encoders=(model,), arch="qwen_image")

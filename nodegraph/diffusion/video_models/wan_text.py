@@ -79,12 +79,10 @@ def load_umt5(path: Path, name: str, dtype: Any = None) -> tuple[Any, Any]:
     from safetensors.torch import load_file
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from ..flow.loading import fill
+    from ..flow.loading import fill, require_safetensors
     from ..loading import quiet_libraries
 
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise UnknownModelError(f"{name}: text encoders load from .safetensors files only")
+    path = require_safetensors(path, name)
     header = read_header(path)
     if not is_umt5(header.shapes):
         raise UnknownModelError(f"{name} is not a UMT5-XXL text encoder (type wan takes umt5_xxl_*.safetensors)")
