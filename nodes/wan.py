@@ -67,16 +67,20 @@ class TrimVideoLatent(Node):
         return (dict(samples, samples=z[:, :, trim_amount:]),)
 
 
+#: The video size inputs of Wan's conditioning nodes (ComfyUI's defaults: 832×480, 81 frames).
+_WAN_SIZE = {"width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
+             "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
+             "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
+             "batch_size": Int(1, min=1, max=4096)}
+
+
 class WanImageToVideo(Node):
     """Condition a Wan image-to-video model on a start image (and its CLIP vision output for Wan 2.1 I2V)."""
 
     DISPLAY_NAME = "WanImageToVideo"
     CATEGORY = "conditioning/video_models"
     INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
-              "width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
-              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
-              "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
-              "batch_size": Int(1, min=1, max=4096),
+              **_WAN_SIZE,
               "clip_vision_output": Link("CLIP_VISION_OUTPUT", optional=True),
               "start_image": Link("IMAGE", optional=True)}
     OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
@@ -130,10 +134,7 @@ class WanFirstLastFrameToVideo(Node):
     DISPLAY_NAME = "WanFirstLastFrameToVideo"
     CATEGORY = "conditioning/video_models"
     INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
-              "width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
-              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
-              "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
-              "batch_size": Int(1, min=1, max=4096),
+              **_WAN_SIZE,
               "clip_vision_start_image": Link("CLIP_VISION_OUTPUT", optional=True),
               "clip_vision_end_image": Link("CLIP_VISION_OUTPUT", optional=True),
               "start_image": Link("IMAGE", optional=True), "end_image": Link("IMAGE", optional=True)}
@@ -201,10 +202,7 @@ class WanVaceToVideo(Node):
     DISPLAY_NAME = "WanVaceToVideo"
     CATEGORY = "conditioning/video_models"
     INPUTS = {"positive": Link("CONDITIONING"), "negative": Link("CONDITIONING"), "vae": Link("VAE"),
-              "width": Int(832, min=16, max=MAX_RESOLUTION, step=16),
-              "height": Int(480, min=16, max=MAX_RESOLUTION, step=16),
-              "length": Int(81, min=1, max=MAX_RESOLUTION, step=4),
-              "batch_size": Int(1, min=1, max=4096),
+              **_WAN_SIZE,
               "strength": Float(1.0, min=0.0, max=1000.0, step=0.01),
               "control_video": Link("IMAGE", optional=True), "control_masks": Link("MASK", optional=True),
               "reference_image": Link("IMAGE", optional=True)}
