@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 TRANSFORMER = dict(sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
                    attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=64,
@@ -102,9 +103,8 @@ def build(home: Path, seed: int = 0) -> TinyAura:
 
     torch.manual_seed(seed)
     transformer = AuraFlowTransformer2DModel(**TRANSFORMER).eval()
-    with torch.no_grad():  # random register tokens, norms and modulation so every weight matters
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(transformer)  # random register tokens, norms and modulation so every weight matters
+    with torch.no_grad():
         for block in transformer.joint_transformer_blocks:  # so the prompt visibly steers the tiny model
             block.attn.add_v_proj.weight.mul_(30.0)
             block.norm1.linear.weight.mul_(10.0)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 from flux_tiny import T5, VAE, t5_tokenizer_files
 
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=32,
@@ -54,9 +55,7 @@ def build(home: Path, seed: int = 0) -> TinyChroma:
 
     torch.manual_seed(seed)
     transformer = ChromaTransformer2DModel(**TRANSFORMER).eval()
-    with torch.no_grad():
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(transformer)
     vae = AutoencoderKL(**VAE).eval()
     t5 = T5EncoderModel(T5Config(**T5_CONFIG)).eval()
     models = home / "models"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=32, num_layers=2,
                    mlp_ratio=2.0, text_embed_dim=32, adaln_lora_dim=8, max_size=(4, 32, 32), patch_size=(1, 2, 2),
@@ -133,15 +134,13 @@ def build(home: Path, seed: int = 0) -> TinyCosmos:
 
     torch.manual_seed(seed)
     transformer = CosmosTransformer3DModel(**TRANSFORMER).eval()
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(transformer)  # random norms and modulation so every weight matters
+    with torch.no_grad():
         for block in transformer.transformer_blocks:  # so the prompt visibly steers the tiny model
             block.attn2.to_v.weight.mul_(10.0)
     video = CosmosTransformer3DModel(**VIDEO_TRANSFORMER).eval()
+    jitter(video)
     with torch.no_grad():
-        for p in video.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
         for block in video.transformer_blocks:
             block.attn2.to_v.weight.mul_(10.0)
     text_encoder = T5EncoderModel(T5Config(**T5)).eval()

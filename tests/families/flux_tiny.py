@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "green", "blue", "circle", "square", "on", "sky", "tree")
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=32,
@@ -86,9 +87,7 @@ def build(home: Path, seed: int = 0) -> TinyFlux:
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(**TRANSFORMER).eval()
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(transformer)  # random norms and modulation so every weight matters
     vae = AutoencoderKL(**VAE).eval()
     clip = CLIPTextModel(CLIPTextConfig(**CLIP)).eval()
     t5 = T5EncoderModel(T5Config(**T5)).eval()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 CHECKPOINT = "hunyuan_dit_1.2.safetensors"
 CORPUS = ("a photo of the red cat on the sky a bottle with a galaxy inside it on top of a wooden table on a snowy "
@@ -77,9 +78,7 @@ def bert_vocab(folder: Path) -> Path:
 
 
 def _randomised(module: Any) -> Any:
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(module)  # random norms and modulation so every weight matters
     return module.eval()
 
 

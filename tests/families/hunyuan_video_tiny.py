@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 HIDDEN = 128  # one head of 128 (every HunyuanVideo release has 128-wide heads)
 TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=1, attention_head_dim=128, num_layers=1,
@@ -224,9 +225,7 @@ def build(home: Path) -> TinyHunyuanVideo:
 
     torch.manual_seed(0)
     transformer = HunyuanVideoTransformer3DModel(**TRANSFORMER).eval()
-    with torch.no_grad():  # random norms and modulation so a wrong mapping shows
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(transformer)  # random norms and modulation so a wrong mapping shows
     vae = AutoencoderKLHunyuanVideo(**VAE).eval()
     clip = CLIPTextModel(CLIPTextConfig(**CLIP)).eval()
     models = home / "models"
@@ -246,9 +245,7 @@ def build(home: Path) -> TinyHunyuanVideo:
               str(models / "text_encoders" / LLAMA_FILE))
     torch.manual_seed(1)
     i2v = HunyuanVideoTransformer3DModel(**I2V).eval()
-    with torch.no_grad():
-        for p in i2v.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(i2v)
     save_file({"model.diffusion_model." + k: v.contiguous() for k, v in to_comfyui(i2v.state_dict()).items()},
               str(models / "diffusion_models" / I2V_FILE))
     vsd = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}

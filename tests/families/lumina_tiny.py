@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 Z_IMAGE = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=64, n_layers=2, n_refiner_layers=1,
                n_heads=2, n_kv_heads=2, cap_feat_dim=40, axes_dims=[8, 12, 12], axes_lens=[1536, 512, 512],
@@ -177,9 +178,7 @@ def lumina2_to_comfyui(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _randomised(module: Any) -> Any:
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(module)  # random norms and modulation so every weight matters
     return module.eval()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import jitter
 
 TRANSFORMER = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=32,
                    num_attention_heads=2, joint_attention_dim=64, axes_dims_rope=[4, 14, 14])
@@ -143,9 +144,7 @@ def build(home: Path, seed: int = 0) -> TinyQwen:
 
     torch.manual_seed(seed)
     transformer = QwenImageTransformer2DModel(**TRANSFORMER).eval()
-    with torch.no_grad():  # random norms and modulation so every weight matters
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    jitter(transformer)  # random norms and modulation so every weight matters
     models = home / "models"
     tok = tokenizer(models / "text_encoders" / "qwen_tokenizer")
     ids = {key: tok.convert_tokens_to_ids(t) for key, t in (
