@@ -39,6 +39,17 @@ class ModelSamplingDiscrete(Node):
         return (derive(model, scheduler_config=discrete_config(loaded.scheduler_config, sampling, bool(zsnr))),)
 
 
+def _continuous(ctx: Any, model: Any, node: str, sampling: str, sigma_min: float, sigma_max: float,
+                *kind: str) -> Any:
+    """``model`` sampling continuous noise levels (``kind`` "v": ContinuousV's time), errors naming ``node``."""
+    loaded = _unet_only(ctx, model, node)
+    try:
+        config = continuous_config(loaded.scheduler_config, sampling, float(sigma_min), float(sigma_max), *kind)
+    except ValueError as exc:
+        raise ValueError(f"{node}: {exc}") from None
+    return derive(model, scheduler_config=config)
+
+
 class ModelSamplingContinuousEDM(Node):
     """Sample with continuous EDM noise levels between sigma_min and sigma_max (CosXL and other EDM-trained UNets)."""
 
@@ -53,12 +64,7 @@ class ModelSamplingContinuousEDM(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx, model, sampling, sigma_max, sigma_min):
-        loaded = _unet_only(ctx, model, "ModelSamplingContinuousEDM")
-        try:
-            config = continuous_config(loaded.scheduler_config, sampling, float(sigma_min), float(sigma_max))
-        except ValueError as exc:
-            raise ValueError(f"ModelSamplingContinuousEDM: {exc}") from None
-        return (derive(model, scheduler_config=config),)
+        return (_continuous(ctx, model, "ModelSamplingContinuousEDM", sampling, sigma_min, sigma_max),)
 
 
 class ModelSamplingContinuousV(Node):
@@ -75,12 +81,7 @@ class ModelSamplingContinuousV(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, ctx, model, sampling, sigma_max, sigma_min):
-        loaded = _unet_only(ctx, model, "ModelSamplingContinuousV")
-        try:
-            config = continuous_config(loaded.scheduler_config, sampling, float(sigma_min), float(sigma_max), "v")
-        except ValueError as exc:
-            raise ValueError(f"ModelSamplingContinuousV: {exc}") from None
-        return (derive(model, scheduler_config=config),)
+        return (_continuous(ctx, model, "ModelSamplingContinuousV", sampling, sigma_min, sigma_max, "v"),)
 
 
 class ModelComputeDtype(Node):
