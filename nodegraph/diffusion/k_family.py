@@ -86,10 +86,10 @@ def sample(family: KFamily, model: Any, positive: list, negative: list, latent: 
            samplers: Any = None) -> dict:
     """KSampler(Advanced) on a ``family`` model: ComfyUI's sigmas and step cuts, then ``run``."""
     import numpy as np
-    import torch
 
     from .custom import k_route
-    from .sampling import make_noise, output_latent
+    from .flow.sampling import start_noise
+    from .sampling import output_latent
 
     samples = family.prepare(model, latent)
     out = output_latent(latent, model.latent.downscale)
@@ -102,9 +102,7 @@ def sample(family: KFamily, model: Any, positive: list, negative: list, latent: 
     full = family.schedule(model, view, opts.scheduler, total)
     keep_noise = s1 < total and opts.return_with_leftover_noise
     sig = full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
+    gen, noise = start_noise(opts, samples, latent)
     result, _ = run(family, model, positive, negative, opts.cfg, samples, noise, sig,
                     view.samplers[opts.sampler_name].fn, gen, latent, devices, callback, preview_every, lora_library)
     return dict(out, samples=result)

@@ -306,6 +306,19 @@ def sigmas_for(model: Any, opts: Any) -> Any:
     return full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
 
 
+def start_noise(opts: Any, samples: Any, latent: dict[str, Any]) -> tuple[Any, Any]:
+    """(generator, noise) for KSampler: the CPU generator seeded with ``opts.seed`` and noise shaped like ``samples``
+    (zeros when ``opts.add_noise`` is off)."""
+    import torch
+
+    from ..sampling import make_noise
+
+    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
+    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
+        else torch.zeros_like(samples)
+    return gen, noise
+
+
 def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
            callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
     """Denoise ``latent`` with a flow model (KSampler's contract, see ``sampling.sample``); returns the LATENT."""
@@ -318,7 +331,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         return own(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library, samplers)
 
     from ..preview import preview_jpeg
-    from ..sampling import _resize_mask, lora_applied, make_noise, output_latent
+    from ..sampling import _resize_mask, lora_applied, output_latent
 
     samples = prepare_latent(model, latent)
     fmt = model.latent
@@ -328,9 +341,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         return dict(out_latent, samples=samples)
     fn = sampler_fn(opts.sampler_name, samplers)
     sig = sigmas_for(model, opts)
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
+    gen, noise = start_noise(opts, samples, latent)
     from ..controlnet import control_modules
 
     with control_modules(positive, negative) as controls, devices.use(model.unet, *controls), \

@@ -198,19 +198,16 @@ def _mask(latent: dict[str, Any], samples: Any) -> Any:
 def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
            callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
     """Denoise a video ``latent`` with an LTX-Video model (KSampler's contract, see ``sampling.sample``)."""
-    import torch
 
-    from ..flow.sampling import sampler_fn, sigmas_for
-    from ..sampling import make_noise, output_latent
+    from ..flow.sampling import sampler_fn, sigmas_for, start_noise
+    from ..sampling import output_latent
 
     samples = prepare_video_latent(model, latent)
     out = output_latent(latent, SPATIAL)
     total, s0, s1 = opts.step_range()
     if s0 >= s1 or s0 >= total:
         return dict(out, samples=samples)
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
+    gen, noise = start_noise(opts, samples, latent)
     result, _ = _run(model, positive, negative, opts.cfg, samples, noise, sigmas_for(model, opts),
                      sampler_fn(opts.sampler_name, samplers), gen, _mask(latent, samples), devices, callback,
                      preview_every, lora_library)

@@ -211,9 +211,9 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     """Denoise a video ``latent`` with a Wan model (KSampler's contract, see ``sampling.sample``); the LATENT."""
     import torch
 
-    from ..flow.sampling import sampler_fn, sigmas_for
+    from ..flow.sampling import sampler_fn, sigmas_for, start_noise
     from ..preview import preview_jpeg
-    from ..sampling import lora_applied, make_noise, output_latent
+    from ..sampling import lora_applied, output_latent
     from .wan22 import denoise_mask
     from .wan_vae import latent_stats
 
@@ -225,9 +225,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         return dict(out_latent, samples=samples)
     fn = sampler_fn(opts.sampler_name, samplers)
     sig = sigmas_for(model, opts)
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
+    gen, noise = start_noise(opts, samples, latent)
     mean, std = latent_stats(samples.shape[1])
     with devices.use(model.unet), lora_applied(model, lora_library), torch.no_grad():
         device, dtype = devices.device, devices.dtype
