@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from family_kit import jitter
+from family_kit import jitter, model_folders
 
 TRANSFORMER = dict(sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
                    attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=64,
@@ -110,9 +110,7 @@ def build(home: Path, seed: int = 0) -> TinyAura:
             block.norm1.linear.weight.mul_(10.0)
     text_encoder = UMT5EncoderModel(UMT5Config(**TEXT)).eval()
     vae = AutoencoderKL(**VAE).eval()
-    models = home / "models"
-    for sub in ("checkpoints", "diffusion_models", "text_encoders"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "checkpoints", "diffusion_models", "text_encoders")
     for sub in ("checkpoints", "text_encoders"):
         t5_tokenizer_files(models / sub / "pile_t5_tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(models / "checkpoints" / "pile_t5_tokenizer"))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from family_kit import jitter
+from family_kit import cloned_state, jitter, model_folders
 
 TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=32, num_layers=2,
                    mlp_ratio=2.0, text_embed_dim=32, adaln_lora_dim=8, max_size=(4, 32, 32), patch_size=(1, 2, 2),
@@ -145,9 +145,7 @@ def build(home: Path, seed: int = 0) -> TinyCosmos:
             block.attn2.to_v.weight.mul_(10.0)
     text_encoder = T5EncoderModel(T5Config(**T5)).eval()
     vae = AutoencoderKLWan(**VAE).eval()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     t5_tokenizer_files(models / "text_encoders" / "t5_tokenizer")
     tokenizer = T5TokenizerFast.from_pretrained(str(models / "text_encoders" / "t5_tokenizer"))
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
@@ -157,6 +155,6 @@ def build(home: Path, seed: int = 0) -> TinyCosmos:
               str(models / "diffusion_models" / VIDEO_FILE))
     te = {k: v.contiguous() for k, v in text_encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
     save_file(te, str(models / "text_encoders" / TEXT_ENCODER))
-    save_file(vae_to_original({k: v.contiguous().clone() for k, v in vae.state_dict().items()}),
+    save_file(vae_to_original(cloned_state(vae)),
               str(models / "vae" / VAE_FILE))
     return TinyCosmos(transformer, text_encoder, tokenizer, vae, home, video)

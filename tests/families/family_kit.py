@@ -58,6 +58,19 @@ def home_config(home: Path, output_dir: Path | None = None) -> EngineConfig:
     return cfg
 
 
+def model_folders(home: Path, *subs: str) -> Path:
+    """``home/models`` with the named model folders made; returns it."""
+    models = home / "models"
+    for sub in subs:
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    return models
+
+
+def cloned_state(module: Any) -> dict[str, torch.Tensor]:
+    """A module's state dict as contiguous copies (safe to save and to convert in place)."""
+    return {k: v.contiguous().clone() for k, v in module.state_dict().items()}
+
+
 # --- running graphs --------------------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import model_folders
 
 TRANSFORMER = dict(patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=32,
                    num_attention_heads=2, joint_attention_dim=96, axes_dims_rope=[8, 8, 8, 8], guidance_embeds=True)
@@ -155,9 +156,7 @@ def build(home: Path, seed: int = 0) -> TinyFlux2:
     text_encoder = Mistral3ForConditionalGeneration(config).eval()
     _randomise(text_encoder, 0.05)
     vae = tiny_vae()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
     save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     comfy = to_comfyui(sd)
@@ -212,9 +211,7 @@ def build_klein(home: Path, seed: int = 0) -> TinyFlux2:
     torch.manual_seed(seed)
     transformer = Flux2Transformer2DModel(**KLEIN).eval()
     _randomise(transformer)
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     folder = models / "text_encoders" / "tokenizer"
     tok = qwen_tokenizer(folder)
     tok.chat_template = QWEN3_TEMPLATE

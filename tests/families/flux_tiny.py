@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from family_kit import jitter
+from family_kit import jitter, model_folders
 
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "green", "blue", "circle", "square", "on", "sky", "tree")
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=32,
@@ -91,9 +91,7 @@ def build(home: Path, seed: int = 0) -> TinyFlux:
     vae = AutoencoderKL(**VAE).eval()
     clip = CLIPTextModel(CLIPTextConfig(**CLIP)).eval()
     t5 = T5EncoderModel(T5Config(**T5)).eval()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
     original = {k: v.contiguous() for k, v in to_original(sd).items()}
     save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))

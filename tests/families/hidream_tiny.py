@@ -104,7 +104,7 @@ def llama_tokenizer_files(folder: Path) -> Any:
 def build(home: Path, seed: int = 0) -> TinyHiDream:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import AutoencoderKL, HiDreamImageTransformer2DModel
-    from family_kit import jitter
+    from family_kit import jitter, model_folders
     from flux_tiny import t5_tokenizer_files
     from safetensors.torch import save_file
     from transformers import (
@@ -122,9 +122,7 @@ def build(home: Path, seed: int = 0) -> TinyHiDream:
     torch.manual_seed(seed)
     transformer = HiDreamImageTransformer2DModel(**TRANSFORMER).eval()
     jitter(transformer)  # random norms and modulation so every weight matters
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     tok = llama_tokenizer_files(models / "text_encoders" / "tokenizer")
     t5_tokenizer_files(models / "text_encoders" / "t5_tokenizer")
     clip_l = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_L)).eval()

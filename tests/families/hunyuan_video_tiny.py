@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from family_kit import jitter
+from family_kit import cloned_state, jitter, model_folders
 
 HIDDEN = 128  # one head of 128 (every HunyuanVideo release has 128-wide heads)
 TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=1, attention_head_dim=128, num_layers=1,
@@ -228,12 +228,10 @@ def build(home: Path) -> TinyHunyuanVideo:
     jitter(transformer)  # random norms and modulation so a wrong mapping shows
     vae = AutoencoderKLHunyuanVideo(**VAE).eval()
     clip = CLIPTextModel(CLIPTextConfig(**CLIP)).eval()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     tokenizer = llama_tokenizer_files(models / "text_encoders" / "tokenizer")
     llama = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), **LLAMA)).eval()
-    sd = {k: v.contiguous().clone() for k, v in transformer.state_dict().items()}
+    sd = cloned_state(transformer)
     comfy = {k: v.contiguous() for k, v in to_comfyui(sd).items()}
     save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     save_file({"model.diffusion_model." + k: v for k, v in comfy.items()},
@@ -248,7 +246,7 @@ def build(home: Path) -> TinyHunyuanVideo:
     jitter(i2v)
     save_file({"model.diffusion_model." + k: v.contiguous() for k, v in to_comfyui(i2v.state_dict()).items()},
               str(models / "diffusion_models" / I2V_FILE))
-    vsd = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}
+    vsd = cloned_state(vae)
     save_file(vsd, str(models / "vae" / VAE_FILES["diffusers"]))
     save_file({k: v.contiguous() for k, v in vae_to_comfyui(vsd).items()}, str(models / "vae" / VAE_FILES["comfyui"]))
     return TinyHunyuanVideo(transformer=transformer, vae=vae, clip=clip, llama=llama, tokenizer=tokenizer, home=home,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import cloned_state, model_folders
 
 TRANSFORMER = dict(in_channels=128, out_channels=128, num_attention_heads=2, attention_head_dim=128,
                    cross_attention_dim=256, audio_in_channels=32, audio_out_channels=32, audio_num_attention_heads=2,
@@ -179,7 +180,7 @@ class TinyLTX2:
 
 
 def _state(module: Any) -> dict[str, Any]:
-    return {k: v.contiguous().clone() for k, v in module.state_dict().items()}
+    return cloned_state(module)
 
 
 def build(home: Path) -> TinyLTX2:
@@ -208,9 +209,7 @@ def build(home: Path) -> TinyLTX2:
         audio_vae.latents_std.copy_(torch.rand_like(audio_vae.latents_std) + 0.5)
     vocoder = LTX2Vocoder(**VOCODER).eval()
     connectors = LTX2TextConnectors(**CONNECTORS).eval()
-    models = home / "models"
-    for sub in ("checkpoints", "diffusion_models", "text_encoders"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "checkpoints", "diffusion_models", "text_encoders")
     tok = tokenizer(models / "text_encoders" / "tokenizer")
     gemma = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tok), **GEMMA)).eval()
     t_state, v_state, a_state = _state(transformer), _state(vae), _state(audio_vae)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import cloned_state, model_folders
 from flux_tiny import T5, t5_tokenizer_files
 
 TRANSFORMER = dict(in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=2,
@@ -127,11 +128,9 @@ def build(home: Path) -> TinyLTX:
         vae.latents_std.copy_(torch.rand(128) + 0.5)
     # T5-XXL's relative-attention reach (128): the loader takes it from the shipped config, not from shapes
     t5 = T5EncoderModel(T5Config(**dict(T5, relative_attention_max_distance=128))).eval()
-    models = home / "models"
-    for sub in ("checkpoints", "diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().clone() for k, v in transformer.state_dict().items()}
-    vstate = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}
+    models = model_folders(home, "checkpoints", "diffusion_models", "text_encoders", "vae")
+    state = cloned_state(transformer)
+    vstate = cloned_state(vae)
     original = transformer_to_original(state)
     save_file(state, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     save_file(original, str(models / "diffusion_models" / LAYOUTS["comfyui"]))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from family_kit import jitter
+from family_kit import jitter, model_folders
 
 Z_IMAGE = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=64, n_layers=2, n_refiner_layers=1,
                n_heads=2, n_kv_heads=2, cap_feat_dim=40, axes_dims=[8, 12, 12], axes_lens=[1536, 512, 512],
@@ -196,9 +196,7 @@ def build(home: Path, seed: int = 0) -> TinyLumina:
     qwen3 = Qwen3Model(Qwen3Config(**QWEN3)).eval()
     gemma2 = Gemma2Model(Gemma2Config(**GEMMA2)).eval()
     vae = AutoencoderKL(**VAE).eval()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
     z_sd = {k: v.contiguous() for k, v in z_image.state_dict().items()}
     save_file(z_sd, str(models / "diffusion_models" / Z_FILES["diffusers"]))
     save_file({"model.diffusion_model." + k: v for k, v in z_image_to_comfyui(z_sd).items()},

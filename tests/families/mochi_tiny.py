@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import cloned_state, model_folders
 from flux_tiny import T5, t5_tokenizer_files
 
 TRANSFORMER = {"patch_size": 2, "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 2,
@@ -193,11 +194,9 @@ def build(home: Path) -> TinyMochi:
                 p.copy_(1 + 0.2 * torch.randn_like(p))
     vae = AutoencoderKLMochi(**VAE).eval()
     t5 = T5EncoderModel(T5Config(**dict(T5, relative_attention_max_distance=128))).eval()
-    models = home / "models"
-    for sub in ("checkpoints", "diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().clone() for k, v in transformer.state_dict().items()}
-    vstate = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}
+    models = model_folders(home, "checkpoints", "diffusion_models", "text_encoders", "vae")
+    state = cloned_state(transformer)
+    vstate = cloned_state(vae)
     comfy = to_comfyui(state)
     save_file(state, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     save_file(comfy, str(models / "diffusion_models" / LAYOUTS["comfyui"]))

@@ -108,7 +108,7 @@ class TinySD3:
 def build(home: Path, seed: int = 0) -> TinySD3:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
-    from family_kit import jitter
+    from family_kit import jitter, model_folders
     from flux_tiny import t5_tokenizer_files
     from safetensors.torch import save_file
     from transformers import (
@@ -129,9 +129,7 @@ def build(home: Path, seed: int = 0) -> TinySD3:
         clip_l.text_projection.weight.copy_(torch.eye(CLIP_L["hidden_size"]))
     clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G)).eval()
     t5 = T5EncoderModel(T5Config(**T5)).eval()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae", "checkpoints"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae", "checkpoints")
     sd = {k: v.contiguous() for k, v in transformer.state_dict().items()}
     original = {k: v.contiguous() for k, v in to_original(sd).items()}
     save_file(sd, str(models / "diffusion_models" / LAYOUTS["diffusers"]))

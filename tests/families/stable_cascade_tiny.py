@@ -104,7 +104,7 @@ class TinyCascade:
 def build(home: Path, seed: int = 0) -> TinyCascade:
     """Build the tiny modules with fixed seeds and save every file under ``home/models``."""
     from diffusers import StableCascadeUNet
-    from family_kit import jitter
+    from family_kit import jitter, model_folders
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
@@ -117,9 +117,7 @@ def build(home: Path, seed: int = 0) -> TinyCascade:
     clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G)).eval()
     for module in (prior, decoder, vqgan, clip_g):
         jitter(module, 0.05)  # random norms, gammas and modulation so every weight matters
-    models = home / "models"
-    for sub in ("checkpoints", "diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
+    models = model_folders(home, "checkpoints", "diffusion_models", "text_encoders", "vae")
     c_sd = {k: v.contiguous() for k, v in prior.state_dict().items()}
     b_sd = {k: v.contiguous() for k, v in decoder.state_dict().items()}
     a_sd = stage_a_to_comfy(vqgan.state_dict())

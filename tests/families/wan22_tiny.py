@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from family_kit import cloned_state
 from wan_tiny import TRANSFORMER, TinyWan, _vae_candidates, build, to_original
 
 from nodegraph.diffusion.video_models.wan_files import shipped_config
@@ -114,11 +115,11 @@ def build22(home: Path) -> TinyWan22:
             if name.endswith("gamma"):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
     models = home / "models"
-    state = {k: v.contiguous().clone() for k, v in transformer.state_dict().items()}
+    state = cloned_state(transformer)
     save_file(state, str(models / "diffusion_models" / LAYOUTS_5B["diffusers"]))
     save_file({"model.diffusion_model." + k: v for k, v in to_original(state).items()},
               str(models / "diffusion_models" / LAYOUTS_5B["comfyui"]))
-    vstate = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}
+    vstate = cloned_state(vae)
     save_file(vstate, str(models / "vae" / VAE22_FILES["diffusers"]))
     save_file(vae22_to_original(vstate), str(models / "vae" / VAE22_FILES["comfyui"]))
     return TinyWan22(transformer=transformer, vae=vae, base=base)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from family_kit import cloned_state, model_folders
 
 WORDS = "a photo of the cat dog red green blue circle square on sky tree walking running video river mountain".split()
 TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=16,
@@ -145,17 +146,15 @@ def build(home: Path) -> TinyWan:
     spiece = spiece_model()
     tokenizer = tokenizer_from(spiece, None, "tiny")
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **UMT5)).eval()
-    models = home / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().clone() for k, v in transformer.state_dict().items()}
+    models = model_folders(home, "diffusion_models", "text_encoders", "vae")
+    state = cloned_state(transformer)
     save_file(state, str(models / "diffusion_models" / LAYOUTS["diffusers"]))
     save_file({"model.diffusion_model." + k: v for k, v in to_original(state).items()},
               str(models / "diffusion_models" / LAYOUTS["comfyui"]))
     te = {k: v.contiguous().clone() for k, v in text_encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
     te["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
     save_file(te, str(models / "text_encoders" / TEXT))
-    vstate = {k: v.contiguous().clone() for k, v in vae.state_dict().items()}
+    vstate = cloned_state(vae)
     save_file(vstate, str(models / "vae" / VAE_FILES["diffusers"]))
     save_file(vae_to_original(vstate), str(models / "vae" / VAE_FILES["comfyui"]))
     return TinyWan(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, home=home)
