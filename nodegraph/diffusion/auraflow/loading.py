@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, LatentFormat, TextEncoder
 from .detect import (
     text_encoder_config,
@@ -57,7 +58,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     prefix, layout = found
     config, reasons = transformer_config(shapes, prefix, layout)
     log.info("%s: auraflow: %s", name, "; ".join(reasons))
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     if layout == "original":
         state = convert_auraflow_transformer_checkpoint_to_diffusers(state)
     compute = dtype or torch.float32
@@ -109,7 +110,7 @@ def text_encoder_from_state(state: dict[str, Any], shapes: dict[str, Any], name:
         raise UnknownModelError(f"{name} is not a Pile-T5 text encoder (no relative-attention bias in "
                                 "encoder.block.1); AuraFlow takes its pile_t5xl encoder")
     config = text_encoder_config(shapes, prefix)
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     with quiet_libraries(), init_empty_weights():
         model = UMT5EncoderModel(UMT5Config(**config))
     shared = state.pop("encoder.embed_tokens.weight", None)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, LatentFormat, TextEncoder
 from .detect import transformer_config, transformer_layout
 from .sampling import CosmosFlow
@@ -52,7 +53,7 @@ def transformer_from_state(state: dict[str, Any], shapes: dict[str, Any], name: 
     prefix, layout = found
     config, reasons = transformer_config(shapes, prefix, layout)
     log.info("%s: cosmos predict2: %s", name, "; ".join(reasons))
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     compute = dtype or torch.float32
     state = unscale_fp8(state, compute)
     if layout == "original":

@@ -35,6 +35,11 @@ FLUX_LATENT = LatentFormat(channels=16, downscale=8, scaling_factor=0.3611, shif
 _DEFAULT_SHIFT = {"dev": 1.15, "fill": 1.15, "control": 1.15, "schnell": 1.0}
 
 
+def strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The tensors of ``state`` named under ``prefix``, renamed without it (popped from ``state``)."""
+    return {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+
+
 def fill(model: Any, state: dict[str, Any], dtype: Any, what: str) -> Any:
     """Place ``state``'s tensors (cast to ``dtype``) into meta-device ``model``, emptying ``state`` as it goes."""
     from accelerate.utils import set_module_tensor_to_device
@@ -251,7 +256,7 @@ def text_encoder_from_state(state: dict[str, Any], header: Any, name: str, dtype
     if kind == "clip_g" and prefix.endswith("text_model."):
         prefix = prefix[:-len("text_model.")]  # keep text_model. (CLIPTextModelWithProjection's names)
     shapes = {k[len(prefix):]: v for k, v in header.shapes.items() if k.startswith(prefix)}
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     with quiet_libraries(), init_empty_weights():
         if kind == "t5xxl":
             model = T5EncoderModel(T5Config(**_t5_config(shapes, "")))

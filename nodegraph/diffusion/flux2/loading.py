@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, LatentFormat, TextEncoder
 from .detect import (
     text_encoder_config,
@@ -79,7 +80,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     config, (variant, *reasons) = transformer_config(header.shapes, prefix, layout)
     log.info("%s: flux2 %s: %s", name, variant, "; ".join(reasons))
     if prefix:
-        state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+        state = strip_prefix(state, prefix)
     compute = dtype or torch.float32
     state = dequantize(state, compute, name)
     if layout == "comfyui":

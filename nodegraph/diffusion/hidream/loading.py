@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, TextEncoder
 from .detect import is_llama, llama_config, transformer_config, transformer_prefix
 
@@ -63,7 +64,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     config, reasons = transformer_config(header.shapes, prefix)
     log.info("%s: hidream (%s): %s", name, "ComfyUI layout" if prefix else "diffusers names", "; ".join(reasons))
     if prefix:
-        state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+        state = strip_prefix(state, prefix)
     compute = dtype or torch.float32
     state = dequantized(state, compute, name)
     transformer = filled_model(HiDreamImageTransformer2DModel, config, state, name, compute, weight_dtype)
@@ -129,7 +130,7 @@ def clip_from_state(state: dict[str, Any], header: Header, name: str, kind: str,
     prefix = encoder_prefix(header)
     prefix = prefix.removesuffix("text_model.")
     shapes = {k[len(prefix):]: v for k, v in header.shapes.items() if k.startswith(prefix)}
-    state = dequantized({k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}, dtype, name)
+    state = dequantized(strip_prefix(state, prefix), dtype, name)
     if kind == "clip_g":
         values = _clip_g_config(shapes)
     else:
@@ -159,7 +160,11 @@ def load_hidream_clips(paths: list[Path], names: list[str], dtype: Any = None) -
     """``families.CLIP_LOADERS`` entry (type hidream): CLIP for any of CLIP-L, CLIP-G, T5-XXL and Llama-3.1 files."""
     from safetensors.torch import load_file
 
-    from ..flow.loading import require_safetensors, t5_tokenizer, text_encoder_from_state
+    from ..flow.loading import (
+        require_safetensors,
+        t5_tokenizer,
+        text_encoder_from_state,
+    )
     from ..loading import clip_tokenizer
 
     paths = [Path(p) for p in paths]

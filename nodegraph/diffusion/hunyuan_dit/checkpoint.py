@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import Checkpoint, DiffusionModel, LatentFormat, TextEncoder, VAEModel
 from .convert import to_diffusers, transformer_config
 
@@ -48,7 +49,7 @@ def is_hunyuan_dit(shapes: dict[str, Any], prefix: str = TRANSFORMER) -> bool:
 
 
 def _part(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    return strip_prefix(state, prefix)
 
 
 def transformer_from_state(state: dict[str, Any], name: str, dtype: Any = None) -> DiffusionModel:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import TextEncoder
 from .files import shipped_config
 
@@ -75,7 +76,7 @@ def llama_from_state(state: dict[str, Any], header: Header, name: str, dtype: An
                                 "DualCLIPLoader type hunyuan_video takes clip_l and llava_llama3_fp16/fp8_scaled")
     compute = dtype or torch.float32
     state = unscale_fp8(state, compute)
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     with quiet_libraries(), init_empty_weights():
         model = LlamaModel(LlamaConfig(**llama_config(header.shapes, prefix)))
     return fill(model, state, compute, name)

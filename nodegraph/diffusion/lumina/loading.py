@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, TextEncoder
 from .detect import Found, detect_transformer, shipped_config
 
@@ -170,7 +171,7 @@ def text_encoder_from_state(state: dict[str, Any], kind: str, prefix: str, shape
     from ..fp8 import unscale_fp8
 
     config = text_encoder_config(shapes, kind, prefix)
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     state = unscale_fp8(state, dtype or torch.float32)
     with quiet_libraries(), init_empty_weights():
         model = Qwen3Model(Qwen3Config(**config)) if kind == "qwen3" else Gemma2Model(Gemma2Config(**config))

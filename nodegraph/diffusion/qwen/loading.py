@@ -14,6 +14,7 @@ from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
 from ..fp8 import unscale_fp8  # the shared fp8_scaled reader (other families still import it from here)
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, LatentFormat, TextEncoder
 from .detect import (
     text_encoder_config,
@@ -51,7 +52,7 @@ def transformer_from_state(state: dict[str, Any], header: Header, name: str, wei
     config, reasons = transformer_config(header.shapes, prefix)
     log.info("%s: qwen-image (%s): %s", name, "diffusers names", "; ".join(reasons))
     if prefix:
-        state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+        state = strip_prefix(state, prefix)
     compute = dtype or torch.float32
     state = unscale_fp8(state, compute)
     transformer = filled_model(QwenImageTransformer2DModel, config, state, name, compute, weight_dtype)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import Header, UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import DiffusionModel, LatentFormat, TextEncoder, VAEModel
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def unet_from_state(state: dict[str, Any], name: str, weight_dtype: str = "defau
     if prefix is None:
         raise UnknownModelError(f"{name} holds no Stable Cascade stage C/B UNet")
     if prefix:
-        state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+        state = strip_prefix(state, prefix)
     state = to_diffusers(state)
     config = derive_config({k: tuple(v.shape) for k, v in state.items()})
     release = config.pop("_release", "a custom size")

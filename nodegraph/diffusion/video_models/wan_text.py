@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..detect import UnknownModelError, read_header
+from ..flow.loading import strip_prefix
 from ..types import TextEncoder
 from .wan_files import shipped_config
 
@@ -91,7 +92,7 @@ def load_umt5(path: Path, name: str, dtype: Any = None) -> tuple[Any, Any]:
     state = unscale_fp8(load_file(str(path)), dtype)  # umt5_xxl_fp8_e4m3fn_scaled: weights times their scales
     spiece = state.pop(SPIECE_KEY, None)
     prefix = _prefix(state)
-    state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    state = strip_prefix(state, prefix)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     with quiet_libraries(), init_empty_weights():
         model = UMT5EncoderModel(UMT5Config(**_config(shapes)))
