@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nodegraph._tiny import TinySD, build_tiny_sd, build_tiny_sdxl
+from nodegraph.diffusion.devices import DeviceManager
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -31,6 +33,20 @@ def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> TinySD:
     (``conditioner.embedders.0.transformer.*`` CLIP, ``conditioner.embedders.1.model.*`` OpenCLIP).
     """
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl-home"))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_sd: TinySD) -> Any:
+    """The tiny SD model's MODEL (``load_checkpoint`` of its folder), loaded once per module."""
+    from nodegraph.diffusion.loading import load_checkpoint
+
+    return load_checkpoint(tiny_sd.folder, tiny_sd.config).model
+
+
+@pytest.fixture(scope="module")
+def devices() -> DeviceManager:
+    """A CPU-only DeviceManager."""
+    return DeviceManager(force_cpu=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,21 +12,9 @@ from graphs import make_engine, run, txt2img
 
 from nodegraph._tiny import TEXT_HIDDEN
 from nodegraph.diffusion import guiders
-from nodegraph.diffusion.devices import DeviceManager, for_model
+from nodegraph.diffusion.devices import for_model
 from nodegraph.diffusion.model_sampling import discrete_config, with_compute_dtype
 from nodegraph.diffusion.sampling import SamplingOptions, sample
-
-
-@pytest.fixture(scope="module")
-def model(tiny_sd):
-    from nodegraph.diffusion.loading import load_checkpoint
-
-    return load_checkpoint(tiny_sd.folder, tiny_sd.config).model
-
-
-@pytest.fixture(scope="module")
-def devices():
-    return DeviceManager(force_cpu=True)
 
 
 def _with(model, dtype):

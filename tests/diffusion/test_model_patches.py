@@ -13,27 +13,25 @@ from graphs import make_engine, run, txt2img
 
 from nodegraph._tiny import TEXT_HIDDEN
 from nodegraph.diffusion import patches as P
-from nodegraph.diffusion.attention import _TomeProcessor, install_freeu, install_sag_recorder, install_tome
+from nodegraph.diffusion.attention import (
+    _TomeProcessor,
+    install_freeu,
+    install_sag_recorder,
+    install_tome,
+)
 from nodegraph.diffusion.custom import KDenoiser, SamplerDef, SamplerRegistry
-from nodegraph.diffusion.devices import DeviceManager
 from nodegraph.diffusion.ksamplers import k_sampler
 from nodegraph.diffusion.model_sampling import ZSNR_LAST_ALPHA_CUMPROD, discrete_config
-from nodegraph.diffusion.sampling import SamplingOptions, _conds, _sigma_table, make_noise, sample
+from nodegraph.diffusion.sampling import (
+    SamplingOptions,
+    _conds,
+    _sigma_table,
+    make_noise,
+    sample,
+)
 from nodegraph.diffusion.schedulers import alphas_cumprod_of
 
 SEED = 7
-
-
-@pytest.fixture(scope="module")
-def model(tiny_sd):
-    from nodegraph.diffusion.loading import load_checkpoint
-
-    return load_checkpoint(tiny_sd.folder, tiny_sd.config).model
-
-
-@pytest.fixture(scope="module")
-def devices():
-    return DeviceManager(force_cpu=True)
 
 
 def _cond(seed: int) -> list:
