@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..detect import UnknownModelError
+from ..flow.loading import strip_prefix
 from ..types import VAEModel
 from .files import shipped_config
 
@@ -101,10 +102,6 @@ class LTX2AudioVAE(torch.nn.Module):
     encode = decode
 
 
-def _strip(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
-
-
 def has_audio_vae(keys: Any) -> bool:
     """Whether tensor names hold LTX-2's audio VAE (``audio_vae.``) and vocoder (``vocoder.``)."""
     keys = list(keys)
@@ -149,14 +146,14 @@ def audio_vae_from_state(state: dict[str, Any], name: str, dtype: Any = None) ->
     if not has_audio_vae(state):
         raise UnknownModelError(f"{name} holds no LTX-2 audio VAE (audio_vae.*) and vocoder (vocoder.*); choose the "
                                 "LTX-2 checkpoint (ltx-2-19b-*.safetensors)")
-    vae_state = _strip(state, "audio_vae.")
+    vae_state = strip_prefix(state, "audio_vae.")
     for old, new in (("per_channel_statistics.mean-of-means", "latents_mean"),
                      ("per_channel_statistics.std-of-means", "latents_std")):
         if old in vae_state:
             vae_state[new] = vae_state.pop(old)
     vae_state = {k: v for k, v in vae_state.items() if not k.startswith("per_channel_statistics.")}
     voc_state = {}
-    for key, value in _strip(state, "vocoder.").items():
+    for key, value in strip_prefix(state, "vocoder.").items():
         for old, new in _VOCODER_NAMES:
             if key.startswith(old):
                 key = new + key[len(old):]
