@@ -450,11 +450,8 @@ def test_nodes_change_the_image_and_leave_the_model(engine, node):
     assert torch.equal(_image(engine, txt2img(steps=2, width=64, height=64)), base)  # nothing was mutated
 
 
-def test_perp_neg_guider_in_custom_sampling(engine):
-    wf = txt2img(steps=2)
-    wf["guider"] = {"class_type": "PerpNegGuider", "inputs": {
-        "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "empty_conditioning": ["neg", 0],
-        "cfg": 5.0, "neg_scale": 1.0}}
+def _custom_sampling(wf: dict) -> dict:
+    """Sample ``wf`` with its "guider" node through SamplerCustomAdvanced (seed 1, euler, normal, 2 steps)."""
     wf["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}}
     wf["sampler"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
     wf["sched"] = {"class_type": "BasicScheduler", "inputs": {"model": ["ckpt", 0], "scheduler": "normal",
@@ -462,7 +459,15 @@ def test_perp_neg_guider_in_custom_sampling(engine):
     wf["ks"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
         "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sched", 0],
         "latent_image": ["empty", 0]}}
-    assert torch.isfinite(_image(engine, wf)).all()
+    return wf
+
+
+def test_perp_neg_guider_in_custom_sampling(engine):
+    wf = txt2img(steps=2)
+    wf["guider"] = {"class_type": "PerpNegGuider", "inputs": {
+        "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "empty_conditioning": ["neg", 0],
+        "cfg": 5.0, "neg_scale": 1.0}}
+    assert torch.isfinite(_image(engine, _custom_sampling(wf))).all()
 
 
 def test_patch_through_cfg_guider(engine):
@@ -472,12 +477,5 @@ def test_patch_through_cfg_guider(engine):
         wf["patch"] = {"class_type": "RescaleCFG", "inputs": {"model": ["ckpt", 0], "multiplier": 1.0}}
         wf["guider"] = {"class_type": "CFGGuider", "inputs": {"model": model_ref, "positive": ["pos", 0],
                                                               "negative": ["neg", 0], "cfg": 7.0}}
-        wf["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}}
-        wf["sampler"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
-        wf["sched"] = {"class_type": "BasicScheduler", "inputs": {"model": ["ckpt", 0], "scheduler": "normal",
-                                                                  "steps": 2, "denoise": 1.0}}
-        wf["ks"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sched", 0],
-            "latent_image": ["empty", 0]}}
-        return wf
+        return _custom_sampling(wf)
     assert (_image(engine, graph(["patch", 0])) - _image(engine, graph(["ckpt", 0]))).abs().max() > 1e-4
