@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import family_kit as kit
 import pytest
 import torch
 from mochi_tiny import (
@@ -20,7 +21,6 @@ from mochi_tiny import (
     LAYOUTS,
     TEXT,
     VAE_FILES,
-    TinyMochi,
     build,
     to_comfyui,
 )
@@ -48,16 +48,8 @@ EXAMPLES = Path(__file__).parent / "mochi_examples"
 FILE_INPUTS = {"unet_name", "clip_name", "vae_name", "ckpt_name"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyMochi:
-    return build(tmp_path_factory.mktemp("tiny-mochi-home"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+tiny = kit.tiny_fixture(build, "tiny-mochi-home")
+engine = kit.engine_fixture()
 
 
 def graph(unet: str = LAYOUTS["comfyui"], vae: str = VAE_FILES["comfyui"], scheduler: str = "linear_quadratic",
