@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
@@ -45,11 +46,7 @@ def tiny(tmp_path_factory):
     return wan, i2v, images
 
 
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny[0].home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+engine = kit.engine_fixture(home=lambda tiny: tiny[0].home)
 
 
 def graph(node: str = "WanFirstLastFrameToVideo") -> dict:
@@ -78,7 +75,11 @@ def graph(node: str = "WanFirstLastFrameToVideo") -> dict:
 
 @pytest.mark.slow
 def test_first_last_frames_equal_wan_i2v_pipeline_with_last_image(engine, tiny):
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanPipeline,
+    )
 
     wan, i2v, (first, last) = tiny
     result, cap = run_captured(engine, graph())
@@ -150,7 +151,12 @@ class StartEndVision(Node):
 def test_flf2v_with_both_clip_vision_outputs_equals_the_pipeline(tiny):
     """Wan 2.1 FLF2V (image embedder with positions for 2 images): both images' CLIP vision states, one after the
     other, reach the image cross-attention as WanImageToVideoPipeline's two-image embeds."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
 
     wan, _, (first, last) = tiny
     torch.manual_seed(10)

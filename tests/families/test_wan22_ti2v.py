@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
@@ -17,12 +18,10 @@ from safetensors.torch import load_file
 from wan22_tiny import LAYOUTS_5B, VAE22_FILES, TinyWan22, build22, vae22_to_original
 from wan_tiny import TEXT
 
-from nodegraph.config import EngineConfig
 from nodegraph.diffusion.sampling import make_noise
 from nodegraph.diffusion.video_models import wan22_vae
 from nodegraph.diffusion.video_models.wan_files import load_wan_transformer
 from nodegraph.diffusion.video_models.wan_vae import wan_vae_from_state
-from nodegraph.testing_graphs import capture_engine, run_captured
 
 PROMPT = "a blue river on a mountain"
 SEED, STEPS, SIZE, LENGTH, CFG, SHIFT = 5, 4, 64, 5, 5.0, 5.0
@@ -38,11 +37,7 @@ def tiny(tmp_path_factory) -> TinyWan22:
     return wan
 
 
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny.home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+engine = kit.engine_fixture()
 
 
 def graph(start_image: bool, unet: str = LAYOUTS_5B["comfyui"], vae: str = VAE22_FILES["comfyui"]) -> dict:
@@ -76,10 +71,7 @@ def _noise() -> torch.Tensor:
     return make_noise((1, 48, frames, SIZE // 16, SIZE // 16), torch.Generator("cpu").manual_seed(SEED))
 
 
-def _run(engine, wf: dict) -> dict:
-    result, cap = run_captured(engine, wf)
-    result.raise_for_status()
-    return cap
+_run = kit.run
 
 
 def _frames(out) -> torch.Tensor:

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
+import family_kit as kit
 import pytest
 import torch
 from ltx_tiny import VAE as LTX_VAE
@@ -23,7 +24,11 @@ from safetensors.torch import save_file
 from wan_tiny import VAE as WAN_VAE
 
 from nodegraph.config import EngineConfig
-from nodegraph.diffusion.video_models.video_tiling import decode_tiled, temporal_compression, tiled_multidim
+from nodegraph.diffusion.video_models.video_tiling import (
+    decode_tiled,
+    temporal_compression,
+    tiled_multidim,
+)
 from nodegraph.testing_graphs import capture_engine, run_captured
 
 WAN_FILE, LTX_FILE = "wan-tiling-vae.safetensors", "ltx-tiling-vae.safetensors"
@@ -54,11 +59,7 @@ def home(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def engine(home):
-    cfg = EngineConfig(home=home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+engine = kit.engine_fixture("home", home=lambda home: home)
 
 
 def _decode(engine, tiled: dict | None) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
+import family_kit as kit
 import numpy as np
 import pytest
 import torch
@@ -58,11 +59,7 @@ def tiny(tmp_path_factory):
     return wan, vace, Image.fromarray(pixels)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny):
-    cfg = EngineConfig(home=tiny[0].home)
-    cfg.ensure_dirs()
-    return capture_engine(cfg)
+engine = kit.engine_fixture(home=lambda tiny: tiny[0].home)
 
 
 def graph(strength: float = 1.0) -> dict:
