@@ -44,8 +44,9 @@ def run(family: KFamily, model: Any, positive: list, negative: list, cfg: float,
     """Sample ``samples`` from ``noise`` over ``sigmas`` with sampler ``fn``: (unscaled result, last x0)."""
     import torch
 
+    from .flow.sampling import noise_mask_for
     from .preview import preview_jpeg
-    from .sampling import _resize_mask, lora_applied
+    from .sampling import lora_applied
 
     fmt = model.latent
     last: dict[str, Any] = {}
@@ -57,9 +58,7 @@ def run(family: KFamily, model: Any, positive: list, negative: list, cfg: float,
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         noise = noise.to(device)
-        mask = None
-        if latent.get("noise_mask") is not None:
-            mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
+        mask = noise_mask_for(latent, samples, device)
         denoiser = family.denoiser(model, positive, negative, cfg, dtype, device, samples, mask, clean)
         s0 = float(sigmas[0])
         top = family.sigma_max(model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .sampling import FlowDenoiser, prepare_latent
+from .sampling import FlowDenoiser, noise_mask_for, prepare_latent
 from .schedule import flow_sigmas
 
 
@@ -90,7 +90,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
     """SamplerCustomAdvanced on a flow model: (output, denoised_output) LATENTs."""
     import torch
 
-    from ..guiders import _resize_mask, draw_noise
+    from ..guiders import draw_noise
     from ..sampling import lora_applied, output_latent
     from ..preview import preview_jpeg
 
@@ -125,9 +125,7 @@ def sample_custom(guider: Any, sampler: Any, sigmas: Any, noise: Any, latent: di
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         start = start.to(device)
-        mask = None
-        if latent.get("noise_mask") is not None:
-            mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
+        mask = noise_mask_for(latent, samples, device)
         denoiser = _denoiser(guider, model, dtype, device, mask, clean, start)
         s0 = float(sig[0])
         x = s0 * start + (1.0 - s0) * clean

@@ -319,6 +319,15 @@ def start_noise(opts: Any, samples: Any, latent: dict[str, Any]) -> tuple[Any, A
     return gen, noise
 
 
+def noise_mask_for(latent: dict[str, Any], samples: Any, device: Any) -> Any:
+    """The LATENT's ``noise_mask`` resized to ``samples`` (batch and size) on ``device``; None without one."""
+    from ..sampling import _resize_mask
+
+    if latent.get("noise_mask") is None:
+        return None
+    return _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
+
+
 def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], opts: Any, devices: Any,
            callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
     """Denoise ``latent`` with a flow model (KSampler's contract, see ``sampling.sample``); returns the LATENT."""
@@ -331,7 +340,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         return own(model, positive, negative, latent, opts, devices, callback, preview_every, lora_library, samplers)
 
     from ..preview import preview_jpeg
-    from ..sampling import _resize_mask, lora_applied, output_latent
+    from ..sampling import lora_applied, output_latent
 
     samples = prepare_latent(model, latent)
     fmt = model.latent
@@ -349,9 +358,7 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         device, dtype = devices.device, devices.dtype
         clean = ((samples - fmt.shift_factor) * fmt.scaling_factor).to(device)
         noise = noise.to(device)
-        mask = None
-        if latent.get("noise_mask") is not None:
-            mask = _resize_mask(latent["noise_mask"], samples.shape[0], *samples.shape[-2:]).to(device)
+        mask = noise_mask_for(latent, samples, device)
         denoiser = FlowDenoiser(model, positive, negative, opts.cfg, dtype, device, mask, clean, noise)
         s_first = float(sig[0])
         x = s_first * noise + (1.0 - s_first) * clean
@@ -372,5 +379,5 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     return dict(out_latent, samples=result)
 
 
-__all__ = ["DEFAULT_GUIDANCE", "FlowDenoiser", "euler", "prepare_latent", "refuse_controls", "refuse_regions",
-           "require_conditioning", "sample", "sampler_fn", "sigmas_for"]
+__all__ = ["DEFAULT_GUIDANCE", "FlowDenoiser", "euler", "noise_mask_for", "prepare_latent", "refuse_controls",
+           "refuse_regions", "require_conditioning", "sample", "sampler_fn", "sigmas_for", "start_noise"]
