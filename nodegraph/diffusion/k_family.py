@@ -87,7 +87,7 @@ def sample(family: KFamily, model: Any, positive: list, negative: list, latent: 
     import numpy as np
 
     from .custom import k_route
-    from .flow.sampling import start_noise
+    from .noise import start_noise
     from .sampling import output_latent
 
     samples = family.prepare(model, latent)

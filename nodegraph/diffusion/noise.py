@@ -17,3 +17,14 @@ def make_noise(shape: tuple[int, ...], gen: Any, batch_index: list[int] | None =
         if i in batch_index:
             draws[i] = noise
     return torch.cat([draws[i] for i in batch_index])
+
+
+def start_noise(opts: Any, samples: Any, latent: dict[str, Any]) -> tuple[Any, Any]:
+    """(generator, noise) for KSampler: the CPU generator seeded with ``opts.seed`` (the steps draw from it next) and
+    noise shaped like ``samples`` (zeros when ``opts.add_noise`` is off)."""
+    import torch
+
+    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
+    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
+        else torch.zeros_like(samples)
+    return gen, noise

@@ -35,7 +35,7 @@ from .gligen import call as unet_call
 from .gligen import prepare as prepare_gligen
 from .model_sampling import needs_k_path, time_maps
 from .model_sampling import sigma_table as _sigma_table  # noqa: F401  (imported from here by the other samplers)
-from .noise import make_noise  # noqa: F401  (imported from here by the other samplers)
+from .noise import make_noise, start_noise  # noqa: F401  (make_noise: imported from here by the other samplers)
 from .regions import Region, blend_prediction, region_of
 from .schedulers import SAMPLERS, build_scheduler
 from .types import DiffusionModel
@@ -286,9 +286,7 @@ def sample(model: DiffusionModel, positive: list, negative: list, latent: dict[s
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(i0)
     fmt = model.latent
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))  # drawn from first here, then by the steps
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
+    gen, noise = start_noise(opts, samples, latent)  # the scheduler's steps draw from gen next
     step_kw = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
     prediction = model.prediction_type
     unet = model.unet
@@ -368,9 +366,7 @@ def _sample_plugin(model: DiffusionModel, positive: list, negative: list, latent
     keep_noise = s1 < total and opts.return_with_leftover_noise
     sig = full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
     fmt = model.latent
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
+    gen, noise = start_noise(opts, samples, latent)
     with control_modules(positive, negative) as controls, devices.use(model.unet, *controls), \
             lora_applied(model, lora_library), patches.applied(model) as active, torch.no_grad():
         device, dtype = devices.device, devices.dtype

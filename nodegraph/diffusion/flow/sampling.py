@@ -306,19 +306,6 @@ def sigmas_for(model: Any, opts: Any) -> Any:
     return full[s0:s1 + 1] if s1 >= total or keep_noise else np.append(full[s0:s1], 0.0)
 
 
-def start_noise(opts: Any, samples: Any, latent: dict[str, Any]) -> tuple[Any, Any]:
-    """(generator, noise) for KSampler: the CPU generator seeded with ``opts.seed`` and noise shaped like ``samples``
-    (zeros when ``opts.add_noise`` is off)."""
-    import torch
-
-    from ..sampling import make_noise
-
-    gen = torch.Generator("cpu").manual_seed(int(opts.seed))
-    noise = make_noise(tuple(samples.shape), gen, latent.get("batch_index")) if opts.add_noise \
-        else torch.zeros_like(samples)
-    return gen, noise
-
-
 def noise_mask_for(latent: dict[str, Any], samples: Any, device: Any) -> Any:
     """The LATENT's ``noise_mask`` resized to ``samples`` (batch and size) on ``device``; None without one."""
     from ..sampling import _resize_mask
@@ -350,6 +337,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
         return dict(out_latent, samples=samples)
     fn = sampler_fn(opts.sampler_name, samplers)
     sig = sigmas_for(model, opts)
+    from ..noise import start_noise
+
     gen, noise = start_noise(opts, samples, latent)
     from ..controlnet import control_modules
 
@@ -380,4 +369,4 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
 
 
 __all__ = ["DEFAULT_GUIDANCE", "FlowDenoiser", "euler", "noise_mask_for", "prepare_latent", "refuse_controls",
-           "refuse_regions", "require_conditioning", "sample", "sampler_fn", "sigmas_for", "start_noise"]
+           "refuse_regions", "require_conditioning", "sample", "sampler_fn", "sigmas_for"]

@@ -199,7 +199,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
            callback: Any = None, preview_every: int = 4, lora_library: Any = None, samplers: Any = None) -> dict:
     """Denoise a video ``latent`` with an LTX-Video model (KSampler's contract, see ``sampling.sample``)."""
 
-    from ..flow.sampling import sampler_fn, sigmas_for, start_noise
+    from ..flow.sampling import sampler_fn, sigmas_for
+    from ..noise import start_noise
     from ..sampling import output_latent
 
     samples = prepare_video_latent(model, latent)

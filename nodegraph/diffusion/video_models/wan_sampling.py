@@ -211,7 +211,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict[str, Any], o
     """Denoise a video ``latent`` with a Wan model (KSampler's contract, see ``sampling.sample``); the LATENT."""
     import torch
 
-    from ..flow.sampling import sampler_fn, sigmas_for, start_noise
+    from ..flow.sampling import sampler_fn, sigmas_for
+    from ..noise import start_noise
     from ..preview import preview_jpeg
     from ..sampling import lora_applied, output_latent
     from .wan22 import denoise_mask
