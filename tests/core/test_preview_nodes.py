@@ -16,17 +16,12 @@ import torch
 
 from nodegraph.still_formats import encode_still
 
+from .http_calls import call
+
 
 def _call(base: str, method: str, route: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + route, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if resp.headers.get_content_type() == "application/json" else raw
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+    status, data, _ = call(base, method, route, body)
+    return status, data
 
 
 def _run(base: str, prompt: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -188,8 +183,9 @@ def test_video_slice(engine) -> None:
     audio = {"waveform": torch.arange(1000.0).view(1, 1, 1000), "sample_rate": 100}  # 10 s at 100 Hz
 
     def sliced(start: float, duration: float, strict: bool = False) -> Any:
-        from nodegraph.api import VideoFromComponents
         from nodegraph.nodes.video import VideoSlice
+
+        from nodegraph.api import VideoFromComponents
 
         (video,) = VideoSlice().execute(None, VideoFromComponents(frames, 1, audio), start, duration, strict)
         return video.get_components()

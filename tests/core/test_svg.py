@@ -16,6 +16,8 @@ import pytest
 from nodegraph.api import Link, Node, Output, String
 from nodes.image_io import SvgDocuments, svg_texts, with_svg_metadata
 
+from .http_calls import call as _call
+
 TINY = ('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4" height="4" fill="red"/>'
         '<script>alert(1)</script></svg>')
 
@@ -49,19 +51,6 @@ def base(config, nodegraph_server) -> str:
 
     engine = build_engine(config, build_registry(MakeSVG, TakesSVG, builtins=("nodes.image_io",)))
     return nodegraph_server(engine)
-
-
-def _call(base: str, method: str, route: str, body: Any = None) -> tuple[int, Any, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + route, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if resp.headers.get_content_type() == "application/json" else raw, \
-                resp.headers
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null"), err.headers
 
 
 def _run(base: str, prompt: dict[str, Any]) -> dict[str, Any]:
